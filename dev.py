@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Run a nox session with nothing but Python 3.11+ installed.
+
+    python3 dev.py demo         # mock backends + router on the example config
+    python3 dev.py lint tests   # ruff, mypy, then the whole test suite
+    python3 dev.py bench        # the benchmark
+
+Creates .venv-dev/ holding nox (and uv, which nox uses to build its session
+environments quickly), then runs `nox -s SESSION...`. Arguments after `--`
+go to the sessions: `python3 dev.py tests -- -k auth`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv-dev"
+TOOLS = ["nox>=2024.10.9", "uv>=0.5"]
+
+
+def _bin(name: str) -> Path:
+    return VENV / ("Scripts" if os.name == "nt" else "bin") / name
+
+
+def ensure_tools() -> None:
+    marker = VENV / ".tools"
+    if marker.exists() and marker.read_text() == " ".join(TOOLS):
+        return
+    if not _bin("python").exists():
+        print(f"dev.py: creating {VENV.name}/ with nox and uv", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    subprocess.run(
+        [str(_bin("python")), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *TOOLS],
+        check=True,
+    )
+    marker.write_text(" ".join(TOOLS))
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):
+        print("dev.py: Python 3.11 or newer is required", file=sys.stderr)
+        return 2
+    if not argv:
+        print(__doc__)
+        return 2
+    split = argv.index("--") if "--" in argv else len(argv)
+    sessions, rest = argv[:split], argv[split:]
+    ensure_tools()
+    env = {**os.environ, "PATH": f"{_bin('python').parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [str(_bin("nox")), "--noxfile", str(ROOT / "noxfile.py"), "-s", *sessions, *rest]
+    return subprocess.call(command, cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

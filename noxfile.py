@@ -1,0 +1,70 @@
+"""Every way to run this project: tests, lint, demo, bench.
+
+Sessions install the three packages from their directories, as a user would
+install them, into a fresh environment; `python3 dev.py SESSION` runs them
+with nothing but Python installed.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PACKAGES = ["./packages/router-core", "./packages/router-server", "./packages/router-cli"]
+TEST_DEPS = [
+    "pytest>=8.3",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.115",
+    "openai>=1.50",
+    "schemathesis>=4.0",
+]
+LINT_DEPS = ["ruff>=0.8", "mypy>=1.13", "types-PyYAML", "pytest>=8.3", "hypothesis>=6.115",
+             "openai>=1.50", "nox>=2024.10.9"]
+
+
+def install_packages(session: nox.Session) -> None:
+    # --reinstall-package: the versions do not change between commits, so
+    # without it a reused environment would keep yesterday's code.
+    if session.venv_backend == "uv":
+        session.install(*PACKAGES, "--reinstall-package", "router-core",
+                        "--reinstall-package", "router-server", "--reinstall-package", "router-cli")
+    else:
+        session.install("--force-reinstall", "--no-deps", *PACKAGES)
+        session.install(*PACKAGES)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite, against real servers started by the fixtures."""
+    install_packages(session)
+    session.install(*TEST_DEPS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint + format check) and mypy --strict on every package and the tests."""
+    install_packages(session)
+    session.install(*LINT_DEPS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "packages/router-core/src", "packages/router-server/src",
+                "packages/router-cli/src", "tests", "noxfile.py", "dev.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Two mock backends and the router on examples/router.yaml; sends a request through."""
+    install_packages(session)
+    session.run("router", "demo", "--config", "examples/router.yaml", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Direct vs routed throughput and latency; prints a table, writes bench-results/*.json."""
+    install_packages(session)
+    session.install("aiohttp>=3.11", "uvloop>=0.21")
+    session.run("python", "benchmarks/bench.py", *session.posargs)

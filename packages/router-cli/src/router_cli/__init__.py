@@ -1,0 +1,1 @@
+"""router_cli: the `router` command."""

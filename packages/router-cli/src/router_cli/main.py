@@ -1,0 +1,113 @@
+"""The `router` command.
+
+router config validate FILE     every problem in FILE, with its path; exit 1 if any
+router keys create --org ORG    a new API key (shown once) and the line for the config
+router serve --config FILE      run the router (same as `router-server`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from collections.abc import Sequence
+
+from router_core import keys
+from router_core.config import KEY_ID_RE
+from router_core.config_codec import ConfigInvalid
+
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _config_validate(args: argparse.Namespace) -> int:
+    from router_server import config_file
+
+    try:
+        config = config_file.load(args.file, check_env=args.check_env)
+    except ConfigInvalid as exc:
+        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as exc:  # report, never a traceback
+        print(f"{args.file}: cannot be checked: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    keys_count = sum(len(org.keys) for org in config.organizations.values())
+    print(
+        f"{args.file}: OK ({len(config.backends)} backends, {len(config.models)} models, "
+        f"{len(config.organizations)} organizations, {keys_count} keys)"
+    )
+    return 0
+
+
+def new_key_id() -> str:
+    return secrets.token_hex(6)
+
+
+def new_secret() -> str:
+    return "".join(secrets.choice(keys.SECRET_ALPHABET) for _ in range(keys.SECRET_LENGTH))
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    key_id = args.id or new_key_id()
+    if not KEY_ID_RE.match(key_id):
+        print("router keys create: --id must be 4 to 32 letters or digits", file=sys.stderr)
+        return EXIT_USAGE
+    key = keys.format_key(key_id, new_secret())
+    print(f"API key for organization {args.org!r} (shown once; store it now):")
+    print(f"  {key}")
+    print(f"Add under organizations.{args.org}.keys in the config:")
+    print(f'  - {{id: {key_id}, hash: "{keys.hash_key(key)}"}}')
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from router_server.main import main as server_main
+
+    forwarded = ["--config", args.config]
+    if args.host:
+        forwarded += ["--host", args.host]
+    if args.port is not None:
+        forwarded += ["--port", str(args.port)]
+    return server_main(forwarded)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="router", description="The inference router.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = commands.add_parser("config", help="work with config files")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    validate = config_commands.add_parser("validate", help="check a config file")
+    validate.add_argument("file")
+    validate.add_argument(
+        "--check-env",
+        action="store_true",
+        help="also require the backends' credential variables to be set",
+    )
+    validate.set_defaults(handler=_config_validate)
+
+    keys_cmd = commands.add_parser("keys", help="manage API keys")
+    keys_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="create a new API key")
+    create.add_argument("--org", required=True, help="the organization that owns the key")
+    create.add_argument("--id", help="the public key id (default: random)")
+    create.set_defaults(handler=_keys_create)
+
+    serve = commands.add_parser("serve", help="run the router")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The router's configuration as frozen value objects.
+
+Rules:
+- Every class is immutable and validates its own fields at construction, so
+  a `RouterConfig` that exists is a config the router can run.
+- Field validators raise `FieldError`, which names the field; the codec turns
+  that into a path such as `models.gpt-4o.backends[1].weight: must be > 0`.
+- Cross-references (a model naming a backend, key ids unique across
+  organizations) are checked by `config_codec.check_references`, because they
+  span objects.
+- No serialization here; `config_codec` converts to and from plain data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+KEY_ID_RE = re.compile(r"^[A-Za-z0-9]{4,32}$")
+KEY_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class FieldError(ValueError):
+    """A field failed validation; `field` is its name in the enclosing object."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise FieldError(attribute.name, "must be > 0")
+
+
+def _port(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise FieldError(attribute.name, "must be a TCP port between 0 and 65535")
+
+
+def _matches(pattern: re.Pattern[str], what: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+        if not pattern.match(value):
+            raise FieldError(attribute.name, f"must be {what}")
+
+    return check
+
+
+def _one_of(*choices: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+        if value not in choices:
+            raise FieldError(attribute.name, f"must be one of {', '.join(choices)}, not {value!r}")
+
+    return check
+
+
+def _url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise FieldError(attribute.name, "must be an http:// or https:// URL")
+
+
+def _non_empty(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
+    if not value:
+        raise FieldError(attribute.name, "must not be empty")
+
+
+@attrs.frozen
+class Listener:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8080, validator=_port)
+
+
+@attrs.frozen
+class Listeners:
+    public: Listener = Listener()
+
+
+@attrs.frozen
+class ServerSettings:
+    # Request bodies above this many bytes get 413 before they are parsed.
+    max_body_bytes: int = attrs.field(default=1_048_576, validator=_positive)
+    # Upper bound on the time from accepting a request to the backend's
+    # response headers (streams are then bounded by the backend read timeout).
+    request_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    # "aiohttp" (default, fastest) or "httpx" (httpx's own transport).
+    transport: str = attrs.field(
+        default="aiohttp", validator=_one_of("aiohttp", "httpx")
+    )
+    workers: int = attrs.field(default=1, validator=_positive)
+
+
+@attrs.frozen
+class HealthSettings:
+    probe_interval_s: float = attrs.field(default=5.0, validator=_positive)
+    probe_timeout_s: float = attrs.field(default=2.0, validator=_positive)
+
+
+@attrs.frozen
+class Backend:
+    base_url: str = attrs.field(validator=_url)
+    # Name of the environment variable that holds this backend's credential;
+    # the credential itself never appears in the config file.
+    api_key_env: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),
+    )
+    connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    read_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    max_in_flight: int = attrs.field(default=256, validator=_positive)
+
+
+@attrs.frozen
+class ModelTarget:
+    backend: str = attrs.field(validator=_matches(NAME_RE, "a backend name"))
+    # The model name the backend knows; defaults to the public name.
+    model: str | None = None
+    weight: float = attrs.field(default=1.0, validator=_positive)
+
+
+@attrs.frozen
+class Model:
+    backends: tuple[ModelTarget, ...] = attrs.field(validator=_non_empty)
+
+
+@attrs.frozen
+class ApiKey:
+    id: str = attrs.field(validator=_matches(KEY_ID_RE, "4 to 32 letters or digits"))
+    hash: str = attrs.field(
+        validator=_matches(KEY_HASH_RE, "'sha256:' followed by 64 lowercase hex digits"),
+        repr=False,
+    )
+    revoked: bool = False
+
+
+@attrs.frozen
+class Organization:
+    keys: tuple[ApiKey, ...] = ()
+    # Public model names this organization may use; "*" means all.
+    models: tuple[str, ...] = ("*",)
+
+    def allows(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
+@attrs.frozen
+class RouterConfig:
+    backends: Mapping[str, Backend] = attrs.field(validator=_non_empty)
+    models: Mapping[str, Model] = attrs.field(validator=_non_empty)
+    organizations: Mapping[str, Organization] = attrs.field(factory=dict)
+    listeners: Listeners = Listeners()
+    server: ServerSettings = ServerSettings()
+    health: HealthSettings = HealthSettings()
+    version: int = 1

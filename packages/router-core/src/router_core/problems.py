@@ -1,0 +1,139 @@
+"""The problem catalog: every error the router can answer with, in one place.
+
+Rules:
+- A `Problem` is the stable identity of an error: a code, an HTTP status and a
+  title. The code never changes once published; clients match on it.
+- `RouterError` carries a problem plus the details of one occurrence. Its two
+  branches say whose fault it is: `ClientError` (the caller can fix it) and
+  `DependencyError` (a backend or a store failed; the caller can retry).
+- Rendering is pure: the same error becomes the seed's body (`/v1/inference`),
+  OpenAI's envelope (the OpenAI-compatible routes) or RFC 9457 problem+json
+  (status and admin routes). Nothing here ever includes a credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Problem:
+    code: str
+    status: int
+    title: str
+    # OpenAI's `error.type`, so SDKs and dashboards group errors as they expect.
+    openai_type: str = "invalid_request_error"
+
+
+class Catalog:
+    """Every problem the router emits. Tests iterate over `Catalog.all()`."""
+
+    MISSING_API_KEY = Problem("missing_api_key", 401, "Missing API key")
+    INVALID_API_KEY = Problem("invalid_api_key", 401, "Invalid API key")
+    FORBIDDEN_MODEL = Problem("model_not_allowed", 403, "Model not allowed for this key")
+    NOT_FOUND = Problem("not_found", 404, "Not found")
+    MODEL_NOT_FOUND = Problem("model_not_found", 404, "Model not found")
+    METHOD_NOT_ALLOWED = Problem("method_not_allowed", 405, "Method not allowed")
+    MALFORMED_JSON = Problem("malformed_json", 400, "Malformed JSON body")
+    PAYLOAD_TOO_LARGE = Problem("payload_too_large", 413, "Request body too large")
+    UNSUPPORTED_MEDIA_TYPE = Problem("unsupported_media_type", 415, "Unsupported media type")
+    VALIDATION_FAILED = Problem("validation_failed", 422, "Request validation failed")
+    # A backend refused the request itself (e.g. context too long); the
+    # backend's own 4xx status is passed through.
+    BACKEND_REJECTED = Problem("backend_rejected", 400, "Backend rejected the request")
+    BACKEND_ERROR = Problem("backend_error", 502, "Backend error", "server_error")
+    BACKEND_TIMEOUT = Problem("backend_timeout", 504, "Backend timed out", "server_error")
+    REQUEST_TIMEOUT = Problem("request_timeout", 504, "Request timed out", "server_error")
+    NO_BACKEND_AVAILABLE = Problem(
+        "no_backend_available", 503, "No backend available", "server_error"
+    )
+    INTERNAL_ERROR = Problem("internal_error", 500, "Internal error", "server_error")
+
+    @classmethod
+    def all(cls) -> list[Problem]:
+        return [v for v in vars(cls).values() if isinstance(v, Problem)]
+
+
+class RouterError(Exception):
+    """An error with a catalogued problem; safe to show to the caller."""
+
+    problem: Problem
+
+    def __init__(
+        self,
+        problem: Problem,
+        detail: str,
+        *,
+        param: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self._status = status
+        self.detail = detail
+        self.param = param
+        self.extra: Mapping[str, Any] = extra or {}
+        self.headers: Mapping[str, str] = headers or {}
+
+    @property
+    def status(self) -> int:
+        return self._status or self.problem.status
+
+
+class ClientError(RouterError):
+    """The caller's fault: fix the request, don't retry it as is."""
+
+
+class DependencyError(RouterError):
+    """A backend or store failed; the same request may succeed later."""
+
+
+class Envelope(Enum):
+    """Which error body a route speaks."""
+
+    SEED = "seed"  # /v1/inference: {error, code, ...}
+    OPENAI = "openai"  # OpenAI-compatible routes: {"error": {message, type, param, code}}
+    PROBLEM = "problem"  # RFC 9457 application/problem+json
+
+
+def render(
+    error: RouterError, envelope: Envelope, *, instance: str | None = None
+) -> dict[str, Any]:
+    """The JSON body for `error` in the route's envelope."""
+    problem = error.problem
+    if envelope is Envelope.OPENAI:
+        return {
+            "error": {
+                "message": error.detail,
+                "type": problem.openai_type,
+                "param": error.param,
+                "code": problem.code,
+                **error.extra,
+            }
+        }
+    if envelope is Envelope.SEED:
+        body: dict[str, Any] = {"error": error.detail, "code": problem.code.upper()}
+        if error.param is not None:
+            body["param"] = error.param
+        body.update(error.extra)
+        return body
+    doc: dict[str, Any] = {
+        "type": f"urn:router:problem:{problem.code}",
+        "title": problem.title,
+        "status": error.status,
+        "detail": error.detail,
+    }
+    if instance is not None:
+        doc["instance"] = instance
+    doc.update(error.extra)
+    return doc
+
+
+def content_type(envelope: Envelope) -> str:
+    return "application/problem+json" if envelope is Envelope.PROBLEM else "application/json"

@@ -1,0 +1,280 @@
+"""Validation of inference request bodies, with every problem's field path.
+
+Rules:
+- Only the fields the router acts on (or that a backend would reject in a
+  confusing way) are checked; every other field passes through untouched,
+  so new OpenAI parameters work without a router release.
+- Problems are collected, not raised one by one: a 422 lists them all, each
+  as `path: message` (for example `messages[0].role: required`).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from router_core.problems import Catalog, ClientError
+
+
+class Operation(enum.Enum):
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+
+    @property
+    def backend_path(self) -> str:
+        return _BACKEND_PATHS[self]
+
+
+_BACKEND_PATHS = {
+    Operation.CHAT: "/chat/completions",
+    Operation.COMPLETION: "/completions",
+    Operation.EMBEDDING: "/embeddings",
+}
+
+
+@attrs.frozen
+class InferenceRequest:
+    operation: Operation
+    model: str
+    # The body to forward, as the client sent it (the model is rewritten later).
+    body: Mapping[str, Any] = attrs.field(repr=False)
+    stream: bool = False
+    max_tokens: int | None = None
+    request_id: str | None = None
+
+
+@attrs.frozen
+class FieldProblem:
+    path: str
+    message: str
+
+
+Problems = list[FieldProblem]
+
+
+def _join(prefix: str, name: str | int) -> str:
+    if isinstance(name, int):
+        return f"{prefix}[{name}]"
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _type_of(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "object",
+    }.get(type(value), type(value).__name__)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require_str(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> str | None:
+    path = _join(prefix, name)
+    if name not in body:
+        out.append(FieldProblem(path, "required"))
+        return None
+    value = body[name]
+    if not isinstance(value, str) or not value:
+        out.append(FieldProblem(path, f"must be a non-empty string, not {_type_of(value)}"))
+        return None
+    return value
+
+
+def _optional_bool(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        out.append(FieldProblem(_join(prefix, name), f"must be a boolean, not {_type_of(value)}"))
+        return False
+    return value
+
+
+def _optional_positive_int(
+    body: Mapping[str, Any], name: str, prefix: str, out: Problems
+) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not _is_int(value) or value < 1:
+        out.append(FieldProblem(_join(prefix, name), "must be an integer >= 1"))
+        return None
+    return int(value)
+
+
+def _optional_range(
+    body: Mapping[str, Any], name: str, low: float, high: float, prefix: str, out: Problems
+) -> None:
+    value = body.get(name)
+    if value is not None and (not _is_number(value) or not low <= value <= high):
+        out.append(FieldProblem(_join(prefix, name), f"must be a number from {low} to {high}"))
+
+
+def _optional_object(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        out.append(FieldProblem(_join(prefix, name), f"must be an object, not {_type_of(value)}"))
+
+
+def _check_messages(body: Mapping[str, Any], prefix: str, out: Problems) -> None:
+    path = _join(prefix, "messages")
+    messages = body.get("messages")
+    if "messages" not in body:
+        out.append(FieldProblem(path, "required"))
+        return
+    if not isinstance(messages, list) or not messages:
+        out.append(FieldProblem(path, "must be a non-empty array of messages"))
+        return
+    for i, message in enumerate(messages):
+        where = _join(path, i)
+        if not isinstance(message, dict):
+            out.append(FieldProblem(where, f"must be an object, not {_type_of(message)}"))
+            continue
+        _require_str(message, "role", where, out)
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            out.append(FieldProblem(_join(where, "content"), "must be a string, an array or null"))
+
+
+def _is_token_list(value: object) -> bool:
+    return isinstance(value, list) and all(_is_int(v) for v in value)
+
+
+def _check_text_input(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> None:
+    path = _join(prefix, name)
+    if name not in body:
+        out.append(FieldProblem(path, "required"))
+        return
+    value = body[name]
+    ok = isinstance(value, str) or (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, str) or _is_int(v) or _is_token_list(v) for v in value)
+    )
+    if not ok:
+        out.append(
+            FieldProblem(path, "must be a string or a non-empty array of strings or token ids")
+        )
+
+
+def _check_chat(body: Mapping[str, Any], prefix: str, out: Problems) -> tuple[bool, int | None]:
+    _check_messages(body, prefix, out)
+    stream = _optional_bool(body, "stream", prefix, out)
+    max_tokens = _optional_positive_int(body, "max_tokens", prefix, out)
+    max_completion = _optional_positive_int(body, "max_completion_tokens", prefix, out)
+    _optional_positive_int(body, "n", prefix, out)
+    _optional_range(body, "temperature", 0, 2, prefix, out)
+    _optional_range(body, "top_p", 0, 1, prefix, out)
+    _optional_object(body, "stream_options", prefix, out)
+    return stream, max_completion if max_completion is not None else max_tokens
+
+
+def _check_completion(
+    body: Mapping[str, Any], prefix: str, out: Problems
+) -> tuple[bool, int | None]:
+    _check_text_input(body, "prompt", prefix, out)
+    stream = _optional_bool(body, "stream", prefix, out)
+    max_tokens = _optional_positive_int(body, "max_tokens", prefix, out)
+    _optional_positive_int(body, "n", prefix, out)
+    _optional_range(body, "temperature", 0, 2, prefix, out)
+    _optional_object(body, "stream_options", prefix, out)
+    return stream, max_tokens
+
+
+def _check_embedding(
+    body: Mapping[str, Any], prefix: str, out: Problems
+) -> tuple[bool, int | None]:
+    _check_text_input(body, "input", prefix, out)
+    return False, None
+
+
+_CHECKS: dict[Operation, Callable[[Mapping[str, Any], str, Problems], tuple[bool, int | None]]] = {
+    Operation.CHAT: _check_chat,
+    Operation.COMPLETION: _check_completion,
+    Operation.EMBEDDING: _check_embedding,
+}
+
+
+def _fail(problems: Problems) -> ClientError:
+    shown = "; ".join(f"{p.path}: {p.message}" for p in problems)
+    return ClientError(
+        Catalog.VALIDATION_FAILED,
+        f"Invalid request: {shown}",
+        param=problems[0].path,
+        extra={"errors": [{"path": p.path, "message": p.message} for p in problems]},
+    )
+
+
+def _not_an_object(body: object) -> ClientError:
+    return _fail([FieldProblem("", f"the body must be a JSON object, not {_type_of(body)}")])
+
+
+def validate_openai(operation: Operation, body: object) -> InferenceRequest:
+    """An OpenAI-compatible body for `operation`, or a 422 listing every problem."""
+    if not isinstance(body, dict):
+        raise _not_an_object(body)
+    problems: Problems = []
+    model = _require_str(body, "model", "", problems)
+    stream, max_tokens = _CHECKS[operation](body, "", problems)
+    if problems or model is None:
+        raise _fail(problems)
+    return InferenceRequest(operation, model, body, stream=stream, max_tokens=max_tokens)
+
+
+def validate_inference(body: object) -> InferenceRequest:
+    """The platform's own `/v1/inference` body: {request_id, model, operation?, payload}."""
+    if not isinstance(body, dict):
+        raise _not_an_object(body)
+    problems: Problems = []
+    request_id = _require_str(body, "request_id", "", problems)
+    if request_id is not None:
+        try:
+            request_id = str(uuid.UUID(request_id))
+        except ValueError:
+            problems.append(FieldProblem("request_id", "must be a UUID"))
+    model = _require_str(body, "model", "", problems)
+    operation = Operation.CHAT
+    raw_op = body.get("operation", "chat")
+    try:
+        operation = Operation(raw_op)
+    except ValueError:
+        problems.append(FieldProblem("operation", "must be one of chat, completion, embedding"))
+    payload = body.get("payload")
+    stream, max_tokens = False, None
+    if "payload" not in body:
+        problems.append(FieldProblem("payload", "required"))
+    elif not isinstance(payload, dict):
+        problems.append(FieldProblem("payload", f"must be an object, not {_type_of(payload)}"))
+    else:
+        stream, max_tokens = _CHECKS[operation](payload, "payload", problems)
+        if stream:
+            problems.append(
+                FieldProblem(
+                    "payload.stream",
+                    "streaming is served on /v1/chat/completions and /v1/completions",
+                )
+            )
+        if "model" in payload:
+            problems.append(FieldProblem("payload.model", "set the model at the top level"))
+    if problems or model is None or request_id is None or not isinstance(payload, dict):
+        raise _fail(problems)
+    forwarded = {**payload, "model": model}
+    return InferenceRequest(
+        operation, model, forwarded, stream=False, max_tokens=max_tokens, request_id=request_id
+    )

@@ -1,0 +1,50 @@
+"""Token usage reported by a backend, and the summary returned to callers.
+
+Rules:
+- Counts come from the backend's own `usage` object; a missing or malformed
+  one yields zeros flagged `estimated=False, reported=False` rather than a
+  guess presented as fact.
+- A summary is built from values, never from the clock: latency is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class TokenUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reported: bool = False
+
+
+def _count(usage: Mapping[str, Any], name: str) -> int:
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def from_backend(body: object) -> TokenUsage:
+    """The `usage` of a backend response body (or of a stream's final chunk)."""
+    usage = body.get("usage") if isinstance(body, Mapping) else None
+    if not isinstance(usage, Mapping):
+        return TokenUsage()
+    prompt = _count(usage, "prompt_tokens")
+    completion = _count(usage, "completion_tokens")
+    total = _count(usage, "total_tokens") or prompt + completion
+    return TokenUsage(prompt, completion, total, reported=True)
+
+
+def summary(usage: TokenUsage, *, latency_ms: float, backend: str) -> dict[str, Any]:
+    """The usage block of a `/v1/inference` response."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "latency_ms": round(latency_ms, 3),
+        "backend": backend,
+    }

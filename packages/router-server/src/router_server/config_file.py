@@ -1,0 +1,55 @@
+"""Reading the YAML config file: the only place the router parses YAML."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from router_core.config import RouterConfig
+from router_core.config_codec import ConfigInvalid, ConfigProblem, structure
+
+
+def parse_yaml(text: str, source: str = "config") -> object:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigInvalid([ConfigProblem("", f"{where}: invalid YAML: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigInvalid([ConfigProblem("", f"{source}: invalid YAML: {exc}")]) from None
+
+
+def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[ConfigProblem]:
+    """Backends whose credential variable is not set in `env`."""
+    return [
+        ConfigProblem(
+            f"backends.{name}.api_key_env",
+            f"environment variable {backend.api_key_env} is not set",
+        )
+        for name, backend in config.backends.items()
+        if backend.api_key_env is not None and not env.get(backend.api_key_env)
+    ]
+
+
+def load(
+    path: str | Path, env: Mapping[str, str] | None = None, *, check_env: bool = True
+) -> RouterConfig:
+    """The config in `path`, or `ConfigInvalid` listing every problem with its path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigInvalid([ConfigProblem("", f"{path}: cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigInvalid([ConfigProblem("", f"{path}: not UTF-8 text")]) from None
+    config = structure(parse_yaml(text, str(path)))
+    if not check_env:
+        return config
+    problems = missing_credentials(config, os.environ if env is None else env)
+    if problems:
+        raise ConfigInvalid(problems)
+    return config

@@ -1,0 +1,182 @@
+"""Forwarding with failover, and relaying streams event by event.
+
+Rules:
+- Failover happens only before the client has received a byte: a backend
+  that refuses, times out, or answers 5xx/429/401/403 is recorded and the
+  next candidate is tried. Any other 4xx is the backend's verdict on the
+  request itself and goes back to the caller.
+- Once a stream has started, a broken backend ends it with an explicit SSE
+  error event, never a silent truncation: a stream that ends without
+  `[DONE]` is reported as broken too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import httpx
+import orjson
+
+from router_core.problems import Catalog, ClientError, DependencyError
+from router_core.requests import InferenceRequest
+from router_core.routing import Candidate
+from router_server.backends import BackendClient, BackendFailure, FailureKind
+
+# Statuses after which another backend may well succeed: the backend is
+# overloaded, or does not accept our credential or our model mapping (404).
+_RETRY_ELSEWHERE = frozenset({401, 403, 404, 408, 409, 429})
+
+
+@attrs.frozen
+class Opened:
+    """A backend answered 2xx; its body is not read yet."""
+
+    client: BackendClient
+    candidate: Candidate
+    response: httpx.Response
+
+
+def _describe(status: int) -> str:
+    if status in (401, 403):
+        return f"rejected the router's credential (HTTP {status})"
+    if status == 404:
+        return "does not serve this model or route (HTTP 404)"
+    return f"answered HTTP {status}"
+
+
+async def open_first(
+    request: InferenceRequest,
+    candidates: Sequence[Candidate],
+    clients: Mapping[str, BackendClient],
+    on_result: Callable[[str, bool], None],
+) -> Opened:
+    """The first candidate that answers 2xx; raises 502/504 when none does."""
+    failures: list[BackendFailure] = []
+    path = request.operation.backend_path
+    for candidate in candidates:
+        client = clients[candidate.backend]
+        body = {**request.body, "model": candidate.model}
+        try:
+            response = await client.open(path, body)
+        except BackendFailure as failure:
+            on_result(candidate.backend, False)
+            failures.append(failure)
+            continue
+        status = response.status_code
+        if status < 300:
+            on_result(candidate.backend, True)
+            return Opened(client, candidate, response)
+        detail = await _safe_read(client, response)
+        if status >= 500 or status in _RETRY_ELSEWHERE:
+            on_result(candidate.backend, status < 500)
+            failures.append(
+                BackendFailure(candidate.backend, FailureKind.STATUS, _describe(status), status)
+            )
+            continue
+        on_result(candidate.backend, True)
+        raise _rejected(candidate.backend, status, detail)
+    raise _all_failed(request.model, failures)
+
+
+async def _safe_read(client: BackendClient, response: httpx.Response) -> bytes:
+    try:
+        return await client.read(response)
+    except BackendFailure:
+        return b""
+
+
+def _rejected(backend: str, status: int, detail: bytes) -> ClientError:
+    message = f"Backend {backend!r} rejected the request (HTTP {status})"
+    try:
+        parsed = orjson.loads(detail)
+        inner = parsed.get("error", {}).get("message") if isinstance(parsed, dict) else None
+    except orjson.JSONDecodeError:
+        inner = None
+    if isinstance(inner, str) and inner:
+        message += f": {inner[:500]}"
+    return ClientError(Catalog.BACKEND_REJECTED, message + ".", status=status)
+
+
+def _all_failed(model: str, failures: list[BackendFailure]) -> DependencyError:
+    if not failures:
+        return DependencyError(
+            Catalog.NO_BACKEND_AVAILABLE, f"No backend is available for model {model!r}."
+        )
+    reasons = "; ".join(str(f) for f in failures)
+    if all(f.kind is FailureKind.TIMEOUT for f in failures):
+        return DependencyError(
+            Catalog.BACKEND_TIMEOUT, f"Every backend for model {model!r} timed out: {reasons}."
+        )
+    return DependencyError(
+        Catalog.BACKEND_ERROR, f"Every backend for model {model!r} failed: {reasons}."
+    )
+
+
+async def read_json(opened: Opened) -> dict[str, Any]:
+    """The whole body of a non-streamed answer, which must be a JSON object."""
+    raw = await opened.client.read(opened.response)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise DependencyError(
+            Catalog.BACKEND_ERROR,
+            f"Backend {opened.candidate.backend!r} returned a body that is not a JSON object.",
+        )
+    return body
+
+
+def _error_event(message: str) -> bytes:
+    error = {
+        "error": {
+            "message": message,
+            "type": "server_error",
+            "param": None,
+            "code": Catalog.BACKEND_ERROR.code,
+        }
+    }
+    return b"data: " + orjson.dumps(error) + b"\n\n"
+
+
+def _rewrite_event(event: bytes, public_model: str) -> tuple[bytes, bool]:
+    """The event with the public model name; and whether it was `[DONE]`."""
+    if not event.startswith(b"data:"):
+        return event, False
+    data = event[5:].strip()
+    if data == b"[DONE]":
+        return event, True
+    if not data.startswith(b"{"):
+        return event, False
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return event, False
+    if isinstance(chunk, dict) and "model" in chunk:
+        chunk["model"] = public_model
+        return b"data: " + orjson.dumps(chunk), False
+    return event, False
+
+
+async def relay_events(opened: Opened, public_model: str) -> AsyncIterator[bytes]:
+    """The backend's SSE stream, one event at a time as each completes."""
+    buffer = b""
+    done = False
+    backend = opened.candidate.backend
+    try:
+        async for chunk in opened.client.chunks(opened.response):
+            buffer += chunk.replace(b"\r\n", b"\n")
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if not event:
+                    continue
+                rewritten, is_done = _rewrite_event(event, public_model)
+                done = done or is_done
+                yield rewritten + b"\n\n"
+    except BackendFailure as failure:
+        yield _error_event(f"The stream from backend {backend!r} broke: {failure.detail}.")
+        return
+    if not done:
+        yield _error_event(f"The stream from backend {backend!r} ended before completion.")

@@ -1,0 +1,75 @@
+"""`router-server`: load the config, then serve the app with hypercorn on uvloop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from router_core.config import RouterConfig
+from router_core.config_codec import ConfigInvalid
+from router_server import config_file, logs
+from router_server.app import create_app
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="router-server", description=__doc__)
+    parser.add_argument("--config", required=True, help="path to the YAML config file")
+    parser.add_argument("--host", help="override listeners.public.host")
+    parser.add_argument("--port", type=int, help="override listeners.public.port")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="do not log a line per request"
+    )
+    return parser.parse_args(argv)
+
+
+def hypercorn_config(config: RouterConfig, host: str, port: int) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"{host}:{port}"]
+    hc.accesslog = None  # the router writes its own structured line per request
+    hc.keep_alive_timeout = 75  # above common load balancers' idle timeouts
+    hc.graceful_timeout = 10
+    # hypercorn's own cap must not undercut the router's (which answers 413 itself).
+    hc.h11_max_incomplete_size = 64 * 1024
+    return hc
+
+
+async def run(config: RouterConfig, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = create_app(config)
+    await serve(app, hypercorn_config(config, host, port), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure(args.log_level, access_log=not args.no_access_log)
+    try:
+        config = config_file.load(args.config)
+    except ConfigInvalid as exc:
+        print(f"router-server: {args.config} is not a valid config:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    host = args.host or config.listeners.public.host
+    port = config.listeners.public.port if args.port is None else args.port
+    print(f"router listening on http://{host}:{port}", flush=True)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is not built for every platform
+        asyncio.run(run(config, host, port))
+    else:
+        uvloop.run(run(config, host, port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

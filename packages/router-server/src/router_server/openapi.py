@@ -1,0 +1,284 @@
+"""The OpenAPI 3.1 document of the public listener, served at /openapi.json.
+
+Written by hand from small helpers rather than generated, so the document
+states exactly the contract the handlers enforce (and tests hold both to it).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from router_server import __version__
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+
+_OPENAI_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": "string"},
+            },
+        }
+    },
+}
+_SEED_ERROR = {
+    "type": "object",
+    "required": ["error", "code"],
+    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+}
+_PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+}
+
+_MESSAGE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string", "minLength": 1},
+        "content": {"type": ["string", "array", "null"]},
+    },
+}
+_TEXT_INPUT = {
+    "oneOf": [
+        {"type": "string"},
+        {"type": "array", "minItems": 1, "items": {"type": "string"}},
+    ]
+}
+_MAX_TOKENS = {"type": "integer", "minimum": 1}
+_STREAM = {"type": "boolean"}
+
+_CHAT_FIELDS: dict[str, Any] = {
+    "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+    "max_tokens": _MAX_TOKENS,
+    "max_completion_tokens": _MAX_TOKENS,
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "n": {"type": "integer", "minimum": 1},
+}
+_MODEL = {"type": "string", "minLength": 1, "description": "A public model name."}
+
+SCHEMAS: dict[str, Any] = {
+    "ChatCompletionRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {"model": _MODEL, "stream": _STREAM, **_CHAT_FIELDS},
+    },
+    "CompletionRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "properties": {
+            "model": _MODEL,
+            "prompt": _TEXT_INPUT,
+            "stream": _STREAM,
+            "max_tokens": _MAX_TOKENS,
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {"model": _MODEL, "input": _TEXT_INPUT},
+    },
+    "InferenceRequest": {
+        "type": "object",
+        "required": ["request_id", "model", "payload"],
+        "properties": {
+            "request_id": {"type": "string", "format": "uuid"},
+            "model": _MODEL,
+            "operation": {"type": "string", "enum": ["chat", "completion", "embedding"]},
+            "payload": {
+                "type": "object",
+                "description": "The OpenAI-style body for the operation, without `model`.",
+                "properties": {
+                    **_CHAT_FIELDS,
+                    "prompt": _TEXT_INPUT,
+                    "input": _TEXT_INPUT,
+                },
+            },
+        },
+    },
+    "InferenceResponse": {
+        "type": "object",
+        "required": ["request_id", "model", "backend", "output", "usage"],
+        "properties": {
+            "request_id": {"type": "string"},
+            "model": {"type": "string"},
+            "backend": {"type": "string"},
+            "output": {"type": "object"},
+            "usage": {
+                "type": "object",
+                "required": [
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "total_tokens",
+                    "latency_ms",
+                    "backend",
+                ],
+                "properties": {
+                    "prompt_tokens": {"type": "integer"},
+                    "completion_tokens": {"type": "integer"},
+                    "total_tokens": {"type": "integer"},
+                    "latency_ms": {"type": "number"},
+                    "backend": {"type": "string"},
+                },
+            },
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "object"],
+                    "properties": {"id": {"type": "string"}, "object": {"const": "model"}},
+                },
+            },
+        },
+    },
+    "OpenAIError": _OPENAI_ERROR,
+    "InferenceError": _SEED_ERROR,
+    "Problem": _PROBLEM,
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _errors(schema: str, media: str, codes: tuple[int, ...]) -> dict[str, Any]:
+    return {
+        str(code): {"description": "Error", "content": {media: {"schema": _ref(schema)}}}
+        for code in codes
+    }
+
+
+_INFERENCE_ERRORS = (400, 401, 404, 413, 415, 422, 502, 503, 504)
+
+
+def _post(
+    summary: str,
+    request: str,
+    response: dict[str, Any],
+    error: str,
+    media: str,
+    *,
+    stream: bool = False,
+) -> dict[str, Any]:
+    content: dict[str, Any] = {JSON: {"schema": response}}
+    if stream:
+        content["text/event-stream"] = {"schema": {"type": "string"}}
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}, {"apiKey": []}],
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(request)}}},
+            "responses": {
+                "200": {"description": "The backend's answer", "content": content},
+                **_errors(error, media, _INFERENCE_ERRORS),
+            },
+        }
+    }
+
+
+def _get(
+    summary: str, response: dict[str, Any], errors: dict[str, Any], *, secured: bool = False
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK", "content": {JSON: {"schema": response}}},
+            **errors,
+        },
+    }
+    if secured:
+        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+    return {"get": operation}
+
+
+@cache
+def document() -> dict[str, Any]:
+    openai_object = {"type": "object"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Inference router",
+            "version": __version__,
+            "description": "One inference entrypoint in front of many model backends.",
+        },
+        "paths": {
+            "/v1/inference": _post(
+                "Run an inference (the platform's own contract)",
+                "InferenceRequest",
+                _ref("InferenceResponse"),
+                "InferenceError",
+                JSON,
+            ),
+            "/v1/chat/completions": _post(
+                "OpenAI-compatible chat completion",
+                "ChatCompletionRequest",
+                openai_object,
+                "OpenAIError",
+                JSON,
+                stream=True,
+            ),
+            "/v1/completions": _post(
+                "OpenAI-compatible text completion",
+                "CompletionRequest",
+                openai_object,
+                "OpenAIError",
+                JSON,
+                stream=True,
+            ),
+            "/v1/embeddings": _post(
+                "OpenAI-compatible embeddings",
+                "EmbeddingRequest",
+                openai_object,
+                "OpenAIError",
+                JSON,
+            ),
+            "/v1/models": _get(
+                "Models the caller's organization may use",
+                _ref("ModelList"),
+                _errors("OpenAIError", JSON, (401,)),
+                secured=True,
+            ),
+            "/v1/status/healthz": _get(
+                "Liveness",
+                {"type": "object"},
+                {},
+            ),
+            "/v1/status/readyz": _get(
+                "Readiness: config loaded and every model has a reachable backend",
+                {"type": "object"},
+                _errors("Problem", PROBLEM, (503,)),
+            ),
+            "/openapi.json": _get("This document", {"type": "object"}, {}),
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }

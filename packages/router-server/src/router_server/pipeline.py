@@ -1,0 +1,183 @@
+"""The request pipeline: one readable path from HTTP request to answer.
+
+authenticate -> read and validate -> resolve model -> plan -> forward with
+failover -> answer (JSON, or an SSE relay). Rate limits, budgets and usage
+export slot in between these steps as they arrive; each step raises a
+`RouterError`, which the route renders in its own envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import attrs
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from router_core import routing, usage
+from router_core.auth import KeyIndex, Principal, authenticate, credential_from_headers
+from router_core.config import RouterConfig
+from router_core.problems import Catalog, ClientError, DependencyError, RouterError
+from router_core.requests import InferenceRequest
+from router_server.backends import BackendClient
+from router_server.forwarding import Opened, open_first, read_json, relay_events
+from router_server.health import Health
+from router_server.responses import error_response, json_response
+
+log = logging.getLogger("router.access")
+
+
+@attrs.define
+class RouterState:
+    """Everything a request needs, opened in the lifespan and shared by all requests."""
+
+    config: RouterConfig
+    keys: KeyIndex
+    backends: dict[str, BackendClient]
+    health: Health
+    rng: random.Random
+
+
+def state_of(request: Request) -> RouterState:
+    state: RouterState = request.state.router
+    return state
+
+
+def authenticate_request(request: Request, state: RouterState) -> Principal:
+    headers = request.headers
+    presented = credential_from_headers(headers.get("authorization"), headers.get("x-api-key"))
+    return authenticate(presented, state.keys)
+
+
+async def read_json_body(request: Request) -> object:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ClientError(
+            Catalog.UNSUPPORTED_MEDIA_TYPE,
+            "The request body must be JSON, sent with 'Content-Type: application/json'.",
+        )
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ClientError(
+            Catalog.MALFORMED_JSON,
+            f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+            f"(byte {exc.pos}).",
+        ) from None
+
+
+Validator = Callable[[object], InferenceRequest]
+Shaper = Callable[[InferenceRequest, Opened, dict[str, Any], float], Any]
+
+
+async def serve(request: Request, validate: Validator, shape: Shaper) -> Response:
+    """The pipeline for every inference route; `shape` builds the route's JSON answer."""
+    started = time.perf_counter()
+    state = state_of(request)
+    path = request.url.path
+    request_id: str = request.scope["state"]["request_id"]
+    principal: Principal | None = None
+    try:
+        principal = authenticate_request(request, state)
+        inference = validate(await read_json_body(request))
+        model = routing.resolve_model(state.config, principal.org, inference.model)
+        candidates = routing.plan(inference.model, model, state.rng)
+        try:
+            with anyio.fail_after(state.config.server.request_timeout_s):
+                opened = await open_first(
+                    inference, candidates, state.backends, state.health.record
+                )
+                headers = {"x-router-backend": opened.candidate.backend}
+                if inference.stream:
+                    _access(request_id, principal, inference, opened, 200, started)
+                    return StreamingResponse(
+                        relay_events(opened, inference.model),
+                        headers={**headers, "cache-control": "no-cache"},
+                        media_type="text/event-stream",
+                    )
+                body = await read_json(opened)
+        except TimeoutError:
+            raise DependencyError(
+                Catalog.REQUEST_TIMEOUT,
+                f"The request did not complete within {state.config.server.request_timeout_s:g} s.",
+            ) from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        answer = shape(inference, opened, body, latency_ms)
+        _access(request_id, principal, inference, opened, 200, started)
+        return json_response(answer, headers=headers)
+    except RouterError as exc:
+        _denied(request_id, principal, path, exc, started)
+        return error_response(exc, path)
+
+
+def shape_openai(
+    inference: InferenceRequest, opened: Opened, body: dict[str, Any], latency_ms: float
+) -> Any:
+    """OpenAI routes answer with the backend's body, under the public model name."""
+    if "model" in body:
+        body["model"] = inference.model
+    return body
+
+
+def shape_inference(
+    inference: InferenceRequest, opened: Opened, body: dict[str, Any], latency_ms: float
+) -> Any:
+    """`/v1/inference` answers with the completion and a usage summary."""
+    if "model" in body:
+        body["model"] = inference.model
+    backend = opened.candidate.backend
+    return {
+        "request_id": inference.request_id,
+        "model": inference.model,
+        "backend": backend,
+        "output": body,
+        "usage": usage.summary(usage.from_backend(body), latency_ms=latency_ms, backend=backend),
+    }
+
+
+def _access(
+    request_id: str,
+    principal: Principal,
+    inference: InferenceRequest,
+    opened: Opened,
+    status: int,
+    started: float,
+) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "organization": principal.organization,
+                "key_id": principal.key_id,
+                "model": inference.model,
+                "backend": opened.candidate.backend,
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+
+
+def _denied(
+    request_id: str, principal: Principal | None, path: str, exc: RouterError, started: float
+) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "request failed",
+            extra={
+                "request_id": request_id,
+                "organization": principal.organization if principal else None,
+                "key_id": principal.key_id if principal else None,
+                "path": path,
+                "status": exc.status,
+                "code": exc.problem.code,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
