@@ -35,8 +35,15 @@ def ensure_tools() -> None:
         print(f"dev.py: creating {VENV.name}/ with nox and uv", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     subprocess.run(
-        [str(_bin("python")), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         *TOOLS],
+        [
+            str(_bin("python")),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *TOOLS,
+        ],
         check=True,
     )
     marker.write_text(" ".join(TOOLS))

@@ -16,7 +16,10 @@ HASH = "sha256:" + "a" * 64
 
 def minimal() -> dict[str, Any]:
     return {
-        "backends": {"a": {"base_url": "http://127.0.0.1:9/v1"}, "b": {"base_url": "https://b/v1"}},
+        "backends": {
+            "a": {"base_url": "http://127.0.0.1:9/v1"},
+            "b": {"base_url": "https://b/v1"},
+        },
         "models": {"gpt-4o": {"backends": [{"backend": "a"}, {"backend": "b", "weight": 2}]}},
         "organizations": {"acme": {"keys": [{"id": "demo", "hash": HASH}]}},
     }
@@ -53,7 +56,8 @@ def test_every_problem_is_listed_at_once() -> None:
             "backends.a.connect_timeout_s: must be a number, not str",
             "backends.a.colour: unknown field",
             "backends.b.base_url: must be an http:// or https:// URL",
-            "organizations.acme.keys[0].hash: must be 'sha256:' followed by 64 lowercase hex digits",
+            "organizations.acme.keys[0].hash: "
+            "must be 'sha256:' followed by 64 lowercase hex digits",
             "surprise: unknown field",
         ]
     )

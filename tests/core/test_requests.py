@@ -17,10 +17,7 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 def paths_of(operation: Operation | None, body: object) -> list[str]:
     with pytest.raises(ClientError) as info:
-        if operation is None:
-            validate_inference(body)
-        else:
-            validate_openai(operation, body)
+        validate_inference(body) if operation is None else validate_openai(operation, body)
     assert info.value.status == 422
     return [e["path"] for e in info.value.extra["errors"]]
 
@@ -44,8 +41,10 @@ def test_max_completion_tokens_wins() -> None:
         ({}, ["model", "messages"]),
         ({"model": "", "messages": []}, ["model", "messages"]),
         ({"model": "m", "messages": [{"content": "x"}, 3]}, ["messages[0].role", "messages[1]"]),
-        ({**CHAT, "stream": "yes", "max_tokens": 0, "temperature": 3}, ["stream", "max_tokens",
-                                                                        "temperature"]),
+        (
+            {**CHAT, "stream": "yes", "max_tokens": 0, "temperature": 3},
+            ["stream", "max_tokens", "temperature"],
+        ),
         ({**CHAT, "messages": [{"role": "user", "content": 5}]}, ["messages[0].content"]),
         ({**CHAT, "n": True, "top_p": -1, "stream_options": []}, ["n", "top_p", "stream_options"]),
     ],
@@ -68,8 +67,13 @@ def test_completions_and_embeddings() -> None:
 
 def test_inference_contract() -> None:
     rid = str(uuid.uuid4())
-    request = validate_inference({"request_id": rid, "model": "m", "payload": {"messages": [
-        {"role": "user", "content": "hi"}]}})
+    request = validate_inference(
+        {
+            "request_id": rid,
+            "model": "m",
+            "payload": {"messages": [{"role": "user", "content": "hi"}]},
+        }
+    )
     assert request.request_id == rid
     assert request.body["model"] == "m"
     assert request.operation is Operation.CHAT
@@ -81,18 +85,32 @@ def test_inference_contract() -> None:
 
 def test_inference_problems() -> None:
     assert paths_of(None, {"request_id": "nope", "payload": {"messages": "x", "stream": True}}) == [
-        "request_id", "model", "payload.messages", "payload.stream"]
-    assert paths_of(None, {"request_id": str(uuid.uuid4()), "model": "m", "operation": "x",
-                           "payload": {"messages": [{"role": "u"}], "model": "n"}}) == [
-        "operation", "payload.model"]
+        "request_id",
+        "model",
+        "payload.messages",
+        "payload.stream",
+    ]
+    assert paths_of(
+        None,
+        {
+            "request_id": str(uuid.uuid4()),
+            "model": "m",
+            "operation": "x",
+            "payload": {"messages": [{"role": "u"}], "model": "n"},
+        },
+    ) == ["operation", "payload.model"]
 
 
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8),
-                                                                       children, max_size=4),
-    max_leaves=12,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
 def test_any_json_either_validates_or_is_a_422(body: object) -> None:
     for operation in Operation:
         try:

@@ -36,8 +36,10 @@ def test_resolve_model_names_what_the_caller_may_use() -> None:
     config = structure(
         {
             "backends": {"a": {"base_url": "http://a/v1"}},
-            "models": {"m1": {"backends": [{"backend": "a"}]}, "m2": {"backends": [
-                {"backend": "a"}]}},
+            "models": {
+                "m1": {"backends": [{"backend": "a"}]},
+                "m2": {"backends": [{"backend": "a"}]},
+            },
             "organizations": {"o": {"models": ["m1"]}},
         }
     )

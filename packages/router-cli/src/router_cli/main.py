@@ -73,6 +73,12 @@ def _serve(args: argparse.Namespace) -> int:
     return server_main(forwarded)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from router_cli import demo
+
+    return demo.run(args.config, port=args.port, check=args.check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="router", description="The inference router.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -100,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser("demo", help="mock backends + router, and a request through it")
+    demo.add_argument("--config", default="examples/router.yaml")
+    demo.add_argument("--port", type=int, help="the router's port (default: from the config)")
+    demo.add_argument("--check", action="store_true", help="exit after the first request")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -3,8 +3,10 @@
 Rules:
 - Every class is immutable and validates its own fields at construction, so
   a `RouterConfig` that exists is a config the router can run.
-- Field validators raise `FieldError`, which names the field; the codec turns
-  that into a path such as `models.gpt-4o.backends[1].weight: must be > 0`.
+- Each field's checks live in its metadata (`_checked`); construction runs
+  all of them and raises one group of `FieldError`s, so a file with three
+  mistakes in one object reports all three. The codec turns each into a path
+  such as `models.gpt-4o.backends[1].weight: must be > 0`.
 - Cross-references (a model naming a backend, key ids unique across
   organizations) are checked by `config_codec.check_references`, because they
   span objects.
@@ -70,10 +72,33 @@ def _non_empty(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...
         raise FieldError(attribute.name, "must not be empty")
 
 
+Check = Any  # (instance, attribute, value) -> None, raising FieldError
+
+
+def _checked(*, validator: Check, **kwargs: Any) -> Any:
+    """An attrs field whose check runs, with every other field's, when the object is built."""
+    return attrs.field(metadata={"checks": (validator,)}, **kwargs)
+
+
+def _check_fields(self: Any) -> None:
+    errors: list[FieldError] = []
+    for attribute in attrs.fields(type(self)):
+        for check in attribute.metadata.get("checks", ()):
+            try:
+                check(self, attribute, getattr(self, attribute.name))
+            except FieldError as error:
+                errors.append(error)
+                break
+    if errors:
+        raise ExceptionGroup(f"invalid {type(self).__name__}", errors)
+
+
 @attrs.frozen
 class Listener:
     host: str = "127.0.0.1"
-    port: int = attrs.field(default=8080, validator=_port)
+    port: int = _checked(default=8080, validator=_port)
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
@@ -84,58 +109,68 @@ class Listeners:
 @attrs.frozen
 class ServerSettings:
     # Request bodies above this many bytes get 413 before they are parsed.
-    max_body_bytes: int = attrs.field(default=1_048_576, validator=_positive)
+    max_body_bytes: int = _checked(default=1_048_576, validator=_positive)
     # Upper bound on the time from accepting a request to the backend's
     # response headers (streams are then bounded by the backend read timeout).
-    request_timeout_s: float = attrs.field(default=60.0, validator=_positive)
+    request_timeout_s: float = _checked(default=60.0, validator=_positive)
     # "aiohttp" (default, fastest) or "httpx" (httpx's own transport).
-    transport: str = attrs.field(
-        default="aiohttp", validator=_one_of("aiohttp", "httpx")
-    )
-    workers: int = attrs.field(default=1, validator=_positive)
+    transport: str = _checked(default="aiohttp", validator=_one_of("aiohttp", "httpx"))
+    workers: int = _checked(default=1, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
 class HealthSettings:
-    probe_interval_s: float = attrs.field(default=5.0, validator=_positive)
-    probe_timeout_s: float = attrs.field(default=2.0, validator=_positive)
+    probe_interval_s: float = _checked(default=5.0, validator=_positive)
+    probe_timeout_s: float = _checked(default=2.0, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
 class Backend:
-    base_url: str = attrs.field(validator=_url)
+    base_url: str = _checked(validator=_url)
     # Name of the environment variable that holds this backend's credential;
     # the credential itself never appears in the config file.
-    api_key_env: str | None = attrs.field(
+    api_key_env: str | None = _checked(
         default=None,
         validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),
     )
-    connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
-    read_timeout_s: float = attrs.field(default=60.0, validator=_positive)
-    max_in_flight: int = attrs.field(default=256, validator=_positive)
+    connect_timeout_s: float = _checked(default=5.0, validator=_positive)
+    read_timeout_s: float = _checked(default=60.0, validator=_positive)
+    max_in_flight: int = _checked(default=256, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
 class ModelTarget:
-    backend: str = attrs.field(validator=_matches(NAME_RE, "a backend name"))
+    backend: str = _checked(validator=_matches(NAME_RE, "a backend name"))
     # The model name the backend knows; defaults to the public name.
     model: str | None = None
-    weight: float = attrs.field(default=1.0, validator=_positive)
+    weight: float = _checked(default=1.0, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
 class Model:
-    backends: tuple[ModelTarget, ...] = attrs.field(validator=_non_empty)
+    backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
 class ApiKey:
-    id: str = attrs.field(validator=_matches(KEY_ID_RE, "4 to 32 letters or digits"))
-    hash: str = attrs.field(
+    id: str = _checked(validator=_matches(KEY_ID_RE, "4 to 32 letters or digits"))
+    hash: str = _checked(
         validator=_matches(KEY_HASH_RE, "'sha256:' followed by 64 lowercase hex digits"),
         repr=False,
     )
     revoked: bool = False
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
@@ -150,10 +185,12 @@ class Organization:
 
 @attrs.frozen
 class RouterConfig:
-    backends: Mapping[str, Backend] = attrs.field(validator=_non_empty)
-    models: Mapping[str, Model] = attrs.field(validator=_non_empty)
+    backends: Mapping[str, Backend] = _checked(validator=_non_empty)
+    models: Mapping[str, Model] = _checked(validator=_non_empty)
     organizations: Mapping[str, Organization] = attrs.field(factory=dict)
     listeners: Listeners = Listeners()
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
     version: int = 1
+
+    __attrs_post_init__ = _check_fields

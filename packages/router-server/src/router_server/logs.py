@@ -35,3 +35,6 @@ def configure(level: str = "INFO", *, access_log: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("router.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    # httpx logs every backend call at INFO, URL included: noise on the hot path.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ def hypercorn_config(config: RouterConfig, host: str, port: int) -> HypercornCon
     hc = HypercornConfig()
     hc.bind = [f"{host}:{port}"]
     hc.accesslog = None  # the router writes its own structured line per request
+    hc.errorlog = logging.getLogger("hypercorn.error")  # through our JSON handler
     hc.keep_alive_timeout = 75  # above common load balancers' idle timeouts
     hc.graceful_timeout = 10
     # hypercorn's own cap must not undercut the router's (which answers 413 itself).

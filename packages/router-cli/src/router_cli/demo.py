@@ -1,0 +1,128 @@
+"""`router demo`: mock backends and the router on one config, and a request through it.
+
+Starts a mock backend on the port of every loopback backend in the config,
+then the router, sends one chat completion with the demo key, prints it
+with a curl and an `openai` snippet, and keeps serving until Ctrl-C
+(`--check` exits after the request, for tests and CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from router_core import keys
+from router_core.config import RouterConfig
+from router_core.config_codec import ConfigInvalid
+from router_server import config_file
+from router_server.mock_backend import MockBackendError, MockBackendProcess
+from router_server.process import RouterProcess, RouterProcessError
+
+DEMO_KEY = "rk_demo_DemoKeyDoNotUseInProduction00000"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _mock_ports(config: RouterConfig) -> list[int]:
+    ports = []
+    for backend in config.backends.values():
+        url = urlsplit(backend.base_url)
+        if url.hostname in LOOPBACK and url.port:
+            ports.append(url.port)
+    return sorted(set(ports))
+
+
+def _demo_key_known(config: RouterConfig) -> bool:
+    return any(
+        key.id == "demo" and keys.verify(DEMO_KEY, key.hash)
+        for org in config.organizations.values()
+        for key in org.keys
+    )
+
+
+def _snippets(url: str, model: str) -> str:
+    return textwrap.dedent(f"""\
+        Try it yourself (the router stays up until Ctrl-C):
+
+          curl -s {url}/v1/chat/completions \\
+            -H 'Authorization: Bearer {DEMO_KEY}' \\
+            -H 'Content-Type: application/json' \\
+            -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+          python3 - <<'PY'
+          from openai import OpenAI  # pip install openai
+          client = OpenAI(base_url="{url}/v1", api_key="{DEMO_KEY}")
+          reply = client.chat.completions.create(
+              model="{model}", messages=[{{"role": "user", "content": "Hello"}}])
+          print(reply.choices[0].message.content)
+          PY
+        """)
+
+
+def run(config_path: str, *, port: int | None, check: bool) -> int:
+    try:
+        return _run(config_path, port=port, check=check)
+    except (MockBackendError, RouterProcessError) as exc:
+        print(f"router demo: {exc} (is the port already in use?)", file=sys.stderr)
+        return 1
+
+
+def _run(config_path: str, *, port: int | None, check: bool) -> int:
+    try:
+        config = config_file.load(config_path)
+    except ConfigInvalid as exc:
+        print(f"router demo: {config_path} is not a valid config:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if not _demo_key_known(config):
+        print("router demo: the config has no key 'demo' matching the demo key", file=sys.stderr)
+        return 1
+    model = next(iter(config.models))
+    with contextlib.ExitStack() as stack:
+        for mock_port in _mock_ports(config):
+            stack.enter_context(MockBackendProcess(port=mock_port))
+            print(f"mock backend   http://127.0.0.1:{mock_port}/v1")
+        router = RouterProcess(
+            Path(config_path), port=port or config.listeners.public.port, log=None
+        )
+        stack.enter_context(router)
+        if not router.wait_ready():
+            print("router demo: the router did not become ready", file=sys.stderr)
+            return 1
+        print(f"router         {router.url}  (config {config_path})\n")
+        response = httpx.post(
+            f"{router.url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {DEMO_KEY}"},
+            json={"model": model, "messages": [{"role": "user", "content": "Hello"}]},
+            timeout=10,
+        )
+        print(f"POST /v1/chat/completions  model={model}  key=demo")
+        print(
+            f"  -> HTTP {response.status_code}  backend={response.headers.get('x-router-backend')}"
+            f"  request id={response.headers.get('x-request-id')}"
+        )
+        if response.status_code != 200:
+            print(f"  {response.text}", file=sys.stderr)
+            return 1
+        body = response.json()
+        print(f"  reply: {body['choices'][0]['message']['content']!r}")
+        print(f"  usage: {body['usage']}\n")
+        if check:
+            return 0
+        print(_snippets(router.url, model))
+        _wait_for_interrupt()
+    return 0
+
+
+def _wait_for_interrupt() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)

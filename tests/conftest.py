@@ -1,0 +1,123 @@
+"""Fixtures: real mock backends over HTTP, the router in-process or as a process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from starlette.testclient import TestClient
+
+from router_core.config_codec import structure
+from router_server.app import create_app
+from router_server.mock_backend import MockBackendProcess
+from router_server.process import RouterProcess
+
+from support import BACKEND_SECRET, BACKEND_SECRET_ENV, base_config, write_config
+
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=50, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+MOCK_DEFAULTS = {
+    "latency_ms": 0,
+    "chunk_delay_ms": 0,
+    "error_rate": 0,
+    "error_status": 500,
+    "hang": False,
+    "truncate_after": None,
+}
+
+
+@pytest.fixture(scope="session")
+def mock_a() -> Iterator[MockBackendProcess]:
+    with MockBackendProcess(["--models", "mock-gpt,mock-embed"]) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def mock_b() -> Iterator[MockBackendProcess]:
+    with MockBackendProcess(["--api-key", BACKEND_SECRET, "--models", "mock-gpt,mock-gpt-b"]) as b:
+        yield b
+
+
+@pytest.fixture
+def mocks(
+    mock_a: MockBackendProcess, mock_b: MockBackendProcess
+) -> Iterator[tuple[MockBackendProcess, MockBackendProcess]]:
+    """Both mock backends, running, with default behaviour and zeroed counters."""
+    for backend in (mock_a, mock_b):
+        if not backend.running:
+            backend.start()
+        backend.configure(**MOCK_DEFAULTS)
+        backend.reset_stats()
+    yield mock_a, mock_b
+    for backend in (mock_a, mock_b):
+        if not backend.running:
+            backend.start()
+
+
+@pytest.fixture
+def backend_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv(BACKEND_SECRET_ENV, BACKEND_SECRET)
+    return {BACKEND_SECRET_ENV: BACKEND_SECRET}
+
+
+@pytest.fixture
+def config_data(mocks: tuple[MockBackendProcess, MockBackendProcess]) -> dict[str, Any]:
+    mock_a, mock_b = mocks
+    return base_config(mock_a.url, mock_b.url)
+
+
+AppFactory = Callable[[dict[str, Any]], TestClient]
+
+
+@pytest.fixture
+def make_client(backend_env: dict[str, str]) -> Iterator[AppFactory]:
+    """Build the app from config data and run it (lifespan included) in-process."""
+    opened: list[TestClient] = []
+
+    def make(data: dict[str, Any]) -> TestClient:
+        client = TestClient(
+            create_app(structure(data), env=backend_env), raise_server_exceptions=False
+        )
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: AppFactory, config_data: dict[str, Any]) -> TestClient:
+    return make_client(config_data)
+
+
+RouterFactory = Callable[[dict[str, Any]], RouterProcess]
+
+
+@pytest.fixture
+def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[RouterFactory]:
+    """Start real router processes (hypercorn, uvloop) on free ports."""
+    started: list[RouterProcess] = []
+    logs: list[IO[bytes]] = []
+
+    def start(data: dict[str, Any]) -> RouterProcess:
+        path = write_config(tmp_path / f"router-{len(started)}.yaml", data)
+        logs.append((tmp_path / f"router-{len(started)}.log").open("wb"))
+        router = RouterProcess(path, env=backend_env, log=logs[-1])
+        started.append(router)
+        return router.start()
+
+    yield start
+    for router in started:
+        router.stop()
+    for log in logs:
+        log.close()

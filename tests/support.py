@@ -1,0 +1,92 @@
+"""Shared test helpers: keys, configs, and request bodies."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from router_core import keys
+
+ACME_KEY = keys.format_key("acme1", "A" * 32)
+GLOBEX_KEY = keys.format_key("globex1", "G" * 32)
+REVOKED_KEY = keys.format_key("revoked1", "R" * 32)
+# The credential the second mock backend demands; only the router knows it.
+BACKEND_SECRET = "backend-secret-" + "Z" * 20
+BACKEND_SECRET_ENV = "ROUTER_TEST_MOCK_B_KEY"
+
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+def auth(key: str = ACME_KEY) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def base_config(mock_a_url: str, mock_b_url: str) -> dict[str, Any]:
+    """Two backends; `chat` spread over both, `embed` on A only, `b-only` on B."""
+    return {
+        "server": {"request_timeout_s": 10},
+        "health": {"probe_interval_s": 0.5, "probe_timeout_s": 0.5},
+        "backends": {
+            "mock-a": {"base_url": mock_a_url, "connect_timeout_s": 1, "read_timeout_s": 5},
+            "mock-b": {
+                "base_url": mock_b_url,
+                "api_key_env": BACKEND_SECRET_ENV,
+                "connect_timeout_s": 1,
+                "read_timeout_s": 5,
+            },
+        },
+        "models": {
+            "chat": {
+                "backends": [
+                    {"backend": "mock-a", "model": "mock-gpt", "weight": 1},
+                    {"backend": "mock-b", "model": "mock-gpt", "weight": 1},
+                ]
+            },
+            "embed": {"backends": [{"backend": "mock-a", "model": "mock-embed"}]},
+            "b-only": {"backends": [{"backend": "mock-b", "model": "mock-gpt-b"}]},
+        },
+        "organizations": {
+            "acme": {
+                "models": ["*"],
+                "keys": [
+                    {"id": "acme1", "hash": keys.hash_key(ACME_KEY)},
+                    {"id": "revoked1", "hash": keys.hash_key(REVOKED_KEY), "revoked": True},
+                ],
+            },
+            "globex": {
+                "models": ["chat"],
+                "keys": [{"id": "globex1", "hash": keys.hash_key(GLOBEX_KEY)}],
+            },
+        },
+    }
+
+
+def with_changes(config: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    """A deep copy of `config` with top-level sections merged one level deep."""
+    result = copy.deepcopy(config)
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(result.get(name), dict):
+            result[name] = {**result[name], **value}
+        else:
+            result[name] = value
+    return result
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0, step: float = 0.05) -> bool:
+    """Whether `condition()` becomes true within `timeout` seconds (for real servers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
