@@ -1,0 +1,387 @@
+"""HTTP/1.1 over a raw `asyncio.Protocol`, parsed by httptools.
+
+Why not Starlette: the benchmark compares the routed path with this server
+directly, so it must be an order of magnitude faster than the router. The
+fast path (no latency, not streamed) answers inside `data_received` with one
+`transport.write` and never creates a task. Anything that waits (latency,
+streams, hangs) runs in one task per connection; requests that arrive
+meanwhile are queued and answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, cast
+
+import httptools
+import orjson
+
+from .payloads import (
+    Completion,
+    RequestError,
+    embeddings_body,
+    error_body,
+    model_object,
+    models_body,
+    parse_chat,
+    parse_text,
+)
+from .state import ConfigError, MockState, MockStats, updated_config
+
+log = logging.getLogger(__name__)
+
+_JSON = b"application/json"
+_POST_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
+    return line
+
+
+def _error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+@dataclass(slots=True)
+class Request:
+    method: bytes
+    path: str
+    body: bytes
+    authorization: bytes | None
+    keep_alive: bool
+    http11: bool
+
+
+class MockHTTPProtocol(asyncio.Protocol):
+    def __init__(self, state: MockState) -> None:
+        self._state = state
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._body: list[bytes] = []
+        self._authorization: bytes | None = None
+        self._expect_continue = False
+        self._queue: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._state.connections.add(self._transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._state.connections.discard(self._transport)
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()
+        self._wake_writer()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reply_and_close(400, "protocol upgrades are not supported")
+        except httptools.HttpParserCallbackError:
+            # httptools wraps exceptions from our callbacks: a bug here, not a bad request.
+            log.exception("mock backend failed to handle a request")
+            self._reply_and_close(500, "mock backend internal error")
+        except httptools.HttpParserError:
+            self._reply_and_close(400, "malformed HTTP request")
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._body = []
+        self._authorization = None
+        self._expect_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"authorization":
+            self._authorization = value
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self._expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        # curl waits a second for this before sending a large body.
+        if self._expect_continue and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        request = Request(
+            method=parser.get_method(),
+            path=self._url.split(b"?", 1)[0].decode("latin-1"),
+            body=b"".join(self._body),
+            authorization=self._authorization,
+            keep_alive=parser.should_keep_alive(),
+            http11=parser.get_http_version() == "1.1",
+        )
+        if self._task is not None or self._queue:
+            self._queue.append(request)
+        else:
+            self._handle(request)
+
+    # writing
+
+    def _reply(self, request: Request, status: int, body: bytes, extra: bytes = b"") -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        head = b"%bcontent-type: application/json\r\ncontent-length: %d\r\n%b" % (
+            _status_line(status),
+            len(body),
+            extra,
+        )
+        if request.keep_alive:
+            transport.write(head + b"\r\n" + body)
+        else:
+            transport.write(head + b"connection: close\r\n\r\n" + body)
+            transport.close()
+
+    def _reply_error(
+        self,
+        request: Request,
+        status: int,
+        message: str,
+        code: str | None = None,
+        *,
+        param: str | None = None,
+        extra: bytes = b"",
+    ) -> None:
+        body = error_body(message, _error_type(status), param, code)
+        self._reply(request, status, body, extra)
+
+    def _reply_and_close(self, status: int, message: str) -> None:
+        # The parser's state is unknown after an error, so the connection cannot be reused.
+        closing = Request(b"", "", b"", None, keep_alive=False, http11=True)
+        self._reply_error(closing, status, message)
+
+    # dispatch
+
+    def _handle(self, request: Request) -> None:
+        path = request.path
+        if path.startswith("/_mock/"):
+            self._handle_control(request, path)
+        elif path == "/v1" or path.startswith("/v1/"):
+            self._handle_v1(request, path)
+        else:
+            self._reply_error(request, 404, f"unknown path {path}", "not_found")
+
+    def _handle_v1(self, request: Request, path: str) -> None:
+        state = self._state
+        stats = state.stats
+        stats.requests += 1
+        stats.by_path[path] = stats.by_path.get(path, 0) + 1
+        if request.authorization is not None:
+            stats.with_authorization += 1
+
+        is_post = path in _POST_ROUTES
+        if not is_post and path != "/v1/models" and not path.startswith("/v1/models/"):
+            self._reply_error(request, 404, f"unknown path {path}", "not_found")
+            return
+        allowed = b"POST" if is_post else b"GET"
+        if request.method != allowed:
+            extra = b"allow: " + allowed + b"\r\n"
+            self._reply_error(request, 405, "method not allowed", "method_not_allowed", extra=extra)
+            return
+
+        body: dict[str, Any] = {}
+        malformed: str | None = None
+        if is_post:
+            try:
+                parsed = orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                malformed = "could not parse the JSON body of the request"
+            else:
+                if isinstance(parsed, dict):
+                    body = parsed
+                    model = body.get("model")
+                    if isinstance(model, str):
+                        stats.models_seen[model] = stats.models_seen.get(model, 0) + 1
+                else:
+                    malformed = "the request body must be a JSON object"
+
+        config = state.config
+        if config.api_key is not None and request.authorization != b"Bearer " + (
+            config.api_key.encode()
+        ):
+            self._reply_error(request, 401, "incorrect API key provided", "invalid_api_key")
+            return
+        if malformed is not None:
+            self._reply_error(request, 400, malformed, "invalid_json")
+            return
+
+        try:
+            outcome = self._build(path, body)
+        except RequestError as exc:
+            self._reply_error(request, 400, exc.message, "invalid_request", param=exc.param)
+            return
+        if isinstance(outcome, tuple) and outcome[0] != 200:
+            self._reply(request, *outcome)
+            return
+
+        if config.hang:
+            self._start(asyncio.get_running_loop().create_future())
+            return
+        delay = config.latency_ms / 1000.0
+        if state.should_fail():
+            stats.injected_errors += 1
+            status = config.error_status
+            err = error_body("mock backend injected error", _error_type(status), None, "mock_error")
+            outcome = (status, err)
+        if isinstance(outcome, Completion):
+            stats.streams += 1
+            self._start(self._stream(request, outcome, delay))
+        elif delay > 0:
+            self._start(self._delayed(request, outcome, delay))
+        else:
+            self._reply(request, *outcome)
+
+    def _build(self, path: str, body: dict[str, Any]) -> Completion | tuple[int, bytes]:
+        """A stream to run, or the (status, body) to answer."""
+        if path == "/v1/chat/completions" or path == "/v1/completions":
+            completion = parse_chat(body) if path == "/v1/chat/completions" else parse_text(body)
+            return completion if completion.stream else (200, completion.body())
+        if path == "/v1/embeddings":
+            return 200, embeddings_body(body)
+        models = self._state.config.models
+        if path == "/v1/models":
+            return 200, models_body(models)
+        model_id = path.removeprefix("/v1/models/")
+        if model_id not in models:
+            err = error_body(f"model {model_id!r} does not exist", "invalid_request_error", "model")
+            return 404, err
+        return 200, orjson.dumps(model_object(model_id))
+
+    def _handle_control(self, request: Request, path: str) -> None:
+        state = self._state
+        if path == "/_mock/stats" and request.method == b"GET":
+            self._reply(request, 200, orjson.dumps(state.stats_body()))
+        elif path == "/_mock/config" and request.method == b"GET":
+            self._reply(request, 200, orjson.dumps(state.config.public()))
+        elif path == "/_mock/config" and request.method == b"POST":
+            try:
+                update = orjson.loads(request.body or b"{}")
+                state.set_config(
+                    updated_config(state.config, update),
+                    reseed=isinstance(update, dict) and "seed" in update,
+                )
+            except orjson.JSONDecodeError:
+                self._reply_error(request, 400, "could not parse the JSON body", "invalid_json")
+            except ConfigError as exc:
+                self._reply_error(request, 400, str(exc), "invalid_config")
+            else:
+                self._reply(request, 200, orjson.dumps(state.config.public()))
+        elif path == "/_mock/reset" and request.method == b"POST":
+            state.stats = MockStats()
+            self._reply(request, 200, orjson.dumps(state.stats_body()))
+        elif path in ("/_mock/stats", "/_mock/config", "/_mock/reset"):
+            self._reply_error(request, 405, "method not allowed", "method_not_allowed")
+        else:
+            self._reply_error(request, 404, f"unknown path {path}", "not_found")
+
+    # waiting work
+
+    def _start(self, work: Coroutine[Any, Any, None] | asyncio.Future[Any]) -> None:
+        self._state.in_flight += 1
+        task = asyncio.ensure_future(work)
+        self._task = task
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._state.in_flight -= 1
+        self._task = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("mock backend request failed", exc_info=exc)
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        while self._queue and self._task is None:
+            if self._transport is None or self._transport.is_closing():
+                self._queue.clear()
+                return
+            self._handle(self._queue.popleft())
+
+    async def _delayed(self, request: Request, answer: tuple[int, bytes], delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._reply(request, *answer)
+
+    async def _stream(self, request: Request, completion: Completion, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        transport = self._transport
+        assert transport is not None
+        # HTTP/1.0 has no chunked encoding: the end of the body is the end of the connection.
+        chunked = request.http11
+        keep_alive = chunked and request.keep_alive
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        if chunked:
+            head += b"transfer-encoding: chunked\r\n"
+        if not keep_alive:
+            head += b"connection: close\r\n"
+        transport.write(head + b"\r\n")
+        content_sent = 0
+        first = True
+        for data, kind in completion.events():
+            # Knobs are read per event so a test can change them mid-stream.
+            config = self._state.config
+            if not first and config.chunk_delay_ms > 0:
+                await asyncio.sleep(config.chunk_delay_ms / 1000.0)
+            first = False
+            limit = config.truncate_after
+            if limit is not None and kind != "head" and content_sent >= limit:
+                # No terminating zero-length chunk and no [DONE]: a broken stream.
+                transport.close()
+                return
+            if transport.is_closing():
+                return
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            if kind == "content":
+                content_sent += 1
+            if self._writable is not None:
+                await self._writable
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+        if not keep_alive:
+            transport.close()

@@ -1,0 +1,152 @@
+"""Runtime knobs and counters of one mock backend process.
+
+Everything here is touched only from the event loop thread, so plain ints and
+dicts are enough; no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MODELS = ("mock-gpt", "mock-embed")
+
+
+class ConfigError(ValueError):
+    """A runtime config update was rejected; nothing was applied."""
+
+
+@dataclass(slots=True)
+class MockConfig:
+    latency_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 500
+    hang: bool = False
+    truncate_after: int | None = None
+    seed: int = 0
+    api_key: str | None = None
+    models: tuple[str, ...] = DEFAULT_MODELS
+
+    def public(self) -> dict[str, Any]:
+        # The key itself stays out of the control API: tests only need to know it is on.
+        return {
+            "latency_ms": self.latency_ms,
+            "chunk_delay_ms": self.chunk_delay_ms,
+            "error_rate": self.error_rate,
+            "error_status": self.error_status,
+            "hang": self.hang,
+            "truncate_after": self.truncate_after,
+            "seed": self.seed,
+            "api_key_required": self.api_key is not None,
+            "models": list(self.models),
+        }
+
+
+def _number(key: str, value: object, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number")
+    if value < low or (high is not None and value > high):
+        raise ConfigError(f"{key} must be in [{low}, {high if high is not None else 'inf'}]")
+    return float(value)
+
+
+def _integer(key: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer")
+    if value < low or (high is not None and value > high):
+        raise ConfigError(f"{key} must be in [{low}, {high if high is not None else 'inf'}]")
+    return value
+
+
+def updated_config(config: MockConfig, update: object) -> MockConfig:
+    """Return `config` with `update` applied; null resets a knob to "off"."""
+    if not isinstance(update, dict):
+        raise ConfigError("config update must be a JSON object")
+    fresh = MockConfig()
+    changes: dict[str, Any] = {}
+    for key, value in update.items():
+        if value is None:
+            if key not in _KNOBS:
+                raise ConfigError(f"unknown config key {key!r}")
+            changes[key] = getattr(fresh, key)
+        elif key in ("latency_ms", "chunk_delay_ms"):
+            changes[key] = _number(key, value, 0.0)
+        elif key == "error_rate":
+            changes[key] = _number(key, value, 0.0, 1.0)
+        elif key == "error_status":
+            changes[key] = _integer(key, value, 400, 599)
+        elif key == "hang":
+            if not isinstance(value, bool):
+                raise ConfigError("hang must be a boolean")
+            changes[key] = value
+        elif key in ("truncate_after", "seed"):
+            changes[key] = _integer(key, value, 0)
+        elif key == "api_key":
+            if not isinstance(value, str) or not value:
+                raise ConfigError("api_key must be a non-empty string")
+            changes[key] = value
+        elif key == "models":
+            if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+                raise ConfigError("models must be a list of non-empty strings")
+            changes[key] = tuple(value)
+        else:
+            raise ConfigError(f"unknown config key {key!r}")
+    merged = {k: getattr(config, k) for k in _KNOBS}
+    merged.update(changes)
+    return MockConfig(**merged)
+
+
+_KNOBS = tuple(MockConfig.__dataclass_fields__)
+
+
+@dataclass(slots=True)
+class MockStats:
+    requests: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+    models_seen: dict[str, int] = field(default_factory=dict)
+    with_authorization: int = 0
+    streams: int = 0
+    injected_errors: int = 0
+
+
+@dataclass(slots=True)
+class MockState:
+    """Shared by every connection of one server."""
+
+    config: MockConfig
+    stats: MockStats = field(default_factory=MockStats)
+    rng: random.Random = field(default_factory=random.Random)
+    # Live gauges, not reset by /_mock/reset: they describe the present, not history.
+    in_flight: int = 0
+    connections: set[asyncio.Transport] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.rng.seed(self.config.seed)
+
+    def set_config(self, config: MockConfig, *, reseed: bool) -> None:
+        self.config = config
+        if reseed:
+            self.rng.seed(config.seed)
+
+    def should_fail(self) -> bool:
+        rate = self.config.error_rate
+        if rate <= 0.0:
+            return False
+        # Draw even at rate 1.0 so the sequence for a seed does not depend on the rate.
+        return self.rng.random() < rate
+
+    def stats_body(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "requests": s.requests,
+            "by_path": s.by_path,
+            "models_seen": s.models_seen,
+            "with_authorization": s.with_authorization,
+            "streams": s.streams,
+            "injected_errors": s.injected_errors,
+            "in_flight": self.in_flight,
+            "open_connections": len(self.connections),
+        }
