@@ -18,6 +18,8 @@ from typing import Any
 import attrs
 import httpx
 import orjson
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from router_core.problems import Catalog, ClientError, DependencyError
 from router_core.requests import InferenceRequest
@@ -158,6 +160,25 @@ def _rewrite_event(event: bytes, public_model: str) -> tuple[bytes, bool]:
         chunk["model"] = public_model
         return b"data: " + orjson.dumps(chunk), False
     return event, False
+
+
+class RelayResponse(StreamingResponse):
+    """An SSE relay that closes the backend response however the relay ends,
+    including a client that disconnects before the first event."""
+
+    def __init__(self, opened: Opened, public_model: str, headers: Mapping[str, str]) -> None:
+        super().__init__(
+            relay_events(opened, public_model),
+            headers={**headers, "cache-control": "no-cache"},
+            media_type="text/event-stream",
+        )
+        self.opened = opened
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.opened.response.aclose()
 
 
 async def relay_events(opened: Opened, public_model: str) -> AsyncIterator[bytes]:

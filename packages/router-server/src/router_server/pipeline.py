@@ -18,7 +18,7 @@ import anyio
 import attrs
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from router_core import routing, usage
 from router_core.auth import KeyIndex, Principal, authenticate, credential_from_headers
@@ -26,7 +26,7 @@ from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
 from router_server.backends import BackendClient
-from router_server.forwarding import Opened, open_first, read_json, relay_events
+from router_server.forwarding import Opened, RelayResponse, open_first, read_json
 from router_server.health import Health
 from router_server.responses import error_response, json_response
 
@@ -97,11 +97,7 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
                 headers = {"x-router-backend": opened.candidate.backend}
                 if inference.stream:
                     _access(request_id, principal, inference, opened, 200, started)
-                    return StreamingResponse(
-                        relay_events(opened, inference.model),
-                        headers={**headers, "cache-control": "no-cache"},
-                        media_type="text/event-stream",
-                    )
+                    return RelayResponse(opened, inference.model, headers)
                 body = await read_json(opened)
         except TimeoutError:
             raise DependencyError(
