@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from typing import IO, Self
 
 import httpx
 
-from router_server.mock_backend import free_port
+from router_server.mock_backend.process import free_port, terminate
 
 
 class RouterProcessError(RuntimeError):
@@ -64,42 +63,34 @@ class RouterProcess:
         self._proc = subprocess.Popen(  # noqa: S603
             command, stdout=subprocess.DEVNULL, stderr=self.log, env=self.env
         )
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RouterProcessError(f"router exited with {self._proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/v1/status/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        if self._answers_200("/v1/status/healthz", self.startup_timeout):
+            return self
         self.kill()
         raise RouterProcessError(f"router on port {self.port} did not start in time")
 
     def wait_ready(self, timeout: float = 15.0) -> bool:
         """Whether /readyz says ready within `timeout` seconds."""
+        return self._answers_200("/v1/status/readyz", timeout)
+
+    def _answers_200(self, path: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                code = self._proc.returncode if self._proc else None
+                raise RouterProcessError(f"router exited with {code}")
             try:
-                if httpx.get(f"{self.url}/v1/status/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
                     return True
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         return False
 
     def stop(self, timeout: float = 10.0) -> int | None:
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout)
         self._proc = None
         return proc.returncode
 

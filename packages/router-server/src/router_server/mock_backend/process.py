@@ -38,6 +38,17 @@ def _read_line(stream: IO[bytes], timeout: float) -> bytes | None:
         return None
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if `proc` has not exited within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class MockBackendProcess:
     """`python -m router_server.mock_backend` on a loopback port, as a context manager.
 
@@ -98,13 +109,7 @@ class MockBackendProcess:
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout)
         self._close(proc)
         return proc.returncode
 
