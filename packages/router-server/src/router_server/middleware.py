@@ -46,32 +46,51 @@ class RouterMiddleware:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         id_header = (b"x-request-id", request_id.encode())
+        limit = self.max_body_bytes
+        declared = _content_length(scope)
+        path: str = scope["path"]
         started = False
+        body_done = False
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received, body_done
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                if received > limit:
+                    raise too_large(limit)
+            elif message["type"] == "http.disconnect":
+                body_done = True
+            return message
+
+        async def body_drained() -> bool:
+            # An early answer (401, 404, 413...) leaves the body unread, and
+            # the server then drops the connection; read the rest (within
+            # the limit) so the client's keep-alive connection stays usable.
+            if declared is not None and declared > limit:
+                return False
+            try:
+                while not body_done:
+                    await receive_limited()
+            except BodyTooLarge:
+                return False
+            return True
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                headers = [*message.get("headers", ()), id_header]
+                if not body_done and not await body_drained():
+                    headers.append((b"connection", b"close"))
+                message["headers"] = headers
             await send(message)
 
-        limit = self.max_body_bytes
-        declared = _content_length(scope)
-        path: str = scope["path"]
         if declared is not None and declared > limit:
             await error_response(too_large(limit), path)(scope, receive, send_with_id)
             return
-
-        received = 0
-
-        async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise too_large(limit)
-            return message
 
         try:
             await self.app(scope, receive_limited, send_with_id)
