@@ -121,3 +121,37 @@ def test_any_json_either_validates_or_is_a_422(body: object) -> None:
         validate_inference(body)
     except ClientError as exc:
         assert exc.status == 422
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["text", ["a", "b"], [1, 2, 3], [[1, 2], [3]], [1.0, 2.0]],
+)
+def test_the_four_openai_input_forms(value: object) -> None:
+    request = validate_openai(Operation.EMBEDDING, {"model": "m", "input": value})
+    forwarded = request.body["input"]
+    assert forwarded == value
+    assert all(not isinstance(v, float) for v in (forwarded if isinstance(forwarded, list) else []))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], ["a", 1], [[]], [-1], [2**40], [[1], "a"], [1.5], {"a": 1}, None, 3],
+)
+def test_other_inputs_are_refused(value: object) -> None:
+    assert paths_of(Operation.EMBEDDING, {"model": "m", "input": value}) == ["input"]
+
+
+def test_integral_floats_are_integers_and_forwarded_as_such() -> None:
+    request = validate_openai(Operation.CHAT, {**CHAT, "max_tokens": 4.0, "n": 1.0})
+    assert request.max_tokens == 4
+    assert type(request.body["max_tokens"]) is int
+    assert type(request.body["n"]) is int
+    assert paths_of(Operation.CHAT, {**CHAT, "max_tokens": 4.5}) == ["max_tokens"]
+
+
+def test_optional_fields_may_be_null() -> None:
+    body = {**CHAT, "stream": None, "max_tokens": None, "temperature": None, "n": None}
+    request = validate_openai(Operation.CHAT, body)
+    assert not request.stream
+    assert request.max_tokens is None

@@ -6,6 +6,10 @@ Rules:
   so new OpenAI parameters work without a router release.
 - Problems are collected, not raised one by one: a 422 lists them all, each
   as `path: message` (for example `messages[0].role: required`).
+- The rules match the published OpenAPI document exactly (a schemathesis test
+  holds them together): optional fields may be null; an integer may be
+  written `4.0` (JSON Schema's view) and is forwarded as `4`; text input is
+  one of OpenAI's four forms.
 """
 
 from __future__ import annotations
@@ -76,8 +80,19 @@ def _type_of(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+MAX_INT = 2**53  # beyond this, JSON numbers stop being exact integers
+MAX_TOKEN_ID = 2**32 - 1
+
+
+def _as_int(value: object) -> int | None:
+    """`value` as an int if JSON Schema would call it an integer, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and -MAX_INT <= value <= MAX_INT:
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
+        return int(value)
+    return None
 
 
 def _is_number(value: object) -> bool:
@@ -112,10 +127,13 @@ def _optional_positive_int(
     value = body.get(name)
     if value is None:
         return None
-    if not _is_int(value) or value < 1:
+    number = _as_int(value)
+    if number is None or number < 1:
         out.append(FieldProblem(_join(prefix, name), "must be an integer >= 1"))
         return None
-    return int(value)
+    if isinstance(body, dict):
+        body[name] = number  # forward 4.0 as 4: backends are stricter than JSON Schema
+    return number
 
 
 def _optional_range(
@@ -152,8 +170,35 @@ def _check_messages(body: Mapping[str, Any], prefix: str, out: Problems) -> None
             out.append(FieldProblem(_join(where, "content"), "must be a string, an array or null"))
 
 
-def _is_token_list(value: object) -> bool:
-    return isinstance(value, list) and all(_is_int(v) for v in value)
+def _token_ids(value: object) -> list[int] | None:
+    """`value` as a non-empty list of token ids, or None."""
+    if not isinstance(value, list) or not value:
+        return None
+    ids = [_as_int(v) for v in value]
+    if any(i is None or not 0 <= i <= MAX_TOKEN_ID for i in ids):
+        return None
+    return [i for i in ids if i is not None]
+
+
+def _text_input(value: object) -> object | None:
+    """One of OpenAI's four input forms, normalized; None if it is none of them.
+
+    A string, a non-empty array of strings, an array of token ids, or a
+    non-empty array of arrays of token ids.
+    """
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(v, str) for v in value):
+        return value
+    ids = _token_ids(value)
+    if ids is not None:
+        return ids
+    nested = [_token_ids(v) for v in value]
+    if all(n is not None for n in nested):
+        return nested
+    return None
 
 
 def _check_text_input(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> None:
@@ -161,16 +206,17 @@ def _check_text_input(body: Mapping[str, Any], name: str, prefix: str, out: Prob
     if name not in body:
         out.append(FieldProblem(path, "required"))
         return
-    value = body[name]
-    ok = isinstance(value, str) or (
-        isinstance(value, list)
-        and value
-        and all(isinstance(v, str) or _is_int(v) or _is_token_list(v) for v in value)
-    )
-    if not ok:
+    normalized = _text_input(body[name])
+    if normalized is None:
         out.append(
-            FieldProblem(path, "must be a string or a non-empty array of strings or token ids")
+            FieldProblem(
+                path,
+                "must be a string, an array of strings, an array of token ids, "
+                "or an array of arrays of token ids",
+            )
         )
+    elif isinstance(body, dict):
+        body[name] = normalized
 
 
 def _check_chat(body: Mapping[str, Any], prefix: str, out: Problems) -> tuple[bool, int | None]:

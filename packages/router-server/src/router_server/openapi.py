@@ -55,24 +55,67 @@ _MESSAGE = {
         "content": {"type": ["string", "array", "null"]},
     },
 }
+_TOKEN_IDS = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+}
+# OpenAI's four forms of `prompt` / `input`.
 _TEXT_INPUT = {
     "oneOf": [
         {"type": "string"},
         {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        _TOKEN_IDS,
+        {"type": "array", "minItems": 1, "items": _TOKEN_IDS},
     ]
 }
-_MAX_TOKENS = {"type": "integer", "minimum": 1}
-_STREAM = {"type": "boolean"}
+# Integers may be written 4.0 (JSON Schema's view); optional fields may be null.
+_MAX_TOKENS = {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53}
+_STREAM = {"type": ["boolean", "null"]}
+_STREAM_OPTIONS = {"type": ["object", "null"]}
+
+
+def _nullable_number(low: float, high: float) -> dict[str, Any]:
+    return {"type": ["number", "null"], "minimum": low, "maximum": high}
+
 
 _CHAT_FIELDS: dict[str, Any] = {
     "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
     "max_tokens": _MAX_TOKENS,
     "max_completion_tokens": _MAX_TOKENS,
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-    "n": {"type": "integer", "minimum": 1},
+    "temperature": _nullable_number(0, 2),
+    "top_p": _nullable_number(0, 1),
+    "n": _MAX_TOKENS,
+    "stream_options": _STREAM_OPTIONS,
 }
+_COMPLETION_FIELDS: dict[str, Any] = {
+    "prompt": _TEXT_INPUT,
+    "max_tokens": _MAX_TOKENS,
+    "temperature": _nullable_number(0, 2),
+    "n": _MAX_TOKENS,
+    "stream_options": _STREAM_OPTIONS,
+}
+_EMBEDDING_FIELDS: dict[str, Any] = {"input": _TEXT_INPUT}
 _MODEL = {"type": "string", "minLength": 1, "description": "A public model name."}
+
+
+def _payload(required: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The `/v1/inference` payload of one operation: no model, never streamed."""
+    return {
+        "type": "object",
+        "required": [required],
+        "properties": {**fields, "stream": {"enum": [False, None]}},
+        "not": {"required": ["model"]},
+    }
+
+
+def _when_operation(operation: str, then: dict[str, Any], otherwise: dict[str, Any]) -> Any:
+    return {
+        "if": {"properties": {"operation": {"const": operation}}, "required": ["operation"]},
+        "then": {"properties": {"payload": then}},
+        "else": otherwise,
+    }
+
 
 SCHEMAS: dict[str, Any] = {
     "ChatCompletionRequest": {
@@ -83,17 +126,12 @@ SCHEMAS: dict[str, Any] = {
     "CompletionRequest": {
         "type": "object",
         "required": ["model", "prompt"],
-        "properties": {
-            "model": _MODEL,
-            "prompt": _TEXT_INPUT,
-            "stream": _STREAM,
-            "max_tokens": _MAX_TOKENS,
-        },
+        "properties": {"model": _MODEL, "stream": _STREAM, **_COMPLETION_FIELDS},
     },
     "EmbeddingRequest": {
         "type": "object",
         "required": ["model", "input"],
-        "properties": {"model": _MODEL, "input": _TEXT_INPUT},
+        "properties": {"model": _MODEL, **_EMBEDDING_FIELDS},
     },
     "InferenceRequest": {
         "type": "object",
@@ -104,14 +142,20 @@ SCHEMAS: dict[str, Any] = {
             "operation": {"type": "string", "enum": ["chat", "completion", "embedding"]},
             "payload": {
                 "type": "object",
-                "description": "The OpenAI-style body for the operation, without `model`.",
-                "properties": {
-                    **_CHAT_FIELDS,
-                    "prompt": _TEXT_INPUT,
-                    "input": _TEXT_INPUT,
-                },
+                "description": "The OpenAI-style body of the operation, without `model`.",
             },
         },
+        "allOf": [
+            _when_operation(
+                "embedding",
+                _payload("input", _EMBEDDING_FIELDS),
+                _when_operation(
+                    "completion",
+                    _payload("prompt", _COMPLETION_FIELDS),
+                    {"properties": {"payload": _payload("messages", _CHAT_FIELDS)}},
+                ),
+            )
+        ],
     },
     "InferenceResponse": {
         "type": "object",
