@@ -21,16 +21,30 @@ TEST_DEPS = [
     "openai>=1.50",
     "schemathesis>=4.0",
 ]
-LINT_DEPS = ["ruff>=0.8", "mypy>=1.13", "types-PyYAML", "pytest>=8.3", "hypothesis>=6.115",
-             "openai>=1.50", "nox>=2024.10.9"]
+LINT_DEPS = [
+    "ruff>=0.8",
+    "mypy>=1.13",
+    "types-PyYAML",
+    "pytest>=8.3",
+    "hypothesis>=6.115",
+    "openai>=1.50",
+    "nox>=2024.10.9",
+]
 
 
 def install_packages(session: nox.Session) -> None:
     # --reinstall-package: the versions do not change between commits, so
     # without it a reused environment would keep yesterday's code.
     if session.venv_backend == "uv":
-        session.install(*PACKAGES, "--reinstall-package", "router-core",
-                        "--reinstall-package", "router-server", "--reinstall-package", "router-cli")
+        session.install(
+            *PACKAGES,
+            "--reinstall-package",
+            "router-core",
+            "--reinstall-package",
+            "router-server",
+            "--reinstall-package",
+            "router-cli",
+        )
     else:
         session.install("--force-reinstall", "--no-deps", *PACKAGES)
         session.install(*PACKAGES)
@@ -51,8 +65,16 @@ def lint(session: nox.Session) -> None:
     session.install(*LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "packages/router-core/src", "packages/router-server/src",
-                "packages/router-cli/src", "tests", "noxfile.py", "dev.py")
+    session.run(
+        "mypy",
+        "packages/router-core/src",
+        "packages/router-server/src",
+        "packages/router-cli/src",
+        "tests",
+        "benchmarks",
+        "noxfile.py",
+        "dev.py",
+    )
 
 
 @nox.session

@@ -1,0 +1,330 @@
+"""`nox -s bench`: direct vs routed throughput and latency, per router core.
+
+Processes: two mock backends (0 ms and 50 ms), the router (hypercorn on uvloop,
+one process, auth on), and the load generator. With two or more cores and
+`taskset` available, the router runs alone on the first core, and the mock
+backends, the load generator and this script share the second, so the routed
+figures are per router core.
+
+Every scenario runs on the direct path (load generator -> mock backend) and
+the routed path (load generator -> router -> mock backend), each after its own
+warm-up. Closed-loop runs use wrk when it is on PATH, else `loadgen.py`; the
+fixed-rate (open-loop) run always uses `loadgen.py`, which schedules requests
+by the clock. Prints a table and writes bench-results/bench-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import report
+import wrk_runner
+from loadgen import Result, Spec
+from report import Measurement, Scenario
+from system import Pinning, apply_pinning, choose_pinning, cpu_seconds, machine_info, rss_mib
+
+from router_core.config import ServerSettings
+from router_core.keys import hash_key
+from router_server.mock_backend import MockBackendProcess, free_port
+from router_server.process import RouterProcess
+
+# The demo key of examples/router.yaml; the bench config stores only its hash.
+API_KEY = "rk_demo_DemoKeyDoNotUseInProduction00000"
+HERE = Path(__file__).resolve().parent
+LOADGEN = HERE / "loadgen.py"
+OPEN_LOOP = "open-rate"
+TRANSPORT_SCENARIO = "chat-c16"
+TRANSPORTS = ("aiohttp", "httpx")
+
+
+def scenarios(rate: float) -> list[Scenario]:
+    return [
+        Scenario("chat-c1", "chat, 0 ms backend", "fast", stream=False, concurrency=1),
+        Scenario("chat-c16", "chat, 0 ms backend", "fast", stream=False, concurrency=16),
+        Scenario("chat-c64", "chat, 0 ms backend", "fast", stream=False, concurrency=64),
+        Scenario("chat-50ms-c64", "chat, 50 ms backend", "slow", stream=False, concurrency=64),
+        Scenario("stream-c16", "streamed chat, 0 ms backend", "fast", stream=True, concurrency=16),
+        Scenario(
+            OPEN_LOOP,
+            f"chat, 0 ms, open loop {rate:g} req/s",
+            "fast",
+            stream=False,
+            concurrency=32,
+            rate=rate,
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str  # "direct" or "routed"
+    url: str  # the chat completions URL
+    models: dict[str, str]  # scenario backend -> model name in the body
+    headers: dict[str, str]
+    router_pid: int | None = None
+    transport: str | None = None
+
+
+def direct_target(fast: MockBackendProcess, slow: MockBackendProcess) -> dict[str, Target]:
+    """The direct path: one target per mock backend (they serve the same model)."""
+    headers = {"Content-Type": "application/json"}
+    models = {"fast": "mock-gpt", "slow": "mock-gpt"}
+    return {
+        name: Target("direct", f"{mock.url}/chat/completions", models, headers)
+        for name, mock in (("fast", fast), ("slow", slow))
+    }
+
+
+def router_config(
+    port: int, fast: MockBackendProcess, slow: MockBackendProcess, transport: str | None
+) -> dict[str, Any]:
+    backend = {"connect_timeout_s": 2, "read_timeout_s": 30, "max_in_flight": 512}
+    server: dict[str, Any] = {"max_body_bytes": 1_048_576, "request_timeout_s": 30}
+    if transport is not None:
+        server["transport"] = transport
+    return {
+        "version": 1,
+        "listeners": {"public": {"host": "127.0.0.1", "port": port}},
+        "server": server,
+        "health": {"probe_interval_s": 5, "probe_timeout_s": 2},
+        "backends": {
+            "fast": {"base_url": fast.url, **backend},
+            "slow": {"base_url": slow.url, **backend},
+        },
+        "models": {
+            "bench-fast": {"backends": [{"backend": "fast", "model": "mock-gpt"}]},
+            "bench-slow": {"backends": [{"backend": "slow", "model": "mock-gpt"}]},
+        },
+        "organizations": {
+            "bench": {"models": ["*"], "keys": [{"id": "demo", "hash": hash_key(API_KEY)}]}
+        },
+    }
+
+
+@contextlib.contextmanager
+def running_router(
+    workdir: Path,
+    fast: MockBackendProcess,
+    slow: MockBackendProcess,
+    transport: str,
+    pinning: Pinning,
+    access_log: bool,
+    label: str,
+) -> Iterator[Target]:
+    port = free_port("127.0.0.1")
+    config_path = workdir / f"router-{label}.yaml"
+    # JSON is YAML: no YAML writer needed.
+    config_path.write_text(json.dumps(router_config(port, fast, slow, transport), indent=2))
+    log_path = workdir / f"router-{label}.log"
+    with log_path.open("wb") as log:
+        router = RouterProcess(
+            config_path,
+            port=port,
+            args=[] if access_log else ["--no-access-log"],
+            log=log,
+            command_prefix=pinning.router_prefix(),
+        )
+        try:
+            router.start()
+        except Exception:
+            print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
+            raise
+        try:
+            if not router.wait_ready():
+                raise RuntimeError(f"router never became ready; see {log_path}")
+            assert router.pid is not None
+            yield Target(
+                "routed",
+                f"{router.url}/v1/chat/completions",
+                {"fast": "bench-fast", "slow": "bench-slow"},
+                {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+                router_pid=router.pid,
+                transport=transport,
+            )
+        finally:
+            router.stop()
+
+
+def chat_body(model: str, stream: bool) -> str:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+        "max_tokens": 16,
+    }
+    if stream:
+        body["stream"] = True
+    return json.dumps(body, separators=(",", ":"))
+
+
+def run_load(spec: Spec, use_wrk: bool) -> Result:
+    if use_wrk and spec.rate is None:
+        return wrk_runner.run(spec)
+    command = [sys.executable, str(LOADGEN), json.dumps(asdict(spec))]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=spec.duration_s + 120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-2000:]}")
+    return Result(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration_s: float
+    warmup_s: float
+    use_wrk: bool
+
+    @property
+    def loadgen_name(self) -> str:
+        return "wrk" if self.use_wrk else "loadgen.py"
+
+
+def measure(scenario: Scenario, target: Target, settings: Settings) -> Measurement:
+    spec = Spec(
+        url=target.url,
+        body=chat_body(target.models[scenario.backend], scenario.stream),
+        headers=target.headers,
+        duration_s=settings.duration_s,
+        warmup_s=0.0,
+        concurrency=scenario.concurrency,
+        rate=scenario.rate,
+    )
+    use_wrk = settings.use_wrk and scenario.rate is None
+    generator = "wrk" if use_wrk else "loadgen.py"
+    run_load(replace(spec, duration_s=settings.warmup_s), use_wrk)
+    pid = target.router_pid
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    result = run_load(spec, use_wrk)
+    if pid is None:
+        return Measurement(scenario, target.path, generator, None, result)
+    cpu = cpu_seconds(pid) - cpu_before
+    return Measurement(
+        scenario,
+        target.path,
+        generator,
+        target.transport,
+        result,
+        router_rss_mib=rss_mib(pid),
+        router_cpu_percent=round(100 * cpu / result.duration_s, 1) if result.duration_s else None,
+        router_cpu_us_per_request=round(1e6 * cpu / result.requests, 1)
+        if result.requests
+        else None,
+    )
+
+
+def progress(m: Measurement) -> None:
+    r = m.result
+    where = m.path if m.transport is None else f"{m.path} ({m.transport})"
+    print(
+        f"  {m.scenario.key:<14} {where:<17} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+        f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
+        flush=True,
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per run")
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s")
+    parser.add_argument("--quick", action="store_true", help="1 s runs: a smoke test")
+    parser.add_argument(
+        "--loadgen",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="closed-loop load generator (auto: wrk when on PATH)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="run the router without its access log"
+    )
+    parser.add_argument(
+        "--transports",
+        default=",".join(TRANSPORTS),
+        help="backend transports to compare (comma-separated; empty: skip)",
+    )
+    parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.loadgen == "wrk" and not wrk_runner.available():
+        print("bench: --loadgen wrk but wrk is not on PATH", file=sys.stderr)
+        return 2
+    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_runner.available())
+    settings = Settings(
+        duration_s=1.0 if args.quick else args.duration,
+        warmup_s=1.0 if args.quick else args.warmup,
+        use_wrk=use_wrk,
+    )
+    transports = [t for t in args.transports.split(",") if t]
+    unknown = sorted(set(transports) - set(TRANSPORTS))
+    if unknown:
+        print(f"bench: unknown transport(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    pinning = choose_pinning(not args.no_pin)
+    apply_pinning(pinning)
+    machine = machine_info(pinning, settings.loadgen_name)
+    default_transport = ServerSettings().transport
+    print(f"pinning: {pinning.note}")
+    if machine["load_average_at_start"] is not None:
+        load = ", ".join(f"{x:.2f}" for x in machine["load_average_at_start"])
+        print(f"load average before the run: {load} ({machine['cpu_count']} cpus)")
+    print(f"load generator: {settings.loadgen_name} (closed loop), loadgen.py (open loop)")
+    print(f"router: hypercorn + uvloop, 1 process, {default_transport} transport, auth on")
+    plan = scenarios(args.rate)
+    measurements: list[Measurement] = []
+    compared: list[Measurement] = []
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
+        fast = stack.enter_context(MockBackendProcess(["--latency-ms", "0"]))
+        slow = stack.enter_context(MockBackendProcess(["--latency-ms", "50"]))
+        direct = direct_target(fast, slow)
+        access_log = not args.no_access_log
+        with running_router(
+            workdir, fast, slow, default_transport, pinning, access_log, "main"
+        ) as routed:
+            for scenario in plan:
+                for target in (direct[scenario.backend], routed):
+                    measurements.append(measure(scenario, target, settings))
+                    progress(measurements[-1])
+        by_key = {s.key: s for s in plan}
+        for transport in transports:
+            with running_router(
+                workdir, fast, slow, transport, pinning, access_log, f"compare-{transport}"
+            ) as routed:
+                compared.append(measure(by_key[TRANSPORT_SCENARIO], routed, settings))
+                progress(compared[-1])
+    print()
+    print(report.table(measurements))
+    print()
+    print(report.summary(measurements, compared, OPEN_LOOP))
+    machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    run_settings = {
+        "duration_s": settings.duration_s,
+        "warmup_s": settings.warmup_s,
+        "rate": args.rate,
+        "access_log": access_log,
+        "default_transport": default_transport,
+        "policies": ["auth"],
+    }
+    path = report.write_json(
+        args.output_dir, machine, run_settings, measurements, compared, OPEN_LOOP
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""What the benchmark measured, derived figures, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from loadgen import Result
+
+# Targets of issue 2, per router core with auth on.
+TARGET_RPS_C16 = 2000.0
+TARGET_RPS_SLOW_C64 = 1150.0
+TARGET_ADDED_P50_MS = 1.0
+TARGET_ADDED_P99_MS = 5.0
+# The load generator must outrun the router by this much (direct vs routed).
+MIN_DIRECT_RATIO = 10.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    backend: str  # "fast" (0 ms) or "slow" (50 ms)
+    stream: bool
+    concurrency: int  # closed loop: connections; open loop: connections opened up front
+    rate: float | None = None  # open loop at this many requests/s
+
+
+@dataclass(frozen=True)
+class Measurement:
+    scenario: Scenario
+    path: str  # "direct" or "routed"
+    loadgen: str
+    transport: str | None  # the router's backend transport; None on the direct path
+    result: Result
+    router_rss_mib: float | None = None
+    router_cpu_percent: float | None = None  # of one core, over the measured run
+    router_cpu_us_per_request: float | None = None
+
+
+def _find(ms: Sequence[Measurement], key: str, path: str) -> Measurement | None:
+    return next((m for m in ms if m.scenario.key == key and m.path == path), None)
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def table(ms: Sequence[Measurement]) -> str:
+    header = (
+        f"{'scenario':<34} {'path':<7} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6} {'RSS MiB':>8} {'CPU %':>6} {'CPU us/req':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for m in ms:
+        r = m.result
+        lines.append(
+            f"{m.scenario.label:<34} {m.path:<7} {m.scenario.concurrency:>5} {r.rps:>9,.0f} "
+            f"{r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>6} "
+            f"{_num(m.router_rss_mib):>8} {_num(m.router_cpu_percent, 0):>6} "
+            f"{_num(m.router_cpu_us_per_request, 0):>10}"
+        )
+    lines.append(
+        "RSS and CPU are the router process's, over each routed run; CPU us/req (router CPU "
+        "time / requests) is steadier than req/s on a shared machine."
+    )
+    return "\n".join(lines)
+
+
+def ratios(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """Direct vs routed throughput of every closed-loop scenario on the 0 ms backend."""
+    rows: list[dict[str, Any]] = []
+    for m in ms:
+        if m.path != "routed" or m.scenario.rate is not None or m.scenario.backend != "fast":
+            continue
+        direct = _find(ms, m.scenario.key, "direct")
+        if direct is None or m.result.rps <= 0:
+            continue
+        ratio = direct.result.rps / m.result.rps
+        rows.append(
+            {"scenario": m.scenario.key, "ratio": round(ratio, 1), "stream": m.scenario.stream}
+        )
+    return rows
+
+
+def added_latency(ms: Sequence[Measurement], key: str) -> dict[str, float] | None:
+    """Router-added latency of the open-loop run: routed minus direct, per percentile."""
+    direct, routed = _find(ms, key, "direct"), _find(ms, key, "routed")
+    if direct is None or routed is None:
+        return None
+    d, r = direct.result, routed.result
+    return {
+        "p50_ms": round(r.p50_ms - d.p50_ms, 3),
+        "p90_ms": round(r.p90_ms - d.p90_ms, 3),
+        "p99_ms": round(r.p99_ms - d.p99_ms, 3),
+    }
+
+
+def targets(ms: Sequence[Measurement], open_key: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def check(name: str, measured: float | None, goal: float, at_least: bool) -> None:
+        ok = measured is not None and (measured >= goal if at_least else measured <= goal)
+        rows.append({"target": name, "goal": goal, "measured": measured, "met": ok})
+
+    def rps(key: str) -> float | None:
+        found = _find(ms, key, "routed")
+        return None if found is None else found.result.rps
+
+    added = added_latency(ms, open_key) or {}
+    check("routed req/s, 16 conns, 0 ms backend", rps("chat-c16"), TARGET_RPS_C16, True)
+    check("routed req/s, 64 conns, 50 ms backend", rps("chat-50ms-c64"), TARGET_RPS_SLOW_C64, True)
+    check("router-added p50 ms, fixed rate", added.get("p50_ms"), TARGET_ADDED_P50_MS, False)
+    check("router-added p99 ms, fixed rate", added.get("p99_ms"), TARGET_ADDED_P99_MS, False)
+    return rows
+
+
+def summary(ms: Sequence[Measurement], transports: Sequence[Measurement], open_key: str) -> str:
+    out: list[str] = []
+    added = added_latency(ms, open_key)
+    if added is not None:
+        out.append(
+            "router-added latency at a fixed rate (routed minus direct): "
+            f"p50 {added['p50_ms']:.2f} ms, p90 {added['p90_ms']:.2f} ms, "
+            f"p99 {added['p99_ms']:.2f} ms"
+        )
+    for row in ratios(ms):
+        flag = "" if row["ratio"] >= MIN_DIRECT_RATIO else f"  < {MIN_DIRECT_RATIO:g}x: LOW"
+        if flag and row["stream"]:
+            # Measured: the direct stream rate does not move when the load generator gets
+            # a core of its own; the mock's one write per SSE event is the limit.
+            flag += " (the mock backend bounds direct streams, not the load generator)"
+        out.append(f"direct/routed throughput, {row['scenario']}: {row['ratio']:.1f}x{flag}")
+    if transports:
+        out.append("")
+        out.append("backend transport, routed, 16 conns, 0 ms backend:")
+        for m in transports:
+            r = m.result
+            out.append(
+                f"  {m.transport:<8} {r.rps:>8,.0f} req/s  p50 {r.p50_ms:.2f} ms  "
+                f"p99 {r.p99_ms:.2f} ms  errors {r.errors}  "
+                f"CPU {_num(m.router_cpu_us_per_request, 0)} us/req"
+            )
+    out.append("")
+    out.append("targets (per router core, auth on):")
+    for row in targets(ms, open_key):
+        verdict = "met" if row["met"] else "MISSED"
+        measured = "-" if row["measured"] is None else f"{row['measured']:,.2f}"
+        sign = ">=" if "req/s" in row["target"] else "<="
+        out.append(f"  {row['target']:<40} {sign} {row['goal']:>7,g}: {measured:>9}  {verdict}")
+    return "\n".join(out)
+
+
+def write_json(
+    directory: Path,
+    machine: dict[str, Any],
+    settings: dict[str, Any],
+    ms: Sequence[Measurement],
+    transports: Sequence[Measurement],
+    open_key: str,
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = directory / f"bench-{stamp}.json"
+    document = {
+        "machine": machine,
+        "settings": settings,
+        "measurements": [asdict(m) for m in ms],
+        "transports": [asdict(m) for m in transports],
+        "router_added_latency": added_latency(ms, open_key),
+        "direct_routed_ratios": ratios(ms),
+        "targets": targets(ms, open_key),
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
