@@ -1,0 +1,220 @@
+"""The admission decision: every limit a request touches, all or nothing.
+
+Rules:
+- `decide` walks the checks in the order given; the first that fails denies
+  the request, and a denial writes nothing, so one refused limit never
+  consumes another's capacity. Only when every check passes are the new
+  states returned, for the store to write in the same atomic step.
+- A check with cost 0 is a peek: it can deny, and it reports, but it is
+  never written.
+- Retry-After is whole seconds rounded up, at least 1 for a denial: the GCRA
+  wait for a rate limit, the time to the window's end for a quota or a budget,
+  or NEVER when waiting cannot help (a cost above the burst or the limit, or
+  a `total` window).
+- The x-ratelimit-* figures come from the most constraining request-rate and
+  token-rate checks (fewest remaining, then longest reset), after the charge
+  when admitted and as they stand (a peek) when denied.
+- Every written state carries the instant it stops mattering, for the key's
+  TTL: a TAT once it is in the past, a window's counter at the window's end.
+- The Redis script implements this same loop; keep it a plain loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import ClassVar
+
+import attrs
+
+from router_core.limits.budget import BudgetState, reserve
+from router_core.limits.gcra import GcraLimit, Tat, gcra_check
+from router_core.limits.integers import MAX_NOW_US, NEVER, bounded, require_int, seconds_up
+from router_core.limits.quota import quota_check
+from router_core.limits.windows import WindowKind, window_of
+
+
+class Kind(enum.Enum):
+    RATE = "rate"
+    TOKENS_RATE = "tokens_rate"
+    QUOTA = "quota"
+    BUDGET = "budget"
+
+
+class LimitType(enum.Enum):
+    """The `limit_type` of a denial's body."""
+
+    RATE_LIMIT = "rate_limit"
+    QUOTA = "quota"
+    BUDGET = "budget"
+
+
+def _rate_kind(_: object, attribute: attrs.Attribute[Kind], value: Kind) -> None:
+    if value not in (Kind.RATE, Kind.TOKENS_RATE):
+        raise ValueError(f"{attribute.name} must be rate or tokens_rate, not {value}")
+
+
+@attrs.frozen
+class RateCheck:
+    """A request-rate (cost 1) or token-rate (cost in tokens) limit on one key."""
+
+    key: str
+    kind: Kind = attrs.field(validator=_rate_kind)
+    limit: GcraLimit
+    tat: Tat
+    cost: int = attrs.field(validator=bounded(0))
+
+
+@attrs.frozen
+class QuotaCheck:
+    """A request or token quota per window; `used` is the counter of the current window."""
+
+    key: str
+    limit: int = attrs.field(validator=bounded(0))
+    window: WindowKind
+    used: int = attrs.field(validator=bounded(0))
+    cost: int = attrs.field(validator=bounded(0))
+    kind: ClassVar[Kind] = Kind.QUOTA
+
+
+@attrs.frozen
+class BudgetCheck:
+    """A spend budget per window in nano-USD; `cost` is the amount to reserve."""
+
+    key: str
+    limit: int = attrs.field(validator=bounded(0))
+    window: WindowKind
+    state: BudgetState
+    cost: int = attrs.field(validator=bounded(0))
+    kind: ClassVar[Kind] = Kind.BUDGET
+
+
+LimitCheck = RateCheck | QuotaCheck | BudgetCheck
+State = Tat | int | BudgetState
+
+
+@attrs.frozen
+class Denial:
+    key: str
+    kind: Kind
+    limit_type: LimitType
+    # Rate limits: units held (burst - remaining) of `limit` = burst. Quotas: used.
+    # Budgets: committed + reserved, in nano-USD.
+    current_usage: int
+    limit: int
+    # Whole seconds, >= 1, or NEVER.
+    retry_after_s: int
+
+
+@attrs.frozen
+class StateWrite:
+    key: str
+    state: State
+    # When the key may expire (µs since the epoch), or NEVER.
+    expire_at_us: int
+
+
+@attrs.frozen
+class RateInfo:
+    """One limit's figures for the x-ratelimit-* headers; `limit` is the burst."""
+
+    key: str
+    kind: Kind
+    limit: int
+    remaining: int
+    reset_after_us: int
+
+
+@attrs.frozen
+class HeadersInfo:
+    requests: RateInfo | None
+    tokens: RateInfo | None
+
+
+@attrs.frozen
+class Decision:
+    allowed: bool
+    denied_by: Denial | None
+    # Empty unless allowed.
+    new_states: tuple[StateWrite, ...]
+    headers_info: HeadersInfo
+
+
+@attrs.frozen
+class _Outcome:
+    allowed: bool
+    write: StateWrite
+    denial: Denial
+    # For rate checks only.
+    info: RateInfo | None
+
+
+def decide(checks: Sequence[LimitCheck], now: int) -> Decision:
+    """Admit a request against every check at `now`, or deny it by the first that fails."""
+    require_int("now", now, 0, MAX_NOW_US)
+    keys = [check.key for check in checks]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"each check needs its own key, got {keys}")
+    outcomes: list[_Outcome] = []
+    for check in checks:
+        outcome = _evaluate(check, now, check.cost)
+        if not outcome.allowed:
+            peeks = [_evaluate(c, now, 0) for c in checks if isinstance(c, RateCheck)]
+            return Decision(False, outcome.denial, (), _headers(peeks))
+        outcomes.append(outcome)
+    writes = tuple(o.write for c, o in zip(checks, outcomes, strict=True) if c.cost > 0)
+    return Decision(True, None, writes, _headers(outcomes))
+
+
+def _evaluate(check: LimitCheck, now: int, cost: int) -> _Outcome:
+    if isinstance(check, RateCheck):
+        limit = check.limit
+        r = gcra_check(check.tat, now, cost, limit.rate, limit.period_us, limit.burst)
+        return _Outcome(
+            r.allowed,
+            StateWrite(check.key, r.new_tat, now + r.reset_after_us),
+            Denial(
+                check.key,
+                check.kind,
+                LimitType.RATE_LIMIT,
+                limit.burst - r.remaining,
+                limit.burst,
+                seconds_up(r.retry_after_us),
+            ),
+            RateInfo(check.key, check.kind, limit.burst, r.remaining, r.reset_after_us),
+        )
+    window = window_of(check.window, now)
+    if cost > check.limit or window.end_us == NEVER:
+        retry_s = NEVER
+    else:
+        retry_s = seconds_up(window.end_us - now)
+    if isinstance(check, QuotaCheck):
+        q = quota_check(check.used, cost, check.limit)
+        new_state: State = q.new_used
+        allowed, usage, limit_type = q.allowed, check.used, LimitType.QUOTA
+    else:
+        b = reserve(check.state, cost, check.limit)
+        new_state = b.new_state
+        allowed, usage, limit_type = b.allowed, check.state.spent, LimitType.BUDGET
+    return _Outcome(
+        allowed,
+        StateWrite(check.key, new_state, window.end_us),
+        Denial(check.key, check.kind, limit_type, usage, check.limit, retry_s),
+        None,
+    )
+
+
+def _headers(outcomes: Sequence[_Outcome]) -> HeadersInfo:
+    """The most constraining request-rate and token-rate figures: fewest remaining, then
+    longest reset; the first listed wins a tie."""
+    best: dict[Kind, RateInfo] = {}
+    for outcome in outcomes:
+        info = outcome.info
+        if info is None:
+            continue
+        current = best.get(info.kind)
+        if current is None or (
+            (info.remaining, -info.reset_after_us) < (current.remaining, -current.reset_after_us)
+        ):
+            best[info.kind] = info
+    return HeadersInfo(best.get(Kind.RATE), best.get(Kind.TOKENS_RATE))
