@@ -22,8 +22,8 @@ TEST_DEPS = [
     "schemathesis>=4.0",
 ]
 LINT_DEPS = [
-    "ruff>=0.8",
-    "mypy>=1.13",
+    "ruff==0.17.6",  # pinned: formatting must not change under our feet
+    "mypy==2.4.1",
     "types-PyYAML",
     "pytest>=8.3",
     "hypothesis>=6.115",
