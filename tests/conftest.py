@@ -13,10 +13,19 @@ from starlette.testclient import TestClient
 
 from router_core.config_codec import structure
 from router_server.app import create_app
+from router_server.limits import MemoryStore
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
-from support import BACKEND_SECRET, BACKEND_SECRET_ENV, base_config, write_config
+from support import (
+    BACKEND_SECRET,
+    BACKEND_SECRET_ENV,
+    Clock,
+    Limited,
+    LimitedFactory,
+    base_config,
+    write_config,
+)
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -121,3 +130,21 @@ def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Router
         router.stop()
     for log in logs:
         log.close()
+
+
+@pytest.fixture
+def limited(backend_env: dict[str, str]) -> Iterator[LimitedFactory]:
+    opened: list[TestClient] = []
+
+    def make(data: dict[str, Any]) -> Limited:
+        clock = Clock()
+        store = MemoryStore(clock=clock)
+        app = create_app(structure(data), env=backend_env, limit_store=store)
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        return Limited(client, store, clock)
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)

@@ -8,9 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
+from starlette.testclient import TestClient
 
 from router_core import keys
+from router_server.limits import MemoryStore
 
 ACME_KEY = keys.format_key("acme1", "A" * 32)
 GLOBEX_KEY = keys.format_key("globex1", "G" * 32)
@@ -90,3 +93,29 @@ def eventually(condition: Callable[[], bool], timeout: float = 5.0, step: float 
             return True
         time.sleep(step)
     return condition()
+
+
+DAY_US = 86_400_000_000
+# 2026-01-31 12:00 UTC: a day before a month ends.
+JAN_31_NOON = (20_484 * DAY_US) + DAY_US // 2
+
+
+@attrs.define
+class Clock:
+    now: int = JAN_31_NOON
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1_000_000)
+
+
+@attrs.define
+class Limited:
+    client: TestClient
+    store: MemoryStore
+    clock: Clock
+
+
+LimitedFactory = Callable[[dict[str, Any]], Limited]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -161,6 +162,113 @@ class Model:
     __attrs_post_init__ = _check_fields
 
 
+def _optional_positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value <= 0:
+        raise FieldError(attribute.name, "must be > 0")
+
+
+def _nanos(_: object, attribute: attrs.Attribute[Any], value: Decimal | None) -> None:
+    if value is not None and (value <= 0 or (value * 10**9) % 1 != 0 or value >= 9_000_000):
+        raise FieldError(attribute.name, "must be > 0 and < 9,000,000 USD with at most 9 decimals")
+
+
+def _per_million(_: object, attribute: attrs.Attribute[Any], value: Decimal) -> None:
+    if value < 0 or (value * 1000) % 1 != 0 or value >= 9_000_000:
+        raise FieldError(attribute.name, "must be >= 0 USD per 1M tokens with at most 3 decimals")
+
+
+@attrs.frozen
+class RateLimit:
+    """`rate` units per `per`, of which up to `burst` at once (default: `rate`)."""
+
+    rate: int = _checked(validator=_positive)
+    per: str = _checked(default="second", validator=_one_of("second", "minute", "hour"))
+    burst: int | None = _checked(default=None, validator=_optional_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class Quotas:
+    requests_per_day: int | None = _checked(default=None, validator=_optional_positive)
+    requests_per_month: int | None = _checked(default=None, validator=_optional_positive)
+    tokens_per_day: int | None = _checked(default=None, validator=_optional_positive)
+    tokens_per_month: int | None = _checked(default=None, validator=_optional_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class Budget:
+    """Spend limits in USD, from the `prices` table."""
+
+    per_day: Decimal | None = _checked(default=None, validator=_nanos)
+    per_month: Decimal | None = _checked(default=None, validator=_nanos)
+    total: Decimal | None = _checked(default=None, validator=_nanos)
+
+    __attrs_post_init__ = _check_fields
+
+    @property
+    def configured(self) -> bool:
+        return any(v is not None for v in (self.per_day, self.per_month, self.total))
+
+
+@attrs.frozen
+class Limits:
+    """Limits of one scope: an organization, an API key, or an organization's model."""
+
+    requests: RateLimit | None = None
+    tokens: RateLimit | None = None
+    quotas: Quotas = Quotas()
+    budget: Budget = Budget()
+
+
+@attrs.frozen
+class ModelPrice:
+    """USD per million tokens."""
+
+    input: Decimal = _checked(validator=_per_million)
+    output: Decimal = _checked(default=Decimal(0), validator=_per_million)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class FailurePolicy:
+    """What a limit does when its shared store (Redis) cannot answer in time."""
+
+    # fail_open: decide against a local share (limit / expected_replicas);
+    # fail_closed: refuse with 503.
+    rate_limits: str = _checked(default="fail_open", validator=_one_of("fail_open", "fail_closed"))
+    quotas: str = _checked(default="fail_closed", validator=_one_of("fail_open", "fail_closed"))
+    budgets: str = _checked(default="fail_closed", validator=_one_of("fail_open", "fail_closed"))
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class LimitSettings:
+    # memory: this process only (the embedded default); redis: shared by replicas.
+    store: str = _checked(default="memory", validator=_one_of("memory", "redis"))
+    # Environment variable holding the Redis URL (it may carry a password).
+    redis_url_env: str = _checked(
+        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
+    )
+    # Upper bound on one admission decision's wait for the store.
+    timeout_ms: int = _checked(default=100, validator=_positive)
+    # Replicas sharing the limits: a fail-open rate limit allows limit / this.
+    expected_replicas: int = _checked(default=1, validator=_positive)
+    # When max_tokens is absent or more than the budget left allows:
+    # clamp it to what the budget affords, or refuse with 402.
+    max_tokens_policy: str = _checked(default="clamp", validator=_one_of("clamp", "refuse"))
+    # The worst case reserved for a request without max_tokens (and then sent
+    # to the backend as its max_tokens), when a budget or token limit applies.
+    default_max_tokens: int = _checked(default=4096, validator=_positive)
+    on_store_failure: FailurePolicy = FailurePolicy()
+
+    __attrs_post_init__ = _check_fields
+
+
 @attrs.frozen
 class ApiKey:
     id: str = _checked(validator=_matches(KEY_ID_RE, "4 to 32 letters or digits"))
@@ -169,6 +277,7 @@ class ApiKey:
         repr=False,
     )
     revoked: bool = False
+    limits: Limits = Limits()
 
     __attrs_post_init__ = _check_fields
 
@@ -178,6 +287,9 @@ class Organization:
     keys: tuple[ApiKey, ...] = ()
     # Public model names this organization may use; "*" means all.
     models: tuple[str, ...] = ("*",)
+    limits: Limits = Limits()
+    # Limits of this organization on one model (public name).
+    model_limits: Mapping[str, Limits] = attrs.field(factory=dict)
 
     def allows(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -191,6 +303,9 @@ class RouterConfig:
     listeners: Listeners = Listeners()
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
+    limits: LimitSettings = LimitSettings()
+    # USD per million tokens, by public model name; needed where a budget applies.
+    prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
     version: int = 1
 
     __attrs_post_init__ = _check_fields

@@ -12,6 +12,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
@@ -19,7 +20,7 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.v import transform_error
 
-from router_core.config import NAME_RE, FieldError, RouterConfig
+from router_core.config import NAME_RE, FieldError, Organization, RouterConfig
 
 
 @attrs.frozen
@@ -60,6 +61,19 @@ def _strict(converter: cattrs.Converter) -> None:
             raise TypeError(f"must be true or false, not {type(value).__name__}")
         return value
 
+    def structure_decimal(value: object, _: type) -> Decimal:
+        # YAML reads 0.15 as a float; its repr is the text the user wrote.
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError(f"must be a number, not {type(value).__name__}")
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise ValueError(f"must be a number, not {value!r}") from None
+        if not number.is_finite():
+            raise ValueError("must be a finite number")
+        return number
+
+    converter.register_structure_hook(Decimal, structure_decimal)
     converter.register_structure_hook(str, structure_str)
     converter.register_structure_hook(int, structure_int)
     converter.register_structure_hook(float, structure_float)
@@ -160,6 +174,32 @@ def check_references(config: RouterConfig) -> Iterator[ConfigProblem]:
                 yield ConfigProblem(where, f"key id {key.id!r} is already used by {seen[key.id]}")
             else:
                 seen[key.id] = where
+        for model_name in org.model_limits:
+            if model_name not in config.models:
+                yield ConfigProblem(
+                    f"organizations.{org_name}.model_limits.{model_name}",
+                    f"unknown model {model_name!r}",
+                )
+        yield from _check_prices(config, org_name, org)
+    for model_name in config.prices:
+        if model_name not in config.models:
+            yield ConfigProblem(f"prices.{model_name}", f"unknown model {model_name!r}")
+
+
+def _check_prices(
+    config: RouterConfig, org_name: str, org: Organization
+) -> Iterator[ConfigProblem]:
+    """A budget can only be kept on models with a price."""
+    budgeted = org.limits.budget.configured or any(k.limits.budget.configured for k in org.keys)
+    models = [m for m in config.models if org.allows(m)]
+    if not budgeted:
+        models = [m for m, limits in org.model_limits.items() if limits.budget.configured]
+    for model_name in models:
+        if model_name not in config.prices:
+            yield ConfigProblem(
+                f"prices.{model_name}",
+                f"required: organizations.{org_name} has a budget that covers this model",
+            )
 
 
 def unstructure(config: RouterConfig) -> dict[str, Any]:

@@ -45,6 +45,13 @@ class Catalog:
     # A backend refused the request itself (e.g. context too long); the
     # backend's own 4xx status is passed through.
     BACKEND_REJECTED = Problem("backend_rejected", 400, "Backend rejected the request")
+    # Limits: 429 for rates, 402 for quotas and budgets (the seed's codes, upper-cased).
+    RATE_LIMITED = Problem("rate_limit_exceeded", 429, "Rate limit exceeded", "rate_limit_exceeded")
+    QUOTA_EXCEEDED = Problem("quota_exceeded", 402, "Quota exceeded", "insufficient_quota")
+    BUDGET_EXCEEDED = Problem("budget_exceeded", 402, "Budget exceeded", "insufficient_quota")
+    LIMITS_UNAVAILABLE = Problem(
+        "limits_unavailable", 503, "Limits cannot be checked", "server_error"
+    )
     BACKEND_ERROR = Problem("backend_error", 502, "Backend error", "server_error")
     BACKEND_TIMEOUT = Problem("backend_timeout", 504, "Backend timed out", "server_error")
     REQUEST_TIMEOUT = Problem("request_timeout", 504, "Request timed out", "server_error")

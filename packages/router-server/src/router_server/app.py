@@ -29,6 +29,7 @@ from router_core.requests import Operation, validate_inference, validate_openai
 from router_server import openapi
 from router_server.backends import close_clients, open_clients
 from router_server.health import Health, probe_all, probe_forever
+from router_server.limits import LimitGate, LimitStore, MemoryStore
 from router_server.middleware import RouterMiddleware
 from router_server.pipeline import (
     RouterState,
@@ -121,6 +122,7 @@ def create_app(
     *,
     env: Mapping[str, str] | None = None,
     rng: random.Random | None = None,
+    limit_store: LimitStore | None = None,
 ) -> Starlette:
     """The router as an ASGI app. Backend clients open when the app starts."""
 
@@ -132,6 +134,7 @@ def create_app(
             keys=KeyIndex.from_config(config),
             backends=backends,
             health=Health(),
+            limits=LimitGate(config, limit_store or MemoryStore()),
             rng=rng or random.Random(),
         )
         probe = config.health

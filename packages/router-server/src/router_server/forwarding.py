@@ -12,9 +12,10 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 import orjson
@@ -143,45 +144,83 @@ def _error_event(message: str) -> bytes:
     return b"data: " + orjson.dumps(error) + b"\n\n"
 
 
-def _rewrite_event(event: bytes, public_model: str) -> tuple[bytes, bool]:
-    """The event with the public model name; and whether it was `[DONE]`."""
+@attrs.define
+class StreamTally:
+    """What a relayed stream carried, for settling its limits and its usage record."""
+
+    # Drop the usage-only chunk: the router asked for it, the client did not.
+    strip_usage: bool = False
+    usage: dict[str, Any] | None = None
+    content_events: int = 0
+    done: bool = False
+    broken: bool = False
+
+
+def _rewrite_event(event: bytes, public_model: str, tally: StreamTally) -> bytes | None:
+    """The event under the public model name, or None to drop it."""
     if not event.startswith(b"data:"):
-        return event, False
+        return event
     data = event[5:].strip()
     if data == b"[DONE]":
-        return event, True
+        tally.done = True
+        return event
     if not data.startswith(b"{"):
-        return event, False
+        return event
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return event, False
-    if isinstance(chunk, dict) and "model" in chunk:
+        return event
+    if not isinstance(chunk, dict):
+        return event
+    if isinstance(chunk.get("usage"), dict):
+        tally.usage = chunk["usage"]
+        if tally.strip_usage and not chunk.get("choices"):
+            return None
+    if chunk.get("choices"):
+        tally.content_events += 1
+    if "model" in chunk:
         chunk["model"] = public_model
-        return b"data: " + orjson.dumps(chunk), False
-    return event, False
+        return b"data: " + orjson.dumps(chunk)
+    return event
+
+
+OnClose = Callable[[StreamTally], Awaitable[None]]
 
 
 class RelayResponse(StreamingResponse):
     """An SSE relay that closes the backend response however the relay ends,
-    including a client that disconnects before the first event."""
+    including a client that disconnects before the first event, and then
+    reports what the stream carried to `on_close`."""
 
-    def __init__(self, opened: Opened, public_model: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        opened: Opened,
+        public_model: str,
+        headers: Mapping[str, str],
+        tally: StreamTally,
+        on_close: OnClose,
+    ) -> None:
         super().__init__(
-            relay_events(opened, public_model),
+            relay_events(opened, public_model, tally),
             headers={**headers, "cache-control": "no-cache"},
             media_type="text/event-stream",
         )
         self.opened = opened
+        self.tally = tally
+        self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.opened.response.aclose()
+            with anyio.CancelScope(shield=True):
+                await self.opened.response.aclose()
+                await self.on_close(self.tally)
 
 
-async def relay_events(opened: Opened, public_model: str) -> AsyncIterator[bytes]:
+async def relay_events(
+    opened: Opened, public_model: str, tally: StreamTally
+) -> AsyncIterator[bytes]:
     """The backend's SSE stream, each event passed on as soon as it is complete.
 
     Events completed by the same backend chunk go out in one write: a send
@@ -189,7 +228,6 @@ async def relay_events(opened: Opened, public_model: str) -> AsyncIterator[bytes
     core that was a third of a short stream's cost (see benchmarks/).
     """
     buffer = b""
-    done = False
     backend = opened.candidate.backend
     try:
         async for chunk in opened.client.chunks(opened.response):
@@ -199,13 +237,15 @@ async def relay_events(opened: Opened, public_model: str) -> AsyncIterator[bytes
             for event in events:
                 if not event:
                     continue
-                rewritten, is_done = _rewrite_event(event, public_model)
-                done = done or is_done
-                ready.append(rewritten + b"\n\n")
+                rewritten = _rewrite_event(event, public_model, tally)
+                if rewritten is not None:
+                    ready.append(rewritten + b"\n\n")
             if ready:
                 yield b"".join(ready)
     except BackendFailure as failure:
+        tally.broken = True
         yield _error_event(f"The stream from backend {backend!r} broke: {failure.detail}.")
         return
-    if not done:
+    if not tally.done:
+        tally.broken = True
         yield _error_event(f"The stream from backend {backend!r} ended before completion.")

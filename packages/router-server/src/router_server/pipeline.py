@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -26,8 +26,9 @@ from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
 from router_server.backends import BackendClient
-from router_server.forwarding import Opened, RelayResponse, open_first, read_json
+from router_server.forwarding import Opened, RelayResponse, StreamTally, open_first, read_json
 from router_server.health import Health
+from router_server.limits import LimitGate, Ticket
 from router_server.responses import error_response, json_response
 
 log = logging.getLogger("router.access")
@@ -41,6 +42,7 @@ class RouterState:
     keys: KeyIndex
     backends: dict[str, BackendClient]
     health: Health
+    limits: LimitGate
     rng: random.Random
 
 
@@ -84,33 +86,100 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     path = request.url.path
     request_id: str = request.scope["state"]["request_id"]
     principal: Principal | None = None
+    ticket: Ticket | None = None
     try:
         principal = authenticate_request(request, state)
         inference = validate(await read_json_body(request))
         model = routing.resolve_model(state.config, principal.org, inference.model)
+        ticket = await state.limits.admit(
+            request_id, principal.organization, principal.key_id, inference
+        )
         candidates = routing.plan(inference.model, model, state.rng)
+        headers = dict(ticket.headers)
         try:
             with anyio.fail_after(state.config.server.request_timeout_s):
-                opened = await open_first(
-                    inference, candidates, state.backends, state.health.record
-                )
-                headers = {"x-router-backend": opened.candidate.backend}
                 if inference.stream:
-                    _access(request_id, principal, inference, opened, 200, started)
-                    return RelayResponse(opened, inference.model, headers)
+                    return await _stream(state, inference, ticket, candidates, headers)
+                opened = await open_first(
+                    _forwarded(inference, ticket), candidates, state.backends,
+                    state.health.record,
+                )  # fmt: skip
                 body = await read_json(opened)
         except TimeoutError:
             raise DependencyError(
                 Catalog.REQUEST_TIMEOUT,
                 f"The request did not complete within {state.config.server.request_timeout_s:g} s.",
             ) from None
+        await _settle(state, ticket, usage.from_backend(body), served=True)
+        ticket = None
+        headers["x-router-backend"] = opened.candidate.backend
         latency_ms = (time.perf_counter() - started) * 1000
         answer = shape(inference, opened, body, latency_ms)
         _access(request_id, principal, inference, opened, 200, started)
         return json_response(answer, headers=headers)
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
+        if ticket is not None:
+            exc.headers = {**ticket.headers, **exc.headers}
         return error_response(exc, path)
+    finally:
+        if ticket is not None and not ticket.streaming:
+            await _settle(state, ticket, None, served=False)
+
+
+def _forwarded(inference: InferenceRequest, ticket: Ticket) -> InferenceRequest:
+    if ticket.body is inference.body:
+        return inference
+    return attrs.evolve(inference, body=ticket.body)
+
+
+async def _stream(
+    state: RouterState,
+    inference: InferenceRequest,
+    ticket: Ticket,
+    candidates: tuple[routing.Candidate, ...],
+    headers: dict[str, str],
+) -> Response:
+    """Open the stream (failing over before the first byte) and hand it to the relay,
+    which settles the ticket when the stream ends, however it ends."""
+    tally = StreamTally()
+    forwarded = _forwarded(inference, ticket)
+    if ticket.needs_usage and not _asks_usage(forwarded.body):
+        options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
+        forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
+        tally.strip_usage = True
+    opened = await open_first(forwarded, candidates, state.backends, state.health.record)
+    ticket.streaming = True
+
+    async def on_close(tally: StreamTally) -> None:
+        await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
+
+    headers["x-router-backend"] = opened.candidate.backend
+    return RelayResponse(opened, inference.model, headers, tally, on_close)
+
+
+def _asks_usage(body: Mapping[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _stream_usage(ticket: Ticket, tally: StreamTally) -> usage.TokenUsage:
+    if tally.usage is not None:
+        return usage.from_backend({"usage": tally.usage})
+    # Cancelled or broken before the backend reported usage: count what was
+    # relayed (about a token per content event) against the prompt's bound.
+    prompt = ticket.plan.prompt_bound
+    return usage.TokenUsage(prompt, tally.content_events, prompt + tally.content_events)
+
+
+async def _settle(
+    state: RouterState, ticket: Ticket, used: usage.TokenUsage | None, *, served: bool
+) -> None:
+    if ticket.settled:
+        return
+    ticket.settled = True
+    with anyio.CancelScope(shield=True):
+        await state.limits.settle(ticket, used, served=served)
 
 
 def shape_openai(

@@ -1,0 +1,214 @@
+"""From config and request to the limit specs a request is admitted against.
+
+Rules:
+- Three scopes, each with the same kinds of limit: the organization
+  (`org:<org>`), the API key (`org:<org>:key:<id>`) and the organization on
+  one model (`org:<org>:model:<model>`). Every key starts with the
+  organization, so a store can keep one request's keys together (a Redis
+  Cluster hash slot).
+- Costs are worst cases, known before the backend answers: one request; and
+  `prompt bound + max_tokens` tokens, priced at the model's input and output
+  prices. The prompt bound counts UTF-8 bytes of the text (a token is never
+  shorter than a byte) plus a per-message allowance, so it never undercounts.
+- When a token or spend limit applies and the request has no `max_tokens`,
+  the plan sets `default_max_tokens`, which the router then sends to the
+  backend: a reservation is only an upper bound if generation is capped.
+- Token-rate limits charge the worst case at admission and are not refunded
+  (GCRA has no refund); quotas and budgets are held and settled to the
+  actual amounts (`actuals`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from router_core.config import Budget, Limits, ModelPrice, Quotas, RateLimit, RouterConfig
+from router_core.limits.admission import Kind
+from router_core.limits.budget import (
+    NANOS_PER_USD,
+    Price,
+    cost,
+    price_from_usd_per_million,
+    worst_case,
+)
+from router_core.limits.gcra import GcraLimit
+from router_core.limits.ledger import BudgetSpec, Hold, QuotaSpec, RateSpec, Spec
+from router_core.limits.windows import WindowKind
+from router_core.requests import InferenceRequest, Operation
+from router_core.usage import TokenUsage
+
+PERIOD_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000}
+PER_MESSAGE_TOKENS = 4
+PER_REQUEST_TOKENS = 8
+
+# What a hold counts, by the suffix of its spec key.
+REQUESTS, TOKENS, NANOS = "req", "tok", "usd"
+
+
+@attrs.frozen
+class LimitPlan:
+    specs: tuple[Spec, ...]
+    # The max_tokens the backend must be held to, or None to leave the request as is.
+    max_tokens: int | None
+    prompt_bound: int
+    price: Price | None
+
+    @property
+    def empty(self) -> bool:
+        return not self.specs
+
+
+def _text_bytes(value: object) -> int:
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return 1  # a token id
+    if isinstance(value, list):
+        return sum(_text_bytes(v) for v in value)
+    if isinstance(value, Mapping):
+        return sum(_text_bytes(v) for k, v in value.items() if k != "type")
+    return 0
+
+
+def prompt_bound(request: InferenceRequest) -> int:
+    """An upper bound of the request's prompt tokens."""
+    body = request.body
+    if request.operation is Operation.CHAT:
+        messages = body.get("messages") or []
+        return PER_REQUEST_TOKENS + sum(
+            PER_MESSAGE_TOKENS + _text_bytes(m) for m in messages if isinstance(m, Mapping)
+        )
+    field = "prompt" if request.operation is Operation.COMPLETION else "input"
+    return PER_REQUEST_TOKENS + _text_bytes(body.get(field))
+
+
+def price_of(model: ModelPrice) -> Price:
+    return price_from_usd_per_million(model.input, model.output)
+
+
+def _scopes(
+    config: RouterConfig, organization: str, key_id: str, model: str
+) -> list[tuple[str, Limits]]:
+    org = config.organizations[organization]
+    key = next((k for k in org.keys if k.id == key_id), None)
+    scopes = [(f"org:{organization}", org.limits)]
+    if key is not None:
+        scopes.append((f"org:{organization}:key:{key_id}", key.limits))
+    model_limits = org.model_limits.get(model)
+    if model_limits is not None:
+        scopes.append((f"org:{organization}:model:{model}", model_limits))
+    return scopes
+
+
+def _uses_tokens(limits: Limits) -> bool:
+    quotas = limits.quotas
+    return (
+        limits.tokens is not None
+        or quotas.tokens_per_day is not None
+        or quotas.tokens_per_month is not None
+        or limits.budget.configured
+    )
+
+
+def _gcra(limit: RateLimit) -> GcraLimit:
+    return GcraLimit(limit.rate, PERIOD_US[limit.per], limit.burst or limit.rate)
+
+
+def _quota_specs(prefix: str, quotas: Quotas, tokens: int) -> list[Spec]:
+    wanted = [
+        (REQUESTS, WindowKind.DAY, quotas.requests_per_day, 1),
+        (REQUESTS, WindowKind.MONTH, quotas.requests_per_month, 1),
+        (TOKENS, WindowKind.DAY, quotas.tokens_per_day, tokens),
+        (TOKENS, WindowKind.MONTH, quotas.tokens_per_month, tokens),
+    ]
+    return [
+        QuotaSpec(f"{prefix}:{what}:{window.value}", limit, window, amount)
+        for what, window, limit, amount in wanted
+        if limit is not None
+    ]
+
+
+def _budget_specs(prefix: str, budget: Budget, amount: int) -> list[Spec]:
+    wanted = [
+        (WindowKind.DAY, budget.per_day),
+        (WindowKind.MONTH, budget.per_month),
+        (WindowKind.TOTAL, budget.total),
+    ]
+    return [
+        BudgetSpec(f"{prefix}:{NANOS}:{window.value}", int(usd * NANOS_PER_USD), window, amount)
+        for window, usd in wanted
+        if usd is not None
+    ]
+
+
+def plan_limits(
+    config: RouterConfig,
+    organization: str,
+    key_id: str,
+    request: InferenceRequest,
+    *,
+    max_tokens: int | None = None,
+) -> LimitPlan:
+    """The specs of every limit `request` is subject to, at its worst-case costs.
+
+    `max_tokens` overrides the request's own (the clamp policy's second try).
+    """
+    scopes = [
+        (p, lim)
+        for p, lim in _scopes(config, organization, key_id, request.model)
+        if lim != Limits()
+    ]
+    if not scopes:
+        return LimitPlan((), None, 0, None)
+    bound = prompt_bound(request)
+    model_price = config.prices.get(request.model)
+    price = price_of(model_price) if model_price is not None else None
+    enforce_tokens = any(_uses_tokens(lim) for _, lim in scopes)
+    output_cap: int | None = None
+    completion = 0
+    if request.operation is not Operation.EMBEDDING and enforce_tokens:
+        requested = max_tokens if max_tokens is not None else request.max_tokens
+        completion = requested if requested is not None else config.limits.default_max_tokens
+        output_cap = completion
+    tokens = bound + completion
+    spend = worst_case(price, bound, completion) if price is not None else 0
+    specs: list[Spec] = []
+    for prefix, limits in scopes:
+        if limits.requests is not None:
+            specs.append(RateSpec(f"{prefix}:rps", Kind.RATE, _gcra(limits.requests), 1))
+        if limits.tokens is not None:
+            specs.append(RateSpec(f"{prefix}:tpm", Kind.TOKENS_RATE, _gcra(limits.tokens), tokens))
+        specs.extend(_quota_specs(prefix, limits.quotas, tokens))
+        if price is not None:
+            specs.extend(_budget_specs(prefix, limits.budget, spend))
+    return LimitPlan(tuple(specs), output_cap, bound, price)
+
+
+def measure_of(hold: Hold) -> str:
+    """What `hold` counts: requests, tokens or nano-USD (from its key)."""
+    # State keys read `<spec key>:<window id>`; spec keys end in `:<what>:<window>`.
+    return hold.key.rsplit(":", 3)[-3]
+
+
+def actuals(
+    plan: LimitPlan, holds: Sequence[Hold], usage: TokenUsage | None, *, served: bool
+) -> list[int]:
+    """What each hold settles to: the request if served, its tokens and their cost."""
+    prompt = usage.prompt_tokens if usage else 0
+    completion = usage.completion_tokens if usage else 0
+    spent = cost(plan.price, prompt, completion) if plan.price is not None else 0
+    values = {REQUESTS: 1 if served else 0, TOKENS: prompt + completion, NANOS: spent}
+    return [values[measure_of(h)] for h in holds]
+
+
+def usd(nanos: int) -> float:
+    return nanos / NANOS_PER_USD
+
+
+def with_max_tokens(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any]:
+    """The forwarded body, held to `max_tokens` (in the field the client used)."""
+    field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    return {**body, field: max_tokens}

@@ -1,0 +1,312 @@
+"""The limit gate: admit against the store, settle after the answer, render limits.
+
+The math is router_core.limits; this module performs it against a store (the
+in-memory ledger, or Redis shared by every replica) and applies the policies
+a store cannot: clamping max_tokens to the budget left, and what to do when
+the shared store does not answer in time.
+
+Failure policy (`limits.on_store_failure`), per kind of limit:
+- fail_open (rate limits' default): decide against this replica's local
+  share, the limit divided by `limits.expected_replicas`, so the total over
+  all replicas stays bounded; quotas or budgets set to fail_open are skipped.
+- fail_closed (quotas' and budgets' default): refuse with 503.
+Every decision taken that way is counted in `failure_decisions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from router_core.config import RouterConfig
+from router_core.limits import NEVER
+from router_core.limits.admission import Decision, Denial, Kind, LimitType
+from router_core.limits.budget import max_affordable_tokens
+from router_core.limits.gcra import GcraLimit
+from router_core.limits.ledger import Admission, Hold, MemoryLedger, RateSpec, Spec
+from router_core.limits.plan import (
+    REQUESTS,
+    LimitPlan,
+    actuals,
+    measure_of,
+    plan_limits,
+    usd,
+    with_max_tokens,
+)
+from router_core.problems import Catalog, ClientError, DependencyError, Problem
+from router_core.requests import InferenceRequest
+from router_core.usage import TokenUsage
+
+log = logging.getLogger("router.limits")
+
+# A total budget never resets; a denial still says when to look again.
+RETRY_NEVER_S = 86_400
+
+
+class LimitStoreUnavailable(Exception):
+    """The shared limit store did not answer in time (raised by store adapters)."""
+
+
+class LimitStore(Protocol):
+    async def admit(
+        self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
+    ) -> Admission: ...
+
+    async def settle(
+        self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
+    ) -> None: ...
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@attrs.define
+class MemoryStore:
+    """The embedded default: one process's ledger, on this process's clock."""
+
+    ledger: MemoryLedger = attrs.field(factory=MemoryLedger)
+    clock: Callable[[], int] = now_us
+
+    async def admit(
+        self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
+    ) -> Admission:
+        return self.ledger.admit(request_id, specs, self.clock() if now_us is None else now_us)
+
+    async def settle(
+        self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
+    ) -> None:
+        self.ledger.settle(holds, actuals, self.clock() if now_us is None else now_us)
+
+
+@attrs.define
+class Ticket:
+    """An admitted request: what to settle, and the headers it answers with."""
+
+    plan: LimitPlan
+    admission: Admission | None
+    headers: Mapping[str, str]
+    # The body to forward (max_tokens set when a reservation depends on it).
+    body: Mapping[str, Any]
+    # A relay owns the ticket now, and settles it when the stream ends.
+    streaming: bool = False
+    settled: bool = False
+
+    @property
+    def needs_usage(self) -> bool:
+        """Whether settling needs the backend's token counts (not just "served")."""
+        holds = self.admission.holds if self.admission else ()
+        return any(measure_of(hold) != REQUESTS for hold in holds)
+
+
+_DENIAL_PROBLEMS: dict[LimitType, Problem] = {
+    LimitType.RATE_LIMIT: Catalog.RATE_LIMITED,
+    LimitType.QUOTA: Catalog.QUOTA_EXCEEDED,
+    LimitType.BUDGET: Catalog.BUDGET_EXCEEDED,
+}
+
+
+@attrs.define
+class LimitGate:
+    config: RouterConfig
+    store: LimitStore
+    # Rate limits of this replica alone, used while the shared store is down.
+    local: MemoryStore = attrs.field(factory=MemoryStore)
+    failure_decisions: int = 0
+    settle_failures: int = 0
+
+    async def admit(
+        self, request_id: str, organization: str, key_id: str, request: InferenceRequest
+    ) -> Ticket:
+        """Admit `request` or raise 429/402 (or 503 when the store is down and the policy
+        is fail_closed). The returned ticket must be settled."""
+        plan = plan_limits(self.config, organization, key_id, request)
+        if plan.empty:
+            return Ticket(plan, None, {}, request.body)
+        admission = await self._admit(request_id, plan)
+        if not admission.allowed:
+            plan, admission = await self._clamped(
+                request_id, request, organization, key_id, plan, admission
+            )
+        headers = rate_headers(admission.decision)
+        if not admission.allowed:
+            denial = admission.decision.denied_by
+            assert denial is not None
+            raise denial_error(denial, headers)
+        body = request.body
+        if plan.max_tokens is not None and plan.max_tokens != request.max_tokens:
+            body = with_max_tokens(body, plan.max_tokens)
+        return Ticket(plan, admission, headers, body)
+
+    async def _clamped(
+        self,
+        request_id: str,
+        request: InferenceRequest,
+        organization: str,
+        key_id: str,
+        plan: LimitPlan,
+        admission: Admission,
+    ) -> tuple[LimitPlan, Admission]:
+        """Under the clamp policy, retry a budget denial with the max_tokens the budget
+        still affords (once per budget in the way)."""
+        if self.config.limits.max_tokens_policy != "clamp" or plan.price is None:
+            return plan, admission
+        for _ in range(3):
+            denial = admission.decision.denied_by
+            if denial is None or denial.limit_type is not LimitType.BUDGET:
+                break
+            affordable = max_affordable_tokens(
+                plan.price, plan.prompt_bound, denial.limit - denial.current_usage
+            )
+            if affordable is None or affordable < 1 or plan.max_tokens is None:
+                break
+            if affordable >= plan.max_tokens:
+                break
+            plan = plan_limits(self.config, organization, key_id, request, max_tokens=affordable)
+            admission = await self._admit(request_id, plan)
+        return plan, admission
+
+    async def _admit(self, request_id: str, plan: LimitPlan) -> Admission:
+        try:
+            return await self.store.admit(request_id, plan.specs)
+        except LimitStoreUnavailable as exc:
+            return await self._admit_degraded(request_id, plan, exc)
+
+    async def _admit_degraded(
+        self, request_id: str, plan: LimitPlan, exc: LimitStoreUnavailable
+    ) -> Admission:
+        self.failure_decisions += 1
+        policy = self.config.limits.on_store_failure
+        kinds = {_kind_of(spec) for spec in plan.specs}
+        closed = [
+            name
+            for name, kind in (("rate limits", "rate"), ("quotas", "quota"), ("budgets", "budget"))
+            if kind in kinds and getattr(policy, name.replace(" ", "_")) == "fail_closed"
+        ]
+        log.warning("limit store unavailable", extra={"error": str(exc), "closed": closed})
+        if closed:
+            raise DependencyError(
+                Catalog.LIMITS_UNAVAILABLE,
+                f"Limits cannot be checked right now ({', '.join(closed)} are kept in a store "
+                "that is not answering); try again shortly.",
+                headers={"retry-after": "1"},
+            )
+        share = self.config.limits.expected_replicas
+        local_specs = [_local_share(s, share) for s in plan.specs if isinstance(s, RateSpec)]
+        return await self.local.admit(request_id, local_specs)
+
+    async def settle(self, ticket: Ticket, usage: TokenUsage | None, *, served: bool) -> None:
+        """Replace the ticket's holds by what was actually used (never raises)."""
+        if ticket.admission is None or not ticket.admission.holds:
+            return
+        holds = ticket.admission.holds
+        try:
+            await self.store.settle(holds, actuals(ticket.plan, holds, usage, served=served))
+        except LimitStoreUnavailable as exc:
+            # The reservation then lapses with its window; the usage record
+            # (the source of truth) still carries the actual amounts.
+            self.settle_failures += 1
+            log.error("settle failed", extra={"error": str(exc), "holds": len(holds)})
+
+
+def _kind_of(spec: Spec) -> str:
+    if isinstance(spec, RateSpec):
+        return "rate"
+    return "quota" if spec.key.split(":")[-2] in ("req", "tok") else "budget"
+
+
+def _local_share(spec: RateSpec, replicas: int) -> RateSpec:
+    limit = spec.limit
+    rate = max(1, limit.rate // replicas)
+    burst = max(1, limit.burst // replicas)
+    return attrs.evolve(spec, limit=GcraLimit(rate, limit.period_us, burst))
+
+
+def _duration(us: int) -> str:
+    """OpenAI's reset format: 20ms, 1s, 6m0s."""
+    if us < 1_000_000:
+        return f"{-(-us // 1000)}ms"
+    seconds = us / 1_000_000
+    minutes, rest = divmod(seconds, 60)
+    rest_text = f"{rest:.3f}".rstrip("0").rstrip(".")
+    return f"{int(minutes)}m{rest_text}s" if minutes else f"{rest_text}s"
+
+
+def rate_headers(decision: Decision) -> dict[str, str]:
+    """x-ratelimit-* (what OpenAI clients read) and the IETF RateLimit fields."""
+    headers: dict[str, str] = {}
+    policies, states = [], []
+    for name, info in (
+        ("requests", decision.headers_info.requests),
+        ("tokens", decision.headers_info.tokens),
+    ):
+        if info is None:
+            continue
+        headers[f"x-ratelimit-limit-{name}"] = str(info.limit)
+        headers[f"x-ratelimit-remaining-{name}"] = str(info.remaining)
+        headers[f"x-ratelimit-reset-{name}"] = _duration(info.reset_after_us)
+        reset_s = -(-info.reset_after_us // 1_000_000)
+        policies.append(f'"{name}";q={info.limit}')
+        states.append(f'"{name}";r={info.remaining};t={reset_s}')
+    if policies:
+        headers["ratelimit-policy"] = ", ".join(policies)
+        headers["ratelimit"] = ", ".join(states)
+    return headers
+
+
+def denial_error(denial: Denial, rate: Mapping[str, str]) -> ClientError:
+    problem = _DENIAL_PROBLEMS[denial.limit_type]
+    retry = denial.retry_after_s if denial.retry_after_s != NEVER else RETRY_NEVER_S
+    if denial.limit_type is LimitType.BUDGET:
+        usage: float | int = usd(denial.current_usage)
+        limit: float | int = usd(denial.limit)
+        unit = "USD"
+    else:
+        usage, limit = denial.current_usage, denial.limit
+        unit = "tokens" if denial.kind is Kind.TOKENS_RATE or ":tok:" in denial.key else "requests"
+    # State keys: `<scope>:rps|tpm`, or `<scope>:<what>:<window>:<window id>`.
+    scope = denial.key.rsplit(":", 1 if denial.limit_type is LimitType.RATE_LIMIT else 3)[0]
+    message = (
+        f"{problem.title}: {_describe(scope)} has used {usage:g} of {limit:g} {unit}"
+        f" ({_what(denial)}). Retry after {retry} s."
+    )
+    headers = {
+        **rate,
+        "retry-after": str(retry),
+        "retry-after-ms": str(retry * 1000),
+    }
+    if "ratelimit" not in headers:
+        headers["ratelimit-policy"] = f'"{denial.limit_type.value}";q={limit:g}'
+        headers["ratelimit"] = f'"{denial.limit_type.value}";r=0;t={retry}'
+    return ClientError(
+        problem,
+        message,
+        extra={
+            "limit_type": denial.limit_type.value,
+            "current_usage": usage,
+            "limit": limit,
+            "retry_after": retry,
+        },
+        headers=headers,
+    )
+
+
+def _describe(scope: str) -> str:
+    parts = scope.split(":")
+    text = f"organization {parts[1]!r}" if len(parts) > 1 else scope
+    if len(parts) >= 4:
+        text += f", {parts[2]} {parts[3]!r}"
+    return text
+
+
+def _what(denial: Denial) -> str:
+    tail = denial.key.split(":")
+    if denial.limit_type is LimitType.RATE_LIMIT:
+        return "token rate limit" if tail[-1] == "tpm" else "request rate limit"
+    window = tail[-2]
+    kind = {"req": "request quota", "tok": "token quota", "usd": "budget"}[tail[-3]]
+    return f"{kind} per {window}" if window != "total" else f"total {kind}"
