@@ -88,6 +88,20 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready", "models": sorted(state.config.models)})
 
 
+async def status(request: Request) -> Response:
+    state = state_of(request)
+    return json_response(
+        {
+            "status": "degraded" if state.health.unserved_models(state.config) else "ok",
+            "backends": {
+                name: {"reachable": state.health.reachable.get(name)}
+                for name in state.config.backends
+            },
+            "limits": state.limits.status(),
+        }
+    )
+
+
 async def openapi_document(request: Request) -> Response:
     return json_response(openapi.document())
 
@@ -111,6 +125,7 @@ ROUTES = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/status", status, methods=["GET"]),
     Route("/v1/status/healthz", healthz, methods=["GET"]),
     Route("/v1/status/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi_document, methods=["GET"]),

@@ -204,13 +204,27 @@ class LimitGate:
         if ticket.admission is None or not ticket.admission.holds:
             return
         holds = ticket.admission.holds
+        amounts = actuals(ticket.plan, holds, usage, served=served)
+        if log.isEnabledFor(logging.INFO):
+            log.info("settled", extra={
+                "request_id": holds[0].id,
+                "served": served,
+                "charged": {measure_of(h): a for h, a in zip(holds, amounts, strict=True)},
+            })  # fmt: skip
         try:
-            await self.store.settle(holds, actuals(ticket.plan, holds, usage, served=served))
+            await self.store.settle(holds, amounts)
         except LimitStoreUnavailable as exc:
             # The reservation then lapses with its window; the usage record
             # (the source of truth) still carries the actual amounts.
             self.settle_failures += 1
             log.error("settle failed", extra={"error": str(exc), "holds": len(holds)})
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "store": self.config.limits.store,
+            "failure_decisions": self.failure_decisions,
+            "settle_failures": self.settle_failures,
+        }
 
 
 def _kind_of(spec: Spec) -> str:

@@ -216,7 +216,7 @@ def _errors(schema: str, media: str, codes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-_INFERENCE_ERRORS = (400, 401, 404, 413, 415, 422, 502, 503, 504)
+_INFERENCE_ERRORS = (400, 401, 402, 404, 413, 415, 422, 429, 502, 503, 504)
 
 
 def _post(
@@ -305,6 +305,12 @@ def document() -> dict[str, Any]:
                 _ref("ModelList"),
                 _errors("OpenAIError", JSON, (401,)),
                 secured=True,
+            ),
+            "/v1/status": _get(
+                "Component detail: backends' reachability, the limit store and its failure "
+                "counters",
+                {"type": "object"},
+                {},
             ),
             "/v1/status/healthz": _get(
                 "Liveness",
