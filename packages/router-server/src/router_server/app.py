@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -132,6 +132,26 @@ ROUTES = [
 ]
 
 
+def open_limit_store(
+    config: RouterConfig, env: Mapping[str, str], given: LimitStore | None
+) -> tuple[LimitStore, Callable[[], Awaitable[None]]]:
+    """The configured limit store, and how to close it."""
+
+    async def nothing() -> None:
+        return None
+
+    if given is not None:
+        return given, nothing
+    if config.limits.store == "redis":
+        from router_server.redis_limits import RedisLedger
+
+        ledger = RedisLedger.from_url(
+            env[config.limits.redis_url_env], timeout_s=config.limits.timeout_ms / 1000
+        )
+        return ledger, ledger.aclose
+    return MemoryStore(), nothing
+
+
 def create_app(
     config: RouterConfig,
     *,
@@ -143,13 +163,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        backends = open_clients(config, os.environ if env is None else env)
+        environ = os.environ if env is None else env
+        backends = open_clients(config, environ)
+        store, close_store = open_limit_store(config, environ, limit_store)
         state = RouterState(
             config=config,
             keys=KeyIndex.from_config(config),
             backends=backends,
             health=Health(),
-            limits=LimitGate(config, limit_store or MemoryStore()),
+            limits=LimitGate(config, store),
             rng=rng or random.Random(),
         )
         probe = config.health
@@ -167,6 +189,7 @@ def create_app(
                 tg.cancel_scope.cancel()
         finally:
             await close_clients(backends)
+            await close_store()
 
     return Starlette(
         routes=ROUTES,

@@ -24,8 +24,8 @@ def parse_yaml(text: str, source: str = "config") -> object:
 
 
 def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[ConfigProblem]:
-    """Backends whose credential variable is not set in `env`."""
-    return [
+    """Variables the config names (backend credentials, the Redis URL) not set in `env`."""
+    problems = [
         ConfigProblem(
             f"backends.{name}.api_key_env",
             f"environment variable {backend.api_key_env} is not set",
@@ -33,6 +33,15 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
         for name, backend in config.backends.items()
         if backend.api_key_env is not None and not env.get(backend.api_key_env)
     ]
+    limits = config.limits
+    if limits.store == "redis" and not env.get(limits.redis_url_env):
+        problems.append(
+            ConfigProblem(
+                "limits.redis_url_env",
+                f"environment variable {limits.redis_url_env} is not set (limits.store is redis)",
+            )
+        )
+    return problems
 
 
 def load(

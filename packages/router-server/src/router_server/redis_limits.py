@@ -1,0 +1,355 @@
+"""Limit state in Redis: one Lua script per admission, atomic across every scope.
+
+Rules:
+- `RedisLedger` behaves exactly as `router_core.limits.ledger.MemoryLedger`
+  (the contract and equivalence tests in tests/limits_store say so): one
+  EVALSHA of lua/admit.lua decides a whole request with the math of
+  router_core.limits, repeated in Lua, and writes its states and holds;
+  one EVALSHA of lua/settle.lua per settle batch (per hash tag) settles holds.
+- The clock is the Redis server's (`TIME` inside the script), so replica
+  clocks don't matter. An explicit `now_us` is for tests; it must not lie in
+  the past of the server's clock, or the keys it writes expire at once.
+- Keys: `<prefix>{<tag>}:s:<state key>` holds a state (a TAT as a hash
+  {us, frac}, a quota as an integer string, a budget as a hash {committed,
+  reserved}); `<prefix>{<tag>}:h:<state key>` is a hash of the open holds on
+  that window, request id -> amount. The tag is the organization of a spec
+  key shaped `org:<org>:...`, so every key of one request lives in one Redis
+  Cluster slot; a key without an organization is its own tag, and a request
+  whose keys span tags is refused with ValueError. The scripts build the
+  window suffix `:<window id>` from the server's clock: the keys they touch
+  but cannot declare share the declared keys' slot.
+- Every key expires (PEXPIREAT, rounded up to the ms): a TAT once it is in
+  the past, a window's state and holds at the window's end; only a `total`
+  window's state never expires, and its hold hash lives `total_hold_ttl_s`
+  past the last admission that added to it.
+- Each call waits at most `timeout_s`; any Redis failure (refused, timed
+  out, READONLY, LOADING, ...) is raised as `LimitStoreUnavailable`, whose
+  message names the operation and the failure and never the URL. A call that
+  timed out may or may not have been applied. The failure policy is the
+  caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+from redis.retry import Retry
+
+from router_core.limits.admission import (
+    Decision,
+    Denial,
+    HeadersInfo,
+    Kind,
+    LimitType,
+    RateInfo,
+    State,
+    StateWrite,
+)
+from router_core.limits.budget import BudgetState
+from router_core.limits.gcra import Tat
+from router_core.limits.integers import MAX_NOW_US, NEVER, require_int
+from router_core.limits.ledger import (
+    Admission,
+    Hold,
+    QuotaSpec,
+    RateSpec,
+    Spec,
+    bind,
+    holds_for,
+    state_key,
+)
+from router_server.limits import LimitStoreUnavailable
+
+DEFAULT_PREFIX = "rl:"
+DEFAULT_TIMEOUT_S = 0.1
+DEFAULT_TOTAL_HOLD_TTL_S = 86_400.0
+# The scanning of every hold key is for tests and operators, not the hot path.
+OPEN_HOLDS_TIMEOUT_S = 10.0
+
+_DUPLICATE_KEY = "DUPLICATE_KEY"
+_WINDOW_SUFFIX = re.compile(r":\d+\Z")
+# The reply of admit.lua: now, allowed, denial (index, usage, retry_after_s),
+# the requests and tokens headers (index, remaining, reset_after_us), then
+# (a, b, expire_at_us) per spec when allowed.
+_HEADERS_AT = 5
+_WRITES_AT = 11
+
+RedisClient = Redis | RedisCluster
+
+
+def _script(name: str) -> str:
+    return resources.files("router_server").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def hash_tag(key: str) -> str:
+    """The Redis Cluster hash tag of a spec key: `acme` for `org:acme:...`, else the key."""
+    if key.startswith("org:"):
+        org = key[4:].split(":", 1)[0]
+        tag = org or key
+    else:
+        tag = key
+    if "{" in tag or "}" in tag:
+        raise ValueError(f"limit key {key!r}: braces are reserved for Redis hash tags")
+    return tag
+
+
+class RedisLedger:
+    """`MemoryLedger`'s semantics, shared by every replica through one Redis."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        total_hold_ttl_s: float = DEFAULT_TOTAL_HOLD_TTL_S,
+        owns_client: bool = False,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"key prefix {prefix!r} must not contain braces")
+        if timeout_s <= 0 or total_hold_ttl_s <= 0:
+            raise ValueError("timeout_s and total_hold_ttl_s must be positive")
+        self._client = client
+        self._prefix = prefix
+        self._timeout_s = timeout_s
+        self._total_hold_ttl_us = round(total_hold_ttl_s * 1_000_000)
+        self._owns_client = owns_client
+        self._admit_script = client.register_script(_script("admit.lua"))
+        self._settle_script = client.register_script(_script("settle.lua"))
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        total_hold_ttl_s: float = DEFAULT_TOTAL_HOLD_TTL_S,
+    ) -> RedisLedger:
+        """A ledger on its own client, with socket timeouts of `timeout_s` and no retries.
+
+        A retried EVALSHA could charge a request twice, so a failure goes to
+        the caller's failure policy instead.
+        """
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return cls(
+            client,
+            prefix=prefix,
+            timeout_s=timeout_s,
+            total_hold_ttl_s=total_hold_ttl_s,
+            owns_client=True,
+        )
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def admit(
+        self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
+    ) -> Admission:
+        """Admit `specs` all at once or deny them by the first that fails; write on admit."""
+        if now_us is not None:
+            require_int("now", now_us, 0, MAX_NOW_US)
+        for spec in specs:
+            bind(spec, spec.key, None)  # validates as MemoryLedger would
+        tag = self._common_tag(specs)
+        keys = [self._name(tag, "s", spec.key) for spec in specs]
+        args: list[str | int] = ["" if now_us is None else now_us, request_id]
+        args.append(self._total_hold_ttl_us)
+        for spec in specs:
+            args.extend(self._spec_args(tag, spec))
+        async with self._guard("admit"):
+            reply = await self._admit_script(keys=keys, args=args)
+        return _admission(request_id, specs, reply)
+
+    async def settle(
+        self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
+    ) -> None:
+        """Replace each open hold by its actual amount; a hold already settled is skipped."""
+        if len(holds) != len(actuals):
+            raise ValueError(f"{len(holds)} holds but {len(actuals)} actual amounts")
+        if now_us is not None:
+            require_int("now", now_us, 0, MAX_NOW_US)
+        batches: dict[str, tuple[list[str], list[str | int]]] = {}
+        for hold, actual in zip(holds, actuals, strict=True):
+            require_int("actual", actual, 0)
+            if hold.kind not in (Kind.QUOTA, Kind.BUDGET):
+                raise ValueError(f"a hold is on a quota or a budget, not {hold.kind}")
+            tag = self._hold_tag(hold.key)
+            keys, args = batches.setdefault(tag, ([], ["" if now_us is None else now_us]))
+            keys += [self._name(tag, "s", hold.key), self._name(tag, "h", hold.key)]
+            args += [hold.id, hold.kind.value, hold.amount, hold.expire_at_us, actual]
+        for keys, args in batches.values():
+            async with self._guard("settle"):
+                await self._settle_script(keys=keys, args=args)
+
+    async def open_holds(self) -> int:
+        """How many holds are not settled yet. Scans every hold key: not for the hot path."""
+        pattern = _glob_escape(self._prefix) + "{*}:h:*"
+        async with self._guard("open_holds", OPEN_HOLDS_TIMEOUT_S):
+            names = {name async for name in self._client.scan_iter(match=pattern, count=1000)}
+            counts = [await self._client.hlen(name) for name in names]
+        return sum(counts)
+
+    async def get(self, key: str, now_us: int | None = None) -> State | None:
+        """The state under a state key (`state_key(spec, now)`), for tests and operators.
+
+        With `now_us`, a state that has expired by then is deleted and None
+        returned, exactly as `MemoryLedger.get` does.
+        """
+        async with self._guard("get"):
+            for name in self._names_for_get(key):
+                state, expire_ms = await self._read(name)
+                if state is None:
+                    continue
+                if isinstance(state, Tat):
+                    expire_at = state.us + (1 if state.frac > 0 else 0)
+                else:
+                    expire_at = NEVER if expire_ms < 0 else expire_ms * 1000
+                if now_us is not None and expire_at != NEVER and expire_at <= now_us:
+                    await self._client.delete(name)
+                    return None
+                return state
+        return None
+
+    async def _read(self, name: str) -> tuple[State | None, int]:
+        kind = await self._client.type(name)
+        expire_ms = int(await self._client.pexpiretime(name))
+        if kind == b"string":
+            value = await self._client.get(name)
+            return (None if value is None else int(value)), expire_ms
+        if kind != b"hash":
+            return None, expire_ms
+        fields = await self._client.hgetall(name)
+        if b"us" in fields:
+            return Tat(int(fields[b"us"]), int(fields[b"frac"])), expire_ms
+        return BudgetState(int(fields[b"committed"]), int(fields[b"reserved"])), expire_ms
+
+    def _name(self, tag: str, space: str, key: str) -> str:
+        return f"{self._prefix}{{{tag}}}:{space}:{key}"
+
+    def _common_tag(self, specs: Sequence[Spec]) -> str:
+        tags = {hash_tag(spec.key) for spec in specs}
+        if len(tags) > 1:
+            raise ValueError(
+                f"one request's limit keys must share one organization (Redis hash tag), "
+                f"got {sorted(tags)}"
+            )
+        return tags.pop() if tags else ""
+
+    @staticmethod
+    def _hold_tag(key: str) -> str:
+        # A hold is on a window: its key is the spec key plus ':<window id>'.
+        return hash_tag(key if key.startswith("org:") else _WINDOW_SUFFIX.sub("", key))
+
+    def _names_for_get(self, key: str) -> list[str]:
+        if key.startswith("org:"):
+            return [self._name(hash_tag(key), "s", key)]
+        # Without an organization the tag is the spec key, which a window's
+        # state key extends by ':<window id>': try both readings.
+        names = [self._name(hash_tag(key), "s", key)]
+        if _WINDOW_SUFFIX.search(key):
+            names.append(self._name(self._hold_tag(key), "s", key))
+        return names
+
+    def _spec_args(self, tag: str, spec: Spec) -> list[str | int]:
+        if isinstance(spec, RateSpec):
+            limit = spec.limit
+            return [spec.kind.value, limit.rate, limit.period_us, limit.burst, spec.cost, ""]
+        kind = "quota" if isinstance(spec, QuotaSpec) else "budget"
+        hold_base = self._name(tag, "h", spec.key)
+        return [kind, spec.limit, spec.window.value, 0, spec.cost, hold_base]
+
+    @asynccontextmanager
+    async def _guard(self, operation: str, timeout_s: float | None = None) -> AsyncIterator[None]:
+        """Bound the wait, and turn every Redis failure into LimitStoreUnavailable."""
+        timeout_s = self._timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                yield
+        except TimeoutError as exc:
+            raise LimitStoreUnavailable(
+                f"limit store {operation}: no answer within {timeout_s:g} s"
+            ) from exc
+        except ResponseError as exc:
+            # redis-py strips the codes it maps to classes (READONLY: ReadOnlyError).
+            code = str(exc).split(" ", 1)[0]
+            if code == _DUPLICATE_KEY:
+                raise ValueError("each limit check needs its own key") from None
+            if type(exc) is not ResponseError or not code.isupper():
+                code = type(exc).__name__
+            raise LimitStoreUnavailable(f"limit store {operation}: Redis answered {code}") from exc
+        except (RedisError, OSError) as exc:
+            raise LimitStoreUnavailable(f"limit store {operation}: {type(exc).__name__}") from exc
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _admission(request_id: str, specs: Sequence[Spec], reply: list[int]) -> Admission:
+    """Rebuild, from admit.lua's reply, the Admission MemoryLedger would return."""
+    now = reply[0]
+    keys = [state_key(spec, now) for spec in specs]
+    requests, tokens = (
+        _rate_info(specs, keys, reply[at : at + 3]) for at in (_HEADERS_AT, _HEADERS_AT + 3)
+    )
+    headers = HeadersInfo(requests, tokens)
+    if reply[1] == 0:
+        index, usage, retry_after_s = reply[2] - 1, reply[3], reply[4]
+        spec = specs[index]
+        if isinstance(spec, RateSpec):
+            kind, limit_type, limit = spec.kind, LimitType.RATE_LIMIT, spec.limit.burst
+        elif isinstance(spec, QuotaSpec):
+            kind, limit_type, limit = Kind.QUOTA, LimitType.QUOTA, spec.limit
+        else:
+            kind, limit_type, limit = Kind.BUDGET, LimitType.BUDGET, spec.limit
+        denial = Denial(keys[index], kind, limit_type, usage, limit, retry_after_s)
+        return Admission(Decision(False, denial, (), headers), now)
+    writes = []
+    for index, spec in enumerate(specs):
+        if spec.cost == 0:
+            continue
+        a, b, expire_at = reply[_WRITES_AT + 3 * index : _WRITES_AT + 3 * index + 3]
+        state: State
+        if isinstance(spec, RateSpec):
+            state = Tat(a, b)
+        elif isinstance(spec, QuotaSpec):
+            state = a
+        else:
+            state = BudgetState(a, b)
+        writes.append(StateWrite(keys[index], state, expire_at))
+    decision = Decision(True, None, tuple(writes), headers)
+    return Admission(decision, now, holds_for(request_id, specs, now))
+
+
+def _rate_info(specs: Sequence[Spec], keys: list[str], fields: list[int]) -> RateInfo | None:
+    index, remaining, reset_after_us = fields
+    if index == 0:
+        return None
+    spec = specs[index - 1]
+    if not isinstance(spec, RateSpec):
+        raise LimitStoreUnavailable("limit store admit: malformed reply")
+    return RateInfo(keys[index - 1], spec.kind, spec.limit.burst, remaining, reset_after_us)
+
+
+__all__: list[str] = [
+    "DEFAULT_PREFIX",
+    "DEFAULT_TIMEOUT_S",
+    "LimitStoreUnavailable",
+    "RedisLedger",
+    "hash_tag",
+]
