@@ -8,6 +8,7 @@ rolls over.
 from __future__ import annotations
 
 import copy
+import logging
 import uuid
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from router_core.limits.budget import BudgetState
 from router_server.mock_backend import MockBackendProcess
 
-from support import CHAT, DAY_US, Limited, LimitedFactory, auth
+from support import ACME_KEY, CHAT, DAY_US, Limited, LimitedFactory, auth
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 # $1 per 1M input tokens and $2 per 1M output: 1,000 and 2,000 nano-USD a token.
@@ -63,6 +64,24 @@ def test_rate_limit_answers_429_with_headers_and_spares_the_backend(
     assert chat_hits(mocks) == 3
     app.clock.advance(20)
     assert ask(app).status_code == 200
+
+
+def test_denials_are_audit_events(
+    limited: LimitedFactory,
+    config_data: dict[str, Any],
+    mocks: Mocks,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = limited(limited_config(config_data, limits={"requests": {"rate": 1, "per": "hour"}}))
+    assert ask(app).status_code == 200
+    with caplog.at_level(logging.INFO, logger="router.audit"):
+        assert ask(app).status_code == 429
+    (event,) = [r for r in caplog.records if r.name == "router.audit"]
+    assert event.getMessage() == "limit_denied"
+    assert vars(event)["organization"] == "acme"
+    assert vars(event)["key_id"] == "acme1"
+    assert vars(event)["limit_type"] == "rate_limit"
+    assert ACME_KEY not in str(vars(event))
 
 
 def test_inference_route_speaks_the_seed_body(

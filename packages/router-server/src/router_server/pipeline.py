@@ -32,6 +32,7 @@ from router_server.limits import LimitGate, Ticket
 from router_server.responses import error_response, json_response
 
 log = logging.getLogger("router.access")
+audit = logging.getLogger("router.audit")
 
 
 @attrs.define
@@ -244,5 +245,18 @@ def _denied(
                 "status": exc.status,
                 "code": exc.problem.code,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+    if "limit_type" in exc.extra and principal is not None:
+        # Limit denials are audit events (the durable audit sink reads this logger).
+        audit.warning(
+            "limit_denied",
+            extra={
+                "event": "limit_denied",
+                "request_id": request_id,
+                "organization": principal.organization,
+                "key_id": principal.key_id,
+                "code": exc.problem.code,
+                **exc.extra,
             },
         )
