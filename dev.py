@@ -61,7 +61,12 @@ def main(argv: list[str]) -> int:
     ensure_tools()
     env = {**os.environ, "PATH": f"{_bin('python').parent}{os.pathsep}{os.environ['PATH']}"}
     command = [str(_bin("nox")), "--noxfile", str(ROOT / "noxfile.py"), "-s", *sessions, *rest]
-    return subprocess.call(command, cwd=ROOT, env=env)
+    child = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached nox too (same process group); let the session wind down.
+        return child.wait()
 
 
 if __name__ == "__main__":
