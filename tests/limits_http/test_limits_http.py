@@ -270,3 +270,15 @@ def test_limit_config_problems_have_paths(config_data: dict[str, Any]) -> None:
         "prices.embed: required: organizations.acme has a budget that covers this model",
         "prices.b-only: required: organizations.acme has a budget that covers this model",
     ]
+
+
+def test_rates_too_large_to_count_exactly_are_config_problems(config_data: dict[str, Any]) -> None:
+    from router_core.config_codec import ConfigInvalid, structure
+
+    data = limited_config(config_data, limits={"tokens": {"rate": 1_000_000_000, "per": "minute"}})
+    with pytest.raises(ConfigInvalid) as info:
+        structure(data)
+    assert [p.path for p in info.value.problems] == ["organizations.acme.limits.tokens"]
+    assert "too large to count exactly" in info.value.problems[0].message
+    fine = limited_config(config_data, limits={"tokens": {"rate": 30_000_000, "per": "minute"}})
+    assert structure(fine)

@@ -177,6 +177,10 @@ def _per_million(_: object, attribute: attrs.Attribute[Any], value: Decimal) -> 
         raise FieldError(attribute.name, "must be >= 0 USD per 1M tokens with at most 3 decimals")
 
 
+# The `per` of a rate limit, in microseconds.
+PERIOD_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000}
+
+
 @attrs.frozen
 class RateLimit:
     """`rate` units per `per`, of which up to `burst` at once (default: `rate`)."""

@@ -20,7 +20,15 @@ import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.v import transform_error
 
-from router_core.config import NAME_RE, FieldError, Organization, RouterConfig
+from router_core.config import (
+    NAME_RE,
+    PERIOD_US,
+    FieldError,
+    Limits,
+    Organization,
+    RouterConfig,
+)
+from router_core.limits.gcra import MAX_SCALED_SPAN
 
 
 @attrs.frozen
@@ -181,9 +189,33 @@ def check_references(config: RouterConfig) -> Iterator[ConfigProblem]:
                     f"unknown model {model_name!r}",
                 )
         yield from _check_prices(config, org_name, org)
+        yield from _check_rates(org_name, org)
     for model_name in config.prices:
         if model_name not in config.models:
             yield ConfigProblem(f"prices.{model_name}", f"unknown model {model_name!r}")
+
+
+def _limit_scopes(org_name: str, org: Organization) -> Iterator[tuple[str, Limits]]:
+    yield f"organizations.{org_name}.limits", org.limits
+    for i, key in enumerate(org.keys):
+        yield f"organizations.{org_name}.keys[{i}].limits", key.limits
+    for model_name, limits in org.model_limits.items():
+        yield f"organizations.{org_name}.model_limits.{model_name}", limits
+
+
+def _check_rates(org_name: str, org: Organization) -> Iterator[ConfigProblem]:
+    """GCRA stays exact in integers (and in Redis's Lua) only below a span of 2**51."""
+    for where, limits in _limit_scopes(org_name, org):
+        for name, rate in (("requests", limits.requests), ("tokens", limits.tokens)):
+            if rate is None:
+                continue
+            burst = rate.burst or rate.rate
+            if burst * PERIOD_US[rate.per] + rate.rate > MAX_SCALED_SPAN:
+                yield ConfigProblem(
+                    f"{where}.{name}",
+                    f"burst x period is too large to count exactly ({burst} per {rate.per}); "
+                    "use a shorter period with a proportional rate, or a smaller burst",
+                )
 
 
 def _check_prices(

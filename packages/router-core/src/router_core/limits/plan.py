@@ -25,7 +25,15 @@ from typing import Any
 
 import attrs
 
-from router_core.config import Budget, Limits, ModelPrice, Quotas, RateLimit, RouterConfig
+from router_core.config import (
+    PERIOD_US,
+    Budget,
+    Limits,
+    ModelPrice,
+    Quotas,
+    RateLimit,
+    RouterConfig,
+)
 from router_core.limits.admission import Kind
 from router_core.limits.budget import (
     NANOS_PER_USD,
@@ -40,7 +48,6 @@ from router_core.limits.windows import WindowKind
 from router_core.requests import InferenceRequest, Operation
 from router_core.usage import TokenUsage
 
-PERIOD_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000}
 PER_MESSAGE_TOKENS = 4
 PER_REQUEST_TOKENS = 8
 
