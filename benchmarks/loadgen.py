@@ -10,7 +10,8 @@ Rules:
   for: another is opened). Latency is measured from the *scheduled* send time,
   so a stalled server cannot hide its queueing delay (coordinated omission).
 - Only requests sent after the warm-up count; an answer that is not 2xx, a
-  broken connection or a timeout counts as an error.
+  broken connection or a timeout counts as an error. An answer with
+  `Connection: close` is honoured: the next request opens a new connection.
 
 Run as `python loadgen.py SPEC_JSON`; prints one JSON `Result` on stdout.
 `bench.py` runs it as a separate process so it gets its own core.
@@ -100,6 +101,11 @@ class Connection(asyncio.Protocol):
                 self.transport.abort()
 
     def on_message_complete(self) -> None:
+        if not self.parser.should_keep_alive() and self.transport is not None:
+            # `Connection: close` (hypercorn sends it after keep_alive_max_requests,
+            # 1000 by default): the answer counts, the next request gets a new
+            # connection, as wrk does; reusing this one would fail it.
+            self.transport.close()
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(self.parser.get_status_code())

@@ -28,6 +28,11 @@ class Scenario:
     stream: bool
     concurrency: int  # closed loop: connections; open loop: connections opened up front
     rate: float | None = None  # open loop at this many requests/s
+    # Routed with limits and budgets on, in this store ("memory" or "redis");
+    # None: the plain routed path (auth only).
+    limits: str | None = None
+    # The plain scenario with the same load, which the limits run is compared with.
+    base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class Measurement:
     router_rss_mib: float | None = None
     router_cpu_percent: float | None = None  # of one core, over the measured run
     router_cpu_us_per_request: float | None = None
+    # Limit decisions taken and settlements lost in store-failure mode during the
+    # run (GET /v1/status); must stay 0, else the Redis run did not measure Redis.
+    limit_store_failures: int | None = None
 
 
 def _find(ms: Sequence[Measurement], key: str, path: str) -> Measurement | None:
@@ -52,21 +60,24 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def table(ms: Sequence[Measurement]) -> str:
     header = (
-        f"{'scenario':<34} {'path':<7} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'scenario':<34} {'path':<7} {'limits':<6} {'conns':>5} {'req/s':>9} {'p50 ms':>8} "
+        f"{'p90 ms':>8} "
         f"{'p99 ms':>8} {'errors':>6} {'RSS MiB':>8} {'CPU %':>6} {'CPU us/req':>10}"
     )
     lines = [header, "-" * len(header)]
     for m in ms:
         r = m.result
         lines.append(
-            f"{m.scenario.label:<34} {m.path:<7} {m.scenario.concurrency:>5} {r.rps:>9,.0f} "
+            f"{m.scenario.label:<34} {m.path:<7} {m.scenario.limits or '-':<6} "
+            f"{m.scenario.concurrency:>5} {r.rps:>9,.0f} "
             f"{r.p50_ms:>8.2f} {r.p90_ms:>8.2f} {r.p99_ms:>8.2f} {r.errors:>6} "
             f"{_num(m.router_rss_mib):>8} {_num(m.router_cpu_percent, 0):>6} "
             f"{_num(m.router_cpu_us_per_request, 0):>10}"
         )
     lines.append(
         "RSS and CPU are the router process's, over each routed run; CPU us/req (router CPU "
-        "time / requests) is steadier than req/s on a shared machine."
+        "time / requests) is steadier than req/s on a shared machine. limits: routed with "
+        "rate limits, quotas and a budget on (never denying), in that store."
     )
     return "\n".join(lines)
 
@@ -76,6 +87,8 @@ def ratios(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for m in ms:
         if m.path != "routed" or m.scenario.rate is not None or m.scenario.backend != "fast":
+            continue
+        if m.scenario.limits is not None:
             continue
         direct = _find(ms, m.scenario.key, "direct")
         if direct is None or m.result.rps <= 0:
@@ -88,9 +101,15 @@ def ratios(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
 
 
 def added_latency(ms: Sequence[Measurement], key: str) -> dict[str, float] | None:
-    """Router-added latency of the open-loop run: routed minus direct, per percentile."""
-    direct, routed = _find(ms, key, "direct"), _find(ms, key, "routed")
-    if direct is None or routed is None:
+    """Router-added latency of an open-loop run: routed minus direct, per percentile.
+
+    A limits run has no direct run of its own: it is compared with its base's.
+    """
+    routed = _find(ms, key, "routed")
+    if routed is None:
+        return None
+    direct = _find(ms, routed.scenario.base or key, "direct")
+    if direct is None:
         return None
     d, r = direct.result, routed.result
     return {
@@ -119,6 +138,86 @@ def targets(ms: Sequence[Measurement], open_key: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _delta(base: float | None, limited: float | None, digits: int = 1) -> dict[str, Any]:
+    added = None if base is None or limited is None else round(limited - base, digits)
+    percent = None if added is None or not base else round(100 * added / base, 1)
+    return {"base": base, "limited": limited, "added": added, "added_percent": percent}
+
+
+def limits_added(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """What each limits run adds over the plain routed run of the same load."""
+    rows: list[dict[str, Any]] = []
+    for m in ms:
+        if m.path != "routed" or m.scenario.limits is None or m.scenario.base is None:
+            continue
+        base = _find(ms, m.scenario.base, "routed")
+        b = None if base is None else base.result
+        r = m.result
+        row: dict[str, Any] = {
+            "scenario": m.scenario.key,
+            "limits": m.scenario.limits,
+            "base": m.scenario.base if base is not None else None,
+            "errors": r.errors,
+            "store_failures": m.limit_store_failures,
+            "cpu_us_per_request": _delta(
+                None if base is None else base.router_cpu_us_per_request,
+                m.router_cpu_us_per_request,
+            ),
+            "p50_ms": _delta(None if b is None else b.p50_ms, r.p50_ms, 3),
+            "p99_ms": _delta(None if b is None else b.p99_ms, r.p99_ms, 3),
+        }
+        if m.scenario.rate is None:
+            row["rps"] = _delta(None if b is None else b.rps, r.rps)
+        else:
+            # A fixed rate: throughput is the rate; latency over direct is the figure.
+            row["router_added_latency"] = added_latency(ms, m.scenario.key)
+            row["base_router_added_latency"] = added_latency(ms, m.scenario.base)
+        rows.append(row)
+    return rows
+
+
+def _signed(value: float | None, unit: str, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:+,.{digits}f}{unit}"
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f" ({value:+.0f}%)"
+
+
+def limits_summary(ms: Sequence[Measurement]) -> list[str]:
+    rows = limits_added(ms)
+    if not rows:
+        return []
+    out = ["", "limits add (routed, limits + budget on, vs the plain routed run of that load):"]
+    for row in rows:
+        cpu = row["cpu_us_per_request"]
+        head = f"  {row['limits']:<6} {row['scenario']:<16}"
+        tail = f"  errors {row['errors']}"
+        if row["store_failures"]:
+            tail += f", STORE FAILURES {row['store_failures']}"
+        if row["base"] is None:
+            out.append(f"{head} no plain routed run to compare with{tail}")
+            continue
+        cost = f"CPU {_signed(cpu['added'], ' us/req')}{_percent(cpu['added_percent'])}"
+        if "rps" in row:
+            rps = row["rps"]
+            out.append(
+                f"{head} {cost}, {_signed(rps['added'], ' req/s')}{_percent(rps['added_percent'])}"
+                f" (plain {row['base']}: {_num(cpu['base'], 0)} us/req, "
+                f"{_num(rps['base'], 0)} req/s){tail}"
+            )
+            continue
+        added, plain = row["router_added_latency"], row["base_router_added_latency"]
+        latency = (
+            "-"
+            if added is None
+            else (f"p50 {added['p50_ms']:.2f} ms, p99 {added['p99_ms']:.2f} ms")
+        )
+        before = "-" if plain is None else f"p50 {plain['p50_ms']:.2f}, p99 {plain['p99_ms']:.2f}"
+        out.append(f"{head} {cost}; router-added latency {latency} (plain: {before}){tail}")
+    return out
+
+
 def summary(ms: Sequence[Measurement], transports: Sequence[Measurement], open_key: str) -> str:
     out: list[str] = []
     added = added_latency(ms, open_key)
@@ -135,6 +234,7 @@ def summary(ms: Sequence[Measurement], transports: Sequence[Measurement], open_k
             # a core of its own; the mock's one write per SSE event is the limit.
             flag += " (the mock backend bounds direct streams, not the load generator)"
         out.append(f"direct/routed throughput, {row['scenario']}: {row['ratio']:.1f}x{flag}")
+    out.extend(limits_summary(ms))
     if transports:
         out.append("")
         out.append("backend transport, routed, 16 conns, 0 ms backend:")
@@ -173,6 +273,7 @@ def write_json(
         "transports": [asdict(m) for m in transports],
         "router_added_latency": added_latency(ms, open_key),
         "direct_routed_ratios": ratios(ms),
+        "limits_added": limits_added(ms),
         "targets": targets(ms, open_key),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -23,6 +23,12 @@ def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     paths = {(m["scenario"]["key"], m["path"]) for m in measured}
     assert ("chat-c16", "direct") in paths
     assert ("chat-c16", "routed") in paths
+    # The limits runs (routed only): limits and budgets on, in memory and in Redis.
+    limited = {m["scenario"]["key"]: m for m in measured if m["scenario"]["limits"]}
+    assert set(limited) == {"chat-c16-memory", "chat-c16-redis", "open-rate-redis"}
+    assert all(m["path"] == "routed" for m in limited.values())
+    assert all(m["limit_store_failures"] == 0 for m in limited.values()), limited
+    assert {row["scenario"] for row in data["limits_added"]} == set(limited)
     failed = [
         (m["scenario"]["key"], m["path"], m["result"]) for m in measured if m["result"]["errors"]
     ]
@@ -30,3 +36,4 @@ def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert all(m["result"]["requests"] > 0 for m in measured)
     assert {t["transport"] for t in data["transports"]} == {"aiohttp", "httpx"}
     assert "router-added latency" in result.stdout
+    assert "limits add" in result.stdout
