@@ -43,6 +43,17 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_server(config: Path) -> subprocess.CompletedProcess[str]:
+    """`router-server` on a config it should refuse (so it exits by itself)."""
+    return subprocess.run(
+        [sys.executable, "-m", "router_server", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_validate_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "validate", str(EXAMPLE)]) == 0
     assert "OK (2 backends, 2 models, 2 organizations, 3 keys)" in capsys.readouterr().out
@@ -97,13 +108,7 @@ def test_validate_missing_file() -> None:
 def test_server_refuses_to_start_on_an_invalid_config(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD_CONFIG)
-    result = subprocess.run(
-        [sys.executable, "-m", "router_server", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = start_server(path)
     assert result.returncode == 2
     assert "models.gpt-4o.backends[1].weight: must be > 0" in result.stderr
     assert "Traceback" not in result.stderr
@@ -114,13 +119,7 @@ def test_server_refuses_a_missing_backend_credential(tmp_path: Path) -> None:
     data["backends"]["mock-b"]["api_key_env"] = "ROUTER_TEST_DEFINITELY_UNSET"
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(data))
-    result = subprocess.run(
-        [sys.executable, "-m", "router_server", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = start_server(path)
     assert result.returncode == 2
     assert (
         "backends.mock-b.api_key_env: environment variable ROUTER_TEST_DEFINITELY_UNSET"

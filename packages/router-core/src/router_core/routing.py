@@ -11,7 +11,6 @@ Rules:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 
 import attrs
 
@@ -54,7 +53,3 @@ def plan(public_name: str, model: Model, rng: random.Random) -> tuple[Candidate,
         ((rng.random() ** (1.0 / t.weight), i) for i, t in enumerate(targets)), reverse=True
     )
     return tuple(Candidate(targets[i].backend, targets[i].model or public_name) for _, i in keyed)
-
-
-def backends_of(models: Iterable[Model]) -> set[str]:
-    return {target.backend for model in models for target in model.backends}

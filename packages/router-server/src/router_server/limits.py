@@ -27,7 +27,15 @@ from router_core.limits import NEVER
 from router_core.limits.admission import Decision, Denial, Kind, LimitType
 from router_core.limits.budget import max_affordable_tokens
 from router_core.limits.gcra import GcraLimit
-from router_core.limits.ledger import Admission, Hold, MemoryLedger, RateSpec, Spec
+from router_core.limits.ledger import (
+    Admission,
+    BudgetSpec,
+    Hold,
+    MemoryLedger,
+    QuotaSpec,
+    RateSpec,
+    Spec,
+)
 from router_core.limits.plan import (
     REQUESTS,
     LimitPlan,
@@ -181,11 +189,15 @@ class LimitGate:
     ) -> Admission:
         self.failure_decisions += 1
         policy = self.config.limits.on_store_failure
-        kinds = {_kind_of(spec) for spec in plan.specs}
+        kinds = {type(spec) for spec in plan.specs}
         closed = [
             name
-            for name, kind in (("rate limits", "rate"), ("quotas", "quota"), ("budgets", "budget"))
-            if kind in kinds and getattr(policy, name.replace(" ", "_")) == "fail_closed"
+            for name, kind, rule in (
+                ("rate limits", RateSpec, policy.rate_limits),
+                ("quotas", QuotaSpec, policy.quotas),
+                ("budgets", BudgetSpec, policy.budgets),
+            )
+            if kind in kinds and rule == "fail_closed"
         ]
         log.warning("limit store unavailable", extra={"error": str(exc), "closed": closed})
         if closed:
@@ -225,12 +237,6 @@ class LimitGate:
             "failure_decisions": self.failure_decisions,
             "settle_failures": self.settle_failures,
         }
-
-
-def _kind_of(spec: Spec) -> str:
-    if isinstance(spec, RateSpec):
-        return "rate"
-    return "quota" if spec.key.split(":")[-2] in ("req", "tok") else "budget"
 
 
 def _local_share(spec: RateSpec, replicas: int) -> RateSpec:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -129,8 +128,3 @@ def _content_length(scope: Scope) -> int | None:
         return int(raw)
     except ValueError:
         return None
-
-
-def state_of(scope: Scope) -> dict[str, Any]:
-    state: dict[str, Any] = scope["state"]
-    return state
