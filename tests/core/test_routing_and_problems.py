@@ -1,4 +1,4 @@
-"""Routing plans follow the weights; the problem catalog renders every envelope."""
+"""Routing decisions follow the weights; the problem catalog renders every envelope."""
 
 from __future__ import annotations
 
@@ -21,13 +21,16 @@ def model(*weights: float) -> Model:
 
 def test_first_choice_follows_the_weights() -> None:
     rng = random.Random(7)
-    firsts = Counter(routing.plan("m", model(3, 1), rng)[0].backend for _ in range(20_000))
+    firsts = Counter(
+        routing.decide("m", model(3, 1), "o", None, rng).candidates[0].backend
+        for _ in range(20_000)
+    )
     assert 0.72 < firsts["b0"] / 20_000 < 0.78
 
 
 @given(st.lists(st.floats(min_value=0.01, max_value=100), min_size=1, max_size=6), st.integers())
 def test_plan_is_a_permutation(weights: list[float], seed: int) -> None:
-    candidates = routing.plan("pub", model(*weights), random.Random(seed))
+    candidates = routing.decide("pub", model(*weights), "o", None, random.Random(seed)).candidates
     assert sorted(c.backend for c in candidates) == sorted(f"b{i}" for i in range(len(weights)))
     assert all(c.model == "pub" for c in candidates)
 

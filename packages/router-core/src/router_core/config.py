@@ -68,6 +68,16 @@ def _url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
         raise FieldError(attribute.name, "must be an http:// or https:// URL")
 
 
+def _optional_positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value <= 0:
+        raise FieldError(attribute.name, "must be > 0")
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise FieldError(attribute.name, "must be >= 0")
+
+
 def _non_empty(_: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
     if not value:
         raise FieldError(attribute.name, "must not be empty")
@@ -102,9 +112,30 @@ class Listener:
     __attrs_post_init__ = _check_fields
 
 
+def _file_path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip():
+        raise FieldError(attribute.name, "must be a file path")
+
+
+@attrs.frozen
+class AdminListener:
+    """The admin API's own listener: HTTPS with mutual TLS, never on the public port."""
+
+    cert_file: str = _checked(validator=_file_path)
+    key_file: str = _checked(validator=_file_path)
+    # Client certificates must be signed by this CA (CERT_REQUIRED).
+    ca_file: str = _checked(validator=_file_path)
+    host: str = "127.0.0.1"
+    port: int = _checked(default=8443, validator=_port)
+
+    __attrs_post_init__ = _check_fields
+
+
 @attrs.frozen
 class Listeners:
     public: Listener = Listener()
+    # No admin listener unless configured: the admin API needs certificates.
+    admin: AdminListener | None = None
 
 
 @attrs.frozen
@@ -117,14 +148,32 @@ class ServerSettings:
     # "aiohttp" (default, fastest) or "httpx" (httpx's own transport).
     transport: str = _checked(default="aiohttp", validator=_one_of("aiohttp", "httpx"))
     workers: int = _checked(default=1, validator=_positive)
+    # Backpressure: requests being served at once, over all backends. Past it
+    # a request waits up to queue_timeout_ms among at most max_queued others,
+    # then gets 503 with Retry-After.
+    max_in_flight: int = _checked(default=1024, validator=_positive)
+    max_queued: int = _checked(default=256, validator=_non_negative)
+    queue_timeout_ms: int = _checked(default=200, validator=_non_negative)
+    # How often the config file is checked for changes (SIGHUP reloads at once).
+    config_watch_s: float = _checked(default=2.0, validator=_positive)
 
     __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
 class HealthSettings:
-    probe_interval_s: float = _checked(default=5.0, validator=_positive)
-    probe_timeout_s: float = _checked(default=2.0, validator=_positive)
+    """Active probes and the per-backend circuit breaker (see `router_core.breaker`)."""
+
+    probe_interval_s: float = _checked(default=2.0, validator=_positive)
+    probe_timeout_s: float = _checked(default=1.0, validator=_positive)
+    # Consecutive failed requests that open a backend's circuit.
+    failure_threshold: int = _checked(default=3, validator=_positive)
+    # How long an open circuit rejects traffic before a trial request.
+    open_s: float = _checked(default=5.0, validator=_positive)
+    # Trial requests at once while half-open.
+    half_open_max: int = _checked(default=1, validator=_positive)
+    # After recovery, the backend's weight ramps from 10% to 100% over this long.
+    ramp_s: float = _checked(default=10.0, validator=_non_negative)
 
     __attrs_post_init__ = _check_fields
 
@@ -151,20 +200,41 @@ class ModelTarget:
     # The model name the backend knows; defaults to the public name.
     model: str | None = None
     weight: float = _checked(default=1.0, validator=_positive)
+    # Priority tier: 0 is primary; tier 1 is tried only when every tier-0
+    # backend is unavailable or has failed, and so on.
+    tier: int = _checked(default=0, validator=_non_negative)
 
     __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
-class Model:
+class RouteRule:
+    """Backends for some organizations or keys, instead of the model's default list."""
+
     backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
+    organizations: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
 
     __attrs_post_init__ = _check_fields
 
+    def matches(self, organization: str, key_id: str | None) -> bool:
+        return organization in self.organizations or (key_id is not None and key_id in self.keys)
 
-def _optional_positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and value <= 0:
-        raise FieldError(attribute.name, "must be > 0")
+
+@attrs.frozen
+class Model:
+    backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
+    # weighted: random by weight; least_latency: of two weighted picks, the
+    # one with the lower latency average (power of two choices).
+    strategy: str = _checked(default="weighted", validator=_one_of("weighted", "least_latency"))
+    # The first rule matching the caller's organization or key replaces `backends`.
+    routes: tuple[RouteRule, ...] = ()
+    # Non-streamed requests only: if the first backend has not answered after
+    # this long, send the request to the next candidate too and keep the first
+    # answer. Off unless set.
+    hedge_after_ms: int | None = _checked(default=None, validator=_optional_positive)
+
+    __attrs_post_init__ = _check_fields
 
 
 def _nanos(_: object, attribute: attrs.Attribute[Any], value: Decimal | None) -> None:
@@ -274,6 +344,33 @@ class LimitSettings:
 
 
 @attrs.frozen
+class RoutingSettings:
+    # Backends tried per request, the first included (failover and retries).
+    max_attempts: int = _checked(default=3, validator=_positive)
+    # Retries (attempts after the first) may add at most this share of load...
+    retry_budget_ratio: float = _checked(default=0.2, validator=_non_negative)
+    # ...plus this many per second, so a quiet router can still fail over.
+    retry_min_per_s: float = _checked(default=5.0, validator=_non_negative)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class OverrideSettings:
+    """Where admin overrides live: SQLite for one process, Redis shared by replicas."""
+
+    store: str = _checked(default="sqlite", validator=_one_of("sqlite", "redis"))
+    sqlite_path: str = _checked(default="router-data/overrides.sqlite3", validator=_file_path)
+    redis_url_env: str = _checked(
+        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
+    )
+    # Replicas re-read the store this often, besides pub/sub notifications.
+    refresh_s: float = _checked(default=2.0, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
 class ApiKey:
     id: str = _checked(validator=_matches(KEY_ID_RE, "4 to 32 letters or digits"))
     hash: str = _checked(
@@ -308,6 +405,8 @@ class RouterConfig:
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
     limits: LimitSettings = LimitSettings()
+    routing: RoutingSettings = RoutingSettings()
+    overrides: OverrideSettings = OverrideSettings()
     # USD per million tokens, by public model name; needed where a budget applies.
     prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
     version: int = 1

@@ -25,6 +25,7 @@ from router_core.config import (
     PERIOD_US,
     FieldError,
     Limits,
+    ModelTarget,
     Organization,
     RouterConfig,
 )
@@ -161,14 +162,22 @@ def check_references(config: RouterConfig) -> Iterator[ConfigProblem]:
                 yield ConfigProblem(
                     _join(kind, name), "names are letters, digits and . _ : / - (up to 128)"
                 )
+    key_ids = {key.id for org in config.organizations.values() for key in org.keys}
     for model_name, model in config.models.items():
-        for i, target in enumerate(model.backends):
-            if target.backend not in config.backends:
-                yield ConfigProblem(
-                    f"models.{model_name}.backends[{i}].backend",
-                    f"unknown backend {target.backend!r}; defined: "
-                    + ", ".join(sorted(config.backends)),
-                )
+        yield from _check_targets(config, f"models.{model_name}.backends", model.backends)
+        for r, route in enumerate(model.routes):
+            where = f"models.{model_name}.routes[{r}]"
+            yield from _check_targets(config, f"{where}.backends", route.backends)
+            if not route.organizations and not route.keys:
+                yield ConfigProblem(where, "a route needs organizations or keys to match")
+            for org_name in route.organizations:
+                if org_name not in config.organizations:
+                    yield ConfigProblem(
+                        f"{where}.organizations", f"unknown organization {org_name!r}"
+                    )
+            for key_id in route.keys:
+                if key_id not in key_ids:
+                    yield ConfigProblem(f"{where}.keys", f"unknown key id {key_id!r}")
     seen: dict[str, str] = {}
     for org_name, org in config.organizations.items():
         for model_name in org.models:
@@ -193,6 +202,18 @@ def check_references(config: RouterConfig) -> Iterator[ConfigProblem]:
     for model_name in config.prices:
         if model_name not in config.models:
             yield ConfigProblem(f"prices.{model_name}", f"unknown model {model_name!r}")
+
+
+def _check_targets(
+    config: RouterConfig, where: str, targets: tuple[ModelTarget, ...]
+) -> Iterator[ConfigProblem]:
+    for i, target in enumerate(targets):
+        if target.backend not in config.backends:
+            yield ConfigProblem(
+                f"{where}[{i}].backend",
+                f"unknown backend {target.backend!r}; defined: "
+                + ", ".join(sorted(config.backends)),
+            )
 
 
 def _limit_scopes(org_name: str, org: Organization) -> Iterator[tuple[str, Limits]]:

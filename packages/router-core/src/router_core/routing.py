@@ -3,18 +3,31 @@
 Rules:
 - Only models the caller's organization may use are visible; an unknown or
   forbidden model is `model_not_found`, naming the models the caller may use.
-- The plan lists every target of the model once, in weighted random order
-  (Efraimidis-Spirakis: sort by u ** (1 / weight)), so the first choice
-  follows the weights and failover walks the rest. Randomness is passed in.
+- The targets are the first route rule matching the caller's organization or
+  key, else the model's own list. A pin override replaces them with one backend.
+- A target is skipped, with the reason recorded, when it is drained by an
+  override, its circuit is open (or half-open with its trial slot taken), or
+  it is at its in-flight cap.
+- The rest are ordered tier by tier (0 = primary first). Within a tier the
+  order is weighted random (Efraimidis-Spirakis: sort by u ** (1 / weight)),
+  with weights from the config or a weight override, scaled by the backend's
+  ramp while it is being re-admitted after recovery. `least_latency` then
+  puts the lower-latency of the first two first (power of two choices).
+- Every decision explains itself: which rule applied, the candidates in
+  order, and each skipped backend with why. Randomness is passed in.
 """
 
 from __future__ import annotations
 
+import enum
 import random
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
-from router_core.config import Model, Organization, RouterConfig
+from router_core.config import Model, ModelTarget, Organization, RouterConfig
+from router_core.overrides import NO_OVERRIDES, Applied
 from router_core.problems import Catalog, ClientError
 
 
@@ -23,6 +36,61 @@ class Candidate:
     backend: str
     # The model name the backend knows.
     model: str
+    tier: int = 0
+
+
+@attrs.frozen
+class BackendView:
+    """What routing needs to know about a backend at the moment of the decision."""
+
+    available: bool = True
+    circuit: str = "closed"
+    in_flight: int = 0
+    max_in_flight: int = 2**31
+    latency_ms: float | None = None
+    # Share of its weight while being re-admitted after recovery (1 = fully).
+    ramp: float = 1.0
+
+
+HEALTHY = BackendView()
+
+
+class SkipReason(enum.StrEnum):
+    DRAINING = "draining"
+    OVERRIDDEN = "overridden"
+    CIRCUIT_OPEN = "circuit_open"
+    AT_CAPACITY = "at_capacity"
+
+
+@attrs.frozen
+class Skipped:
+    backend: str
+    reason: SkipReason
+    detail: str
+
+
+@attrs.frozen
+class Decision:
+    candidates: tuple[Candidate, ...]
+    skipped: tuple[Skipped, ...]
+    # Which targets applied: "model", "routes[N]" or "override:<id>".
+    rule: str
+
+    def explain(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "candidates": [
+                {"backend": c.backend, "model": c.model, "tier": c.tier} for c in self.candidates
+            ],
+            "skipped": [
+                {"backend": s.backend, "reason": str(s.reason), "detail": s.detail}
+                for s in self.skipped
+            ],
+        }
+
+    def only_capacity_skips(self) -> bool:
+        """No candidate, and at least one backend was skipped only for being full."""
+        return not self.candidates and any(s.reason is SkipReason.AT_CAPACITY for s in self.skipped)
 
 
 def visible_models(config: RouterConfig, org: Organization) -> list[str]:
@@ -43,13 +111,101 @@ def resolve_model(config: RouterConfig, org: Organization, name: str) -> Model:
     return model
 
 
-def plan(public_name: str, model: Model, rng: random.Random) -> tuple[Candidate, ...]:
-    """Every target of `model`, in weighted random order."""
-    targets = model.backends
-    if len(targets) == 1:
-        only = targets[0]
-        return (Candidate(only.backend, only.model or public_name),)
+def decide(
+    public_name: str,
+    model: Model,
+    organization: str,
+    key_id: str | None,
+    rng: random.Random,
+    views: Mapping[str, BackendView] | None = None,
+    applied: Applied = NO_OVERRIDES,
+) -> Decision:
+    """The ordered candidates for one request, and why any backend was left out."""
+    views = views or {}
+    targets, rule = _targets(model, organization, key_id)
+    skipped: list[Skipped] = []
+    pin = applied.pinned
+    if pin is not None:
+        rule = f"override:{pin.id}"
+        for target in targets:
+            if target.backend != pin.backend:
+                skipped.append(
+                    Skipped(
+                        target.backend,
+                        SkipReason.OVERRIDDEN,
+                        f"model pinned to {pin.backend!r} by override {pin.id!r}: {pin.reason}",
+                    )
+                )
+        targets = (_pinned_target(model, targets, pin.backend),)
+    eligible: list[tuple[ModelTarget, float]] = []
+    for target in targets:
+        backend = target.backend
+        view = views.get(backend, HEALTHY)
+        if backend in applied.drained:
+            skipped.append(Skipped(backend, SkipReason.DRAINING, "drained by an override"))
+        elif not view.available:
+            skipped.append(Skipped(backend, SkipReason.CIRCUIT_OPEN, f"circuit {view.circuit}"))
+        elif view.in_flight >= view.max_in_flight:
+            skipped.append(
+                Skipped(backend, SkipReason.AT_CAPACITY, f"{view.in_flight} in flight (the cap)")
+            )
+        else:
+            weight_override = applied.weights.get(backend)
+            weight = (
+                weight_override.weight
+                if weight_override and weight_override.weight
+                else (target.weight)
+            )
+            eligible.append((target, weight * view.ramp))
+    ordered: list[Candidate] = []
+    for tier in sorted({t.tier for t, _ in eligible}):
+        in_tier = [(t, w) for t, w in eligible if t.tier == tier]
+        picks = _weighted_order(in_tier, rng)
+        if model.strategy == "least_latency":
+            picks = _two_choices(picks, views)
+        ordered.extend(Candidate(t.backend, t.model or public_name, t.tier) for t in picks)
+    return Decision(tuple(ordered), tuple(skipped), rule)
+
+
+def _targets(
+    model: Model, organization: str, key_id: str | None
+) -> tuple[tuple[ModelTarget, ...], str]:
+    for i, route in enumerate(model.routes):
+        if route.matches(organization, key_id):
+            return route.backends, f"routes[{i}]"
+    return model.backends, "model"
+
+
+def _pinned_target(model: Model, targets: Sequence[ModelTarget], backend: str) -> ModelTarget:
+    """The pinned backend's target, keeping its model name when the model lists it."""
+    for target in (*targets, *model.backends, *(t for r in model.routes for t in r.backends)):
+        if target.backend == backend:
+            return attrs.evolve(target, tier=0)
+    return ModelTarget(backend=backend)
+
+
+def _weighted_order(
+    weighted: Sequence[tuple[ModelTarget, float]], rng: random.Random
+) -> list[ModelTarget]:
+    if len(weighted) == 1:
+        return [weighted[0][0]]
     keyed = sorted(
-        ((rng.random() ** (1.0 / t.weight), i) for i, t in enumerate(targets)), reverse=True
+        ((rng.random() ** (1.0 / w), i) for i, (_, w) in enumerate(weighted)), reverse=True
     )
-    return tuple(Candidate(targets[i].backend, targets[i].model or public_name) for _, i in keyed)
+    return [weighted[i][0] for _, i in keyed]
+
+
+def _two_choices(picks: list[ModelTarget], views: Mapping[str, BackendView]) -> list[ModelTarget]:
+    """Of the first two weighted picks, the faster first; a backend with no
+    latency yet counts as fastest, so it gets measured."""
+    if len(picks) < 2:
+        return picks
+
+    def latency(target: ModelTarget) -> float:
+        view = views.get(target.backend, HEALTHY)
+        return 0.0 if view.latency_ms is None else view.latency_ms
+
+    first, second = picks[0], picks[1]
+    if latency(second) < latency(first):
+        return [second, first, *picks[2:]]
+    return picks

@@ -95,7 +95,9 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         ticket = await state.limits.admit(
             request_id, principal.organization, principal.key_id, inference
         )
-        candidates = routing.plan(inference.model, model, state.rng)
+        candidates = routing.decide(
+            inference.model, model, principal.organization, principal.key_id, state.rng
+        ).candidates
         headers = dict(ticket.headers)
         try:
             with anyio.fail_after(state.config.server.request_timeout_s):
