@@ -58,6 +58,7 @@ class Catalog:
     NO_BACKEND_AVAILABLE = Problem(
         "no_backend_available", 503, "No backend available", "server_error"
     )
+    OVERLOADED = Problem("overloaded", 503, "Router overloaded", "server_error")
     INTERNAL_ERROR = Problem("internal_error", 500, "Internal error", "server_error")
 
     @classmethod

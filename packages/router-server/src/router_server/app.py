@@ -26,8 +26,11 @@ from router_core.auth import KeyIndex
 from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
+from router_core.retry_budget import RetryBudget
 from router_server import openapi
 from router_server.backends import close_clients, open_clients
+from router_server.backpressure import Gate
+from router_server.dispatch import Dispatcher
 from router_server.health import Health, probe_all, probe_forever
 from router_server.limits import LimitGate, LimitStore, MemoryStore
 from router_server.middleware import RouterMiddleware
@@ -93,9 +96,13 @@ async def status(request: Request) -> Response:
     return json_response(
         {
             "status": "degraded" if state.health.unserved_models(state.config) else "ok",
-            "backends": {
-                name: {"reachable": state.health.reachable.get(name)}
-                for name in state.config.backends
+            "config_version": state.config.version,
+            "backends": state.health.describe(),
+            "backpressure": state.gate.status(),
+            "retries": {
+                "retries": state.dispatch.retries,
+                "refused_by_budget": state.dispatch.retries_refused,
+                "hedges": state.dispatch.hedges,
             },
             "limits": state.limits.status(),
         }
@@ -166,29 +173,30 @@ def create_app(
         environ = os.environ if env is None else env
         backends = open_clients(config, environ)
         store, close_store = open_limit_store(config, environ, limit_store)
+        health = Health.from_config(config)
         state = RouterState(
             config=config,
             keys=KeyIndex.from_config(config),
             backends=backends,
-            health=Health(),
+            health=health,
             limits=LimitGate(config, store),
+            gate=Gate.from_settings(config.server),
+            dispatch=Dispatcher(
+                health,
+                lambda: state.backends,
+                RetryBudget(config.routing.retry_budget_ratio, config.routing.retry_min_per_s),
+                config.routing.max_attempts,
+            ),
             rng=rng or random.Random(),
         )
-        probe = config.health
         try:
-            await probe_all(state.health, backends, probe.probe_timeout_s)
+            await probe_all(state.health, backends, config.health.probe_timeout_s)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    probe_forever,
-                    state.health,
-                    backends,
-                    probe.probe_interval_s,
-                    probe.probe_timeout_s,
-                )
+                tg.start_soon(probe_forever, state.health, lambda: state.backends)
                 yield {"router": state}
                 tg.cancel_scope.cancel()
         finally:
-            await close_clients(backends)
+            await close_clients(state.backends)
             await close_store()
 
     return Starlette(

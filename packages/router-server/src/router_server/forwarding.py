@@ -1,135 +1,26 @@
-"""Forwarding with failover, and relaying streams event by event.
+"""Relaying streams event by event.
 
 Rules:
-- Failover happens only before the client has received a byte: a backend
-  that refuses, times out, or answers 5xx/429/401/403 is recorded and the
-  next candidate is tried. Any other 4xx is the backend's verdict on the
-  request itself and goes back to the caller.
-- Once a stream has started, a broken backend ends it with an explicit SSE
-  error event, never a silent truncation: a stream that ends without
-  `[DONE]` is reported as broken too.
+- Failover (see `dispatch`) happens only before the client has received a
+  byte. Once a stream has started, a broken backend ends it with an explicit
+  SSE error event, never a silent truncation: a stream that ends without
+  `[DONE]` is reported as broken too, and its usage outcome is a backend error.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 import attrs
-import httpx
 import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from router_core.problems import Catalog, ClientError, DependencyError
-from router_core.requests import InferenceRequest
-from router_core.routing import Candidate
-from router_server.backends import BackendClient, BackendFailure, FailureKind
-
-# Statuses after which another backend may well succeed: the backend is
-# overloaded, or does not accept our credential or our model mapping (404).
-_RETRY_ELSEWHERE = frozenset({401, 403, 404, 408, 409, 429})
-
-
-@attrs.frozen
-class Opened:
-    """A backend answered 2xx; its body is not read yet."""
-
-    client: BackendClient
-    candidate: Candidate
-    response: httpx.Response
-
-
-def _describe(status: int) -> str:
-    if status in (401, 403):
-        return f"rejected the router's credential (HTTP {status})"
-    if status == 404:
-        return "does not serve this model or route (HTTP 404)"
-    return f"answered HTTP {status}"
-
-
-async def open_first(
-    request: InferenceRequest,
-    candidates: Sequence[Candidate],
-    clients: Mapping[str, BackendClient],
-    on_result: Callable[[str, bool], None],
-) -> Opened:
-    """The first candidate that answers 2xx; raises 502/504 when none does."""
-    failures: list[BackendFailure] = []
-    path = request.operation.backend_path
-    for candidate in candidates:
-        client = clients[candidate.backend]
-        body = {**request.body, "model": candidate.model}
-        try:
-            response = await client.open(path, body)
-        except BackendFailure as failure:
-            on_result(candidate.backend, False)
-            failures.append(failure)
-            continue
-        status = response.status_code
-        if status < 300:
-            on_result(candidate.backend, True)
-            return Opened(client, candidate, response)
-        detail = await _safe_read(client, response)
-        if status >= 500 or status in _RETRY_ELSEWHERE:
-            on_result(candidate.backend, status < 500)
-            failures.append(
-                BackendFailure(candidate.backend, FailureKind.STATUS, _describe(status), status)
-            )
-            continue
-        on_result(candidate.backend, True)
-        raise _rejected(candidate.backend, status, detail)
-    raise _all_failed(request.model, failures)
-
-
-async def _safe_read(client: BackendClient, response: httpx.Response) -> bytes:
-    try:
-        return await client.read(response)
-    except BackendFailure:
-        return b""
-
-
-def _rejected(backend: str, status: int, detail: bytes) -> ClientError:
-    message = f"Backend {backend!r} rejected the request (HTTP {status})"
-    try:
-        parsed = orjson.loads(detail)
-        inner = parsed.get("error", {}).get("message") if isinstance(parsed, dict) else None
-    except orjson.JSONDecodeError:
-        inner = None
-    if isinstance(inner, str) and inner:
-        message += f": {inner[:500]}"
-    return ClientError(Catalog.BACKEND_REJECTED, message + ".", status=status)
-
-
-def _all_failed(model: str, failures: list[BackendFailure]) -> DependencyError:
-    if not failures:
-        return DependencyError(
-            Catalog.NO_BACKEND_AVAILABLE, f"No backend is available for model {model!r}."
-        )
-    reasons = "; ".join(str(f) for f in failures)
-    if all(f.kind is FailureKind.TIMEOUT for f in failures):
-        return DependencyError(
-            Catalog.BACKEND_TIMEOUT, f"Every backend for model {model!r} timed out: {reasons}."
-        )
-    return DependencyError(
-        Catalog.BACKEND_ERROR, f"Every backend for model {model!r} failed: {reasons}."
-    )
-
-
-async def read_json(opened: Opened) -> dict[str, Any]:
-    """The whole body of a non-streamed answer, which must be a JSON object."""
-    raw = await opened.client.read(opened.response)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        raise DependencyError(
-            Catalog.BACKEND_ERROR,
-            f"Backend {opened.candidate.backend!r} returned a body that is not a JSON object.",
-        )
-    return body
+from router_core.problems import Catalog
+from router_server.backends import BackendFailure
+from router_server.dispatch import Opened
 
 
 def _error_event(message: str) -> bytes:
@@ -153,7 +44,8 @@ class StreamTally:
     usage: dict[str, Any] | None = None
     content_events: int = 0
     done: bool = False
-    broken: bool = False
+    # Why the backend's stream failed, if it did (a client leaving is not a failure).
+    broken: str | None = None
 
 
 def _rewrite_event(event: bytes, public_model: str, tally: StreamTally) -> bytes | None:
@@ -243,9 +135,9 @@ async def relay_events(
             if ready:
                 yield b"".join(ready)
     except BackendFailure as failure:
-        tally.broken = True
+        tally.broken = f"stream broke: {failure.detail}"
         yield _error_event(f"The stream from backend {backend!r} broke: {failure.detail}.")
         return
     if not tally.done:
-        tally.broken = True
+        tally.broken = "stream ended before [DONE]"
         yield _error_event(f"The stream from backend {backend!r} ended before completion.")

@@ -1,49 +1,186 @@
-"""Backend reachability, from passive results and active probes.
+"""Backend health: a circuit breaker, a latency average and an in-flight count per backend.
 
-A deliberately small model for readiness: each backend is reachable, not
-reachable, or not yet known. The circuit breaker of the routing engine will
-replace it; readiness only needs to know whether every model can be served.
+The rules live in `router_core.breaker`; this module feeds them the monotonic
+clock, the results of real requests (passive) and of probes on an interval
+(active), and hands routing a `BackendView` of each backend per decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import attrs
 
-from router_core.config import RouterConfig
+from router_core.breaker import Breaker, Circuit, Ewma
+from router_core.config import HealthSettings, RouterConfig
+from router_core.routing import BackendView
 from router_server.backends import BackendClient
+
+log = logging.getLogger("router.health")
+
+
+@attrs.define
+class BackendHealth:
+    breaker: Breaker
+    max_in_flight: int
+    latency: Ewma = attrs.field(factory=Ewma)
+    in_flight: int = 0
+    last_probe_ok: bool | None = None
+    requests: int = 0
+    failures: int = 0
+
+    def view(self, now: float) -> BackendView:
+        breaker = self.breaker
+        return BackendView(
+            available=breaker.available(now),
+            circuit=breaker.state.value,
+            in_flight=self.in_flight,
+            max_in_flight=self.max_in_flight,
+            latency_ms=self.latency.value,
+            ramp=breaker.ramp(now),
+        )
 
 
 @attrs.define
 class Health:
-    reachable: dict[str, bool | None] = attrs.field(factory=dict)
+    settings: HealthSettings
+    backends: dict[str, BackendHealth] = attrs.field(factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    # Set whenever a request to any backend ends, for requests waiting for a free slot.
+    _freed: anyio.Event | None = attrs.field(default=None, init=False)
 
-    def record(self, backend: str, ok: bool) -> None:
-        self.reachable[backend] = ok
+    @classmethod
+    def from_config(cls, config: RouterConfig) -> Health:
+        health = cls(config.health)
+        health.reconfigure(config)
+        return health
+
+    def reconfigure(self, config: RouterConfig) -> None:
+        """Follow a new config; backends that stay keep their state."""
+        self.settings = config.health
+        kept = {}
+        for name, backend in config.backends.items():
+            state = self.backends.get(name)
+            if state is None:
+                state = BackendHealth(Breaker(config.health), backend.max_in_flight)
+            else:
+                state.breaker.settings = config.health
+                state.max_in_flight = backend.max_in_flight
+            kept[name] = state
+        self.backends = kept
+
+    def views(self) -> dict[str, BackendView]:
+        now = self.clock()
+        return {name: state.view(now) for name, state in self.backends.items()}
+
+    def begin(self, backend: str) -> None:
+        state = self.backends[backend]
+        state.in_flight += 1
+        state.requests += 1
+        state.breaker.begin(self.clock())
+
+    def end(self, backend: str) -> None:
+        """The request no longer occupies the backend (its verdict may come earlier)."""
+        state = self.backends.get(backend)
+        if state is not None:
+            state.in_flight -= 1
+        if self._freed is not None:
+            self._freed.set()
+            self._freed = None
+
+    def succeeded(self, backend: str, latency_ms: float) -> None:
+        state = self.backends[backend]
+        state.latency.add(latency_ms)
+        state.breaker.success(self.clock())
+
+    def failed(self, backend: str, reason: str) -> None:
+        state = self.backends[backend]
+        state.failures += 1
+        before = state.breaker.state
+        state.breaker.failure(self.clock(), reason)
+        self._log_transition(backend, before, state.breaker)
+
+    def abandoned(self, backend: str) -> None:
+        """No verdict: the caller went away, or the backend refused for a reason
+        that says nothing about its health (429, a 4xx about our credential)."""
+        self.backends[backend].breaker.abandoned(self.clock())
+
+    def probed(self, backend: str, ok: bool) -> None:
+        state = self.backends.get(backend)
+        if state is None:
+            return
+        state.last_probe_ok = ok
+        before = state.breaker.state
+        state.breaker.probe(self.clock(), ok, "" if ok else "active probe failed")
+        self._log_transition(backend, before, state.breaker)
+
+    async def wait_for_capacity(self) -> None:
+        """Return when some backend request ends (callers bound the wait)."""
+        if self._freed is None:
+            self._freed = anyio.Event()
+        await self._freed.wait()
+
+    def _log_transition(self, backend: str, before: Circuit, breaker: Breaker) -> None:
+        if breaker.state is not before:
+            log.warning(
+                "circuit %s",
+                breaker.state.value,
+                extra={"backend": backend, "circuit": breaker.state.value,
+                       "reason": breaker.last_failure},
+            )  # fmt: skip
 
     def unserved_models(self, config: RouterConfig) -> list[str]:
-        """Models none of whose backends is known to be reachable."""
+        """Models none of whose backends could take a request now."""
+        views = self.views()
         return sorted(
             name
             for name, model in config.models.items()
-            if not any(self.reachable.get(t.backend) for t in model.backends)
+            if not any(
+                views[t.backend].available
+                for t in (*model.backends, *(t for r in model.routes for t in r.backends))
+                if t.backend in views
+            )
         )
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Each backend's health, for /v1/status and the admin API."""
+        now = self.clock()
+        out = {}
+        for name, state in self.backends.items():
+            breaker = state.breaker
+            circuit = breaker.current(now)
+            out[name] = {
+                "circuit": circuit.value,
+                "available": breaker.available(now),
+                "in_flight": state.in_flight,
+                "max_in_flight": state.max_in_flight,
+                "latency_ewma_ms": None
+                if state.latency.value is None
+                else round(state.latency.value, 3),
+                "weight_ramp": round(breaker.ramp(now), 3),
+                "last_probe_ok": state.last_probe_ok,
+                "last_failure": breaker.last_failure or None,
+                "requests": state.requests,
+                "failures": state.failures,
+            }
+        return out
 
 
 async def probe_all(health: Health, clients: Mapping[str, BackendClient], timeout_s: float) -> None:
     async def one(client: BackendClient) -> None:
-        health.record(client.name, await client.probe(timeout_s))
+        health.probed(client.name, await client.probe(timeout_s))
 
     async with anyio.create_task_group() as tg:
         for client in clients.values():
             tg.start_soon(one, client)
 
 
-async def probe_forever(
-    health: Health, clients: Mapping[str, BackendClient], interval_s: float, timeout_s: float
-) -> None:
+async def probe_forever(health: Health, clients: Callable[[], Mapping[str, BackendClient]]) -> None:
+    """Probe every backend on the configured interval (which a reload may change)."""
     while True:
-        await anyio.sleep(interval_s)
-        await probe_all(health, clients, timeout_s)
+        await anyio.sleep(health.settings.probe_interval_s)
+        await probe_all(health, clients(), health.settings.probe_timeout_s)

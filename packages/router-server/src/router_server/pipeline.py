@@ -1,9 +1,10 @@
 """The request pipeline: one readable path from HTTP request to answer.
 
-authenticate -> read and validate -> resolve model -> plan -> forward with
-failover -> answer (JSON, or an SSE relay). Rate limits, budgets and usage
-export slot in between these steps as they arrive; each step raises a
-`RouterError`, which the route renders in its own envelope.
+authenticate -> read and validate -> resolve model -> take an in-flight slot
+(or be shed) -> admit against limits -> route -> forward with failover,
+retries and hedging -> settle limits -> answer (JSON, or an SSE relay that
+settles when the stream ends). Each step raises a `RouterError`, which the
+route renders in its own envelope.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from starlette.responses import Response
 
 from router_core import routing, usage
 from router_core.auth import KeyIndex, Principal, authenticate, credential_from_headers
-from router_core.config import RouterConfig
+from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
 from router_server.backends import BackendClient
-from router_server.forwarding import Opened, RelayResponse, StreamTally, open_first, read_json
+from router_server.backpressure import Gate, overloaded
+from router_server.dispatch import Dispatcher, Opened
+from router_server.forwarding import RelayResponse, StreamTally
 from router_server.health import Health
 from router_server.limits import LimitGate, Ticket
 from router_server.responses import error_response, json_response
@@ -44,6 +47,8 @@ class RouterState:
     backends: dict[str, BackendClient]
     health: Health
     limits: LimitGate
+    gate: Gate
+    dispatch: Dispatcher
     rng: random.Random
 
 
@@ -84,34 +89,36 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     """The pipeline for every inference route; `shape` builds the route's JSON answer."""
     started = time.perf_counter()
     state = state_of(request)
+    config = state.config  # one config for the whole request, even across a reload
     path = request.url.path
     request_id: str = request.scope["state"]["request_id"]
     principal: Principal | None = None
     ticket: Ticket | None = None
+    holds_slot = False
     try:
         principal = authenticate_request(request, state)
         inference = validate(await read_json_body(request))
-        model = routing.resolve_model(state.config, principal.org, inference.model)
+        model = routing.resolve_model(config, principal.org, inference.model)
+        await state.gate.enter()
+        holds_slot = True
         ticket = await state.limits.admit(
             request_id, principal.organization, principal.key_id, inference
         )
-        candidates = routing.decide(
-            inference.model, model, principal.organization, principal.key_id, state.rng
-        ).candidates
+        candidates = await _route(state, inference.model, model, principal)
         headers = dict(ticket.headers)
+        forwarded = _forwarded(inference, ticket)
         try:
-            with anyio.fail_after(state.config.server.request_timeout_s):
+            with anyio.fail_after(config.server.request_timeout_s):
                 if inference.stream:
-                    return await _stream(state, inference, ticket, candidates, headers)
-                opened = await open_first(
-                    _forwarded(inference, ticket), candidates, state.backends,
-                    state.health.record,
-                )  # fmt: skip
-                body = await read_json(opened)
+                    response = await _stream(state, forwarded, ticket, candidates, headers)
+                    holds_slot = False  # the relay gives it back when the stream ends
+                    return response
+                hedge = model.hedge_after_ms / 1000 if model.hedge_after_ms else None
+                opened, body = await state.dispatch.fetch(forwarded, candidates, hedge)
         except TimeoutError:
             raise DependencyError(
                 Catalog.REQUEST_TIMEOUT,
-                f"The request did not complete within {state.config.server.request_timeout_s:g} s.",
+                f"The request did not complete within {config.server.request_timeout_s:g} s.",
             ) from None
         await _settle(state, ticket, usage.from_backend(body), served=True)
         ticket = None
@@ -128,6 +135,40 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     finally:
         if ticket is not None and not ticket.streaming:
             await _settle(state, ticket, None, served=False)
+        if holds_slot:
+            state.gate.leave()
+
+
+async def _route(
+    state: RouterState, name: str, model: Model, principal: Principal
+) -> tuple[routing.Candidate, ...]:
+    """The candidates for this request; waits (bounded) when every one is full."""
+
+    def decide() -> routing.Decision:
+        return routing.decide(
+            name, model, principal.organization, principal.key_id, state.rng, state.health.views()
+        )
+
+    decision = decide()
+    if decision.only_capacity_skips():
+        with anyio.move_on_after(state.gate.queue_timeout_s):
+            while not decision.candidates:
+                await state.health.wait_for_capacity()
+                decision = decide()
+        if not decision.candidates:
+            state.gate.shed += 1
+            raise overloaded(
+                f"Every backend for model {name!r} is at its in-flight cap. Retry shortly.",
+                state.gate.queue_timeout_s,
+            )
+    if not decision.candidates:
+        reasons = "; ".join(f"{s.backend}: {s.reason} ({s.detail})" for s in decision.skipped)
+        raise DependencyError(
+            Catalog.NO_BACKEND_AVAILABLE,
+            f"No backend can take model {name!r} now: {reasons}.",
+            headers={"retry-after": str(max(1, round(state.config.health.open_s)))},
+        )
+    return decision.candidates
 
 
 def _forwarded(inference: InferenceRequest, ticket: Ticket) -> InferenceRequest:
@@ -138,27 +179,28 @@ def _forwarded(inference: InferenceRequest, ticket: Ticket) -> InferenceRequest:
 
 async def _stream(
     state: RouterState,
-    inference: InferenceRequest,
+    forwarded: InferenceRequest,
     ticket: Ticket,
     candidates: tuple[routing.Candidate, ...],
     headers: dict[str, str],
 ) -> Response:
     """Open the stream (failing over before the first byte) and hand it to the relay,
-    which settles the ticket when the stream ends, however it ends."""
+    which settles the ticket and frees the slots when the stream ends, however it ends."""
     tally = StreamTally()
-    forwarded = _forwarded(inference, ticket)
     if ticket.needs_usage and not _asks_usage(forwarded.body):
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
         forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
         tally.strip_usage = True
-    opened = await open_first(forwarded, candidates, state.backends, state.health.record)
+    opened = await state.dispatch.open(forwarded, candidates)
     ticket.streaming = True
 
     async def on_close(tally: StreamTally) -> None:
+        state.dispatch.done(opened, tally.broken)
+        state.gate.leave()
         await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
 
     headers["x-router-backend"] = opened.candidate.backend
-    return RelayResponse(opened, inference.model, headers, tally, on_close)
+    return RelayResponse(opened, forwarded.model, headers, tally, on_close)
 
 
 def _asks_usage(body: Mapping[str, Any]) -> bool:
