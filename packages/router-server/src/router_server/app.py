@@ -6,11 +6,14 @@ typed state (`pipeline.RouterState`); nothing is opened per request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,6 +45,7 @@ from router_server.pipeline import (
     shape_openai,
     state_of,
 )
+from router_server.reload import Reloader
 from router_server.responses import error_response, json_response
 
 
@@ -105,6 +109,7 @@ async def status(request: Request) -> Response:
                 "hedges": state.dispatch.hedges,
             },
             "limits": state.limits.status(),
+            **{name: source() for name, source in state.status_sources.items()},
         }
     )
 
@@ -159,14 +164,34 @@ def open_limit_store(
     return MemoryStore(), nothing
 
 
+@contextlib.contextmanager
+def on_sighup(handler: Callable[[], None]) -> Iterator[None]:
+    """Call `handler` on SIGHUP while inside; a no-op off the main thread (tests)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, handler)
+    except (RuntimeError, ValueError, NotImplementedError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app(
     config: RouterConfig,
     *,
     env: Mapping[str, str] | None = None,
     rng: random.Random | None = None,
     limit_store: LimitStore | None = None,
+    config_path: str | Path | None = None,
 ) -> Starlette:
-    """The router as an ASGI app. Backend clients open when the app starts."""
+    """The router as an ASGI app. Backend clients open when the app starts.
+
+    With `config_path`, the config reloads from that file on SIGHUP (when the
+    app runs in the main thread) and whenever the file changes.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -189,13 +214,20 @@ def create_app(
             ),
             rng=rng or random.Random(),
         )
+        stack = contextlib.ExitStack()
         try:
             await probe_all(state.health, backends, config.health.probe_timeout_s)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe_forever, state.health, lambda: state.backends)
+                if config_path is not None:
+                    reloader = Reloader(Path(config_path), environ)
+                    state.status_sources["config"] = reloader.status
+                    tg.start_soon(reloader.watch, state, tg)
+                    stack.enter_context(on_sighup(reloader.request))
                 yield {"router": state}
                 tg.cancel_scope.cancel()
         finally:
+            stack.close()
             await close_clients(state.backends)
             await close_store()
 

@@ -75,6 +75,8 @@ class BackendClient:
     client: httpx.AsyncClient
     transport: httpx.AsyncBaseTransport
     _targets: dict[str, _Target] = attrs.field(factory=dict, init=False)
+    # Requests using this client now; a client replaced by a reload is closed at 0.
+    active: int = attrs.field(default=0, init=False)
 
     def _target(self, path: str) -> _Target:
         target = self._targets.get(path)
@@ -147,33 +149,39 @@ def credential(settings: Backend, env: Mapping[str, str]) -> str | None:
     return env.get(settings.api_key_env)
 
 
+def open_client(
+    name: str, settings: Backend, transport: str, env: Mapping[str, str]
+) -> BackendClient:
+    headers: dict[str, str] = {}
+    key = credential(settings, env)
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout_s,
+        read=settings.read_timeout_s,
+        write=settings.read_timeout_s,
+        pool=settings.connect_timeout_s,
+    )
+    pool = _transport(transport, settings)
+    client = httpx.AsyncClient(
+        base_url=settings.base_url.rstrip("/"),
+        headers=headers,
+        timeout=timeout,
+        transport=pool,
+        trust_env=False,
+    )
+    return BackendClient(name, settings, client, pool)
+
+
 def open_clients(
     config: RouterConfig, env: Mapping[str, str] | None = None
 ) -> dict[str, BackendClient]:
     """One client per backend; close them with `close_clients`."""
     env = os.environ if env is None else env
-    clients: dict[str, BackendClient] = {}
-    for name, settings in config.backends.items():
-        headers: dict[str, str] = {}
-        key = credential(settings, env)
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        timeout = httpx.Timeout(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            write=settings.read_timeout_s,
-            pool=settings.connect_timeout_s,
-        )
-        transport = _transport(config.server.transport, settings)
-        client = httpx.AsyncClient(
-            base_url=settings.base_url.rstrip("/"),
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            trust_env=False,
-        )
-        clients[name] = BackendClient(name, settings, client, transport)
-    return clients
+    return {
+        name: open_client(name, settings, config.server.transport, env)
+        for name, settings in config.backends.items()
+    }
 
 
 async def close_clients(clients: Mapping[str, BackendClient]) -> None:

@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import anyio
 import attrs
@@ -35,58 +36,75 @@ class Gate:
     max_queued: int
     queue_timeout_s: float
     in_flight: int = 0
-    queued: int = 0
     shed: int = 0
-    _slots: anyio.Semaphore | None = attrs.field(default=None, init=False)
+    # Waiters in arrival order; `leave` hands its slot to the first (in_flight
+    # is counted for it before it wakes), so nobody can jump the queue.
+    _waiters: deque[anyio.Event] = attrs.field(factory=deque, init=False)
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> Gate:
         return cls(settings.max_in_flight, settings.max_queued, settings.queue_timeout_ms / 1000)
 
-    def _semaphore(self) -> anyio.Semaphore:
-        if self._slots is None:
-            self._slots = anyio.Semaphore(self.max_in_flight, fast_acquire=True)
-        return self._slots
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def resize(self, settings: ServerSettings) -> None:
+        """Apply new caps (a config reload); requests already in keep their slots."""
+        self.max_in_flight = settings.max_in_flight
+        self.max_queued = settings.max_queued
+        self.queue_timeout_s = settings.queue_timeout_ms / 1000
+        self._hand_over()
 
     async def enter(self) -> None:
         """Take a slot, or raise 503 `overloaded`; pair with `leave()`."""
-        slots = self._semaphore()
+        if self.in_flight < self.max_in_flight and not self._waiters:
+            self.in_flight += 1
+            return
+        if len(self._waiters) >= self.max_queued or self.queue_timeout_s <= 0:
+            self.shed += 1
+            raise overloaded(
+                f"The router is at capacity ({self.in_flight} requests in flight, "
+                f"{len(self._waiters)} waiting). Retry shortly.",
+                self.queue_timeout_s,
+            )
+        turn = anyio.Event()
+        self._waiters.append(turn)
         try:
-            slots.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._wait(slots)
-        self.in_flight += 1
+            with anyio.move_on_after(self.queue_timeout_s):
+                await turn.wait()
+        except BaseException:
+            self._give_up(turn)
+            raise
+        if turn.is_set():
+            return
+        self._give_up(turn)
+        self.shed += 1
+        raise overloaded(
+            f"The router is at capacity: no slot freed within "
+            f"{self.queue_timeout_s * 1000:g} ms. Retry shortly.",
+            self.queue_timeout_s,
+        )
 
-    async def _wait(self, slots: anyio.Semaphore) -> None:
-        if self.queued >= self.max_queued or self.queue_timeout_s <= 0:
-            self.shed += 1
-            raise overloaded(
-                f"The router is at capacity ({self.max_in_flight} requests in flight, "
-                f"{self.queued} waiting). Retry shortly.",
-                self.queue_timeout_s,
-            )
-        self.queued += 1
-        try:
-            with anyio.move_on_after(self.queue_timeout_s) as scope:
-                await slots.acquire()
-        finally:
-            self.queued -= 1
-        if scope.cancelled_caught:
-            self.shed += 1
-            raise overloaded(
-                f"The router is at capacity: no slot freed within "
-                f"{self.queue_timeout_s * 1000:g} ms. Retry shortly.",
-                self.queue_timeout_s,
-            )
+    def _give_up(self, turn: anyio.Event) -> None:
+        if turn.is_set():
+            self.leave()  # the slot was handed over as we left: pass it on
+        else:
+            self._waiters.remove(turn)
 
     def leave(self) -> None:
         self.in_flight -= 1
-        self._semaphore().release()
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiters and self.in_flight < self.max_in_flight:
+            self.in_flight += 1
+            self._waiters.popleft().set()
 
     def status(self) -> dict[str, int]:
         return {
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
-            "queued": self.queued,
+            "queued": len(self._waiters),
             "shed": self.shed,
         }

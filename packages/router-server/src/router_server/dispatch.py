@@ -91,7 +91,15 @@ class Dispatcher:
         backend = opened.candidate.backend
         if broken is not None:
             self.health.failed(backend, broken)
-        self.health.end(backend)
+        self._end(opened.client)
+
+    def _begin(self, client: BackendClient) -> None:
+        client.active += 1
+        self.health.begin(client.name)
+
+    def _end(self, client: BackendClient) -> None:
+        client.active -= 1
+        self.health.end(client.name)
 
     async def _open(self, request: InferenceRequest, candidates: Sequence[Candidate]) -> Opened:
         failures: list[BackendFailure] = []
@@ -109,27 +117,27 @@ class Dispatcher:
             attempts += 1
             backend = candidate.backend
             client = clients[backend]
-            self.health.begin(backend)
+            self._begin(client)
             started = self.clock()
             try:
                 response = await client.open(path, {**request.body, "model": candidate.model})
             except BackendFailure as failure:
                 self.health.failed(backend, failure.detail)
-                self.health.end(backend)
+                self._end(client)
                 failures.append(failure)
                 if failure.kind is FailureKind.CONNECT:
                     continue
                 raise _all_failed(request.model, failures) from None
             except BaseException:
                 self.health.abandoned(backend)
-                self.health.end(backend)
+                self._end(client)
                 raise
             status = response.status_code
             if status < 300:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
                 return Opened(client, candidate, response, attempts)
             detail = await _safe_read(client, response)
-            self.health.end(backend)
+            self._end(client)
             if status >= 500:
                 self.health.failed(backend, f"HTTP {status}")
             elif status in _RETRY_ELSEWHERE:

@@ -43,12 +43,12 @@ def hypercorn_config(config: RouterConfig, host: str, port: int) -> HypercornCon
     return hc
 
 
-async def run(config: RouterConfig, host: str, port: int) -> None:
+async def run(config: RouterConfig, host: str, port: int, path: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    app = create_app(config)
+    app = create_app(config, config_path=path)
     await serve(app, hypercorn_config(config, host, port), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
 
@@ -73,9 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
-        asyncio.run(run(config, host, port))
+        asyncio.run(run(config, host, port, args.config))
     else:
-        uvloop.run(run(config, host, port))
+        uvloop.run(run(config, host, port, args.config))
     return 0
 
 

@@ -50,6 +50,8 @@ class RouterState:
     gate: Gate
     dispatch: Dispatcher
     rng: random.Random
+    # More components for /v1/status, by name (config reload, usage export, ...).
+    status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
 
 
 def state_of(request: Request) -> RouterState:
@@ -94,12 +96,13 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     request_id: str = request.scope["state"]["request_id"]
     principal: Principal | None = None
     ticket: Ticket | None = None
+    gate = state.gate
     holds_slot = False
     try:
         principal = authenticate_request(request, state)
         inference = validate(await read_json_body(request))
         model = routing.resolve_model(config, principal.org, inference.model)
-        await state.gate.enter()
+        await gate.enter()
         holds_slot = True
         ticket = await state.limits.admit(
             request_id, principal.organization, principal.key_id, inference
@@ -136,7 +139,7 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         if ticket is not None and not ticket.streaming:
             await _settle(state, ticket, None, served=False)
         if holds_slot:
-            state.gate.leave()
+            gate.leave()
 
 
 async def _route(
