@@ -3,9 +3,11 @@
 Rules:
 - CLOSED: traffic flows. `failure_threshold` consecutive failures (passive:
   connect errors, timeouts, 5xx) or one failed active probe open the circuit.
-- OPEN: no traffic for `open_s`; then HALF_OPEN. A successful active probe
-  moves it to HALF_OPEN at once, so a recovered backend does not wait out
-  the full cool-down.
+- OPEN: no traffic for `open_s`; then HALF_OPEN. If a failed probe opened
+  it (the backend was unreachable), a successful probe moves it to HALF_OPEN
+  at once, so a restarted backend does not wait out the cool-down. If failed
+  requests opened it, a probe proves nothing (a hung or erroring backend can
+  still list its models), so the cool-down runs its course.
 - HALF_OPEN: at most `half_open_max` trial requests at a time. A success
   closes the circuit; a failure opens it again (and restarts the cool-down).
 - After closing from HALF_OPEN the backend ramps up: its weight is scaled by
@@ -39,6 +41,7 @@ class Breaker:
     opened_at: float = 0.0
     closed_at: float | None = None
     trials: int = 0
+    opened_by_probe: bool = False
     # Why the circuit last opened, for the routing explanation and /v1/status.
     last_failure: str = ""
 
@@ -94,13 +97,14 @@ class Breaker:
         """An active probe's result: decisive both ways."""
         self._refresh(now)
         if ok:
-            if self.state is Circuit.OPEN:
+            if self.state is Circuit.OPEN and self.opened_by_probe:
                 self.state = Circuit.HALF_OPEN
                 self.trials = 0
             return
         self.last_failure = reason or "active probe failed"
         if self.state is not Circuit.OPEN:
             self._open(now)
+            self.opened_by_probe = True
 
     def ramp(self, now: float) -> float:
         """The share of its weight the backend gets now (1 once fully re-admitted)."""
@@ -114,6 +118,7 @@ class Breaker:
 
     def _open(self, now: float) -> None:
         self.state = Circuit.OPEN
+        self.opened_by_probe = False
         self.opened_at = now
         self.failures = 0
         self.trials = 0

@@ -5,11 +5,12 @@ Rules:
   at `routing.max_attempts`, or when the retry budget (router_core.retry_budget)
   refuses an attempt after the first.
 - Only failures that are safe to repeat move on to the next candidate:
-  nothing was sent (connect errors), or the backend refused before doing any
-  work (5xx, 429, and 401/403/404/408/409, which say the backend does not
-  accept our credential, model mapping or load). A read timeout or a broken
-  connection may have run the request, so it is not repeated: the caller
-  gets 504/502 and decides.
+  nothing was sent (connect errors), the connection dropped before any
+  response (the backend crashed; inference has no side effect but cost), or
+  the backend refused before doing any work (5xx, 429, and
+  401/403/404/408/409, which say the backend does not accept our credential,
+  model mapping or load). A read timeout may mean a request still running,
+  and a hung backend would hang again: the caller gets 504 and decides.
 - Any other 4xx is the backend's verdict on the request itself and goes
   back to the caller, and says nothing bad about the backend's health.
 - Every attempt feeds the backend's circuit breaker and latency average, and
@@ -41,6 +42,10 @@ from router_server.health import Health
 # Statuses after which another backend may well succeed: the backend is
 # overloaded, or does not accept our credential or our model mapping (404).
 _RETRY_ELSEWHERE = frozenset({401, 403, 404, 408, 409, 429})
+# Failures before any response: nothing was sent (connect), or the backend
+# dropped the connection without answering (it crashed or restarted, or a
+# pooled connection had gone stale). A read timeout is not among them.
+_SAFE_TO_REPEAT = frozenset({FailureKind.CONNECT, FailureKind.PROTOCOL})
 
 
 @attrs.define
@@ -125,7 +130,7 @@ class Dispatcher:
                 self.health.failed(backend, failure.detail)
                 self._end(client)
                 failures.append(failure)
-                if failure.kind is FailureKind.CONNECT:
+                if failure.kind in _SAFE_TO_REPEAT:
                     continue
                 raise _all_failed(request.model, failures) from None
             except BaseException:
