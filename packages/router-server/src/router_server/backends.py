@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 import orjson
@@ -111,7 +112,10 @@ class BackendClient:
         except httpx.HTTPError as exc:
             raise _map(self.name, exc) from None
         finally:
-            await response.aclose()
+            # Shielded: a cancelled request (a lost hedge, a client gone) must
+            # still hand its connection back to the pool.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
 
     async def chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
         try:
@@ -120,7 +124,10 @@ class BackendClient:
         except httpx.HTTPError as exc:
             raise _map(self.name, exc) from None
         finally:
-            await response.aclose()
+            # Shielded: a cancelled request (a lost hedge, a client gone) must
+            # still hand its connection back to the pool.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
 
     async def probe(self, timeout_s: float) -> bool:
         """Whether the backend answers HTTP at all (any status below 500)."""

@@ -114,6 +114,8 @@ class Dispatcher:
         for candidate in candidates:
             if attempts >= self.max_attempts:
                 break
+            if not self.health.available(candidate.backend):
+                continue  # its circuit opened since routing decided (e.g. by this request)
             if attempts > 0:
                 if not self.budget.try_retry(self.clock()):
                     self.retries_refused += 1
@@ -245,7 +247,7 @@ def _all_failed(model: str, failures: list[BackendFailure]) -> DependencyError:
     if not failures:
         return DependencyError(
             Catalog.NO_BACKEND_AVAILABLE,
-            f"No backend is available for model {model!r}: the retry budget is spent.",
+            f"No backend could be tried for model {model!r}: their circuits opened.",
             headers={"retry-after": "1"},
         )
     reasons = "; ".join(str(f) for f in failures)

@@ -77,8 +77,17 @@ class Health:
         now = self.clock()
         return {name: state.view(now) for name, state in self.backends.items()}
 
+    def available(self, backend: str) -> bool:
+        state = self.backends.get(backend)
+        return state is not None and state.breaker.available(self.clock())
+
+    # A reload may remove a backend while requests to it are still running:
+    # their results are then dropped (the `None` checks below).
+
     def begin(self, backend: str) -> None:
-        state = self.backends[backend]
+        state = self.backends.get(backend)
+        if state is None:
+            return
         state.in_flight += 1
         state.requests += 1
         state.breaker.begin(self.clock())
@@ -87,18 +96,22 @@ class Health:
         """The request no longer occupies the backend (its verdict may come earlier)."""
         state = self.backends.get(backend)
         if state is not None:
-            state.in_flight -= 1
+            state.in_flight = max(0, state.in_flight - 1)
         if self._freed is not None:
             self._freed.set()
             self._freed = None
 
     def succeeded(self, backend: str, latency_ms: float) -> None:
-        state = self.backends[backend]
+        state = self.backends.get(backend)
+        if state is None:
+            return
         state.latency.add(latency_ms)
         state.breaker.success(self.clock())
 
     def failed(self, backend: str, reason: str) -> None:
-        state = self.backends[backend]
+        state = self.backends.get(backend)
+        if state is None:
+            return
         state.failures += 1
         before = state.breaker.state
         state.breaker.failure(self.clock(), reason)
@@ -107,7 +120,9 @@ class Health:
     def abandoned(self, backend: str) -> None:
         """No verdict: the caller went away, or the backend refused for a reason
         that says nothing about its health (429, a 4xx about our credential)."""
-        self.backends[backend].breaker.abandoned(self.clock())
+        state = self.backends.get(backend)
+        if state is not None:
+            state.breaker.abandoned(self.clock())
 
     def probed(self, backend: str, ok: bool) -> None:
         state = self.backends.get(backend)
