@@ -37,8 +37,10 @@ class FieldError(ValueError):
         self.message = message
 
 
+# `not value > 0` rather than `value <= 0`: a NaN (YAML's `.nan`) fails every
+# comparison, so only this form rejects it.
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
+    if not value > 0:
         raise FieldError(attribute.name, "must be > 0")
 
 
@@ -69,12 +71,12 @@ def _url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 def _optional_positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and value <= 0:
+    if value is not None and not value > 0:
         raise FieldError(attribute.name, "must be > 0")
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
+    if not value >= 0:
         raise FieldError(attribute.name, "must be >= 0")
 
 

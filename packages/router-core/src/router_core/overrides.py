@@ -105,7 +105,8 @@ def new_override(
         problems.append(f"ttl_s must be > 0 and at most {MAX_TTL_S} (30 days)")
     if kind is Action.PIN and model is None:
         problems.append("a pin needs a model")
-    if kind is Action.WEIGHT and (weight is None or weight <= 0):
+    # `not weight > 0` so that NaN, which fails every comparison, is refused too.
+    if kind is Action.WEIGHT and (weight is None or not weight > 0):
         problems.append("a weight override needs weight > 0")
     if kind is not Action.WEIGHT and weight is not None:
         problems.append("weight is only for action 'weight'")

@@ -9,7 +9,8 @@ Rules:
   override, its circuit is open (or half-open with its trial slot taken), or
   it is at its in-flight cap.
 - The rest are ordered tier by tier (0 = primary first). Within a tier the
-  order is weighted random (Efraimidis-Spirakis: sort by u ** (1 / weight)),
+  order is weighted random (Efraimidis-Spirakis: sort by u ** (1 / weight),
+  computed as log(u) / weight so that small weights do not underflow to 0),
   with weights from the config or a weight override, scaled by the backend's
   ramp while it is being re-admitted after recovery. `least_latency` then
   puts the lower-latency of the first two first (power of two choices).
@@ -190,7 +191,9 @@ def _weighted_order(
     if len(weighted) == 1:
         return [weighted[0][0]]
     keyed = sorted(
-        ((rng.random() ** (1.0 / w), i) for i, (_, w) in enumerate(weighted)), reverse=True
+        # -expovariate(1) is log(u) for u uniform in (0, 1].
+        ((-rng.expovariate(1.0) / w, i) for i, (_, w) in enumerate(weighted)),
+        reverse=True,
     )
     return [weighted[i][0] for _, i in keyed]
 

@@ -1,0 +1,259 @@
+"""Config for routing, health, backpressure, overrides and the admin listener:
+each mistake is reported with its path, all at once."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from router_core.config import RouteRule
+from router_core.config_codec import ConfigInvalid, structure, unstructure
+
+HASH = "sha256:" + "b" * 64
+
+
+def config() -> dict[str, Any]:
+    return {
+        "backends": {"a": {"base_url": "http://a/v1"}, "b": {"base_url": "http://b/v1"}},
+        "models": {
+            "gpt": {
+                "backends": [{"backend": "a"}, {"backend": "b", "tier": 1}],
+                "strategy": "least_latency",
+                "hedge_after_ms": 300,
+                "routes": [
+                    {"organizations": ["acme"], "backends": [{"backend": "b", "model": "gpt-b"}]},
+                    {"keys": ["glx1"], "backends": [{"backend": "a"}]},
+                ],
+            }
+        },
+        "organizations": {
+            "acme": {"keys": [{"id": "acme1", "hash": HASH}]},
+            "globex": {"keys": [{"id": "glx1", "hash": HASH}]},
+        },
+        "listeners": {
+            "public": {"port": 8080},
+            "admin": {"cert_file": "c.pem", "key_file": "k.pem", "ca_file": "ca.pem"},
+        },
+        "server": {"max_in_flight": 10, "max_queued": 0, "queue_timeout_ms": 0},
+        "health": {"open_s": 2.5, "failure_threshold": 1, "half_open_max": 2, "ramp_s": 0},
+        "routing": {"max_attempts": 1, "retry_budget_ratio": 0, "retry_min_per_s": 0},
+        "overrides": {"store": "redis", "refresh_s": 0.5},
+    }
+
+
+def problems_of(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigInvalid) as info:
+        structure(data)
+    return sorted(str(p) for p in info.value.problems)
+
+
+def test_every_new_field_loads() -> None:
+    loaded = structure(config())
+    gpt = loaded.models["gpt"]
+    assert gpt.strategy == "least_latency"
+    assert gpt.hedge_after_ms == 300
+    assert gpt.backends[1].tier == 1
+    assert gpt.routes[0] == RouteRule(
+        backends=(gpt.routes[0].backends[0],), organizations=("acme",)
+    )
+    assert gpt.routes[0].backends[0].model == "gpt-b"
+    assert gpt.routes[1].keys == ("glx1",)
+    assert loaded.listeners.admin is not None
+    assert loaded.listeners.admin.port == 8443
+    assert loaded.server.max_queued == 0
+    assert loaded.health.ramp_s == 0
+    assert loaded.routing.max_attempts == 1
+    assert loaded.overrides.store == "redis"
+
+
+def test_the_defaults() -> None:
+    data = config()
+    for section in ("listeners", "server", "health", "routing", "overrides"):
+        del data[section]
+    loaded = structure(data)
+    assert loaded.listeners.admin is None
+    assert loaded.health.failure_threshold == 3
+    assert loaded.health.half_open_max == 1
+    assert loaded.routing.max_attempts == 3
+    assert loaded.overrides.store == "sqlite"
+    assert loaded.models["gpt"].hedge_after_ms == 300
+    assert (
+        structure({"backends": data["backends"], "models": {"m": {"backends": [{"backend": "a"}]}}})
+        .models["m"]
+        .hedge_after_ms
+        is None
+    )
+
+
+def test_it_survives_a_round_trip() -> None:
+    loaded = structure(config())
+    assert structure(unstructure(loaded)) == loaded
+
+
+def test_route_references_are_checked() -> None:
+    data = config()
+    data["models"]["gpt"]["routes"] = [
+        {"organizations": ["acme", "nobody"], "backends": [{"backend": "zzz"}]},
+        {"keys": ["nokey1", "acme1"], "backends": [{"backend": "a"}]},
+        {"backends": [{"backend": "a"}]},
+    ]
+    assert problems_of(data) == [
+        "models.gpt.routes[0].backends[0].backend: unknown backend 'zzz'; defined: a, b",
+        "models.gpt.routes[0].organizations: unknown organization 'nobody'",
+        "models.gpt.routes[1].keys: unknown key id 'nokey1'",
+        "models.gpt.routes[2]: a route needs organizations or keys to match",
+    ]
+
+
+def test_a_route_needs_backends() -> None:
+    data = config()
+    data["models"]["gpt"]["routes"] = [{"organizations": ["acme"], "backends": []}]
+    assert problems_of(data) == ["models.gpt.routes[0].backends: must not be empty"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        (("models", "gpt", "backends", 0, "tier"), -1, "models.gpt.backends[0].tier: must be >= 0"),
+        (
+            ("models", "gpt", "routes", 0, "backends", 0, "tier"),
+            -2,
+            "models.gpt.routes[0].backends[0].tier: must be >= 0",
+        ),
+        (
+            ("models", "gpt", "backends", 0, "tier"),
+            0.5,
+            "models.gpt.backends[0].tier: must be an integer, not float",
+        ),
+        (("models", "gpt", "hedge_after_ms"), 0, "models.gpt.hedge_after_ms: must be > 0"),
+        (("models", "gpt", "hedge_after_ms"), -10, "models.gpt.hedge_after_ms: must be > 0"),
+        (
+            ("models", "gpt", "strategy"),
+            "fastest",
+            "models.gpt.strategy: must be one of weighted, least_latency, not 'fastest'",
+        ),
+        (("routing", "max_attempts"), 0, "routing.max_attempts: must be > 0"),
+        (("routing", "retry_budget_ratio"), -0.1, "routing.retry_budget_ratio: must be >= 0"),
+        (("routing", "retry_min_per_s"), -1, "routing.retry_min_per_s: must be >= 0"),
+        (("server", "max_queued"), -1, "server.max_queued: must be >= 0"),
+        (("server", "max_in_flight"), 0, "server.max_in_flight: must be > 0"),
+        (("server", "queue_timeout_ms"), -1, "server.queue_timeout_ms: must be >= 0"),
+        (("health", "open_s"), 0, "health.open_s: must be > 0"),
+        (("health", "failure_threshold"), 0, "health.failure_threshold: must be > 0"),
+        (("health", "half_open_max"), 0, "health.half_open_max: must be > 0"),
+        (("health", "ramp_s"), -1, "health.ramp_s: must be >= 0"),
+        (
+            ("overrides", "store"),
+            "postgres",
+            "overrides.store: must be one of sqlite, redis, not 'postgres'",
+        ),
+        (("overrides", "refresh_s"), 0, "overrides.refresh_s: must be > 0"),
+        (("overrides", "sqlite_path"), " ", "overrides.sqlite_path: must be a file path"),
+        (
+            ("overrides", "redis_url_env"),
+            "1BAD",
+            "overrides.redis_url_env: must be an environment variable name",
+        ),
+        (("listeners", "admin", "cert_file"), "", "listeners.admin.cert_file: must be a file path"),
+        (
+            ("listeners", "admin", "port"),
+            70000,
+            "listeners.admin.port: must be a TCP port between 0 and 65535",
+        ),
+    ],
+)
+def test_one_bad_value_one_problem_at_its_path(
+    path: tuple[str | int, ...], value: object, problem: str
+) -> None:
+    data = config()
+    parent: Any = data
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    assert problems_of(data) == [problem]
+
+
+def test_an_admin_listener_needs_all_three_certificate_files() -> None:
+    data = config()
+    data["listeners"]["admin"] = {"port": 9443}
+    assert problems_of(data) == [
+        "listeners.admin.ca_file: required field is missing",
+        "listeners.admin.cert_file: required field is missing",
+        "listeners.admin.key_file: required field is missing",
+    ]
+
+
+def test_unknown_fields_in_the_new_sections_are_named() -> None:
+    data = config()
+    data["health"]["open_seconds"] = 3
+    data["routing"]["retries"] = 2
+    data["models"]["gpt"]["routes"][0]["org"] = "acme"
+    assert problems_of(data) == [
+        "health.open_seconds: unknown field",
+        "models.gpt.routes[0].org: unknown field",
+        "routing.retries: unknown field",
+    ]
+
+
+def test_many_mistakes_are_reported_together() -> None:
+    data = copy.deepcopy(config())
+    data["health"]["open_s"] = 0
+    data["health"]["half_open_max"] = 0
+    data["routing"]["max_attempts"] = 0
+    data["server"]["max_queued"] = -3
+    data["models"]["gpt"]["backends"][1]["tier"] = -1
+    data["models"]["gpt"]["routes"][1]["backends"][0]["weight"] = 0
+    data["overrides"]["store"] = "x"
+    assert problems_of(data) == [
+        "health.half_open_max: must be > 0",
+        "health.open_s: must be > 0",
+        "models.gpt.backends[1].tier: must be >= 0",
+        "models.gpt.routes[1].backends[0].weight: must be > 0",
+        "overrides.store: must be one of sqlite, redis, not 'x'",
+        "routing.max_attempts: must be > 0",
+        "server.max_queued: must be >= 0",
+    ]
+
+
+def test_a_models_own_fields_are_checked_once_its_targets_parse() -> None:
+    """As the codec says: an object whose parts failed is not built, so its
+    own field checks wait for the next round."""
+    data = config()
+    data["models"]["gpt"]["backends"][1]["tier"] = -1
+    data["models"]["gpt"]["hedge_after_ms"] = 0
+    assert problems_of(data) == ["models.gpt.backends[1].tier: must be >= 0"]
+    data["models"]["gpt"]["backends"][1]["tier"] = 1
+    assert problems_of(data) == ["models.gpt.hedge_after_ms: must be > 0"]
+
+
+def test_reference_problems_are_reported_once_fields_are_valid() -> None:
+    """Cross-references are checked on a config whose fields all parsed."""
+    data = config()
+    data["models"]["gpt"]["routes"][0]["organizations"] = ["nobody"]
+    data["health"]["open_s"] = 0
+    assert problems_of(data) == ["health.open_s: must be > 0"]
+    data["health"]["open_s"] = 1
+    assert problems_of(data) == [
+        "models.gpt.routes[0].organizations: unknown organization 'nobody'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        (("health", "open_s"), "health.open_s: must be > 0"),
+        (("models", "gpt", "backends", 0, "weight"), "models.gpt.backends[0].weight: must be > 0"),
+        (("routing", "retry_budget_ratio"), "routing.retry_budget_ratio: must be >= 0"),
+    ],
+)
+def test_not_a_number_is_not_a_valid_number(path: tuple[str | int, ...], problem: str) -> None:
+    """YAML's `.nan` is a float; a NaN open_s would keep a circuit open forever,
+    a NaN weight would scramble the weighted order."""
+    data = config()
+    parent: Any = data
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = float("nan")
+    assert problems_of(data) == [problem]
