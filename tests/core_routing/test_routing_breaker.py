@@ -129,6 +129,16 @@ def test_a_successful_probe_half_opens_at_once() -> None:
     assert b.available(101.0)
 
 
+def test_a_successful_probe_does_not_shorten_an_outage_that_requests_found() -> None:
+    """A hung or erroring backend can still list its models: only the cool-down counts."""
+    b = Breaker(HealthSettings(failure_threshold=1, open_s=60.0))
+    b.failure(100.0, "timed out")
+    b.probe(101.0, ok=True)
+    assert b.current(101.0) is OPEN
+    assert not b.available(159.0)
+    assert b.current(160.0) is HALF_OPEN
+
+
 def test_a_failed_probe_while_open_does_not_restart_the_cool_down() -> None:
     b = opened(at=100.0, open_s=5.0)
     b.probe(104.0, ok=False)
@@ -290,6 +300,8 @@ class Reference:
     opened_at: float = 0.0
     trials: int = 0
     closed_at: float | None = None
+    # Only a circuit a failed probe opened is half-opened by a good probe.
+    by_probe: bool = False
 
     def tick(self, now: float) -> None:
         if self.state == "open" and now - self.opened_at >= self.open_s:
@@ -299,6 +311,7 @@ class Reference:
         self.state, self.opened_at = "open", now
         self.failures = self.trials = 0
         self.closed_at = None
+        self.by_probe = False
 
     def apply(self, event: Event, now: float) -> None:
         self.tick(now)
@@ -317,10 +330,11 @@ class Reference:
                     self.trip(now)
         elif event is Event.ABANDONED and self.state == "half_open":
             self.trials = max(0, self.trials - 1)
-        elif event is Event.PROBE_OK and self.state == "open":
+        elif event is Event.PROBE_OK and self.state == "open" and self.by_probe:
             self.state, self.trials = "half_open", 0
         elif event is Event.PROBE_FAIL and self.state != "open":
             self.trip(now)
+            self.by_probe = True
 
     def available(self) -> bool:
         return self.state == "closed" or (

@@ -40,7 +40,8 @@ class FieldError(ValueError):
 # `not value > 0` rather than `value <= 0`: a NaN (YAML's `.nan`) fails every
 # comparison, so only this form rejects it.
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
+    # Written so NaN fails too; infinity is no setting either (a circuit that never closes).
+    if not 0 < value < float("inf"):
         raise FieldError(attribute.name, "must be > 0")
 
 

@@ -63,8 +63,9 @@ class Override:
             self.organization is None or self.organization == organization
         )
 
-    def specificity(self) -> tuple[int, int, float]:
-        return (self.organization is not None, self.model is not None, self.created_at)
+    def specificity(self) -> tuple[int, int, float, str]:
+        # The id breaks ties, so replicas that list overrides in another order agree.
+        return (self.organization is not None, self.model is not None, self.created_at, self.id)
 
 
 def new_override(

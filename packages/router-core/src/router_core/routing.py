@@ -90,7 +90,8 @@ class Decision:
         }
 
     def only_capacity_skips(self) -> bool:
-        """No candidate, and at least one backend was skipped only for being full."""
+        """No candidate, but some backend was skipped for being full (others may
+        be out for other reasons): a slot may free up soon, so waiting is worth it."""
         return not self.candidates and any(s.reason is SkipReason.AT_CAPACITY for s in self.skipped)
 
 
