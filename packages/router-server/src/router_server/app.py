@@ -27,6 +27,8 @@ from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
 from router_server import openapi
+from router_server.admin.book import OverrideBook
+from router_server.admin.store import open_override_store
 from router_server.backends import close_clients, open_clients
 from router_server.health import Health, probe_all, probe_forever
 from router_server.limits import LimitGate, LimitStore, MemoryStore
@@ -158,8 +160,10 @@ def create_app(
     env: Mapping[str, str] | None = None,
     rng: random.Random | None = None,
     limit_store: LimitStore | None = None,
+    state_ready: Callable[[RouterState], None] | None = None,
 ) -> Starlette:
-    """The router as an ASGI app. Backend clients open when the app starts."""
+    """The router as an ASGI app. Backend clients open when the app starts;
+    `state_ready` gets the opened state (the admin listener serves it too)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -173,10 +177,14 @@ def create_app(
             health=Health(),
             limits=LimitGate(config, store),
             rng=rng or random.Random(),
+            overrides=OverrideBook(
+                open_override_store(config, environ), refresh_s=config.overrides.refresh_s
+            ),
         )
         probe = config.health
         try:
             await probe_all(state.health, backends, probe.probe_timeout_s)
+            await state.overrides.refresh()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     probe_forever,
@@ -185,11 +193,15 @@ def create_app(
                     probe.probe_interval_s,
                     probe.probe_timeout_s,
                 )
+                tg.start_soon(state.overrides.follow)
+                if state_ready is not None:
+                    state_ready(state)
                 yield {"router": state}
                 tg.cancel_scope.cancel()
         finally:
             await close_clients(backends)
             await close_store()
+            await state.overrides.store.aclose()
 
     return Starlette(
         routes=ROUTES,

@@ -41,6 +41,15 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
                 f"environment variable {limits.redis_url_env} is not set (limits.store is redis)",
             )
         )
+    overrides = config.overrides
+    if overrides.store == "redis" and not env.get(overrides.redis_url_env):
+        problems.append(
+            ConfigProblem(
+                "overrides.redis_url_env",
+                f"environment variable {overrides.redis_url_env} is not set "
+                "(overrides.store is redis)",
+            )
+        )
     return problems
 
 

@@ -25,6 +25,7 @@ from router_core.auth import KeyIndex, Principal, authenticate, credential_from_
 from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
+from router_server.admin.book import OverrideBook
 from router_server.backends import BackendClient
 from router_server.forwarding import Opened, RelayResponse, StreamTally, open_first, read_json
 from router_server.health import Health
@@ -45,6 +46,7 @@ class RouterState:
     health: Health
     limits: LimitGate
     rng: random.Random
+    overrides: OverrideBook
 
 
 def state_of(request: Request) -> RouterState:
@@ -95,9 +97,11 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         ticket = await state.limits.admit(
             request_id, principal.organization, principal.key_id, inference
         )
+        applied = state.overrides.applicable(inference.model, principal.organization, time.time())
         candidates = routing.decide(
-            inference.model, model, principal.organization, principal.key_id, state.rng
-        ).candidates
+            inference.model, model, principal.organization, principal.key_id, state.rng,
+            applied=applied,
+        ).candidates  # fmt: skip
         headers = dict(ticket.headers)
         try:
             with anyio.fail_after(state.config.server.request_timeout_s):
