@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ import pytest
 import trustme
 
 from router_server.mock_backend.process import free_port
+from router_server.process import RouterProcess
 
 ALICE = "alice"
+# The `start_router` fixture of conftest.py.
+RouterFactory = Callable[..., RouterProcess]
 
 
 @attrs.frozen
@@ -93,3 +97,17 @@ def admin_certs(tmp_path_factory: pytest.TempPathFactory) -> AdminCerts:
     alice.private_key_and_cert_chain_pem.write_to_path(str(paths.alice))
     stranger.private_key_and_cert_chain_pem.write_to_path(str(paths.stranger))
     return paths
+
+
+def with_admin(
+    config: dict[str, Any], certs: AdminCerts, data_dir: Path, **overrides: Any
+) -> tuple[dict[str, Any], int]:
+    """`config` with an admin listener on a free port (returned) and overrides kept
+    in `data_dir` (or as `overrides` says)."""
+    listener = certs.listener()
+    result = {
+        **config,
+        "listeners": {**config.get("listeners", {}), "admin": listener},
+        "overrides": {"sqlite_path": str(data_dir / "overrides.sqlite3"), **overrides},
+    }
+    return result, int(listener["port"])
