@@ -23,6 +23,8 @@ from router_server.mock_backend.process import free_port
 from router_server.process import RouterProcess
 
 ALICE = "alice"
+# Alice's certificate's subject, as the admin API names her.
+ALICE_SUBJECT = "CN=alice,OU=SRE,O=Example Ops"
 # The `start_router` fixture of conftest.py.
 RouterFactory = Callable[..., RouterProcess]
 
@@ -59,19 +61,22 @@ class AdminCerts:
             timeout=5.0,
         )
 
-    def wait_ready(self, port: int, timeout: float = 10.0) -> httpx.Client:
-        """An admin client once the listener answers (it opens after the public one)."""
-        client = self.client(port)
+    def wait_ready(self, port: int, timeout: float = 10.0) -> None:
+        """Wait for the admin listener to answer (it opens after the public one)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                client.get("/admin/v1/overrides").raise_for_status()
-                return client
+                with self.client(port) as client:
+                    client.get("/admin/v1/overrides").raise_for_status()
+                return
             except httpx.TransportError:
                 if time.monotonic() > deadline:
-                    client.close()
                     raise
                 time.sleep(0.05)
+
+    def ready_client(self, port: int) -> httpx.Client:
+        self.wait_ready(port)
+        return self.client(port)
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +84,12 @@ def admin_certs(tmp_path_factory: pytest.TempPathFactory) -> AdminCerts:
     directory = tmp_path_factory.mktemp("admin-certs")
     ca = trustme.CA(organization_name="Router Test CA")
     server = ca.issue_cert("127.0.0.1", "localhost")
-    alice = ca.issue_cert(f"{ALICE}@example.test", common_name=ALICE)
+    alice = ca.issue_cert(
+        f"{ALICE}@example.test",
+        common_name=ALICE,
+        organization_name="Example Ops",
+        organization_unit_name="SRE",
+    )
     other_ca = trustme.CA(organization_name="Some Other CA")
     stranger = other_ca.issue_cert("mallory@example.test", common_name="mallory")
     paths = AdminCerts(

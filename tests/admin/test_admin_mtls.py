@@ -48,7 +48,7 @@ def admin_port(
 ) -> int:
     config, port = with_admin(config_data, admin_certs, tmp_path)
     start_router(config)
-    admin_certs.wait_ready(port).close()
+    admin_certs.wait_ready(port)
     return port
 
 
@@ -108,7 +108,7 @@ def test_admin_routes_are_absent_from_the_public_listener(
 ) -> None:
     config, port = with_admin(config_data, admin_certs, tmp_path)
     router = start_router(config)
-    admin_certs.wait_ready(port).close()
+    admin_certs.wait_ready(port)
     for method, path in [
         ("GET", "/admin/v1/backends"),
         ("GET", "/admin/v1/overrides"),
