@@ -3,6 +3,7 @@ traffic goes (counted by the mock backends)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,14 @@ def admin(
         yield Admin(router, client)
 
 
-def test_drain_moves_traffic_off_the_backend_until_deleted(admin: Admin, mocks: Mocks) -> None:
+def audit_log(path: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"] == "router.audit"]
+
+
+def test_drain_moves_traffic_off_the_backend_until_deleted(
+    admin: Admin, mocks: Mocks, tmp_path: Path
+) -> None:
     assert set(send(admin.router, 20)) == {"mock-a", "mock-b"}
     created = admin.create(action="drain", backend="mock-a", ttl_s=300)
     # The admin is the subject of the client certificate they connected with.
@@ -80,6 +88,12 @@ def test_drain_moves_traffic_off_the_backend_until_deleted(admin: Admin, mocks: 
     ]
     assert [e["actor"] for e in entries] == [ALICE_SUBJECT, ALICE_SUBJECT]
     assert entries[0]["override"]["id"] == created["id"]
+    # Each change is also one JSON event on the router.audit logger.
+    logged = audit_log(tmp_path / "router-0.log")
+    assert [(e["event"], e["actor"], e["override_id"], e["reason"]) for e in logged] == [
+        ("override_created", ALICE_SUBJECT, created["id"], "test"),
+        ("override_deleted", ALICE_SUBJECT, created["id"], "done"),
+    ]
 
 
 def test_pin_sends_all_of_a_model_to_one_backend(admin: Admin, mocks: Mocks) -> None:
