@@ -163,20 +163,22 @@ async def explain(request: Request) -> Response:
             param="organization",
         )
     model = routing.resolve_model(state.config, org, query.model)
-    applied = state.overrides.applicable(query.model, query.organization, time.time())
+    now = time.time()
+    applied = state.overrides.applicable(query.model, query.organization, now)
     decision = routing.decide(
         query.model, model, query.organization, query.key_id, random.Random(),
         _backend_views(state), applied=applied,
     )  # fmt: skip
-    in_force = [applied.pinned, *applied.weights.values()] if not applied.empty else []
+    matching = [
+        o for o in state.overrides.active(now) if o.matches(query.model, query.organization)
+    ]
     return json_response(
         {
             "model": query.model,
             "organization": query.organization,
             "key_id": query.key_id,
             "decision": decision.explain(),
-            "drained": sorted(applied.drained),
-            "overrides": [codec.to_data(o) for o in in_force if o is not None],
+            "overrides": [codec.to_data(o) for o in matching],
         }
     )
 
