@@ -19,6 +19,8 @@ from router_server.admin.redis_store import RedisOverrideStore
 from router_server.admin.sqlite_store import SqliteOverrideStore
 from router_server.admin.store import ChangeFeed, OverrideStore, OverrideStoreUnavailable
 
+from redis_fixture import RedisServer
+
 NOW = 1_800_000_000.0
 StoreFactory = Callable[[], OverrideStore]
 
@@ -199,5 +201,42 @@ def test_an_unwritable_sqlite_path_is_a_store_failure(tmp_path: Path) -> None:
         override = drain()
         with pytest.raises(OverrideStoreUnavailable, match="put"):
             await store.put(override, entry(override))
+
+    run(scenario)
+
+
+def test_the_change_feed_comes_back_after_redis_restarts(redis_server: RedisServer) -> None:
+    if not redis_server.controllable:
+        pytest.skip("REDIS_URL points at a shared server, which the test cannot restart")
+    redis_server.start()
+
+    async def scenario() -> None:
+        listener = RedisOverrideStore.from_url(redis_server.url)
+        calls = 0
+
+        def changed() -> None:
+            nonlocal calls
+            calls += 1
+
+        async def wait_for(count: int) -> None:
+            async with asyncio.timeout(10):
+                while calls < count:
+                    await asyncio.sleep(0.01)
+
+        task = asyncio.ensure_future(listener.listen(changed))
+        await wait_for(1)
+        await asyncio.to_thread(redis_server.kill)
+        await asyncio.to_thread(redis_server.start)
+        # Resubscribed: that alone reports a change (one may have been missed)...
+        await wait_for(2)
+        # ...and changes published afterwards arrive again.
+        writer = RedisOverrideStore.from_url(redis_server.url)
+        override = drain()
+        await writer.put(override, entry(override))
+        await wait_for(3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.aclose()
+        await listener.aclose()
 
     run(scenario)
