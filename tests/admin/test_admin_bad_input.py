@@ -4,6 +4,7 @@ admin listener cannot start says why and exits 2."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -137,4 +138,20 @@ def test_redis_overrides_need_the_redis_url_variable(
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
     assert result.returncode == 2
     assert "overrides.redis_url_env: environment variable ROUTER_TEST_NO_SUCH_VAR" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_admin_port_in_use_stops_start_up(
+    config_data: dict[str, Any],
+    backend_env: dict[str, str],
+    admin_certs: AdminCerts,
+    tmp_path: Path,
+) -> None:
+    config, port = with_admin(config_data, admin_certs, tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
