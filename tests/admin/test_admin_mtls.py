@@ -6,10 +6,12 @@ from __future__ import annotations
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
+
+from router_server.process import RouterProcess
 
 from tls_fixture import AdminCerts, RouterFactory, with_admin
 
@@ -39,30 +41,39 @@ def client_context(certs: AdminCerts, cert: Path | None, version: ssl.TLSVersion
     return context
 
 
+class Served(NamedTuple):
+    router: RouterProcess
+    admin_port: int
+
+
 @pytest.fixture
-def admin_port(
+def served(
     start_router: RouterFactory,
     config_data: dict[str, Any],
     admin_certs: AdminCerts,
     tmp_path: Path,
-) -> int:
+) -> Served:
     config, port = with_admin(config_data, admin_certs, tmp_path)
-    start_router(config)
+    router = start_router(config)
     admin_certs.wait_ready(port)
-    return port
+    return Served(router, port)
 
 
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=str)
 def test_a_valid_client_certificate_is_served(
-    admin_port: int, admin_certs: AdminCerts, version: ssl.TLSVersion
+    served: Served, admin_certs: AdminCerts, version: ssl.TLSVersion
 ) -> None:
+    admin_port = served.admin_port
     stage, answer = raw_get(admin_port, client_context(admin_certs, admin_certs.alice, version))
     assert stage == "answer"
     assert answer.startswith(b"HTTP/1.1 200")
     with admin_certs.client(admin_port) as client:
         backends = {b["name"]: b for b in client.get("/admin/v1/backends").json()["backends"]}
     assert set(backends) == {"mock-a", "mock-b"}
-    assert backends["mock-a"]["health"] == {"reachable": True}
+    # The same health, field for field, as the public status shows.
+    status = httpx.get(f"{served.router.url}/v1/status", timeout=5).json()["backends"]
+    assert backends["mock-a"]["health"]
+    assert set(backends["mock-a"]["health"]) == set(status["mock-a"])
 
 
 # The server drops a connection whose client certificate is missing or not from
@@ -74,8 +85,9 @@ REFUSED_AT = {ssl.TLSVersion.TLSv1_2: "handshake", ssl.TLSVersion.TLSv1_3: "read
 
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=str)
 def test_no_client_certificate_is_refused(
-    admin_port: int, admin_certs: AdminCerts, version: ssl.TLSVersion
+    served: Served, admin_certs: AdminCerts, version: ssl.TLSVersion
 ) -> None:
+    admin_port = served.admin_port
     assert raw_get(admin_port, client_context(admin_certs, None, version)) == (
         REFUSED_AT[version],
         b"",
@@ -84,8 +96,9 @@ def test_no_client_certificate_is_refused(
 
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=str)
 def test_a_certificate_from_another_ca_is_refused(
-    admin_port: int, admin_certs: AdminCerts, version: ssl.TLSVersion
+    served: Served, admin_certs: AdminCerts, version: ssl.TLSVersion
 ) -> None:
+    admin_port = served.admin_port
     context = client_context(admin_certs, admin_certs.stranger, version)
     assert raw_get(admin_port, context) == (REFUSED_AT[version], b"")
     with (
@@ -95,7 +108,8 @@ def test_a_certificate_from_another_ca_is_refused(
         client.get("/admin/v1/backends")
 
 
-def test_plain_http_on_the_admin_port_gets_no_answer(admin_port: int) -> None:
+def test_plain_http_on_the_admin_port_gets_no_answer(served: Served) -> None:
+    admin_port = served.admin_port
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{admin_port}/admin/v1/backends", timeout=5)
 

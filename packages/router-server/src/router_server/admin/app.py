@@ -66,7 +66,9 @@ def describe_backends(state: RouterState) -> dict[str, dict[str, Any]]:
     if callable(describe):
         described: dict[str, dict[str, Any]] = describe()
         return described
-    return {name: {"reachable": state.health.reachable.get(name)} for name in state.config.backends}
+    # Before the health registry had describe(): reachability only.
+    reachable: dict[str, bool | None] = getattr(state.health, "reachable", {})
+    return {name: {"reachable": reachable.get(name)} for name in state.config.backends}
 
 
 def _backend_views(state: RouterState) -> Mapping[str, routing.BackendView] | None:
