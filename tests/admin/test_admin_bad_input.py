@@ -35,6 +35,8 @@ OVERRIDE_CASES: list[tuple[Any, int, str, list[str]]] = [
     ({**VALID, "organization": "initech"}, 422, "validation_failed",
      ["unknown organization 'initech'"]),
     ({**VALID, "colour": "red"}, 422, "validation_failed", ["colour: unknown field"]),
+    ({**VALID, "action": "pin", "model": "embed", "backend": "mock-b"}, 422,
+     "validation_failed", ["backend 'mock-b' does not serve model 'embed' (its backends: mock-a)"]),
     ([VALID], 422, "validation_failed", ["must be a JSON object"]),
 ]  # fmt: skip
 

@@ -32,6 +32,19 @@ def override_from(body: object, config: RouterConfig, actor: str, now: float) ->
     organization = data.get("organization")
     if organization is not None and organization not in config.organizations:
         raise _invalid([("organization", f"unknown organization {organization!r}")])
+    model = config.models.get(data.get("model") or "")
+    if model is not None:
+        # An override naming a backend the model never uses would do nothing
+        # (or, for a pin, send the model where it is not served).
+        serving = {t.backend for t in model.backends} | {
+            t.backend for route in model.routes for t in route.backends
+        }
+        if data["backend"] in config.backends and data["backend"] not in serving:
+            raise _invalid([(
+                "backend",
+                f"backend {data['backend']!r} does not serve model {data['model']!r} "
+                f"(its backends: {', '.join(sorted(serving))})",
+            )])  # fmt: skip
     try:
         return new_override(
             id="ovr_" + secrets.token_hex(8),
