@@ -122,10 +122,19 @@ def test_a_misconfigured_admin_listener_stops_start_up(
         admin.update(breakage)
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
     assert result.returncode == 2
-    assert "the admin listener" in result.stderr
+    assert "is not a valid config" in result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert "PRIVATE KEY" not in result.stderr
+    # `router config validate --check-env` finds the same problem.
+    validate = subprocess.run(
+        [sys.executable, "-m", "router_cli.main", "config", "validate", "--check-env",
+         str(tmp_path / "router.yaml")],
+        env={**os.environ, **backend_env}, capture_output=True, text=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert validate.returncode == 1
+    assert message in validate.stderr
 
 
 def test_redis_overrides_need_the_redis_url_variable(

@@ -18,7 +18,7 @@ from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid
 from router_server import config_file, logs
 from router_server.admin.app import SharedRouter, create_admin_app
-from router_server.admin.tls import admin_hypercorn_config, check_admin_listener
+from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
 
 
@@ -107,12 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 2
     admin = config.listeners.admin
-    problems = [] if admin is None else check_admin_listener(admin, config.listeners.public)
-    if problems:
-        print(f"router-server: the admin listener in {args.config} cannot start:", file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
     host = args.host or config.listeners.public.host
     port = config.listeners.public.port if args.port is None else args.port
     addresses = [(host, port)] + ([] if admin is None else [(admin.host, admin.port)])
