@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from support import write_config
 from tls_fixture import AdminCerts, RouterFactory, with_admin
@@ -102,9 +103,10 @@ def run_server(config_path: Path, env: dict[str, str]) -> subprocess.CompletedPr
     [
         ({"cert_file": "/nonexistent/server.pem"}, "listeners.admin.cert_file: cannot read"),
         ({"ca_file": "/nonexistent/ca.pem"}, "listeners.admin.ca_file: cannot read"),
-        ("swap", "are not a PEM certificate and its private key"),
+        ("swap", "are not a PEM certificate and its unencrypted private key"),
+        ("encrypt", "are not a PEM certificate and its unencrypted private key"),
     ],
-    ids=["missing-cert", "missing-ca", "key-is-not-the-cert"],
+    ids=["missing-cert", "missing-ca", "key-is-not-the-cert", "encrypted-key"],
 )
 def test_a_misconfigured_admin_listener_stops_start_up(
     config_data: dict[str, Any],
@@ -118,6 +120,15 @@ def test_a_misconfigured_admin_listener_stops_start_up(
     admin = config["listeners"]["admin"]
     if breakage == "swap":
         admin["cert_file"], admin["key_file"] = admin["key_file"], admin["cert_file"]
+    elif breakage == "encrypt":
+        key = serialization.load_pem_private_key(Path(admin["key_file"]).read_bytes(), None)
+        encrypted = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+        (tmp_path / "encrypted.key").write_bytes(encrypted)
+        admin["key_file"] = str(tmp_path / "encrypted.key")
     else:
         admin.update(breakage)
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)

@@ -110,12 +110,14 @@ def check_admin_listener(admin: AdminListener, public: Listener) -> list[ConfigP
         return problems
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(admin.cert_file, admin.key_file)
+        # No password: the config has none to give, and this must never stop
+        # to prompt on a terminal.
+        context.load_cert_chain(admin.cert_file, admin.key_file, password=lambda: "")
     except ssl.SSLError as exc:
         problems.append(ConfigProblem(
             f"{where}.cert_file",
             f"{admin.cert_file} and {admin.key_file} are not a PEM certificate and its "
-            f"private key ({exc.reason or exc})",
+            f"unencrypted private key ({exc.reason or exc})",
         ))  # fmt: skip
     try:
         context.load_verify_locations(admin.ca_file)
