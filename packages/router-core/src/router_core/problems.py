@@ -59,6 +59,14 @@ class Catalog:
         "no_backend_available", 503, "No backend available", "server_error"
     )
     OVERLOADED = Problem("overloaded", 503, "Router overloaded", "server_error")
+    # Admin API (its own listener, problem+json).
+    ADMIN_IDENTITY_REQUIRED = Problem(
+        "admin_identity_required", 403, "Verified client certificate required"
+    )
+    OVERRIDE_NOT_FOUND = Problem("override_not_found", 404, "Override not found")
+    OVERRIDES_UNAVAILABLE = Problem(
+        "overrides_unavailable", 503, "Override store unavailable", "server_error"
+    )
     INTERNAL_ERROR = Problem("internal_error", 500, "Internal error", "server_error")
 
     @classmethod

@@ -31,6 +31,8 @@ from router_core.problems import Catalog, ClientError, DependencyError, RouterEr
 from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
 from router_server import openapi
+from router_server.admin.book import OverrideBook
+from router_server.admin.store import open_override_store
 from router_server.backends import close_clients, open_clients
 from router_server.backpressure import Gate
 from router_server.dispatch import Dispatcher
@@ -186,11 +188,13 @@ def create_app(
     rng: random.Random | None = None,
     limit_store: LimitStore | None = None,
     config_path: str | Path | None = None,
+    state_ready: Callable[[RouterState], None] | None = None,
 ) -> Starlette:
     """The router as an ASGI app. Backend clients open when the app starts.
 
     With `config_path`, the config reloads from that file on SIGHUP (when the
-    app runs in the main thread) and whenever the file changes.
+    app runs in the main thread) and whenever the file changes. `state_ready`
+    gets the opened state (the admin listener serves it too).
     """
 
     @contextlib.asynccontextmanager
@@ -213,23 +217,32 @@ def create_app(
                 config.routing.max_attempts,
             ),
             rng=rng or random.Random(),
+            overrides=OverrideBook(
+                open_override_store(config, environ), refresh_s=config.overrides.refresh_s
+            ),
         )
         stack = contextlib.ExitStack()
         try:
             await probe_all(state.health, backends, config.health.probe_timeout_s)
+            await state.overrides.refresh()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe_forever, state.health, lambda: state.backends)
+                tg.start_soon(state.overrides.follow)
+                state.status_sources["overrides"] = state.overrides.status
                 if config_path is not None:
                     reloader = Reloader(Path(config_path), environ)
                     state.status_sources["config"] = reloader.status
                     tg.start_soon(reloader.watch, state, tg)
                     stack.enter_context(on_sighup(reloader.request))
+                if state_ready is not None:
+                    state_ready(state)
                 yield {"router": state}
                 tg.cancel_scope.cancel()
         finally:
             stack.close()
             await close_clients(state.backends)
             await close_store()
+            await state.overrides.store.aclose()
 
     return Starlette(
         routes=ROUTES,

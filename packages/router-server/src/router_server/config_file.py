@@ -10,6 +10,7 @@ import yaml
 
 from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid, ConfigProblem, structure
+from router_server.admin.tls import check_admin_listener
 
 
 def parse_yaml(text: str, source: str = "config") -> object:
@@ -41,13 +42,26 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
                 f"environment variable {limits.redis_url_env} is not set (limits.store is redis)",
             )
         )
+    overrides = config.overrides
+    if overrides.store == "redis" and not env.get(overrides.redis_url_env):
+        problems.append(
+            ConfigProblem(
+                "overrides.redis_url_env",
+                f"environment variable {overrides.redis_url_env} is not set "
+                "(overrides.store is redis)",
+            )
+        )
     return problems
 
 
 def load(
     path: str | Path, env: Mapping[str, str] | None = None, *, check_env: bool = True
 ) -> RouterConfig:
-    """The config in `path`, or `ConfigInvalid` listing every problem with its path."""
+    """The config in `path`, or `ConfigInvalid` listing every problem with its path.
+
+    With `check_env`, also what the file names outside itself: environment
+    variables, and the admin listener's certificate files.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -59,6 +73,9 @@ def load(
     if not check_env:
         return config
     problems = missing_credentials(config, os.environ if env is None else env)
+    admin = config.listeners.admin
+    if admin is not None:
+        problems += check_admin_listener(admin, config.listeners.public)
     if problems:
         raise ConfigInvalid(problems)
     return config

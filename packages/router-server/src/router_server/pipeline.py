@@ -26,6 +26,7 @@ from router_core.auth import KeyIndex, Principal, authenticate, credential_from_
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
+from router_server.admin.book import OverrideBook
 from router_server.backends import BackendClient
 from router_server.backpressure import Gate, overloaded
 from router_server.dispatch import Dispatcher, Opened
@@ -50,6 +51,7 @@ class RouterState:
     gate: Gate
     dispatch: Dispatcher
     rng: random.Random
+    overrides: OverrideBook
     # More components for /v1/status, by name (config reload, usage export, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
 
@@ -147,10 +149,13 @@ async def _route(
 ) -> tuple[routing.Candidate, ...]:
     """The candidates for this request; waits (bounded) when every one is full."""
 
+    applied = state.overrides.applicable(name, principal.organization, time.time())
+
     def decide() -> routing.Decision:
         return routing.decide(
-            name, model, principal.organization, principal.key_id, state.rng, state.health.views()
-        )
+            name, model, principal.organization, principal.key_id, state.rng,
+            state.health.views(), applied,
+        )  # fmt: skip
 
     decision = decide()
     if decision.only_capacity_skips():
