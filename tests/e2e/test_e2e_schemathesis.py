@@ -33,7 +33,14 @@ from router_server.app import ROUTES
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
-from support import ACME_KEY, BACKEND_SECRET, BACKEND_SECRET_ENV, base_config, write_config
+from support import (
+    ACME_KEY,
+    BACKEND_SECRET,
+    BACKEND_SECRET_ENV,
+    base_config,
+    with_usage_dir,
+    write_config,
+)
 
 DOCUMENT = openapi.document()
 MAX_EXAMPLES = 50
@@ -100,7 +107,8 @@ def live_router(
         if not mock.running:
             mock.start()
         mock.configure(**MOCK_DEFAULTS)
-    config = write_config(tmp / "router.yaml", base_config(mock_a.url, mock_b.url))
+    data = with_usage_dir(base_config(mock_a.url, mock_b.url), tmp / "data")
+    config = write_config(tmp / "router.yaml", data)
     with (tmp / "router.log").open("wb") as log:
         router = RouterProcess(config, env={BACKEND_SECRET_ENV: BACKEND_SECRET}, log=log)
         with router:

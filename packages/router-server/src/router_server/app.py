@@ -40,6 +40,7 @@ from router_server.pipeline import (
     state_of,
 )
 from router_server.responses import error_response, json_response
+from router_server.usage.setup import open_usage
 
 
 async def chat_completions(request: Request) -> Response:
@@ -98,6 +99,7 @@ async def status(request: Request) -> Response:
                 for name in state.config.backends
             },
             "limits": state.limits.status(),
+            "usage": state.usage.status(),
         }
     )
 
@@ -166,6 +168,7 @@ def create_app(
         environ = os.environ if env is None else env
         backends = open_clients(config, environ)
         store, close_store = open_limit_store(config, environ, limit_store)
+        usage = open_usage(config, environ)
         state = RouterState(
             config=config,
             keys=KeyIndex.from_config(config),
@@ -173,6 +176,7 @@ def create_app(
             health=Health(),
             limits=LimitGate(config, store),
             rng=rng or random.Random(),
+            usage=usage,
         )
         probe = config.health
         try:
@@ -185,11 +189,14 @@ def create_app(
                     probe.probe_interval_s,
                     probe.probe_timeout_s,
                 )
+                tg.start_soon(usage.run)
                 yield {"router": state}
+                await usage.drain()
                 tg.cancel_scope.cancel()
         finally:
             await close_clients(backends)
             await close_store()
+            await usage.aclose()
 
     return Starlette(
         routes=ROUTES,

@@ -30,6 +30,8 @@ from router_server.forwarding import Opened, RelayResponse, StreamTally, open_fi
 from router_server.health import Health
 from router_server.limits import LimitGate, Ticket
 from router_server.responses import error_response, json_response
+from router_server.usage.sink import UsageSink
+from router_server.usage.trace import UsageTrace
 
 log = logging.getLogger("router.access")
 audit = logging.getLogger("router.audit")
@@ -45,6 +47,7 @@ class RouterState:
     health: Health
     limits: LimitGate
     rng: random.Random
+    usage: UsageSink
 
 
 def state_of(request: Request) -> RouterState:
@@ -88,10 +91,14 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     request_id: str = request.scope["state"]["request_id"]
     principal: Principal | None = None
     ticket: Ticket | None = None
+    trace = state.usage.trace(request_id, path, started)
     try:
-        principal = authenticate_request(request, state)
-        inference = validate(await read_json_body(request))
+        principal = trace.principal = authenticate_request(request, state)
+        inference = trace.inference = validate(await read_json_body(request))
         model = routing.resolve_model(state.config, principal.org, inference.model)
+        replay = await state.usage.claim(trace, request.headers)
+        if replay is not None:
+            return replay
         ticket = await state.limits.admit(
             request_id, principal.organization, principal.key_id, inference
         )
@@ -100,7 +107,7 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         try:
             with anyio.fail_after(state.config.server.request_timeout_s):
                 if inference.stream:
-                    return await _stream(state, inference, ticket, candidates, headers)
+                    return await _stream(state, inference, ticket, candidates, headers, trace)
                 opened = await open_first(
                     _forwarded(inference, ticket), candidates, state.backends,
                     state.health.record,
@@ -117,15 +124,20 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         latency_ms = (time.perf_counter() - started) * 1000
         answer = shape(inference, opened, body, latency_ms)
         _access(request_id, principal, inference, opened, 200, started)
-        return json_response(answer, headers=headers)
+        response = json_response(answer, headers=headers)
+        await state.usage.answered(trace, response, opened=opened, body=body)
+        return response
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
         if ticket is not None:
             exc.headers = {**ticket.headers, **exc.headers}
-        return error_response(exc, path)
+        response = error_response(exc, path)
+        await state.usage.answered(trace, response, error=exc)
+        return response
     finally:
         if ticket is not None and not ticket.streaming:
             await _settle(state, ticket, None, served=False)
+        await state.usage.abandoned(trace)
 
 
 def _forwarded(inference: InferenceRequest, ticket: Ticket) -> InferenceRequest:
@@ -140,12 +152,13 @@ async def _stream(
     ticket: Ticket,
     candidates: tuple[routing.Candidate, ...],
     headers: dict[str, str],
+    trace: UsageTrace,
 ) -> Response:
     """Open the stream (failing over before the first byte) and hand it to the relay,
     which settles the ticket when the stream ends, however it ends."""
     tally = StreamTally()
     forwarded = _forwarded(inference, ticket)
-    if ticket.needs_usage and not _asks_usage(forwarded.body):
+    if not _asks_usage(forwarded.body):  # usage records need the counts of every stream
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
         forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
         tally.strip_usage = True
@@ -156,7 +169,9 @@ async def _stream(
         await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
 
     headers["x-router-backend"] = opened.candidate.backend
-    return RelayResponse(opened, inference.model, headers, tally, on_close)
+    return state.usage.relay(
+        trace, RelayResponse(opened, inference.model, headers, tally, on_close)
+    )
 
 
 def _asks_usage(body: Mapping[str, Any]) -> bool:
