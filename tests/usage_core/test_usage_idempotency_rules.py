@@ -36,8 +36,11 @@ def test_refusals_are_409_and_422() -> None:
     assert idem.refusal(idem.Verdict.MISMATCH, "k").problem.code == "idempotency_key_reused"
 
 
-@pytest.mark.parametrize(("status", "kept"), [(200, True), (400, True), (404, True),
-    (402, False), (429, False), (409, False), (500, False), (502, False), (504, False)])  # fmt: skip
+STORED = [(200, True), (400, True), (404, True), (402, False), (429, False), (409, False),
+          (500, False), (502, False), (504, False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "kept"), STORED)
 def test_only_answers_a_retry_would_get_again_are_stored(status: int, kept: bool) -> None:
     assert idem.storable(status) is kept
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router_core.accounting import records
-from router_core.accounting.records import Outcome, TokenCounts, UsageRecord
 from router_core.accounting.reconcile import reconcile
+from router_core.accounting.records import Outcome, TokenCounts, UsageRecord
 from router_core.accounting.wire import (
     format_us,
     parse_us,
