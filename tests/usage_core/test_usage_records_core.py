@@ -144,7 +144,7 @@ def test_reconcile_dedupes_by_record_id_and_finds_every_difference() -> None:
         _wire(ids[4], "r3", outcome="replayed"),  # a replay is not a charge
         _wire(ids[5], "stray"),
     ]
-    client = [
+    client: list[dict[str, Any]] = [
         {"request_id": "r0"},
         {"request_id": "r1"},
         {"request_id": "r2", "status": 200},
