@@ -134,7 +134,7 @@ def _wire(record_id: str, request_id: str, **changes: Any) -> dict[str, Any]:
 
 
 def test_reconcile_dedupes_by_record_id_and_finds_every_difference() -> None:
-    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(6)]
+    ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(7)]
     topic = [
         _wire(ids[0], "r0"),
         _wire(ids[0], "r0"),  # redelivered: not a duplicate charge
@@ -143,6 +143,8 @@ def test_reconcile_dedupes_by_record_id_and_finds_every_difference() -> None:
         _wire(ids[3], "r2", status=502),
         _wire(ids[4], "r3", outcome="replayed"),  # a replay is not a charge
         _wire(ids[5], "stray"),
+        # A concurrent duplicate refused with 409: a retry, not a charge.
+        _wire(ids[6], "r0", outcome="denied", reason="idempotency_conflict", status=409),
     ]
     client: list[dict[str, Any]] = [
         {"request_id": "r0"},
@@ -153,7 +155,7 @@ def test_reconcile_dedupes_by_record_id_and_finds_every_difference() -> None:
     ]
     report = reconcile(client, topic)
     assert report.redelivered == 1
-    assert report.replayed == 1
+    assert report.replayed == 2
     assert report.missing == ("r3", "r4")
     assert report.duplicated == ("r1",)
     assert [(m.id, m.field, m.client, m.router) for m in report.mismatched] == [

@@ -6,8 +6,9 @@ Rules:
 - A request is matched by the caller's id (`client_request_id`: the body's
   `request_id` on /v1/inference, or the Idempotency-Key), else the router's
   `request_id` (the `x-request-id` the client received).
-- Records of replayed retries are never charges: they are counted, not
-  matched. More than one charged record for one id is a duplicate.
+- Records of retries answered from the idempotency store (replayed) or
+  refused by it (409, 422) are never charges: they are counted as retries,
+  not matched. More than one charged record for one id is a duplicate.
 - A client entry may carry fields to compare (`status`, `model` and token
   counts); any that differ from the record make the id mismatched.
 - Agreement is exact: no tolerance, the spec's 1 % is not needed.
@@ -23,6 +24,8 @@ import attrs
 from router_core.accounting.records import Outcome
 from router_core.accounting.wire import usage_from_wire
 
+# Retries refused by their idempotency key: answered, never served nor charged.
+IDEMPOTENT_REFUSALS = frozenset({"idempotency_conflict", "idempotency_key_reused"})
 COMPARED = ("status", "model", "prompt_tokens", "completion_tokens", "total_tokens", "outcome")
 
 
@@ -76,7 +79,7 @@ def reconcile(client: Iterable[Mapping[str, Any]], records: Iterable[Mapping[str
             redelivered += 1
             continue
         seen.add(record.record_id)
-        if record.outcome is Outcome.REPLAYED:
+        if record.outcome is Outcome.REPLAYED or record.reason in IDEMPOTENT_REFUSALS:
             replayed += 1
             continue
         charged.setdefault(record.client_request_id or record.request_id, []).append(raw)

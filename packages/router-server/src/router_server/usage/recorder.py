@@ -120,7 +120,7 @@ class Recorder:
         record = UsageRecord(
             record_id=str(uuid.uuid4()),
             request_id=trace.request_id,
-            client_request_id=trace.claim.key if trace.claim else (
+            client_request_id=trace.client_request_id or (
                 inference.request_id if inference else None
             ),
             organization=principal.organization,

@@ -79,6 +79,7 @@ class UsageSink:
             if header is None:
                 return None
             key = idem.check_key(header)
+        trace.client_request_id = key
         claim = Claim(
             key,
             idem.scope_key(principal.organization, key),

@@ -27,6 +27,8 @@ class UsageTrace:
     started_at_us: int
     principal: Principal | None = None
     inference: InferenceRequest | None = None
+    # The caller's own id: /v1/inference's request_id, or the Idempotency-Key.
+    client_request_id: str | None = None
     claim: Claim | None = None
     first_byte: float | None = None
     # A relay owns the record now (written when the stream ends).
