@@ -155,7 +155,7 @@ def as_new_request(case: schemathesis.Case[Any]) -> schemathesis.Case[Any]:
     if has_id:
         assert isinstance(fresh.body, dict)
         try:
-            uuid.UUID(fresh.body["request_id"])
+            uuid.UUID(str(fresh.body["request_id"]))
         except ValueError:
             return fresh  # generated invalid: it stays invalid
         fresh.body["request_id"] = str(uuid.uuid4())
