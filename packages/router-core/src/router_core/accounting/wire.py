@@ -53,7 +53,7 @@ def usage_to_wire(record: UsageRecord) -> dict[str, Any]:
     data["finished_at"] = format_us(data.pop("finished_at_us"))
     nanos = data.pop("cost_nano_usd")
     data["cost_usd"] = None if nanos is None else format_usd(nanos)
-    return data
+    return {"schema": data.pop("schema"), **data}
 
 
 def usage_from_wire(data: dict[str, Any]) -> UsageRecord:
@@ -69,7 +69,7 @@ def audit_to_wire(record: AuditRecord) -> dict[str, Any]:
     data: dict[str, Any] = _converter.unstructure(record)
     data["at"] = format_us(data.pop("at_us"))
     data["detail"] = dict(record.detail)
-    return data
+    return {"schema": data.pop("schema"), **data}
 
 
 def audit_from_wire(data: dict[str, Any]) -> AuditRecord:
