@@ -269,6 +269,21 @@ class Spool:
         }
 
 
+def _read(
+    path: Path, position: int, offset: int, segment_end: int, max_records: int, max_bytes: int
+) -> frames.Decoded:
+    """Decode up to `max_records` frames of `path` from `position` (global `offset`)."""
+    with path.open("rb") as file:
+        file.seek(position)
+        while True:
+            data = file.read(min(segment_end - offset, max_bytes))
+            decoded = frames.decode(data, offset, final=False, limit=max_records)
+            if decoded.frames or not decoded.incomplete or len(data) >= segment_end - offset:
+                return decoded
+            max_bytes *= 2  # one record larger than max_bytes
+            file.seek(position)
+
+
 @attrs.define(eq=False)
 class SpoolReader:
     """One consumer's position in the spool: read a batch, deliver it, acknowledge it."""
@@ -289,25 +304,22 @@ class SpoolReader:
             if self.cursor >= self.spool.end:
                 await self.spool.changed()
                 continue
-            self.batch = await anyio.to_thread.run_sync(self._read, max_records, max_bytes)
+            # Where to read is decided here, on the event loop that appends and
+            # collects segments; only the file read and decoding go to a thread.
+            segments = self.spool.segments
+            base = max(b for b in segments if b <= self.cursor)
+            index = segments.index(base)
+            segment_end = segments[index + 1] if index + 1 < len(segments) else self.spool.end
+            path = self.spool._path(base)
+            decoded = await anyio.to_thread.run_sync(
+                _read, path, self.cursor - base, self.cursor, segment_end, max_records, max_bytes
+            )
+            if decoded.frames:
+                self.batch = list(decoded.frames)
+            else:
+                # Only damage (reported when the spool was opened): skip it.
+                self.cursor = decoded.end if decoded.end > self.cursor else segment_end
         return self.batch
-
-    def _read(self, max_records: int, max_bytes: int) -> list[frames.Frame]:
-        spool = self.spool
-        base = max(b for b in spool.segments if b <= self.cursor)
-        index = spool.segments.index(base)
-        segment_end = spool.segments[index + 1] if index + 1 < len(spool.segments) else spool.end
-        with spool._path(base).open("rb") as file:
-            file.seek(self.cursor - base)
-            data = file.read(min(segment_end - self.cursor, max_bytes))
-        decoded = frames.decode(data, self.cursor, final=False, limit=max_records)
-        if decoded.frames:
-            return list(decoded.frames)
-        if decoded.incomplete and len(data) < segment_end - self.cursor:
-            return self._read(max_records, max_bytes * 2)  # one record above max_bytes
-        # Only damage (reported when the spool was opened): skip it.
-        self.cursor = decoded.end if decoded.end > self.cursor else segment_end
-        return []
 
     def ack(self) -> None:
         """The batch in hand is delivered: advance and persist the cursor."""
