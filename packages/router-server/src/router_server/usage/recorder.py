@@ -149,13 +149,31 @@ class Recorder:
 
     async def audit(self, trace: UsageTrace, event: str, detail: Mapping[str, Any]) -> None:
         principal = trace.principal
+        await self.audit_event(
+            event,
+            organization=principal.organization if principal else None,
+            key_id=principal.key_id if principal else None,
+            request_id=trace.request_id,
+            detail=detail,
+        )
+
+    async def audit_event(
+        self,
+        event: str,
+        *,
+        organization: str | None = None,
+        key_id: str | None = None,
+        request_id: str | None = None,
+        detail: Mapping[str, Any],
+    ) -> None:
+        """An `audit.router.v1` record (also for admin changes, outside any request)."""
         record = AuditRecord(
             record_id=str(uuid.uuid4()),
             at_us=now_us(),
             event=event,
-            organization=principal.organization if principal else None,
-            key_id=principal.key_id if principal else None,
-            request_id=trace.request_id,
+            organization=organization,
+            key_id=key_id,
+            request_id=request_id,
             detail=dict(detail),
             router_instance=self.instance,
         )
