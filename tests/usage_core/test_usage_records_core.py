@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from router_core.accounting import records
 from router_core.accounting.reconcile import reconcile
-from router_core.accounting.records import Outcome, TokenCounts, UsageRecord
+from router_core.accounting.records import AuditRecord, Outcome, TokenCounts, UsageRecord
 from router_core.accounting.wire import (
+    audit_from_wire,
+    audit_to_wire,
     format_us,
     parse_us,
     usage_from_wire,
@@ -164,3 +166,26 @@ def test_reconcile_dedupes_by_record_id_and_finds_every_difference() -> None:
     assert report.unexpected == ("stray",)
     assert not report.exact
     assert reconcile([{"request_id": "r0"}], topic[:2]).exact
+
+
+AUDIT_SCHEMA = jsonschema_rs.validator_for(
+    json.loads((SCHEMAS / "audit.router.v1.json").read_text())
+)
+audit_records = st.builds(
+    AuditRecord,
+    record_id=st.uuids().map(str),
+    at_us=st.integers(0, 2**52),
+    event=text,
+    organization=optional,
+    key_id=optional,
+    request_id=optional,
+    detail=st.dictionaries(text, st.one_of(st.integers(), text, st.floats(0, 1e9))),
+    router_instance=text,
+)
+
+
+@given(audit_records)
+def test_audit_wire_round_trip_and_schema(record: AuditRecord) -> None:
+    wire = audit_to_wire(record)
+    assert audit_from_wire(json.loads(json.dumps(wire))) == record
+    assert [str(e) for e in AUDIT_SCHEMA.iter_errors(wire)] == []

@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from router_core.accounting import frames
 from router_core.config import KafkaSettings
-from router_server.usage.spool import SpoolReader
+from router_server.usage.spool_reader import SpoolReader
 
 log = logging.getLogger("router.usage.kafka")
 

@@ -22,7 +22,7 @@ import orjson
 
 from router_core.accounting import frames
 from router_core.accounting.wire import parse_usd
-from router_server.usage.spool import SpoolReader
+from router_server.usage.spool_reader import SpoolReader
 
 log = logging.getLogger("router.usage.ledger")
 
