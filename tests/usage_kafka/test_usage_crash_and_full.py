@@ -73,6 +73,10 @@ def test_sigkill_mid_load_then_restart_delivers_every_answered_record(
     assert "damaged record not delivered" in log
     # The ledger recovered the same records from the spool.
     assert eventually(lambda: answered <= {r["client_request_id"] for r in ledger_rows(directory)})
+    print(
+        f"\nSIGKILL: {len(answered)} answered, {load.statuses.get(0, 0)} cut off in flight; "
+        f"{len(delivered)} delivered after restart, torn records {status['spool']['torn_records']}"
+    )
 
 
 def test_full_spool_refuses_new_requests_and_recovers(

@@ -163,3 +163,7 @@ def test_broker_frozen_mid_load_loses_nothing(
     assert set(load.statuses) == {200}
     assert set(seen) == set(load.answered)
     assert usage_status(router)["kafka"]["lag_s"] < 60
+    print(
+        f"\nbroker frozen 10 s: {frozen['kafka']['pending_records']} records pending "
+        f"(lag {frozen['kafka']['lag_s']} s); {len(load.answered)} answered, {len(seen)} delivered"
+    )
