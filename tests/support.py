@@ -80,6 +80,15 @@ def with_changes(config: dict[str, Any], **sections: Any) -> dict[str, Any]:
     return result
 
 
+def with_usage_dir(config: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """`config` with its usage data (spool, ledger, idempotency keys) under `directory`,
+    unless the test chose a directory itself: each app needs its own."""
+    usage = config.get("usage") or {}
+    if "dir" in usage:
+        return config
+    return {**config, "usage": {**usage, "dir": str(directory)}}
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

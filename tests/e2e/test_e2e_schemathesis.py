@@ -17,6 +17,7 @@ proves that the live router serves exactly this document.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,7 +34,14 @@ from router_server.app import ROUTES
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
-from support import ACME_KEY, BACKEND_SECRET, BACKEND_SECRET_ENV, base_config, write_config
+from support import (
+    ACME_KEY,
+    BACKEND_SECRET,
+    BACKEND_SECRET_ENV,
+    base_config,
+    with_usage_dir,
+    write_config,
+)
 
 DOCUMENT = openapi.document()
 MAX_EXAMPLES = 50
@@ -100,7 +108,8 @@ def live_router(
         if not mock.running:
             mock.start()
         mock.configure(**MOCK_DEFAULTS)
-    config = write_config(tmp / "router.yaml", base_config(mock_a.url, mock_b.url))
+    data = with_usage_dir(base_config(mock_a.url, mock_b.url), tmp / "data")
+    config = write_config(tmp / "router.yaml", data)
     with (tmp / "router.log").open("wb") as log:
         router = RouterProcess(config, env={BACKEND_SECRET_ENV: BACKEND_SECRET}, log=log)
         with router:
@@ -124,6 +133,33 @@ def with_served_model(case: schemathesis.Case[Any]) -> schemathesis.Case[Any]:
     embedding = case.operation.path == "/v1/embeddings" or body.get("operation") == "embedding"
     served.body["model"] = "embed" if embedding else "chat"
     return served
+
+
+def as_new_request(case: schemathesis.Case[Any]) -> schemathesis.Case[Any]:
+    """`case` as a request never sent before.
+
+    Generated request ids and idempotency keys repeat across cases, and a key
+    reused for a different body is rightly refused (422 idempotency_key_reused),
+    which the positive-data check would take for a rejection of valid data.
+    """
+    body = case.body
+    headers = dict(case.headers or {})
+    has_id = isinstance(body, dict) and isinstance(body.get("request_id"), str)
+    key_names = [k for k in headers if k.lower() == "idempotency-key"]
+    if not has_id and not key_names:
+        return case
+    if key_names:
+        headers = {k: v for k, v in headers.items() if k not in key_names}
+        headers["Idempotency-Key"] = uuid.uuid4().hex
+    fresh = case.derive(keep_auth=True, headers=CaseInsensitiveDict(headers))
+    if has_id:
+        assert isinstance(fresh.body, dict)
+        try:
+            uuid.UUID(str(fresh.body["request_id"]))
+        except ValueError:
+            return fresh  # generated invalid: it stays invalid
+        fresh.body["request_id"] = str(uuid.uuid4())
+    return fresh
 
 
 def send(case: schemathesis.Case[Any], base_url: str, checks: list[Check]) -> None:
@@ -188,7 +224,7 @@ def test_validation_matches_the_document(
     case: schemathesis.Case[Any], live_router: RouterProcess
 ) -> None:
     """What the document allows is not refused as invalid, and what it forbids is refused."""
-    send(with_served_model(case), live_router.url, CONFORMANCE + VALIDATION)
+    send(as_new_request(with_served_model(case)), live_router.url, CONFORMANCE + VALIDATION)
 
 
 def test_served_document_is_the_tested_one(live_router: RouterProcess) -> None:

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from traffic import Event, run_load
 
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
 from support import ACME_KEY, CHAT, auth, base_config, eventually
+from traffic import Event, run_load
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 RouterFactory = Callable[[dict[str, Any]], RouterProcess]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +33,7 @@ def test_public_model_name_is_rewritten_both_ways(client: TestClient, mocks: Moc
 
 
 def test_backend_gets_its_own_credential_never_the_callers(
-    make_client: Any, config_data: dict[str, Any], mocks: Mocks
+    make_client: Any, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:
     # mock-b answers only to BACKEND_SECRET: success proves the router sent it,
     # and the caller's key (a different value) was not forwarded instead.
@@ -41,6 +42,7 @@ def test_backend_gets_its_own_credential_never_the_callers(
     assert ok.status_code == 200
     # Without the credential the backend refuses; the caller sees 502, not 401.
     broken = {
+        "usage": {"dir": str(tmp_path / "broken-data")},
         **config_data,
         "backends": {
             **config_data["backends"],

@@ -3,6 +3,8 @@
 router config validate FILE     every problem in FILE, with its path; exit 1 if any
 router keys create --org ORG    a new API key (shown once) and the line for the config
 router serve --config FILE      run the router (same as `router-server`)
+router usage report --since 24h --group-by org,model,key [--format table|csv|json]
+router usage reconcile --client-log FILE [--topic T --bootstrap HOST:PORT]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
+from router_cli import usage
 from router_core import keys
 from router_core.config import KEY_ID_RE
 from router_core.config_codec import ConfigInvalid
@@ -112,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, help="the router's port (default: from the config)")
     demo.add_argument("--check", action="store_true", help="exit after the first request")
     demo.set_defaults(handler=_demo)
+
+    usage.add_commands(commands)
     return parser
 
 

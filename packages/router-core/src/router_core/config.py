@@ -346,6 +346,97 @@ class LimitSettings:
     __attrs_post_init__ = _check_fields
 
 
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+DAY_S = 86_400
+
+
+def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value < 1:
+        raise FieldError(attribute.name, "must be between 0 and 1 (exclusive)")
+
+
+def _at_least(minimum: int, why: str) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+        if value < minimum:
+            raise FieldError(attribute.name, f"must be >= {minimum} ({why})")
+
+    return check
+
+
+@attrs.frozen
+class SpoolSettings:
+    """The local disk spool every usage and audit record is appended to before
+    it is answered, drained in order to the ledger and to Kafka."""
+
+    # Above this, new requests are refused (503 usage_spool_full) so that no
+    # accepted request goes unrecorded; size it for the outage to ride out.
+    max_bytes: int = _checked(default=1 << 30, validator=_at_least(1 << 16, "64 KiB"))
+    # A loud warning once the spool is this full.
+    warn_ratio: float = _checked(default=0.5, validator=_fraction)
+    segment_bytes: int = _checked(default=16 << 20, validator=_at_least(4096, "4 KiB"))
+    # always: fsync before answering; interval: every fsync_interval_ms (a
+    # process crash loses nothing, a power cut at most that interval); never.
+    fsync: str = _checked(default="interval", validator=_one_of("always", "interval", "never"))
+    fsync_interval_ms: int = _checked(default=200, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class KafkaSettings:
+    # Environment variable holding the bootstrap servers (host:port,...).
+    bootstrap_env: str = _checked(
+        default="ROUTER_KAFKA_BOOTSTRAP", validator=_matches(ENV_RE, "an environment variable name")
+    )
+    usage_topic: str = _checked(
+        default="usage.records.v1", validator=_matches(TOPIC_RE, "a Kafka topic name")
+    )
+    audit_topic: str = _checked(
+        default="audit.router.v1", validator=_matches(TOPIC_RE, "a Kafka topic name")
+    )
+    # Off for brokers without the idempotent producer (records carry ids to dedupe by).
+    enable_idempotence: bool = True
+    linger_ms: int = _checked(default=20, validator=_at_least(0, "milliseconds"))
+    batch_records: int = _checked(default=1000, validator=_positive)
+    request_timeout_ms: int = _checked(default=10_000, validator=_positive)
+    # Create the topics when missing (partitions, replication factor).
+    create_topics: bool = False
+    partitions: int = _checked(default=3, validator=_positive)
+    replication_factor: int = _checked(default=1, validator=_positive)
+    client_id: str = _checked(default="router", validator=_matches(NAME_RE, "a client id"))
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class UsageSettings:
+    # Where the ledger (usage.sqlite3), the spool (spool/) and the embedded
+    # idempotency store live; relative paths are from the working directory.
+    dir: str = "router-data"
+    # The embedded SQLite ledger `router usage report` reads.
+    ledger: bool = True
+    spool: SpoolSettings = SpoolSettings()
+    # Export to Kafka when set.
+    kafka: KafkaSettings | None = None
+
+
+@attrs.frozen
+class IdempotencySettings:
+    # sqlite: this replica only (under usage.dir); redis: shared by replicas.
+    store: str = _checked(default="sqlite", validator=_one_of("sqlite", "redis"))
+    redis_url_env: str = _checked(
+        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
+    )
+    # How long a completed request's answer is kept for retries.
+    retention_s: int = _checked(default=DAY_S, validator=_at_least(DAY_S, "keys are kept 24 h"))
+    # A claim whose replica died lapses after this; a retry may then proceed.
+    in_flight_timeout_s: int = _checked(default=300, validator=_positive)
+    # Larger answers are not stored; their key is released after the answer.
+    max_body_bytes: int = _checked(default=1 << 20, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
 @attrs.frozen
 class RoutingSettings:
     # Backends tried per request, the first included (failover and retries).
@@ -412,6 +503,8 @@ class RouterConfig:
     overrides: OverrideSettings = OverrideSettings()
     # USD per million tokens, by public model name; needed where a budget applies.
     prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
+    usage: UsageSettings = UsageSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     version: int = 1
 
     __attrs_post_init__ = _check_fields

@@ -52,6 +52,20 @@ class Catalog:
     LIMITS_UNAVAILABLE = Problem(
         "limits_unavailable", 503, "Limits cannot be checked", "server_error"
     )
+    # Idempotent retries (`request_id` on /v1/inference, `Idempotency-Key` elsewhere).
+    IDEMPOTENCY_CONFLICT = Problem(
+        "idempotency_conflict", 409, "A request with this idempotency key is in progress"
+    )
+    IDEMPOTENCY_KEY_REUSED = Problem(
+        "idempotency_key_reused", 422, "Idempotency key reused for a different request"
+    )
+    IDEMPOTENCY_UNAVAILABLE = Problem(
+        "idempotency_unavailable", 503, "Idempotency keys cannot be checked", "server_error"
+    )
+    # The usage spool is full: nothing is accepted that could not be accounted for.
+    USAGE_SPOOL_FULL = Problem(
+        "usage_spool_full", 503, "Usage accounting is backed up", "server_error"
+    )
     BACKEND_ERROR = Problem("backend_error", 502, "Backend error", "server_error")
     BACKEND_TIMEOUT = Problem("backend_timeout", 504, "Backend timed out", "server_error")
     REQUEST_TIMEOUT = Problem("request_timeout", 504, "Request timed out", "server_error")

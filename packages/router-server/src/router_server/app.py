@@ -49,6 +49,7 @@ from router_server.pipeline import (
 )
 from router_server.reload import Reloader
 from router_server.responses import error_response, json_response
+from router_server.usage.setup import open_usage
 
 
 async def chat_completions(request: Request) -> Response:
@@ -203,6 +204,7 @@ def create_app(
         backends = open_clients(config, environ)
         store, close_store = open_limit_store(config, environ, limit_store)
         health = Health.from_config(config)
+        usage = open_usage(config, environ)
         state = RouterState(
             config=config,
             keys=KeyIndex.from_config(config),
@@ -220,6 +222,7 @@ def create_app(
             overrides=OverrideBook(
                 open_override_store(config, environ), refresh_s=config.overrides.refresh_s
             ),
+            usage=usage,
         )
         stack = contextlib.ExitStack()
         try:
@@ -228,7 +231,9 @@ def create_app(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe_forever, state.health, lambda: state.backends)
                 tg.start_soon(state.overrides.follow)
+                tg.start_soon(usage.run)
                 state.status_sources["overrides"] = state.overrides.status
+                state.status_sources["usage"] = usage.status
                 if config_path is not None:
                     reloader = Reloader(Path(config_path), environ)
                     state.status_sources["config"] = reloader.status
@@ -237,12 +242,14 @@ def create_app(
                 if state_ready is not None:
                     state_ready(state)
                 yield {"router": state}
+                await usage.drain()
                 tg.cancel_scope.cancel()
         finally:
             stack.close()
             await close_clients(state.backends)
             await close_store()
             await state.overrides.store.aclose()
+            await usage.aclose()
 
     return Starlette(
         routes=ROUTES,

@@ -51,6 +51,23 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
                 "(overrides.store is redis)",
             )
         )
+    kafka = config.usage.kafka
+    if kafka is not None and not env.get(kafka.bootstrap_env):
+        problems.append(
+            ConfigProblem(
+                "usage.kafka.bootstrap_env",
+                f"environment variable {kafka.bootstrap_env} is not set (usage.kafka is set)",
+            )
+        )
+    idempotency = config.idempotency
+    if idempotency.store == "redis" and not env.get(idempotency.redis_url_env):
+        problems.append(
+            ConfigProblem(
+                "idempotency.redis_url_env",
+                f"environment variable {idempotency.redis_url_env} is not set "
+                "(idempotency.store is redis)",
+            )
+        )
     return problems
 
 

@@ -37,7 +37,6 @@ from router_core.limits.ledger import (
     Spec,
 )
 from router_core.limits.plan import (
-    REQUESTS,
     LimitPlan,
     actuals,
     measure_of,
@@ -103,12 +102,6 @@ class Ticket:
     # A relay owns the ticket now, and settles it when the stream ends.
     streaming: bool = False
     settled: bool = False
-
-    @property
-    def needs_usage(self) -> bool:
-        """Whether settling needs the backend's token counts (not just "served")."""
-        holds = self.admission.holds if self.admission else ()
-        return any(measure_of(hold) != REQUESTS for hold in holds)
 
 
 _DENIAL_PROBLEMS: dict[LimitType, Problem] = {

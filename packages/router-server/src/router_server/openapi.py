@@ -216,7 +216,14 @@ def _errors(schema: str, media: str, codes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-_INFERENCE_ERRORS = (400, 401, 402, 404, 413, 415, 422, 429, 502, 503, 504)
+_INFERENCE_ERRORS = (400, 401, 402, 404, 409, 413, 415, 422, 429, 502, 503, 504)
+# OpenAI routes: a retry with the same key gets the stored answer (see README).
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[!-~]([ -~]{0,253}[!-~])?$"},
+}
 
 
 def _post(
@@ -231,9 +238,11 @@ def _post(
     content: dict[str, Any] = {JSON: {"schema": response}}
     if stream:
         content["text/event-stream"] = {"schema": {"type": "string"}}
+    parameters = [_IDEMPOTENCY_KEY] if error == "OpenAIError" else []
     return {
         "post": {
             "summary": summary,
+            "parameters": parameters,
             "security": [{"bearer": []}, {"apiKey": []}],
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref(request)}}},
             "responses": {

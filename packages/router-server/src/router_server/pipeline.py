@@ -34,6 +34,8 @@ from router_server.forwarding import RelayResponse, StreamTally
 from router_server.health import Health
 from router_server.limits import LimitGate, Ticket
 from router_server.responses import error_response, json_response
+from router_server.usage.sink import UsageSink
+from router_server.usage.trace import UsageTrace
 
 log = logging.getLogger("router.access")
 audit = logging.getLogger("router.audit")
@@ -52,7 +54,8 @@ class RouterState:
     dispatch: Dispatcher
     rng: random.Random
     overrides: OverrideBook
-    # More components for /v1/status, by name (config reload, usage export, ...).
+    usage: UsageSink
+    # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
 
 
@@ -100,10 +103,16 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     ticket: Ticket | None = None
     gate = state.gate
     holds_slot = False
+    trace = state.usage.trace(request_id, path, started)
     try:
-        principal = authenticate_request(request, state)
-        inference = validate(await read_json_body(request))
+        principal = trace.principal = authenticate_request(request, state)
+        inference = trace.inference = validate(await read_json_body(request))
         model = routing.resolve_model(config, principal.org, inference.model)
+        # A retry of a completed request is answered from the store, before
+        # taking a slot or charging a limit.
+        replay = await state.usage.claim(trace, request.headers)
+        if replay is not None:
+            return replay
         await gate.enter()
         holds_slot = True
         ticket = await state.limits.admit(
@@ -115,7 +124,7 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         try:
             with anyio.fail_after(config.server.request_timeout_s):
                 if inference.stream:
-                    response = await _stream(state, forwarded, ticket, candidates, headers)
+                    response = await _stream(state, forwarded, ticket, candidates, headers, trace)
                     holds_slot = False  # the relay gives it back when the stream ends
                     return response
                 hedge = model.hedge_after_ms / 1000 if model.hedge_after_ms else None
@@ -131,17 +140,22 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         latency_ms = (time.perf_counter() - started) * 1000
         answer = shape(inference, opened, body, latency_ms)
         _access(request_id, principal, inference, opened, 200, started)
-        return json_response(answer, headers=headers)
+        response = json_response(answer, headers=headers)
+        await state.usage.answered(trace, response, opened=opened, body=body)
+        return response
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
         if ticket is not None:
             exc.headers = {**ticket.headers, **exc.headers}
-        return error_response(exc, path)
+        response = error_response(exc, path)
+        await state.usage.answered(trace, response, error=exc)
+        return response
     finally:
         if ticket is not None and not ticket.streaming:
             await _settle(state, ticket, None, served=False)
         if holds_slot:
             gate.leave()
+        await state.usage.abandoned(trace)
 
 
 async def _route(
@@ -191,11 +205,12 @@ async def _stream(
     ticket: Ticket,
     candidates: tuple[routing.Candidate, ...],
     headers: dict[str, str],
+    trace: UsageTrace,
 ) -> Response:
     """Open the stream (failing over before the first byte) and hand it to the relay,
     which settles the ticket and frees the slots when the stream ends, however it ends."""
     tally = StreamTally()
-    if ticket.needs_usage and not _asks_usage(forwarded.body):
+    if not _asks_usage(forwarded.body):  # usage records need the counts of every stream
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
         forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
         tally.strip_usage = True
@@ -208,7 +223,9 @@ async def _stream(
         await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
 
     headers["x-router-backend"] = opened.candidate.backend
-    return RelayResponse(opened, forwarded.model, headers, tally, on_close)
+    return state.usage.relay(
+        trace, RelayResponse(opened, forwarded.model, headers, tally, on_close)
+    )
 
 
 def _asks_usage(body: Mapping[str, Any]) -> bool:

@@ -1,0 +1,186 @@
+"""Usage and audit records (`usage.records.v1`, `audit.router.v1`) and how they are built.
+
+Rules:
+- Every authenticated request yields exactly one usage record, whatever its
+  outcome: success, denied (with the problem code as reason), backend error,
+  client cancelled, or replayed (an idempotent retry answered from the store,
+  never charged).
+- Token counts come from the backend's own `usage`; when it gave none the
+  counts are estimated from the text and the record says `estimated: true`.
+- Cost is priced from the config's price table in integer nano-USD (the same
+  arithmetic as budgets); a model without a price has no cost (`None`).
+- A record names the key by its id, never the key; it carries no prompt or
+  completion text.
+- Nothing here reads a clock or draws randomness: the record id and the
+  timestamps are passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from router_core.config import RouterConfig
+from router_core.limits.budget import cost
+from router_core.limits.plan import price_of
+
+USAGE_SCHEMA = "usage.records.v1"
+AUDIT_SCHEMA = "audit.router.v1"
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"
+    DENIED = "denied"
+    BACKEND_ERROR = "backend_error"
+    CLIENT_CANCELLED = "client_cancelled"
+    REPLAYED = "replayed"
+
+
+@attrs.frozen
+class TokenCounts:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    # True when the backend reported no usage and the counts are estimates.
+    estimated: bool = False
+
+
+@attrs.frozen
+class UsageRecord:
+    record_id: str
+    request_id: str
+    # The caller's own id: /v1/inference's `request_id`, or the Idempotency-Key.
+    client_request_id: str | None
+    organization: str
+    key_id: str
+    route: str
+    operation: str | None
+    model: str | None
+    backend: str | None
+    backend_model: str | None
+    stream: bool
+    started_at_us: int
+    finished_at_us: int
+    latency_ms: float
+    ttft_ms: float | None
+    status: int
+    outcome: Outcome
+    reason: str | None
+    usage: TokenCounts
+    cost_nano_usd: int | None
+    router_instance: str
+    schema: str = USAGE_SCHEMA
+
+
+@attrs.frozen
+class AuditRecord:
+    record_id: str
+    at_us: int
+    event: str
+    organization: str | None
+    key_id: str | None
+    request_id: str | None
+    # Event details (limit type, usage and limit; an admin change's target...).
+    detail: Mapping[str, Any]
+    router_instance: str
+    schema: str = AUDIT_SCHEMA
+
+
+def _count(usage: Mapping[str, Any], name: str) -> int:
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def reported_counts(usage: object) -> TokenCounts | None:
+    """The backend's own `usage` object as counts, or None when it gave none."""
+    if not isinstance(usage, Mapping):
+        return None
+    prompt = _count(usage, "prompt_tokens")
+    completion = _count(usage, "completion_tokens")
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    return TokenCounts(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=_count(usage, "total_tokens") or prompt + completion,
+        cached_tokens=(
+            _count(prompt_details, "cached_tokens") if isinstance(prompt_details, Mapping) else 0
+        ),
+        reasoning_tokens=(
+            _count(completion_details, "reasoning_tokens")
+            if isinstance(completion_details, Mapping)
+            else 0
+        ),
+    )
+
+
+def _text_chars(value: object) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    if isinstance(value, Mapping):
+        return sum(_text_chars(v) for k, v in value.items() if k not in ("type", "role"))
+    return 0
+
+
+def estimate_tokens(text_chars: int) -> int:
+    """About four characters a token: OpenAI's rule of thumb for English text."""
+    return -(-text_chars // 4)
+
+
+def estimated_counts(body: Mapping[str, Any], completion_tokens: int) -> TokenCounts:
+    """Counts estimated from the request body when the backend reported none."""
+    prompt_text = body.get("messages", body.get("prompt", body.get("input")))
+    prompt = estimate_tokens(_text_chars(prompt_text))
+    return TokenCounts(
+        prompt_tokens=prompt,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt + completion_tokens,
+        estimated=True,
+    )
+
+
+def completion_chars(body: Mapping[str, Any]) -> int:
+    """Characters of generated text in a non-streamed answer (for an estimate)."""
+    choices = body.get("choices")
+    if not isinstance(choices, list):
+        return 0
+    total = 0
+    for choice in choices:
+        if isinstance(choice, Mapping):
+            total += _text_chars(choice.get("message")) + _text_chars(choice.get("text"))
+    return total
+
+
+def price(config: RouterConfig, model: str | None, counts: TokenCounts) -> int | None:
+    """What `counts` cost on `model` in nano-USD, or None when the model has no price."""
+    model_price = config.prices.get(model) if model is not None else None
+    if model_price is None:
+        return None
+    return cost(price_of(model_price), counts.prompt_tokens, counts.completion_tokens)
+
+
+# Problems that mean a backend failed or refused (everything else is a denial).
+BACKEND_PROBLEMS = frozenset(
+    {"backend_error", "backend_timeout", "backend_rejected", "request_timeout",
+     "no_backend_available"}
+)  # fmt: skip
+
+
+def outcome_of(code: str | None, *, cancelled: bool = False, replayed: bool = False) -> Outcome:
+    """The outcome of a request from the problem code it was answered with (None: success)."""
+    if replayed:
+        return Outcome.REPLAYED
+    if cancelled:
+        return Outcome.CLIENT_CANCELLED
+    if code is None:
+        return Outcome.SUCCESS
+    if code in BACKEND_PROBLEMS:
+        return Outcome.BACKEND_ERROR
+    return Outcome.DENIED

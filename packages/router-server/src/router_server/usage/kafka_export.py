@@ -1,0 +1,166 @@
+"""Export the spool to Kafka with aiokafka: acks=all, batched, keyed by organization.
+
+Rules:
+- The exporter is a reader of the spool: it sends a batch, waits for every
+  record's acknowledgement, and only then moves its cursor. A batch that
+  fails (broker down, timeout, unknown topic) is retried whole after a
+  backoff, in order, forever: records wait in the spool, never dropped.
+- Delivery is at least once: a batch that timed out may have been written,
+  and is sent again. Every record carries its `record_id` (in the value and
+  as a header) for consumers to dedupe by. The idempotent producer
+  (`enable_idempotence`) removes the producer-retry duplicates where the
+  broker supports it.
+- The message key is the organization, so one organization's records stay
+  in order on one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import anyio
+import attrs
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from router_core.accounting import frames
+from router_core.config import KafkaSettings
+from router_server.usage.spool_reader import SpoolReader
+
+log = logging.getLogger("router.usage.kafka")
+
+_FAILURES = (KafkaError, OSError, TimeoutError)
+
+
+@attrs.define
+class KafkaExporter:
+    settings: KafkaSettings
+    bootstrap: str
+    reader: SpoolReader
+    connected: bool = False
+    sent: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    _producer: AIOKafkaProducer | None = None
+    _last_logged: float = 0.0
+    # Create the topics (if so configured) before the next send: at start, and
+    # after a failure, since a restarted broker may have lost them.
+    _ensure_topics: bool = True
+
+    def topic(self, kind: frames.Kind) -> str:
+        s = self.settings
+        return s.usage_topic if kind is frames.Kind.USAGE else s.audit_topic
+
+    async def run(self) -> None:
+        delay = 0.2
+        while True:
+            batch = await self.reader.read(self.settings.batch_records)
+            try:
+                with anyio.fail_after(self.settings.request_timeout_ms / 1000 * 2 + 5):
+                    await self._send(batch)
+            except _FAILURES as exc:
+                self._failed(exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.2
+            self.connected = True
+            self.sent += len(batch)
+            self.reader.ack()
+
+    async def _send(self, batch: list[frames.Frame]) -> None:
+        producer = await self._started()
+        if self._ensure_topics and self.settings.create_topics:
+            await self._create_topics()
+        self._ensure_topics = False
+        pending = []
+        for frame in batch:
+            record = orjson.loads(frame.payload)
+            organization = record.get("organization") or ""
+            pending.append(
+                await producer.send(
+                    self.topic(frame.kind),
+                    value=frame.payload,
+                    key=organization.encode(),
+                    headers=[("record_id", record["record_id"].encode())],
+                )
+            )
+        await asyncio.gather(*pending)
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        s = self.settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=s.client_id,
+            acks="all",
+            enable_idempotence=s.enable_idempotence,
+            linger_ms=s.linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=s.request_timeout_ms,
+            retry_backoff_ms=200,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            with anyio.move_on_after(2, shield=True):
+                await producer.stop()
+            raise
+        self._producer = producer
+        return producer
+
+    async def _create_topics(self) -> None:
+        s = self.settings
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, request_timeout_ms=s.request_timeout_ms
+        )
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            wanted = [
+                NewTopic(name, s.partitions, s.replication_factor)
+                for name in (s.usage_topic, s.audit_topic)
+                if name not in existing
+            ]
+            if wanted:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(wanted)
+        finally:
+            await admin.close()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.connected = False
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        now = time.monotonic()
+        if now - self._last_logged >= 10:
+            self._last_logged = now
+            log.warning(
+                "kafka export failing; records wait in the spool",
+                extra={"error": self.last_error, "failures": self.failures},
+            )
+        self._ensure_topics = True
+
+    async def aclose(self) -> None:
+        if self._producer is not None:
+            with anyio.move_on_after(5, shield=True):
+                await self._producer.stop()
+            self._producer = None
+
+    def status(self, now_us: int) -> dict[str, Any]:
+        oldest = self.reader.oldest_unacked_us()
+        return {
+            "connected": self.connected,
+            "lag_s": 0.0 if oldest is None else round(max(0, now_us - oldest) / 1e6, 3),
+            "pending_records": self.reader.pending,
+            "sent": self.sent,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,40 @@
+"""What the pipeline learns about one request, collected for its usage record."""
+
+from __future__ import annotations
+
+import attrs
+
+from router_core.auth import Principal
+from router_core.requests import InferenceRequest
+
+
+@attrs.frozen
+class Claim:
+    """An idempotency key this request holds."""
+
+    key: str
+    scope: str
+    fingerprint: str
+    owner: str
+
+
+@attrs.define(eq=False)
+class UsageTrace:
+    request_id: str
+    route: str
+    # perf_counter() at accept, for latency; wall-clock µs for the record.
+    started: float
+    started_at_us: int
+    principal: Principal | None = None
+    inference: InferenceRequest | None = None
+    # The caller's own id: /v1/inference's request_id, or the Idempotency-Key.
+    client_request_id: str | None = None
+    claim: Claim | None = None
+    first_byte: float | None = None
+    # A relay owns the record now (written when the stream ends).
+    streaming: bool = False
+    # The record is written (or deliberately not: a spool-full refusal).
+    recorded: bool = False
+    # A stream's events, kept to be replayed to a retry (None: not kept).
+    captured: list[bytes] | None = None
+    captured_bytes: int = 0
