@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,6 +93,9 @@ def prompt_bound(request: InferenceRequest) -> int:
     return PER_REQUEST_TOKENS + _text_bytes(body.get(field))
 
 
+# Cached: a config has a handful of prices and rates, and the conversions (exact
+# decimal scaling, span checks) would otherwise run again for every request.
+@functools.lru_cache(maxsize=1024)
 def price_of(model: ModelPrice) -> Price:
     return price_from_usd_per_million(model.input, model.output)
 
@@ -120,6 +124,7 @@ def _uses_tokens(limits: Limits) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _gcra(limit: RateLimit) -> GcraLimit:
     return GcraLimit(limit.rate, PERIOD_US[limit.per], limit.burst or limit.rate)
 

@@ -1,0 +1,385 @@
+"""The simulation: a trace replayed through the router's own rules on a virtual clock.
+
+Rules:
+- Each request goes the router's way: authenticate (key id -> organization,
+  or the organization itself), resolve the model, the global in-flight cap,
+  admit against every limit (`gate`), decide the candidates
+  (`router_core.routing.decide`, with each backend's breaker, in-flight count
+  and latency average as its `BackendView`), then try them in order.
+- Time is the trace's: an attempt starts at the request's arrival (or when
+  the previous attempt failed) and ends after its modelled cost (`World`);
+  its end is an event on a heap, processed in time order with the arrivals,
+  so breakers, in-flight counts, holds and active probes change when they
+  would, and concurrent requests see each other.
+- A failed attempt feeds the backend's breaker and moves to the next
+  candidate (a failover) while attempts remain (`routing.max_attempts`) and
+  the retry budget allows; the request's limits are settled when it ends:
+  actual tokens and spend if served, nothing if not.
+- Randomness comes from one seeded `random.Random`: one seed, one result.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from router_cli.simulate import gate
+from router_cli.simulate.faults import NO_FAULTS, FaultKind, World
+from router_cli.simulate.result import Result
+from router_cli.simulate.trace import TraceRecord
+from router_core import routing
+from router_core.auth import KeyIndex
+from router_core.breaker import Breaker, Circuit, Ewma
+from router_core.config import Limits, Model, Organization, RouterConfig
+from router_core.limits.admission import LimitType
+from router_core.limits.budget import Price, cost
+from router_core.limits.ledger import Admission, MemoryLedger
+from router_core.limits.plan import (
+    PER_REQUEST_TOKENS,
+    LimitPlan,
+    limit_scopes,
+    plan_for,
+    price_of,
+)
+from router_core.retry_budget import RetryBudget
+from router_core.usage import TokenUsage
+
+_DENIAL_CODES = {
+    LimitType.RATE_LIMIT: "rate_limit_exceeded",
+    LimitType.QUOTA: "quota_exceeded",
+    LimitType.BUDGET: "budget_exceeded",
+}
+# Outcomes of one attempt.
+_OK, _FAILED, _TIMED_OUT, _DEADLINE = 0, 1, 2, 3
+_PROBE = -1
+_NO_SCOPES: tuple[tuple[str, Limits], ...] = ()
+_PLAN_CACHE = 100_000
+
+
+class _Request:
+    """One request in flight (plain slots: there may be a million of them)."""
+
+    __slots__ = (
+        "admission", "arrival_us", "candidates", "key_id", "model", "org", "plan", "price",
+        "record", "timeouts_only",
+    )  # fmt: skip
+
+    def __init__(self, record: TraceRecord, org: str, key_id: str | None) -> None:
+        self.record = record
+        self.org = org
+        self.key_id = key_id
+        self.arrival_us = record.ts_us
+        self.model = record.model
+        self.plan: LimitPlan | None = None
+        self.admission: Admission | None = None
+        self.candidates: tuple[routing.Candidate, ...] = ()
+        self.price: Price | None = None
+        self.timeouts_only = True
+
+
+class Simulation:
+    def __init__(self, config: RouterConfig, world: World = NO_FAULTS, seed: int = 0) -> None:
+        self.config = config
+        self.world = world
+        self.rng = random.Random(seed)
+        self.ledger = MemoryLedger()
+        self.keys = KeyIndex.from_config(config).by_id
+        self.breakers = {name: Breaker(config.health) for name in config.backends}
+        self.latency = {name: Ewma() for name in config.backends}
+        self.in_flight = dict.fromkeys(config.backends, 0)
+        self.caps = {name: b.max_in_flight for name, b in config.backends.items()}
+        self.total_in_flight = 0
+        routing_settings = config.routing
+        self.retries = RetryBudget(
+            routing_settings.retry_budget_ratio, routing_settings.retry_min_per_s
+        )
+        self.latency_aware = any(m.strategy == "least_latency" for m in config.models.values())
+        self.faults = {
+            name: [f for f in world.faults if f.backend == name] for name in config.backends
+        }
+        self.result = Result(tuple(config.backends))
+        self._events: list[tuple[int, int, Any, int, int, int]] = []
+        self._seq = 0
+        self._t0: int | None = None
+        self._models: dict[tuple[str, str], Model | None] = {}
+        self._plans: dict[tuple[Any, ...], LimitPlan] = {}
+        self._scopes: dict[tuple[str, str, str], tuple[tuple[str, Limits], ...]] = {}
+        self._prices = {name: price_of(p) for name, p in config.prices.items()}
+        self._probe_us = round(config.health.probe_interval_s * 1_000_000)
+
+    # -- driving -----------------------------------------------------------
+
+    def run(
+        self, records: Iterable[TraceRecord], progress: Callable[[int], None] | None = None
+    ) -> Result:
+        for n, record in enumerate(records, 1):
+            self.arrive(record)
+            if progress is not None and n % 10_000 == 0:
+                progress(n)
+        self.finish()
+        return self.result
+
+    def arrive(self, record: TraceRecord) -> None:
+        now = record.ts_us
+        if self._t0 is None:
+            self._t0 = now
+            self.result.first_ts_us = now
+            self._push(now + self._probe_us, _PROBE, 0, 0, 0)
+        self._advance(now)
+        self.result.last_ts_us = now
+        self.result.requests += 1
+        self._admit(record, now)
+
+    def finish(self) -> None:
+        """Let every request in flight end (active probes stop with the trace)."""
+        events = self._events
+        while events:
+            at, _, request, index, outcome, spent = heapq.heappop(events)
+            if outcome != _PROBE:
+                self._ended(request, index, outcome, spent, at)
+
+    def _push(self, at: int, outcome: int, request: Any, index: int, spent: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (at, self._seq, request, index, outcome, spent))
+
+    def _advance(self, now: int) -> None:
+        events = self._events
+        while events and events[0][0] <= now:
+            at, _, request, index, outcome, spent = heapq.heappop(events)
+            if outcome == _PROBE:
+                self._probe(at)
+                # Between sparse requests only the last two probes can matter.
+                step = self._probe_us
+                nxt = max(at + step, now - (now - at) % step - step)
+                self._push(nxt, _PROBE, 0, 0, 0)
+            else:
+                self._ended(request, index, outcome, spent, at)
+
+    def _seconds(self, at_us: int) -> float:
+        return (at_us - (self._t0 or 0)) / 1e6
+
+    # -- one request -------------------------------------------------------
+
+    def _admit(self, record: TraceRecord, now: int) -> None:
+        config = self.config
+        denials = self.result.denials
+        key_id = record.key
+        organization: Organization
+        if key_id is not None:
+            entry = self.keys.get(key_id)
+            if entry is None or entry[1].revoked:
+                denials["unauthenticated"] += 1
+                return
+            org_name, organization = entry[0], entry[2]
+        else:
+            org_name = record.org or ""
+            found = config.organizations.get(org_name)
+            if found is None:
+                denials["unauthenticated"] += 1
+                return
+            organization = found
+        model_name = record.model
+        pair = (org_name, model_name)
+        if pair in self._models:
+            resolved = self._models[pair]
+        else:
+            known = config.models.get(model_name)
+            resolved = known if known is not None and organization.allows(model_name) else None
+            self._models[pair] = resolved
+        if resolved is None:
+            denials["model_not_found"] += 1
+            return
+        if self.total_in_flight >= config.server.max_in_flight:
+            denials["overloaded"] += 1
+            return
+        request = _Request(record, org_name, key_id)
+        request.price = self._prices.get(model_name)
+        scopes = self._scopes_of(org_name, key_id or "", model_name)
+        if scopes and not self._within_limits(request, scopes, now):
+            return
+        seconds = self._seconds(now)
+        decision = routing.decide(
+            model_name, resolved, org_name, key_id, self.rng, self._views(seconds)
+        )
+        if not decision.candidates:
+            self._fail(request, "no_backend_available", now)
+            return
+        request.candidates = decision.candidates
+        self.total_in_flight += 1
+        self.retries.request(seconds)
+        self._attempt(request, 0, now)
+
+    def _within_limits(
+        self, request: _Request, scopes: tuple[tuple[str, Limits], ...], now: int
+    ) -> bool:
+        """Admit the request against its limits; count the denial if not."""
+        record = request.record
+        base = (request.org, request.key_id, request.model, record.prompt_tokens)
+        embedding = record.operation == "embedding"
+
+        def plan(max_tokens: int | None) -> LimitPlan:
+            # Plans are immutable and depend only on this key: cached.
+            key = (*base, max_tokens, embedding)
+            cached = self._plans.get(key)
+            if cached is None:
+                if len(self._plans) >= _PLAN_CACHE:
+                    self._plans.clear()
+                cached = plan_for(
+                    self.config, scopes, request.model,
+                    prompt_bound=record.prompt_tokens + PER_REQUEST_TOKENS,
+                    max_tokens=max_tokens, embedding=embedding,
+                )  # fmt: skip
+                self._plans[key] = cached
+            return cached
+
+        planned, admission = gate.admit(
+            self.ledger, self.config, plan, f"r{self.result.requests}", record.max_tokens, now
+        )
+        if not admission.allowed:
+            denial = admission.decision.denied_by
+            assert denial is not None
+            self.result.denials[_DENIAL_CODES[denial.limit_type]] += 1
+            return False
+        request.plan, request.admission = planned, admission
+        return True
+
+    def _scopes_of(self, org: str, key_id: str, model: str) -> tuple[tuple[str, Limits], ...]:
+        scopes = self._scopes.get((org, key_id, model))
+        if scopes is None:
+            scopes = limit_scopes(self.config, org, key_id, model) or _NO_SCOPES
+            self._scopes[org, key_id, model] = scopes
+        return scopes
+
+    def _views(self, seconds: float) -> dict[str, routing.BackendView] | None:
+        """Views of the backends that are not plainly healthy (None: all are)."""
+        views: dict[str, routing.BackendView] | None = None
+        for name, breaker in self.breakers.items():
+            in_flight = self.in_flight[name]
+            if (
+                breaker.state is Circuit.CLOSED
+                and breaker.closed_at is None
+                and in_flight < self.caps[name]
+                and not self.latency_aware
+            ):
+                continue
+            if views is None:
+                views = {}
+            available = breaker.available(seconds)
+            views[name] = routing.BackendView(
+                available=available,
+                circuit=breaker.state.value,
+                in_flight=in_flight,
+                max_in_flight=self.caps[name],
+                latency_ms=self.latency[name].value,
+                ramp=breaker.ramp(seconds),
+            )
+        return views
+
+    def _attempt(self, request: _Request, index: int, start: int) -> None:
+        backend = request.candidates[index].backend
+        self.breakers[backend].begin(self._seconds(start))
+        self.in_flight[backend] += 1
+        self.result.attempts[backend] += 1
+        outcome, spent = self._model_attempt(request, backend, start)
+        deadline = request.arrival_us + round(self.config.server.request_timeout_s * 1e6)
+        if start + spent > deadline:
+            outcome, spent = _DEADLINE, max(0, deadline - start)
+        self._push(start + spent, outcome, request, index, spent)
+
+    def _model_attempt(self, request: _Request, backend: str, start: int) -> tuple[int, int]:
+        """The outcome of one attempt on `backend` at `start`, and how long it takes (µs)."""
+        model = self.world.model_of(backend)
+        read_timeout = round(self.config.backends[backend].read_timeout_s * 1e6)
+        added = 0.0
+        offset = start - (self._t0 or 0)
+        for fault in self.faults[backend]:
+            if not fault.active(offset):
+                continue
+            if fault.kind is FaultKind.DOWN:
+                return _FAILED, round(self.world.refused_ms * 1000)
+            if fault.kind is FaultKind.HANG:
+                return _TIMED_OUT, read_timeout
+            if fault.kind is FaultKind.ERROR:
+                return _FAILED, round(model.latency_ms * 1000)
+            added += fault.added_ms
+        completion = self._completion(request)
+        spent = round((model.latency_ms + model.per_token_ms * completion + added) * 1000)
+        if spent > read_timeout:
+            return _TIMED_OUT, read_timeout
+        return _OK, spent
+
+    def _completion(self, request: _Request) -> int:
+        record = request.record
+        if record.operation == "embedding":
+            return 0
+        completion = record.completion_tokens
+        cap = request.plan.max_tokens if request.plan is not None else None
+        return completion if cap is None or completion <= cap else cap
+
+    def _ended(self, request: _Request, index: int, outcome: int, spent: int, at: int) -> None:
+        backend = request.candidates[index].backend
+        self.in_flight[backend] -= 1
+        breaker = self.breakers[backend]
+        seconds = self._seconds(at)
+        result = self.result
+        if outcome == _OK:
+            breaker.success(seconds)
+            self.latency[backend].add(spent / 1000)
+            self.total_in_flight -= 1
+            self._served(request, backend, at)
+            return
+        if outcome == _DEADLINE:
+            breaker.abandoned(seconds)
+            self.total_in_flight -= 1
+            self._fail(request, "request_timeout", at)
+            return
+        breaker.failure(seconds, "timed out" if outcome == _TIMED_OUT else "failed")
+        result.failed_attempts[backend] += 1
+        if outcome != _TIMED_OUT:
+            request.timeouts_only = False
+        nxt = index + 1
+        if (
+            nxt < len(request.candidates)
+            and nxt < self.config.routing.max_attempts
+            and self.retries.try_retry(seconds)
+        ):
+            result.failovers += 1
+            if index == 0:
+                result.requests_failed_over += 1
+            self._attempt(request, nxt, at)
+            return
+        self.total_in_flight -= 1
+        self._fail(request, "backend_timeout" if request.timeouts_only else "backend_error", at)
+
+    def _served(self, request: _Request, backend: str, at: int) -> None:
+        result = self.result
+        record = request.record
+        completion = self._completion(request)
+        result.served[backend] += 1
+        latency_ms = (at - request.arrival_us) / 1000
+        result.latencies_ms.append(latency_ms)
+        result.backend_latencies_ms.setdefault(backend, []).append(latency_ms)
+        if request.price is None:
+            result.unpriced += 1
+        else:
+            result.spend[request.org] += cost(request.price, record.prompt_tokens, completion)
+        if request.plan is not None and request.admission is not None:
+            usage = TokenUsage(record.prompt_tokens, completion, record.prompt_tokens + completion)
+            gate.settle(self.ledger, request.plan, request.admission, usage, served=True, now_us=at)
+
+    def _fail(self, request: _Request, reason: str, at: int) -> None:
+        self.result.denials[reason] += 1
+        if request.plan is not None and request.admission is not None:
+            gate.settle(self.ledger, request.plan, request.admission, None, served=False, now_us=at)
+
+    def _probe(self, at: int) -> None:
+        """Active probes of every backend: they fail while it is down, hung or erroring."""
+        offset = at - (self._t0 or 0)
+        seconds = self._seconds(at)
+        for name, breaker in self.breakers.items():
+            broken = any(
+                f.kind is not FaultKind.LATENCY and f.active(offset) for f in self.faults[name]
+            )
+            breaker.probe(seconds, not broken, "active probe failed")
