@@ -111,6 +111,7 @@ def parse_line(raw: bytes | str, line: int) -> TraceRecord:
     if not data.keys() <= _ALLOWED:
         unknown = ", ".join(sorted(data.keys() - _ALLOWED))
         raise _LineError(f"unknown field(s) {unknown}; allowed: {', '.join(sorted(_ALLOWED))}")
+    ts_us = _timestamp(data.get("ts"))
     key, org = data.get("key"), data.get("org")
     if (key is None) == (org is None):
         raise _LineError("needs exactly one of 'key' (a key id) and 'org' (an organization)")
@@ -131,7 +132,7 @@ def parse_line(raw: bytes | str, line: int) -> TraceRecord:
     assert prompt is not None
     assert completion is not None
     return TraceRecord(
-        _timestamp(data.get("ts")),
+        ts_us,
         key,
         org,
         model,
