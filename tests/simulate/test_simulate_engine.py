@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sim_support import config_data, rec, run, with_org_limits
 
+from router_cli.simulate import Simulation
 from router_core.config_codec import structure
 
 
@@ -142,3 +143,21 @@ def test_clamp_caps_the_completion() -> None:
     # max_tokens is clamped to 392,000 / 2,000 = 196 tokens, and 196 are generated.
     assert result.served_total == 2
     assert result.spend["acme"] == 1_000_000 + 100 * 1000 + 196 * 2000
+
+
+def test_the_fast_ledger_and_the_routers_ledger_agree_on_the_example() -> None:
+    """The whole example (limits, clamping, faults) with SimLedger and with MemoryLedger."""
+    from pathlib import Path
+
+    from router_cli.simulate import load_world, read_trace
+    from router_cli.simulate.ledger import CoreLedger
+    from router_server import config_file
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    config = config_file.load(examples / "policy.yaml", check_env=False)
+    world = load_world(examples / "faults.yaml", config)
+    lines = (examples / "trace.jsonl").read_bytes().splitlines()
+    fast = Simulation(config, world, seed=3).run(read_trace(lines))
+    literal = Simulation(config, world, seed=3, ledger=CoreLedger()).run(read_trace(lines))
+    assert fast.summary() == literal.summary()
+    assert sum(fast.denials.values()) > 0

@@ -27,6 +27,7 @@ from typing import Any
 
 from router_cli.simulate import gate
 from router_cli.simulate.faults import NO_FAULTS, FaultKind, World
+from router_cli.simulate.ledger import Ledger, SimLedger
 from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
@@ -35,7 +36,7 @@ from router_core.breaker import Breaker, Circuit, Ewma
 from router_core.config import Limits, Model, Organization, RouterConfig
 from router_core.limits.admission import LimitType
 from router_core.limits.budget import Price, cost
-from router_core.limits.ledger import Admission, MemoryLedger
+from router_core.limits.ledger import Hold
 from router_core.limits.plan import (
     PER_REQUEST_TOKENS,
     LimitPlan,
@@ -62,8 +63,16 @@ class _Request:
     """One request in flight (plain slots: there may be a million of them)."""
 
     __slots__ = (
-        "admission", "arrival_us", "candidates", "key_id", "model", "org", "plan", "price",
-        "record", "timeouts_only",
+        "arrival_us",
+        "candidates",
+        "holds",
+        "key_id",
+        "model",
+        "org",
+        "plan",
+        "price",
+        "record",
+        "timeouts_only",
     )  # fmt: skip
 
     def __init__(self, record: TraceRecord, org: str, key_id: str | None) -> None:
@@ -73,18 +82,24 @@ class _Request:
         self.arrival_us = record.ts_us
         self.model = record.model
         self.plan: LimitPlan | None = None
-        self.admission: Admission | None = None
+        self.holds: tuple[Hold, ...] = ()
         self.candidates: tuple[routing.Candidate, ...] = ()
         self.price: Price | None = None
         self.timeouts_only = True
 
 
 class Simulation:
-    def __init__(self, config: RouterConfig, world: World = NO_FAULTS, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        world: World = NO_FAULTS,
+        seed: int = 0,
+        ledger: Ledger | None = None,
+    ) -> None:
         self.config = config
         self.world = world
         self.rng = random.Random(seed)
-        self.ledger = MemoryLedger()
+        self.ledger = ledger if ledger is not None else SimLedger()
         self.keys = KeyIndex.from_config(config).by_id
         self.breakers = {name: Breaker(config.health) for name in config.backends}
         self.latency = {name: Ewma() for name in config.backends}
@@ -234,15 +249,13 @@ class Simulation:
                 self._plans[key] = cached
             return cached
 
-        planned, admission = gate.admit(
+        planned, refusal, holds = gate.admit(
             self.ledger, self.config, plan, f"r{self.result.requests}", record.max_tokens, now
         )
-        if not admission.allowed:
-            denial = admission.decision.denied_by
-            assert denial is not None
-            self.result.denials[_DENIAL_CODES[denial.limit_type]] += 1
+        if refusal is not None:
+            self.result.denials[_DENIAL_CODES[refusal.limit_type]] += 1
             return False
-        request.plan, request.admission = planned, admission
+        request.plan, request.holds = planned, holds
         return True
 
     def _scopes_of(self, org: str, key_id: str, model: str) -> tuple[tuple[str, Limits], ...]:
@@ -365,14 +378,14 @@ class Simulation:
             result.unpriced += 1
         else:
             result.spend[request.org] += cost(request.price, record.prompt_tokens, completion)
-        if request.plan is not None and request.admission is not None:
+        if request.holds and request.plan is not None:
             usage = TokenUsage(record.prompt_tokens, completion, record.prompt_tokens + completion)
-            gate.settle(self.ledger, request.plan, request.admission, usage, served=True, now_us=at)
+            gate.settle(self.ledger, request.plan, request.holds, usage, served=True, now_us=at)
 
     def _fail(self, request: _Request, reason: str, at: int) -> None:
         self.result.denials[reason] += 1
-        if request.plan is not None and request.admission is not None:
-            gate.settle(self.ledger, request.plan, request.admission, None, served=False, now_us=at)
+        if request.holds and request.plan is not None:
+            gate.settle(self.ledger, request.plan, request.holds, None, served=False, now_us=at)
 
     def _probe(self, at: int) -> None:
         """Active probes of every backend: they fail while it is down, hung or erroring."""

@@ -207,9 +207,10 @@ def parse_world(text: str, config: RouterConfig, source: str = "faults") -> Worl
         problems.add(data.line, "backends", "must be a mapping of backend name to latency")
         backends = _Map()
     for name, value in backends.items():
+        line = value.line if isinstance(value, _Map) else backends.line
         if name not in config.backends:
-            problems.add(backends.line, f"backends.{name}", "not a backend of the config")
-        models[str(name)] = _backend_model(value, f"backends.{name}", backends.line, problems)
+            problems.add(line, f"backends.{name}", "not a backend of the config")
+        models[str(name)] = _backend_model(value, f"backends.{name}", line, problems)
     refused = _number(data, "refused_ms", "", problems, default=1.0, low=0)
     faults: list[Fault] = []
     listed = data.get("faults") or []
