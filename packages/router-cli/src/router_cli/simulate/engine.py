@@ -123,6 +123,10 @@ class Simulation:
         self._scopes: dict[tuple[str, str, str], tuple[tuple[str, Limits], ...]] = {}
         self._prices = {name: price_of(p) for name, p in config.prices.items()}
         self._probe_us = round(config.health.probe_interval_s * 1_000_000)
+        self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
+        self._read_timeout_us = {
+            name: round(b.read_timeout_s * 1_000_000) for name, b in config.backends.items()
+        }
 
     # -- driving -----------------------------------------------------------
 
@@ -296,7 +300,7 @@ class Simulation:
         self.in_flight[backend] += 1
         self.result.attempts[backend] += 1
         outcome, spent = self._model_attempt(request, backend, start)
-        deadline = request.arrival_us + round(self.config.server.request_timeout_s * 1e6)
+        deadline = request.arrival_us + self._request_timeout_us
         if start + spent > deadline:
             outcome, spent = _DEADLINE, max(0, deadline - start)
         self._push(start + spent, outcome, request, index, spent)
@@ -304,19 +308,21 @@ class Simulation:
     def _model_attempt(self, request: _Request, backend: str, start: int) -> tuple[int, int]:
         """The outcome of one attempt on `backend` at `start`, and how long it takes (µs)."""
         model = self.world.model_of(backend)
-        read_timeout = round(self.config.backends[backend].read_timeout_s * 1e6)
+        read_timeout = self._read_timeout_us[backend]
         added = 0.0
-        offset = start - (self._t0 or 0)
-        for fault in self.faults[backend]:
-            if not fault.active(offset):
-                continue
-            if fault.kind is FaultKind.DOWN:
-                return _FAILED, round(self.world.refused_ms * 1000)
-            if fault.kind is FaultKind.HANG:
-                return _TIMED_OUT, read_timeout
-            if fault.kind is FaultKind.ERROR:
-                return _FAILED, round(model.latency_ms * 1000)
-            added += fault.added_ms
+        faults = self.faults[backend]
+        if faults:
+            offset = start - (self._t0 or 0)
+            for fault in faults:
+                if not fault.active(offset):
+                    continue
+                if fault.kind is FaultKind.DOWN:
+                    return _FAILED, round(self.world.refused_ms * 1000)
+                if fault.kind is FaultKind.HANG:
+                    return _TIMED_OUT, read_timeout
+                if fault.kind is FaultKind.ERROR:
+                    return _FAILED, round(model.latency_ms * 1000)
+                added += fault.added_ms
         completion = self._completion(request)
         spent = round((model.latency_ms + model.per_token_ms * completion + added) * 1000)
         if spent > read_timeout:
@@ -339,7 +345,8 @@ class Simulation:
         result = self.result
         if outcome == _OK:
             breaker.success(seconds)
-            self.latency[backend].add(spent / 1000)
+            if self.latency_aware:  # only least_latency reads the average
+                self.latency[backend].add(spent / 1000)
             self.total_in_flight -= 1
             self._served(request, backend, at)
             return
@@ -371,9 +378,7 @@ class Simulation:
         record = request.record
         completion = self._completion(request)
         result.served[backend] += 1
-        latency_ms = (at - request.arrival_us) / 1000
-        result.latencies_ms.append(latency_ms)
-        result.backend_latencies_ms.setdefault(backend, []).append(latency_ms)
+        result.latencies_ms[backend].append((at - request.arrival_us) / 1000)
         if request.price is None:
             result.unpriced += 1
         else:

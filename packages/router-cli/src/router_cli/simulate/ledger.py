@@ -3,8 +3,8 @@
 Rules:
 - `SimLedger` takes exactly the decisions of `router_core.limits.ledger.MemoryLedger`
   (the router's embedded store) with far fewer objects per request: the
-  same specs, state keys, holds and settlement (`state_key`, `holds_for`,
-  `settled`), the same rule functions (`gcra_check`, `quota_check`,
+  same specs, state keys and holds (as `state_key` and `holds_for` make
+  them), the same settlement (`settled`), the same rule functions (`gcra_check`, `quota_check`,
   `reserve`, `window_of`), in the loop of `admission.decide`: checks in
   order, the first that fails refuses the request and nothing is written;
   otherwise every check with a cost > 0 is written. What it leaves out is
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from router_core.limits.admission import LimitType, State
+from router_core.limits.admission import Kind, LimitType, State
 from router_core.limits.budget import BudgetState, reserve
 from router_core.limits.gcra import Tat, gcra_check
 from router_core.limits.integers import MAX_NOW_US, NEVER, require_int
@@ -29,7 +29,6 @@ from router_core.limits.ledger import (
     QuotaSpec,
     RateSpec,
     Spec,
-    holds_for,
     settled,
 )
 from router_core.limits.quota import quota_check
@@ -79,6 +78,7 @@ class SimLedger:
     def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Verdict:
         require_int("now", now_us, 0, MAX_NOW_US)
         writes: list[tuple[str, State, int]] = []
+        holds: list[Hold] = []
         for spec in specs:
             if type(spec) is RateSpec:
                 key = spec.key
@@ -111,14 +111,16 @@ class SimLedger:
                 new_state = b.new_state
             if spec.cost > 0:
                 writes.append((key, new_state, window.end_us))
+                # As `holds_for`: a hold for every quota and budget charged.
+                kind = Kind.QUOTA if type(spec) is QuotaSpec else Kind.BUDGET
+                holds.append(Hold(request_id, key, kind, spec.cost, window.end_us))
         entries = self._entries
         for key, state, expire in writes:
             entries[key] = (state, expire)
-        holds = holds_for(request_id, specs, now_us)
         if holds:
             self._open_holds.update((h.id, h.key) for h in holds)
         self._prune(now_us)
-        return None, holds
+        return None, tuple(holds)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
         for hold, actual in zip(holds, actuals, strict=True):

@@ -42,11 +42,14 @@ class Result:
     # Moves to the next candidate after a failed attempt.
     failovers: int = 0
     requests_failed_over: int = 0
-    # Modelled latency of each served request, arrival to answer, in ms.
-    latencies_ms: list[float] = attrs.field(factory=list)
-    backend_latencies_ms: dict[str, list[float]] = attrs.field(factory=dict)
+    # Modelled latency of each served request, arrival to answer, in ms, by backend.
+    latencies_ms: dict[str, list[float]] = attrs.field()
     first_ts_us: int | None = None
     last_ts_us: int | None = None
+
+    @latencies_ms.default
+    def _no_latencies(self) -> dict[str, list[float]]:
+        return {name: [] for name in self.backends}
 
     @property
     def served_total(self) -> int:
@@ -70,7 +73,7 @@ class Result:
                     "share": round(self.served[name] / served, 6) if served else 0.0,
                     "attempts": self.attempts[name],
                     "failed_attempts": self.failed_attempts[name],
-                    "latency_ms": percentiles(self.backend_latencies_ms.get(name, [])),
+                    "latency_ms": percentiles(self.latencies_ms[name]),
                 }
                 for name in self.backends
             },
@@ -81,7 +84,7 @@ class Result:
             "unpriced_requests": self.unpriced,
             "failovers": self.failovers,
             "requests_failed_over": self.requests_failed_over,
-            "latency_ms": percentiles(self.latencies_ms),
+            "latency_ms": percentiles([v for values in self.latencies_ms.values() for v in values]),
         }
 
 
