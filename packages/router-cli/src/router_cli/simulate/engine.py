@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from router_cli.simulate import gate
-from router_cli.simulate.faults import NO_FAULTS, FaultKind, World
+from router_cli.simulate.backends import OK, TIMED_OUT, Backends
+from router_cli.simulate.faults import NO_FAULTS, World
 from router_cli.simulate.ledger import Ledger, SimLedger
 from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
 from router_core.auth import KeyIndex
-from router_core.breaker import Breaker, Circuit, Ewma
 from router_core.config import Limits, Model, Organization, RouterConfig
 from router_core.limits.admission import LimitType
 from router_core.limits.budget import Price, cost
@@ -52,9 +52,9 @@ _DENIAL_CODES = {
     LimitType.QUOTA: "quota_exceeded",
     LimitType.BUDGET: "budget_exceeded",
 }
-# Outcomes of one attempt.
-_OK, _FAILED, _TIMED_OUT, _DEADLINE = 0, 1, 2, 3
-_PROBE = -1
+# Outcomes of an attempt besides OK, FAILED and TIMED_OUT: cut by the request's
+# deadline; and the event of the next active probe.
+_DEADLINE, _PROBE = 3, -1
 _NO_SCOPES: tuple[tuple[str, Limits], ...] = ()
 _PLAN_CACHE = 100_000
 
@@ -101,19 +101,12 @@ class Simulation:
         self.rng = random.Random(seed)
         self.ledger = ledger if ledger is not None else SimLedger()
         self.keys = KeyIndex.from_config(config).by_id
-        self.breakers = {name: Breaker(config.health) for name in config.backends}
-        self.latency = {name: Ewma() for name in config.backends}
-        self.in_flight = dict.fromkeys(config.backends, 0)
-        self.caps = {name: b.max_in_flight for name, b in config.backends.items()}
+        self.backends = Backends(config, world)
         self.total_in_flight = 0
         routing_settings = config.routing
         self.retries = RetryBudget(
             routing_settings.retry_budget_ratio, routing_settings.retry_min_per_s
         )
-        self.latency_aware = any(m.strategy == "least_latency" for m in config.models.values())
-        self.faults = {
-            name: [f for f in world.faults if f.backend == name] for name in config.backends
-        }
         self.result = Result(tuple(config.backends))
         self._events: list[tuple[int, int, Any, int, int, int]] = []
         self._seq = 0
@@ -124,9 +117,6 @@ class Simulation:
         self._prices = {name: price_of(p) for name, p in config.prices.items()}
         self._probe_us = round(config.health.probe_interval_s * 1_000_000)
         self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
-        self._read_timeout_us = {
-            name: round(b.read_timeout_s * 1_000_000) for name, b in config.backends.items()
-        }
 
     # -- driving -----------------------------------------------------------
 
@@ -168,7 +158,7 @@ class Simulation:
         while events and events[0][0] <= now:
             at, _, request, index, outcome, spent = heapq.heappop(events)
             if outcome == _PROBE:
-                self._probe(at)
+                self.backends.probe(at - (self._t0 or 0), self._seconds(at))
                 # Between sparse requests only the last two probes can matter.
                 step = self._probe_us
                 nxt = max(at + step, now - (now - at) % step - step)
@@ -220,7 +210,7 @@ class Simulation:
             return
         seconds = self._seconds(now)
         decision = routing.decide(
-            model_name, resolved, org_name, key_id, self.rng, self._views(seconds)
+            model_name, resolved, org_name, key_id, self.rng, self.backends.views(seconds)
         )
         if not decision.candidates:
             self._fail(request, "no_backend_available", now)
@@ -269,65 +259,16 @@ class Simulation:
             self._scopes[org, key_id, model] = scopes
         return scopes
 
-    def _views(self, seconds: float) -> dict[str, routing.BackendView] | None:
-        """Views of the backends that are not plainly healthy (None: all are)."""
-        views: dict[str, routing.BackendView] | None = None
-        for name, breaker in self.breakers.items():
-            in_flight = self.in_flight[name]
-            if (
-                breaker.state is Circuit.CLOSED
-                and breaker.closed_at is None
-                and in_flight < self.caps[name]
-                and not self.latency_aware
-            ):
-                continue
-            if views is None:
-                views = {}
-            available = breaker.available(seconds)
-            views[name] = routing.BackendView(
-                available=available,
-                circuit=breaker.state.value,
-                in_flight=in_flight,
-                max_in_flight=self.caps[name],
-                latency_ms=self.latency[name].value,
-                ramp=breaker.ramp(seconds),
-            )
-        return views
-
     def _attempt(self, request: _Request, index: int, start: int) -> None:
         backend = request.candidates[index].backend
-        self.breakers[backend].begin(self._seconds(start))
-        self.in_flight[backend] += 1
+        self.backends.begin(backend, self._seconds(start))
         self.result.attempts[backend] += 1
-        outcome, spent = self._model_attempt(request, backend, start)
+        offset = start - (self._t0 or 0)
+        outcome, spent = self.backends.outcome(backend, offset, self._completion(request))
         deadline = request.arrival_us + self._request_timeout_us
         if start + spent > deadline:
             outcome, spent = _DEADLINE, max(0, deadline - start)
         self._push(start + spent, outcome, request, index, spent)
-
-    def _model_attempt(self, request: _Request, backend: str, start: int) -> tuple[int, int]:
-        """The outcome of one attempt on `backend` at `start`, and how long it takes (µs)."""
-        model = self.world.model_of(backend)
-        read_timeout = self._read_timeout_us[backend]
-        added = 0.0
-        faults = self.faults[backend]
-        if faults:
-            offset = start - (self._t0 or 0)
-            for fault in faults:
-                if not fault.active(offset):
-                    continue
-                if fault.kind is FaultKind.DOWN:
-                    return _FAILED, round(self.world.refused_ms * 1000)
-                if fault.kind is FaultKind.HANG:
-                    return _TIMED_OUT, read_timeout
-                if fault.kind is FaultKind.ERROR:
-                    return _FAILED, round(model.latency_ms * 1000)
-                added += fault.added_ms
-        completion = self._completion(request)
-        spent = round((model.latency_ms + model.per_token_ms * completion + added) * 1000)
-        if spent > read_timeout:
-            return _TIMED_OUT, read_timeout
-        return _OK, spent
 
     def _completion(self, request: _Request) -> int:
         record = request.record
@@ -339,14 +280,13 @@ class Simulation:
 
     def _ended(self, request: _Request, index: int, outcome: int, spent: int, at: int) -> None:
         backend = request.candidates[index].backend
-        self.in_flight[backend] -= 1
-        breaker = self.breakers[backend]
+        backends = self.backends
+        backends.end(backend)
+        breaker = backends.breakers[backend]
         seconds = self._seconds(at)
         result = self.result
-        if outcome == _OK:
-            breaker.success(seconds)
-            if self.latency_aware:  # only least_latency reads the average
-                self.latency[backend].add(spent / 1000)
+        if outcome == OK:
+            backends.succeeded(backend, seconds, spent)
             self.total_in_flight -= 1
             self._served(request, backend, at)
             return
@@ -355,9 +295,9 @@ class Simulation:
             self.total_in_flight -= 1
             self._fail(request, "request_timeout", at)
             return
-        breaker.failure(seconds, "timed out" if outcome == _TIMED_OUT else "failed")
+        breaker.failure(seconds, "timed out" if outcome == TIMED_OUT else "failed")
         result.failed_attempts[backend] += 1
-        if outcome != _TIMED_OUT:
+        if outcome != TIMED_OUT:
             request.timeouts_only = False
         nxt = index + 1
         if (
@@ -391,13 +331,3 @@ class Simulation:
         self.result.denials[reason] += 1
         if request.holds and request.plan is not None:
             gate.settle(self.ledger, request.plan, request.holds, None, served=False, now_us=at)
-
-    def _probe(self, at: int) -> None:
-        """Active probes of every backend: they fail while it is down, hung or erroring."""
-        offset = at - (self._t0 or 0)
-        seconds = self._seconds(at)
-        for name, breaker in self.breakers.items():
-            broken = any(
-                f.kind is not FaultKind.LATENCY and f.active(offset) for f in self.faults[name]
-            )
-            breaker.probe(seconds, not broken, "active probe failed")
