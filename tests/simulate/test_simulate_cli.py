@@ -80,7 +80,9 @@ def test_a_bad_trace_is_named_by_line(tmp_path: Path) -> None:
     lines = done.stderr.splitlines()
     assert lines[0] == f"{trace}: 5 problem(s)"
     assert lines[1].startswith(f"  {trace}:2: not valid JSON")
-    assert lines[2] == f'  {trace}:3: prompt_tokens must be an integer >= 0, not "12"'
+    assert lines[2] == (
+        f'  {trace}:3: prompt_tokens must be an integer from 0 to 1,000,000,000, not "12"'
+    )
     assert lines[3].startswith(f"  {trace}:5: needs exactly one of 'key'")
     assert lines[4].startswith(f"  {trace}:6: unknown field(s) max_token")
     assert lines[5].startswith(f"  {trace}:7: ts goes backwards")

@@ -30,6 +30,8 @@ from typing import NamedTuple
 import orjson
 
 MAX_PROBLEMS = 20
+# Token counts above this are mistakes, and would overflow the limits' exact integers.
+MAX_TOKENS = 10**9
 OPERATIONS = ("chat", "completion", "embedding")
 FIELDS = frozenset(
     ("ts", "key", "org", "model", "prompt_tokens", "completion_tokens", "max_tokens", "operation")
@@ -68,8 +70,10 @@ def _count(data: dict[str, object], name: str, low: int, *, required: bool = Tru
     value = data.get(name)
     if value is None and not required and name not in data:
         return None
-    if type(value) is not int or value < low:
-        raise _LineError(f"{name} must be an integer >= {low}, not {_show(value)}")
+    if type(value) is not int or not low <= value <= MAX_TOKENS:
+        raise _LineError(
+            f"{name} must be an integer from {low} to {MAX_TOKENS:,}, not {_show(value)}"
+        )
     return value
 
 
