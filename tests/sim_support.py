@@ -26,8 +26,13 @@ def config_data() -> dict[str, Any]:
         "models": {
             "chat": {"backends": [{"backend": "a", "weight": 3}, {"backend": "b", "weight": 1}]},
             "a-only": {"backends": [{"backend": "a"}]},
+            "tiered": {"backends": [{"backend": "a"}, {"backend": "b", "tier": 1}]},
         },
-        "prices": {"chat": {"input": 0.15, "output": 0.6}, "a-only": {"input": 1, "output": 2}},
+        "prices": {
+            "chat": {"input": 0.15, "output": 0.6},
+            "a-only": {"input": 1, "output": 2},
+            "tiered": {"input": 1, "output": 2},
+        },
         "organizations": {
             "acme": {
                 "keys": [

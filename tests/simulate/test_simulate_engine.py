@@ -59,13 +59,29 @@ def test_without_another_candidate_the_request_fails() -> None:
     assert result.failovers == 0
 
 
-def test_a_hung_backend_costs_its_read_timeout() -> None:
+def test_a_timeout_is_not_failed_over_an_error_is() -> None:
+    """As the router: a hung backend would hang again (504); a 503 moves on."""
     config = structure(config_data())
-    faults = "faults: [{backend: a, kind: hang, start_s: 0, end_s: 1000}]"
-    result = run(config, [rec(0, "a-only"), rec(100, "chat")], faults)
+    hang = "faults: [{backend: a, kind: hang, start_s: 0, end_s: 1000}]"
+    result = run(config, [rec(0, "tiered")], hang)
     assert result.denials["backend_timeout"] == 1
-    # The second request may try a (circuit closed again after open_s) and fail over.
+    assert result.failed_attempts["a"] == 1
+    assert result.failovers == 0
+    error = "faults: [{backend: a, kind: error, start_s: 0, end_s: 1000}]"
+    result = run(config, [rec(0, "tiered")], error)
     assert result.served["b"] == 1
+    assert result.failovers == 1
+    # The failed attempt's latency (200 ms by default) counts, then b's.
+    assert result.summary()["latency_ms"]["p50"] == 400.0
+
+
+def test_full_backends_shed_the_request() -> None:
+    data = config_data()
+    data["backends"]["a"]["max_in_flight"] = 2
+    records = [rec(0, "a-only") for _ in range(3)] + [rec(1, "a-only")]
+    result = run(structure(data), records)
+    assert result.served["a"] == 3
+    assert result.denials["overloaded"] == 1
 
 
 def test_added_latency_shows_in_the_percentiles() -> None:

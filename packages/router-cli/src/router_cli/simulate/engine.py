@@ -11,10 +11,13 @@ Rules:
   its end is an event on a heap, processed in time order with the arrivals,
   so breakers, in-flight counts, holds and active probes change when they
   would, and concurrent requests see each other.
-- A failed attempt feeds the backend's breaker and moves to the next
-  candidate (a failover) while attempts remain (`routing.max_attempts`) and
-  the retry budget allows; the request's limits are settled when it ends:
-  actual tokens and spend if served, nothing if not.
+- Every attempt's end feeds the backend's breaker. A refused connection or an
+  error status moves to the next candidate (a failover), skipping those
+  whose circuit has opened since, while attempts remain
+  (`routing.max_attempts`) and the retry budget allows; a timeout does not
+  (the router answers 504: the request may still be running). The request's
+  limits are settled when it ends: actual tokens and spend if served,
+  nothing if not.
 - Randomness comes from one seeded `random.Random`: one seed, one result.
 """
 
@@ -64,6 +67,7 @@ class _Request:
 
     __slots__ = (
         "arrival_us",
+        "attempts",
         "candidates",
         "holds",
         "key_id",
@@ -72,7 +76,6 @@ class _Request:
         "plan",
         "price",
         "record",
-        "timeouts_only",
     )  # fmt: skip
 
     def __init__(self, record: TraceRecord, org: str, key_id: str | None) -> None:
@@ -85,7 +88,7 @@ class _Request:
         self.holds: tuple[Hold, ...] = ()
         self.candidates: tuple[routing.Candidate, ...] = ()
         self.price: Price | None = None
-        self.timeouts_only = True
+        self.attempts = 0
 
 
 class Simulation:
@@ -117,6 +120,7 @@ class Simulation:
         self._prices = {name: price_of(p) for name, p in config.prices.items()}
         self._probe_us = round(config.health.probe_interval_s * 1_000_000)
         self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
+        self.max_attempts = config.routing.max_attempts
 
     # -- driving -----------------------------------------------------------
 
@@ -213,7 +217,10 @@ class Simulation:
             model_name, resolved, org_name, key_id, self.rng, self.backends.views(seconds)
         )
         if not decision.candidates:
-            self._fail(request, "no_backend_available", now)
+            # Every backend full: the router waits a moment for a slot, then sheds
+            # (the wait is not modelled). Otherwise no backend can take it.
+            full = decision.only_capacity_skips()
+            self._fail(request, "overloaded" if full else "no_backend_available", now)
             return
         request.candidates = decision.candidates
         self.total_in_flight += 1
@@ -263,6 +270,7 @@ class Simulation:
         backend = request.candidates[index].backend
         self.backends.begin(backend, self._seconds(start))
         self.result.attempts[backend] += 1
+        request.attempts += 1
         offset = start - (self._t0 or 0)
         outcome, spent = self.backends.outcome(backend, offset, self._completion(request))
         deadline = request.arrival_us + self._request_timeout_us
@@ -297,21 +305,26 @@ class Simulation:
             return
         breaker.failure(seconds, "timed out" if outcome == TIMED_OUT else "failed")
         result.failed_attempts[backend] += 1
-        if outcome != TIMED_OUT:
-            request.timeouts_only = False
-        nxt = index + 1
-        if (
-            nxt < len(request.candidates)
-            and nxt < self.config.routing.max_attempts
-            and self.retries.try_retry(seconds)
-        ):
+        if outcome == TIMED_OUT:
+            # Not safe to repeat: the request may still be running, and a hung
+            # backend would hang again. The router answers 504.
+            self.total_in_flight -= 1
+            self._fail(request, "backend_timeout", at)
+            return
+        for nxt in range(index + 1, len(request.candidates)):
+            if request.attempts >= self.max_attempts:
+                break
+            if not backends.breakers[request.candidates[nxt].backend].available(seconds):
+                continue  # its circuit opened since routing decided
+            if not self.retries.try_retry(seconds):
+                break
             result.failovers += 1
-            if index == 0:
+            if request.attempts == 1:
                 result.requests_failed_over += 1
             self._attempt(request, nxt, at)
             return
         self.total_in_flight -= 1
-        self._fail(request, "backend_timeout" if request.timeouts_only else "backend_error", at)
+        self._fail(request, "backend_error", at)
 
     def _served(self, request: _Request, backend: str, at: int) -> None:
         result = self.result
