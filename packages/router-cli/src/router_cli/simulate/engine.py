@@ -36,17 +36,11 @@ from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
 from router_core.auth import KeyIndex
-from router_core.config import Limits, Model, Organization, RouterConfig
+from router_core.config import Model, Organization, RouterConfig
 from router_core.limits.admission import LimitType
 from router_core.limits.budget import Price, cost
 from router_core.limits.ledger import Hold
-from router_core.limits.plan import (
-    PER_REQUEST_TOKENS,
-    LimitPlan,
-    limit_scopes,
-    plan_for,
-    price_of,
-)
+from router_core.limits.plan import LimitPlan, price_of
 from router_core.retry_budget import RetryBudget
 from router_core.usage import TokenUsage
 
@@ -58,8 +52,6 @@ _DENIAL_CODES = {
 # Outcomes of an attempt besides OK, FAILED and TIMED_OUT: cut by the request's
 # deadline; and the event of the next active probe.
 _DEADLINE, _PROBE = 3, -1
-_NO_SCOPES: tuple[tuple[str, Limits], ...] = ()
-_PLAN_CACHE = 100_000
 
 
 class _Request:
@@ -103,6 +95,7 @@ class Simulation:
         self.world = world
         self.rng = random.Random(seed)
         self.ledger = ledger if ledger is not None else SimLedger()
+        self.limits = gate.Gate(config, self.ledger)
         self.keys = KeyIndex.from_config(config).by_id
         self.backends = Backends(config, world)
         self.total_in_flight = 0
@@ -115,8 +108,6 @@ class Simulation:
         self._seq = 0
         self._t0: int | None = None
         self._models: dict[tuple[str, str], Model | None] = {}
-        self._plans: dict[tuple[Any, ...], LimitPlan] = {}
-        self._scopes: dict[tuple[str, str, str], tuple[tuple[str, Limits], ...]] = {}
         self._prices = {name: price_of(p) for name, p in config.prices.items()}
         self._probe_us = round(config.health.probe_interval_s * 1_000_000)
         self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
@@ -209,9 +200,14 @@ class Simulation:
             return
         request = _Request(record, org_name, key_id)
         request.price = self._prices.get(model_name)
-        scopes = self._scopes_of(org_name, key_id or "", model_name)
-        if scopes and not self._within_limits(request, scopes, now):
-            return
+        if self.limits.applies(org_name, key_id, model_name):
+            plan, refusal, holds = self.limits.admit(
+                org_name, key_id, record, f"r{self.result.requests}", now
+            )
+            if refusal is not None:
+                denials[_DENIAL_CODES[refusal.limit_type]] += 1
+                return
+            request.plan, request.holds = plan, holds
         seconds = self._seconds(now)
         decision = routing.decide(
             model_name, resolved, org_name, key_id, self.rng, self.backends.views(seconds)
@@ -226,45 +222,6 @@ class Simulation:
         self.total_in_flight += 1
         self.retries.request(seconds)
         self._attempt(request, 0, now)
-
-    def _within_limits(
-        self, request: _Request, scopes: tuple[tuple[str, Limits], ...], now: int
-    ) -> bool:
-        """Admit the request against its limits; count the denial if not."""
-        record = request.record
-        base = (request.org, request.key_id, request.model, record.prompt_tokens)
-        embedding = record.operation == "embedding"
-
-        def plan(max_tokens: int | None) -> LimitPlan:
-            # Plans are immutable and depend only on this key: cached.
-            key = (*base, max_tokens, embedding)
-            cached = self._plans.get(key)
-            if cached is None:
-                if len(self._plans) >= _PLAN_CACHE:
-                    self._plans.clear()
-                cached = plan_for(
-                    self.config, scopes, request.model,
-                    prompt_bound=record.prompt_tokens + PER_REQUEST_TOKENS,
-                    max_tokens=max_tokens, embedding=embedding,
-                )  # fmt: skip
-                self._plans[key] = cached
-            return cached
-
-        planned, refusal, holds = gate.admit(
-            self.ledger, self.config, plan, f"r{self.result.requests}", record.max_tokens, now
-        )
-        if refusal is not None:
-            self.result.denials[_DENIAL_CODES[refusal.limit_type]] += 1
-            return False
-        request.plan, request.holds = planned, holds
-        return True
-
-    def _scopes_of(self, org: str, key_id: str, model: str) -> tuple[tuple[str, Limits], ...]:
-        scopes = self._scopes.get((org, key_id, model))
-        if scopes is None:
-            scopes = limit_scopes(self.config, org, key_id, model) or _NO_SCOPES
-            self._scopes[org, key_id, model] = scopes
-        return scopes
 
     def _attempt(self, request: _Request, index: int, start: int) -> None:
         backend = request.candidates[index].backend
@@ -338,9 +295,9 @@ class Simulation:
             result.spend[request.org] += cost(request.price, record.prompt_tokens, completion)
         if request.holds and request.plan is not None:
             usage = TokenUsage(record.prompt_tokens, completion, record.prompt_tokens + completion)
-            gate.settle(self.ledger, request.plan, request.holds, usage, served=True, now_us=at)
+            self.limits.settle(request.plan, request.holds, usage, served=True, now_us=at)
 
     def _fail(self, request: _Request, reason: str, at: int) -> None:
         self.result.denials[reason] += 1
         if request.holds and request.plan is not None:
-            gate.settle(self.ledger, request.plan, request.holds, None, served=False, now_us=at)
+            self.limits.settle(request.plan, request.holds, None, served=False, now_us=at)
