@@ -5,6 +5,8 @@ router keys create --org ORG    a new API key (shown once) and the line for the 
 router serve --config FILE      run the router (same as `router-server`)
 router usage report --since 24h --group-by org,model,key [--format table|csv|json]
 router usage reconcile --client-log FILE [--topic T --bootstrap HOST:PORT]
+router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--json] [--seed N]
+                                replay a trace through the routing, limit and budget rules offline
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from router_cli import usage
+from router_cli import simulate, usage
 from router_core import keys
 from router_core.config import KEY_ID_RE
 from router_core.config_codec import ConfigInvalid
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(handler=_serve)
+
+    simulate.add_parser(commands)
 
     demo = commands.add_parser("demo", help="mock backends + router, and a request through it")
     demo.add_argument("--config", default="examples/router.yaml")

@@ -29,6 +29,10 @@ US_PER_DAY = 86_400 * US_PER_S
 
 def require_int(name: str, value: int, low: int, high: int = MAX_SAFE_INTEGER) -> None:
     """Raise ValueError unless `value` is an int (not a bool) in [low, high]."""
+    # The common case first, in one type check and one chained comparison: every
+    # limit decision makes dozens of these calls (the simulator, millions).
+    if type(value) is int and low <= value <= high:
+        return
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not low <= value <= high:

@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,6 +93,9 @@ def prompt_bound(request: InferenceRequest) -> int:
     return PER_REQUEST_TOKENS + _text_bytes(body.get(field))
 
 
+# Cached: a config has a handful of prices and rates, and the conversions (exact
+# decimal scaling, span checks) would otherwise run again for every request.
+@functools.lru_cache(maxsize=1024)
 def price_of(model: ModelPrice) -> Price:
     return price_from_usd_per_million(model.input, model.output)
 
@@ -120,6 +124,7 @@ def _uses_tokens(limits: Limits) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _gcra(limit: RateLimit) -> GcraLimit:
     return GcraLimit(limit.rate, PERIOD_US[limit.per], limit.burst or limit.rate)
 
@@ -151,6 +156,19 @@ def _budget_specs(prefix: str, budget: Budget, amount: int) -> list[Spec]:
     ]
 
 
+def limit_scopes(
+    config: RouterConfig, organization: str, key_id: str, model: str
+) -> tuple[tuple[str, Limits], ...]:
+    """The scopes with limits that a request of `key_id` for `model` is subject to.
+
+    Depends only on the config and these three names, so a caller replaying many
+    requests (the simulator) can compute it once per combination.
+    """
+    return tuple(
+        (p, lim) for p, lim in _scopes(config, organization, key_id, model) if lim != Limits()
+    )
+
+
 def plan_limits(
     config: RouterConfig,
     organization: str,
@@ -163,22 +181,41 @@ def plan_limits(
 
     `max_tokens` overrides the request's own (the clamp policy's second try).
     """
-    scopes = [
-        (p, lim)
-        for p, lim in _scopes(config, organization, key_id, request.model)
-        if lim != Limits()
-    ]
+    scopes = limit_scopes(config, organization, key_id, request.model)
     if not scopes:
         return LimitPlan((), None, 0, None)
-    bound = prompt_bound(request)
-    model_price = config.prices.get(request.model)
+    requested = max_tokens if max_tokens is not None else request.max_tokens
+    return plan_for(
+        config,
+        scopes,
+        request.model,
+        prompt_bound=prompt_bound(request),
+        max_tokens=requested,
+        embedding=request.operation is Operation.EMBEDDING,
+    )
+
+
+def plan_for(
+    config: RouterConfig,
+    scopes: Sequence[tuple[str, Limits]],
+    model: str,
+    *,
+    prompt_bound: int,
+    max_tokens: int | None,
+    embedding: bool = False,
+) -> LimitPlan:
+    """The plan for a request of `model` under `scopes` (from `limit_scopes`), given
+    its prompt's bound and its max_tokens (None: not set by the caller)."""
+    if not scopes:
+        return LimitPlan((), None, 0, None)
+    bound = prompt_bound
+    model_price = config.prices.get(model)
     price = price_of(model_price) if model_price is not None else None
     enforce_tokens = any(_uses_tokens(lim) for _, lim in scopes)
     output_cap: int | None = None
     completion = 0
-    if request.operation is not Operation.EMBEDDING and enforce_tokens:
-        requested = max_tokens if max_tokens is not None else request.max_tokens
-        completion = requested if requested is not None else config.limits.default_max_tokens
+    if not embedding and enforce_tokens:
+        completion = max_tokens if max_tokens is not None else config.limits.default_max_tokens
         output_cap = completion
     tokens = bound + completion
     spend = worst_case(price, bound, completion) if price is not None else 0

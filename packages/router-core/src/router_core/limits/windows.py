@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+import functools
 
 import attrs
 
@@ -43,10 +44,25 @@ def window_of(kind: WindowKind, now_us: int) -> Window:
     """The window of `kind` that contains the instant `now_us`."""
     require_int("now_us", now_us, 0, MAX_NOW_US)
     if kind is WindowKind.TOTAL:
-        return Window(0, 0, NEVER)
+        return _TOTAL
     day = now_us // US_PER_DAY
     if kind is WindowKind.DAY:
-        return Window(day, day * US_PER_DAY, (day + 1) * US_PER_DAY)
+        return _day_window(day)
+    return _month_window(day)
+
+
+_TOTAL = Window(0, 0, NEVER)
+
+
+# Windows are immutable and a handful are current at any time: every limit
+# decision asks for them several times, so they are built once.
+@functools.lru_cache(maxsize=64)
+def _day_window(day: int) -> Window:
+    return Window(day, day * US_PER_DAY, (day + 1) * US_PER_DAY)
+
+
+@functools.lru_cache(maxsize=64)
+def _month_window(day: int) -> Window:
     year, month, mday = civil_from_days(day)
     start = day - (mday - 1)
     end = start + days_in_month(year, month)

@@ -1,0 +1,103 @@
+"""The simulated backends: their health as the router sees it, and what an attempt costs.
+
+Rules:
+- Each backend has the router's own `Breaker` (with the config's `health`
+  settings), an in-flight count against its `max_in_flight`, and a latency
+  average (kept only when some model routes by latency).
+- Routing sees them as `BackendView`s; a backend whose circuit is closed and
+  settled, below its cap, needs none (routing's default is "healthy").
+- An attempt's outcome and cost follow the `World`: the first active fault of
+  kind down, hang or error decides it; otherwise latency faults add up, and a
+  total past the backend's `read_timeout_s` is a timeout at that timeout.
+- Times here are offsets from the trace's first request: µs for faults,
+  seconds for breakers.
+"""
+
+from __future__ import annotations
+
+from router_cli.simulate.faults import FaultKind, World
+from router_core.breaker import Breaker, Circuit, Ewma
+from router_core.config import RouterConfig
+from router_core.routing import BackendView
+
+# Outcomes of one attempt.
+OK, FAILED, TIMED_OUT = 0, 1, 2
+
+
+class Backends:
+    def __init__(self, config: RouterConfig, world: World) -> None:
+        self.world = world
+        self.breakers = {name: Breaker(config.health) for name in config.backends}
+        self.latency = {name: Ewma() for name in config.backends}
+        self.in_flight = dict.fromkeys(config.backends, 0)
+        self.caps = {name: b.max_in_flight for name, b in config.backends.items()}
+        self.latency_aware = any(m.strategy == "least_latency" for m in config.models.values())
+        self.faults = {n: [f for f in world.faults if f.backend == n] for n in config.backends}
+        self.read_timeout_us = {
+            name: round(b.read_timeout_s * 1_000_000) for name, b in config.backends.items()
+        }
+
+    def views(self, seconds: float) -> dict[str, BackendView] | None:
+        """Views of the backends that are not plainly healthy (None: all are)."""
+        views: dict[str, BackendView] | None = None
+        for name, breaker in self.breakers.items():
+            in_flight = self.in_flight[name]
+            if (
+                breaker.state is Circuit.CLOSED
+                and breaker.closed_at is None
+                and in_flight < self.caps[name]
+                and not self.latency_aware
+            ):
+                continue
+            if views is None:
+                views = {}
+            available = breaker.available(seconds)
+            views[name] = BackendView(
+                available=available,
+                circuit=breaker.state.value,
+                in_flight=in_flight,
+                max_in_flight=self.caps[name],
+                latency_ms=self.latency[name].value,
+                ramp=breaker.ramp(seconds),
+            )
+        return views
+
+    def begin(self, backend: str, seconds: float) -> None:
+        self.breakers[backend].begin(seconds)
+        self.in_flight[backend] += 1
+
+    def end(self, backend: str) -> None:
+        self.in_flight[backend] -= 1
+
+    def succeeded(self, backend: str, seconds: float, spent_us: int) -> None:
+        self.breakers[backend].success(seconds)
+        if self.latency_aware:  # only least_latency reads the average
+            self.latency[backend].add(spent_us / 1000)
+
+    def outcome(self, backend: str, offset_us: int, completion: int) -> tuple[int, int]:
+        """How an attempt on `backend` at `offset_us` ends, and how long it takes (µs)."""
+        model = self.world.model_of(backend)
+        read_timeout = self.read_timeout_us[backend]
+        added = 0.0
+        for fault in self.faults[backend]:
+            if not fault.active(offset_us):
+                continue
+            if fault.kind is FaultKind.DOWN:
+                return FAILED, round(self.world.refused_ms * 1000)
+            if fault.kind is FaultKind.HANG:
+                return TIMED_OUT, read_timeout
+            if fault.kind is FaultKind.ERROR:
+                return FAILED, round(model.latency_ms * 1000)
+            added += fault.added_ms
+        spent = round((model.latency_ms + model.per_token_ms * completion + added) * 1000)
+        if spent > read_timeout:
+            return TIMED_OUT, read_timeout
+        return OK, spent
+
+    def probe(self, offset_us: int, seconds: float) -> None:
+        """Active probes of every backend: they fail while it is down, hung or erroring."""
+        for name, breaker in self.breakers.items():
+            broken = any(
+                f.kind is not FaultKind.LATENCY and f.active(offset_us) for f in self.faults[name]
+            )
+            breaker.probe(seconds, not broken, "active probe failed")

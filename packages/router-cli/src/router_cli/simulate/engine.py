@@ -1,0 +1,303 @@
+"""The simulation: a trace replayed through the router's own rules on a virtual clock.
+
+Rules:
+- Each request goes the router's way: authenticate (key id -> organization,
+  or the organization itself), resolve the model, the global in-flight cap,
+  admit against every limit (`gate`), decide the candidates
+  (`router_core.routing.decide`, with each backend's breaker, in-flight count
+  and latency average as its `BackendView`), then try them in order.
+- Time is the trace's: an attempt starts at the request's arrival (or when
+  the previous attempt failed) and ends after its modelled cost (`World`);
+  its end is an event on a heap, processed in time order with the arrivals,
+  so breakers, in-flight counts, holds and active probes change when they
+  would, and concurrent requests see each other.
+- Every attempt's end feeds the backend's breaker. A refused connection or an
+  error status moves to the next candidate (a failover), skipping those
+  whose circuit has opened since, while attempts remain
+  (`routing.max_attempts`) and the retry budget allows; a timeout does not
+  (the router answers 504: the request may still be running). The request's
+  limits are settled when it ends: actual tokens and spend if served,
+  nothing if not.
+- Randomness comes from one seeded `random.Random`: one seed, one result.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from router_cli.simulate import gate
+from router_cli.simulate.backends import OK, TIMED_OUT, Backends
+from router_cli.simulate.faults import NO_FAULTS, World
+from router_cli.simulate.ledger import Ledger, SimLedger
+from router_cli.simulate.result import Result
+from router_cli.simulate.trace import TraceRecord
+from router_core import routing
+from router_core.auth import KeyIndex
+from router_core.config import Model, Organization, RouterConfig
+from router_core.limits.admission import LimitType
+from router_core.limits.budget import Price, cost
+from router_core.limits.ledger import Hold
+from router_core.limits.plan import LimitPlan, price_of
+from router_core.retry_budget import RetryBudget
+from router_core.usage import TokenUsage
+
+_DENIAL_CODES = {
+    LimitType.RATE_LIMIT: "rate_limit_exceeded",
+    LimitType.QUOTA: "quota_exceeded",
+    LimitType.BUDGET: "budget_exceeded",
+}
+# Outcomes of an attempt besides OK, FAILED and TIMED_OUT: cut by the request's
+# deadline; and the event of the next active probe.
+_DEADLINE, _PROBE = 3, -1
+
+
+class _Request:
+    """One request in flight (plain slots: there may be a million of them)."""
+
+    __slots__ = (
+        "arrival_us",
+        "attempts",
+        "candidates",
+        "holds",
+        "key_id",
+        "model",
+        "org",
+        "plan",
+        "price",
+        "record",
+    )  # fmt: skip
+
+    def __init__(self, record: TraceRecord, org: str, key_id: str | None) -> None:
+        self.record = record
+        self.org = org
+        self.key_id = key_id
+        self.arrival_us = record.ts_us
+        self.model = record.model
+        self.plan: LimitPlan | None = None
+        self.holds: tuple[Hold, ...] = ()
+        self.candidates: tuple[routing.Candidate, ...] = ()
+        self.price: Price | None = None
+        self.attempts = 0
+
+
+class Simulation:
+    def __init__(
+        self,
+        config: RouterConfig,
+        world: World = NO_FAULTS,
+        seed: int = 0,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self.config = config
+        self.world = world
+        self.rng = random.Random(seed)
+        self.ledger = ledger if ledger is not None else SimLedger()
+        self.limits = gate.Gate(config, self.ledger)
+        self.keys = KeyIndex.from_config(config).by_id
+        self.backends = Backends(config, world)
+        self.total_in_flight = 0
+        routing_settings = config.routing
+        self.retries = RetryBudget(
+            routing_settings.retry_budget_ratio, routing_settings.retry_min_per_s
+        )
+        self.result = Result(tuple(config.backends))
+        self._events: list[tuple[int, int, Any, int, int, int]] = []
+        self._seq = 0
+        self._t0: int | None = None
+        self._models: dict[tuple[str, str], Model | None] = {}
+        self._prices = {name: price_of(p) for name, p in config.prices.items()}
+        self._probe_us = round(config.health.probe_interval_s * 1_000_000)
+        self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
+        self.max_attempts = config.routing.max_attempts
+
+    # -- driving -----------------------------------------------------------
+
+    def run(
+        self, records: Iterable[TraceRecord], progress: Callable[[int], None] | None = None
+    ) -> Result:
+        for n, record in enumerate(records, 1):
+            self.arrive(record)
+            if progress is not None and n % 10_000 == 0:
+                progress(n)
+        self.finish()
+        return self.result
+
+    def arrive(self, record: TraceRecord) -> None:
+        now = record.ts_us
+        if self._t0 is None:
+            self._t0 = now
+            self.result.first_ts_us = now
+            self._push(now + self._probe_us, _PROBE, 0, 0, 0)
+        self._advance(now)
+        self.result.last_ts_us = now
+        self.result.requests += 1
+        self._admit(record, now)
+
+    def finish(self) -> None:
+        """Let every request in flight end (active probes stop with the trace)."""
+        events = self._events
+        while events:
+            at, _, request, index, outcome, spent = heapq.heappop(events)
+            if outcome != _PROBE:
+                self._ended(request, index, outcome, spent, at)
+
+    def _push(self, at: int, outcome: int, request: Any, index: int, spent: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (at, self._seq, request, index, outcome, spent))
+
+    def _advance(self, now: int) -> None:
+        events = self._events
+        while events and events[0][0] <= now:
+            at, _, request, index, outcome, spent = heapq.heappop(events)
+            if outcome == _PROBE:
+                self.backends.probe(at - (self._t0 or 0), self._seconds(at))
+                # Between sparse requests only the last two probes can matter.
+                step = self._probe_us
+                nxt = max(at + step, now - (now - at) % step - step)
+                self._push(nxt, _PROBE, 0, 0, 0)
+            else:
+                self._ended(request, index, outcome, spent, at)
+
+    def _seconds(self, at_us: int) -> float:
+        return (at_us - (self._t0 or 0)) / 1e6
+
+    # -- one request -------------------------------------------------------
+
+    def _admit(self, record: TraceRecord, now: int) -> None:
+        config = self.config
+        denials = self.result.denials
+        key_id = record.key
+        organization: Organization
+        if key_id is not None:
+            entry = self.keys.get(key_id)
+            if entry is None or entry[1].revoked:
+                denials["unauthenticated"] += 1
+                return
+            org_name, organization = entry[0], entry[2]
+        else:
+            org_name = record.org or ""
+            found = config.organizations.get(org_name)
+            if found is None:
+                denials["unauthenticated"] += 1
+                return
+            organization = found
+        model_name = record.model
+        pair = (org_name, model_name)
+        if pair in self._models:
+            resolved = self._models[pair]
+        else:
+            known = config.models.get(model_name)
+            resolved = known if known is not None and organization.allows(model_name) else None
+            self._models[pair] = resolved
+        if resolved is None:
+            denials["model_not_found"] += 1
+            return
+        if self.total_in_flight >= config.server.max_in_flight:
+            denials["overloaded"] += 1
+            return
+        request = _Request(record, org_name, key_id)
+        request.price = self._prices.get(model_name)
+        if self.limits.applies(org_name, key_id, model_name):
+            plan, refusal, holds = self.limits.admit(
+                org_name, key_id, record, f"r{self.result.requests}", now
+            )
+            if refusal is not None:
+                denials[_DENIAL_CODES[refusal.limit_type]] += 1
+                return
+            request.plan, request.holds = plan, holds
+        seconds = self._seconds(now)
+        decision = routing.decide(
+            model_name, resolved, org_name, key_id, self.rng, self.backends.views(seconds)
+        )
+        if not decision.candidates:
+            # Every backend full: the router waits a moment for a slot, then sheds
+            # (the wait is not modelled). Otherwise no backend can take it.
+            full = decision.only_capacity_skips()
+            self._fail(request, "overloaded" if full else "no_backend_available", now)
+            return
+        request.candidates = decision.candidates
+        self.total_in_flight += 1
+        self.retries.request(seconds)
+        self._attempt(request, 0, now)
+
+    def _attempt(self, request: _Request, index: int, start: int) -> None:
+        backend = request.candidates[index].backend
+        self.backends.begin(backend, self._seconds(start))
+        self.result.attempts[backend] += 1
+        request.attempts += 1
+        offset = start - (self._t0 or 0)
+        outcome, spent = self.backends.outcome(backend, offset, self._completion(request))
+        deadline = request.arrival_us + self._request_timeout_us
+        if start + spent > deadline:
+            outcome, spent = _DEADLINE, max(0, deadline - start)
+        self._push(start + spent, outcome, request, index, spent)
+
+    def _completion(self, request: _Request) -> int:
+        record = request.record
+        if record.operation == "embedding":
+            return 0
+        completion = record.completion_tokens
+        cap = request.plan.max_tokens if request.plan is not None else None
+        return completion if cap is None or completion <= cap else cap
+
+    def _ended(self, request: _Request, index: int, outcome: int, spent: int, at: int) -> None:
+        backend = request.candidates[index].backend
+        backends = self.backends
+        backends.end(backend)
+        breaker = backends.breakers[backend]
+        seconds = self._seconds(at)
+        result = self.result
+        if outcome == OK:
+            backends.succeeded(backend, seconds, spent)
+            self.total_in_flight -= 1
+            self._served(request, backend, at)
+            return
+        if outcome == _DEADLINE:
+            breaker.abandoned(seconds)
+            self.total_in_flight -= 1
+            self._fail(request, "request_timeout", at)
+            return
+        breaker.failure(seconds, "timed out" if outcome == TIMED_OUT else "failed")
+        result.failed_attempts[backend] += 1
+        if outcome == TIMED_OUT:
+            # Not safe to repeat: the request may still be running, and a hung
+            # backend would hang again. The router answers 504.
+            self.total_in_flight -= 1
+            self._fail(request, "backend_timeout", at)
+            return
+        for nxt in range(index + 1, len(request.candidates)):
+            if request.attempts >= self.max_attempts:
+                break
+            if not backends.breakers[request.candidates[nxt].backend].available(seconds):
+                continue  # its circuit opened since routing decided
+            if not self.retries.try_retry(seconds):
+                break
+            result.failovers += 1
+            if request.attempts == 1:
+                result.requests_failed_over += 1
+            self._attempt(request, nxt, at)
+            return
+        self.total_in_flight -= 1
+        self._fail(request, "backend_error", at)
+
+    def _served(self, request: _Request, backend: str, at: int) -> None:
+        result = self.result
+        record = request.record
+        completion = self._completion(request)
+        result.served[backend] += 1
+        result.latencies_ms[backend].append((at - request.arrival_us) / 1000)
+        if request.price is None:
+            result.unpriced += 1
+        else:
+            result.spend[request.org] += cost(request.price, record.prompt_tokens, completion)
+        if request.holds and request.plan is not None:
+            usage = TokenUsage(record.prompt_tokens, completion, record.prompt_tokens + completion)
+            self.limits.settle(request.plan, request.holds, usage, served=True, now_us=at)
+
+    def _fail(self, request: _Request, reason: str, at: int) -> None:
+        self.result.denials[reason] += 1
+        if request.holds and request.plan is not None:
+            self.limits.settle(request.plan, request.holds, None, served=False, now_us=at)

@@ -1,0 +1,162 @@
+"""The limit ledgers the simulation admits and settles against.
+
+Rules:
+- `SimLedger` takes exactly the decisions of `router_core.limits.ledger.MemoryLedger`
+  (the router's embedded store) with far fewer objects per request: the
+  same specs, state keys and holds (as `state_key` and `holds_for` make
+  them), the same settlement (`settled`), the same rule functions (`gcra_check`, `quota_check`,
+  `reserve`, `window_of`), in the loop of `admission.decide`: checks in
+  order, the first that fails refuses the request and nothing is written;
+  otherwise every check with a cost > 0 is written. What it leaves out is
+  only what a simulation does not read: Retry-After, the x-ratelimit figures.
+  A Hypothesis test holds it to MemoryLedger, decision by decision.
+- `CoreLedger` is MemoryLedger itself behind the same two methods, for tests
+  and for anyone who wants the slower, literal path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from router_core.limits.admission import Kind, LimitType, State
+from router_core.limits.budget import BudgetState, reserve
+from router_core.limits.gcra import Tat, gcra_check
+from router_core.limits.integers import MAX_NOW_US, NEVER, require_int
+from router_core.limits.ledger import (
+    Hold,
+    MemoryLedger,
+    QuotaSpec,
+    RateSpec,
+    Spec,
+    settled,
+)
+from router_core.limits.quota import quota_check
+from router_core.limits.windows import window_of
+
+_NO_TAT = Tat()
+_NO_SPEND = BudgetState()
+_PRUNE_EVERY = 1024
+
+
+class Refusal(NamedTuple):
+    """The check that refused a request (as `admission.Denial` reports it)."""
+
+    key: str
+    limit_type: LimitType
+    # Rate limits: burst - remaining; quotas: used; budgets: committed + reserved.
+    current_usage: int
+    limit: int
+
+
+Verdict = tuple[Refusal | None, tuple[Hold, ...]]
+
+
+class Ledger(Protocol):
+    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Verdict: ...
+
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None: ...
+
+
+class SimLedger:
+    def __init__(self) -> None:
+        # state key -> (state, expires at in µs or NEVER)
+        self._entries: dict[str, tuple[State, int]] = {}
+        self._open_holds: set[tuple[str, str]] = set()
+        self._admissions = 0
+
+    def _get(self, key: str, now_us: int) -> State | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expire = entry[1]
+        if expire != NEVER and expire <= now_us:
+            del self._entries[key]
+            return None
+        return entry[0]
+
+    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Verdict:
+        require_int("now", now_us, 0, MAX_NOW_US)
+        writes: list[tuple[str, State, int]] = []
+        holds: list[Hold] = []
+        for spec in specs:
+            if type(spec) is RateSpec:
+                key = spec.key
+                state = self._get(key, now_us)
+                tat = state if isinstance(state, Tat) else _NO_TAT
+                limit = spec.limit
+                r = gcra_check(tat, now_us, spec.cost, limit.rate, limit.period_us, limit.burst)
+                if not r.allowed:
+                    usage = limit.burst - r.remaining
+                    return Refusal(key, LimitType.RATE_LIMIT, usage, limit.burst), ()
+                if spec.cost > 0:
+                    writes.append((key, r.new_tat, now_us + r.reset_after_us))
+                continue
+            assert not isinstance(spec, RateSpec)
+            window = window_of(spec.window, now_us)
+            key = f"{spec.key}:{window.id}"
+            state = self._get(key, now_us)
+            new_state: State
+            if type(spec) is QuotaSpec:
+                used = state if isinstance(state, int) else 0
+                q = quota_check(used, spec.cost, spec.limit)
+                if not q.allowed:
+                    return Refusal(key, LimitType.QUOTA, used, spec.limit), ()
+                new_state = q.new_used
+            else:
+                budget = state if isinstance(state, BudgetState) else _NO_SPEND
+                b = reserve(budget, spec.cost, spec.limit)
+                if not b.allowed:
+                    return Refusal(key, LimitType.BUDGET, budget.spent, spec.limit), ()
+                new_state = b.new_state
+            if spec.cost > 0:
+                writes.append((key, new_state, window.end_us))
+                # As `holds_for`: a hold for every quota and budget charged.
+                kind = Kind.QUOTA if type(spec) is QuotaSpec else Kind.BUDGET
+                holds.append(Hold(request_id, key, kind, spec.cost, window.end_us))
+        entries = self._entries
+        for key, state, expire in writes:
+            entries[key] = (state, expire)
+        if holds:
+            self._open_holds.update((h.id, h.key) for h in holds)
+        self._prune(now_us)
+        return None, tuple(holds)
+
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
+        for hold, actual in zip(holds, actuals, strict=True):
+            if (hold.id, hold.key) not in self._open_holds:
+                continue
+            self._open_holds.discard((hold.id, hold.key))
+            state = self._get(hold.key, now_us)
+            self._entries[hold.key] = (settled(state, hold, actual), hold.expire_at_us)
+
+    def state(self, key: str, now_us: int) -> State | None:
+        return self._get(key, now_us)
+
+    def _prune(self, now_us: int) -> None:
+        # As MemoryLedger: sweep expired keys once every 1,024 admissions (memory only).
+        self._admissions += 1
+        if self._admissions % _PRUNE_EVERY:
+            return
+        for key in [k for k, (_, exp) in self._entries.items() if exp != NEVER and exp <= now_us]:
+            del self._entries[key]
+
+
+class CoreLedger:
+    """MemoryLedger behind the `Ledger` methods."""
+
+    def __init__(self) -> None:
+        self.memory = MemoryLedger()
+
+    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Verdict:
+        admission = self.memory.admit(request_id, specs, now_us)
+        denial = admission.decision.denied_by
+        if denial is None:
+            return None, admission.holds
+        return Refusal(denial.key, denial.limit_type, denial.current_usage, denial.limit), ()
+
+    def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
+        self.memory.settle(holds, actuals, now_us)
+
+    def state(self, key: str, now_us: int) -> State | None:
+        return self.memory.get(key, now_us)
