@@ -16,22 +16,17 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 
-from router_server.mock_backend.process import free_port, terminate
+from child_server import ChildServer, ChildServerError
 
 
-class RedisServerError(RuntimeError):
+class RedisServerError(ChildServerError):
     pass
 
 
@@ -51,8 +46,11 @@ def redis_binary() -> Path:
     return path
 
 
-class RedisServer:
+class RedisServer(ChildServer):
     """One Redis (or Valkey) server: ours to stop and restart, or an external one."""
+
+    error = RedisServerError
+    shared_reason = "the server at REDIS_URL is shared: it cannot be stopped"
 
     def __init__(
         self,
@@ -65,19 +63,12 @@ class RedisServer:
     ) -> None:
         if (binary is None) == (url is None):
             raise ValueError("give a binary to run or the url of an external server")
-        self.binary = binary
-        self.host = host
         self.external_url = url
         if url is not None:
             parts = urlsplit(url)
-            self.host = parts.hostname or host
-            self.port = parts.port or 6379
-        else:
-            self.port = port if port is not None else free_port(host)
-        self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._log: IO[bytes] | None = None
+            host = parts.hostname or host
+            port = parts.port or 6379
+        super().__init__(binary, host=host, port=port, startup_timeout=startup_timeout)
 
     @classmethod
     def from_environment(cls) -> RedisServer:
@@ -90,55 +81,15 @@ class RedisServer:
     def url(self) -> str:
         return self.external_url or f"redis://{self.host}:{self.port}/0"
 
-    @property
-    def controllable(self) -> bool:
-        """Whether stop/kill/start work (not on a shared REDIS_URL server)."""
-        return self.binary is not None
-
-    @property
-    def running(self) -> bool:
-        if not self.controllable:
-            return True
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> Self:
-        if not self.controllable or self.running:
-            return self
+    def command(self, workdir: str) -> list[str]:
         assert self.binary is not None
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="redis-test-")
-            self._log = (Path(self._dir.name) / "server.log").open("ab")
-        command = [
+        return [
             str(self.binary), "--port", str(self.port), "--bind", self.host,
-            "--save", "", "--appendonly", "no", "--dir", self._dir.name,
+            "--save", "", "--appendonly", "no", "--dir", workdir,
         ]  # fmt: skip
-        self._proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RedisServerError(
-                    f"{self.binary.name} exited with {self._proc.returncode}: {self._log_tail()}"
-                )
-            if self.ping():
-                return self
-            time.sleep(0.02)
-        self.kill()
-        raise RedisServerError(f"{self.binary.name} on port {self.port} did not start in time")
 
-    def stop(self) -> None:
-        """SIGTERM, as an orderly shutdown would."""
-        self._require_control()
-        if self._proc is not None:
-            terminate(self._proc, 5.0)
-            self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        self._require_control()
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.wait()
-            self._proc = None
+    def ready(self) -> bool:
+        return self.ping()
 
     def ping(self) -> bool:
         try:
@@ -147,37 +98,6 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-    def close(self) -> None:
-        if self.controllable:
-            self.stop()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _require_control(self) -> None:
-        if not self.controllable:
-            raise RedisServerError("the server at REDIS_URL is shared: it cannot be stopped")
-
-    def _log_tail(self) -> str:
-        if self._dir is None:
-            return ""
-        text = (Path(self._dir.name) / "server.log").read_text(errors="replace")
-        return text[-2000:]
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from sim_support import config_data
 
 from router_cli.simulate import FaultsInvalid, TraceInvalid, parse_world, read_trace
 from router_core.config_codec import structure
+
+from sim_support import config_data
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

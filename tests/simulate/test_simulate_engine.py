@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sim_support import config_data, rec, run, with_org_limits
 
 from router_cli.simulate import Simulation
 from router_core.config_codec import structure
+
+from sim_support import config_data, rec, run, with_org_limits
 
 
 def test_shares_follow_the_weights() -> None:

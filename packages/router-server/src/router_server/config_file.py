@@ -34,40 +34,26 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
         for name, backend in config.backends.items()
         if backend.api_key_env is not None and not env.get(backend.api_key_env)
     ]
-    limits = config.limits
-    if limits.store == "redis" and not env.get(limits.redis_url_env):
-        problems.append(
-            ConfigProblem(
-                "limits.redis_url_env",
-                f"environment variable {limits.redis_url_env} is not set (limits.store is redis)",
-            )
-        )
-    overrides = config.overrides
-    if overrides.store == "redis" and not env.get(overrides.redis_url_env):
-        problems.append(
-            ConfigProblem(
-                "overrides.redis_url_env",
-                f"environment variable {overrides.redis_url_env} is not set "
-                "(overrides.store is redis)",
-            )
-        )
+    # Services the config names by an environment variable, when in use:
+    # (field, variable, why it is needed).
+    needed = [
+        ("limits.redis_url_env", config.limits.redis_url_env,
+         config.limits.store == "redis", "limits.store is redis"),
+        ("overrides.redis_url_env", config.overrides.redis_url_env,
+         config.overrides.store == "redis", "overrides.store is redis"),
+        ("idempotency.redis_url_env", config.idempotency.redis_url_env,
+         config.idempotency.store == "redis", "idempotency.store is redis"),
+    ]  # fmt: skip
     kafka = config.usage.kafka
-    if kafka is not None and not env.get(kafka.bootstrap_env):
-        problems.append(
-            ConfigProblem(
-                "usage.kafka.bootstrap_env",
-                f"environment variable {kafka.bootstrap_env} is not set (usage.kafka is set)",
-            )
+    if kafka is not None:
+        needed.append(
+            ("usage.kafka.bootstrap_env", kafka.bootstrap_env, True, "usage.kafka is set")
         )
-    idempotency = config.idempotency
-    if idempotency.store == "redis" and not env.get(idempotency.redis_url_env):
-        problems.append(
-            ConfigProblem(
-                "idempotency.redis_url_env",
-                f"environment variable {idempotency.redis_url_env} is not set "
-                "(idempotency.store is redis)",
-            )
-        )
+    problems.extend(
+        ConfigProblem(field, f"environment variable {variable} is not set ({why})")
+        for field, variable, used, why in needed
+        if used and not env.get(variable)
+    )
     return problems
 
 
