@@ -17,6 +17,7 @@ from router_server.process import RouterProcess
 
 from support import ACME_KEY, CHAT, GLOBEX_KEY, auth, eventually
 from tls_fixture import ALICE_SUBJECT, AdminCerts, RouterFactory, with_admin
+from usage_support import schema_errors, wait_ledger
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 
@@ -94,6 +95,13 @@ def test_drain_moves_traffic_off_the_backend_until_deleted(
         ("override_created", ALICE_SUBJECT, created["id"], "test"),
         ("override_deleted", ALICE_SUBJECT, created["id"], "done"),
     ]
+    # ...and one `audit.router.v1` record, beside the usage records.
+    records = wait_ledger(tmp_path / "router-0-data", 2, table="audit_records")
+    assert [(r["event"], r["detail"]["actor"], r["detail"]["override_id"]) for r in records] == [
+        ("override_created", ALICE_SUBJECT, created["id"]),
+        ("override_deleted", ALICE_SUBJECT, created["id"]),
+    ]
+    assert all(schema_errors(r) == [] for r in records)
 
 
 def test_pin_sends_all_of_a_model_to_one_backend(admin: Admin, mocks: Mocks) -> None:

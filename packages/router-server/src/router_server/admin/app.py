@@ -27,7 +27,7 @@ from starlette.routing import Route
 from router_core import routing
 from router_core.problems import Catalog, ClientError, RouterError
 from router_server.admin import codec, tls
-from router_server.admin.audit import AuditEntry, Change
+from router_server.admin.audit import AuditEntry, Change, audit_detail
 from router_server.admin.inputs import explain_query_from, override_from
 from router_server.middleware import RouterMiddleware
 from router_server.pipeline import RouterState, read_json_body
@@ -62,18 +62,11 @@ class SharedRouter:
 
 def describe_backends(state: RouterState) -> dict[str, dict[str, Any]]:
     """Each backend's health: the one place that reads the health registry."""
-    describe = getattr(state.health, "describe", None)
-    if callable(describe):
-        described: dict[str, dict[str, Any]] = describe()
-        return described
-    # Before the health registry had describe(): reachability only.
-    reachable: dict[str, bool | None] = getattr(state.health, "reachable", {})
-    return {name: {"reachable": reachable.get(name)} for name in state.config.backends}
+    return state.health.describe()
 
 
-def _backend_views(state: RouterState) -> Mapping[str, routing.BackendView] | None:
-    views = getattr(state.health, "views", None)
-    return views() if callable(views) else None
+def _backend_views(state: RouterState) -> Mapping[str, routing.BackendView]:
+    return state.health.views()
 
 
 def _shown_url(url: str) -> str:
@@ -131,6 +124,7 @@ async def create_override(request: Request) -> Response:
     override = override_from(await read_json_body(request), state.config, actor, now)
     entry = AuditEntry(_audit_id(), now, actor, Change.CREATED, override, override.reason)
     await state.overrides.create(override, entry)
+    await _record(state, entry)
     return json_response(codec.to_data(override), status=201)
 
 
@@ -151,7 +145,17 @@ async def delete_override(request: Request) -> Response:
     entry = AuditEntry(_audit_id(), now, actor, Change.DELETED, override, reason[:500])
     if not await state.overrides.delete(override_id, entry):
         raise missing
+    await _record(state, entry)
     return Response(status_code=204)
+
+
+async def _record(state: RouterState, entry: AuditEntry) -> None:
+    """The change as an `audit.router.v1` record, beside the usage records."""
+    await state.usage.recorder.audit_event(
+        str(entry.change),
+        organization=entry.override.organization,
+        detail=audit_detail(entry),
+    )
 
 
 async def explain(request: Request) -> Response:

@@ -34,22 +34,23 @@ class AuditEntry:
     reason: str
 
 
-def log_entry(entry: AuditEntry) -> None:
+def audit_detail(entry: AuditEntry) -> dict[str, object]:
+    """What the change was, for the log event and the audit record."""
     override = entry.override
-    log.info(
-        "admin_change",
-        extra={
-            "event": str(entry.change),
-            "audit_id": entry.id,
-            "at": entry.at,
-            "actor": entry.actor,
-            "reason": entry.reason,
-            "override_id": override.id,
-            "action": str(override.action),
-            "backend": override.backend,
-            "model": override.model,
-            "organization": override.organization,
-            "weight": override.weight,
-            "expires_at": override.expires_at,
-        },
-    )
+    return {
+        "audit_id": entry.id,
+        "at": entry.at,
+        "actor": entry.actor,
+        "reason": entry.reason,
+        "override_id": override.id,
+        "action": str(override.action),
+        "backend": override.backend,
+        "model": override.model,
+        "organization": override.organization,
+        "weight": override.weight,
+        "expires_at": override.expires_at,
+    }
+
+
+def log_entry(entry: AuditEntry) -> None:
+    log.info("admin_change", extra={"event": str(entry.change), **audit_detail(entry)})
