@@ -73,6 +73,8 @@ class KafkaExporter:
             self.connected = True
             self.sent += len(batch)
             self.reader.ack()
+            # Let records gather for the next batch (see usage.ledger.feed).
+            await anyio.sleep(self.settings.linger_ms / 1000)
 
     async def _send(self, batch: list[frames.Frame]) -> None:
         producer = await self._started()
