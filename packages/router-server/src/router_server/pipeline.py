@@ -33,6 +33,7 @@ from router_server.dispatch import Dispatcher, Opened
 from router_server.forwarding import RelayResponse, StreamTally
 from router_server.health import Health
 from router_server.limits import LimitGate, Ticket
+from router_server.ops import Ops
 from router_server.responses import error_response, json_response
 from router_server.usage.sink import UsageSink
 from router_server.usage.trace import UsageTrace
@@ -57,6 +58,8 @@ class RouterState:
     usage: UsageSink
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
+    # Metrics and the operator page's window (set in the lifespan).
+    ops: Ops | None = None
 
 
 def state_of(request: Request) -> RouterState:
@@ -128,7 +131,9 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
                     holds_slot = False  # the relay gives it back when the stream ends
                     return response
                 hedge = model.hedge_after_ms / 1000 if model.hedge_after_ms else None
+                sent = time.perf_counter()
                 opened, body = await state.dispatch.fetch(forwarded, candidates, hedge)
+                backend_s = time.perf_counter() - sent
         except TimeoutError:
             raise DependencyError(
                 Catalog.REQUEST_TIMEOUT,
@@ -140,11 +145,17 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         latency_ms = (time.perf_counter() - started) * 1000
         answer = shape(inference, opened, body, latency_ms)
         _access(request_id, principal, inference, opened, 200, started)
+        if state.ops is not None:  # ops: router-added latency = total - backend wait
+            total_s = time.perf_counter() - started
+            state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
         response = json_response(answer, headers=headers)
         await state.usage.answered(trace, response, opened=opened, body=body)
         return response
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
+        if principal is None and state.ops is not None:  # ops: no usage record without one
+            seconds = time.perf_counter() - started
+            state.ops.requests.observe_unauthenticated(path, exc.status, exc.problem.code, seconds)
         if ticket is not None:
             exc.headers = {**ticket.headers, **exc.headers}
         response = error_response(exc, path)

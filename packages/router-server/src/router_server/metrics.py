@@ -1,0 +1,217 @@
+"""Prometheus metrics: what each request did, and the live state of the components.
+
+Rules:
+- Label values are bounded: `model` is a configured public model or "other",
+  `organization` a configured organization or "other" ("none" before
+  authentication), `backend` a configured backend or "none", `route` one of
+  the app's routes, `code` a problem code from the core's catalog. No request
+  id and no raw user input ever becomes a label.
+- Per-request series are fed from one place, the usage record (`observe`),
+  so the numbers agree with what finance sees; requests without a principal
+  (unauthenticated) are counted by `observe_unauthenticated`.
+- The hot path resolves label children once per label tuple and caches them:
+  a request costs a dict lookup and a few `inc`/`observe` calls.
+- Component state (backend health and circuits, in-flight, spool, export lag,
+  Redis and Kafka failures) is read at scrape time from the components'
+  own `status()`, so it costs nothing per request.
+- Each app has its own registry. The router serves one process per listener
+  set (`server.workers` is not forked by `main.py`), so the numbers are the
+  process's own and need no multiprocess aggregation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from router_core.accounting.records import UsageRecord
+from router_core.config import RouterConfig
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OTHER = "other"
+LIMIT_CODES = {
+    "rate_limit_exceeded": "rate_limit",
+    "quota_exceeded": "quota",
+    "budget_exceeded": "budget",
+}
+ROUTES = frozenset({"/v1/inference", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+_CIRCUITS = ("closed", "open", "half_open")
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+class RequestMetrics:
+    """The per-request series, with their label children cached."""
+
+    def __init__(self, registry: CollectorRegistry, config: Callable[[], RouterConfig]) -> None:
+        self.config = config
+        labels = ("route", "model", "backend", "organization", "status_class")
+        self.requests = Counter("router_requests", "Requests answered.", labels, registry=registry)
+        self.duration = Histogram(
+            "router_request_duration_seconds", "Time from accept to the end of the answer.",
+            labels, registry=registry, buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.errors = Counter(
+            "router_request_errors", "Requests answered with an error, by problem code.",
+            ("route", "model", "organization", "code"), registry=registry,
+        )  # fmt: skip
+        self.denials = Counter(
+            "router_limit_denials", "Requests refused by a limit, by limit type.",
+            ("organization", "limit_type"), registry=registry,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "router_time_to_first_token_seconds", "Time from accept to a stream's first event.",
+            ("model", "backend"), registry=registry, buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "router_tokens", "Tokens of answered requests (prompt, completion).",
+            ("model", "organization", "kind"), registry=registry,
+        )  # fmt: skip
+        self.cost = Counter(
+            "router_cost_usd", "Cost of answered requests at the configured prices.",
+            ("model", "organization"), registry=registry,
+        )  # fmt: skip
+        self.backend_latency = Histogram(
+            "router_backend_latency_seconds", "Time spent waiting on backends (non-streamed).",
+            ("backend",), registry=registry, buckets=_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.router_added = Histogram(
+            "router_added_latency_seconds",
+            "Latency the router adds: the request's time minus the backend's.",
+            ("route",), registry=registry, buckets=_OVERHEAD_BUCKETS,
+        )  # fmt: skip
+        self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = {}
+
+    # -- label bounding ------------------------------------------------------------
+
+    def _model(self, name: str | None) -> str:
+        return name if name is not None and name in self.config().models else OTHER
+
+    def _org(self, name: str | None) -> str:
+        if name is None:
+            return "none"
+        return name if name in self.config().organizations else OTHER
+
+    def _backend(self, name: str | None) -> str:
+        return name if name is not None and name in self.config().backends else "none"
+
+    @staticmethod
+    def _route(path: str) -> str:
+        return path if path in ROUTES else OTHER
+
+    # -- observations ---------------------------------------------------------------
+
+    def observe(self, record: UsageRecord) -> None:
+        """One request's usage record (every authenticated request has exactly one)."""
+        key = (record.route, record.model or "", record.backend or "", record.organization,
+               record.status)  # fmt: skip
+        children = self._children.get(key)
+        if children is None:
+            labels = (self._route(record.route), self._model(record.model),
+                      self._backend(record.backend), self._org(record.organization),
+                      status_class(record.status))  # fmt: skip
+            children = (self.requests.labels(*labels), self.duration.labels(*labels))
+            if len(self._children) < 10_000:  # the labels are bounded; the raw keys may not be
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(record.latency_ms / 1000)
+        model, org = self._model(record.model), self._org(record.organization)
+        if record.reason is not None:
+            self.errors.labels(self._route(record.route), model, org, record.reason).inc()
+            limit_type = LIMIT_CODES.get(record.reason)
+            if limit_type is not None:
+                self.denials.labels(org, limit_type).inc()
+        if record.ttft_ms is not None:
+            self.ttft.labels(model, self._backend(record.backend)).observe(record.ttft_ms / 1000)
+        usage = record.usage
+        if usage.total_tokens:
+            self.tokens.labels(model, org, "prompt").inc(usage.prompt_tokens)
+            self.tokens.labels(model, org, "completion").inc(usage.completion_tokens)
+        if record.cost_nano_usd:
+            self.cost.labels(model, org).inc(record.cost_nano_usd / 1e9)
+
+    def observe_unauthenticated(self, path: str, status: int, code: str, seconds: float) -> None:
+        labels = (self._route(path), OTHER, "none", "none", status_class(status))
+        self.requests.labels(*labels).inc()
+        self.duration.labels(*labels).observe(seconds)
+        self.errors.labels(labels[0], OTHER, "none", code).inc()
+
+    def observe_backend(self, route: str, backend: str, total_s: float, backend_s: float) -> None:
+        self.backend_latency.labels(self._backend(backend)).observe(backend_s)
+        self.router_added.labels(self._route(route)).observe(max(0.0, total_s - backend_s))
+
+
+class StateCollector(Collector):
+    """Component state, read from the components' `status()` at scrape time."""
+
+    def __init__(self, sources: Callable[[], Mapping[str, Any]]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[Any]:
+        s = self.sources()
+        up = GaugeMetricFamily(
+            "router_backend_up", "1 if the backend can take requests now.", labels=["backend"]
+        )
+        circuit = GaugeMetricFamily(
+            "router_backend_circuit_state", "1 for the backend's circuit state.",
+            labels=["backend", "state"],
+        )  # fmt: skip
+        backend_in_flight = GaugeMetricFamily(
+            "router_backend_in_flight", "Requests in flight to the backend.", labels=["backend"]
+        )
+        for name, health in s["backends"].items():
+            up.add_metric([name], 1.0 if health["available"] else 0.0)
+            for state in _CIRCUITS:
+                circuit.add_metric([name, state], 1.0 if health["circuit"] == state else 0.0)
+            backend_in_flight.add_metric([name], health["in_flight"])
+        yield from (up, circuit, backend_in_flight)
+        gate = s["backpressure"]
+        yield GaugeMetricFamily(
+            "router_in_flight_requests", "Requests holding an in-flight slot.",
+            value=gate.get("in_flight", 0),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "router_queued_requests", "Requests waiting for a slot.", value=gate.get("queued", 0)
+        )
+        usage = s.get("usage") or {}
+        spool = usage.get("spool") or {}
+        yield GaugeMetricFamily(
+            "router_usage_spool_bytes", "Bytes in the usage spool not yet acknowledged.",
+            value=spool.get("bytes", 0),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "router_usage_spool_records", "Records in the usage spool not yet exported.",
+            value=spool.get("records", 0),
+        )  # fmt: skip
+        lag = GaugeMetricFamily(
+            "router_usage_export_lag_seconds", "Age of the oldest record not yet exported.",
+            labels=["sink"],
+        )  # fmt: skip
+        for sink in ("ledger", "kafka"):
+            if usage.get(sink):
+                lag.add_metric([sink], usage[sink]["lag_s"])
+        yield lag
+        limits = s["limits"]
+        idempotency = usage.get("idempotency") or {}
+        yield CounterMetricFamily(
+            "router_redis_errors", "Failed calls to the shared store (limits, idempotency).",
+            value=limits["failure_decisions"] + limits["settle_failures"]
+            + idempotency.get("failures", 0),
+        )  # fmt: skip
+        kafka = usage.get("kafka") or {}
+        yield CounterMetricFamily(
+            "router_kafka_errors", "Failed attempts to export usage records to Kafka.",
+            value=kafka.get("failures", 0),
+        )  # fmt: skip
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
