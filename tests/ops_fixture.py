@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,27 @@ def chromium() -> str:
     pytest.skip(
         "chromium is not installed (CI installs Debian's package: apt-get install chromium)"
     )
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def render_page(chromium: str, url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """The page's DOM after its scripts ran (and a screenshot), in headless Chromium."""
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000",
+        # Let the page's fetch and render finish before the DOM is taken.
+        "--virtual-time-budget=4000", "--run-all-compositor-stages-before-draw",
+    ]  # fmt: skip
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [chromium, *flags, f"--screenshot={screenshot}", url],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    done = subprocess.run(
+        [chromium, *flags, "--dump-dom", url], check=True, capture_output=True, timeout=60
+    )
+    return done.stdout.decode()
