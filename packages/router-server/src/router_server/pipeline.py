@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router_core import routing, usage
+from router_core.accounting.records import outcome_of
 from router_core.auth import KeyIndex, Principal, authenticate, credential_from_headers
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
@@ -144,7 +145,8 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         headers["x-router-backend"] = opened.candidate.backend
         latency_ms = (time.perf_counter() - started) * 1000
         answer = shape(inference, opened, body, latency_ms)
-        _access(request_id, principal, inference, opened, 200, started)
+        content = _content(config, inference, body)
+        _access(request_id, principal, inference, opened, 200, started, content=content)
         if state.ops is not None:  # ops: router-added latency = total - backend wait
             total_s = time.perf_counter() - started
             state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
@@ -231,6 +233,13 @@ async def _stream(
     async def on_close(tally: StreamTally) -> None:
         state.dispatch.done(opened, tally.broken)
         state.gate.leave()
+        if trace.principal is not None:  # the stream's access line, when it ends
+            outcome = (
+                "success" if tally.done else "backend_error" if tally.broken else "client_cancelled"
+            )
+            content = _content(state.config, forwarded, None)
+            _access(trace.request_id, trace.principal, forwarded, opened, 200, trace.started,
+                    outcome, content)  # fmt: skip
         await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
 
     headers["x-router-backend"] = opened.candidate.backend
@@ -295,7 +304,11 @@ def _access(
     opened: Opened,
     status: int,
     started: float,
+    outcome: str = "success",
+    content: Mapping[str, Any] | None = None,
 ) -> None:
+    """The request's one access line (no secrets; no prompt or completion unless
+    `observability.log_content` put them in `content`)."""
     if log.isEnabledFor(logging.INFO):
         log.info(
             "request",
@@ -303,12 +316,27 @@ def _access(
                 "request_id": request_id,
                 "organization": principal.organization,
                 "key_id": principal.key_id,
+                "operation": inference.operation.value,
                 "model": inference.model,
                 "backend": opened.candidate.backend,
                 "status": status,
+                "outcome": outcome,
+                "stream": inference.stream,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                **(content or {}),
             },
         )
+
+
+def _content(
+    config: RouterConfig, inference: InferenceRequest, body: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Prompt and completion for the access line, only when the config asks for them."""
+    if not config.observability.log_content:
+        return None
+    asked = inference.body
+    prompt = asked.get("messages", asked.get("prompt", asked.get("input")))
+    return {"prompt": prompt, "completion": None if body is None else body.get("choices")}
 
 
 def _denied(
@@ -324,6 +352,7 @@ def _denied(
                 "path": path,
                 "status": exc.status,
                 "code": exc.problem.code,
+                "outcome": outcome_of(exc.problem.code).value,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )
