@@ -25,7 +25,7 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
 
 def served_names(client: TestClient) -> set[str]:
     """Every sample name /metrics can serve (families without samples included)."""
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(client.get("/metrics").text):
         names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
     return names

@@ -172,8 +172,9 @@ class ObservabilitySettings:
     ops_token_env: str | None = None
     # OpenTelemetry traces (needs the `opentelemetry-sdk` package when on).
     tracing: bool = False
-    # "otlp" (OTLP over HTTP, the exporter's own environment variables) or "console".
-    tracing_exporter: str = _checked(default="otlp", validator=_one_of("otlp", "console"))
+    # "otlp" (OTLP over HTTP, the exporter's own environment variables), "console",
+    # or "memory" (kept in process: tests, debugging).
+    tracing_exporter: str = _checked(default="otlp", validator=_one_of("otlp", "console", "memory"))
     # Put prompts and completions in the access log (never on by default).
     log_content: bool = False
 

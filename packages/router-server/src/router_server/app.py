@@ -30,7 +30,7 @@ from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
-from router_server import openapi
+from router_server import openapi, tracing
 from router_server.admin.book import OverrideBook
 from router_server.admin.store import open_override_store
 from router_server.backends import close_clients, open_clients
@@ -226,6 +226,7 @@ def create_app(
             usage=usage,
         )
         state.ops = _open_ops(state, environ)
+        tracing.start(config.observability)
         stack = contextlib.ExitStack()
         try:
             await probe_all(state.health, backends, config.health.probe_timeout_s)
@@ -248,6 +249,7 @@ def create_app(
                 tg.cancel_scope.cancel()
         finally:
             stack.close()
+            tracing.stop()
             await close_clients(state.backends)
             await close_store()
             await state.overrides.store.aclose()

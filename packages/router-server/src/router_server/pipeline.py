@@ -27,6 +27,7 @@ from router_core.auth import KeyIndex, Principal, authenticate, credential_from_
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
+from router_server import tracing
 from router_server.admin.book import OverrideBook
 from router_server.backends import BackendClient
 from router_server.backpressure import Gate, overloaded
@@ -98,6 +99,11 @@ Shaper = Callable[[InferenceRequest, Opened, dict[str, Any], float], Any]
 
 async def serve(request: Request, validate: Validator, shape: Shaper) -> Response:
     """The pipeline for every inference route; `shape` builds the route's JSON answer."""
+    with tracing.request_span(request.headers, request.url.path):  # a no-op unless on
+        return await _serve(request, validate, shape)
+
+
+async def _serve(request: Request, validate: Validator, shape: Shaper) -> Response:
     started = time.perf_counter()
     state = state_of(request)
     config = state.config  # one config for the whole request, even across a reload
@@ -109,7 +115,8 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     holds_slot = False
     trace = state.usage.trace(request_id, path, started)
     try:
-        principal = trace.principal = authenticate_request(request, state)
+        with tracing.span("router.auth"):
+            principal = trace.principal = authenticate_request(request, state)
         inference = trace.inference = validate(await read_json_body(request))
         model = routing.resolve_model(config, principal.org, inference.model)
         # A retry of a completed request is answered from the store, before
@@ -119,10 +126,12 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
             return replay
         await gate.enter()
         holds_slot = True
-        ticket = await state.limits.admit(
-            request_id, principal.organization, principal.key_id, inference
-        )
-        candidates = await _route(state, inference.model, model, principal)
+        with tracing.span("router.limits"):
+            ticket = await state.limits.admit(
+                request_id, principal.organization, principal.key_id, inference
+            )
+        with tracing.span("router.route"):
+            candidates = await _route(state, inference.model, model, principal)
         headers = dict(ticket.headers)
         forwarded = _forwarded(inference, ticket)
         try:
