@@ -70,8 +70,8 @@ async def status(request: Request) -> Response:
             "config_version": state.config.version,
             "unserved_models": unserved,
             "components": found,
-            # The flat fields earlier clients read:
-            "backends": found["backends"],
+            # The flat fields earlier clients read (backends as the admin API shows them):
+            "backends": state.health.describe(),
             "backpressure": state.gate.status(),
             "retries": {
                 "retries": state.dispatch.retries,
