@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -88,7 +89,10 @@ class RequestMetrics:
             "Latency the router adds: the request's time minus the backend's.",
             ("route",), registry=registry, buckets=_OVERHEAD_BUCKETS,
         )  # fmt: skip
-        self._children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = {}
+        # Label children bound once per raw label tuple: `labels()` costs more than
+        # the observations themselves.
+        self._bound: dict[tuple[str, str | None, str | None, str, int], _Bound] = {}
+        self._backend_bound: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     # -- label bounding ------------------------------------------------------------
 
@@ -111,32 +115,39 @@ class RequestMetrics:
 
     def observe(self, record: UsageRecord) -> None:
         """One request's usage record (every authenticated request has exactly one)."""
-        key = (record.route, record.model or "", record.backend or "", record.organization,
-               record.status)  # fmt: skip
-        children = self._children.get(key)
-        if children is None:
-            labels = (self._route(record.route), self._model(record.model),
-                      self._backend(record.backend), self._org(record.organization),
-                      status_class(record.status))  # fmt: skip
-            children = (self.requests.labels(*labels), self.duration.labels(*labels))
-            if len(self._children) < 10_000:  # the labels are bounded; the raw keys may not be
-                self._children[key] = children
-        children[0].inc()
-        children[1].observe(record.latency_ms / 1000)
-        model, org = self._model(record.model), self._org(record.organization)
-        if record.reason is not None:
-            self.errors.labels(self._route(record.route), model, org, record.reason).inc()
-            limit_type = LIMIT_CODES.get(record.reason)
-            if limit_type is not None:
-                self.denials.labels(org, limit_type).inc()
+        key = (record.route, record.model, record.backend, record.organization, record.status)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bind(record)
+            if len(self._bound) < 10_000:  # the labels are bounded; the raw keys may not be
+                self._bound[key] = bound
+        bound.requests.inc()
+        bound.duration.observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
-            self.ttft.labels(model, self._backend(record.backend)).observe(record.ttft_ms / 1000)
+            bound.ttft.observe(record.ttft_ms / 1000)
         usage = record.usage
         if usage.total_tokens:
-            self.tokens.labels(model, org, "prompt").inc(usage.prompt_tokens)
-            self.tokens.labels(model, org, "completion").inc(usage.completion_tokens)
+            bound.prompt_tokens.inc(usage.prompt_tokens)
+            bound.completion_tokens.inc(usage.completion_tokens)
         if record.cost_nano_usd:
-            self.cost.labels(model, org).inc(record.cost_nano_usd / 1e9)
+            bound.cost.inc(record.cost_nano_usd / 1e9)
+        if record.reason is not None:
+            self.errors.labels(bound.route, bound.model, bound.org, record.reason).inc()
+            limit_type = LIMIT_CODES.get(record.reason)
+            if limit_type is not None:
+                self.denials.labels(bound.org, limit_type).inc()
+
+    def _bind(self, record: UsageRecord) -> _Bound:
+        route, model = self._route(record.route), self._model(record.model)
+        backend, org = self._backend(record.backend), self._org(record.organization)
+        labels = (route, model, backend, org, status_class(record.status))
+        return _Bound(
+            route, model, org,
+            self.requests.labels(*labels), self.duration.labels(*labels),
+            self.ttft.labels(model, backend),
+            self.tokens.labels(model, org, "prompt"), self.tokens.labels(model, org, "completion"),
+            self.cost.labels(model, org),
+        )  # fmt: skip
 
     def observe_unauthenticated(self, path: str, status: int, code: str, seconds: float) -> None:
         labels = (self._route(path), OTHER, "none", "none", status_class(status))
@@ -145,8 +156,30 @@ class RequestMetrics:
         self.errors.labels(labels[0], OTHER, "none", code).inc()
 
     def observe_backend(self, route: str, backend: str, total_s: float, backend_s: float) -> None:
-        self.backend_latency.labels(self._backend(backend)).observe(backend_s)
-        self.router_added.labels(self._route(route)).observe(max(0.0, total_s - backend_s))
+        bound = self._backend_bound.get((route, backend))
+        if bound is None:
+            bound = (
+                self.backend_latency.labels(self._backend(backend)),
+                self.router_added.labels(self._route(route)),
+            )
+            self._backend_bound[(route, backend)] = bound  # both bounded by the config
+        bound[0].observe(backend_s)
+        bound[1].observe(max(0.0, total_s - backend_s))
+
+
+@attrs.frozen
+class _Bound:
+    """The label values and series children of one (route, model, backend, org, status)."""
+
+    route: str
+    model: str
+    org: str
+    requests: Any
+    duration: Any
+    ttft: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    cost: Any
 
 
 class StateCollector(Collector):
