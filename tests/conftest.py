@@ -30,7 +30,7 @@ from support import (
 
 # Real servers: Redis (redis_server, redis_url), the Kafka-compatible broker
 # (kafka_broker, kafka_bootstrap), and the admin listener's certificates (admin_certs).
-pytest_plugins = ["redis_fixture", "kafka_fixture", "tls_fixture"]
+pytest_plugins = ["redis_fixture", "kafka_fixture", "tls_fixture", "ops_fixture"]
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]

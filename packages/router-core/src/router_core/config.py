@@ -164,6 +164,22 @@ class ServerSettings:
 
 
 @attrs.frozen
+class ObservabilitySettings:
+    """Operator surfaces: the ops page and /metrics credential, traces, log content."""
+
+    # Environment variable holding the bearer token of the operator page's
+    # data (/ops/summary) and of /metrics; unset: no ops page, open /metrics.
+    ops_token_env: str | None = None
+    # OpenTelemetry traces (needs the `opentelemetry-sdk` package when on).
+    tracing: bool = False
+    # "otlp" (OTLP over HTTP, the exporter's own environment variables), "console",
+    # or "memory" (kept in process: tests, debugging).
+    tracing_exporter: str = _checked(default="otlp", validator=_one_of("otlp", "console", "memory"))
+    # Put prompts and completions in the access log (never on by default).
+    log_content: bool = False
+
+
+@attrs.frozen
 class HealthSettings:
     """Active probes and the per-backend circuit breaker (see `router_core.breaker`)."""
 
@@ -505,6 +521,7 @@ class RouterConfig:
     prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
     usage: UsageSettings = UsageSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     version: int = 1
 
     __attrs_post_init__ = _check_fields

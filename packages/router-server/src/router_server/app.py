@@ -30,7 +30,7 @@ from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
-from router_server import openapi
+from router_server import openapi, tracing
 from router_server.admin.book import OverrideBook
 from router_server.admin.store import open_override_store
 from router_server.backends import close_clients, open_clients
@@ -38,7 +38,10 @@ from router_server.backpressure import Gate
 from router_server.dispatch import Dispatcher
 from router_server.health import Health, probe_all, probe_forever
 from router_server.limits import LimitGate, LimitStore, MemoryStore
+from router_server.metrics import StateCollector
 from router_server.middleware import RouterMiddleware
+from router_server.ops import Ops
+from router_server.ops import routes as ops_routes
 from router_server.pipeline import (
     RouterState,
     authenticate_request,
@@ -98,25 +101,6 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready", "models": sorted(state.config.models)})
 
 
-async def status(request: Request) -> Response:
-    state = state_of(request)
-    return json_response(
-        {
-            "status": "degraded" if state.health.unserved_models(state.config) else "ok",
-            "config_version": state.config.version,
-            "backends": state.health.describe(),
-            "backpressure": state.gate.status(),
-            "retries": {
-                "retries": state.dispatch.retries,
-                "refused_by_budget": state.dispatch.retries_refused,
-                "hedges": state.dispatch.hedges,
-            },
-            "limits": state.limits.status(),
-            **{name: source() for name, source in state.status_sources.items()},
-        }
-    )
-
-
 async def openapi_document(request: Request) -> Response:
     return json_response(openapi.document())
 
@@ -140,10 +124,10 @@ ROUTES = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/status", status, methods=["GET"]),
     Route("/v1/status/healthz", healthz, methods=["GET"]),
     Route("/v1/status/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi_document, methods=["GET"]),
+    *ops_routes.ROUTES,
 ]
 
 
@@ -180,6 +164,23 @@ def on_sighup(handler: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
+    """Metrics and the ops window, fed by every usage record."""
+
+    def sources() -> dict[str, Any]:
+        return {
+            "backends": state.health.describe(),
+            "backpressure": state.gate.status(),
+            "limits": state.limits.status(),
+            "usage": state.usage.status(),
+        }
+
+    token_env = state.config.observability.ops_token_env
+    ops = Ops(lambda: state.config, StateCollector(sources), environ.get(token_env or ""))
+    state.usage.recorder.observers += [ops.requests.observe, ops.window.observe]
+    return ops
 
 
 def create_app(
@@ -224,6 +225,8 @@ def create_app(
             ),
             usage=usage,
         )
+        state.ops = _open_ops(state, environ)
+        tracing.start(config.observability)
         stack = contextlib.ExitStack()
         try:
             await probe_all(state.health, backends, config.health.probe_timeout_s)
@@ -246,6 +249,7 @@ def create_app(
                 tg.cancel_scope.cancel()
         finally:
             stack.close()
+            tracing.stop()
             await close_clients(state.backends)
             await close_store()
             await state.overrides.store.aclose()

@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from router_core.config import Backend, RouterConfig
+from router_server import tracing
 
 
 class FailureKind(enum.Enum):
@@ -92,17 +93,21 @@ class BackendClient:
     async def open(self, path: str, body: Mapping[str, Any]) -> httpx.Response:
         """POST `body` and return the response with its body not yet read."""
         target = self._target(path)
-        request = httpx.Request(
-            "POST",
-            target.url,
-            headers=target.headers,
-            content=orjson.dumps(body),
-            extensions=target.extensions,
-        )
-        try:
-            response = await self.transport.handle_async_request(request)
-        except httpx.HTTPError as exc:
-            raise _map(self.name, exc) from None
+        with tracing.backend_span(self.name) as trace_headers:  # a no-op unless tracing is on
+            headers = target.headers
+            if trace_headers:
+                headers = httpx.Headers({**headers, **trace_headers})
+            request = httpx.Request(
+                "POST",
+                target.url,
+                headers=headers,
+                content=orjson.dumps(body),
+                extensions=target.extensions,
+            )
+            try:
+                response = await self.transport.handle_async_request(request)
+            except httpx.HTTPError as exc:
+                raise _map(self.name, exc) from None
         response.request = request
         return response
 

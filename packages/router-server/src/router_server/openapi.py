@@ -268,6 +268,11 @@ def _get(
     return {"get": operation}
 
 
+def _text(summary: str, media: str, errors: dict[str, Any]) -> dict[str, Any]:
+    ok = {"description": "OK", "content": {media: {"schema": {"type": "string"}}}}
+    return {"get": {"summary": summary, "responses": {"200": ok, **errors}}}
+
+
 @cache
 def document() -> dict[str, Any]:
     openai_object = {"type": "object"}
@@ -316,8 +321,8 @@ def document() -> dict[str, Any]:
                 secured=True,
             ),
             "/v1/status": _get(
-                "Component detail: backends' reachability, the limit store and its failure "
-                "counters",
+                "Every component with its state (config, backends, Redis, Kafka, spool), "
+                "answered within a second; status is degraded when any is not ok",
                 {"type": "object"},
                 {},
             ),
@@ -332,6 +337,20 @@ def document() -> dict[str, Any]:
                 _errors("Problem", PROBLEM, (503,)),
             ),
             "/openapi.json": _get("This document", {"type": "object"}, {}),
+            "/metrics": _text(
+                "Prometheus metrics (behind the ops token when observability.ops_token_env is set)",
+                "text/plain",
+                _errors("Problem", PROBLEM, (401,)),
+            ),
+            "/ops": _text(
+                "The operator page (HTML; its data comes from /ops/summary)", "text/html", {}
+            ),
+            "/ops/summary": _get(
+                "The operator page's data: backends, recent rates, spend, denials, export",
+                {"type": "object"},
+                _errors("Problem", PROBLEM, (401, 404)),
+                secured=True,
+            ),
         },
         "components": {
             "schemas": SCHEMAS,

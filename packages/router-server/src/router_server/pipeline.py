@@ -22,10 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router_core import routing, usage
+from router_core.accounting.records import outcome_of
 from router_core.auth import KeyIndex, Principal, authenticate, credential_from_headers
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
+from router_server import tracing
 from router_server.admin.book import OverrideBook
 from router_server.backends import BackendClient
 from router_server.backpressure import Gate, overloaded
@@ -33,6 +35,7 @@ from router_server.dispatch import Dispatcher, Opened
 from router_server.forwarding import RelayResponse, StreamTally
 from router_server.health import Health
 from router_server.limits import LimitGate, Ticket
+from router_server.ops import Ops
 from router_server.responses import error_response, json_response
 from router_server.usage.sink import UsageSink
 from router_server.usage.trace import UsageTrace
@@ -57,6 +60,8 @@ class RouterState:
     usage: UsageSink
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
+    # Metrics and the operator page's window (set in the lifespan).
+    ops: Ops | None = None
 
 
 def state_of(request: Request) -> RouterState:
@@ -94,6 +99,11 @@ Shaper = Callable[[InferenceRequest, Opened, dict[str, Any], float], Any]
 
 async def serve(request: Request, validate: Validator, shape: Shaper) -> Response:
     """The pipeline for every inference route; `shape` builds the route's JSON answer."""
+    with tracing.request_span(request.headers, request.url.path):  # a no-op unless on
+        return await _serve(request, validate, shape)
+
+
+async def _serve(request: Request, validate: Validator, shape: Shaper) -> Response:
     started = time.perf_counter()
     state = state_of(request)
     config = state.config  # one config for the whole request, even across a reload
@@ -105,7 +115,8 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
     holds_slot = False
     trace = state.usage.trace(request_id, path, started)
     try:
-        principal = trace.principal = authenticate_request(request, state)
+        with tracing.span("router.auth"):
+            principal = trace.principal = authenticate_request(request, state)
         inference = trace.inference = validate(await read_json_body(request))
         model = routing.resolve_model(config, principal.org, inference.model)
         # A retry of a completed request is answered from the store, before
@@ -115,10 +126,12 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
             return replay
         await gate.enter()
         holds_slot = True
-        ticket = await state.limits.admit(
-            request_id, principal.organization, principal.key_id, inference
-        )
-        candidates = await _route(state, inference.model, model, principal)
+        with tracing.span("router.limits"):
+            ticket = await state.limits.admit(
+                request_id, principal.organization, principal.key_id, inference
+            )
+        with tracing.span("router.route"):
+            candidates = await _route(state, inference.model, model, principal)
         headers = dict(ticket.headers)
         forwarded = _forwarded(inference, ticket)
         try:
@@ -128,7 +141,9 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
                     holds_slot = False  # the relay gives it back when the stream ends
                     return response
                 hedge = model.hedge_after_ms / 1000 if model.hedge_after_ms else None
+                sent = time.perf_counter()
                 opened, body = await state.dispatch.fetch(forwarded, candidates, hedge)
+                backend_s = time.perf_counter() - sent
         except TimeoutError:
             raise DependencyError(
                 Catalog.REQUEST_TIMEOUT,
@@ -139,12 +154,19 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         headers["x-router-backend"] = opened.candidate.backend
         latency_ms = (time.perf_counter() - started) * 1000
         answer = shape(inference, opened, body, latency_ms)
-        _access(request_id, principal, inference, opened, 200, started)
+        content = _content(config, inference, body)
+        _access(request_id, principal, inference, opened, 200, started, content=content)
+        if state.ops is not None:  # ops: router-added latency = total - backend wait
+            total_s = time.perf_counter() - started
+            state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
         response = json_response(answer, headers=headers)
         await state.usage.answered(trace, response, opened=opened, body=body)
         return response
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
+        if principal is None and state.ops is not None:  # ops: no usage record without one
+            seconds = time.perf_counter() - started
+            state.ops.requests.observe_unauthenticated(path, exc.status, exc.problem.code, seconds)
         if ticket is not None:
             exc.headers = {**ticket.headers, **exc.headers}
         response = error_response(exc, path)
@@ -220,6 +242,13 @@ async def _stream(
     async def on_close(tally: StreamTally) -> None:
         state.dispatch.done(opened, tally.broken)
         state.gate.leave()
+        if trace.principal is not None:  # the stream's access line, when it ends
+            outcome = (
+                "success" if tally.done else "backend_error" if tally.broken else "client_cancelled"
+            )
+            content = _content(state.config, forwarded, None)
+            _access(trace.request_id, trace.principal, forwarded, opened, 200, trace.started,
+                    outcome, content)  # fmt: skip
         await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
 
     headers["x-router-backend"] = opened.candidate.backend
@@ -284,7 +313,11 @@ def _access(
     opened: Opened,
     status: int,
     started: float,
+    outcome: str = "success",
+    content: Mapping[str, Any] | None = None,
 ) -> None:
+    """The request's one access line (no secrets; no prompt or completion unless
+    `observability.log_content` put them in `content`)."""
     if log.isEnabledFor(logging.INFO):
         log.info(
             "request",
@@ -292,12 +325,27 @@ def _access(
                 "request_id": request_id,
                 "organization": principal.organization,
                 "key_id": principal.key_id,
+                "operation": inference.operation.value,
                 "model": inference.model,
                 "backend": opened.candidate.backend,
                 "status": status,
+                "outcome": outcome,
+                "stream": inference.stream,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                **(content or {}),
             },
         )
+
+
+def _content(
+    config: RouterConfig, inference: InferenceRequest, body: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """Prompt and completion for the access line, only when the config asks for them."""
+    if not config.observability.log_content:
+        return None
+    asked = inference.body
+    prompt = asked.get("messages", asked.get("prompt", asked.get("input")))
+    return {"prompt": prompt, "completion": None if body is None else body.get("choices")}
 
 
 def _denied(
@@ -313,6 +361,7 @@ def _denied(
                 "path": path,
                 "status": exc.status,
                 "code": exc.problem.code,
+                "outcome": outcome_of(exc.problem.code).value,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )

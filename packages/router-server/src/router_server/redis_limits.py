@@ -153,6 +153,10 @@ class RedisLedger:
             owns_client=True,
         )
 
+    async def ping(self) -> None:
+        """Raise if Redis does not answer (for /v1/status, which bounds the wait)."""
+        await self._client.ping()
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()

@@ -31,7 +31,11 @@ from router_server.pipeline import RouterState
 log = logging.getLogger("router.config")
 
 # Settings read once at start-up.
-_RESTART_ONLY = ("listeners", "limits.store", "limits.redis_url_env", "overrides", "server.workers")
+_RESTART_ONLY = (
+    "listeners", "limits.store", "limits.redis_url_env", "overrides", "server.workers",
+    # The tracer and the ops token are set up with the app (log_content reloads).
+    "observability.ops_token_env", "observability.tracing", "observability.tracing_exporter",
+)  # fmt: skip
 
 
 @attrs.define

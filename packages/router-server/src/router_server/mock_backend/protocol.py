@@ -67,6 +67,8 @@ class Request:
     authorization: bytes | None
     keep_alive: bool
     http11: bool
+    # W3C trace context sent by the caller (the router, when tracing is on).
+    traceparent: bytes | None = None
 
 
 class MockHTTPProtocol(asyncio.Protocol):
@@ -77,6 +79,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._url = b""
         self._body: list[bytes] = []
         self._authorization: bytes | None = None
+        self._traceparent: bytes | None = None
         self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -127,6 +130,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._url = b""
         self._body = []
         self._authorization = None
+        self._traceparent = None
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -136,6 +140,8 @@ class MockHTTPProtocol(asyncio.Protocol):
         name = name.lower()
         if name == b"authorization":
             self._authorization = value
+        elif name == b"traceparent":
+            self._traceparent = value
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -156,6 +162,7 @@ class MockHTTPProtocol(asyncio.Protocol):
             authorization=self._authorization,
             keep_alive=parser.should_keep_alive(),
             http11=parser.get_http_version() == "1.1",
+            traceparent=self._traceparent,
         )
         if self._task is not None or self._queue:
             self._queue.append(request)
@@ -215,6 +222,9 @@ class MockHTTPProtocol(asyncio.Protocol):
         stats.by_path[path] = stats.by_path.get(path, 0) + 1
         if request.authorization is not None:
             stats.with_authorization += 1
+        if request.traceparent is not None:
+            stats.with_traceparent += 1
+            stats.last_traceparent = request.traceparent.decode("latin-1")
 
         is_post = path in _POST_ROUTES
         if not is_post and path != "/v1/models" and not path.startswith("/v1/models/"):

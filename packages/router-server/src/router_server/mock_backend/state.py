@@ -108,6 +108,8 @@ class MockStats:
     by_path: dict[str, int] = field(default_factory=dict)
     models_seen: dict[str, int] = field(default_factory=dict)
     with_authorization: int = 0
+    with_traceparent: int = 0
+    last_traceparent: str | None = None
     streams: int = 0
     injected_errors: int = 0
 
@@ -145,6 +147,8 @@ class MockState:
             "by_path": s.by_path,
             "models_seen": s.models_seen,
             "with_authorization": s.with_authorization,
+            "with_traceparent": s.with_traceparent,
+            "last_traceparent": s.last_traceparent,
             "streams": s.streams,
             "injected_errors": s.injected_errors,
             "in_flight": self.in_flight,

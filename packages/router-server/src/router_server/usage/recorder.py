@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class Recorder:
     instance: str = attrs.field(factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     write_failures: int = 0
     log: logging.Logger = log
+    # Called with every usage record as it is written (the metrics read them).
+    observers: list[Callable[[UsageRecord], None]] = attrs.field(factory=list)
 
     @classmethod
     def open(cls, config: RouterConfig, env: Mapping[str, str]) -> Recorder:
@@ -145,6 +147,8 @@ class Recorder:
             cost_nano_usd=price(self.config, model, counts),
             router_instance=self.instance,
         )  # fmt: skip
+        for observe in self.observers:
+            observe(record)
         await self._append(Kind.USAGE, usage_to_wire(record), now_us())
 
     async def audit(self, trace: UsageTrace, event: str, detail: Mapping[str, Any]) -> None:

@@ -1,0 +1,78 @@
+"""`/v1/status`: every component with a state, within a bounded time.
+
+Rules:
+- Each component reports `state`: "ok", "degraded" or "down" (or
+  "disabled" when not configured). The top-level status is "ok" only when
+  every component is ok or disabled.
+- Probes that wait on a dependency (Redis) run concurrently, each bounded by
+  `PROBE_TIMEOUT_S`; a dependency that hangs is reported "down" with the
+  reason "timeout", so the whole answer stays well within a second.
+- Everything else is read from in-memory state (breakers, spool, exporter).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import anyio
+
+PROBE_TIMEOUT_S = 0.4
+
+
+class Pingable(Protocol):
+    async def ping(self) -> None: ...
+
+
+async def _ping(store: Pingable) -> dict[str, Any]:
+    try:
+        with anyio.fail_after(PROBE_TIMEOUT_S):
+            await store.ping()
+    except TimeoutError:
+        return {"state": "down", "error": f"timeout after {PROBE_TIMEOUT_S:g} s"}
+    except Exception as exc:  # any client failure means the store is not answering
+        return {"state": "down", "error": f"{type(exc).__name__}: {exc}"[:200]}
+    return {"state": "ok"}
+
+
+def _backend_state(health: dict[str, Any]) -> str:
+    if not health["available"]:
+        return "down"
+    return "ok" if health["circuit"] == "closed" else "degraded"
+
+
+async def redis_component(store: object, limits_store: str) -> dict[str, Any]:
+    if limits_store != "redis" or not hasattr(store, "ping"):
+        return {"state": "disabled"}
+    return {**await _ping(store), "used_for": "limits"}
+
+
+def kafka_component(usage: dict[str, Any]) -> dict[str, Any]:
+    kafka = usage.get("kafka")
+    if kafka is None:
+        return {"state": "disabled"}
+    return {"state": "ok" if kafka["connected"] else "down", **kafka}
+
+
+def spool_component(usage: dict[str, Any]) -> dict[str, Any]:
+    spool = usage.get("spool") or {}
+    if not spool:
+        return {"state": "disabled"}
+    if not spool.get("accepting", True):
+        state = "down"
+    elif spool.get("fill_ratio", 0) >= 0.5 or spool.get("write_failures", 0):
+        state = "degraded"
+    else:
+        state = "ok"
+    return {"state": state, **spool}
+
+
+def backends_component(described: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {"state": _backend_state(h), **h} for name, h in described.items()}
+
+
+def overall(components: dict[str, Any], unserved_models: list[str]) -> str:
+    states = [c["state"] for c in components.values() if isinstance(c, dict) and "state" in c]
+    states += [b["state"] for b in components["backends"].values()]
+    if unserved_models or any(s in ("down", "degraded") for s in states):
+        return "degraded"
+    return "ok"
