@@ -144,6 +144,7 @@ class Recorder:
             usage=counts,
             cost_nano_usd=price(self.config, model, counts),
             router_instance=self.instance,
+            user=principal.user,
         )  # fmt: skip
         await self._append(Kind.USAGE, usage_to_wire(record), now_us())
 
