@@ -320,6 +320,8 @@ def _denied(
                 "path": path,
                 "status": exc.status,
                 "code": exc.problem.code,
+                # Why a credential was refused (never the credential itself).
+                "reason": exc.extra.get("reason"),
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )
