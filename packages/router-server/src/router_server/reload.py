@@ -31,7 +31,10 @@ from router_server.pipeline import RouterState
 log = logging.getLogger("router.config")
 
 # Settings read once at start-up.
-_RESTART_ONLY = ("listeners", "limits.store", "limits.redis_url_env", "overrides", "server.workers")
+_RESTART_ONLY = (
+    "listeners", "limits.store", "limits.redis_url_env", "overrides", "server.workers",
+    "auth.store", "auth.sqlite_path", "auth.redis_url_env", "auth.refresh_s",
+)  # fmt: skip
 
 
 @attrs.define

@@ -34,7 +34,8 @@ from router_core.problems import Catalog, ClientError, DependencyError
 log = logging.getLogger("router.auth")
 
 _JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
-_SUBJECT_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Subjects become part of limit keys: no braces (Redis Cluster hash tags), no spaces.
+_SUBJECT_RE = re.compile(r"^[A-Za-z0-9._@:|+=/-]{1,128}$")
 _MAPPED = (
     (jwt.ExpiredSignatureError, "token_expired", "The token has expired."),
     (jwt.ImmatureSignatureError, "token_not_yet_valid", "The token is not valid yet (nbf/iat)."),
