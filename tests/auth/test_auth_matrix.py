@@ -311,3 +311,30 @@ def test_limits_are_per_user(
     assert post(app, bearer(idp.token(sub="ada"))).status_code == 200
     refused(post(app, bearer(idp.token(sub="ada"))), 429, "rate_limit_exceeded", None)
     assert post(app, bearer(idp.token(sub="grace"))).status_code == 200
+
+
+def test_usage_records_name_the_user(
+    app: TestClient, idp: IdentityProvider, tmp_path: Path, canaries: Canaries
+) -> None:
+    token = canaries.add(idp.token(sub="ada@example.com"), "usage-token")
+    assert post(app, bearer(token)).status_code == 200
+    spooled = b"".join(p.read_bytes() for p in (tmp_path / "app-0-data").rglob("*") if p.is_file())
+    assert b'"key_id":"user:ada@example.com"' in spooled
+    assert b'"user":"ada@example.com"' in spooled
+
+
+def test_an_unreachable_jwks_is_503_not_401(
+    make_client: AppFactory, config_data: dict[str, Any], idp: IdentityProvider, tmp_path: Path
+) -> None:
+    data = auth_config(config_data, idp, tmp_path)
+    data["auth"]["issuers"] = [idp.issuer_config(jwks_url="http://127.0.0.1:9/jwks.json")]
+    response = post(make_client(data), bearer(idp.token()))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "credentials_unavailable"
+
+
+def test_a_token_without_a_configured_issuer(
+    make_client: AppFactory, config_data: dict[str, Any], idp: IdentityProvider
+) -> None:
+    refused(post(make_client(config_data), bearer(idp.token())), 401, "invalid_token",
+            "token_issuer")  # fmt: skip
