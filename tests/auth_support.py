@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from starlette.testclient import TestClient
+
 from router_core import keys, signing
 
+from canary_fixture import Canaries
 from jwks_fixture import IdentityProvider
+from support import CHAT
 
 LIVE_KEY = keys.format_live_key("live1abc", "L" * 32)
 EXPIRED_KEY = keys.format_live_key("expired1", "E" * 32)
@@ -68,3 +74,39 @@ def signed(
         time.time() if now is None else now, nonce_value or nonce(),
     )  # fmt: skip
     return {"authorization": header, "content-type": "application/json"}
+
+
+AppFactory = Callable[[dict[str, Any]], TestClient]
+BODY = json.dumps(CHAT).encode()
+
+
+def auth_app(
+    make_client: AppFactory,
+    config_data: dict[str, Any],
+    idp: IdentityProvider,
+    data_dir: Path,
+    canaries: Canaries,
+) -> TestClient:
+    """The app with `auth_config`, its keys registered as canaries."""
+    for name, key in ALL_KEYS.items():
+        canaries.add(key, name)
+    return make_client(auth_config(config_data, idp, data_dir))
+
+
+def refused(response: Any, status: int, code: str, reason: str | None) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error.get("reason") == reason
+
+
+def post(app: TestClient, headers: dict[str, str], body: bytes = BODY) -> Any:
+    return app.post(
+        "/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
