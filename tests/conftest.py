@@ -30,7 +30,12 @@ from support import (
 
 # Real servers: Redis (redis_server, redis_url), the Kafka-compatible broker
 # (kafka_broker, kafka_bootstrap), and the admin listener's certificates (admin_certs).
-pytest_plugins = ["redis_fixture", "kafka_fixture", "tls_fixture", "ops_fixture"]
+# An identity provider's JWKS endpoint (idp), the ops page's fixtures, and the
+# canary-secret check over the whole session's logs, error bodies and usage records.
+pytest_plugins = [
+    "redis_fixture", "kafka_fixture", "tls_fixture", "ops_fixture", "jwks_fixture",
+    "canary_fixture",
+]  # fmt: skip
 
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]

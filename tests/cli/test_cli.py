@@ -134,7 +134,7 @@ def test_keys_create_prints_a_working_key_once(capsys: pytest.CaptureFixture[str
     assert main(["keys", "create", "--org", "acme"]) == 0
     out = capsys.readouterr().out
     key = re.search(r"^\s+(rk_\w+)$", out, re.MULTILINE)
-    line = re.search(r"- \{id: (\w+), hash: \"(sha256:[0-9a-f]{64})\"\}", out)
+    line = re.search(r"- \{id: \"(\w+)\", hash: \"(sha256:[0-9a-f]{64})\"\}", out)
     assert key is not None
     assert line is not None
     assert out.count(key.group(1)) == 1

@@ -2,6 +2,8 @@
 
 router config validate FILE     every problem in FILE, with its path; exit 1 if any
 router keys create --org ORG    a new API key (shown once) and the line for the config
+router keys create|list|revoke|rotate --config FILE
+                                managed keys in the config's key store (SQLite or Redis)
 router serve --config FILE      run the router (same as `router-server`)
 router usage report --since 24h --group-by org,model,key [--format table|csv|json]
 router usage reconcile --client-log FILE [--topic T --bootstrap HOST:PORT]
@@ -12,13 +14,10 @@ router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--json
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from collections.abc import Sequence
 
-from router_cli import simulate, usage
-from router_core import keys
-from router_core.config import KEY_ID_RE
+from router_cli import keys, simulate, usage
 from router_core.config_codec import ConfigInvalid
 
 EXIT_INVALID = 1
@@ -43,27 +42,6 @@ def _config_validate(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({len(config.backends)} backends, {len(config.models)} models, "
         f"{len(config.organizations)} organizations, {keys_count} keys)"
     )
-    return 0
-
-
-def new_key_id() -> str:
-    return secrets.token_hex(6)
-
-
-def new_secret() -> str:
-    return "".join(secrets.choice(keys.SECRET_ALPHABET) for _ in range(keys.SECRET_LENGTH))
-
-
-def _keys_create(args: argparse.Namespace) -> int:
-    key_id = args.id or new_key_id()
-    if not KEY_ID_RE.match(key_id):
-        print("router keys create: --id must be 4 to 32 letters or digits", file=sys.stderr)
-        return EXIT_USAGE
-    key = keys.format_key(key_id, new_secret())
-    print(f"API key for organization {args.org!r} (shown once; store it now):")
-    print(f"  {key}")
-    print(f"Add under organizations.{args.org}.keys in the config:")
-    print(f'  - {{id: {key_id}, hash: "{keys.hash_key(key)}"}}')
     return 0
 
 
@@ -99,12 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=_config_validate)
 
-    keys_cmd = commands.add_parser("keys", help="manage API keys")
-    keys_commands = keys_cmd.add_subparsers(dest="keys_command", required=True)
-    create = keys_commands.add_parser("create", help="create a new API key")
-    create.add_argument("--org", required=True, help="the organization that owns the key")
-    create.add_argument("--id", help="the public key id (default: random)")
-    create.set_defaults(handler=_keys_create)
+    keys.add_commands(commands)
 
     serve = commands.add_parser("serve", help="run the router")
     serve.add_argument("--config", required=True)

@@ -1,11 +1,16 @@
-"""Authentication: from request headers to the organization and key behind them.
+"""Authentication: from a presented credential to the organization and key behind it.
 
 Rules:
 - The credential comes from `Authorization: Bearer <key>` or `X-API-Key`;
   a request carrying neither is `missing_api_key`, anything else that fails
-  is `invalid_api_key`. The message never echoes what was presented.
-- Unknown key id, wrong secret and revoked key all answer the same way, so
-  the response does not tell an attacker which part was wrong.
+  is `invalid_api_key` with a `reason`. The message never echoes what was
+  presented.
+- Unknown key id and wrong secret answer alike (`key_invalid`), so the
+  response does not tell an attacker which part was wrong. Only a caller who
+  proved they hold the secret learns that the key is revoked or expired.
+- Keys come from the config file and from the key store (managed at run
+  time); a key id names one key, and the config's wins.
+- Pure: `now` is passed in.
 """
 
 from __future__ import annotations
@@ -28,13 +33,35 @@ class Principal:
     organization: str
     key_id: str
     org: Organization = attrs.field(repr=False, eq=False)
+    # The interactive user (OIDC subject), when a token authenticated the request.
+    user: str | None = None
+    # The key's model scope ("*" for tokens: the organization's models apply).
+    models: tuple[str, ...] = ("*",)
+
+    def allows_model(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
+@attrs.frozen
+class ManagedKey:
+    """A key created at run time (CLI or admin API), kept in the key store."""
+
+    organization: str
+    key: ApiKey
+    created_at: float
+    created_by: str
+    # Set on the new key of a rotation: the key it replaces.
+    rotated_from: str | None = None
+
+
+Entry = tuple[str, ApiKey, Organization]
 
 
 @attrs.frozen
 class KeyIndex:
-    """Keys of every organization, by key id."""
+    """Keys of every organization in the config, by key id."""
 
-    by_id: Mapping[str, tuple[str, ApiKey, Organization]]
+    by_id: Mapping[str, Entry]
 
     @classmethod
     def from_config(cls, config: RouterConfig) -> KeyIndex:
@@ -47,14 +74,34 @@ class KeyIndex:
         )
 
 
+def lookup(
+    key_id: str,
+    index: KeyIndex,
+    managed: Mapping[str, ManagedKey],
+    organizations: Mapping[str, Organization],
+) -> Entry | None:
+    entry = index.by_id.get(key_id)
+    if entry is not None:
+        return entry
+    stored = managed.get(key_id)
+    if stored is None or stored.organization not in organizations:
+        return None
+    return stored.organization, stored.key, organizations[stored.organization]
+
+
+def refused(reason: str, detail: str = INVALID_DETAIL) -> ClientError:
+    return ClientError(Catalog.INVALID_API_KEY, detail, extra={"reason": reason})
+
+
 def credential_from_headers(authorization: str | None, x_api_key: str | None) -> str:
-    """The presented key; raises `missing_api_key` when there is none."""
+    """The presented bearer credential; raises `missing_api_key` when there is none."""
     if authorization:
-        scheme, _, value = authorization.partition(" ")
+        scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
-            raise ClientError(
-                Catalog.INVALID_API_KEY,
-                "The Authorization header must be 'Bearer <API key>'.",
+            raise refused(
+                "authorization_malformed",
+                "The Authorization header must be 'Bearer <API key or token>' "
+                "or a signed request (RK-HMAC-SHA256).",
             )
         return value.strip()
     if x_api_key:
@@ -62,21 +109,49 @@ def credential_from_headers(authorization: str | None, x_api_key: str | None) ->
     raise ClientError(
         Catalog.MISSING_API_KEY,
         "No API key: send 'Authorization: Bearer <API key>' or 'X-API-Key: <API key>'.",
+        extra={"reason": "missing"},
     )
 
 
-def authenticate(presented: str, index: KeyIndex) -> Principal:
+def admit(entry: Entry, now: float | None, route: str | None) -> Principal:
+    """The principal of a key whose secret was proven; refused if revoked, expired or
+    out of scope."""
+    org_name, key, org = entry
+    if key.revoked:
+        raise refused("key_revoked", "The API key has been revoked.")
+    if now is not None and key.expired(now):
+        raise refused("key_expired", "The API key has expired.")
+    if route is not None and not key.allows_route(route):
+        raise ClientError(
+            Catalog.ROUTE_NOT_ALLOWED,
+            f"This API key may not call {route}.",
+            extra={"reason": "route_not_allowed"},
+        )
+    return Principal(org_name, key.id, org, models=key.models)
+
+
+def authenticate(
+    presented: str,
+    index: KeyIndex,
+    *,
+    now: float | None = None,
+    route: str | None = None,
+    managed: Mapping[str, ManagedKey] | None = None,
+    organizations: Mapping[str, Organization] | None = None,
+) -> Principal:
     parsed = keys.parse(presented)
     if parsed is None:
-        raise ClientError(
-            Catalog.INVALID_API_KEY, "The API key is malformed: expected rk_<key id>_<secret>."
+        raise refused(
+            "key_malformed",
+            "The API key is malformed: expected rk_live_<key id>_<secret><checksum>.",
         )
-    entry = index.by_id.get(parsed.key_id)
+    if not parsed.checksum_ok:
+        raise refused("key_checksum", "The API key's checksum does not match: it was mistyped.")
+    entry = lookup(parsed.key_id, index, managed or {}, organizations or {})
     if entry is None:
         # Still hash and compare, so unknown ids cost the same as wrong secrets.
         keys.verify(presented, "sha256:" + "0" * 64)
-        raise ClientError(Catalog.INVALID_API_KEY, INVALID_DETAIL)
-    org_name, key, org = entry
-    if not keys.verify(presented, key.hash) or key.revoked:
-        raise ClientError(Catalog.INVALID_API_KEY, INVALID_DETAIL)
-    return Principal(org_name, key.id, org)
+        raise refused("key_invalid")
+    if not keys.verify(presented, entry[1].hash):
+        raise refused("key_invalid")
+    return admit(entry, now, route)

@@ -489,8 +489,22 @@ class ApiKey:
     )
     revoked: bool = False
     limits: Limits = Limits()
+    # Scopes: the public model names and the routes (paths) this key may use.
+    models: tuple[str, ...] = ("*",)
+    routes: tuple[str, ...] = ("*",)
+    # Epoch seconds after which the key is refused (rotation sets it on the old key).
+    expires_at: float | None = None
 
     __attrs_post_init__ = _check_fields
+
+    def allows_model(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+    def allows_route(self, route: str) -> bool:
+        return "*" in self.routes or route in self.routes
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
 
 @attrs.frozen
@@ -501,9 +515,62 @@ class Organization:
     limits: Limits = Limits()
     # Limits of this organization on one model (public name).
     model_limits: Mapping[str, Limits] = attrs.field(factory=dict)
+    # Limits of each interactive (OIDC) user of this organization, apart.
+    user_limits: Limits = Limits()
 
     def allows(self, model: str) -> bool:
         return "*" in self.models or model in self.models
+
+
+# Asymmetric algorithms only: an HS* token would be verified with a public key
+# as its secret (key confusion), and `none` is no signature at all.
+TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+
+
+def _algorithms(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    bad = [a for a in value if a not in TOKEN_ALGORITHMS]
+    if not value or bad:
+        raise FieldError(attribute.name, f"must be some of {', '.join(TOKEN_ALGORITHMS)}")
+
+
+@attrs.frozen
+class OidcIssuer:
+    """An identity provider whose JWT bearer tokens identify interactive users."""
+
+    # The exact `iss` claim.
+    issuer: str = _checked(validator=_url)
+    jwks_url: str = _checked(validator=_url)
+    # The `aud` claim the router requires.
+    audience: str = _checked(validator=_matches(re.compile(r"^\S+$"), "a non-empty string"))
+    algorithms: tuple[str, ...] = _checked(default=("RS256",), validator=_algorithms)
+    leeway_s: float = _checked(default=30.0, validator=_non_negative)
+    # Claims naming the organization (must exist in this config) and the user.
+    organization_claim: str = "org"
+    user_claim: str = "sub"
+    # The JWKS is re-read this often, and at most this often on an unknown `kid`.
+    jwks_cache_s: float = _checked(default=300.0, validator=_positive)
+    jwks_refetch_s: float = _checked(default=10.0, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class AuthSettings:
+    """Managed keys, HMAC nonces and OIDC issuers."""
+
+    # sqlite: one process (keys in a file, nonces in memory); redis: shared by replicas.
+    store: str = _checked(default="sqlite", validator=_one_of("sqlite", "redis"))
+    sqlite_path: str = _checked(default="router-data/keys.sqlite3", validator=_file_path)
+    redis_url_env: str = _checked(
+        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
+    )
+    # Replicas re-read the managed keys this often, besides pub/sub notifications.
+    refresh_s: float = _checked(default=2.0, validator=_positive)
+    # Signed requests older or newer than this are refused; nonces are kept as long.
+    hmac_max_skew_s: int = _checked(default=300, validator=_positive)
+    issuers: tuple[OidcIssuer, ...] = ()
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
@@ -522,6 +589,7 @@ class RouterConfig:
     usage: UsageSettings = UsageSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    auth: AuthSettings = AuthSettings()
     version: int = 1
 
     __attrs_post_init__ = _check_fields

@@ -222,6 +222,7 @@ def _limit_scopes(org_name: str, org: Organization) -> Iterator[tuple[str, Limit
         yield f"organizations.{org_name}.keys[{i}].limits", key.limits
     for model_name, limits in org.model_limits.items():
         yield f"organizations.{org_name}.model_limits.{model_name}", limits
+    yield f"organizations.{org_name}.user_limits", org.user_limits
 
 
 def _check_rates(org_name: str, org: Organization) -> Iterator[ConfigProblem]:

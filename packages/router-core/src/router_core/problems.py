@@ -34,7 +34,15 @@ class Catalog:
 
     MISSING_API_KEY = Problem("missing_api_key", 401, "Missing API key")
     INVALID_API_KEY = Problem("invalid_api_key", 401, "Invalid API key")
+    # A signed request (RK-HMAC-SHA256) or an OIDC token that failed its checks.
+    INVALID_SIGNATURE = Problem("invalid_signature", 401, "Invalid request signature")
+    INVALID_TOKEN = Problem("invalid_token", 401, "Invalid bearer token")
+    # The identity provider's keys (JWKS) or the nonce store could not be read.
+    CREDENTIALS_UNAVAILABLE = Problem(
+        "credentials_unavailable", 503, "Credentials cannot be checked", "server_error"
+    )
     FORBIDDEN_MODEL = Problem("model_not_allowed", 403, "Model not allowed for this key")
+    ROUTE_NOT_ALLOWED = Problem("route_not_allowed", 403, "Route not allowed for this key")
     NOT_FOUND = Problem("not_found", 404, "Not found")
     MODEL_NOT_FOUND = Problem("model_not_found", 404, "Model not found")
     METHOD_NOT_ALLOWED = Problem("method_not_allowed", 405, "Method not allowed")
@@ -81,6 +89,8 @@ class Catalog:
     OVERRIDES_UNAVAILABLE = Problem(
         "overrides_unavailable", 503, "Override store unavailable", "server_error"
     )
+    KEY_NOT_FOUND = Problem("key_not_found", 404, "Key not found")
+    KEYS_UNAVAILABLE = Problem("keys_unavailable", 503, "Key store unavailable", "server_error")
     INTERNAL_ERROR = Problem("internal_error", 500, "Internal error", "server_error")
 
     @classmethod

@@ -35,6 +35,7 @@ from router_server.admin.book import OverrideBook
 from router_server.admin.store import open_override_store
 from router_server.backends import close_clients, open_clients
 from router_server.backpressure import Gate
+from router_server.credentials.verify import open_credentials
 from router_server.dispatch import Dispatcher
 from router_server.health import Health, probe_all, probe_forever
 from router_server.limits import LimitGate, LimitStore, MemoryStore
@@ -74,7 +75,7 @@ async def inference(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     state = state_of(request)
     try:
-        principal = authenticate_request(request, state)
+        principal = await authenticate_request(request, state)
     except RouterError as exc:
         return error_response(exc, request.url.path)
     data = [
@@ -206,6 +207,7 @@ def create_app(
         store, close_store = open_limit_store(config, environ, limit_store)
         health = Health.from_config(config)
         usage = open_usage(config, environ)
+        credentials = open_credentials(config, environ)
         state = RouterState(
             config=config,
             keys=KeyIndex.from_config(config),
@@ -224,6 +226,7 @@ def create_app(
                 open_override_store(config, environ), refresh_s=config.overrides.refresh_s
             ),
             usage=usage,
+            credentials=credentials,
         )
         state.ops = _open_ops(state, environ)
         tracing.start(config.observability)
@@ -231,9 +234,12 @@ def create_app(
         try:
             await probe_all(state.health, backends, config.health.probe_timeout_s)
             await state.overrides.refresh()
+            await credentials.book.refresh()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe_forever, state.health, lambda: state.backends)
                 tg.start_soon(state.overrides.follow)
+                tg.start_soon(credentials.book.follow)
+                state.status_sources["keys"] = credentials.book.status
                 tg.start_soon(usage.run)
                 state.status_sources["overrides"] = state.overrides.status
                 state.status_sources["usage"] = usage.status
@@ -253,6 +259,7 @@ def create_app(
             await close_clients(state.backends)
             await close_store()
             await state.overrides.store.aclose()
+            await credentials.aclose()
             await usage.aclose()
 
     return Starlette(

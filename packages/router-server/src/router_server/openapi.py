@@ -216,7 +216,7 @@ def _errors(schema: str, media: str, codes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-_INFERENCE_ERRORS = (400, 401, 402, 404, 409, 413, 415, 422, 429, 502, 503, 504)
+_INFERENCE_ERRORS = (400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
 # OpenAI routes: a retry with the same key gets the stored answer (see README).
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
@@ -317,7 +317,7 @@ def document() -> dict[str, Any]:
             "/v1/models": _get(
                 "Models the caller's organization may use",
                 _ref("ModelList"),
-                _errors("OpenAIError", JSON, (401,)),
+                _errors("OpenAIError", JSON, (401, 403)),
                 secured=True,
             ),
             "/v1/status": _get(
@@ -355,7 +355,13 @@ def document() -> dict[str, Any]:
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (rk_live_...) or an OIDC JWT from a configured "
+                    "issuer. Signed requests send 'Authorization: RK-HMAC-SHA256 ...' instead "
+                    "(see the README, 'Signed requests').",
+                },
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },

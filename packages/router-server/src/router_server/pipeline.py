@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from router_core import routing, usage
 from router_core.accounting.records import outcome_of
-from router_core.auth import KeyIndex, Principal, authenticate, credential_from_headers
+from router_core.auth import KeyIndex, Principal
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
@@ -31,6 +31,7 @@ from router_server import tracing
 from router_server.admin.book import OverrideBook
 from router_server.backends import BackendClient
 from router_server.backpressure import Gate, overloaded
+from router_server.credentials import verify
 from router_server.dispatch import Dispatcher, Opened
 from router_server.forwarding import RelayResponse, StreamTally
 from router_server.health import Health
@@ -62,6 +63,8 @@ class RouterState:
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
     # Metrics and the operator page's window (set in the lifespan).
     ops: Ops | None = None
+    # Managed keys, nonces of signed requests and OIDC tokens (None: config keys only).
+    credentials: verify.Credentials | None = None
 
 
 def state_of(request: Request) -> RouterState:
@@ -69,10 +72,8 @@ def state_of(request: Request) -> RouterState:
     return state
 
 
-def authenticate_request(request: Request, state: RouterState) -> Principal:
-    headers = request.headers
-    presented = credential_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-    return authenticate(presented, state.keys)
+async def authenticate_request(request: Request, state: RouterState) -> Principal:
+    return await verify.authenticate_request(request, state.config, state.keys, state.credentials)
 
 
 async def read_json_body(request: Request) -> object:
@@ -116,9 +117,15 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
     trace = state.usage.trace(request_id, path, started)
     try:
         with tracing.span("router.auth"):
-            principal = trace.principal = authenticate_request(request, state)
+            principal = trace.principal = await authenticate_request(request, state)
         inference = trace.inference = validate(await read_json_body(request))
         model = routing.resolve_model(config, principal.org, inference.model)
+        if not principal.allows_model(inference.model):
+            raise ClientError(
+                Catalog.FORBIDDEN_MODEL,
+                f"This API key may not use model {inference.model!r}.",
+                param="model",
+            )
         # A retry of a completed request is answered from the store, before
         # taking a slot or charging a limit.
         replay = await state.usage.claim(trace, request.headers)
@@ -362,6 +369,8 @@ def _denied(
                 "status": exc.status,
                 "code": exc.problem.code,
                 "outcome": outcome_of(exc.problem.code).value,
+                # Why a credential was refused (never the credential itself).
+                "reason": exc.extra.get("reason"),
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )

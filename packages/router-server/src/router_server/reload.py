@@ -35,6 +35,7 @@ _RESTART_ONLY = (
     "listeners", "limits.store", "limits.redis_url_env", "overrides", "server.workers",
     # The tracer and the ops token are set up with the app (log_content reloads).
     "observability.ops_token_env", "observability.tracing", "observability.tracing_exporter",
+    "auth.store", "auth.sqlite_path", "auth.redis_url_env", "auth.refresh_s",
 )  # fmt: skip
 
 

@@ -74,6 +74,8 @@ class UsageRecord:
     usage: TokenCounts
     cost_nano_usd: int | None
     router_instance: str
+    # The interactive user (OIDC subject) behind the request; None for API keys.
+    user: str | None = None
     schema: str = USAGE_SCHEMA
 
 

@@ -2,8 +2,9 @@
 
 Rules:
 - Three scopes, each with the same kinds of limit: the organization
-  (`org:<org>`), the API key (`org:<org>:key:<id>`) and the organization on
-  one model (`org:<org>:model:<model>`). Every key starts with the
+  (`org:<org>`), the API key (`org:<org>:key:<id>`), or for an OIDC user the
+  user (`org:<org>:user:<subject>`, from `user_limits`), and the organization
+  on one model (`org:<org>:model:<model>`). Every key starts with the
   organization, so a store can keep one request's keys together (a Redis
   Cluster hash slot).
 - Costs are worst cases, known before the backend answers: one request; and
@@ -108,6 +109,9 @@ def _scopes(
     scopes = [(f"org:{organization}", org.limits)]
     if key is not None:
         scopes.append((f"org:{organization}:key:{key_id}", key.limits))
+    elif key_id.startswith("user:"):
+        # An OIDC user (`user:<subject>`): each user of the organization has its own.
+        scopes.append((f"org:{organization}:{key_id}", org.user_limits))
     model_limits = org.model_limits.get(model)
     if model_limits is not None:
         scopes.append((f"org:{organization}:model:{model}", model_limits))

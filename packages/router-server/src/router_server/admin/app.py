@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from router_core import routing
 from router_core.problems import Catalog, ClientError, RouterError
-from router_server.admin import codec, tls
+from router_server.admin import codec, keys, tls
 from router_server.admin.audit import AuditEntry, Change, audit_detail
 from router_server.admin.inputs import explain_query_from, override_from
 from router_server.middleware import RouterMiddleware
@@ -226,6 +226,7 @@ ROUTES = [
     Route("/admin/v1/overrides/{override_id}", delete_override, methods=["DELETE"]),
     Route("/admin/v1/explain", explain, methods=["POST"]),
     Route("/admin/v1/audit", audit, methods=["GET"]),
+    *keys.ROUTES,
 ]
 
 

@@ -146,6 +146,7 @@ class Recorder:
             usage=counts,
             cost_nano_usd=price(self.config, model, counts),
             router_instance=self.instance,
+            user=principal.user,
         )  # fmt: skip
         for observe in self.observers:
             observe(record)

@@ -1,0 +1,1 @@
+"""Credentials: managed keys (store, live view), signed requests, OIDC tokens."""
