@@ -11,23 +11,18 @@ re-read, and replicas re-read on a timer too, so a lost message costs at most
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
-import anyio
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from router_core.overrides import Override
 from router_server.admin import codec
 from router_server.admin.audit import AuditEntry
 from router_server.admin.store import AUDIT_KEPT, OverrideStoreUnavailable
-
-log = logging.getLogger("router.admin")
+from router_server.shared_state import REDIS_TIMEOUT_S, follow_channel, redis_guard
 
 DEFAULT_PREFIX = "router:"
-TIMEOUT_S = 2.0
 
 _PUT = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -56,7 +51,9 @@ class RedisOverrideStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisOverrideStore:
-        client = Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        client = Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
         return cls(client, prefix=prefix)
 
     async def load(self, now: float) -> list[Override]:
@@ -102,44 +99,10 @@ class RedisOverrideStore:
         return [e for body in raw if (e := codec.loads(body, AuditEntry)) is not None]
 
     async def listen(self, on_change: Callable[[], None]) -> None:
-        """Follow the change channel; on any failure, wait, resubscribe, and report a
-        change (one may have been missed meanwhile)."""
-        delay = 0.1
-        while True:
-            try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                try:
-                    await pubsub.subscribe(self.channel)
-                    delay = 0.1
-                    on_change()
-                    while True:
-                        message = await pubsub.get_message(timeout=30.0)
-                        if message is not None:
-                            on_change()
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "override change feed lost; resubscribing",
-                    extra={"error": type(exc).__name__, "retry_in_s": delay},
-                )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await follow_channel(self._client, self.channel, on_change, "override")
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    @asynccontextmanager
-    async def _guard(self, operation: str) -> AsyncIterator[None]:
-        try:
-            with anyio.fail_after(TIMEOUT_S):
-                yield
-        except TimeoutError as exc:
-            raise OverrideStoreUnavailable(
-                f"override store {operation}: Redis did not answer within {TIMEOUT_S:g} s"
-            ) from exc
-        except (RedisError, OSError) as exc:
-            raise OverrideStoreUnavailable(
-                f"override store {operation}: Redis failed ({type(exc).__name__})"
-            ) from exc
+    def _guard(self, operation: str) -> AbstractAsyncContextManager[None]:
+        return redis_guard("override store", operation, OverrideStoreUnavailable)

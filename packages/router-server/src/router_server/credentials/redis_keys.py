@@ -10,13 +10,10 @@ at most that (a revocation reaches every replica within it).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
-import anyio
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from router_core.auth import ManagedKey
 from router_server.credentials.store import (
@@ -26,11 +23,9 @@ from router_server.credentials.store import (
     dumps,
     loads,
 )
-
-log = logging.getLogger("router.keys")
+from router_server.shared_state import REDIS_TIMEOUT_S, follow_channel, redis_guard
 
 DEFAULT_PREFIX = "router:"
-TIMEOUT_S = 2.0
 
 # KEYS: hash, audit list. ARGV: channel, event, kept, then id/body pairs.
 _PUT = """
@@ -52,7 +47,9 @@ class RedisKeyStore:
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisKeyStore:
-        client = Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        client = Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
         return cls(client, prefix=prefix)
 
     @property
@@ -80,44 +77,10 @@ class RedisKeyStore:
         return [e for body in raw if (e := loads(body, KeyEvent)) is not None]
 
     async def listen(self, on_change: Callable[[], None]) -> None:
-        """Follow the change channel; on failure, wait, resubscribe, and report a change
-        (one may have been missed meanwhile)."""
-        delay = 0.1
-        while True:
-            try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-                try:
-                    await pubsub.subscribe(self.channel)
-                    delay = 0.1
-                    on_change()
-                    while True:
-                        message = await pubsub.get_message(timeout=30.0)
-                        if message is not None:
-                            on_change()
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "key change feed lost; resubscribing",
-                    extra={"error": type(exc).__name__, "retry_in_s": delay},
-                )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await follow_channel(self._client, self.channel, on_change, "key")
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    @asynccontextmanager
-    async def _guard(self, operation: str) -> AsyncIterator[None]:
-        try:
-            with anyio.fail_after(TIMEOUT_S):
-                yield
-        except TimeoutError as exc:
-            raise KeyStoreUnavailable(
-                f"key store {operation}: Redis did not answer within {TIMEOUT_S:g} s"
-            ) from exc
-        except (RedisError, OSError) as exc:
-            raise KeyStoreUnavailable(
-                f"key store {operation}: Redis failed ({type(exc).__name__})"
-            ) from exc
+    def _guard(self, operation: str) -> AbstractAsyncContextManager[None]:
+        return redis_guard("key store", operation, KeyStoreUnavailable)

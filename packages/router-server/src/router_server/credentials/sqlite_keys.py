@@ -7,12 +7,9 @@ the CLI write while a router reads, and every call runs in a worker thread.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
-
-import anyio
 
 from router_core.auth import ManagedKey
 from router_server.credentials.store import (
@@ -22,6 +19,7 @@ from router_server.credentials.store import (
     dumps,
     loads,
 )
+from router_server.shared_state import SqliteFile
 
 T = TypeVar("T")
 
@@ -34,16 +32,14 @@ CREATE TABLE IF NOT EXISTS key_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, bod
 class SqliteKeyStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-        self._limiter = anyio.CapacityLimiter(1)
+        self._file = SqliteFile(self.path, _SCHEMA, "key store", KeyStoreUnavailable)
 
     async def load(self) -> list[ManagedKey]:
         def run(db: sqlite3.Connection) -> list[ManagedKey]:
             rows = db.execute("SELECT body FROM keys ORDER BY id").fetchall()
             return [k for (body,) in rows if (k := loads(body, ManagedKey)) is not None]
 
-        return await self._call("list", run, create=False, default=[])
+        return await self._file.call("list", run, create=False, default=[])
 
     async def put(self, keys: Sequence[ManagedKey], event: KeyEvent) -> None:
         def run(db: sqlite3.Connection) -> None:
@@ -58,7 +54,7 @@ class SqliteKeyStore:
                     (AUDIT_KEPT,),
                 )
 
-        await self._call("put", run, create=True, default=None)
+        await self._file.call("put", run, create=True, default=None)
 
     async def audit(self, limit: int) -> list[KeyEvent]:
         def run(db: sqlite3.Connection) -> list[KeyEvent]:
@@ -67,43 +63,7 @@ class SqliteKeyStore:
             ).fetchall()
             return [e for (body,) in rows if (e := loads(body, KeyEvent)) is not None]
 
-        return await self._call("audit", run, create=False, default=[])
+        return await self._file.call("audit", run, create=False, default=[])
 
     async def aclose(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    async def _call(
-        self, operation: str, run: Callable[[sqlite3.Connection], T], *, create: bool, default: T
-    ) -> T:
-        def in_thread() -> T:
-            with self._lock:
-                db = self._connect(create)
-                return default if db is None else run(db)
-
-        try:
-            return await anyio.to_thread.run_sync(in_thread, limiter=self._limiter)
-        except (sqlite3.Error, OSError) as exc:
-            raise KeyStoreUnavailable(
-                f"key store {operation}: SQLite file {self.path}: {exc}"
-            ) from exc
-
-    def _connect(self, create: bool) -> sqlite3.Connection | None:
-        if self._db is not None:
-            return self._db
-        if not create and not self.path.exists():
-            return None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # A revocation is a deliberate security act: make it survive power loss.
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error:
-            db.close()
-            raise
-        self._db = db
-        return db
+        self._file.close()
