@@ -136,6 +136,24 @@ def test_hmac_replayed_nonce(app: TestClient) -> None:
     refused(post(app, headers), 401, "invalid_signature", "hmac_replay")
 
 
+def test_hmac_nonce_is_remembered_across_a_restart(
+    make_client: AppFactory,
+    config_data: dict[str, Any],
+    idp: IdentityProvider,
+    tmp_path: Path,
+    canaries: Canaries,
+) -> None:
+    """Embedded nonces live in SQLite: a new router on the same files refuses a replay."""
+    headers = signed(SIGNING_KEY, "signer1", BODY)
+    first = auth_app(make_client, config_data, idp, tmp_path, canaries)
+    assert post(first, headers).status_code == 200
+    assert (tmp_path / "nonces.sqlite3").exists()
+    second = auth_app(make_client, config_data, idp, tmp_path, canaries)
+    refused(post(second, headers), 401, "invalid_signature", "hmac_replay")
+    # A fresh nonce still passes on the new router.
+    assert post(second, signed(SIGNING_KEY, "signer1", BODY)).status_code == 200
+
+
 def test_hmac_tampered_body(app: TestClient) -> None:
     headers = signed(SIGNING_KEY, "signer1", BODY)
     tampered = json.dumps({**CHAT, "model": "b-only"}).encode()

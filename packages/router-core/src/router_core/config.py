@@ -558,7 +558,8 @@ class OidcIssuer:
 class AuthSettings:
     """Managed keys, HMAC nonces and OIDC issuers."""
 
-    # sqlite: one process (keys in a file, nonces in memory); redis: shared by replicas.
+    # sqlite: one process (keys in sqlite_path, nonces in nonces.sqlite3 beside it);
+    # redis: shared by replicas.
     store: str = _checked(default="sqlite", validator=_one_of("sqlite", "redis"))
     sqlite_path: str = _checked(default="router-data/keys.sqlite3", validator=_file_path)
     redis_url_env: str = _checked(

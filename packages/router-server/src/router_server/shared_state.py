@@ -35,9 +35,18 @@ class SqliteFile:
     """One SQLite file of records; `call` runs a function on it in a worker thread."""
 
     def __init__(
-        self, path: str | Path, schema: str, what: str, unavailable: type[Exception]
+        self,
+        path: str | Path,
+        schema: str,
+        what: str,
+        unavailable: type[Exception],
+        *,
+        synchronous: str = "FULL",
     ) -> None:
         self.path = Path(path)
+        # FULL: each change survives power loss. NORMAL (WAL): a process crash
+        # loses nothing, a power cut may lose the last moments.
+        self.synchronous = synchronous
         self.schema = schema
         self.what = what
         self.unavailable = unavailable
@@ -78,8 +87,7 @@ class SqliteFile:
         db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            # Each change is a deliberate operator act: make it survive power loss.
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.executescript(self.schema)
         except sqlite3.Error:
             db.close()

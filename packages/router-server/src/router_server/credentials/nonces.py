@@ -4,15 +4,18 @@ Rules:
 - `claim(key_id, nonce, ttl_s)` is true the first time a nonce is seen for a
   key within `ttl_s`, false on every replay. Nonces are per key, so one
   client cannot block another's.
-- Embedded: in memory (one process; a restart forgets them, and a request
-  older than the window is refused on its timestamp anyway after at most
-  `ttl_s`). Distributed: Redis `SET NX EX`, shared by every replica.
+- Embedded: a SQLite file (beside the key store's), so a restart forgets
+  none; expiry is wall-clock time for the same reason. Distributed: Redis
+  `SET NX EX`, shared by every replica. `MemoryNonces` is for embedding the
+  router in one's own process and for tests.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -20,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router_core.problems import Catalog, DependencyError
+from router_server.shared_state import SqliteFile
 
 MAX_REMEMBERED = 1_000_000
 
@@ -61,3 +65,56 @@ class RedisNonces:
                 f"The nonce store could not be read ({type(exc).__name__}); retry the request.",
             ) from exc
         return bool(fresh)
+
+
+class NoncesUnavailable(DependencyError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            Catalog.CREDENTIALS_UNAVAILABLE, f"{detail}; retry the request.", headers={}
+        )
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nonces (
+    key_id TEXT NOT NULL, nonce TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (key_id, nonce));
+"""
+
+
+class SqliteNonces:
+    """Nonces in a SQLite file: one process, kept across restarts."""
+
+    PRUNE_EVERY = 1024
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+        # NORMAL: a crash of the router loses no nonce (WAL), and no fsync per request.
+        self._file = SqliteFile(
+            path, _SCHEMA, "nonce store", NoncesUnavailable, synchronous="NORMAL"
+        )
+        self.clock = clock
+        self._claims = 0
+
+    async def claim(self, key_id: str, nonce: str, ttl_s: float) -> bool:
+        now = self.clock()
+        self._claims += 1
+        prune = self._claims % self.PRUNE_EVERY == 1
+
+        def run(db: sqlite3.Connection) -> bool:
+            with db:
+                if prune:
+                    db.execute("DELETE FROM nonces WHERE expires_at <= ?", (now,))
+                else:
+                    db.execute(
+                        "DELETE FROM nonces WHERE key_id = ? AND nonce = ? AND expires_at <= ?",
+                        (key_id, nonce, now),
+                    )
+                inserted = db.execute(
+                    "INSERT OR IGNORE INTO nonces (key_id, nonce, expires_at) VALUES (?, ?, ?)",
+                    (key_id, nonce, now + ttl_s),
+                )
+                return inserted.rowcount == 1
+
+        return await self._file.call("claim", run, create=True, default=False)
+
+    async def aclose(self) -> None:
+        self._file.close()

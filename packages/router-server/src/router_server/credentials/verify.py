@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import attrs
 import httpx
@@ -27,7 +28,7 @@ from router_core.auth import (
 from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError
 from router_server.credentials.book import KeyBook
-from router_server.credentials.nonces import MemoryNonces, NonceStore, RedisNonces
+from router_server.credentials.nonces import NonceStore, RedisNonces, SqliteNonces
 from router_server.credentials.oidc import TokenVerifier, looks_like_jwt
 from router_server.credentials.oidc import refused as token_refused
 from router_server.credentials.store import open_key_store
@@ -46,12 +47,18 @@ class Credentials:
     async def aclose(self) -> None:
         await self.tokens.client.aclose()
         await self.book.store.aclose()
+        if isinstance(self.nonces, SqliteNonces):
+            await self.nonces.aclose()
 
 
 def open_credentials(config: RouterConfig, env: Mapping[str, str]) -> Credentials:
     store = open_key_store(config, env)
     client = getattr(store, "client", None)
-    nonces: NonceStore = RedisNonces(client) if client is not None else MemoryNonces()
+    nonces: NonceStore = (
+        RedisNonces(client)
+        if client is not None
+        else SqliteNonces(Path(config.auth.sqlite_path).with_name("nonces.sqlite3"))
+    )
     return Credentials(
         KeyBook(store, refresh_s=config.auth.refresh_s),
         nonces,
