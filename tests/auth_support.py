@@ -38,7 +38,7 @@ def auth_config(
         {"id": "expired1", "hash": keys.hash_key(EXPIRED_KEY), "expires_at": time.time() - 60},
         {
             "id": "scoped1", "hash": keys.hash_key(SCOPED_KEY),
-            "models": ["embed"], "routes": ["/v1/embeddings"],
+            "models": ["embed"], "routes": ["/v1/embeddings", "/v1/models"],
         },
         {"id": "signer1", "hash": keys.hash_key(SIGNING_KEY)},
     ]  # fmt: skip

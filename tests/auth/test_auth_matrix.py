@@ -90,6 +90,9 @@ def test_scoped_key_works_in_scope(app: TestClient) -> None:
         "/v1/embeddings", json={"model": "embed", "input": "hi"}, headers=auth(SCOPED_KEY)
     )
     assert ok.status_code == 200, ok.text
+    # The model list shows what the key may use, not all its organization may.
+    listed = app.get("/v1/models", headers=auth(SCOPED_KEY)).json()["data"]
+    assert [m["id"] for m in listed] == ["embed"]
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,7 @@ async def list_models(request: Request) -> Response:
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "router"}
         for name in routing.visible_models(state.config, principal.org)
+        if principal.allows_model(name)  # a key scoped to some models lists only those
     ]
     return json_response({"object": "list", "data": data})
 
