@@ -17,7 +17,8 @@ from router_server.admin.audit import AuditEntry, Change
 from router_server.admin.book import OverrideBook
 from router_server.admin.redis_store import RedisOverrideStore
 from router_server.admin.sqlite_store import SqliteOverrideStore
-from router_server.admin.store import ChangeFeed, OverrideStore, OverrideStoreUnavailable
+from router_server.admin.store import OverrideStore, OverrideStoreUnavailable
+from router_server.shared_state import ChangeFeed
 
 from redis_fixture import RedisServer
 

@@ -19,16 +19,15 @@ import logging
 import time
 from collections.abc import Callable
 
-import anyio
-
 from router_core.overrides import NO_OVERRIDES, Applied, Override, applicable
 from router_server.admin.audit import AuditEntry, log_entry
-from router_server.admin.store import ChangeFeed, OverrideStore, OverrideStoreUnavailable
+from router_server.admin.store import OverrideStore, OverrideStoreUnavailable
+from router_server.shared_state import LiveView
 
 log = logging.getLogger("router.admin")
 
 
-class OverrideBook:
+class OverrideBook(LiveView[OverrideStore]):
     def __init__(
         self,
         store: OverrideStore,
@@ -40,7 +39,6 @@ class OverrideBook:
         self.refresh_s = refresh_s
         self.clock = clock
         self._overrides: tuple[Override, ...] = ()
-        self._wake: anyio.Event | None = None
         self.last_refresh: float | None = None
         self.last_error: str | None = None
 
@@ -88,21 +86,3 @@ class OverrideBook:
             "last_refresh": self.last_refresh,
             "error": self.last_error,
         }
-
-    async def follow(self) -> None:
-        """Keep the view current until cancelled (started in the app's lifespan)."""
-        async with anyio.create_task_group() as tg:
-            wake = self._wake = anyio.Event()
-            if isinstance(self.store, ChangeFeed):
-                tg.start_soon(self.store.listen, self._changed)
-            while True:
-                with anyio.move_on_after(self.refresh_s):
-                    await wake.wait()
-                # A new event before reading, so a change reported meanwhile
-                # is read on the next turn rather than lost.
-                wake = self._wake = anyio.Event()
-                await self.refresh()
-
-    def _changed(self) -> None:
-        if self._wake is not None:
-            self._wake.set()

@@ -7,14 +7,15 @@ Rules:
   ones: an expired override is never applied again, so keeping it is clutter.
 - Every failure of the backing service is raised as `OverrideStoreUnavailable`
   (a `DependencyError`, 503), whose message never carries a URL or password.
-- A store that can tell replicas about changes also implements `ChangeFeed`;
+- A store that can tell replicas about changes also implements
+  `shared_state.ChangeFeed`;
   the others are only re-read every `overrides.refresh_s`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Protocol
 
 from router_core.config import RouterConfig
 from router_core.overrides import Override
@@ -46,14 +47,6 @@ class OverrideStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-@runtime_checkable
-class ChangeFeed(Protocol):
-    async def listen(self, on_change: Callable[[], None]) -> None:
-        """Call `on_change` whenever any replica changes an override (and after a
-        reconnection, when a change may have been missed); runs until cancelled."""
-        ...
 
 
 def open_override_store(config: RouterConfig, env: Mapping[str, str]) -> OverrideStore:

@@ -16,13 +16,10 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 
-import anyio
-
 from router_core import key_lifecycle
 from router_core.auth import ManagedKey
 from router_core.config import Limits
 from router_core.key_lifecycle import NO_LIMITS
-from router_server.admin.store import ChangeFeed
 from router_server.credentials.store import (
     KeyChange,
     KeyEvent,
@@ -30,6 +27,7 @@ from router_server.credentials.store import (
     KeyStoreUnavailable,
     log_event,
 )
+from router_server.shared_state import LiveView
 
 log = logging.getLogger("router.keys")
 
@@ -38,7 +36,7 @@ class KeyNotFound(LookupError):
     pass
 
 
-class KeyBook:
+class KeyBook(LiveView[KeyStore]):
     def __init__(
         self, store: KeyStore, *, refresh_s: float = 2.0, clock: Callable[[], float] = time.time
     ) -> None:
@@ -46,7 +44,6 @@ class KeyBook:
         self.refresh_s = refresh_s
         self.clock = clock
         self.managed: Mapping[str, ManagedKey] = {}
-        self._wake: anyio.Event | None = None
         self.last_refresh: float | None = None
         self.last_error: str | None = None
 
@@ -121,22 +118,6 @@ class KeyBook:
             "last_refresh": self.last_refresh,
             "error": self.last_error,
         }
-
-    async def follow(self) -> None:
-        """Keep the view current until cancelled (started in the app's lifespan)."""
-        async with anyio.create_task_group() as tg:
-            wake = self._wake = anyio.Event()
-            if isinstance(self.store, ChangeFeed):
-                tg.start_soon(self.store.listen, self._changed)
-            while True:
-                with anyio.move_on_after(self.refresh_s):
-                    await wake.wait()
-                wake = self._wake = anyio.Event()
-                await self.refresh()
-
-    def _changed(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
 
 
 def _event(

@@ -7,7 +7,7 @@ Rules:
 - Every failure of the backing service is raised as `KeyStoreUnavailable`
   (a `DependencyError`, 503), whose message never carries a URL or password.
 - A store that can tell replicas about changes also implements
-  `admin.store.ChangeFeed`; the others are only re-read every `auth.refresh_s`.
+  `shared_state.ChangeFeed`; the others are only re-read every `auth.refresh_s`.
 """
 
 from __future__ import annotations
