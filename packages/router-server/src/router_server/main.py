@@ -18,7 +18,7 @@ from hypercorn.utils import LifespanFailureError
 
 from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
-from router_server import config_file, logs
+from router_server import config_file, http_refusals, logs
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
@@ -197,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # request, ~10% of the router's CPU (see benchmarks/). Cycles are still
     # collected, in larger batches.
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    http_refusals.install()  # requests h11 cannot parse get a body and an x-request-id
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
