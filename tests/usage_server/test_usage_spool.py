@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,34 @@ def test_one_process_per_spool_directory(tmp_path: Path) -> None:
         Spool.open(tmp_path, SMALL, ["ledger"]).close()
 
     run(main)
+
+
+def test_a_second_process_is_told_which_directory_and_who_holds_it(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path, SMALL, ["ledger"])
+    try:
+        with pytest.raises(SpoolError) as refused:
+            Spool.open(tmp_path, SMALL, ["ledger"])
+    finally:
+        spool.close()
+    message = str(refused.value)
+    assert str(tmp_path.absolute()) in message
+    assert f"(pid {os.getpid()})" in message
+    assert "stop that router, or give this one its own usage.dir" in message
+
+
+def test_an_unopenable_spool_is_a_spool_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "spool").write_text("a file where the spool directory should be")
+    with pytest.raises(SpoolError, match="cannot be opened") as refused:
+        Spool.open(tmp_path / "spool", SMALL, ["ledger"])
+    assert str((tmp_path / "spool").absolute()) in str(refused.value)
+    assert "usage.dir" in str(refused.value)
+
+
+def test_a_spool_that_fails_after_locking_releases_the_lock(tmp_path: Path) -> None:
+    # A segment that cannot be read fails the scan, after the lock is taken.
+    (tmp_path / "00000000000000000000.spool").mkdir()
+    with pytest.raises(SpoolError, match="cannot be opened"):
+        Spool.open(tmp_path, SMALL, ["ledger"])
+    (tmp_path / "00000000000000000000.spool").rmdir()
+    # Not "in use by another router process": the failed open let the lock go.
+    Spool.open(tmp_path, SMALL, ["ledger"]).close()

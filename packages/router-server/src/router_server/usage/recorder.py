@@ -59,13 +59,17 @@ class Recorder:
         root = Path(usage.dir)
         readers = (["ledger"] if usage.ledger else []) + (["kafka"] if usage.kafka else [])
         spool = Spool.open(root / "spool", usage.spool, readers)
-        if spool.recovery.torn or spool.recovery.corrupt:
-            log.error("usage spool recovered with damage", extra=attrs.asdict(spool.recovery))
-        ledger = ledger_module.Ledger(root / "usage.sqlite3") if usage.ledger else None
-        exporter = None
-        if usage.kafka is not None:
-            bootstrap = env[usage.kafka.bootstrap_env]
-            exporter = KafkaExporter(usage.kafka, bootstrap, spool.readers["kafka"])
+        try:
+            if spool.recovery.torn or spool.recovery.corrupt:
+                log.error("usage spool recovered with damage", extra=attrs.asdict(spool.recovery))
+            ledger = ledger_module.Ledger(root / "usage.sqlite3") if usage.ledger else None
+            exporter = None
+            if usage.kafka is not None:
+                bootstrap = env[usage.kafka.bootstrap_env]
+                exporter = KafkaExporter(usage.kafka, bootstrap, spool.readers["kafka"])
+        except BaseException:
+            spool.close()  # or its lock outlives this failed start
+            raise
         return cls(config, spool, ledger, exporter)
 
     async def run(self) -> None:
