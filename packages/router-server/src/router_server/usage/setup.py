@@ -25,4 +25,4 @@ def open_store(config: RouterConfig, env: Mapping[str, str]) -> IdempotencyStore
 def open_usage(config: RouterConfig, env: Mapping[str, str]) -> UsageSink:
     """The sink; the lifespan runs `sink.run()` in its task group, `drain()` before
     cancelling it, and `aclose()` last."""
-    return UsageSink(config, Recorder.open(config, env), open_store(config, env))
+    return UsageSink(Recorder.open(config, env), open_store(config, env), config.idempotency.store)
