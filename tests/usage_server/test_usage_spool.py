@@ -12,9 +12,10 @@ import pytest
 
 from router_core.accounting.frames import Kind, encode
 from router_core.config import SpoolSettings
+from router_core.config_enums import Fsync
 from router_server.usage.spool import Spool, SpoolError
 
-SMALL = SpoolSettings(max_bytes=1 << 16, segment_bytes=4096, fsync="never")
+SMALL = SpoolSettings(max_bytes=1 << 16, segment_bytes=4096, fsync=Fsync.NEVER)
 
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -73,7 +74,7 @@ def test_unacknowledged_records_survive_a_crash(tmp_path: Path) -> None:
 
 def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path: Path) -> None:
     async def main() -> None:
-        spool = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        spool = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         for i in range(3):
             spool.append(Kind.USAGE, payload(i), i)
         spool.close()
@@ -82,7 +83,7 @@ def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path:
         torn = encode(Kind.USAGE, b'{"record_id": "torn"}', 99)
         with segment.open("ab") as file:
             file.write(torn[: len(torn) // 2])
-        again = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        again = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         assert again.recovery.torn == 1
         assert again.status()["torn_records"] == 1
         assert segment.stat().st_size == good_size
@@ -99,7 +100,7 @@ def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path:
 
 def test_corruption_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None:
     async def main() -> None:
-        spool = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        spool = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         for i in range(5):
             spool.append(Kind.USAGE, payload(i), i)
         spool.close()
@@ -108,7 +109,7 @@ def test_corruption_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None
         frame = len(data) // 5
         data[2 * frame + 30] ^= 0xFF  # inside record 2's payload
         segment.write_bytes(bytes(data))
-        again = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        again = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         assert again.recovery.corrupt == 1
         assert await drain(again) == [payload(i) for i in (0, 1, 3, 4)]
         again.close()

@@ -74,13 +74,14 @@ async def inference(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     state = state_of(request)
+    config = state.config
     try:
-        principal = await authenticate_request(request, state)
+        principal = await authenticate_request(request, state, config)
     except RouterError as exc:
         return error_response(exc, request.url.path)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "router"}
-        for name in routing.visible_models(state.config, principal.org)
+        for name in routing.visible_models(config, principal.org)
         if principal.allows_model(name)  # a key scoped to some models lists only those
     ]
     return json_response({"object": "list", "data": data})
@@ -234,13 +235,12 @@ def create_app(
                 keys=KeyIndex.from_config(config),
                 backends=backends,
                 health=health,
-                limits=LimitGate(config, store),
+                limits=LimitGate(store, config.limits.store),
                 gate=Gate.from_settings(config.server),
                 dispatch=Dispatcher(
                     health,
                     lambda: state.backends,
                     RetryBudget(config.routing.retry_budget_ratio, config.routing.retry_min_per_s),
-                    config.routing.max_attempts,
                 ),
                 rng=rng or random.Random(),
                 overrides=OverrideBook(override_store, refresh_s=config.overrides.refresh_s),

@@ -65,28 +65,32 @@ class Dispatcher:
     health: Health
     clients: Callable[[], Mapping[str, BackendClient]]
     budget: RetryBudget
-    max_attempts: int
     clock: Callable[[], float] = time.monotonic
     retries: int = 0
     retries_refused: int = 0
     hedges: int = 0
 
-    async def open(self, request: InferenceRequest, candidates: Sequence[Candidate]) -> Opened:
+    # `max_attempts` is the request's own (`routing.max_attempts` of the config
+    # it was accepted under), not a copy kept here that a reload would patch.
+    async def open(
+        self, request: InferenceRequest, candidates: Sequence[Candidate], max_attempts: int
+    ) -> Opened:
         """The first candidate to answer 2xx; 502/503/504 when none does."""
         self.budget.request(self.clock())
-        return await self._open(request, candidates)
+        return await self._open(request, candidates, max_attempts)
 
     async def fetch(
         self,
         request: InferenceRequest,
         candidates: Sequence[Candidate],
         hedge_after_s: float | None,
+        max_attempts: int,
     ) -> tuple[Opened, dict[str, Any]]:
         """A non-streamed answer, read whole (hedged when the model asks for it)."""
         self.budget.request(self.clock())
         if hedge_after_s is None or len(candidates) < 2:
-            return await self._open_read(request, candidates)
-        return await self._hedged(request, candidates, hedge_after_s)
+            return await self._open_read(request, candidates, max_attempts)
+        return await self._hedged(request, candidates, hedge_after_s, max_attempts)
 
     def done(self, opened: Opened, broken: str | None = None) -> None:
         """The answer has been read or the stream has ended; `broken` says how it failed."""
@@ -106,13 +110,15 @@ class Dispatcher:
         client.active -= 1
         self.health.end(client.name)
 
-    async def _open(self, request: InferenceRequest, candidates: Sequence[Candidate]) -> Opened:
+    async def _open(
+        self, request: InferenceRequest, candidates: Sequence[Candidate], max_attempts: int
+    ) -> Opened:
         failures: list[BackendFailure] = []
         path = request.operation.backend_path
         attempts = 0
         clients = self.clients()
         for candidate in candidates:
-            if attempts >= self.max_attempts:
+            if attempts >= max_attempts:
                 break
             if not self.health.available(candidate.backend):
                 continue  # its circuit opened since routing decided (e.g. by this request)
@@ -156,9 +162,9 @@ class Dispatcher:
         raise _all_failed(request.model, failures)
 
     async def _open_read(
-        self, request: InferenceRequest, candidates: Sequence[Candidate]
+        self, request: InferenceRequest, candidates: Sequence[Candidate], max_attempts: int
     ) -> tuple[Opened, dict[str, Any]]:
-        opened = await self._open(request, candidates)
+        opened = await self._open(request, candidates, max_attempts)
         try:
             body = await read_json(opened)
         except DependencyError as exc:
@@ -172,7 +178,11 @@ class Dispatcher:
         return opened, body
 
     async def _hedged(
-        self, request: InferenceRequest, candidates: Sequence[Candidate], delay_s: float
+        self,
+        request: InferenceRequest,
+        candidates: Sequence[Candidate],
+        delay_s: float,
+        max_attempts: int,
     ) -> tuple[Opened, dict[str, Any]]:
         first, second, rest = candidates[0], candidates[1], tuple(candidates[2:])
         send, receive = anyio.create_memory_object_stream[
@@ -183,7 +193,7 @@ class Dispatcher:
         async def run(order: tuple[Candidate, ...]) -> None:
             try:
                 outcome: tuple[Opened, dict[str, Any]] | RouterError = await self._open_read(
-                    request, order
+                    request, order, max_attempts
                 )
             except RouterError as exc:
                 outcome = exc

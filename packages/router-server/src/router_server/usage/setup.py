@@ -34,7 +34,7 @@ async def open_usage(config: RouterConfig, env: Mapping[str, str]) -> AsyncItera
     except BaseException:
         await recorder.aclose()
         raise
-    sink = UsageSink(config, recorder, store)
+    sink = UsageSink(recorder, store, config.idempotency.store)
     try:
         yield sink
     finally:
