@@ -25,6 +25,7 @@ import attrs
 
 from router_core.config import RouterConfig
 from router_core.limits.budget import cost
+from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.plan import price_of
 
 USAGE_SCHEMA = "usage.records.v1"
@@ -95,7 +96,9 @@ class AuditRecord:
 
 def _count(usage: Mapping[str, Any], name: str) -> int:
     value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, MAX_SAFE_INTEGER)  # as in `router_core.usage`: priced, it stays in range
 
 
 def reported_counts(usage: object) -> TokenCounts | None:
