@@ -45,6 +45,7 @@ from router_core.limits.budget import (
     worst_case,
 )
 from router_core.limits.gcra import GcraLimit
+from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.ledger import BudgetSpec, Hold, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
 from router_core.requests import InferenceRequest, Operation
@@ -140,8 +141,10 @@ def _quota_specs(prefix: str, quotas: Quotas, tokens: int) -> list[Spec]:
         (TOKENS, WindowKind.DAY, quotas.tokens_per_day, tokens),
         (TOKENS, WindowKind.MONTH, quotas.tokens_per_month, tokens),
     ]
+    # The config does not bound a quota; one past 2**53 - 1 cannot be reached
+    # either, so it is kept at that, where the limit arithmetic is exact.
     return [
-        QuotaSpec(f"{prefix}:{what}:{window.value}", limit, window, amount)
+        QuotaSpec(f"{prefix}:{what}:{window.value}", min(limit, MAX_SAFE_INTEGER), window, amount)
         for what, window, limit, amount in wanted
         if limit is not None
     ]
@@ -221,7 +224,9 @@ def plan_for(
     if not embedding and enforce_tokens:
         completion = max_tokens if max_tokens is not None else config.limits.default_max_tokens
         output_cap = completion
-    tokens = bound + completion
+    # Saturated, as costs are (see `budget`): a worst case past 2**53 is past
+    # every limit either way.
+    tokens = min(bound + completion, MAX_SAFE_INTEGER)
     spend = worst_case(price, bound, completion) if price is not None else 0
     specs: list[Spec] = []
     for prefix, limits in scopes:
@@ -248,7 +253,8 @@ def actuals(
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
     spent = cost(plan.price, prompt, completion) if plan.price is not None else 0
-    values = {REQUESTS: 1 if served else 0, TOKENS: prompt + completion, NANOS: spent}
+    tokens = min(prompt + completion, MAX_SAFE_INTEGER)
+    values = {REQUESTS: 1 if served else 0, TOKENS: tokens, NANOS: spent}
     return [values[measure_of(h)] for h in holds]
 
 
