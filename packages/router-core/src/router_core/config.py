@@ -129,7 +129,11 @@ def _check_fields(self: Any) -> None:
 
 @attrs.frozen
 class Listener:
+    """A plain HTTP listener."""
+
+    # Address to listen on (0.0.0.0 for every interface).
     host: str = "127.0.0.1"
+    # TCP port (0: any free port).
     port: int = _checked(default=8080, validator=_port)
 
     __attrs_post_init__ = _check_fields
@@ -144,10 +148,12 @@ def _file_path(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
 class AdminListener:
     """The admin API's own listener: HTTPS with mutual TLS, never on the public port."""
 
+    # The admin listener's server certificate and key (PEM).
     cert_file: str = _checked(validator=_file_path)
     key_file: str = _checked(validator=_file_path)
     # Client certificates must be signed by this CA (CERT_REQUIRED).
     ca_file: str = _checked(validator=_file_path)
+    # Address of the admin listener; keep it off the public network.
     host: str = "127.0.0.1"
     port: int = _checked(default=8443, validator=_port)
 
@@ -156,6 +162,9 @@ class AdminListener:
 
 @attrs.frozen
 class Listeners:
+    """The listeners: the public API, and the optional admin API."""
+
+    # The inference API: /v1/*, status, metrics.
     public: Listener = Listener()
     # No admin listener unless configured: the admin API needs certificates.
     admin: AdminListener | None = None
@@ -163,6 +172,8 @@ class Listeners:
 
 @attrs.frozen
 class ServerSettings:
+    """The public server: body size, timeouts, transport, workers, backpressure."""
+
     # Request bodies above this many bytes get 413 before they are parsed.
     max_body_bytes: int = _checked(default=1_048_576, validator=_positive)
     # Upper bound on the time from accepting a request to the backend's
@@ -170,6 +181,7 @@ class ServerSettings:
     request_timeout_s: float = _checked(default=60.0, validator=_positive)
     # "aiohttp" (default, fastest) or "httpx" (httpx's own transport).
     transport: Transport = _checked(default=Transport.AIOHTTP, validator=_one_of(Transport))
+    # Router processes sharing the listener.
     workers: int = _checked(default=1, validator=_positive)
     # Backpressure: requests being served at once, over all backends. Past it
     # a request waits up to queue_timeout_ms among at most max_queued others,
@@ -207,6 +219,7 @@ class ObservabilitySettings:
 class HealthSettings:
     """Active probes and the per-backend circuit breaker (see `router_core.breaker`)."""
 
+    # Active probes of every backend: how often, and how long one may take.
     probe_interval_s: float = _checked(default=2.0, validator=_positive)
     probe_timeout_s: float = _checked(default=1.0, validator=_positive)
     # Consecutive failed requests that open a backend's circuit.
@@ -223,6 +236,9 @@ class HealthSettings:
 
 @attrs.frozen
 class Backend:
+    """A model server: where it is, its credential, its timeouts and capacity."""
+
+    # The backend's OpenAI-compatible base URL (the router appends /v1/...).
     base_url: str = _checked(validator=_url)
     # Name of the environment variable that holds this backend's credential;
     # the credential itself never appears in the config file.
@@ -230,8 +246,10 @@ class Backend:
         default=None,
         validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),
     )
+    # Limits on connecting, and on each read of the answer (a stream's gap between chunks).
     connect_timeout_s: float = _checked(default=5.0, validator=_positive)
     read_timeout_s: float = _checked(default=60.0, validator=_positive)
+    # Requests this backend serves at once; past it, routing picks another or waits.
     max_in_flight: int = _checked(default=256, validator=_positive)
 
     __attrs_post_init__ = _check_fields
@@ -239,9 +257,13 @@ class Backend:
 
 @attrs.frozen
 class ModelTarget:
+    """One backend of a model, with its weight and tier."""
+
+    # A name from `backends`.
     backend: str = _checked(validator=_matches(NAME_RE, "a backend name"))
     # The model name the backend knows; defaults to the public name.
     model: str | None = None
+    # Share of traffic among the candidates of one tier.
     weight: float = _checked(default=1.0, validator=_positive)
     # Priority tier: 0 is primary; tier 1 is tried only when every tier-0
     # backend is unavailable or has failed, and so on.
@@ -254,7 +276,9 @@ class ModelTarget:
 class RouteRule:
     """Backends for some organizations or keys, instead of the model's default list."""
 
+    # The backends for callers this rule matches.
     backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
+    # Organizations and API key ids the rule applies to.
     organizations: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
 
@@ -266,6 +290,9 @@ class RouteRule:
 
 @attrs.frozen
 class Model:
+    """A public model name: its backends, how to choose among them, per-caller routes."""
+
+    # The backends serving this public model name.
     backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
     # weighted: random by weight; least_latency: of two weighted picks, the
     # one with the lower latency average (power of two choices).
@@ -298,8 +325,11 @@ PERIOD_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000}
 class RateLimit:
     """`rate` units per `per`, of which up to `burst` at once (default: `rate`)."""
 
+    # Units allowed per `per`.
     rate: int = _checked(validator=_positive)
+    # The period of `rate`.
     per: Period = _checked(default=Period.SECOND, validator=_one_of(Period))
+    # Units allowed at once (default: `rate`).
     burst: int | None = _checked(default=None, validator=_optional_positive)
 
     __attrs_post_init__ = _check_fields
@@ -307,6 +337,9 @@ class RateLimit:
 
 @attrs.frozen
 class Quotas:
+    """Counts per calendar day or month (UTC)."""
+
+    # Counts per UTC calendar day and month; a request over any is refused with 402.
     requests_per_day: int | None = _checked(default=None, validator=_optional_positive)
     requests_per_month: int | None = _checked(default=None, validator=_optional_positive)
     tokens_per_day: int | None = _checked(default=None, validator=_optional_positive)
@@ -319,6 +352,7 @@ class Quotas:
 class Budget:
     """Spend limits in USD, from the `prices` table."""
 
+    # USD per UTC day, per UTC month, and in total (never resets).
     per_day: Decimal | None = _checked(default=None, validator=_nanos)
     per_month: Decimal | None = _checked(default=None, validator=_nanos)
     total: Decimal | None = _checked(default=None, validator=_nanos)
@@ -334,9 +368,13 @@ class Budget:
 class Limits:
     """Limits of one scope: an organization, an API key, or an organization's model."""
 
+    # Requests per period (GCRA, with a burst).
     requests: RateLimit | None = None
+    # Tokens (prompt bound plus max_tokens, then actual) per period.
     tokens: RateLimit | None = None
+    # Requests and tokens per calendar day or month (UTC).
     quotas: Quotas = Quotas()
+    # Spend per day, per month, or in total.
     budget: Budget = Budget()
 
 
@@ -344,6 +382,7 @@ class Limits:
 class ModelPrice:
     """USD per million tokens."""
 
+    # USD per million prompt tokens, and per million completion tokens.
     input: Decimal = _checked(validator=_per_million)
     output: Decimal = _checked(default=Decimal(0), validator=_per_million)
 
@@ -359,6 +398,7 @@ class FailurePolicy:
     rate_limits: FailureMode = _checked(
         default=FailureMode.FAIL_OPEN, validator=_one_of(FailureMode)
     )
+    # Quotas and budgets refuse (fail_closed) by default: they guard money.
     quotas: FailureMode = _checked(default=FailureMode.FAIL_CLOSED, validator=_one_of(FailureMode))
     budgets: FailureMode = _checked(default=FailureMode.FAIL_CLOSED, validator=_one_of(FailureMode))
 
@@ -367,6 +407,8 @@ class FailurePolicy:
 
 @attrs.frozen
 class LimitSettings:
+    """Where limits are kept, and how they behave without their store."""
+
     # memory: this process only (the embedded default); redis: shared by replicas.
     store: LimitStoreKind = _checked(
         default=LimitStoreKind.MEMORY, validator=_one_of(LimitStoreKind)
@@ -387,6 +429,7 @@ class LimitSettings:
     # The worst case reserved for a request without max_tokens (and then sent
     # to the backend as its max_tokens), when a budget or token limit applies.
     default_max_tokens: int = _checked(default=4096, validator=_positive)
+    # What each kind of limit does when the store does not answer.
     on_store_failure: FailurePolicy = FailurePolicy()
 
     __attrs_post_init__ = _check_fields
@@ -419,6 +462,7 @@ class SpoolSettings:
     max_bytes: int = _checked(default=1 << 30, validator=_at_least(1 << 16, "64 KiB"))
     # A loud warning once the spool is this full.
     warn_ratio: float = _checked(default=0.5, validator=_fraction)
+    # Size of one spool file; drained files are deleted whole.
     segment_bytes: int = _checked(default=16 << 20, validator=_at_least(4096, "4 KiB"))
     # always: fsync before answering; interval: every fsync_interval_ms (a
     # process crash loses nothing, a power cut at most that interval); never.
@@ -430,10 +474,13 @@ class SpoolSettings:
 
 @attrs.frozen
 class KafkaSettings:
+    """Export of usage and audit records to Kafka."""
+
     # Environment variable holding the bootstrap servers (host:port,...).
     bootstrap_env: str = _checked(
         default="ROUTER_KAFKA_BOOTSTRAP", validator=_matches(ENV_RE, "an environment variable name")
     )
+    # Topics of usage records and of audit records.
     usage_topic: str = _checked(
         default="usage.records.v1", validator=_matches(TOPIC_RE, "a Kafka topic name")
     )
@@ -442,13 +489,16 @@ class KafkaSettings:
     )
     # Off for brokers without the idempotent producer (records carry ids to dedupe by).
     enable_idempotence: bool = True
+    # Producer batching: wait up to linger_ms for up to batch_records records.
     linger_ms: int = _checked(default=20, validator=_at_least(0, "milliseconds"))
     batch_records: int = _checked(default=1000, validator=_positive)
+    # A produce request not acknowledged in this long is retried.
     request_timeout_ms: int = _checked(default=10_000, validator=_positive)
     # Create the topics when missing (partitions, replication factor).
     create_topics: bool = False
     partitions: int = _checked(default=3, validator=_positive)
     replication_factor: int = _checked(default=1, validator=_positive)
+    # The producer's client id, as brokers log it.
     client_id: str = _checked(default="router", validator=_matches(NAME_RE, "a client id"))
 
     __attrs_post_init__ = _check_fields
@@ -456,11 +506,14 @@ class KafkaSettings:
 
 @attrs.frozen
 class UsageSettings:
+    """Usage records: where they are kept, the spool, the ledger, Kafka."""
+
     # Where the ledger (usage.sqlite3), the spool (spool/) and the embedded
     # idempotency store live; relative paths are from the working directory.
     dir: str = "router-data"
     # The embedded SQLite ledger `router usage report` reads.
     ledger: bool = True
+    # The write-ahead spool of every record.
     spool: SpoolSettings = SpoolSettings()
     # Export to Kafka when set.
     kafka: KafkaSettings | None = None
@@ -468,10 +521,13 @@ class UsageSettings:
 
 @attrs.frozen
 class IdempotencySettings:
+    """Idempotent retries: where keys live and how long answers are kept."""
+
     # sqlite: this replica only (under usage.dir); redis: shared by replicas.
     store: SharedStoreKind = _checked(
         default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
     )
+    # Environment variable holding the Redis URL (store: redis).
     redis_url_env: str = _checked(
         default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
     )
@@ -487,6 +543,8 @@ class IdempotencySettings:
 
 @attrs.frozen
 class RoutingSettings:
+    """Failover and retries: attempts per request and the retry budget."""
+
     # Backends tried per request, the first included (failover and retries).
     max_attempts: int = _checked(default=3, validator=_positive)
     # Retries (attempts after the first) may add at most this share of load...
@@ -501,9 +559,11 @@ class RoutingSettings:
 class OverrideSettings:
     """Where admin overrides live: SQLite for one process, Redis shared by replicas."""
 
+    # sqlite: one process; redis: shared by replicas, changes pushed by pub/sub.
     store: SharedStoreKind = _checked(
         default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
     )
+    # The SQLite file (store: sqlite), and the Redis URL's variable (store: redis).
     sqlite_path: str = _checked(default="router-data/overrides.sqlite3", validator=_file_path)
     redis_url_env: str = _checked(
         default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
@@ -516,12 +576,18 @@ class OverrideSettings:
 
 @attrs.frozen
 class ApiKey:
+    """An API key declared in the file, by the hash of its secret."""
+
+    # The key's public id (the part of `rk_live_<id>_...` before the secret).
     id: str = _checked(validator=_matches(KEY_ID_RE, "4 to 32 letters or digits"))
+    # The secret's SHA-256; the key itself is never stored (`router keys create`).
     hash: str = _checked(
         validator=_matches(KEY_HASH_RE, "'sha256:' followed by 64 lowercase hex digits"),
         repr=False,
     )
+    # A revoked key is refused with 401.
     revoked: bool = False
+    # Limits of this key alone, besides its organization's.
     limits: Limits = Limits()
     # Scopes: the public model names and the routes (paths) this key may use.
     models: tuple[str, ...] = ("*",)
@@ -543,9 +609,13 @@ class ApiKey:
 
 @attrs.frozen
 class Organization:
+    """A tenant: its API keys, the models it may use, and its limits."""
+
+    # API keys declared in the file (managed keys live in the key store).
     keys: tuple[ApiKey, ...] = ()
     # Public model names this organization may use; "*" means all.
     models: tuple[str, ...] = ("*",)
+    # Limits of the whole organization.
     limits: Limits = Limits()
     # Limits of this organization on one model (public name).
     model_limits: Mapping[str, Limits] = attrs.field(factory=dict)
@@ -570,12 +640,15 @@ class OidcIssuer:
 
     # The exact `iss` claim.
     issuer: str = _checked(validator=_url)
+    # Where the issuer publishes its signing keys (JWKS).
     jwks_url: str = _checked(validator=_url)
     # The `aud` claim the router requires.
     audience: str = _checked(validator=_matches(re.compile(r"^\S+$"), "a non-empty string"))
+    # Signature algorithms accepted; others are refused.
     algorithms: tuple[TokenAlgorithm, ...] = _checked(
         default=(TokenAlgorithm.RS256,), validator=_algorithms
     )
+    # Clock skew tolerated on exp, nbf and iat.
     leeway_s: float = _checked(default=30.0, validator=_non_negative)
     # Claims naming the organization (must exist in this config) and the user.
     organization_claim: str = "org"
@@ -596,6 +669,7 @@ class AuthSettings:
     store: SharedStoreKind = _checked(
         default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
     )
+    # The managed keys' SQLite file (store: sqlite), and the Redis URL's variable (redis).
     sqlite_path: str = _checked(default="router-data/keys.sqlite3", validator=_file_path)
     redis_url_env: str = _checked(
         default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
@@ -604,6 +678,7 @@ class AuthSettings:
     refresh_s: float = _checked(default=2.0, validator=_positive)
     # Signed requests older or newer than this are refused; nonces are kept as long.
     hmac_max_skew_s: int = _checked(default=300, validator=_positive)
+    # Identity providers whose JWTs are accepted as bearer tokens.
     issuers: tuple[OidcIssuer, ...] = ()
 
     __attrs_post_init__ = _check_fields
@@ -624,8 +699,13 @@ def _version(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
 
 @attrs.frozen
 class RouterConfig:
+    """The whole config file."""
+
+    # Model servers, by name.
     backends: Mapping[str, Backend] = _checked(validator=_non_empty)
+    # Public model names clients ask for, and where they go.
     models: Mapping[str, Model] = _checked(validator=_non_empty)
+    # Tenants, by name: their keys, models and limits.
     organizations: Mapping[str, Organization] = attrs.field(factory=dict)
     listeners: Listeners = Listeners()
     server: ServerSettings = ServerSettings()
@@ -639,6 +719,7 @@ class RouterConfig:
     idempotency: IdempotencySettings = IdempotencySettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     auth: AuthSettings = AuthSettings()
+    # The file format's version.
     version: int = _checked(default=CONFIG_VERSION, validator=_version)
 
     __attrs_post_init__ = _check_fields
