@@ -113,11 +113,12 @@ def type_name(tp: Any) -> str:
 
 
 def _default(field: attrs.Attribute[Any]) -> str:
-    default = field.default
+    default: Any = field.default
     if default is attrs.NOTHING:
         return "*required*"
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        default = default.factory()
+    factory = getattr(default, "factory", None)  # attrs.Factory
+    if factory is not None:
+        default = factory()
     if _is_config_class(type(default)):
         return "see section"
     if isinstance(default, enum.Enum):
