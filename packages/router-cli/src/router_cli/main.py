@@ -10,6 +10,7 @@ router usage report --since 24h --group-by org,model,key [--format table|csv|jso
 router usage reconcile --client-log FILE [--topic T --bootstrap HOST:PORT]
 router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--format json] [--seed N]
                                 replay a trace through the routing, limit and budget rules offline
+router demo [--config FILE]     mock backends + the router, and a request through it
 router --version
 
 Exit codes, one per kind of failure and the same for every command: the README, "Exit codes".
@@ -102,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="mock backends + router, and a request through it")
     demo.add_argument(
-        "--config", default="examples/router.yaml", metavar="FILE", help="the config to run"
+        "--config",
+        metavar="FILE",
+        help="the config to run (default: the demo config shipped with router_cli)",
     )
     demo.add_argument("--port", type=int, help="the router's port (default: from the config)")
     demo.add_argument("--check", action="store_true", help="exit after the first request")
