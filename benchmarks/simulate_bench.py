@@ -3,7 +3,7 @@
     python benchmarks/simulate_bench.py [--requests 1000000] [--no-limits]
 
 Writes a synthetic trace for `examples/policy.yaml` (Poisson arrivals at
-200/s) to a temporary file, then runs `router simulate --json` on it with
+200/s) to a temporary file, then runs `router simulate --format json` on it with
 `examples/faults.yaml` as a separate process and reports its wall and CPU
 time. By default the policy's limits are raised so that requests flow, while
 every request is still checked against a rate limit and a budget (acme) or
@@ -68,7 +68,7 @@ def main() -> int:
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "router_cli.main", "simulate", "--config", str(config),
-             "--trace", str(trace), "--faults", str(FAULTS), "--json"],
+             "--trace", str(trace), "--faults", str(FAULTS), "--format", "json"],
             check=True, env=env, capture_output=True,
         )  # fmt: skip
         wall = time.perf_counter() - started

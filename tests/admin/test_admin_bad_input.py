@@ -132,7 +132,7 @@ def test_a_misconfigured_admin_listener_stops_start_up(
     else:
         admin.update(breakage)
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "is not a valid config" in result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -158,7 +158,7 @@ def test_redis_overrides_need_the_redis_url_variable(
         config_data, admin_certs, tmp_path, store="redis", redis_url_env="ROUTER_TEST_NO_SUCH_VAR"
     )
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "overrides.redis_url_env: environment variable ROUTER_TEST_NO_SUCH_VAR" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -174,7 +174,7 @@ def test_an_admin_port_in_use_stops_start_up(
         taken.bind(("127.0.0.1", port))
         taken.listen()
         result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -191,7 +191,7 @@ def test_a_failed_start_with_an_admin_listener_is_one_line_not_a_hang(
     (tmp_path / "data" / "spool").write_text("not a directory")
     config["usage"] = {"dir": str(tmp_path / "data")}
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"router-server: cannot start: the usage spool {tmp_path / 'data' / 'spool'} cannot be "

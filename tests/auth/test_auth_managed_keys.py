@@ -62,7 +62,7 @@ def test_cli_lifecycle_reaches_a_running_router(
     assert key_id[0].isalpha()
     assert eventually(lambda: status(app, key) == (200, None))
 
-    assert main(["keys", "list", "--config", str(config), "--json"]) == 0
+    assert main(["keys", "list", "--config", str(config), "--format", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(k["id"], k["state"]) for k in listed] == [(key_id, "active")]
     assert key not in json.dumps(listed)
@@ -83,7 +83,7 @@ def test_cli_lifecycle_reaches_a_running_router(
     assert main(["keys", "revoke", keys.parse(third).key_id, "--config", str(config),  # type: ignore[union-attr]
                  "--reason", "leaked in a test"]) == 0  # fmt: skip
     assert eventually(lambda: status(app, third) == (401, "key_revoked"))
-    assert main(["keys", "revoke", "nosuchkey1", "--config", str(config), "--reason", "x"]) == 1
+    assert main(["keys", "revoke", "nosuchkey1", "--config", str(config), "--reason", "x"]) == 2
 
 
 def test_cli_refuses_an_unknown_organization(setup: tuple[TestClient, Path]) -> None:

@@ -143,7 +143,7 @@ def test_server_refuses_to_start_on_an_invalid_config(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD_CONFIG)
     result = start_server(path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "models.gpt-4o.backends[1].weight: must be > 0" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -154,7 +154,7 @@ def test_server_refuses_a_missing_backend_credential(tmp_path: Path) -> None:
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump(data))
     result = start_server(path)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert (
         "backends.mock-b.api_key_env: environment variable ROUTER_TEST_DEFINITELY_UNSET"
         in result.stderr

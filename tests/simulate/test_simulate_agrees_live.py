@@ -1,6 +1,6 @@
 """`router simulate` and the live router, on one config and one small trace, agree.
 
-The trace is replayed twice: through `router simulate --json`, and against a
+The trace is replayed twice: through `router simulate --format json`, and against a
 real router process in front of the two mock backends, with the real secret
 of each key id, counting `x-router-backend` on answers and the error code of
 refusals. The comparison is exact because every outcome in it is decided by
@@ -140,7 +140,7 @@ def test_simulate_agrees_with_the_live_router(
 
     done = subprocess.run(
         [sys.executable, "-m", "router_cli.main", "simulate", "--config", str(config),
-         "--trace", str(trace_file), "--faults", str(faults), "--json"],
+         "--trace", str(trace_file), "--faults", str(faults), "--format", "json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

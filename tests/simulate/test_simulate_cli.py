@@ -31,7 +31,7 @@ def simulate(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_example_as_json() -> None:
     done = simulate(
         "--config", str(EXAMPLES / "policy.yaml"), "--trace", str(EXAMPLES / "trace.jsonl"),
-        "--faults", str(EXAMPLES / "faults.yaml"), "--json",
+        "--faults", str(EXAMPLES / "faults.yaml"), "--format", "json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

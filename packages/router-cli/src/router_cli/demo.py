@@ -4,29 +4,57 @@ Starts a mock backend on the port of every loopback backend in the config,
 then the router, sends one chat completion with the demo key, prints it
 with a curl and an `openai` snippet, and keeps serving until Ctrl-C
 (`--check` exits after the request, for tests and CI).
+
+Without `--config` it runs the demo config shipped inside router_cli (the
+same file as the repository's examples/router.yaml), copied to a temporary
+directory so the router's data (usage.dir, the key store) goes there and
+nowhere else, and is removed when the demo stops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import signal
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
+from router_cli.failures import config_problems
 from router_core import keys
 from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid
 from router_server import config_file
+from router_server.exit_codes import Exit
 from router_server.mock_backend import MockBackendError, MockBackendProcess
 from router_server.process import RouterProcess, RouterProcessError
 
 DEMO_KEY = "rk_demo_DemoKeyDoNotUseInProduction00000"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Package data: the config the demo runs when no --config is given.
+DEMO_CONFIG = "demo.yaml"
+
+
+def demo_config_text() -> str:
+    return importlib.resources.files("router_cli").joinpath(DEMO_CONFIG).read_text("utf-8")
+
+
+@contextlib.contextmanager
+def config_file_for(config_path: str | None) -> Iterator[str]:
+    """`config_path`, or the shipped demo config in a temporary directory of its own."""
+    if config_path is not None:
+        yield config_path
+        return
+    with tempfile.TemporaryDirectory(prefix="router-demo-") as directory:
+        path = Path(directory) / "router.yaml"
+        path.write_text(demo_config_text(), encoding="utf-8")
+        yield str(path)
 
 
 def _mock_ports(config: RouterConfig) -> list[int]:
@@ -65,25 +93,25 @@ def _snippets(url: str, model: str) -> str:
         """)
 
 
-def run(config_path: str, *, port: int | None, check: bool) -> int:
+def run(config_path: str | None, *, port: int | None, check: bool) -> int:
     try:
-        return _run(config_path, port=port, check=check)
+        with config_file_for(config_path) as path:
+            return _run(path, port=port, check=check)
     except (MockBackendError, RouterProcessError) as exc:
         print(f"router demo: {exc} (is the port already in use?)", file=sys.stderr)
-        return 1
+        return Exit.UNAVAILABLE
 
 
 def _run(config_path: str, *, port: int | None, check: bool) -> int:
     try:
         config = config_file.load(config_path)
     except ConfigInvalid as exc:
-        print(f"router demo: {config_path} is not a valid config:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
+        return config_problems(config_path, exc)
     if not _demo_key_known(config):
-        print("router demo: the config has no key 'demo' matching the demo key", file=sys.stderr)
-        return 1
+        print(f"router demo: {config_path} has no key 'demo' matching the demo key "
+              "(run router demo without --config for the shipped demo config)",
+              file=sys.stderr)  # fmt: skip
+        return Exit.INVALID
     model = next(iter(config.models))
     with contextlib.ExitStack() as stack:
         for mock_port in _mock_ports(config):
@@ -95,7 +123,7 @@ def _run(config_path: str, *, port: int | None, check: bool) -> int:
         stack.enter_context(router)
         if not router.wait_ready():
             print("router demo: the router did not become ready", file=sys.stderr)
-            return 1
+            return Exit.UNAVAILABLE
         print(f"router         {router.url}  (config {config_path})\n")
         response = httpx.post(
             f"{router.url}/v1/chat/completions",
@@ -110,15 +138,15 @@ def _run(config_path: str, *, port: int | None, check: bool) -> int:
         )
         if response.status_code != 200:
             print(f"  {response.text}", file=sys.stderr)
-            return 1
+            return Exit.UNAVAILABLE
         body = response.json()
         print(f"  reply: {body['choices'][0]['message']['content']!r}")
         print(f"  usage: {body['usage']}\n")
         if check:
-            return 0
+            return Exit.OK
         print(_snippets(router.url, model))
         _wait_for_interrupt()
-    return 0
+    return Exit.OK
 
 
 def _wait_for_interrupt() -> None:

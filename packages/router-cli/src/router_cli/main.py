@@ -1,14 +1,19 @@
 """The `router` command.
 
 router config validate FILE     every problem in FILE, with its path; exit 1 if any
-router keys create --org ORG    a new API key (shown once) and the line for the config
+router keys create --org ORG [--model M --route R --expires-in-s S]
+                                a new API key (shown once) and the line for the config
 router keys create|list|revoke|rotate --config FILE
                                 managed keys in the config's key store (SQLite or Redis)
 router serve --config FILE      run the router (same as `router-server`)
 router usage report --since 24h --group-by org,model,key [--format table|csv|json]
 router usage reconcile --client-log FILE [--topic T --bootstrap HOST:PORT]
-router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--json] [--seed N]
+router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--format json] [--seed N]
                                 replay a trace through the routing, limit and budget rules offline
+router demo [--config FILE]     mock backends + the router, and a request through it
+router --version
+
+Exit codes, one per kind of failure and the same for every command: the README, "Exit codes".
 """
 
 from __future__ import annotations
@@ -17,11 +22,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from router_cli import keys, simulate, usage
+from router_cli import DISTRIBUTION, keys, simulate, usage
+from router_cli.failures import config_problems
 from router_core.config_codec import ConfigInvalid
-
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+from router_server.exit_codes import Exit
 
 
 def _config_validate(args: argparse.Namespace) -> int:
@@ -30,19 +34,16 @@ def _config_validate(args: argparse.Namespace) -> int:
     try:
         config = config_file.load(args.file, check_env=args.check_env)
     except ConfigInvalid as exc:
-        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return EXIT_INVALID
+        return config_problems(args.file, exc)
     except Exception as exc:  # report, never a traceback
         print(f"{args.file}: cannot be checked: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return Exit.INVALID
     keys_count = sum(len(org.keys) for org in config.organizations.values())
     print(
         f"{args.file}: OK ({len(config.backends)} backends, {len(config.models)} models, "
         f"{len(config.organizations)} organizations, {keys_count} keys)"
     )
-    return 0
+    return Exit.OK
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -62,14 +63,25 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(args.config, port=args.port, check=args.check)
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="router", description="The inference router.")
+    parser.add_argument("--version", action="version", version=f"router {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     config = commands.add_parser("config", help="work with config files")
-    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     validate = config_commands.add_parser("validate", help="check a config file")
-    validate.add_argument("file")
+    validate.add_argument("file", metavar="FILE", help="the config file (YAML)")
     validate.add_argument(
         "--check-env",
         action="store_true",
@@ -79,16 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys.add_commands(commands)
 
-    serve = commands.add_parser("serve", help="run the router")
-    serve.add_argument("--config", required=True)
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve = commands.add_parser("serve", help="run the router (same as router-server)")
+    serve.add_argument("--config", required=True, metavar="FILE", help="the config file (YAML)")
+    serve.add_argument("--host", help="listen on this address (default: listeners.public.host)")
+    serve.add_argument(
+        "--port", type=int, help="listen on this port (default: listeners.public.port)"
+    )
     serve.set_defaults(handler=_serve)
 
     simulate.add_parser(commands)
 
     demo = commands.add_parser("demo", help="mock backends + router, and a request through it")
-    demo.add_argument("--config", default="examples/router.yaml")
+    demo.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the config to run (default: the demo config shipped with router_cli)",
+    )
     demo.add_argument("--port", type=int, help="the router's port (default: from the config)")
     demo.add_argument("--check", action="store_true", help="exit after the first request")
     demo.set_defaults(handler=_demo)

@@ -3,7 +3,7 @@
 report     totals per organization, model, key... over a time range, as a
            table, CSV or JSON
 reconcile  the records against a client's list of request ids: missing,
-           duplicated, mismatched and unexpected ids (exit 1 if any)
+           duplicated, mismatched and unexpected ids (exit 4 if any)
 """
 
 from __future__ import annotations
@@ -13,26 +13,50 @@ import csv
 import datetime as dt
 import io
 import re
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from router_cli.failures import config_problems
+from router_cli.options import add_format
 from router_core.accounting.reconcile import Report, reconcile
 from router_core.accounting.wire import format_usd
 from router_core.config_codec import ConfigInvalid
+from router_server.exit_codes import Exit
 
-EXIT_DIFFERENT = 1
-EXIT_USAGE = 2
+if TYPE_CHECKING:  # imported when used: `router --help` need not load the server
+    from router_server.usage.ledger import Ledger
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class UsageCommandError(Exception):
-    pass
+    """The command line is wrong (exit 2)."""
+
+
+class ClientLogInvalid(Exception):
+    """The client log cannot be read or has a bad line (exit 1)."""
+
+
+class SourceUnavailable(Exception):
+    """The ledger or the topic cannot be read (exit 3)."""
+
+
+def _failed(command: str, exc: Exception, config: str | None) -> int:
+    """Say what went wrong; the exit code of its kind."""
+    if isinstance(exc, ConfigInvalid):
+        return config_problems(config or "config", exc)
+    print(f"router usage {command}: {exc}", file=sys.stderr)
+    if isinstance(exc, ClientLogInvalid):
+        return Exit.INVALID
+    if isinstance(exc, SourceUnavailable):
+        return Exit.UNAVAILABLE
+    return Exit.USAGE
 
 
 def parse_time(text: str, now: dt.datetime) -> str:
@@ -59,12 +83,28 @@ def ledger_path(args: argparse.Namespace) -> Path:
     if args.config:
         from router_server import config_file
 
+        # usage.dir comes back resolved against the config file's directory.
         directory = config_file.load(args.config, check_env=False).usage.dir
     return Path(directory) / "usage.sqlite3"
 
 
+def _open_ledger(args: argparse.Namespace) -> Ledger:
+    from router_server.usage.ledger import Ledger
+
+    path = ledger_path(args)
+    try:
+        return Ledger.open_readonly(path)
+    except FileNotFoundError:
+        hint = (
+            "" if args.ledger else " (give --ledger FILE, or --config of the router that wrote it)"
+        )
+        raise SourceUnavailable(f"no usage ledger at {path}{hint}") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise SourceUnavailable(f"cannot read the usage ledger {path}: {exc}") from None
+
+
 def _rows(args: argparse.Namespace, now: dt.datetime) -> list[dict[str, Any]]:
-    from router_server.usage.ledger import GROUPS, Ledger
+    from router_server.usage.ledger import GROUPS
 
     group_by = [g.strip() for g in args.group_by.split(",") if g.strip()] if args.group_by else []
     unknown = [g for g in group_by if g not in GROUPS]
@@ -74,7 +114,7 @@ def _rows(args: argparse.Namespace, now: dt.datetime) -> list[dict[str, Any]]:
         )
     since = parse_time(args.since, now)
     until = parse_time(args.until, now) if args.until else None
-    ledger = Ledger.open_readonly(ledger_path(args))
+    ledger = _open_ledger(args)
     try:
         rows = ledger.report(since, until, group_by)
     finally:
@@ -119,16 +159,20 @@ FORMATS: dict[str, Callable[[list[dict[str, Any]]], str]] = {
 def report(args: argparse.Namespace) -> int:
     try:
         rows = _rows(args, dt.datetime.now(dt.UTC))
-    except (UsageCommandError, ConfigInvalid, OSError) as exc:
-        print(f"router usage report: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageCommandError, ConfigInvalid, SourceUnavailable) as exc:
+        return _failed("report", exc, args.config)
     sys.stdout.write(FORMATS[args.format](rows))
-    return 0
+    return Exit.OK
 
 
 def client_entries(path: Path) -> Iterator[Mapping[str, Any]]:
     """One request id a line, or JSON lines with `request_id` and fields to compare."""
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ClientLogInvalid(f"{path}: cannot read: {why}") from None
+    for number, line in enumerate(text.splitlines(), 1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -136,9 +180,9 @@ def client_entries(path: Path) -> Iterator[Mapping[str, Any]]:
             try:
                 entry = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
-                raise UsageCommandError(f"{path}:{number}: not JSON: {exc}") from None
+                raise ClientLogInvalid(f"{path}:{number}: not JSON: {exc}") from None
             if not isinstance(entry, dict) or "request_id" not in entry:
-                raise UsageCommandError(f"{path}:{number}: a JSON line needs request_id")
+                raise ClientLogInvalid(f"{path}:{number}: a JSON line needs request_id")
             yield entry
         else:
             yield {"request_id": text}
@@ -149,15 +193,20 @@ def _records(args: argparse.Namespace, now: dt.datetime) -> list[dict[str, Any]]
     if args.topic:
         import asyncio
 
+        from aiokafka.errors import KafkaError
+
         from router_server.usage.topic import read_topic
 
         if not args.bootstrap:
             raise UsageCommandError("--topic needs --bootstrap HOST:PORT")
-        records = asyncio.run(read_topic(args.bootstrap, args.topic))
+        try:
+            records = asyncio.run(read_topic(args.bootstrap, args.topic))
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise SourceUnavailable(
+                f"cannot read topic {args.topic} from {args.bootstrap}: {exc or type(exc).__name__}"
+            ) from None
         return [r for r in records if since is None or r["started_at"] >= since]
-    from router_server.usage.ledger import Ledger
-
-    ledger = Ledger.open_readonly(ledger_path(args))
+    ledger = _open_ledger(args)
     try:
         return list(ledger.records(since))
     finally:
@@ -190,26 +239,29 @@ def reconcile_command(args: argparse.Namespace) -> int:
         entries = list(client_entries(Path(args.client_log)))
         records = _records(args, dt.datetime.now(dt.UTC))
         result = reconcile(entries, records)
-    except (UsageCommandError, ConfigInvalid, OSError) as exc:
-        print(f"router usage reconcile: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageCommandError, ClientLogInvalid, ConfigInvalid, SourceUnavailable) as exc:
+        return _failed("reconcile", exc, args.config)
     sys.stdout.write(render_report(result))
-    return 0 if result.exact else EXIT_DIFFERENT
+    return Exit.OK if result.exact else Exit.DIFFERENT
 
 
 def add_commands(commands: Any) -> None:
     usage = commands.add_parser("usage", help="usage records: report and reconcile")
-    usage_commands = usage.add_subparsers(dest="usage_command", required=True)
+    usage_commands = usage.add_subparsers(dest="usage_command", required=True, metavar="COMMAND")
 
     def source(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--ledger", help="the ledger file (default: from --config)")
-        parser.add_argument("--config", help="the router's config (its usage.dir)")
+        parser.add_argument(
+            "--ledger", metavar="FILE", help="the ledger file (default: from --config)"
+        )
+        parser.add_argument(
+            "--config", metavar="FILE", help="the router's config (its usage.dir holds the ledger)"
+        )
 
     rep = usage_commands.add_parser("report", help="usage totals from the ledger")
     rep.add_argument("--since", required=True, help="24h, 7d, 2026-11-01, or RFC 3339")
     rep.add_argument("--until", help="end of the range (exclusive)")
     rep.add_argument("--group-by", default="org,model", help="org,model,key,backend,outcome,day")
-    rep.add_argument("--format", choices=sorted(FORMATS), default="table")
+    add_format(rep, list(FORMATS))
     source(rep)
     rep.set_defaults(handler=report)
 

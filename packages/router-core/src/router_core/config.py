@@ -509,7 +509,7 @@ class UsageSettings:
     """Usage records: where they are kept, the spool, the ledger, Kafka."""
 
     # Where the ledger (usage.sqlite3), the spool (spool/) and the embedded
-    # idempotency store live; relative paths are from the working directory.
+    # idempotency store live; relative paths are from the config file's directory.
     dir: str = "router-data"
     # The embedded SQLite ledger `router usage report` reads.
     ledger: bool = True

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import attrs
 import yaml
 
 from router_core.config import RouterConfig
@@ -22,6 +23,31 @@ def parse_yaml(text: str, source: str = "config") -> object:
         raise ConfigInvalid([ConfigProblem("", f"{where}: invalid YAML: {exc.problem}")]) from None
     except yaml.YAMLError as exc:
         raise ConfigInvalid([ConfigProblem("", f"{source}: invalid YAML: {exc}")]) from None
+
+
+def resolve_paths(config: RouterConfig, base: Path) -> RouterConfig:
+    """`config` with its relative file paths made relative to `base`, the config
+    file's directory: the stores (usage.dir with the ledger, spool and
+    idempotency keys; the override and key stores, and the nonces beside the
+    keys) and the admin listener's certificates. Otherwise a command run from
+    another directory would open (or create) empty stores of its own."""
+
+    def at(path: str) -> str:
+        return str(base / path)  # an absolute path stays as it is
+
+    admin = config.listeners.admin
+    if admin is not None:
+        admin = attrs.evolve(
+            admin, cert_file=at(admin.cert_file), key_file=at(admin.key_file),
+            ca_file=at(admin.ca_file),
+        )  # fmt: skip
+    return attrs.evolve(
+        config,
+        listeners=attrs.evolve(config.listeners, admin=admin),
+        usage=attrs.evolve(config.usage, dir=at(config.usage.dir)),
+        overrides=attrs.evolve(config.overrides, sqlite_path=at(config.overrides.sqlite_path)),
+        auth=attrs.evolve(config.auth, sqlite_path=at(config.auth.sqlite_path)),
+    )
 
 
 def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[ConfigProblem]:
@@ -64,6 +90,9 @@ def load(
 
     With `check_env`, also what the file names outside itself: environment
     variables, and the admin listener's certificate files.
+
+    Relative file paths in it are resolved against the file's directory
+    (`resolve_paths`), for the server and every command alike.
     """
     path = Path(path)
     try:
@@ -73,8 +102,10 @@ def load(
     except UnicodeDecodeError:
         raise ConfigInvalid([ConfigProblem("", f"{path}: not UTF-8 text")]) from None
     environ = os.environ if env is None else env
+    base = path.absolute().parent
 
     def outside(config: RouterConfig) -> list[ConfigProblem]:
+        config = resolve_paths(config, base)  # certificates are read where the file says
         problems = missing_credentials(config, environ)
         admin = config.listeners.admin
         if admin is not None:
@@ -82,4 +113,5 @@ def load(
         return problems
 
     # Checked in the same pass as the file, so one run lists every problem.
-    return structure(parse_yaml(text, str(path)), outside if check_env else None)
+    config = structure(parse_yaml(text, str(path)), outside if check_env else None)
+    return resolve_paths(config, base)

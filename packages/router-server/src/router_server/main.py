@@ -18,10 +18,11 @@ from hypercorn.utils import LifespanFailureError
 
 from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
-from router_server import config_file, http_refusals, logs
+from router_server import DISTRIBUTION, config_file, http_refusals, logs
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
+from router_server.exit_codes import Exit
 from router_server.pipeline import RouterState
 from router_server.usage.spool import SpoolError
 
@@ -44,8 +45,18 @@ def _log_level(value: str) -> str:
     return value.lower()
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="router-server", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"router-server {_version()}")
     parser.add_argument("--config", required=True, help="path to the YAML config file")
     parser.add_argument("--host", help="override listeners.public.host")
     parser.add_argument("--port", type=int, help="override listeners.public.port")
@@ -183,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"router-server: {args.config} is not a valid config:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
-        return 2
+        return Exit.INVALID
     admin = config.listeners.admin
     host = args.host or config.listeners.public.host
     port = config.listeners.public.port if args.port is None else args.port
@@ -191,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unbound = [why for h, p in addresses if (why := _cannot_bind(h, p)) is not None]
     if unbound:
         print(f"router-server: {'; '.join(unbound)}", file=sys.stderr)
-        return 2
+        return Exit.UNAVAILABLE
     # A request allocates thousands of short-lived objects; at CPython's default
     # young-generation threshold (700) the cycle collector ran several times per
     # request, ~10% of the router's CPU (see benchmarks/). Cycles are still
@@ -208,11 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner(run(config, host, port, args.config))
     except CannotListen as exc:
         print(f"router-server: {exc}", file=sys.stderr)
-        return 2
+        return Exit.UNAVAILABLE
     except CannotStart as exc:
         print(f"router-server: cannot start: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return Exit.UNAVAILABLE
+    return Exit.OK
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Rules:
 - Off, every call here is a constant no-op: `span()` returns one shared
   null context and `outgoing()` returns None; the OpenTelemetry SDK is not
-  even imported (it is the optional extra `router-server[tracing]`).
+  even imported (it is the optional extra `inference-router-server[tracing]`).
 - On, a request is one server span `router.request` (continuing the
   caller's W3C `traceparent` when it sends one), with children
   `router.auth`, `router.limits`, `router.route`, and one client span

@@ -14,14 +14,16 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
+from router_cli.failures import config_problems
+from router_cli.options import add_format
 from router_cli.simulate.engine import Simulation
 from router_cli.simulate.faults import NO_FAULTS, FaultsInvalid, World, load_world
 from router_cli.simulate.report import render
 from router_cli.simulate.trace import TraceInvalid, read_trace
 from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid
+from router_server.exit_codes import Exit
 
-EXIT_INVALID = 1
 # Traces at least this large (bytes) get a progress bar on a terminal.
 PROGRESS_BYTES = 8 * 1024 * 1024
 
@@ -34,10 +36,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "budgets on a virtual clock, with optional backend faults; print each backend's "
         "share, denials by reason, spend per organization, failovers and modelled latency.",
     )
-    parser.add_argument("--config", required=True, help="the router config (YAML)")
-    parser.add_argument("--trace", required=True, help="the trace, one JSON object per line")
-    parser.add_argument("--faults", help="backend latency and faults (YAML)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--config", required=True, metavar="FILE", help="the router config (YAML)")
+    parser.add_argument(
+        "--trace", required=True, metavar="FILE", help="the trace, one JSON object per line"
+    )
+    parser.add_argument("--faults", metavar="FILE", help="backend latency and faults (YAML)")
+    add_format(parser, ["table", "json"])
     parser.add_argument("--seed", type=int, default=0, help="seed of the routing choices")
     parser.set_defaults(handler=run)
 
@@ -46,7 +50,7 @@ def _problems(source: str, problems: list[str]) -> int:
     print(f"{source}: {len(problems)} problem(s)", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
-    return EXIT_INVALID
+    return Exit.INVALID
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_file.load(args.config, check_env=False)
     except ConfigInvalid as exc:
-        return _problems(args.config, [str(p) for p in exc.problems])
+        return config_problems(args.config, exc)
     try:
         world = load_world(args.faults, config) if args.faults else NO_FAULTS
     except FaultsInvalid as exc:
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         handle = trace.open("rb")
     except OSError as exc:
         print(f"{trace}: cannot read: {exc.strerror}", file=sys.stderr)
-        return EXIT_INVALID
+        return Exit.INVALID
     started = time.perf_counter()
     with handle:
         try:
@@ -73,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
         except TraceInvalid as exc:
             return _problems(str(trace), exc.problems)
     elapsed = time.perf_counter() - started
-    if args.json:
+    if args.format == "json":
         summary["elapsed_s"] = round(elapsed, 3)
         sys.stdout.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         render(summary, Console(), elapsed)
-    return 0
+    return Exit.OK
 
 
 def simulate(

@@ -56,11 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from router_server import config_file
 
     parser = argparse.ArgumentParser(prog="python -m router_cli.simulate.synth")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument(
+        "--config", required=True, help="the router config whose keys and models to use"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=1_000_000, help="how many (default: 1,000,000)"
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--start", type=float, default=1_767_225_600.0, help="first second")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="one seed, one trace (default: 1)")
     parser.add_argument("--out", required=True, help="the trace file to write")
     args = parser.parse_args(argv)
     config = config_file.load(args.config, check_env=False)
