@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import enum
 import inspect
+import textwrap
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -43,7 +44,7 @@ def field_comments(cls: type, *, groups: bool = True) -> dict[str, str]:
     """The comment block right above each field of `cls`, by field name; with
     `groups`, a field right below a commented one shares its comment."""
     try:
-        source = inspect.getsource(cls)
+        source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
         return {}
     lines = source.splitlines()

@@ -1,6 +1,7 @@
 """The `router` command.
 
 router config validate FILE     every problem in FILE, with its path; exit 1 if any
+router config reference         the configuration reference (docs/reference/configuration.md)
 router keys create --org ORG [--model M --route R --expires-in-s S]
                                 a new API key (shown once) and the line for the config
 router keys create|list|revoke|rotate --config FILE
@@ -73,6 +74,13 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def _config_reference(args: argparse.Namespace) -> int:
+    from router_cli import config_reference
+
+    sys.stdout.write(config_reference.render())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="router", description="The inference router.")
     parser.add_argument("--version", action="version", version=f"router {version()}")
@@ -88,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also require the backends' credential variables to be set",
     )
     validate.set_defaults(handler=_config_validate)
+    reference = config_commands.add_parser(
+        "reference", help="print the configuration reference (Markdown), made from the code"
+    )
+    reference.set_defaults(handler=_config_reference)
 
     keys.add_commands(commands)
 
