@@ -14,7 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router_server.mock_backend import MockBackendProcess
 
-from ops_fixture import ARTIFACTS, OPS_AUTH, OPS_TOKEN, OPS_TOKEN_ENV, render_page, with_ops_token
+from ops_fixture import (
+    OPS_AUTH,
+    OPS_TOKEN,
+    OPS_TOKEN_ENV,
+    keep_artifact,
+    render_page,
+    with_ops_token,
+)
 from support import CHAT, GLOBEX_KEY, auth, with_changes
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -70,8 +77,9 @@ def test_page_shows_health_rates_spend_denials_and_the_spikes(
                    limit_type="rate_limit") == 4  # fmt: skip
     assert _metric(text, "router_requests_total", model="b-only", status_class="5xx") == 3
 
-    shot = ARTIFACTS / "ops-page.png"
+    shot = tmp_path / "ops-page.png"
     dom = render_page(chromium, f"{router.url}/ops#token={OPS_TOKEN}", tmp_path / "p", shot)
+    keep_artifact(shot)
     assert 'data-loaded="true"' in dom, dom[-2000:]
     assert shot.stat().st_size > 10_000
     # Backends and their health.
