@@ -169,7 +169,7 @@ def on_sighup(handler: Callable[[], None]) -> Iterator[None]:
 
 
 def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
-    """Metrics and the ops window, fed by every usage record."""
+    """Metrics and the ops window, both fed by every answered request."""
 
     def sources() -> dict[str, Any]:
         return {
@@ -181,7 +181,7 @@ def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
 
     token_env = state.config.observability.ops_token_env
     ops = Ops(lambda: state.config, StateCollector(sources), environ.get(token_env or ""))
-    state.usage.recorder.observers += [ops.requests.observe, ops.window.observe]
+    state.usage.recorder.observers.append(ops)
     return ops
 
 
