@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +25,7 @@ from support import (
     Limited,
     LimitedFactory,
     base_config,
-    with_usage_dir,
+    with_data_dir,
     write_config,
 )
 
@@ -42,6 +43,52 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+REPO = Path(__file__).resolve().parent.parent
+# What pytest and Hypothesis keep beside the project (.hypothesis is placed when
+# Hypothesis is imported, before the working directory changes).
+TOOL_CACHES = {".pytest_cache", ".hypothesis", "__pycache__"}
+
+
+def _entries(directory: Path) -> set[str]:
+    return {path.name for path in directory.iterdir()} - TOOL_CACHES
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cwd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The whole session runs in an empty working directory of its own, so a path
+    left relative (the `router-data/` defaults, a ledger the CLI looks for) never
+    reaches the checkout or another run's files; and the checkout and the
+    directory pytest was started in must gain nothing."""
+    started_in = Path.cwd()
+    checked = {REPO, REPO / "tests", REPO / "examples", started_in}
+    watched = {directory: _entries(directory) for directory in checked}
+    cwd = tmp_path_factory.mktemp("cwd")
+    os.chdir(cwd)
+    yield cwd
+    os.chdir(started_in)
+    for directory, before in watched.items():
+        if new := _entries(directory) - before:
+            pytest.fail(f"the tests created {sorted(new)} in {directory}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _writes_nothing_in_cwd(_isolated_cwd: Path) -> Iterator[None]:
+    """Fails the test that leaves anything in the working directory: every path a
+    test's router or CLI uses belongs under its tmp_path (see `with_data_dir`)."""
+    yield
+    os.chdir(_isolated_cwd)
+    left = sorted(path.name for path in _isolated_cwd.iterdir())
+    for name in left:  # so that the next test starts clean and is not blamed
+        shutil.rmtree(_isolated_cwd / name, ignore_errors=True)
+        (_isolated_cwd / name).unlink(missing_ok=True)
+    if left:
+        pytest.fail(
+            f"the test left {left} in the working directory; put every path its "
+            "router or CLI uses under tmp_path (support.with_data_dir)",
+            pytrace=False,
+        )
+
 
 MOCK_DEFAULTS = {
     "latency_ms": 0,
@@ -105,7 +152,7 @@ def make_client(backend_env: dict[str, str], tmp_path: Path) -> Iterator[AppFact
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> TestClient:
-        data = with_usage_dir(data, tmp_path / f"app-{len(opened)}-data")
+        data = with_data_dir(data, tmp_path / f"app-{len(opened)}-data")
         client = TestClient(
             create_app(structure(data), env=backend_env), raise_server_exceptions=False
         )
@@ -134,7 +181,7 @@ def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Router
     logs: list[IO[bytes]] = []
 
     def start(data: dict[str, Any], env: dict[str, str] | None = None) -> RouterProcess:
-        data = with_usage_dir(data, tmp_path / f"router-{len(started)}-data")
+        data = with_data_dir(data, tmp_path / f"router-{len(started)}-data")
         path = write_config(tmp_path / f"router-{len(started)}.yaml", data)
         logs.append((tmp_path / f"router-{len(started)}.log").open("wb"))
         router = RouterProcess(path, env={**backend_env, **(env or {})}, log=logs[-1])
@@ -153,7 +200,7 @@ def limited(backend_env: dict[str, str], tmp_path: Path) -> Iterator[LimitedFact
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> Limited:
-        data = with_usage_dir(data, tmp_path / f"limited-{len(opened)}-data")
+        data = with_data_dir(data, tmp_path / f"limited-{len(opened)}-data")
         clock = Clock()
         store = MemoryStore(clock=clock)
         app = create_app(structure(data), env=backend_env, limit_store=store)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import attrs
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,6 +24,14 @@ from jwt.algorithms import RSAAlgorithm
 
 AUDIENCE = "router-tests"
 ORG_CLAIM = "org"
+
+
+@attrs.frozen
+class FromNow:
+    """A time claim this many seconds from when the token is signed: a test's
+    parameters are made at collection, long before the token on a loaded machine."""
+
+    seconds: int
 
 
 class IdentityProvider:
@@ -83,7 +92,9 @@ class IdentityProvider:
             "iss": self.issuer, "aud": AUDIENCE, "sub": "user-ada", ORG_CLAIM: "acme",
             "iat": now, "nbf": now, "exp": now + 300,
         }  # fmt: skip
-        claims.update(changes)
+        claims.update(
+            {k: now + v.seconds if isinstance(v, FromNow) else v for k, v in changes.items()}
+        )
         return {k: v for k, v in claims.items() if v is not None}
 
     def token(self, kid: str = "kid-1", alg: str = "RS256", **changes: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from starlette.testclient import TestClient
 from router_core.config_codec import structure
 from router_server.app import create_app
 
-from support import with_changes, with_usage_dir
+from support import with_changes, with_data_dir
 
 OPS_TOKEN = "ops-token-" + "O" * 24
 OPS_TOKEN_ENV = "ROUTER_TEST_OPS_TOKEN"
@@ -39,7 +40,7 @@ def make_ops_client(ops_env: dict[str, str], tmp_path: Path) -> Iterator[OpsAppF
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> TestClient:
-        data = with_usage_dir(with_ops_token(data), tmp_path / f"ops-{len(opened)}-data")
+        data = with_data_dir(with_ops_token(data), tmp_path / f"ops-{len(opened)}-data")
         client = TestClient(create_app(structure(data), env=ops_env), raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
@@ -62,7 +63,16 @@ def chromium() -> str:
     )
 
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Set to a directory to keep the page's screenshot there (the test writes it in
+# its own tmp_path, and copies it only when asked).
+ARTIFACTS_ENV = "ROUTER_TEST_ARTIFACTS"
+
+
+def keep_artifact(path: Path) -> None:
+    directory = os.environ.get(ARTIFACTS_ENV)
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, Path(directory) / path.name)
 
 
 def render_page(chromium: str, url: str, profile: Path, screenshot: Path | None = None) -> str:

@@ -80,13 +80,20 @@ def with_changes(config: dict[str, Any], **sections: Any) -> dict[str, Any]:
     return result
 
 
-def with_usage_dir(config: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """`config` with its usage data (spool, ledger, idempotency keys) under `directory`,
-    unless the test chose a directory itself: each app needs its own."""
+def with_data_dir(config: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """`config` with every file the router keeps under `directory`: usage data
+    (ledger, spool, idempotency keys), admin overrides, managed keys and nonces.
+    The defaults are relative to the working directory, which another router may
+    be using; a path the test chose itself is kept. Each app needs its own."""
     usage = config.get("usage") or {}
-    if "dir" in usage:
-        return config
-    return {**config, "usage": {**usage, "dir": str(directory)}}
+    overrides = config.get("overrides") or {}
+    auth = config.get("auth") or {}
+    return {
+        **config,
+        "usage": {"dir": str(directory), **usage},
+        "overrides": {"sqlite_path": str(directory / "overrides.sqlite3"), **overrides},
+        "auth": {"sqlite_path": str(directory / "keys.sqlite3"), **auth},
+    }
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

@@ -11,6 +11,8 @@ from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import subject_name
 from router_server.app import create_app
 
+from support import with_data_dir
+
 
 def test_subject_names_read_most_specific_first_and_escape_specials() -> None:
     cert = {
@@ -29,7 +31,8 @@ def test_without_a_verified_certificate_reads_work_and_changes_are_refused(
 ) -> None:
     """Served without the TLS listener (no subject recorded), the admin app
     must not make anonymous changes."""
-    config = structure({**config_data, "overrides": {"sqlite_path": str(tmp_path / "o.sqlite3")}})
+    data = {**config_data, "overrides": {"sqlite_path": str(tmp_path / "o.sqlite3")}}
+    config = structure(with_data_dir(data, tmp_path / "data"))
     shared = SharedRouter()
     with (
         TestClient(create_app(config, env=backend_env, state_ready=shared.set)),

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from auth_support import AppFactory, auth_app, auth_config, bearer, post, refused
 from canary_fixture import Canaries
-from jwks_fixture import IdentityProvider
+from jwks_fixture import FromNow, IdentityProvider
 
 
 @pytest.fixture
@@ -65,8 +65,8 @@ def test_hs256_signed_with_the_public_key(app: TestClient, idp: IdentityProvider
     [
         ({"aud": "someone-else"}, "token_audience"),
         ({"iss": "https://evil.example"}, "token_issuer"),
-        ({"exp": int(time.time()) - 60}, "token_expired"),
-        ({"nbf": int(time.time()) + 120}, "token_not_yet_valid"),
+        ({"exp": FromNow(-60)}, "token_expired"),
+        ({"nbf": FromNow(120)}, "token_not_yet_valid"),
         ({"org": "initech"}, "token_organization"),
         ({"sub": None}, "token_claims"),
         ({"exp": None}, "token_claims"),

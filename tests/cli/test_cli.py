@@ -16,6 +16,8 @@ from router_core.auth import KeyIndex, authenticate
 from router_core.config_codec import structure
 from router_server.mock_backend import free_port
 
+from support import with_data_dir, write_config
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "router.yaml"
 
@@ -193,8 +195,10 @@ def test_demo_sends_a_request_through(tmp_path: Path) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
     for backend in data["backends"].values():
         backend["base_url"] = f"http://127.0.0.1:{free_port()}/v1"
-    path = tmp_path / "router.yaml"
-    path.write_text(yaml.safe_dump(data))
+    # The example keeps its data in router-data/ of the working directory.
+    del data["usage"]["dir"]
+    data["auth"].pop("sqlite_path", None)
+    path = write_config(tmp_path / "router.yaml", with_data_dir(data, tmp_path / "data"))
     result = run_cli("demo", "--config", str(path), "--port", str(free_port()), "--check")
     assert result.returncode == 0, result.stderr
     assert "-> HTTP 200" in result.stdout

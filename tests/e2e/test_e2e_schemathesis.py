@@ -39,7 +39,7 @@ from support import (
     BACKEND_SECRET,
     BACKEND_SECRET_ENV,
     base_config,
-    with_usage_dir,
+    with_data_dir,
     write_config,
 )
 
@@ -111,7 +111,7 @@ def live_router(
         if not mock.running:
             mock.start()
         mock.configure(**MOCK_DEFAULTS)
-    data = with_usage_dir(base_config(mock_a.url, mock_b.url), tmp / "data")
+    data = with_data_dir(base_config(mock_a.url, mock_b.url), tmp / "data")
     config = write_config(tmp / "router.yaml", data)
     with (tmp / "router.log").open("wb") as log:
         router = RouterProcess(config, env={BACKEND_SECRET_ENV: BACKEND_SECRET}, log=log)

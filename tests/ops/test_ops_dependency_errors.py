@@ -12,7 +12,7 @@ from router_core.config_codec import structure
 from router_server.app import create_app
 from router_server.mock_backend.process import free_port
 
-from support import CHAT, auth, eventually, with_usage_dir
+from support import CHAT, auth, eventually, with_data_dir
 
 
 def metric(client: TestClient, name: str) -> float:
@@ -28,7 +28,7 @@ def metric(client: TestClient, name: str) -> float:
 def test_an_unreachable_redis_counts_errors_and_is_down(
     config_data: dict[str, Any], backend_env: dict[str, str], tmp_path: Path
 ) -> None:
-    data = with_usage_dir(dict(config_data), tmp_path / "data")
+    data = with_data_dir(dict(config_data), tmp_path / "data")
     # Rate limits fail open on a store failure (the default): requests still pass.
     data["limits"] = {"store": "redis", "timeout_ms": 200}
     data["organizations"]["acme"]["limits"] = {"requests": {"rate": 100, "per": "minute"}}
@@ -44,7 +44,7 @@ def test_an_unreachable_redis_counts_errors_and_is_down(
 def test_an_unreachable_kafka_counts_errors_and_is_down(
     config_data: dict[str, Any], backend_env: dict[str, str], tmp_path: Path
 ) -> None:
-    data = with_usage_dir(dict(config_data), tmp_path / "data")
+    data = with_data_dir(dict(config_data), tmp_path / "data")
     data["usage"] = {**data["usage"], "kafka": {"request_timeout_ms": 500}}
     env = {**backend_env, "ROUTER_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     with TestClient(create_app(structure(data), env=env)) as client:

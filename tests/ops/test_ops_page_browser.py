@@ -1,5 +1,6 @@
 """The operator page in headless Chromium, against a real router with traffic,
-including a burst of backend errors and a burst of rate-limit denials."""
+including a burst of backend errors, of rate-limit denials and of refusals
+before authentication."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router_server.mock_backend import MockBackendProcess
 
-from ops_fixture import ARTIFACTS, OPS_AUTH, OPS_TOKEN, OPS_TOKEN_ENV, render_page, with_ops_token
+from ops_fixture import (
+    OPS_AUTH,
+    OPS_TOKEN,
+    OPS_TOKEN_ENV,
+    keep_artifact,
+    render_page,
+    with_ops_token,
+)
 from support import CHAT, GLOBEX_KEY, auth, with_changes
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -61,17 +69,24 @@ def test_page_shows_health_rates_spend_denials_and_the_spikes(
         statuses = [http.post("/v1/chat/completions", json=CHAT, headers=auth(GLOBEX_KEY))
                     .status_code for _ in range(6)]  # fmt: skip
         assert statuses == [200, 200, 429, 429, 429, 429]
+        # A burst of refusals before authentication: a key nobody issued.
+        bogus = auth("rk_bogus_" + "x" * 32)
+        refused = [http.post("/v1/chat/completions", json=CHAT, headers=bogus).status_code
+                   for _ in range(5)]  # fmt: skip
+        assert refused == [401] * 5
         text = http.get("/metrics", headers=OPS_AUTH).text
 
-    # Both spikes in /metrics, under their categories.
+    # The spikes in /metrics, under their categories.
     assert _metric(text, "router_request_errors_total", code="backend_error", model="b-only") == 3
     assert _metric(text, "router_request_errors_total", code="rate_limit_exceeded") == 4
     assert _metric(text, "router_limit_denials_total", organization="globex",
                    limit_type="rate_limit") == 4  # fmt: skip
     assert _metric(text, "router_requests_total", model="b-only", status_class="5xx") == 3
+    assert _metric(text, "router_request_errors_total", code="invalid_api_key") == 5
 
-    shot = ARTIFACTS / "ops-page.png"
+    shot = tmp_path / "ops-page.png"
     dom = render_page(chromium, f"{router.url}/ops#token={OPS_TOKEN}", tmp_path / "p", shot)
+    keep_artifact(shot)
     assert 'data-loaded="true"' in dom, dom[-2000:]
     assert shot.stat().st_size > 10_000
     # Backends and their health.
@@ -81,6 +96,7 @@ def test_page_shows_health_rates_spend_denials_and_the_spikes(
     assert _row(dom, "rate-ok")[1] == "6"  # 4 acme + 2 globex, all in the last minute
     assert _row(dom, "rate-backend_error")[1] == "3"
     assert _row(dom, "rate-rate_limit_exceeded")[1] == "4"
+    assert _row(dom, "rate-invalid_api_key")[1] == "5"
     # Top organizations by spend, limit denials, export.
     spend = _row(dom, "spend-acme")
     assert spend[0] == "acme"

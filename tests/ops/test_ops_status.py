@@ -13,7 +13,7 @@ from router_server.app import create_app
 from router_server.mock_backend import MockBackendProcess
 
 from redis_fixture import RedisServer, redis_binary
-from support import CHAT, auth, eventually, with_usage_dir
+from support import CHAT, auth, eventually, with_data_dir
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 
@@ -51,7 +51,7 @@ def test_status_answers_within_a_second_while_redis_hangs(
     config_data: dict[str, Any], backend_env: dict[str, str], tmp_path: Path
 ) -> None:
     with RedisServer(redis_binary()) as redis:
-        data = with_usage_dir(dict(config_data), tmp_path / "data")
+        data = with_data_dir(dict(config_data), tmp_path / "data")
         # The store's own socket timeout is long: the status probe must bound itself.
         data["limits"] = {"store": "redis", "timeout_ms": 5000}
         env = {**backend_env, "ROUTER_REDIS_URL": redis.url}

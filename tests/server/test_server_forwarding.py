@@ -14,7 +14,7 @@ from router_core.config_codec import structure
 from router_server.app import create_app
 from router_server.mock_backend import MockBackendProcess, free_port
 
-from support import ACME_KEY, BACKEND_SECRET, CHAT, auth, eventually, with_changes
+from support import ACME_KEY, BACKEND_SECRET, CHAT, auth, eventually, with_changes, with_data_dir
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 
@@ -42,13 +42,13 @@ def test_backend_gets_its_own_credential_never_the_callers(
     assert ok.status_code == 200
     # Without the credential the backend refuses; the caller sees 502, not 401.
     broken = {
-        "usage": {"dir": str(tmp_path / "broken-data")},
         **config_data,
         "backends": {
             **config_data["backends"],
             "mock-b": {**config_data["backends"]["mock-b"], "api_key_env": "ROUTER_TEST_UNSET"},
         },
     }
+    broken = with_data_dir(broken, tmp_path / "broken-data")
     with TestClient(create_app(structure(broken), env={"ROUTER_TEST_UNSET": "wrong"})) as bad:
         refused = bad.post("/v1/chat/completions", json={**CHAT, "model": "b-only"}, headers=auth())
     assert refused.status_code == 502

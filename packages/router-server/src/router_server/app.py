@@ -180,7 +180,7 @@ def _closing(opened: contextlib.AsyncExitStack, close: Callable[[], Awaitable[ob
 
 
 def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
-    """Metrics and the ops window, fed by every usage record."""
+    """Metrics and the ops window, both fed by every answered request."""
 
     def sources() -> dict[str, Any]:
         return {
@@ -192,7 +192,7 @@ def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
 
     token_env = state.config.observability.ops_token_env
     ops = Ops(lambda: state.config, StateCollector(sources), environ.get(token_env or ""))
-    state.usage.recorder.observers += [ops.requests.observe, ops.window.observe]
+    state.usage.recorder.observers.append(ops)
     return ops
 
 

@@ -6,9 +6,11 @@ Rules:
   authentication), `backend` a configured backend or "none", `route` one of
   the app's routes, `code` a problem code from the core's catalog. No request
   id and no raw user input ever becomes a label.
-- Per-request series are fed from one place, the usage record (`observe`),
-  so the numbers agree with what finance sees; requests without a principal
-  (unauthenticated) are counted by `observe_unauthenticated`.
+- Per-request series are fed from one place, the usage recorder's observers
+  (`Ops`, which feeds the operator page's window from the same calls): the
+  usage record (`observe`), so the numbers agree with what finance sees, and
+  for answers without one (refused before authentication, or with the spool
+  full) `observe_unrecorded`.
 - The hot path resolves label children once per label tuple and caches them:
   a request costs a dict lookup and a few `inc`/`observe` calls.
 - Component state (backend health and circuits, in-flight, spool, export lag,
@@ -31,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from router_core.accounting.records import UsageRecord
 from router_core.config import RouterConfig
+from router_server.usage.trace import Unrecorded
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
@@ -149,11 +152,13 @@ class RequestMetrics:
             self.cost.labels(model, org),
         )  # fmt: skip
 
-    def observe_unauthenticated(self, path: str, status: int, code: str, seconds: float) -> None:
-        labels = (self._route(path), OTHER, "none", "none", status_class(status))
+    def observe_unrecorded(self, answer: Unrecorded) -> None:
+        route, org = self._route(answer.route), self._org(answer.organization)
+        labels = (route, OTHER, "none", org, status_class(answer.status))
         self.requests.labels(*labels).inc()
-        self.duration.labels(*labels).observe(seconds)
-        self.errors.labels(labels[0], OTHER, "none", code).inc()
+        self.duration.labels(*labels).observe(answer.seconds)
+        if answer.code is not None:
+            self.errors.labels(route, OTHER, org, answer.code).inc()
 
     def observe_backend(self, route: str, backend: str, total_s: float, backend_s: float) -> None:
         bound = self._backend_bound.get((route, backend))

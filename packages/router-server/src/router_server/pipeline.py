@@ -179,9 +179,6 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         return response
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
-        if principal is None and state.ops is not None:  # ops: no usage record without one
-            seconds = time.perf_counter() - started
-            state.ops.requests.observe_unauthenticated(path, exc.status, exc.problem.code, seconds)
         if ticket is not None:
             exc.headers = {**ticket.headers, **exc.headers}
         response = error_response(exc, path)

@@ -13,6 +13,7 @@ Both keep a small set of records that every replica must see within seconds:
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -24,11 +25,15 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from router_core.backoff import Backoff, Retrying
+
 log = logging.getLogger("router.state")
 
 T = TypeVar("T")
 # How long one Redis call of a store may take.
 REDIS_TIMEOUT_S = 2.0
+# Waits between resubscriptions of a change feed: up to 0.1 s, doubling to 5 s.
+RESUBSCRIBE_BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
 
 
 class SqliteFile:
@@ -113,17 +118,25 @@ async def redis_guard(
 
 
 async def follow_channel(
-    client: Redis, channel: str, on_change: Callable[[], None], what: str
+    client: Redis,
+    channel: str,
+    on_change: Callable[[], None],
+    what: str,
+    *,
+    rng: random.Random | None = None,
 ) -> None:
     """Call `on_change` for every message on `channel`; on any failure wait,
-    resubscribe, and report a change (one may have been missed meanwhile)."""
-    delay = 0.1
+    resubscribe, and report a change (one may have been missed meanwhile).
+
+    The wait is jittered (`router_core.backoff`): after a Redis restart the
+    replicas resubscribe spread over the window, not all at the same instant."""
+    retry = Retrying(RESUBSCRIBE_BACKOFF, rng or random.Random())
     while True:
         try:
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
-                delay = 0.1
+                retry.succeeded()
                 on_change()
                 while True:
                     message = await pubsub.get_message(timeout=30.0)
@@ -133,12 +146,12 @@ async def follow_channel(
                 with anyio.CancelScope(shield=True):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
         except (RedisError, OSError) as exc:
+            wait = retry.failed()
             log.warning(
                 f"{what} change feed lost; resubscribing",
-                extra={"error": type(exc).__name__, "retry_in_s": delay},
+                extra={"error": type(exc).__name__, "retry_in_s": round(wait, 3)},
             )
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await anyio.sleep(wait)
 
 
 @runtime_checkable

@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from router_core.accounting.records import UsageRecord
 from router_core.config import RouterConfig
 from router_server.metrics import RequestMetrics, StateCollector
 from router_server.ops.window import Window
+from router_server.usage.trace import Unrecorded
 
 
 class Ops:
@@ -23,3 +25,14 @@ class Ops:
         self.requests = RequestMetrics(self.registry, config)
         self.registry.register(state)
         self.window = Window()
+
+    # The usage recorder's observer: the metrics and the page's window are fed by
+    # the same calls, so every answer /metrics counts is on the page too.
+
+    def observe(self, record: UsageRecord) -> None:
+        self.requests.observe(record)
+        self.window.observe(record)
+
+    def observe_unrecorded(self, answer: Unrecorded) -> None:
+        self.requests.observe_unrecorded(answer)
+        self.window.observe_unrecorded(answer)

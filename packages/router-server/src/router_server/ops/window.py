@@ -1,7 +1,9 @@
 """The last minutes of traffic for the operator page, in 10-second buckets.
 
 Rules:
-- Fed by the same usage records as the metrics, one `observe` per request.
+- Fed by the same calls as the metrics (`Ops`), one per answered request: its
+  usage record, or `observe_unrecorded` for an answer without one (refused
+  before authentication: a spike of 401s must show).
 - A bucket counts requests by category: "ok", or the problem code of the
   answer (a bounded set: the core's catalog). Buckets older than the window
   are dropped as new ones start, so memory is bounded by the window.
@@ -18,6 +20,7 @@ from typing import Any
 
 from router_core.accounting.records import UsageRecord
 from router_server.metrics import LIMIT_CODES
+from router_server.usage.trace import Unrecorded
 
 BUCKET_S = 10
 BUCKETS = 30  # five minutes
@@ -31,12 +34,7 @@ class Window:
         self.denials: dict[str, dict[str, int]] = {}
 
     def observe(self, record: UsageRecord) -> None:
-        index = int(self.clock() // BUCKET_S)
-        if not self.buckets or self.buckets[-1][0] != index:
-            self.buckets.append((index, {}))
-        counts = self.buckets[-1][1]
-        category = record.reason or ("ok" if record.status < 400 else f"http_{record.status}")
-        counts[category] = counts.get(category, 0) + 1
+        self._count(record.reason, record.status)
         if record.cost_nano_usd:
             org = record.organization
             self.spend_usd[org] = self.spend_usd.get(org, 0.0) + record.cost_nano_usd / 1e9
@@ -44,6 +42,17 @@ class Window:
         if limit_type is not None:
             by_type = self.denials.setdefault(record.organization, {})
             by_type[limit_type] = by_type.get(limit_type, 0) + 1
+
+    def observe_unrecorded(self, answer: Unrecorded) -> None:
+        self._count(answer.code, answer.status)
+
+    def _count(self, code: str | None, status: int) -> None:
+        index = int(self.clock() // BUCKET_S)
+        if not self.buckets or self.buckets[-1][0] != index:
+            self.buckets.append((index, {}))
+        counts = self.buckets[-1][1]
+        category = code or ("ok" if status < 400 else f"http_{status}")
+        counts[category] = counts.get(category, 0) + 1
 
     def snapshot(self, top: int = 10) -> dict[str, Any]:
         now_index = int(self.clock() // BUCKET_S)

@@ -4,7 +4,9 @@ Rules:
 - The exporter is a reader of the spool: it sends a batch, waits for every
   record's acknowledgement, and only then moves its cursor. A batch that
   fails (broker down, timeout, unknown topic) is retried whole after a
-  backoff, in order, forever: records wait in the spool, never dropped.
+  jittered backoff (`router_core.backoff`, so replicas do not all come back
+  at the same instant after a broker restart), in order, forever: records
+  wait in the spool, never dropped.
 - Delivery is at least once: a batch that timed out may have been written,
   and is sent again. Every record carries its `record_id` (in the value and
   as a header) for consumers to dedupe by. The idempotent producer
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from typing import Any
 
@@ -30,12 +33,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from router_core.accounting import frames
+from router_core.backoff import Backoff, Retrying
 from router_core.config import KafkaSettings
 from router_server.usage.spool_reader import SpoolReader
 
 log = logging.getLogger("router.usage.kafka")
 
 _FAILURES = (KafkaError, OSError, TimeoutError)
+# Waits between attempts at a failed batch: up to 0.2 s, doubling to 5 s.
+RETRY_BACKOFF = Backoff(base_s=0.2, cap_s=5.0)
 
 
 @attrs.define
@@ -52,24 +58,22 @@ class KafkaExporter:
     # Create the topics (if so configured) before the next send: at start, and
     # after a failure, since a restarted broker may have lost them.
     _ensure_topics: bool = True
+    _retry: Retrying = attrs.field(factory=lambda: Retrying(RETRY_BACKOFF, random.Random()))
 
     def topic(self, kind: frames.Kind) -> str:
         s = self.settings
         return s.usage_topic if kind is frames.Kind.USAGE else s.audit_topic
 
     async def run(self) -> None:
-        delay = 0.2
         while True:
             batch = await self.reader.read(self.settings.batch_records)
             try:
                 with anyio.fail_after(self.settings.request_timeout_ms / 1000 * 2 + 5):
                     await self._send(batch)
             except _FAILURES as exc:
-                self._failed(exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await anyio.sleep(self._failed(exc))
                 continue
-            delay = 0.2
+            self._retry.succeeded()
             self.connected = True
             self.sent += len(batch)
             self.reader.ack()
@@ -137,18 +141,21 @@ class KafkaExporter:
         finally:
             await admin.close()
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException) -> float:
+        """Note a failed batch; the seconds to wait before sending it again."""
         self.failures += 1
         self.connected = False
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        wait = self._retry.failed()
+        extra = {"error": self.last_error, "failures": self.failures, "retry_in_s": round(wait, 3)}
         now = time.monotonic()
         if now - self._last_logged >= 10:
             self._last_logged = now
-            log.warning(
-                "kafka export failing; records wait in the spool",
-                extra={"error": self.last_error, "failures": self.failures},
-            )
+            log.warning("kafka export failing; records wait in the spool", extra=extra)
+        else:
+            log.debug("kafka export retrying", extra=extra)
         self._ensure_topics = True
+        return wait
 
     async def aclose(self) -> None:
         if self._producer is not None:

@@ -11,9 +11,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import attrs
@@ -33,13 +33,24 @@ from router_core.config_enums import Fsync
 from router_server.usage import ledger as ledger_module
 from router_server.usage.kafka_export import KafkaExporter
 from router_server.usage.spool import Spool
-from router_server.usage.trace import UsageTrace
+from router_server.usage.trace import Unrecorded, UsageTrace
 
 log = logging.getLogger("router.usage")
 
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+class Observer(Protocol):
+    """Told of every answered request: the metrics and the operator page both
+    count from here, so they count the same requests."""
+
+    def observe(self, record: UsageRecord) -> None:
+        """A request's usage record, as it is written."""
+
+    def observe_unrecorded(self, answer: Unrecorded) -> None:
+        """A request answered without a usage record."""
 
 
 @attrs.define
@@ -54,8 +65,7 @@ class Recorder:
     instance: str = attrs.field(factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     write_failures: int = 0
     log: logging.Logger = log
-    # Called with every usage record as it is written (the metrics read them).
-    observers: list[Callable[[UsageRecord], None]] = attrs.field(factory=list)
+    observers: list[Observer] = attrs.field(factory=list)
 
     @classmethod
     def open(cls, config: RouterConfig, env: Mapping[str, str]) -> Recorder:
@@ -156,9 +166,18 @@ class Recorder:
             router_instance=self.instance,
             user=principal.user,
         )  # fmt: skip
-        for observe in self.observers:
-            observe(record)
+        for observer in self.observers:
+            observer.observe(record)
         await self._append(Kind.USAGE, usage_to_wire(record), now_us())
+
+    def unrecorded(self, trace: UsageTrace, status: int, code: str | None) -> None:
+        principal = trace.principal
+        answer = Unrecorded(
+            trace.route, status, code, time.perf_counter() - trace.started,
+            principal.organization if principal else None,
+        )  # fmt: skip
+        for observer in self.observers:
+            observer.observe_unrecorded(answer)
 
     async def audit(self, trace: UsageTrace, event: str, detail: Mapping[str, Any]) -> None:
         principal = trace.principal

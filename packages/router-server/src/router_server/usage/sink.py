@@ -139,9 +139,12 @@ class UsageSink:
         error: RouterError | None = None,
     ) -> None:
         """Record a request answered with `response` (before it is sent)."""
-        if trace.recorded or trace.principal is None:
-            return
         code = error.problem.code if error is not None else None
+        if trace.recorded or trace.principal is None:
+            # No record for this one (refused before authentication, or before
+            # anything was accounted); the metrics and the ops page count it still.
+            self.recorder.unrecorded(trace, response.status_code, code)
+            return
         counts = TokenCounts()
         if body is not None and trace.inference is not None:
             counts = reported_counts(body.get("usage")) or estimated_counts(

@@ -19,6 +19,19 @@ class Claim:
     owner: str
 
 
+@attrs.frozen
+class Unrecorded:
+    """A request answered without a usage record: refused before authentication
+    (no organization to charge), or before anything was accounted (a full spool)."""
+
+    route: str
+    status: int
+    # The problem code of the answer.
+    code: str | None
+    seconds: float
+    organization: str | None = None
+
+
 @attrs.define(eq=False)
 class UsageTrace:
     request_id: str
