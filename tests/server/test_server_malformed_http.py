@@ -27,7 +27,7 @@ from support import (
     CHAT,
     base_config,
     eventually,
-    with_usage_dir,
+    with_data_dir,
     write_config,
 )
 
@@ -80,7 +80,7 @@ def served(
         if not backend.running:
             backend.start()
     directory = tmp_path_factory.mktemp("malformed-http")
-    data = with_usage_dir(base_config(mock_a.url, mock_b.url), directory / "data")
+    data = with_data_dir(base_config(mock_a.url, mock_b.url), directory / "data")
     config = write_config(directory / "router.yaml", data)
     log_path = directory / "router.log"
     env = {BACKEND_SECRET_ENV: BACKEND_SECRET}

@@ -22,7 +22,7 @@ from router_server.mock_backend.process import free_port
 from router_server.process import RouterProcess
 from router_server.usage.spool import SpoolError
 
-from support import CHAT, auth, with_usage_dir, write_config
+from support import CHAT, auth, with_data_dir, write_config
 
 
 def run_server(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,7 @@ def run_server(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 def test_an_unknown_log_level_is_one_line_naming_the_choices(
     config_data: dict[str, Any], backend_env: dict[str, str], tmp_path: Path
 ) -> None:
-    path = write_config(tmp_path / "router.yaml", with_usage_dir(config_data, tmp_path / "data"))
+    path = write_config(tmp_path / "router.yaml", with_data_dir(config_data, tmp_path / "data"))
     result = run_server("--config", str(path), "--log-level", "verbose", env=backend_env)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -76,7 +76,7 @@ def test_listening_is_announced_once_the_app_is_open(
 ) -> None:
     # (The line is printed from the app's readiness callback, after its lifespan
     # opened everything; this checks it still comes, with the right address.)
-    path = write_config(tmp_path / "router.yaml", with_usage_dir(config_data, tmp_path / "d"))
+    path = write_config(tmp_path / "router.yaml", with_data_dir(config_data, tmp_path / "d"))
     port = free_port("127.0.0.1")
     with subprocess.Popen(
         [sys.executable, "-m", "router_server", "--config", str(path), "--port", str(port)],
@@ -97,7 +97,7 @@ def test_listening_is_announced_once_the_app_is_open(
 def test_the_access_log_follows_the_log_level(
     config_data: dict[str, Any], backend_env: dict[str, str], tmp_path: Path
 ) -> None:
-    path = write_config(tmp_path / "router.yaml", with_usage_dir(config_data, tmp_path / "data"))
+    path = write_config(tmp_path / "router.yaml", with_data_dir(config_data, tmp_path / "data"))
     with (
         (tmp_path / "router.log").open("wb") as log,
         RouterProcess(path, args=["--log-level", "warning"], env=backend_env, log=log) as router,
@@ -126,7 +126,7 @@ def test_a_failed_start_closes_the_clients_it_had_opened(
     # (a file stands where its directory should be).
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "spool").write_text("not a directory")
-    app = create_app(structure(with_usage_dir(config_data, tmp_path / "data")), env=backend_env)
+    app = create_app(structure(with_data_dir(config_data, tmp_path / "data")), env=backend_env)
     existing = _backend_clients()
     with pytest.raises(SpoolError, match="cannot be opened") as failure, TestClient(app):
         pass
