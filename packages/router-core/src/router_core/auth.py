@@ -15,15 +15,23 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 import attrs
 
 from router_core import keys
 from router_core.config import ApiKey, Organization, RouterConfig
+from router_core.limits.scopes import Scope
 from router_core.problems import Catalog, ClientError
 
 INVALID_DETAIL = "The API key is invalid or revoked."
+
+
+class PrincipalKind(enum.StrEnum):
+    API_KEY = "api_key"
+    # An interactive user, authenticated by an OIDC token.
+    USER = "user"
 
 
 @attrs.frozen
@@ -31,12 +39,24 @@ class Principal:
     """Who is calling: attributed in usage records and limits."""
 
     organization: str
+    # The key's id; for an OIDC user `user:<subject>` (what usage records attribute).
     key_id: str
     org: Organization = attrs.field(repr=False, eq=False)
     # The interactive user (OIDC subject), when a token authenticated the request.
     user: str | None = None
     # The key's model scope ("*" for tokens: the organization's models apply).
     models: tuple[str, ...] = ("*",)
+
+    @property
+    def kind(self) -> PrincipalKind:
+        return PrincipalKind.USER if self.user is not None else PrincipalKind.API_KEY
+
+    @property
+    def limit_scope(self) -> Scope:
+        """The scope of the caller's own limits: its key's, or its user's."""
+        if self.user is not None:
+            return Scope.user(self.organization, self.user)
+        return Scope.key(self.organization, self.key_id)
 
     def allows_model(self, model: str) -> bool:
         return "*" in self.models or model in self.models

@@ -134,9 +134,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         await gate.enter()
         holds_slot = True
         with tracing.span("router.limits"):
-            ticket = await state.limits.admit(
-                request_id, principal.organization, principal.key_id, inference
-            )
+            ticket = await state.limits.admit(request_id, principal.limit_scope, inference)
         with tracing.span("router.route"):
             candidates = await _route(state, inference.model, model, principal)
         headers = dict(ticket.headers)

@@ -41,6 +41,7 @@ from router_core.limits.admission import LimitType
 from router_core.limits.budget import Price, cost
 from router_core.limits.ledger import Hold
 from router_core.limits.plan import LimitPlan, price_of
+from router_core.limits.scopes import Scope
 from router_core.retry_budget import RetryBudget
 from router_core.usage import TokenUsage
 
@@ -200,9 +201,10 @@ class Simulation:
             return
         request = _Request(record, org_name, key_id)
         request.price = self._prices.get(model_name)
-        if self.limits.applies(org_name, key_id, model_name):
+        caller = Scope.key(org_name, key_id) if key_id is not None else Scope(org_name)
+        if self.limits.applies(caller, model_name):
             plan, refusal, holds = self.limits.admit(
-                org_name, key_id, record, f"r{self.result.requests}", now
+                caller, record, f"r{self.result.requests}", now
             )
             if refusal is not None:
                 denials[_DENIAL_CODES[refusal.limit_type]] += 1
