@@ -1,12 +1,16 @@
 """The simulation: a trace replayed through the router's own rules on a virtual clock.
 
 Rules:
-- Each request goes the router's way: authenticate (key id -> organization,
-  or the organization itself), resolve the model, the global in-flight cap,
+- Each request goes the router's way: authenticate (key id -> the key's
+  rules at the trace's time, `router_core.auth.check_access`: revoked,
+  expired, route, the organization's models, the key's model scope; or the
+  organization itself, whose models alone apply), the global in-flight cap,
   admit against every limit (`gate`), decide the candidates
   (`router_core.routing.decide`, with each backend's breaker, in-flight count
   and latency average as its `BackendView`), then try them as the router's
   attempt plan says (`router_core.attempts`).
+- A trace line's operation is sent to its OpenAI route (chat to
+  /v1/chat/completions, ...), which a key's `routes` scope is checked against.
 - Time is the trace's: an attempt starts at the request's arrival (or when
   the previous attempt failed) and ends after its modelled cost (`World`);
   its end is an event on a heap, processed in time order with the arrivals,
@@ -35,13 +39,14 @@ from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
 from router_core.attempts import AttemptPlan, Failure, FailureKind, status_failure
-from router_core.auth import KeyIndex
-from router_core.config import Model, Organization, RouterConfig
+from router_core.auth import KeyIndex, Principal, check_access, permit_model
+from router_core.config import Model, RouterConfig
 from router_core.limits.admission import LimitType
 from router_core.limits.budget import Price, cost
 from router_core.limits.ledger import Hold
 from router_core.limits.plan import LimitPlan, price_of
 from router_core.limits.scopes import Scope
+from router_core.problems import ClientError
 from router_core.retry_budget import RetryBudget
 from router_core.usage import TokenUsage
 
@@ -50,6 +55,11 @@ _DENIAL_CODES = {
     LimitType.QUOTA: "quota_exceeded",
     LimitType.BUDGET: "budget_exceeded",
 }
+# The router's refusals, in the simulation's words (see `result.DENIAL_REASONS`).
+_REFUSAL_CODES = {"invalid_api_key": "unauthenticated"}
+# The OpenAI route each operation of a trace is sent to.
+ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
+          "embedding": "/v1/embeddings"}  # fmt: skip
 # Outcomes of an attempt besides OK, FAILED, TIMED_OUT and ERRORED: cut by the
 # request's deadline; and the event of the next active probe.
 _DEADLINE, _PROBE = 3, -1
@@ -107,7 +117,6 @@ class Simulation:
         self._events: list[tuple[int, int, Any, int, int]] = []
         self._seq = 0
         self._t0: int | None = None
-        self._models: dict[tuple[str, str], Model | None] = {}
         self._prices = {name: price_of(p) for name, p in config.prices.items()}
         self._probe_us = round(config.health.probe_interval_s * 1_000_000)
         self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
@@ -166,41 +175,48 @@ class Simulation:
 
     # -- one request -------------------------------------------------------
 
+    def _authorize(self, record: TraceRecord) -> tuple[Principal, Model, Scope] | None:
+        """Who calls, for which model, under which limits; None (counted) if refused."""
+        config = self.config
+        try:
+            if record.key is not None:
+                entry = self.keys.get(record.key)
+                if entry is None:
+                    self.result.denials["unauthenticated"] += 1
+                    return None
+                principal, model = check_access(
+                    entry, config, now=record.ts_us / 1e6, route=ROUTES[record.operation],
+                    model=record.model,
+                )  # fmt: skip
+                return principal, model, principal.limit_scope
+            org_name = record.org or ""
+            organization = config.organizations.get(org_name)
+            if organization is None:
+                self.result.denials["unauthenticated"] += 1
+                return None
+            # A trace that does not know keys: the organization's rules alone apply.
+            principal = Principal(org_name, "", organization)
+            return principal, permit_model(principal, config, record.model), Scope(org_name)
+        except ClientError as refused:
+            code = refused.problem.code
+            self.result.denials[_REFUSAL_CODES.get(code, code)] += 1
+            return None
+
     def _admit(self, record: TraceRecord, now: int) -> None:
         config = self.config
         denials = self.result.denials
-        key_id = record.key
-        organization: Organization
-        if key_id is not None:
-            entry = self.keys.get(key_id)
-            if entry is None or entry[1].revoked:
-                denials["unauthenticated"] += 1
-                return
-            org_name, organization = entry[0], entry[2]
-        else:
-            org_name = record.org or ""
-            found = config.organizations.get(org_name)
-            if found is None:
-                denials["unauthenticated"] += 1
-                return
-            organization = found
-        model_name = record.model
-        pair = (org_name, model_name)
-        if pair in self._models:
-            resolved = self._models[pair]
-        else:
-            known = config.models.get(model_name)
-            resolved = known if known is not None and organization.allows(model_name) else None
-            self._models[pair] = resolved
-        if resolved is None:
-            denials["model_not_found"] += 1
+        authorized = self._authorize(record)
+        if authorized is None:
             return
+        principal, resolved, caller = authorized
         if self.total_in_flight >= config.server.max_in_flight:
             denials["overloaded"] += 1
             return
+        model_name = record.model
+        org_name = principal.organization
+        key_id = record.key
         request = _Request(record, org_name)
         request.price = self._prices.get(model_name)
-        caller = Scope.key(org_name, key_id) if key_id is not None else Scope(org_name)
         if self.limits.applies(caller, model_name):
             plan, refusal, holds = self.limits.admit(
                 caller, record, f"r{self.result.requests}", now
