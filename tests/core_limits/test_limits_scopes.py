@@ -10,7 +10,9 @@ import pytest
 from router_core import keys
 from router_core.auth import Principal, PrincipalKind
 from router_core.config_codec import structure
-from router_core.limits.ledger import storage_key
+from router_core.limits.admission import Kind
+from router_core.limits.gcra import GcraLimit
+from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, storage_key
 from router_core.limits.plan import plan_limits
 from router_core.limits.scopes import LimitKey, Measure, Scope, ScopeKind
 from router_core.limits.windows import WindowKind
@@ -104,3 +106,10 @@ def test_names_that_cannot_be_limits_are_refused() -> None:
         Scope("acme", ScopeKind.ORGANIZATION, "x")
     with pytest.raises(ValueError, match="never as a rate"):
         LimitKey(Scope("acme"), Measure.USD)
+    requests_per_day = LimitKey(Scope("acme"), Measure.REQUESTS, WindowKind.DAY)
+    with pytest.raises(ValueError, match="a QuotaSpec cannot be named"):
+        QuotaSpec(requests_per_day, 10, WindowKind.MONTH, 1)
+    with pytest.raises(ValueError, match="a BudgetSpec cannot be named"):
+        BudgetSpec(requests_per_day, 10, WindowKind.DAY, 1)
+    with pytest.raises(ValueError, match="a RateSpec cannot be named"):
+        RateSpec(requests_per_day, Kind.RATE, GcraLimit(1, 1_000_000, 1), 1)

@@ -94,6 +94,11 @@ def trace() -> list[dict[str, Any]]:
         ("globex1", "b-only", 2),  # not globex's model
         ("acme1", "gpt-9", 2),  # no such model
     ]
+    return sixty(callers)
+
+
+def sixty(callers: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
+    """Sixty trace lines, one a second, going round `callers` (key, model, max_tokens)."""
     lines = []
     for i in range(60):
         key, model, tokens = callers[i % len(callers)]
@@ -218,14 +223,7 @@ def rules_trace() -> list[dict[str, Any]]:
         ("acme1", "chat", 4),
         ("bonly1", "b-only", 1),
     ]
-    lines = []
-    for i in range(60):
-        key, model, tokens = callers[i % len(callers)]
-        lines.append({
-            "ts": T0 + i, "key": key, "model": model,
-            "prompt_tokens": 5 + 3, "completion_tokens": tokens, "max_tokens": tokens,
-        })  # fmt: skip
-    return lines
+    return sixty(callers)
 
 
 def test_simulate_agrees_on_failover_clamp_and_key_rules(

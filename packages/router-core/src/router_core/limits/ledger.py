@@ -46,6 +46,21 @@ from router_core.limits.windows import WindowKind, window_of
 _RATE_MEASURES = {Kind.RATE: Measure.REQUESTS, Kind.TOKENS_RATE: Measure.TOKENS}
 
 
+def _check_name(spec: Spec) -> None:
+    """A planned name says what its spec is: a rate of requests or tokens, or a
+    quota (requests, tokens) or a budget (nano-USD) in the spec's window."""
+    key = spec.key
+    if not isinstance(key, LimitKey):
+        return
+    if isinstance(spec, RateSpec):
+        fits = key.is_rate and _RATE_MEASURES.get(spec.kind) is key.measure
+    else:
+        budget = isinstance(spec, BudgetSpec)
+        fits = key.window is spec.window and (key.measure is Measure.USD) == budget
+    if not fits:
+        raise ValueError(f"a {type(spec).__name__} cannot be named {key}")
+
+
 @attrs.frozen
 class RateSpec:
     key: Key
@@ -53,12 +68,7 @@ class RateSpec:
     limit: GcraLimit
     cost: int
 
-    def __attrs_post_init__(self) -> None:
-        key = self.key
-        if isinstance(key, LimitKey) and (
-            not key.is_rate or _RATE_MEASURES.get(self.kind) is not key.measure
-        ):
-            raise ValueError(f"a {self.kind} limit cannot be named {key}")
+    __attrs_post_init__ = _check_name
 
 
 @attrs.frozen
@@ -68,12 +78,7 @@ class QuotaSpec:
     window: WindowKind
     cost: int
 
-    def __attrs_post_init__(self) -> None:
-        key = self.key
-        if isinstance(key, LimitKey) and (
-            key.window is not self.window or key.measure is Measure.USD
-        ):
-            raise ValueError(f"a quota per {self.window} cannot be named {key}")
+    __attrs_post_init__ = _check_name
 
 
 @attrs.frozen
@@ -84,12 +89,7 @@ class BudgetSpec:
     window: WindowKind
     cost: int
 
-    def __attrs_post_init__(self) -> None:
-        key = self.key
-        if isinstance(key, LimitKey) and (
-            key.window is not self.window or key.measure is not Measure.USD
-        ):
-            raise ValueError(f"a budget per {self.window} cannot be named {key}")
+    __attrs_post_init__ = _check_name
 
 
 Spec = RateSpec | QuotaSpec | BudgetSpec
