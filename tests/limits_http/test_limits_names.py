@@ -1,13 +1,17 @@
-"""A denial names the limit that refused, whatever characters its names hold."""
+"""Limits name what they count: in a denial, whatever characters its names hold, and in
+the settlement log line."""
 
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from typing import Any
 
+from router_server.logs import JsonFormatter
 from router_server.mock_backend import MockBackendProcess
 
-from support import LimitedFactory, auth
+from support import CHAT, LimitedFactory, auth
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 
@@ -42,3 +46,28 @@ def test_a_model_name_with_colons_is_named_whole(
     assert denied["code"] == "quota_exceeded"
     assert "organization 'acme', model 'm:tok:day' has used 1 of 1 requests" in denied["message"]
     assert "(request quota per day)" in denied["message"]
+
+
+def test_the_settled_line_names_what_each_hold_counted(
+    limited: LimitedFactory, config_data: dict[str, Any], mocks: Mocks, caplog: Any
+) -> None:
+    """The log line an operator (and the two-replica test) sums spend from: plain JSON,
+    charged by the measures' short names."""
+    data = copy.deepcopy(config_data)
+    data["prices"] = {name: {"input": 1, "output": 2} for name in data["models"]}
+    data["organizations"]["acme"]["limits"] = {
+        "quotas": {"requests_per_day": 10, "tokens_per_day": 10_000},
+        "budget": {"per_day": 1},
+    }
+    app = limited(data)
+    with caplog.at_level(logging.INFO, logger="router.limits"):
+        answer = app.client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert answer.status_code == 200
+    usage = answer.json()["usage"]
+    [record] = [r for r in caplog.records if r.getMessage() == "settled"]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["charged"] == {
+        "req": 1,
+        "tok": usage["total_tokens"],
+        "usd": usage["prompt_tokens"] * 1_000 + usage["completion_tokens"] * 2_000,
+    }

@@ -188,7 +188,7 @@ class LimitGate:
             log.info("settled", extra={
                 "request_id": holds[0].id,
                 "served": served,
-                "charged": {measure_of(h): a for h, a in zip(holds, amounts, strict=True)},
+                "charged": {measure_of(h).value: a for h, a in zip(holds, amounts, strict=True)},
             })  # fmt: skip
         try:
             await self.store.settle(holds, amounts)
