@@ -50,6 +50,9 @@ MOCK_DEFAULTS = {
     "error_status": 500,
     "hang": False,
     "truncate_after": None,
+    "line_ending": "lf",
+    "split_tail_bytes": None,
+    "omit_usage": False,
 }
 
 

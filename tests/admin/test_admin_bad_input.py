@@ -177,3 +177,24 @@ def test_an_admin_port_in_use_stops_start_up(
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_failed_start_with_an_admin_listener_is_one_line_not_a_hang(
+    config_data: dict[str, Any],
+    backend_env: dict[str, str],
+    admin_certs: AdminCerts,
+    tmp_path: Path,
+) -> None:
+    # The admin app waits for the public app's state; the public app cannot open.
+    config, _ = with_admin(config_data, admin_certs, tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "spool").write_text("not a directory")
+    config["usage"] = {"dir": str(tmp_path / "data")}
+    result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"router-server: cannot start: the usage spool {tmp_path / 'data' / 'spool'} cannot be "
+        "opened (File exists); make it a writable directory or set usage.dir to one"
+    ]
+    assert "listening" not in result.stdout

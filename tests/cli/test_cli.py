@@ -74,6 +74,40 @@ def test_validate_lists_every_problem_with_its_path(tmp_path: Path) -> None:
         assert expected in result.stderr
 
 
+MANY_MISTAKES = """\
+version: 99
+backends:
+  a: {base_url: "http://127.0.0.1:1/v1", api_key_env: ROUTER_TEST_DEFINITELY_UNSET}
+models:
+  gpt-4o:
+    strategy: fastest
+    backends: [{backend: a}, {backend: azure}]
+organizations:
+  acme: {models: [gpt-4o, gpt-5]}
+observability: {tracing: true, tracing_exporter: consle}
+"""
+
+
+def test_validate_prints_every_problem_in_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MANY_MISTAKES)
+    result = run_cli("config", "validate", "--check-env", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    header, *lines = result.stderr.splitlines()
+    assert header == f"{path}: 6 problem(s)"
+    assert sorted(line.strip() for line in lines) == [
+        "backends.a.api_key_env: environment variable ROUTER_TEST_DEFINITELY_UNSET is not set",
+        "models.gpt-4o.backends[1].backend: unknown backend 'azure'; defined: a",
+        "models.gpt-4o.strategy: must be one of weighted, least_latency, not 'fastest'",
+        "observability.tracing_exporter: must be one of otlp, console, memory, "
+        "not 'consle' (did you mean 'console'?)",
+        "organizations.acme.models: unknown model 'gpt-5'",
+        "version: 99 is not supported; this router reads version 1 "
+        "(write version: 1, or run a router that reads version 99)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

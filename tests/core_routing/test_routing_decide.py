@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router_core.config import Model, ModelTarget, RouteRule
+from router_core.config_enums import Strategy
 from router_core.overrides import Action, Applied, Override
 from router_core.routing import BackendView, Candidate, SkipReason, decide
 
@@ -181,14 +182,14 @@ targets_with_tiers = st.lists(
     specs=targets_with_tiers,
     seed=st.integers(),
     down=st.sets(st.integers(min_value=0, max_value=7)),
-    strategy=st.sampled_from(["weighted", "least_latency"]),
+    strategy=st.sampled_from(list(Strategy)),
     latencies=st.lists(st.none() | st.floats(min_value=0, max_value=1e4), min_size=8, max_size=8),
 )
 def test_tiers_are_tried_in_order_and_every_eligible_backend_appears_once(
     specs: list[tuple[float, int]],
     seed: int,
     down: set[int],
-    strategy: str,
+    strategy: Strategy,
     latencies: list[float | None],
 ) -> None:
     m = Model(tuple(target(f"b{i}", w, tier) for i, (w, tier) in enumerate(specs)), strategy)
@@ -281,7 +282,7 @@ def test_the_same_seed_gives_the_same_plan() -> None:
 
 
 def fastest_first_model() -> Model:
-    return Model(tuple(target(f"b{i}", i + 1) for i in range(5)), strategy="least_latency")
+    return Model(tuple(target(f"b{i}", i + 1) for i in range(5)), strategy=Strategy.LEAST_LATENCY)
 
 
 @given(
@@ -310,7 +311,7 @@ def test_least_latency_puts_the_faster_of_the_first_two_weighted_picks_first(
 
 
 def test_least_latency_prefers_the_faster_backend_overall() -> None:
-    m = Model((target("slow"), target("fast")), strategy="least_latency")
+    m = Model((target("slow"), target("fast")), strategy=Strategy.LEAST_LATENCY)
     views = {"slow": BackendView(latency_ms=900.0), "fast": BackendView(latency_ms=20.0)}
     firsts = first_shares(m, views=views)
     assert firsts == Counter({"fast": N})
@@ -318,7 +319,7 @@ def test_least_latency_prefers_the_faster_backend_overall() -> None:
 
 def test_least_latency_still_spreads_over_more_than_two() -> None:
     """Power of two choices: the slowest of three is never first, the others share."""
-    m = Model((target("a"), target("b"), target("c")), strategy="least_latency")
+    m = Model((target("a"), target("b"), target("c")), strategy=Strategy.LEAST_LATENCY)
     views = {
         "a": BackendView(latency_ms=10.0),
         "b": BackendView(latency_ms=20.0),
@@ -331,7 +332,7 @@ def test_least_latency_still_spreads_over_more_than_two() -> None:
 
 
 def test_an_unmeasured_backend_gets_a_try() -> None:
-    m = Model((target("known"), target("new")), strategy="least_latency")
+    m = Model((target("known"), target("new")), strategy=Strategy.LEAST_LATENCY)
     views = {"known": BackendView(latency_ms=5.0), "new": BackendView(latency_ms=None)}
     for seed in range(50):
         d = decide("pub", m, "org", None, random.Random(seed), views)
@@ -339,7 +340,7 @@ def test_an_unmeasured_backend_gets_a_try() -> None:
 
 
 def test_least_latency_never_lifts_a_fallback_over_a_primary() -> None:
-    m = Model((target("slow"), target("fast", tier=1)), strategy="least_latency")
+    m = Model((target("slow"), target("fast", tier=1)), strategy=Strategy.LEAST_LATENCY)
     views = {"slow": BackendView(latency_ms=5000.0), "fast": BackendView(latency_ms=1.0)}
     d = decide("pub", m, "org", None, random.Random(1), views)
     assert order(d.candidates) == ["slow", "fast"]

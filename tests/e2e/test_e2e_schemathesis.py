@@ -93,6 +93,9 @@ MOCK_DEFAULTS: dict[str, Any] = {
     "error_status": 500,
     "hang": False,
     "truncate_after": None,
+    "line_ending": "lf",
+    "split_tail_bytes": None,
+    "omit_usage": False,
 }
 
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from router_core.limits.admission import Kind
 from router_core.limits.gcra import MAX_SCALED_SPAN, GcraLimit
+from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.ledger import (
     Admission,
     BudgetSpec,
@@ -179,7 +180,11 @@ async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
                 admission = data.draw(st.sampled_from(admissions))
                 # Repeats included: a hold settles once.
                 holds = data.draw(st.lists(st.sampled_from(admission.holds), max_size=3))
-                actuals = [data.draw(st.integers(0, 2 * hold.amount + 1)) for hold in holds]
+                # Now and then the most a settlement can charge: both sides saturate.
+                actuals = [
+                    data.draw(st.integers(0, 2 * hold.amount + 1) | st.just(MAX_SAFE_INTEGER))
+                    for hold in holds
+                ]
                 ends = [hold.expire_at_us for hold in holds if hold.expire_at_us > 0]
                 if data.draw(st.booleans()) and ends:
                     # Right at the end of a hold's window, or a microsecond around it.

@@ -140,6 +140,36 @@ def test_stream_events_arrive_as_produced(
     assert arrivals[-1] - arrivals[0] >= 7 * 0.040 * 0.9
 
 
+def test_line_endings_and_split_events(backend: MockBackendProcess, client: httpx.Client) -> None:
+    backend.configure(line_ending="crlf", split_tail_bytes=1)
+    request = {**CHAT, "stream": True}
+    with client.stream("POST", "/chat/completions", json=request) as response:
+        # httpx keeps the chunks of a chunked body apart.
+        pieces = list(response.iter_raw())
+    # role, 5 words, finish, [DONE]: each event ends "\r\n\r" in one chunk, "\n" in the next.
+    assert pieces[1::2] == [b"\n"] * 8
+    assert all(p.startswith(b"data: ") and p.endswith(b"\r\n\r") for p in pieces[::2])
+    backend.configure(line_ending="cr", split_tail_bytes=None)
+    with client.stream("POST", "/chat/completions", json=request) as response:
+        body = response.read()
+    assert b"\n" not in body
+    assert body.endswith(b"\rdata: [DONE]\r\r")
+    assert_envelope(client.post(backend.base_url + "/_mock/config", json={"line_ending": "x"}), 400)
+
+
+def test_omit_usage(backend: MockBackendProcess, client: httpx.Client) -> None:
+    backend.configure(omit_usage=True)
+    assert "usage" not in client.post("/chat/completions", json=CHAT).json()
+    embedded = client.post("/embeddings", json={"model": "mock-embed", "input": [1, 2, 3]})
+    assert "usage" not in embedded.json()
+    assert embedded.json()["data"]
+    request = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    with client.stream("POST", "/chat/completions", json=request) as response:
+        events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    assert all("usage" not in chunk for chunk in decoded(events))
+
+
 def test_text_completion_plain_and_streamed(client: httpx.Client) -> None:
     request = {"model": "mock-gpt", "prompt": "one two three", "max_tokens": 3}
     body = client.post("/completions", json=request).json()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,6 +94,24 @@ def test_estimates_are_flagged() -> None:
     assert estimate == TokenCounts(10, 7, 17, 0, 0, estimated=True)
     answer = {"choices": [{"message": {"role": "assistant", "content": "y" * 9}}]}
     assert records.estimate_tokens(records.completion_chars(answer)) == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "given", "prompt_tokens"),
+    [
+        ("prompt", [1, 2, 3, 4, 5], 5),
+        ("prompt", [[1, 2], [3], [4, 5, 6]], 6),
+        ("input", [7] * 9, 9),
+        ("input", [[0, 1, 2, 3]], 4),
+        ("input", ["x" * 8, "y" * 4], 3),
+        ("prompt", "x" * 40, 10),
+    ],
+)
+def test_a_prompt_of_token_ids_counts_one_token_per_id(
+    field: str, given: object, prompt_tokens: int
+) -> None:
+    estimate = records.estimated_counts({"model": "m", field: given}, 2)
+    assert estimate == TokenCounts(prompt_tokens, 2, prompt_tokens + 2, estimated=True)
 
 
 def test_cost_is_exact_nano_usd_and_none_without_a_price() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ import pytest
 
 from router_core.accounting.frames import Kind, encode
 from router_core.config import SpoolSettings
+from router_core.config_enums import Fsync
 from router_server.usage.spool import Spool, SpoolError
 
-SMALL = SpoolSettings(max_bytes=1 << 16, segment_bytes=4096, fsync="never")
+SMALL = SpoolSettings(max_bytes=1 << 16, segment_bytes=4096, fsync=Fsync.NEVER)
 
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -72,7 +74,7 @@ def test_unacknowledged_records_survive_a_crash(tmp_path: Path) -> None:
 
 def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path: Path) -> None:
     async def main() -> None:
-        spool = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        spool = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         for i in range(3):
             spool.append(Kind.USAGE, payload(i), i)
         spool.close()
@@ -81,7 +83,7 @@ def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path:
         torn = encode(Kind.USAGE, b'{"record_id": "torn"}', 99)
         with segment.open("ab") as file:
             file.write(torn[: len(torn) // 2])
-        again = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        again = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         assert again.recovery.torn == 1
         assert again.status()["torn_records"] == 1
         assert segment.stat().st_size == good_size
@@ -98,7 +100,7 @@ def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path:
 
 def test_corruption_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None:
     async def main() -> None:
-        spool = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        spool = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         for i in range(5):
             spool.append(Kind.USAGE, payload(i), i)
         spool.close()
@@ -107,7 +109,7 @@ def test_corruption_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None
         frame = len(data) // 5
         data[2 * frame + 30] ^= 0xFF  # inside record 2's payload
         segment.write_bytes(bytes(data))
-        again = Spool.open(tmp_path, SpoolSettings(fsync="never"), ["ledger"])
+        again = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         assert again.recovery.corrupt == 1
         assert await drain(again) == [payload(i) for i in (0, 1, 3, 4)]
         again.close()
@@ -149,3 +151,34 @@ def test_one_process_per_spool_directory(tmp_path: Path) -> None:
         Spool.open(tmp_path, SMALL, ["ledger"]).close()
 
     run(main)
+
+
+def test_a_second_process_is_told_which_directory_and_who_holds_it(tmp_path: Path) -> None:
+    spool = Spool.open(tmp_path, SMALL, ["ledger"])
+    try:
+        with pytest.raises(SpoolError) as refused:
+            Spool.open(tmp_path, SMALL, ["ledger"])
+    finally:
+        spool.close()
+    message = str(refused.value)
+    assert str(tmp_path.absolute()) in message
+    assert f"(pid {os.getpid()})" in message
+    assert "stop that router, or give this one its own usage.dir" in message
+
+
+def test_an_unopenable_spool_is_a_spool_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "spool").write_text("a file where the spool directory should be")
+    with pytest.raises(SpoolError, match="cannot be opened") as refused:
+        Spool.open(tmp_path / "spool", SMALL, ["ledger"])
+    assert str((tmp_path / "spool").absolute()) in str(refused.value)
+    assert "usage.dir" in str(refused.value)
+
+
+def test_a_spool_that_fails_after_locking_releases_the_lock(tmp_path: Path) -> None:
+    # A segment that cannot be read fails the scan, after the lock is taken.
+    (tmp_path / "00000000000000000000.spool").mkdir()
+    with pytest.raises(SpoolError, match="cannot be opened"):
+        Spool.open(tmp_path, SMALL, ["ledger"])
+    (tmp_path / "00000000000000000000.spool").rmdir()
+    # Not "in use by another router process": the failed open let the lock go.
+    Spool.open(tmp_path, SMALL, ["ledger"]).close()

@@ -7,6 +7,8 @@ Rules:
   all of them and raises one group of `FieldError`s, so a file with three
   mistakes in one object reports all three. The codec turns each into a path
   such as `models.gpt-4o.backends[1].weight: must be > 0`.
+- Settings with a fixed set of values are `config_enums` StrEnums, so a
+  typo is refused by the converter, never read as some default.
 - Cross-references (a model naming a backend, key ids unique across
   organizations) are checked by `config_codec.check_references`, because they
   span objects.
@@ -15,12 +17,28 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import attrs
+
+from router_core.config_enums import (
+    FailureMode,
+    Fsync,
+    LimitStoreKind,
+    MaxTokensPolicy,
+    Period,
+    SharedStoreKind,
+    Strategy,
+    TokenAlgorithm,
+    TracingExporter,
+    Transport,
+    is_member,
+    not_one_of,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9]{4,32}$")
@@ -58,10 +76,12 @@ def _matches(pattern: re.Pattern[str], what: str) -> Any:
     return check
 
 
-def _one_of(*choices: str) -> Any:
-    def check(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-        if value not in choices:
-            raise FieldError(attribute.name, f"must be one of {', '.join(choices)}, not {value!r}")
+def _one_of(kind: type[enum.StrEnum]) -> Any:
+    # The codec's converter already refuses a non-member; this keeps objects
+    # built in Python (embedders, tests) as strict as those read from a file.
+    def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not is_member(value, kind):
+            raise FieldError(attribute.name, not_one_of(kind, value))
 
     return check
 
@@ -149,7 +169,7 @@ class ServerSettings:
     # response headers (streams are then bounded by the backend read timeout).
     request_timeout_s: float = _checked(default=60.0, validator=_positive)
     # "aiohttp" (default, fastest) or "httpx" (httpx's own transport).
-    transport: str = _checked(default="aiohttp", validator=_one_of("aiohttp", "httpx"))
+    transport: Transport = _checked(default=Transport.AIOHTTP, validator=_one_of(Transport))
     workers: int = _checked(default=1, validator=_positive)
     # Backpressure: requests being served at once, over all backends. Past it
     # a request waits up to queue_timeout_ms among at most max_queued others,
@@ -174,9 +194,13 @@ class ObservabilitySettings:
     tracing: bool = False
     # "otlp" (OTLP over HTTP, the exporter's own environment variables), "console",
     # or "memory" (kept in process: tests, debugging).
-    tracing_exporter: str = _checked(default="otlp", validator=_one_of("otlp", "console", "memory"))
+    tracing_exporter: TracingExporter = _checked(
+        default=TracingExporter.OTLP, validator=_one_of(TracingExporter)
+    )
     # Put prompts and completions in the access log (never on by default).
     log_content: bool = False
+
+    __attrs_post_init__ = _check_fields
 
 
 @attrs.frozen
@@ -245,7 +269,7 @@ class Model:
     backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
     # weighted: random by weight; least_latency: of two weighted picks, the
     # one with the lower latency average (power of two choices).
-    strategy: str = _checked(default="weighted", validator=_one_of("weighted", "least_latency"))
+    strategy: Strategy = _checked(default=Strategy.WEIGHTED, validator=_one_of(Strategy))
     # The first rule matching the caller's organization or key replaces `backends`.
     routes: tuple[RouteRule, ...] = ()
     # Non-streamed requests only: if the first backend has not answered after
@@ -275,7 +299,7 @@ class RateLimit:
     """`rate` units per `per`, of which up to `burst` at once (default: `rate`)."""
 
     rate: int = _checked(validator=_positive)
-    per: str = _checked(default="second", validator=_one_of("second", "minute", "hour"))
+    per: Period = _checked(default=Period.SECOND, validator=_one_of(Period))
     burst: int | None = _checked(default=None, validator=_optional_positive)
 
     __attrs_post_init__ = _check_fields
@@ -332,9 +356,11 @@ class FailurePolicy:
 
     # fail_open: decide against a local share (limit / expected_replicas);
     # fail_closed: refuse with 503.
-    rate_limits: str = _checked(default="fail_open", validator=_one_of("fail_open", "fail_closed"))
-    quotas: str = _checked(default="fail_closed", validator=_one_of("fail_open", "fail_closed"))
-    budgets: str = _checked(default="fail_closed", validator=_one_of("fail_open", "fail_closed"))
+    rate_limits: FailureMode = _checked(
+        default=FailureMode.FAIL_OPEN, validator=_one_of(FailureMode)
+    )
+    quotas: FailureMode = _checked(default=FailureMode.FAIL_CLOSED, validator=_one_of(FailureMode))
+    budgets: FailureMode = _checked(default=FailureMode.FAIL_CLOSED, validator=_one_of(FailureMode))
 
     __attrs_post_init__ = _check_fields
 
@@ -342,7 +368,9 @@ class FailurePolicy:
 @attrs.frozen
 class LimitSettings:
     # memory: this process only (the embedded default); redis: shared by replicas.
-    store: str = _checked(default="memory", validator=_one_of("memory", "redis"))
+    store: LimitStoreKind = _checked(
+        default=LimitStoreKind.MEMORY, validator=_one_of(LimitStoreKind)
+    )
     # Environment variable holding the Redis URL (it may carry a password).
     redis_url_env: str = _checked(
         default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
@@ -353,7 +381,9 @@ class LimitSettings:
     expected_replicas: int = _checked(default=1, validator=_positive)
     # When max_tokens is absent or more than the budget left allows:
     # clamp it to what the budget affords, or refuse with 402.
-    max_tokens_policy: str = _checked(default="clamp", validator=_one_of("clamp", "refuse"))
+    max_tokens_policy: MaxTokensPolicy = _checked(
+        default=MaxTokensPolicy.CLAMP, validator=_one_of(MaxTokensPolicy)
+    )
     # The worst case reserved for a request without max_tokens (and then sent
     # to the backend as its max_tokens), when a budget or token limit applies.
     default_max_tokens: int = _checked(default=4096, validator=_positive)
@@ -392,7 +422,7 @@ class SpoolSettings:
     segment_bytes: int = _checked(default=16 << 20, validator=_at_least(4096, "4 KiB"))
     # always: fsync before answering; interval: every fsync_interval_ms (a
     # process crash loses nothing, a power cut at most that interval); never.
-    fsync: str = _checked(default="interval", validator=_one_of("always", "interval", "never"))
+    fsync: Fsync = _checked(default=Fsync.INTERVAL, validator=_one_of(Fsync))
     fsync_interval_ms: int = _checked(default=200, validator=_positive)
 
     __attrs_post_init__ = _check_fields
@@ -439,7 +469,9 @@ class UsageSettings:
 @attrs.frozen
 class IdempotencySettings:
     # sqlite: this replica only (under usage.dir); redis: shared by replicas.
-    store: str = _checked(default="sqlite", validator=_one_of("sqlite", "redis"))
+    store: SharedStoreKind = _checked(
+        default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
+    )
     redis_url_env: str = _checked(
         default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
     )
@@ -469,7 +501,9 @@ class RoutingSettings:
 class OverrideSettings:
     """Where admin overrides live: SQLite for one process, Redis shared by replicas."""
 
-    store: str = _checked(default="sqlite", validator=_one_of("sqlite", "redis"))
+    store: SharedStoreKind = _checked(
+        default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
+    )
     sqlite_path: str = _checked(default="router-data/overrides.sqlite3", validator=_file_path)
     redis_url_env: str = _checked(
         default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
@@ -522,15 +556,12 @@ class Organization:
         return "*" in self.models or model in self.models
 
 
-# Asymmetric algorithms only: an HS* token would be verified with a public key
-# as its secret (key confusion), and `none` is no signature at all.
-TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
-
-
-def _algorithms(_: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-    bad = [a for a in value if a not in TOKEN_ALGORITHMS]
-    if not value or bad:
-        raise FieldError(attribute.name, f"must be some of {', '.join(TOKEN_ALGORITHMS)}")
+def _algorithms(_: object, attribute: attrs.Attribute[Any], value: tuple[object, ...]) -> None:
+    if not value:
+        raise FieldError(attribute.name, "must name at least one of " + ", ".join(TokenAlgorithm))
+    bad = [a for a in value if not is_member(a, TokenAlgorithm)]
+    if bad:
+        raise FieldError(attribute.name, f"each {not_one_of(TokenAlgorithm, bad[0])}")
 
 
 @attrs.frozen
@@ -542,7 +573,9 @@ class OidcIssuer:
     jwks_url: str = _checked(validator=_url)
     # The `aud` claim the router requires.
     audience: str = _checked(validator=_matches(re.compile(r"^\S+$"), "a non-empty string"))
-    algorithms: tuple[str, ...] = _checked(default=("RS256",), validator=_algorithms)
+    algorithms: tuple[TokenAlgorithm, ...] = _checked(
+        default=(TokenAlgorithm.RS256,), validator=_algorithms
+    )
     leeway_s: float = _checked(default=30.0, validator=_non_negative)
     # Claims naming the organization (must exist in this config) and the user.
     organization_claim: str = "org"
@@ -560,7 +593,9 @@ class AuthSettings:
 
     # sqlite: one process (keys in sqlite_path, nonces in nonces.sqlite3 beside it);
     # redis: shared by replicas.
-    store: str = _checked(default="sqlite", validator=_one_of("sqlite", "redis"))
+    store: SharedStoreKind = _checked(
+        default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
+    )
     sqlite_path: str = _checked(default="router-data/keys.sqlite3", validator=_file_path)
     redis_url_env: str = _checked(
         default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
@@ -572,6 +607,19 @@ class AuthSettings:
     issuers: tuple[OidcIssuer, ...] = ()
 
     __attrs_post_init__ = _check_fields
+
+
+# The file format this router reads; a newer file may mean settings it does not know.
+CONFIG_VERSION = 1
+
+
+def _version(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value != CONFIG_VERSION:
+        raise FieldError(
+            attribute.name,
+            f"{value!r} is not supported; this router reads version {CONFIG_VERSION} "
+            f"(write version: {CONFIG_VERSION}, or run a router that reads version {value!r})",
+        )
 
 
 @attrs.frozen
@@ -591,6 +639,6 @@ class RouterConfig:
     idempotency: IdempotencySettings = IdempotencySettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     auth: AuthSettings = AuthSettings()
-    version: int = 1
+    version: int = _checked(default=CONFIG_VERSION, validator=_version)
 
     __attrs_post_init__ = _check_fields

@@ -5,19 +5,28 @@ Rules:
   int, nor a float a bool. cattrs' lenient default (`int("3")`) would hide typos.
 - Every problem is reported at once, each with its path in the user's file
   (`models.gpt-4o.backends[1].weight: must be > 0`), never as a traceback.
-  Field validators run when their object is built, so an object whose fields
-  already failed to parse reports those first.
+- One pass finds them all: an object whose fields failed to parse is never
+  built, so its own checks and every cross-reference check would wait for
+  the next edit. Instead the bad values are cut from a copy of the data (a
+  field falls back to its default; a required one takes its parent with
+  it) and the copy is structured again, until it builds. Problems found on
+  the cut copy are kept unless they are about what was cut (a field now
+  "missing", a list now empty), and the reference checks then run on it
+  with the names the user's file defines, so a backend whose URL is wrong
+  is still a backend a model may name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import enum
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.gen import make_dict_structure_fn
 from cattrs.v import transform_error
 
 from router_core.config import (
@@ -29,6 +38,7 @@ from router_core.config import (
     Organization,
     RouterConfig,
 )
+from router_core.config_enums import is_member, not_one_of
 from router_core.limits.gcra import MAX_SCALED_SPAN
 
 
@@ -82,6 +92,14 @@ def _strict(converter: cattrs.Converter) -> None:
             raise ValueError("must be a finite number")
         return number
 
+    def structure_choice(value: object, kind: type[enum.StrEnum]) -> enum.StrEnum:
+        if not is_member(value, kind):
+            raise ValueError(not_one_of(kind, value))
+        return kind(value)
+
+    # On StrEnum itself: the most specific class wins, so every enum type gets
+    # this hook rather than `str`'s (which would let any string through).
+    converter.register_structure_hook(enum.StrEnum, structure_choice)
     converter.register_structure_hook(Decimal, structure_decimal)
     converter.register_structure_hook(str, structure_str)
     converter.register_structure_hook(int, structure_int)
@@ -89,99 +107,277 @@ def _strict(converter: cattrs.Converter) -> None:
     converter.register_structure_hook(bool, structure_bool)
 
 
+def _objects_are_mappings(converter: cattrs.Converter) -> None:
+    """An object given as a string or a list is named as such, not as cattrs'
+    `unknown error ('str' object has no attribute 'keys')`."""
+
+    def factory(cl: type) -> Callable[[object, type], object]:
+        build: Callable[[Mapping[str, Any], Any], object] = make_dict_structure_fn(cl, converter)
+
+        def structure_object(value: object, _: type) -> object:
+            if not isinstance(value, Mapping):
+                raise TypeError(f"must be a mapping, not {type(value).__name__}")
+            return build(value, cl)
+
+        return structure_object
+
+    converter.register_structure_hook_factory(attrs.has, factory)
+
+
 def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     _strict(converter)
+    _objects_are_mappings(converter)
     return converter
 
 
 _converter = make_converter()
 
 
-def _join(path: str, step: str | int) -> str:
+Step = str | int
+Steps = tuple[Step, ...]
+
+
+def _join(path: str, step: Step) -> str:
     if isinstance(step, int):
         return f"{path}[{step}]"
     return f"{path}.{step}" if path else step
 
 
-def _walk(exc: BaseException, path: str) -> Iterator[ConfigProblem]:
-    """Flatten cattrs' exception groups into (path, message) problems."""
+def _path(steps: Steps) -> str:
+    path = ""
+    for step in steps:
+        path = _join(path, step)
+    return path
+
+
+@attrs.frozen
+class _Found:
+    """One problem at `steps` in the data; `shown` is False when the message
+    carries its own path (cattrs' fallback rendering)."""
+
+    steps: Steps
+    message: str
+    shown: bool = True
+
+    def problem(self) -> ConfigProblem:
+        return ConfigProblem(_path(self.steps) if self.shown else "", self.message)
+
+
+def _walk(exc: BaseException, steps: Steps) -> Iterator[_Found]:
+    """Flatten cattrs' exception groups into problems with their steps."""
     if isinstance(exc, ClassValidationError | IterableValidationError):
         with_notes, without = exc.group_exceptions()
         for inner, note in with_notes:
-            step: str | int = note.name if hasattr(note, "name") else note.index
-            yield from _walk(inner, _join(path, step))
+            step: Step = note.name if hasattr(note, "name") else note.index
+            yield from _walk(inner, (*steps, step))
         for inner in without:
-            yield from _walk(inner, path)
+            yield from _walk(inner, steps)
         return
     if isinstance(exc, ExceptionGroup):
         for inner in exc.exceptions:
-            yield from _walk(inner, path)
+            yield from _walk(inner, steps)
         return
     if isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
-            yield ConfigProblem(_join(path, key), "unknown field")
+            yield _Found((*steps, key), "unknown field")
         return
     if isinstance(exc, FieldError):
-        yield ConfigProblem(_join(path, exc.field), exc.message)
+        yield _Found((*steps, exc.field), exc.message)
         return
     if isinstance(exc, KeyError):
-        yield ConfigProblem(path, "required field is missing")
+        yield _Found(steps, MISSING)
         return
     if isinstance(exc, TypeError | ValueError) and str(exc):
-        yield ConfigProblem(path, str(exc))
+        yield _Found(steps, str(exc))
         return
     # Anything else: fall back to cattrs' own rendering, still with a path.
-    for line in transform_error(exc, path=path or "$"):
-        yield ConfigProblem("", line)
+    for line in transform_error(exc, path=_path(steps) or "$"):
+        yield _Found(steps, line, shown=False)
+
+
+MISSING = "required field is missing"
 
 
 def _dedupe(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:
     return list(dict.fromkeys(problems))
 
 
-def structure(data: object) -> RouterConfig:
-    """Build a `RouterConfig` from plain data or raise `ConfigInvalid` listing every problem."""
+def _copy(data: object) -> object:
+    """A copy to cut from; YAML anchors shared by two places become two values."""
+    if isinstance(data, Mapping):
+        return {key: _copy(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_copy(value) for value in data]
+    return data
+
+
+def _child(parent: object, step: Step) -> object:
+    if isinstance(parent, dict):
+        return parent.get(step)
+    if isinstance(parent, list) and isinstance(step, int) and 0 <= step < len(parent):
+        return parent[step]
+    return None
+
+
+def _cut(data: object, steps: Steps) -> Steps | None:
+    """Remove the value at `steps`, or the nearest ancestor a mapping holds;
+    a list item takes its whole list (cutting one would renumber the rest).
+    Returns what was removed, or None if only the whole config is left."""
+    while steps:
+        parent: Any = data
+        for step in steps[:-1]:
+            parent = _child(parent, step)
+        if isinstance(parent, dict) and steps[-1] in parent:
+            del parent[steps[-1]]
+            return steps
+        steps = steps[:-1]
+    return None
+
+
+def _within(inner: str, outer: str) -> bool:
+    """`inner` is `outer` or a path under it."""
+    return inner == outer or inner.startswith((outer + ".", outer + "["))
+
+
+def _about_cut(path: str, cut: Iterable[str]) -> bool:
+    return any(_within(path, c) or _within(c, path) for c in cut)
+
+
+# Each round cuts at least one value; this only bounds a pathological file.
+_MAX_ROUNDS = 200
+
+
+def _salvage(data: Mapping[str, Any]) -> tuple[RouterConfig | None, list[ConfigProblem], list[str]]:
+    """The config built from `data` less its bad values, every problem found
+    on the way, and the paths that were cut (None: nothing could be built)."""
+    work = _copy(data)
+    found: list[ConfigProblem] = []
+    cut: list[Steps] = []
+    for _ in range(_MAX_ROUNDS):
+        try:
+            config = _converter.structure(work, RouterConfig)
+        except Exception as exc:  # cattrs raises groups of whatever a hook raised
+            leaves = list(_walk(exc, ()))
+            if not leaves:
+                found.append(ConfigProblem("", str(exc) or type(exc).__name__))
+                return None, found, []
+        else:
+            return config, found, [_path(c) for c in cut]
+        # A problem at (or above) a cut value is the cut's doing, not the user's.
+        found += [leaf.problem() for leaf in leaves if not any(_starts(c, leaf.steps) for c in cut)]
+        this_round: list[Steps] = []
+        for leaf in leaves:
+            if any(_starts(leaf.steps, c) for c in this_round):
+                continue  # already gone with what an earlier problem of this round took
+            removed = _cut(work, leaf.steps)
+            if removed is None:
+                return None, found, []
+            this_round.append(removed)
+        cut += this_round
+    return None, found, []
+
+
+def _starts(steps: Steps, prefix: Steps) -> bool:
+    return steps[: len(prefix)] == prefix
+
+
+ExtraChecks = Callable[[RouterConfig], Iterable[ConfigProblem]]
+
+
+def structure(data: object, extra_checks: ExtraChecks | None = None) -> RouterConfig:
+    """Build a `RouterConfig` from plain data or raise `ConfigInvalid` listing every problem.
+
+    `extra_checks` (the server's: environment variables, certificate files)
+    run too, on what could be built, so their problems come in the same pass.
+    """
     if not isinstance(data, Mapping):
         raise ConfigInvalid([ConfigProblem("", "the config must be a mapping at the top level")])
-    try:
-        config = _converter.structure(data, RouterConfig)
-    except Exception as exc:  # cattrs raises groups of whatever a hook raised
-        raise ConfigInvalid(_dedupe(_walk(exc, ""))) from None
-    problems = list(check_references(config))
-    if problems:
+    config, problems, cut = _salvage(data)
+    if config is not None:
+        later = list(check_references(config, _Names.of_data(data) if cut else None))
+        if extra_checks is not None:
+            later += extra_checks(config)
+        problems += [p for p in later if not _about_cut(p.path, cut)]
+    problems = _dedupe(problems)
+    if problems or config is None:
         raise ConfigInvalid(problems)
     return config
 
 
-def check_references(config: RouterConfig) -> Iterator[ConfigProblem]:
-    """Problems that span objects: names, references and uniqueness."""
+def _keys(section: object) -> frozenset[str]:
+    return (
+        frozenset(k for k in section if isinstance(k, str))
+        if isinstance(section, Mapping)
+        else frozenset()
+    )
+
+
+@attrs.frozen
+class _Names:
+    """What the user's file defines, whether or not each definition is valid."""
+
+    backends: frozenset[str]
+    models: frozenset[str]
+    organizations: frozenset[str]
+    key_ids: frozenset[str]
+    prices: frozenset[str]
+
+    @classmethod
+    def of_config(cls, config: RouterConfig) -> _Names:
+        key_ids = {key.id for org in config.organizations.values() for key in org.keys}
+        return cls(
+            frozenset(config.backends), frozenset(config.models),
+            frozenset(config.organizations), frozenset(key_ids), frozenset(config.prices),
+        )  # fmt: skip
+
+    @classmethod
+    def of_data(cls, data: Mapping[str, Any]) -> _Names:
+        orgs = data.get("organizations")
+        keys = [
+            key.get("id")
+            for org in (orgs.values() if isinstance(orgs, Mapping) else ())
+            if isinstance(org, Mapping) and isinstance(org.get("keys"), list)
+            for key in org["keys"]
+            if isinstance(key, Mapping)
+        ]
+        return cls(
+            _keys(data.get("backends")), _keys(data.get("models")), _keys(orgs),
+            frozenset(k for k in keys if isinstance(k, str)), _keys(data.get("prices")),
+        )  # fmt: skip
+
+
+def check_references(config: RouterConfig, known: _Names | None = None) -> Iterator[ConfigProblem]:
+    """Problems that span objects: names, references and uniqueness.
+
+    `known`: the names the file defines, when `config` lacks some that were invalid.
+    """
+    known = known or _Names.of_config(config)
     for kind, names in (("backends", config.backends), ("models", config.models)):
         for name in names:
             if not NAME_RE.match(name):
                 yield ConfigProblem(
                     _join(kind, name), "names are letters, digits and . _ : / - (up to 128)"
                 )
-    key_ids = {key.id for org in config.organizations.values() for key in org.keys}
     for model_name, model in config.models.items():
-        yield from _check_targets(config, f"models.{model_name}.backends", model.backends)
+        yield from _check_targets(known, f"models.{model_name}.backends", model.backends)
         for r, route in enumerate(model.routes):
             where = f"models.{model_name}.routes[{r}]"
-            yield from _check_targets(config, f"{where}.backends", route.backends)
+            yield from _check_targets(known, f"{where}.backends", route.backends)
             if not route.organizations and not route.keys:
                 yield ConfigProblem(where, "a route needs organizations or keys to match")
             for org_name in route.organizations:
-                if org_name not in config.organizations:
+                if org_name not in known.organizations:
                     yield ConfigProblem(
                         f"{where}.organizations", f"unknown organization {org_name!r}"
                     )
             for key_id in route.keys:
-                if key_id not in key_ids:
+                if key_id not in known.key_ids:
                     yield ConfigProblem(f"{where}.keys", f"unknown key id {key_id!r}")
     seen: dict[str, str] = {}
     for org_name, org in config.organizations.items():
         for model_name in org.models:
-            if model_name != "*" and model_name not in config.models:
+            if model_name != "*" and model_name not in known.models:
                 yield ConfigProblem(
                     f"organizations.{org_name}.models", f"unknown model {model_name!r}"
                 )
@@ -192,27 +388,27 @@ def check_references(config: RouterConfig) -> Iterator[ConfigProblem]:
             else:
                 seen[key.id] = where
         for model_name in org.model_limits:
-            if model_name not in config.models:
+            if model_name not in known.models:
                 yield ConfigProblem(
                     f"organizations.{org_name}.model_limits.{model_name}",
                     f"unknown model {model_name!r}",
                 )
-        yield from _check_prices(config, org_name, org)
+        yield from _check_prices(config, known, org_name, org)
         yield from _check_rates(org_name, org)
     for model_name in config.prices:
-        if model_name not in config.models:
+        if model_name not in known.models:
             yield ConfigProblem(f"prices.{model_name}", f"unknown model {model_name!r}")
 
 
 def _check_targets(
-    config: RouterConfig, where: str, targets: tuple[ModelTarget, ...]
+    known: _Names, where: str, targets: tuple[ModelTarget, ...]
 ) -> Iterator[ConfigProblem]:
     for i, target in enumerate(targets):
-        if target.backend not in config.backends:
+        if target.backend not in known.backends:
             yield ConfigProblem(
                 f"{where}[{i}].backend",
                 f"unknown backend {target.backend!r}; defined: "
-                + ", ".join(sorted(config.backends)),
+                + ", ".join(sorted(known.backends)),
             )
 
 
@@ -241,7 +437,7 @@ def _check_rates(org_name: str, org: Organization) -> Iterator[ConfigProblem]:
 
 
 def _check_prices(
-    config: RouterConfig, org_name: str, org: Organization
+    config: RouterConfig, known: _Names, org_name: str, org: Organization
 ) -> Iterator[ConfigProblem]:
     """A budget can only be kept on models with a price."""
     budgeted = org.limits.budget.configured or any(k.limits.budget.configured for k in org.keys)
@@ -249,7 +445,7 @@ def _check_prices(
     if not budgeted:
         models = [m for m, limits in org.model_limits.items() if limits.budget.configured]
     for model_name in models:
-        if model_name not in config.prices:
+        if model_name not in known.prices:
             yield ConfigProblem(
                 f"prices.{model_name}",
                 f"required: organizations.{org_name} has a budget that covers this model",

@@ -47,6 +47,12 @@ class Catalog:
     MODEL_NOT_FOUND = Problem("model_not_found", 404, "Model not found")
     METHOD_NOT_ALLOWED = Problem("method_not_allowed", 405, "Method not allowed")
     MALFORMED_JSON = Problem("malformed_json", 400, "Malformed JSON body")
+    # Refused by the HTTP/1.1 parser, before any route sees the request.
+    MALFORMED_REQUEST = Problem("malformed_request", 400, "Malformed HTTP request")
+    HEADERS_TOO_LARGE = Problem("request_headers_too_large", 431, "Request headers too large")
+    UNSUPPORTED_TRANSFER_ENCODING = Problem(
+        "unsupported_transfer_encoding", 501, "Transfer-Encoding not supported"
+    )
     PAYLOAD_TOO_LARGE = Problem("payload_too_large", 413, "Request body too large")
     UNSUPPORTED_MEDIA_TYPE = Problem("unsupported_media_type", 415, "Unsupported media type")
     VALIDATION_FAILED = Problem("validation_failed", 422, "Request validation failed")

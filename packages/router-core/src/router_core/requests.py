@@ -10,6 +10,12 @@ Rules:
   holds them together): optional fields may be null; an integer may be
   written `4.0` (JSON Schema's view) and is forwarded as `4`; text input is
   one of OpenAI's four forms.
+- Every number a client sends is checked against a range, and the problem
+  names it (`max_tokens: must be an integer from 1 to 2147483647`): OpenAI's
+  ranges where it publishes one (temperature, top_p, penalties, logit_bias),
+  a signed 32-bit count otherwise (MAX_COUNT), a signed 64-bit seed. Nothing
+  beyond reaches the limit arithmetic or a backend. (NaN and Infinity are not
+  JSON; the parser refuses them before validation.)
 """
 
 from __future__ import annotations
@@ -80,17 +86,31 @@ def _type_of(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-MAX_INT = 2**53  # beyond this, JSON numbers stop being exact integers
 MAX_TOKEN_ID = 2**32 - 1
+# Counts (max_tokens, n, dimensions, ...) are at most a signed 32-bit integer:
+# every backend can parse one, no real request needs more, and the limit
+# arithmetic on them (prompt bound + max_tokens, priced) stays exact.
+MAX_COUNT = 2**31 - 1
+# A seed is only forwarded; backends take a signed 64-bit one, as OpenAI does.
+MIN_SEED, MAX_SEED = -(2**63), 2**63 - 1
+
+
+MAX_EXACT_FLOAT = 2**53
 
 
 def _as_int(value: object) -> int | None:
-    """`value` as an int if JSON Schema would call it an integer, else None."""
+    """`value` as an int if JSON Schema would call it an integer, else None.
+
+    An int is returned as is, for the caller to check its range. A float only
+    up to 2**53: beyond it, it is not the number the client wrote (the JSON
+    parser makes a float of any integer outside 64 bits: -2**63 - 1 arrives
+    as -2**63 exactly).
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and -MAX_INT <= value <= MAX_INT:
+    if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_EXACT_FLOAT:
         return int(value)
     return None
 
@@ -121,19 +141,25 @@ def _optional_bool(body: Mapping[str, Any], name: str, prefix: str, out: Problem
     return value
 
 
-def _optional_positive_int(
-    body: Mapping[str, Any], name: str, prefix: str, out: Problems
+def _optional_int(
+    body: Mapping[str, Any], name: str, prefix: str, out: Problems, low: int, high: int
 ) -> int | None:
     value = body.get(name)
     if value is None:
         return None
     number = _as_int(value)
-    if number is None or number < 1:
-        out.append(FieldProblem(_join(prefix, name), "must be an integer >= 1"))
+    if number is None or not low <= number <= high:
+        out.append(FieldProblem(_join(prefix, name), f"must be an integer from {low} to {high}"))
         return None
     if isinstance(body, dict):
         body[name] = number  # forward 4.0 as 4: backends are stricter than JSON Schema
     return number
+
+
+def _optional_count(
+    body: Mapping[str, Any], name: str, prefix: str, out: Problems, low: int = 1
+) -> int | None:
+    return _optional_int(body, name, prefix, out, low, MAX_COUNT)
 
 
 def _optional_range(
@@ -142,6 +168,30 @@ def _optional_range(
     value = body.get(name)
     if value is not None and (not _is_number(value) or not low <= value <= high):
         out.append(FieldProblem(_join(prefix, name), f"must be a number from {low} to {high}"))
+
+
+def _check_logit_bias(body: Mapping[str, Any], prefix: str, out: Problems) -> None:
+    path = _join(prefix, "logit_bias")
+    value = body.get("logit_bias")
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        out.append(FieldProblem(path, f"must be an object, not {_type_of(value)}"))
+        return
+    for token, bias in value.items():
+        if not _is_number(bias) or not -100 <= bias <= 100:
+            out.append(FieldProblem(_join(path, token), "must be a number from -100 to 100"))
+
+
+def _check_sampling(body: Mapping[str, Any], prefix: str, out: Problems) -> None:
+    """The sampling numbers chat and completions share, in OpenAI's ranges."""
+    _optional_count(body, "n", prefix, out)
+    _optional_range(body, "temperature", 0, 2, prefix, out)
+    _optional_range(body, "top_p", 0, 1, prefix, out)
+    _optional_range(body, "presence_penalty", -2, 2, prefix, out)
+    _optional_range(body, "frequency_penalty", -2, 2, prefix, out)
+    _optional_int(body, "seed", prefix, out, MIN_SEED, MAX_SEED)
+    _check_logit_bias(body, prefix, out)
 
 
 def _optional_object(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> None:
@@ -222,11 +272,11 @@ def _check_text_input(body: Mapping[str, Any], name: str, prefix: str, out: Prob
 def _check_chat(body: Mapping[str, Any], prefix: str, out: Problems) -> tuple[bool, int | None]:
     _check_messages(body, prefix, out)
     stream = _optional_bool(body, "stream", prefix, out)
-    max_tokens = _optional_positive_int(body, "max_tokens", prefix, out)
-    max_completion = _optional_positive_int(body, "max_completion_tokens", prefix, out)
-    _optional_positive_int(body, "n", prefix, out)
-    _optional_range(body, "temperature", 0, 2, prefix, out)
-    _optional_range(body, "top_p", 0, 1, prefix, out)
+    max_tokens = _optional_count(body, "max_tokens", prefix, out)
+    max_completion = _optional_count(body, "max_completion_tokens", prefix, out)
+    _check_sampling(body, prefix, out)
+    _optional_bool(body, "logprobs", prefix, out)
+    _optional_count(body, "top_logprobs", prefix, out, low=0)
     _optional_object(body, "stream_options", prefix, out)
     return stream, max_completion if max_completion is not None else max_tokens
 
@@ -236,9 +286,11 @@ def _check_completion(
 ) -> tuple[bool, int | None]:
     _check_text_input(body, "prompt", prefix, out)
     stream = _optional_bool(body, "stream", prefix, out)
-    max_tokens = _optional_positive_int(body, "max_tokens", prefix, out)
-    _optional_positive_int(body, "n", prefix, out)
-    _optional_range(body, "temperature", 0, 2, prefix, out)
+    max_tokens = _optional_count(body, "max_tokens", prefix, out)
+    _check_sampling(body, prefix, out)
+    _optional_count(body, "best_of", prefix, out)
+    # The legacy API's logprobs is a count, not chat's boolean.
+    _optional_count(body, "logprobs", prefix, out, low=0)
     _optional_object(body, "stream_options", prefix, out)
     return stream, max_tokens
 
@@ -247,6 +299,7 @@ def _check_embedding(
     body: Mapping[str, Any], prefix: str, out: Problems
 ) -> tuple[bool, int | None]:
     _check_text_input(body, "input", prefix, out)
+    _optional_count(body, "dimensions", prefix, out)
     return False, None
 
 

@@ -3,7 +3,7 @@
 Rules:
 - Counts come from the backend's own `usage` object; a missing or malformed
   one yields zeros flagged `estimated=False, reported=False` rather than a
-  guess presented as fact.
+  guess presented as fact. A count is at most MAX_SAFE_INTEGER.
 - A summary is built from values, never from the clock: latency is passed in.
 """
 
@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
+from router_core.limits.integers import MAX_SAFE_INTEGER
 
 
 @attrs.frozen
@@ -25,7 +27,11 @@ class TokenUsage:
 
 def _count(usage: Mapping[str, Any], name: str) -> int:
     value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    # A count past 2**53 is nonsense; saturated, it still exhausts every limit
+    # it is charged to, and keeps the limit arithmetic in range.
+    return min(value, MAX_SAFE_INTEGER)
 
 
 def from_backend(body: object) -> TokenUsage:

@@ -74,13 +74,14 @@ async def inference(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     state = state_of(request)
+    config = state.config
     try:
-        principal = await authenticate_request(request, state)
+        principal = await authenticate_request(request, state, config)
     except RouterError as exc:
         return error_response(exc, request.url.path)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "router"}
-        for name in routing.visible_models(state.config, principal.org)
+        for name in routing.visible_models(config, principal.org)
         if principal.allows_model(name)  # a key scoped to some models lists only those
     ]
     return json_response({"object": "list", "data": data})
@@ -168,6 +169,16 @@ def on_sighup(handler: Callable[[], None]) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGHUP)
 
 
+def _closing(opened: contextlib.AsyncExitStack, close: Callable[[], Awaitable[object]]) -> None:
+    """Call `close` when `opened` unwinds, shielded: a cancelled lifespan still closes."""
+
+    async def shielded() -> None:
+        with anyio.CancelScope(shield=True):
+            await close()
+
+    opened.push_async_callback(shielded)
+
+
 def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
     """Metrics and the ops window, fed by every usage record."""
 
@@ -204,35 +215,42 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         environ = os.environ if env is None else env
-        backends = open_clients(config, environ)
-        store, close_store = open_limit_store(config, environ, limit_store)
-        health = Health.from_config(config)
-        usage = open_usage(config, environ)
-        credentials = open_credentials(config, environ)
-        state = RouterState(
-            config=config,
-            keys=KeyIndex.from_config(config),
-            backends=backends,
-            health=health,
-            limits=LimitGate(config, store),
-            gate=Gate.from_settings(config.server),
-            dispatch=Dispatcher(
-                health,
-                lambda: state.backends,
-                RetryBudget(config.routing.retry_budget_ratio, config.routing.retry_min_per_s),
-                config.routing.max_attempts,
-            ),
-            rng=rng or random.Random(),
-            overrides=OverrideBook(
-                open_override_store(config, environ), refresh_s=config.overrides.refresh_s
-            ),
-            usage=usage,
-            credentials=credentials,
-        )
-        state.ops = _open_ops(state, environ)
-        tracing.start(config.observability)
-        stack = contextlib.ExitStack()
-        try:
+        # One unit: each resource is put on `opened` as soon as it exists, and
+        # they close in reverse order whatever fails, opening the next included.
+        async with contextlib.AsyncExitStack() as opened:
+            live: RouterState | None = None
+            backends = open_clients(config, environ)
+            # A reload swaps in new clients (closing the old): close the current ones.
+            _closing(opened, lambda: close_clients(backends if live is None else live.backends))
+            store, close_store = open_limit_store(config, environ, limit_store)
+            _closing(opened, close_store)
+            health = Health.from_config(config)
+            usage = await opened.enter_async_context(open_usage(config, environ))
+            credentials = open_credentials(config, environ)
+            _closing(opened, credentials.aclose)
+            override_store = open_override_store(config, environ)
+            _closing(opened, override_store.aclose)
+            state = RouterState(
+                config=config,
+                keys=KeyIndex.from_config(config),
+                backends=backends,
+                health=health,
+                limits=LimitGate(store, config.limits.store),
+                gate=Gate.from_settings(config.server),
+                dispatch=Dispatcher(
+                    health,
+                    lambda: state.backends,
+                    RetryBudget(config.routing.retry_budget_ratio, config.routing.retry_min_per_s),
+                ),
+                rng=rng or random.Random(),
+                overrides=OverrideBook(override_store, refresh_s=config.overrides.refresh_s),
+                usage=usage,
+                credentials=credentials,
+            )
+            live = state
+            state.ops = _open_ops(state, environ)
+            tracing.start(config.observability)
+            opened.callback(tracing.stop)
             await probe_all(state.health, backends, config.health.probe_timeout_s)
             await state.overrides.refresh()
             await credentials.book.refresh()
@@ -248,20 +266,12 @@ def create_app(
                     reloader = Reloader(Path(config_path), environ)
                     state.status_sources["config"] = reloader.status
                     tg.start_soon(reloader.watch, state, tg)
-                    stack.enter_context(on_sighup(reloader.request))
+                    opened.enter_context(on_sighup(reloader.request))
                 if state_ready is not None:
                     state_ready(state)
                 yield {"router": state}
                 await usage.drain()
                 tg.cancel_scope.cancel()
-        finally:
-            stack.close()
-            tracing.stop()
-            await close_clients(state.backends)
-            await close_store()
-            await state.overrides.store.aclose()
-            await credentials.aclose()
-            await usage.aclose()
 
     return Starlette(
         routes=ROUTES,

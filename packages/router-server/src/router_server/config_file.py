@@ -72,13 +72,14 @@ def load(
         raise ConfigInvalid([ConfigProblem("", f"{path}: cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise ConfigInvalid([ConfigProblem("", f"{path}: not UTF-8 text")]) from None
-    config = structure(parse_yaml(text, str(path)))
-    if not check_env:
-        return config
-    problems = missing_credentials(config, os.environ if env is None else env)
-    admin = config.listeners.admin
-    if admin is not None:
-        problems += check_admin_listener(admin, config.listeners.public)
-    if problems:
-        raise ConfigInvalid(problems)
-    return config
+    environ = os.environ if env is None else env
+
+    def outside(config: RouterConfig) -> list[ConfigProblem]:
+        problems = missing_credentials(config, environ)
+        admin = config.listeners.admin
+        if admin is not None:
+            problems += check_admin_listener(admin, config.listeners.public)
+        return problems
+
+    # Checked in the same pass as the file, so one run lists every problem.
+    return structure(parse_yaml(text, str(path)), outside if check_env else None)

@@ -60,7 +60,6 @@ class Dispatcher:
     health: Health
     clients: Callable[[], Mapping[str, BackendClient]]
     budget: RetryBudget
-    max_attempts: int
     clock: Callable[[], float] = time.monotonic
     tally: RetryTally = attrs.field(factory=RetryTally)
 
@@ -76,22 +75,27 @@ class Dispatcher:
     def hedges(self) -> int:
         return self.tally.hedges
 
-    async def open(self, request: InferenceRequest, candidates: Sequence[Candidate]) -> Opened:
+    # `max_attempts` is the request's own (`routing.max_attempts` of the config
+    # it was accepted under), not a copy kept here that a reload would patch.
+    async def open(
+        self, request: InferenceRequest, candidates: Sequence[Candidate], max_attempts: int
+    ) -> Opened:
         """The first candidate to answer 2xx; 502/503/504 when none does."""
         self.budget.request(self.clock())
-        return await self._open(request, self._plan(request, candidates))
+        return await self._open(request, self._plan(request, candidates, max_attempts))
 
     async def fetch(
         self,
         request: InferenceRequest,
         candidates: Sequence[Candidate],
         hedge_after_s: float | None,
+        max_attempts: int,
     ) -> tuple[Opened, dict[str, Any]]:
         """A non-streamed answer, read whole (hedged when the model asks for it)."""
         self.budget.request(self.clock())
         if hedge_after_s is None or len(candidates) < 2:
-            return await self._open_read(request, self._plan(request, candidates))
-        return await self._hedged(request, candidates, hedge_after_s)
+            return await self._open_read(request, self._plan(request, candidates, max_attempts))
+        return await self._hedged(request, candidates, hedge_after_s, max_attempts)
 
     def done(self, opened: Opened, broken: str | None = None) -> None:
         """The answer has been read or the stream has ended; `broken` says how it failed."""
@@ -103,8 +107,10 @@ class Dispatcher:
             self.health.failed(backend, broken)
         self._end(opened.client)
 
-    def _plan(self, request: InferenceRequest, candidates: Sequence[Candidate]) -> AttemptPlan:
-        return AttemptPlan(request.model, candidates, self.max_attempts, self.budget, self.tally)
+    def _plan(
+        self, request: InferenceRequest, candidates: Sequence[Candidate], max_attempts: int
+    ) -> AttemptPlan:
+        return AttemptPlan(request.model, candidates, max_attempts, self.budget, self.tally)
 
     def _begin(self, client: BackendClient) -> None:
         client.active += 1
@@ -168,7 +174,11 @@ class Dispatcher:
         return opened, body
 
     async def _hedged(
-        self, request: InferenceRequest, candidates: Sequence[Candidate], delay_s: float
+        self,
+        request: InferenceRequest,
+        candidates: Sequence[Candidate],
+        delay_s: float,
+        max_attempts: int,
     ) -> tuple[Opened, dict[str, Any]]:
         first, second, rest = candidates[0], candidates[1], tuple(candidates[2:])
         send, receive = anyio.create_memory_object_stream[
@@ -186,7 +196,7 @@ class Dispatcher:
             await send.send(outcome)
 
         async with send, receive, anyio.create_task_group() as tg:
-            tg.start_soon(run, self._plan(request, (first, *rest)))
+            tg.start_soon(run, self._plan(request, (first, *rest), max_attempts))
             running = 1
             with anyio.move_on_after(delay_s):
                 outcome = await receive.receive()
@@ -195,7 +205,7 @@ class Dispatcher:
                     tg.cancel_scope.cancel()
                     return outcome
                 errors.append(outcome)
-            hedge = self._plan(request, (second, *rest))
+            hedge = self._plan(request, (second, *rest), max_attempts)
             if hedge.start_as_hedge(self.clock()):
                 tg.start_soon(run, hedge)
                 running += 1

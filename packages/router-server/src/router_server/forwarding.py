@@ -19,6 +19,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from router_core.problems import Catalog
+from router_core.sse import EventSplitter
 from router_server.backends import BackendFailure
 from router_server.dispatch import Opened
 
@@ -119,16 +120,17 @@ async def relay_events(
     per event costs the server a framed chunk and a drain each, and on one
     core that was a third of a short stream's cost (see benchmarks/).
     """
-    buffer = b""
+    # Events come out LF-terminated whatever line ends the backend used, and
+    # whole however its chunks split them (a CRLF may straddle two chunks).
+    splitter = EventSplitter()
     backend = opened.candidate.backend
     try:
         async for chunk in opened.client.chunks(opened.response):
-            buffer += chunk.replace(b"\r\n", b"\n")
-            *events, buffer = buffer.split(b"\n\n")
+            events = splitter.feed(chunk)
+            if not events:
+                continue
             ready: list[bytes] = []
             for event in events:
-                if not event:
-                    continue
                 rewritten = _rewrite_event(event, public_model, tally)
                 if rewritten is not None:
                     ready.append(rewritten + b"\n\n")

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import attrs
 
 from router_core.config import RouterConfig
+from router_core.config_enums import LimitStoreKind
 from router_core.limits import NEVER
 from router_core.limits.admission import Decision, Denial, LimitType
 from router_core.limits.clamp import Clamp
@@ -115,26 +116,32 @@ _DENIAL_PROBLEMS: dict[LimitType, Problem] = {
 
 @attrs.define
 class LimitGate:
-    config: RouterConfig
+    """Admission against the live counters. Keeps no config: each call gets the
+    config its request was accepted under, so a reload never splits a request."""
+
     store: LimitStore
+    # Which store was opened at start-up (`limits.store` takes effect on restart).
+    store_kind: LimitStoreKind
     # Rate limits of this replica alone, used while the shared store is down.
     local: MemoryStore = attrs.field(factory=MemoryStore)
     failure_decisions: int = 0
     settle_failures: int = 0
 
-    async def admit(self, request_id: str, caller: Scope, request: InferenceRequest) -> Ticket:
+    async def admit(
+        self, config: RouterConfig, request_id: str, caller: Scope, request: InferenceRequest
+    ) -> Ticket:
         """Admit `request` of `caller` (its key, user or organization) or raise 429/402
         (or 503 when the store is down and the policy is fail_closed). The returned
         ticket must be settled."""
-        plan = plan_limits(self.config, caller, request)
+        plan = plan_limits(config, caller, request)
         if plan.empty:
             return Ticket(plan, None, {}, request.body)
-        admission = await self._admit(request_id, plan)
+        admission = await self._admit(config, request_id, plan)
         # Under the clamp policy, a budget denial is tried again with less max_tokens.
-        clamp = Clamp(self.config.limits.max_tokens_policy)
+        clamp = Clamp(config.limits.max_tokens_policy)
         while (tokens := clamp.next(plan, admission.decision.denied_by)) is not None:
-            plan = plan_limits(self.config, caller, request, max_tokens=tokens)
-            admission = await self._admit(request_id, plan)
+            plan = plan_limits(config, caller, request, max_tokens=tokens)
+            admission = await self._admit(config, request_id, plan)
         headers = rate_headers(admission.decision)
         if not admission.allowed:
             denial = admission.decision.denied_by
@@ -145,17 +152,17 @@ class LimitGate:
             body = with_max_tokens(body, plan.max_tokens)
         return Ticket(plan, admission, headers, body)
 
-    async def _admit(self, request_id: str, plan: LimitPlan) -> Admission:
+    async def _admit(self, config: RouterConfig, request_id: str, plan: LimitPlan) -> Admission:
         try:
             return await self.store.admit(request_id, plan.specs)
         except LimitStoreUnavailable as exc:
-            return await self._admit_degraded(request_id, plan, exc)
+            return await self._admit_degraded(config, request_id, plan, exc)
 
     async def _admit_degraded(
-        self, request_id: str, plan: LimitPlan, exc: LimitStoreUnavailable
+        self, config: RouterConfig, request_id: str, plan: LimitPlan, exc: LimitStoreUnavailable
     ) -> Admission:
         self.failure_decisions += 1
-        policy = self.config.limits.on_store_failure
+        policy = config.limits.on_store_failure
         kinds = {type(spec) for spec in plan.specs}
         closed = [
             name
@@ -174,7 +181,7 @@ class LimitGate:
                 "that is not answering); try again shortly.",
                 headers={"retry-after": "1"},
             )
-        share = self.config.limits.expected_replicas
+        share = config.limits.expected_replicas
         local_specs = [_local_share(s, share) for s in plan.specs if isinstance(s, RateSpec)]
         return await self.local.admit(request_id, local_specs)
 
@@ -200,7 +207,7 @@ class LimitGate:
 
     def status(self) -> dict[str, Any]:
         return {
-            "store": self.config.limits.store,
+            "store": self.store_kind,
             "failure_decisions": self.failure_decisions,
             "settle_failures": self.settle_failures,
         }

@@ -34,7 +34,9 @@ def configure(level: str = "INFO", *, access_log: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("router.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    # The access log follows `level` (its lines are INFO, so WARNING drops them);
+    # `access_log=False` drops them alone.
+    logging.getLogger("router.access").setLevel(logging.NOTSET if access_log else logging.WARNING)
     # httpx logs every backend call at INFO, URL included: noise on the hot path.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

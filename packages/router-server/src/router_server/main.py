@@ -10,24 +10,53 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.utils import LifespanFailureError
 
-from router_core.config import RouterConfig
+from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
-from router_server import config_file, logs
+from router_server import config_file, http_refusals, logs
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
+from router_server.pipeline import RouterState
+from router_server.usage.spool import SpoolError
+
+log = logging.getLogger("router.server")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line naming the problem (argparse's default adds the whole usage first).
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {value!r}: use one of {', '.join(LOG_LEVELS)}"
+        )
+    return value.lower()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="router-server", description=__doc__)
+    parser = _Parser(prog="router-server", description=__doc__)
     parser.add_argument("--config", required=True, help="path to the YAML config file")
     parser.add_argument("--host", help="override listeners.public.host")
     parser.add_argument("--port", type=int, help="override listeners.public.port")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="info",
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (default: info); the access log's lines are info, "
+        "so warning and above leave them out too",
+    )
     parser.add_argument(
         "--no-access-log", action="store_true", help="do not log a line per request"
     )
@@ -50,6 +79,24 @@ class CannotListen(Exception):
     """A listener's address could not be bound (in use, or not this host's)."""
 
 
+class CannotStart(Exception):
+    """The app could not open its resources (its lifespan failed to start)."""
+
+
+def _why_not_started(failure: LifespanFailureError) -> str:
+    """The app's own reason, in one line. Starlette reports a failed start to
+    hypercorn while handling the app's exception, so that is the context of
+    hypercorn's `LifespanFailureError` (whose text is a whole traceback)."""
+    cause = failure.__context__
+    if isinstance(cause, SpoolError):
+        return str(cause)
+    # Not a failure an operator is expected to fix from the message alone: keep
+    # the traceback for --log-level debug, out of the one line.
+    log.debug("the app failed to start", exc_info=cause or failure)
+    what = f"{type(cause).__name__}: {cause}" if cause is not None else "unknown error"
+    return f"the app could not open its resources ({what}); --log-level debug shows where"
+
+
 def _cannot_bind(host: str, port: int) -> str | None:
     """Why hypercorn would fail to bind `host:port`, found before anything starts
     (a bind failing inside hypercorn leaves its lifespan task to be cancelled)."""
@@ -70,11 +117,34 @@ async def _serve(
 ) -> None:
     try:
         await serve(app, hc, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    except LifespanFailureError as exc:
+        if not str(exc).startswith("Lifespan failure in startup"):
+            raise  # a failed shutdown is not a start-up refusal
+        # Raised, not recorded: the task group then cancels the admin listener,
+        # which waits for this app's state.
+        raise CannotStart(_why_not_started(exc)) from None
     except OSError as exc:
         # Connection errors never reach here (hypercorn handles them per
         # connection): this is a bind. Stop the other listener gracefully.
         failures.append(f"cannot listen on {', '.join(hc.bind)}: {exc.strerror}")
         stop.set()
+
+
+async def _serve_admin(
+    shared: SharedRouter, admin: AdminListener, stop: asyncio.Event, failures: list[str]
+) -> None:
+    # Same process and event loop: the admin app serves the public app's state,
+    # so it starts once that is open. (Started before, its lifespan would be left
+    # waiting, and cancelled mid-start, should the public app fail to open.)
+    await shared.wait()
+    await _serve(create_admin_app(shared), admin_hypercorn_config(admin), stop, failures)
+
+
+def _announce(config: RouterConfig, host: str, port: int) -> None:
+    print(f"router listening on http://{host}:{port}", flush=True)
+    admin = config.listeners.admin
+    if admin is not None:
+        print(f"admin API (mutual TLS) on https://{admin.host}:{admin.port}", flush=True)
 
 
 async def run(config: RouterConfig, host: str, port: int, path: str) -> None:
@@ -83,15 +153,23 @@ async def run(config: RouterConfig, host: str, port: int, path: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     shared = SharedRouter()
-    app = create_app(config, config_path=path, state_ready=shared.set)
+
+    def ready(state: RouterState) -> None:
+        shared.set(state)
+        # Only now: the app's resources are open (hypercorn binds right after,
+        # and the addresses were checked before anything started).
+        _announce(config, host, port)
+
+    app = create_app(config, config_path=path, state_ready=ready)
     failures: list[str] = []
-    async with asyncio.TaskGroup() as servers:
-        servers.create_task(_serve(app, hypercorn_config(config, host, port), stop, failures))
-        admin = config.listeners.admin
-        if admin is not None:
-            # Same process and event loop: the admin app serves the public app's state.
-            admin_app = create_admin_app(shared)
-            servers.create_task(_serve(admin_app, admin_hypercorn_config(admin), stop, failures))
+    try:
+        async with asyncio.TaskGroup() as servers:
+            servers.create_task(_serve(app, hypercorn_config(config, host, port), stop, failures))
+            admin = config.listeners.admin
+            if admin is not None:
+                servers.create_task(_serve_admin(shared, admin, stop, failures))
+    except* CannotStart as group:
+        raise CannotStart("; ".join(str(e) for e in group.exceptions)) from None
     if failures:
         raise CannotListen("; ".join(failures))
 
@@ -114,14 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unbound:
         print(f"router-server: {'; '.join(unbound)}", file=sys.stderr)
         return 2
-    print(f"router listening on http://{host}:{port}", flush=True)
-    if admin is not None:
-        print(f"admin API (mutual TLS) on https://{admin.host}:{admin.port}", flush=True)
     # A request allocates thousands of short-lived objects; at CPython's default
     # young-generation threshold (700) the cycle collector ran several times per
     # request, ~10% of the router's CPU (see benchmarks/). Cycles are still
     # collected, in larger batches.
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    http_refusals.install()  # requests h11 cannot parse get a body and an x-request-id
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
@@ -132,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner(run(config, host, port, args.config))
     except CannotListen as exc:
         print(f"router-server: {exc}", file=sys.stderr)
+        return 2
+    except CannotStart as exc:
+        print(f"router-server: cannot start: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from router_core.requests import MAX_COUNT, MAX_SEED, MAX_TOKEN_ID, MIN_SEED
 from router_server import __version__
 
 JSON = "application/json"
@@ -58,7 +59,7 @@ _MESSAGE = {
 _TOKEN_IDS = {
     "type": "array",
     "minItems": 1,
-    "items": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+    "items": {"type": "integer", "minimum": 0, "maximum": MAX_TOKEN_ID},
 }
 # OpenAI's four forms of `prompt` / `input`.
 _TEXT_INPUT = {
@@ -69,33 +70,51 @@ _TEXT_INPUT = {
         {"type": "array", "minItems": 1, "items": _TOKEN_IDS},
     ]
 }
-# Integers may be written 4.0 (JSON Schema's view); optional fields may be null.
-_MAX_TOKENS = {"type": ["integer", "null"], "minimum": 1, "maximum": 2**53}
 _STREAM = {"type": ["boolean", "null"]}
 _STREAM_OPTIONS = {"type": ["object", "null"]}
+
+
+# Integers may be written 4.0 (JSON Schema's view); optional fields may be null.
+def _nullable_integer(low: int, high: int) -> dict[str, Any]:
+    return {"type": ["integer", "null"], "minimum": low, "maximum": high}
 
 
 def _nullable_number(low: float, high: float) -> dict[str, Any]:
     return {"type": ["number", "null"], "minimum": low, "maximum": high}
 
 
-_CHAT_FIELDS: dict[str, Any] = {
-    "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
-    "max_tokens": _MAX_TOKENS,
-    "max_completion_tokens": _MAX_TOKENS,
+_COUNT = _nullable_integer(1, MAX_COUNT)
+# What chat and completions share (router_core.requests._check_sampling).
+_SAMPLING: dict[str, Any] = {
+    "n": _COUNT,
     "temperature": _nullable_number(0, 2),
     "top_p": _nullable_number(0, 1),
-    "n": _MAX_TOKENS,
+    "presence_penalty": _nullable_number(-2, 2),
+    "frequency_penalty": _nullable_number(-2, 2),
+    "seed": _nullable_integer(MIN_SEED, MAX_SEED),
+    "logit_bias": {
+        "type": ["object", "null"],
+        "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+    },
+}
+_CHAT_FIELDS: dict[str, Any] = {
+    "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+    "max_tokens": _COUNT,
+    "max_completion_tokens": _COUNT,
+    **_SAMPLING,
+    "logprobs": {"type": ["boolean", "null"]},
+    "top_logprobs": _nullable_integer(0, MAX_COUNT),
     "stream_options": _STREAM_OPTIONS,
 }
 _COMPLETION_FIELDS: dict[str, Any] = {
     "prompt": _TEXT_INPUT,
-    "max_tokens": _MAX_TOKENS,
-    "temperature": _nullable_number(0, 2),
-    "n": _MAX_TOKENS,
+    "max_tokens": _COUNT,
+    **_SAMPLING,
+    "best_of": _COUNT,
+    "logprobs": _nullable_integer(0, MAX_COUNT),
     "stream_options": _STREAM_OPTIONS,
 }
-_EMBEDDING_FIELDS: dict[str, Any] = {"input": _TEXT_INPUT}
+_EMBEDDING_FIELDS: dict[str, Any] = {"input": _TEXT_INPUT, "dimensions": _COUNT}
 _MODEL = {"type": "string", "minLength": 1, "description": "A public model name."}
 
 

@@ -72,8 +72,10 @@ def state_of(request: Request) -> RouterState:
     return state
 
 
-async def authenticate_request(request: Request, state: RouterState) -> Principal:
-    return await verify.authenticate_request(request, state.config, state.keys, state.credentials)
+async def authenticate_request(
+    request: Request, state: RouterState, config: RouterConfig
+) -> Principal:
+    return await verify.authenticate_request(request, config, state.keys, state.credentials)
 
 
 async def read_json_body(request: Request) -> object:
@@ -107,17 +109,19 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
 async def _serve(request: Request, validate: Validator, shape: Shaper) -> Response:
     started = time.perf_counter()
     state = state_of(request)
-    config = state.config  # one config for the whole request, even across a reload
+    # One config for the whole request, even across a reload: everything below,
+    # down to the price on its usage record, reads this snapshot, never state.config.
+    config = state.config
     path = request.url.path
     request_id: str = request.scope["state"]["request_id"]
     principal: Principal | None = None
     ticket: Ticket | None = None
     gate = state.gate
     holds_slot = False
-    trace = state.usage.trace(request_id, path, started)
+    trace = state.usage.trace(request_id, path, started, config)
     try:
         with tracing.span("router.auth"):
-            principal = trace.principal = await authenticate_request(request, state)
+            principal = trace.principal = await authenticate_request(request, state, config)
         inference = trace.inference = validate(await read_json_body(request))
         model = permit_model(principal, config, inference.model)
         # A retry of a completed request is answered from the store, before
@@ -128,20 +132,24 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         await gate.enter()
         holds_slot = True
         with tracing.span("router.limits"):
-            ticket = await state.limits.admit(request_id, principal.limit_scope, inference)
+            ticket = await state.limits.admit(config, request_id, principal.limit_scope, inference)
         with tracing.span("router.route"):
-            candidates = await _route(state, inference.model, model, principal)
+            candidates = await _route(state, config, inference.model, model, principal)
         headers = dict(ticket.headers)
         forwarded = _forwarded(inference, ticket)
         try:
             with anyio.fail_after(config.server.request_timeout_s):
                 if inference.stream:
-                    response = await _stream(state, forwarded, ticket, candidates, headers, trace)
+                    response = await _stream(
+                        state, config, forwarded, ticket, candidates, headers, trace
+                    )
                     holds_slot = False  # the relay gives it back when the stream ends
                     return response
                 hedge = model.hedge_after_ms / 1000 if model.hedge_after_ms else None
                 sent = time.perf_counter()
-                opened, body = await state.dispatch.fetch(forwarded, candidates, hedge)
+                opened, body = await state.dispatch.fetch(
+                    forwarded, candidates, hedge, config.routing.max_attempts
+                )
                 backend_s = time.perf_counter() - sent
         except TimeoutError:
             raise DependencyError(
@@ -180,7 +188,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
 
 
 async def _route(
-    state: RouterState, name: str, model: Model, principal: Principal
+    state: RouterState, config: RouterConfig, name: str, model: Model, principal: Principal
 ) -> tuple[routing.Candidate, ...]:
     """The candidates for this request; waits (bounded) when every one is full."""
 
@@ -209,7 +217,7 @@ async def _route(
         raise DependencyError(
             Catalog.NO_BACKEND_AVAILABLE,
             f"No backend can take model {name!r} now: {reasons}.",
-            headers={"retry-after": str(max(1, round(state.config.health.open_s)))},
+            headers={"retry-after": str(max(1, round(config.health.open_s)))},
         )
     return decision.candidates
 
@@ -222,6 +230,7 @@ def _forwarded(inference: InferenceRequest, ticket: Ticket) -> InferenceRequest:
 
 async def _stream(
     state: RouterState,
+    config: RouterConfig,
     forwarded: InferenceRequest,
     ticket: Ticket,
     candidates: tuple[routing.Candidate, ...],
@@ -235,7 +244,7 @@ async def _stream(
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
         forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
         tally.strip_usage = True
-    opened = await state.dispatch.open(forwarded, candidates)
+    opened = await state.dispatch.open(forwarded, candidates, config.routing.max_attempts)
     ticket.streaming = True
 
     async def on_close(tally: StreamTally) -> None:
@@ -245,7 +254,7 @@ async def _stream(
             outcome = (
                 "success" if tally.done else "backend_error" if tally.broken else "client_cancelled"
             )
-            content = _content(state.config, forwarded, None)
+            content = _content(config, forwarded, None)
             _access(trace.request_id, trace.principal, forwarded, opened, 200, trace.started,
                     outcome, content)  # fmt: skip
         await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)

@@ -3,12 +3,15 @@
 Rules:
 - The new file is loaded and checked exactly as at start-up; if it is not
   valid the old config stays in force and every problem is logged.
-- Each request reads `state.config` once, so it runs under one config from
-  start to end. Backends whose settings did not change keep their client and
-  their health; a changed or removed backend's old client is closed only
-  when the last request using it has finished.
-- Some settings only take effect on restart (listeners, workers, the limit
-  store, the override store); a change to them is logged as such.
+- Each request reads `state.config` once, when it is accepted, and passes
+  that snapshot to everything it calls (limits, dispatch, the usage record
+  and its price), so it runs under one config from start to end. Components
+  keep live state only, never their own copy of a setting a reload changes.
+  Backends whose settings did not change keep their client and their
+  health; a changed or removed backend's old client is closed only when the
+  last request using it has finished.
+- Some settings only take effect on restart (listeners, workers, the
+  stores, the usage spool, the body limit); a change to them is logged as such.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ log = logging.getLogger("router.config")
 
 # Settings read once at start-up.
 _RESTART_ONLY = (
-    "listeners", "limits.store", "limits.redis_url_env", "overrides", "server.workers",
+    "listeners", "limits.store", "limits.redis_url_env", "limits.timeout_ms", "overrides",
+    "server.workers", "server.max_body_bytes",
+    # The spool, ledger, exporter and idempotency store are opened with the app.
+    "usage", "idempotency.store", "idempotency.redis_url_env",
     # The tracer and the ops token are set up with the app (log_content reloads).
     "observability.ops_token_env", "observability.tracing", "observability.tracing_exporter",
     "auth.store", "auth.sqlite_path", "auth.redis_url_env", "auth.refresh_s",
@@ -126,8 +132,6 @@ def apply(state: RouterState, new: RouterConfig, env: Mapping[str, str]) -> list
     retired.extend(c for n, c in state.backends.items() if n not in new.backends)
     state.health.reconfigure(new)
     state.keys = KeyIndex.from_config(new)
-    state.limits.config = new
-    state.dispatch.max_attempts = new.routing.max_attempts
     state.dispatch.budget.ratio = new.routing.retry_budget_ratio
     state.dispatch.budget.min_per_s = new.routing.retry_min_per_s
     state.gate.resize(new.server)

@@ -6,7 +6,8 @@ Rules:
   client cancelled, or replayed (an idempotent retry answered from the store,
   never charged).
 - Token counts come from the backend's own `usage`; when it gave none the
-  counts are estimated from the text and the record says `estimated: true`.
+  counts are estimated from the text (a prompt given as token ids counts one
+  token per id) and the record says `estimated: true`.
 - Cost is priced from the config's price table in integer nano-USD (the same
   arithmetic as budgets); a model without a price has no cost (`None`).
 - A record names the key by its id, never the key; it carries no prompt or
@@ -25,6 +26,7 @@ import attrs
 
 from router_core.config import RouterConfig
 from router_core.limits.budget import cost
+from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.plan import price_of
 
 USAGE_SCHEMA = "usage.records.v1"
@@ -95,7 +97,9 @@ class AuditRecord:
 
 def _count(usage: Mapping[str, Any], name: str) -> int:
     value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, MAX_SAFE_INTEGER)  # as in `router_core.usage`: priced, it stays in range
 
 
 def reported_counts(usage: object) -> TokenCounts | None:
@@ -136,10 +140,28 @@ def estimate_tokens(text_chars: int) -> int:
     return -(-text_chars // 4)
 
 
+def _token_ids(value: object) -> int:
+    """How many token ids a prompt or input holds: OpenAI's two token-id forms are
+    a list of ids and a list of such lists (validation normalised them to ints)."""
+    if not isinstance(value, list):
+        return 0
+    count = 0
+    for item in value:
+        if type(item) is int:
+            count += 1
+        elif isinstance(item, list):
+            count += sum(1 for i in item if type(i) is int)
+    return count
+
+
 def estimated_counts(body: Mapping[str, Any], completion_tokens: int) -> TokenCounts:
     """Counts estimated from the request body when the backend reported none."""
-    prompt_text = body.get("messages", body.get("prompt", body.get("input")))
-    prompt = estimate_tokens(_text_chars(prompt_text))
+    if "messages" in body:
+        prompt = estimate_tokens(_text_chars(body["messages"]))
+    else:
+        given = body.get("prompt", body.get("input"))
+        # Text is estimated; token ids need no estimate: one token each.
+        prompt = estimate_tokens(_text_chars(given)) + _token_ids(given)
     return TokenCounts(
         prompt_tokens=prompt,
         completion_tokens=completion_tokens,

@@ -20,7 +20,11 @@ Rules:
   limit; later reservations are then refused until the window ends.
 - A settle for more than is reserved (state lost in a Redis failover) clamps
   `reserved` at 0 instead of going negative.
-- Integers only, all below 2**53 (about 9 million USD per window).
+- Integers only, all below 2**53 (about 9 million USD per window). Costs and
+  sums saturate at MAX_SAFE_INTEGER instead of leaving that range: a
+  configured budget is below 9,000,000 USD, less than MAX_SAFE_INTEGER
+  nano-USD, so a saturated cost is refused by every budget just as its exact
+  value would be, and a saturated `committed` keeps its window refusing.
 """
 
 from __future__ import annotations
@@ -108,13 +112,14 @@ def _nanos_per_token(what: str, usd_per_million: str | Decimal | int) -> int:
 
 
 def cost(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
-    """What a request costs, in nano-USD."""
+    """What a request costs, in nano-USD, saturated at MAX_SAFE_INTEGER."""
     require_int("prompt_tokens", prompt_tokens, 0)
     require_int("completion_tokens", completion_tokens, 0)
-    return (
+    total = (
         price.input_nanos_per_token * prompt_tokens
         + price.output_nanos_per_token * completion_tokens
     )
+    return total if total <= MAX_SAFE_INTEGER else MAX_SAFE_INTEGER
 
 
 def worst_case(price: Price, prompt_tokens_upper_bound: int, max_tokens: int) -> int:
@@ -152,7 +157,11 @@ def settle(state: BudgetState, reserved_amount: int, actual: int) -> BudgetState
     """Replace one reservation of `reserved_amount` by its actual cost."""
     require_int("reserved_amount", reserved_amount, 0)
     require_int("actual", actual, 0)
-    return BudgetState(state.committed + actual, max(0, state.reserved - reserved_amount))
+    reserved = max(0, state.reserved - reserved_amount)
+    # settle.lua adds in doubles: a sum past 2**53 may be inexact there, but it
+    # is then above the cap, so both sides store the cap exactly.
+    committed = min(state.committed + actual, MAX_SAFE_INTEGER - reserved)
+    return BudgetState(committed, reserved)
 
 
 def release(state: BudgetState, reserved_amount: int) -> BudgetState:

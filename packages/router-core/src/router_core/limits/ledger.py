@@ -39,7 +39,7 @@ from router_core.limits.admission import (
 )
 from router_core.limits.budget import BudgetState, settle
 from router_core.limits.gcra import GcraLimit, Tat
-from router_core.limits.integers import NEVER
+from router_core.limits.integers import MAX_SAFE_INTEGER, NEVER
 from router_core.limits.scopes import Key, LimitKey, Measure, ScopeKind
 from router_core.limits.windows import WindowKind, window_of
 
@@ -197,7 +197,8 @@ def settled(state: State | None, hold: Hold, actual: int) -> State:
     """The state of `hold.key` once `hold` is replaced by `actual`."""
     if hold.kind is Kind.QUOTA:
         used = state if isinstance(state, int) else 0
-        return max(0, used - hold.amount) + actual
+        # Saturated, like a budget (see `budget.settle`): still above any limit.
+        return min(max(0, used - hold.amount) + actual, MAX_SAFE_INTEGER)
     budget = state if isinstance(state, BudgetState) else BudgetState()
     return settle(budget, hold.amount, actual)
 

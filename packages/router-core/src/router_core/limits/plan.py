@@ -44,6 +44,7 @@ from router_core.limits.budget import (
     worst_case,
 )
 from router_core.limits.gcra import GcraLimit
+from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.ledger import Hold, Spec, rate_spec, window_spec
 from router_core.limits.scopes import LimitKey, Measure, Scope, ScopeKind
 from router_core.limits.windows import WindowKind
@@ -137,8 +138,10 @@ def _quota_specs(scope: Scope, quotas: Quotas, tokens: int) -> list[Spec]:
         (Measure.TOKENS, WindowKind.DAY, quotas.tokens_per_day, tokens),
         (Measure.TOKENS, WindowKind.MONTH, quotas.tokens_per_month, tokens),
     ]
+    # The config does not bound a quota; one past 2**53 - 1 cannot be reached
+    # either, so it is kept at that, where the limit arithmetic is exact.
     return [
-        window_spec(LimitKey(scope, measure, window), limit, amount)
+        window_spec(LimitKey(scope, measure, window), min(limit, MAX_SAFE_INTEGER), amount)
         for measure, window, limit, amount in wanted
         if limit is not None
     ]
@@ -216,7 +219,9 @@ def plan_for(
     if not embedding and enforce_tokens:
         completion = max_tokens if max_tokens is not None else config.limits.default_max_tokens
         output_cap = completion
-    tokens = bound + completion
+    # Saturated, as costs are (see `budget`): a worst case past 2**53 is past
+    # every limit either way.
+    tokens = min(bound + completion, MAX_SAFE_INTEGER)
     spend = worst_case(price, bound, completion) if price is not None else 0
     specs: list[Spec] = []
     for scope, limits in scopes:
@@ -245,11 +250,8 @@ def actuals(
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
     spent = cost(plan.price, prompt, completion) if plan.price is not None else 0
-    values = {
-        Measure.REQUESTS: 1 if served else 0,
-        Measure.TOKENS: prompt + completion,
-        Measure.USD: spent,
-    }
+    tokens = min(prompt + completion, MAX_SAFE_INTEGER)
+    values = {Measure.REQUESTS: 1 if served else 0, Measure.TOKENS: tokens, Measure.USD: spent}
     return [values[measure_of(h)] for h in holds]
 
 

@@ -2,7 +2,7 @@
 
 Rules:
 - The algorithm is pinned per issuer (asymmetric only, see
-  `config.TOKEN_ALGORITHMS`): `alg: none` and HS* tokens (key confusion: a
+  `config_enums.TokenAlgorithm`): `alg: none` and HS* tokens (key confusion: a
   public key used as an HMAC secret) are refused before any key is looked up.
 - The issuer is chosen by the token's `iss` among the configured ones, then
   `iss`, `aud`, `exp`, `nbf` are verified with the issuer's `leeway_s`.

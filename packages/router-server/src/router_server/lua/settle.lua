@@ -4,7 +4,10 @@
 -- a hold is settled once (its field is deleted from the hold hash; a hold
 -- already gone is a no-op), then its window's state becomes, for a quota,
 -- max(0, used - amount) + actual, and for a budget,
--- {committed + actual, max(0, reserved - amount)}, expiring with the window.
+-- {committed + actual, max(0, reserved - amount)}, expiring with the window;
+-- a quota's used, and a budget's committed + reserved, saturate at
+-- MAX_SAFE_INTEGER (a sum past 2**53 is inexact in doubles, but then above
+-- the cap, which is stored exactly).
 -- A window key read past its end counts as absent, as in MemoryLedger.get.
 -- Integers below 2**53, sent to Redis through fmt() (see admit.lua).
 --
@@ -16,6 +19,7 @@
 -- Reply: {now, holds settled}.
 
 local NEVER = -1
+local MAX_SAFE_INTEGER = 9007199254740991
 local floor = math.floor
 
 local function fmt(x)
@@ -47,13 +51,20 @@ for i = 1, #KEYS / 2 do
       if used < 0 then
         used = 0
       end
-      redis.call('SET', state_key, fmt(used + actual))
+      used = used + actual
+      if used > MAX_SAFE_INTEGER then
+        used = MAX_SAFE_INTEGER
+      end
+      redis.call('SET', state_key, fmt(used))
     else
       local budget = redis.call('HMGET', state_key, 'committed', 'reserved')
       local committed = tonumber(budget[1] or '0') + actual
       local reserved = tonumber(budget[2] or '0') - amount
       if reserved < 0 then
         reserved = 0
+      end
+      if committed > MAX_SAFE_INTEGER - reserved then
+        committed = MAX_SAFE_INTEGER - reserved
       end
       redis.call('HSET', state_key, 'committed', fmt(committed), 'reserved', fmt(reserved))
     end

@@ -157,9 +157,10 @@ class Completion:
     stream: bool
     include_usage: bool
 
-    def body(self) -> bytes:
+    def body(self, *, with_usage: bool = True) -> bytes:
         text = completion_text(self.n_out)
         created = int(time.time())
+        usage = {"usage": _usage(self.prompt_tokens, self.n_out)} if with_usage else {}
         if self.kind == "chat":
             return orjson.dumps(
                 {
@@ -175,7 +176,7 @@ class Completion:
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": _usage(self.prompt_tokens, self.n_out),
+                    **usage,
                 }
             )
         return orjson.dumps(
@@ -185,7 +186,7 @@ class Completion:
                 "created": created,
                 "model": self.model,
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
-                "usage": _usage(self.prompt_tokens, self.n_out),
+                **usage,
             }
         )
 
@@ -225,6 +226,15 @@ class Completion:
         yield b"data: [DONE]\n\n", "tail"
 
 
+# SSE line endings the mock can write; events are built with LF, then converted.
+LINE_ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+
+
+def with_line_ending(event: bytes, line_ending: str) -> bytes:
+    """`event` with its LF line ends written as `line_ending` (JSON holds no raw LF)."""
+    return event if line_ending == "lf" else event.replace(b"\n", LINE_ENDINGS[line_ending])
+
+
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream") is True
     options = body.get("stream_options")
@@ -257,7 +267,7 @@ def embedding_vector(identity: bytes) -> list[float]:
     return [round(b / 127.5 - 1.0, 6) for b in digest]
 
 
-def embeddings_body(body: dict[str, Any]) -> bytes:
+def embeddings_body(body: dict[str, Any], *, with_usage: bool = True) -> bytes:
     model = _require_model(body)
     items = _split_inputs(body.get("input"), "input")
     # The official SDK asks for base64 unless told otherwise, then decodes float32.
@@ -271,14 +281,8 @@ def embeddings_body(body: dict[str, Any]) -> bytes:
             embedding = base64.b64encode(packed).decode()
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     tokens = max(sum(count for _, count in items), 1)
-    return orjson.dumps(
-        {
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    usage = {"usage": {"prompt_tokens": tokens, "total_tokens": tokens}} if with_usage else {}
+    return orjson.dumps({"object": "list", "data": data, "model": model, **usage})
 
 
 def model_object(model: str) -> dict[str, Any]:

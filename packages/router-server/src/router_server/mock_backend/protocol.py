@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ from .payloads import (
     models_body,
     parse_chat,
     parse_text,
+    with_line_ending,
 )
 from .state import ConfigError, MockState, MockStats, updated_config
 
@@ -290,11 +291,14 @@ class MockHTTPProtocol(asyncio.Protocol):
 
     def _build(self, path: str, body: dict[str, Any]) -> Completion | tuple[int, bytes]:
         """A stream to run, or the (status, body) to answer."""
+        with_usage = not self._state.config.omit_usage
         if path == "/v1/chat/completions" or path == "/v1/completions":
             completion = parse_chat(body) if path == "/v1/chat/completions" else parse_text(body)
-            return completion if completion.stream else (200, completion.body())
+            if not completion.stream:
+                return 200, completion.body(with_usage=with_usage)
+            return completion if with_usage else replace(completion, include_usage=False)
         if path == "/v1/embeddings":
-            return 200, embeddings_body(body)
+            return 200, embeddings_body(body, with_usage=with_usage)
         models = self._state.config.models
         if path == "/v1/models":
             return 200, models_body(models)
@@ -357,6 +361,10 @@ class MockHTTPProtocol(asyncio.Protocol):
         await asyncio.sleep(delay)
         self._reply(request, *answer)
 
+    @staticmethod
+    def _write_piece(transport: asyncio.Transport, data: bytes, chunked: bool) -> None:
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+
     async def _stream(self, request: Request, completion: Completion, delay: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
@@ -386,7 +394,20 @@ class MockHTTPProtocol(asyncio.Protocol):
                 return
             if transport.is_closing():
                 return
-            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
+            data = with_line_ending(data, config.line_ending)
+            split = config.split_tail_bytes
+            if split is not None and split < len(data):
+                # The head, then (after the chunk delay, so that even a reader
+                # that coalesces chunks sees two) the event's last bytes.
+                self._write_piece(transport, data[:-split], chunked)
+                if self._writable is not None:
+                    await self._writable
+                if config.chunk_delay_ms > 0:
+                    await asyncio.sleep(config.chunk_delay_ms / 1000.0)
+                if transport.is_closing():
+                    return
+                data = data[-split:]
+            self._write_piece(transport, data, chunked)
             if kind == "content":
                 content_sent += 1
             if self._writable is not None:

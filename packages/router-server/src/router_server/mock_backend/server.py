@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .payloads import LINE_ENDINGS
 from .protocol import MockHTTPProtocol
 from .state import ConfigError, MockConfig, MockState, updated_config
 
@@ -35,6 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="break streams after N content chunks (no [DONE], no final chunk)",
     )
+    p.add_argument(
+        "--line-ending",
+        choices=list(LINE_ENDINGS),
+        default="lf",
+        help="line endings of SSE events (the SSE spec allows all three)",
+    )
+    p.add_argument(
+        "--split-tail-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write each SSE event as two chunks, the second its last N bytes",
+    )
+    p.add_argument("--omit-usage", action="store_true", help="answer without `usage`")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     p.add_argument("--models", default=",".join(MockConfig().models), help="comma-separated ids")
     return p
@@ -49,6 +64,9 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         "seed": args.seed,
         "hang": args.hang,
         "truncate_after": args.truncate_after,
+        "line_ending": args.line_ending,
+        "split_tail_bytes": args.split_tail_bytes,
+        "omit_usage": args.omit_usage,
         "api_key": args.api_key,
         "models": [m.strip() for m in args.models.split(",") if m.strip()],
     }

@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from .payloads import LINE_ENDINGS
+
 DEFAULT_MODELS = ("mock-gpt", "mock-embed")
 
 
@@ -26,6 +28,13 @@ class MockConfig:
     error_status: int = 500
     hang: bool = False
     truncate_after: int | None = None
+    # SSE line endings ("lf", "crlf" or "cr": the spec allows all three), and
+    # whether each event goes out as two chunks, the second its last N bytes
+    # (N=1 with "crlf" puts the CR and the LF of its final line end apart).
+    line_ending: str = "lf"
+    split_tail_bytes: int | None = None
+    # Answers and streams carry no `usage`, as some OpenAI-compatible servers do.
+    omit_usage: bool = False
     seed: int = 0
     api_key: str | None = None
     models: tuple[str, ...] = DEFAULT_MODELS
@@ -39,6 +48,9 @@ class MockConfig:
             "error_status": self.error_status,
             "hang": self.hang,
             "truncate_after": self.truncate_after,
+            "line_ending": self.line_ending,
+            "split_tail_bytes": self.split_tail_bytes,
+            "omit_usage": self.omit_usage,
             "seed": self.seed,
             "api_key_required": self.api_key is not None,
             "models": list(self.models),
@@ -78,12 +90,18 @@ def updated_config(config: MockConfig, update: object) -> MockConfig:
             changes[key] = _number(key, value, 0.0, 1.0)
         elif key == "error_status":
             changes[key] = _integer(key, value, 400, 599)
-        elif key == "hang":
+        elif key in ("hang", "omit_usage"):
             if not isinstance(value, bool):
-                raise ConfigError("hang must be a boolean")
+                raise ConfigError(f"{key} must be a boolean")
             changes[key] = value
         elif key in ("truncate_after", "seed"):
             changes[key] = _integer(key, value, 0)
+        elif key == "split_tail_bytes":
+            changes[key] = _integer(key, value, 1)
+        elif key == "line_ending":
+            if value not in LINE_ENDINGS:
+                raise ConfigError(f"line_ending must be one of {', '.join(LINE_ENDINGS)}")
+            changes[key] = value
         elif key == "api_key":
             if not isinstance(value, str) or not value:
                 raise ConfigError("api_key must be a non-empty string")

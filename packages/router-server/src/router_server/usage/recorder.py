@@ -28,7 +28,8 @@ from router_core.accounting.records import (
     price,
 )
 from router_core.accounting.wire import audit_to_wire, usage_to_wire
-from router_core.config import RouterConfig
+from router_core.config import RouterConfig, UsageSettings
+from router_core.config_enums import Fsync
 from router_server.usage import ledger as ledger_module
 from router_server.usage.kafka_export import KafkaExporter
 from router_server.usage.spool import Spool
@@ -43,7 +44,10 @@ def now_us() -> int:
 
 @attrs.define
 class Recorder:
-    config: RouterConfig
+    # The `usage` section the spool, ledger and exporter were opened with (it
+    # takes effect on restart). Nothing a reload changes is kept here: prices
+    # come with each record's trace.
+    settings: UsageSettings
     spool: Spool
     ledger: ledger_module.Ledger | None
     exporter: KafkaExporter | None
@@ -59,14 +63,18 @@ class Recorder:
         root = Path(usage.dir)
         readers = (["ledger"] if usage.ledger else []) + (["kafka"] if usage.kafka else [])
         spool = Spool.open(root / "spool", usage.spool, readers)
-        if spool.recovery.torn or spool.recovery.corrupt:
-            log.error("usage spool recovered with damage", extra=attrs.asdict(spool.recovery))
-        ledger = ledger_module.Ledger(root / "usage.sqlite3") if usage.ledger else None
-        exporter = None
-        if usage.kafka is not None:
-            bootstrap = env[usage.kafka.bootstrap_env]
-            exporter = KafkaExporter(usage.kafka, bootstrap, spool.readers["kafka"])
-        return cls(config, spool, ledger, exporter)
+        try:
+            if spool.recovery.torn or spool.recovery.corrupt:
+                log.error("usage spool recovered with damage", extra=attrs.asdict(spool.recovery))
+            ledger = ledger_module.Ledger(root / "usage.sqlite3") if usage.ledger else None
+            exporter = None
+            if usage.kafka is not None:
+                bootstrap = env[usage.kafka.bootstrap_env]
+                exporter = KafkaExporter(usage.kafka, bootstrap, spool.readers["kafka"])
+        except BaseException:
+            spool.close()  # or its lock outlives this failed start
+            raise
+        return cls(usage, spool, ledger, exporter)
 
     async def run(self) -> None:
         """Drain the spool into the ledger and Kafka, and fsync it, until cancelled."""
@@ -75,7 +83,7 @@ class Recorder:
                 tg.start_soon(ledger_module.feed, self.spool.readers["ledger"], self.ledger)
             if self.exporter is not None:
                 tg.start_soon(self.exporter.run)
-            if self.config.usage.spool.fsync == "interval":
+            if self.settings.spool.fsync is Fsync.INTERVAL:
                 tg.start_soon(self.spool.sync_forever)
 
     async def drain(self, timeout_s: float) -> None:
@@ -94,7 +102,7 @@ class Recorder:
     async def _append(self, kind: Kind, wire: dict[str, Any], at_us: int) -> None:
         try:
             self.spool.append(kind, orjson.dumps(wire), at_us)
-            if self.config.usage.spool.fsync == "always":
+            if self.settings.spool.fsync is Fsync.ALWAYS:
                 await self.spool.sync()
         except OSError as exc:
             self.write_failures += 1
@@ -144,7 +152,7 @@ class Recorder:
             outcome=outcome,
             reason=reason,
             usage=counts,
-            cost_nano_usd=price(self.config, model, counts),
+            cost_nano_usd=price(trace.config, model, counts),
             router_instance=self.instance,
             user=principal.user,
         )  # fmt: skip

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from router_core.config import RouterConfig
@@ -22,7 +23,19 @@ def open_store(config: RouterConfig, env: Mapping[str, str]) -> IdempotencyStore
     return SqliteIdempotencyStore(Path(config.usage.dir) / "idempotency.sqlite3")
 
 
-def open_usage(config: RouterConfig, env: Mapping[str, str]) -> UsageSink:
-    """The sink; the lifespan runs `sink.run()` in its task group, `drain()` before
-    cancelling it, and `aclose()` last."""
-    return UsageSink(config, Recorder.open(config, env), open_store(config, env))
+@contextlib.asynccontextmanager
+async def open_usage(config: RouterConfig, env: Mapping[str, str]) -> AsyncIterator[UsageSink]:
+    """The sink, closed on the way out (`sink.aclose()`) whatever fails after it
+    opened, or while it opened. The lifespan runs `sink.run()` in its task group
+    and `drain()` before cancelling it."""
+    recorder = Recorder.open(config, env)
+    try:
+        store = open_store(config, env)
+    except BaseException:
+        await recorder.aclose()
+        raise
+    sink = UsageSink(recorder, store, config.idempotency.store)
+    try:
+        yield sink
+    finally:
+        await sink.aclose()

@@ -31,7 +31,8 @@ from router_core.accounting.records import (
     outcome_of,
     reported_counts,
 )
-from router_core.config import RouterConfig
+from router_core.config import IdempotencySettings, RouterConfig
+from router_core.config_enums import SharedStoreKind
 from router_core.problems import Catalog, DependencyError, RouterError
 from router_server.dispatch import Opened
 from router_server.forwarding import RelayResponse, StreamTally
@@ -49,13 +50,19 @@ def now_us() -> int:
 
 @attrs.define
 class UsageSink:
-    config: RouterConfig
+    """Keeps no config: every setting a request needs comes from `trace.config`,
+    the config it was accepted under."""
+
     recorder: Recorder
     store: IdempotencyStore
+    # Which store was opened at start-up (`idempotency.store` takes effect on restart).
+    store_kind: SharedStoreKind
     idempotency_failures: int = 0
 
-    def trace(self, request_id: str, route: str, started: float) -> UsageTrace:
-        return UsageTrace(request_id, route, started, now_us())
+    def trace(
+        self, request_id: str, route: str, started: float, config: RouterConfig
+    ) -> UsageTrace:
+        return UsageTrace(request_id, route, started, now_us(), config)
 
     # -- before admission --------------------------------------------------------
 
@@ -87,7 +94,7 @@ class UsageSink:
             idem.fingerprint(trace.route, [inference.operation.value, inference.body]),
             uuid.uuid4().hex,
         )
-        settings = self.config.idempotency
+        settings = trace.config.idempotency
         try:
             existing = await self.store.claim(
                 claim.scope, idem.Entry(claim.fingerprint, claim.owner),
@@ -156,13 +163,13 @@ class UsageSink:
                     tuple((k, v) for k, v in response.headers.items() if k == "x-router-backend"),
                     bytes(memoryview(response.body)),
                 )
-            await self._settle_claim(trace.claim, stored)
+            await self._settle_claim(trace.claim, stored, trace.config.idempotency)
 
     def relay(self, trace: UsageTrace, response: RelayResponse) -> RelayResponse:
         """Time a stream's first event, keep its events for replay, record it when it ends."""
         trace.streaming = True
         inner = response.body_iterator
-        limit = self.config.idempotency.max_body_bytes
+        limit = trace.config.idempotency.max_body_bytes
 
         async def observed() -> AsyncIterator[Any]:
             async for chunk in inner:
@@ -213,7 +220,7 @@ class UsageSink:
                     (("x-router-backend", opened.candidate.backend),),
                     b"".join(trace.captured),
                 )  # fmt: skip
-            await self._settle_claim(trace.claim, stored)
+            await self._settle_claim(trace.claim, stored, trace.config.idempotency)
 
     async def abandoned(self, trace: UsageTrace) -> None:
         """In the pipeline's `finally`: record a request that ended without an answer."""
@@ -234,10 +241,11 @@ class UsageSink:
                     trace, 500, Outcome.BACKEND_ERROR, Catalog.INTERNAL_ERROR.code, counts
                 )
             if trace.claim is not None:
-                await self._settle_claim(trace.claim, None)
+                await self._settle_claim(trace.claim, None, trace.config.idempotency)
 
-    async def _settle_claim(self, claim: Claim, stored: idem.StoredResponse | None) -> None:
-        settings = self.config.idempotency
+    async def _settle_claim(
+        self, claim: Claim, stored: idem.StoredResponse | None, settings: IdempotencySettings
+    ) -> None:
         try:
             if stored is not None and len(stored.body) <= settings.max_body_bytes:
                 entry = idem.Entry(claim.fingerprint, claim.owner, stored)
@@ -264,7 +272,7 @@ class UsageSink:
         return {
             **self.recorder.status(),
             "idempotency": {
-                "store": self.config.idempotency.store,
+                "store": self.store_kind,
                 "failures": self.idempotency_failures,
             },
         }

@@ -78,35 +78,60 @@ class Spool:
 
     @classmethod
     def open(cls, directory: Path, settings: SpoolSettings, readers: Sequence[str]) -> Spool:
-        directory.mkdir(parents=True, exist_ok=True)
+        """The spool in `directory`, locked for this process; `SpoolError` if it
+        cannot be (the lock is released again whatever fails after taking it)."""
         spool = cls(directory, settings)
-        spool._lock()
-        bases = sorted(
-            int(p.name.removesuffix(_SEGMENT_SUFFIX))
-            for p in directory.glob("*" + _SEGMENT_SUFFIX)
-            if p.name.removesuffix(_SEGMENT_SUFFIX).isdigit()
-        )
-        spool.segments = bases or [0]
-        last = spool.segments[-1]
-        spool.end = last + spool._size(last)
-        for name in readers:
-            spool.readers[name] = SpoolReader(spool, name, spool._load_cursor(name))
-        spool._recover()
-        spool._open_segment(spool.segments[-1])
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            spool._lock()
+            spool._scan(readers)
+        except OSError as exc:
+            spool.close()
+            raise SpoolError(
+                f"the usage spool {directory.absolute()} cannot be opened "
+                f"({exc.strerror or exc}); make it a writable directory or set usage.dir "
+                "to one"
+            ) from None
+        except BaseException:
+            spool.close()
+            raise
         return spool
 
     # -- setup ---------------------------------------------------------------
 
+    def _scan(self, readers: Sequence[str]) -> None:
+        bases = sorted(
+            int(p.name.removesuffix(_SEGMENT_SUFFIX))
+            for p in self.directory.glob("*" + _SEGMENT_SUFFIX)
+            if p.name.removesuffix(_SEGMENT_SUFFIX).isdigit()
+        )
+        self.segments = bases or [0]
+        last = self.segments[-1]
+        self.end = last + self._size(last)
+        for name in readers:
+            self.readers[name] = SpoolReader(self, name, self._load_cursor(name))
+        self._recover()
+        self._open_segment(self.segments[-1])
+
     def _lock(self) -> None:
-        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._lock_fd)
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
             raise SpoolError(
-                f"the usage spool {self.directory} is in use by another router process; "
-                "give each replica its own usage.dir"
+                f"the usage spool {self.directory.absolute()} is in use by another router "
+                f"process{f' (pid {holder})' if holder.isdigit() else ''}; stop that router, "
+                "or give this one its own usage.dir"
             ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+        # The holder's pid, for the message a second process gets (the flock is the lock).
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def _path(self, base: int) -> Path:
         return self.directory / _segment_name(base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from router_core.auth import Principal
+from router_core.config import RouterConfig
 from router_core.requests import InferenceRequest
 
 
@@ -25,6 +26,9 @@ class UsageTrace:
     # perf_counter() at accept, for latency; wall-clock µs for the record.
     started: float
     started_at_us: int
+    # The config in force when the request was accepted: its record is priced,
+    # and its idempotency key kept, by this one even if a reload comes first.
+    config: RouterConfig
     principal: Principal | None = None
     inference: InferenceRequest | None = None
     # The caller's own id: /v1/inference's request_id, or the Idempotency-Key.

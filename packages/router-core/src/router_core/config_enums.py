@@ -1,0 +1,100 @@
+"""The fixed choices of config settings, as `StrEnum`s.
+
+Rules:
+- Every config string that takes one of a fixed set of values is one of
+  these types, so the codec's converter rejects a typo instead of the code
+  that reads the setting falling through to a default branch.
+- A member's value is exactly what the user writes in the file; members
+  compare equal to those strings, so `config.limits.store == "redis"` holds.
+- `not_one_of` is the one wording of the problem, used by the codec and by
+  the value objects' own checks alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from typing import TypeGuard
+
+
+class Transport(enum.StrEnum):
+    AIOHTTP = "aiohttp"
+    HTTPX = "httpx"
+
+
+class TracingExporter(enum.StrEnum):
+    OTLP = "otlp"
+    CONSOLE = "console"
+    MEMORY = "memory"
+
+
+class Strategy(enum.StrEnum):
+    WEIGHTED = "weighted"
+    LEAST_LATENCY = "least_latency"
+
+
+class Period(enum.StrEnum):
+    SECOND = "second"
+    MINUTE = "minute"
+    HOUR = "hour"
+
+
+class FailureMode(enum.StrEnum):
+    FAIL_OPEN = "fail_open"
+    FAIL_CLOSED = "fail_closed"
+
+
+class LimitStoreKind(enum.StrEnum):
+    MEMORY = "memory"
+    REDIS = "redis"
+
+
+class SharedStoreKind(enum.StrEnum):
+    """Where idempotency keys, overrides and managed keys live."""
+
+    SQLITE = "sqlite"
+    REDIS = "redis"
+
+
+class MaxTokensPolicy(enum.StrEnum):
+    CLAMP = "clamp"
+    REFUSE = "refuse"
+
+
+class Fsync(enum.StrEnum):
+    ALWAYS = "always"
+    INTERVAL = "interval"
+    NEVER = "never"
+
+
+class TokenAlgorithm(enum.StrEnum):
+    """Asymmetric algorithms only: an HS* token would be verified with a public
+    key as its secret (key confusion), and `none` is no signature at all."""
+
+    RS256 = "RS256"
+    RS384 = "RS384"
+    RS512 = "RS512"
+    PS256 = "PS256"
+    PS384 = "PS384"
+    PS512 = "PS512"
+    ES256 = "ES256"
+    ES384 = "ES384"
+    EDDSA = "EdDSA"
+
+
+def is_member(value: object, kind: type[enum.StrEnum]) -> TypeGuard[str]:
+    # Not `value in kind`: before Python 3.12 that raises TypeError for a non-member.
+    return isinstance(value, str) and value in {member.value for member in kind}
+
+
+def not_one_of(kind: type[enum.StrEnum], value: object) -> str:
+    """The problem with `value`, naming the choices (and the likely one, for a typo)."""
+    choices = [member.value for member in kind]
+    message = f"must be one of {', '.join(choices)}, not {value!r}"
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, choices, n=1)
+        if not close:  # a wrong case ('OTLP') is a typo too
+            close = [c for c in choices if c.lower() == value.lower()]
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+    return message
