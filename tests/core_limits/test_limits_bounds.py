@@ -14,6 +14,7 @@ from router_core.limits.budget import BudgetState, Price, cost, settle
 from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.ledger import BudgetSpec, MemoryLedger, QuotaSpec, Spec
 from router_core.limits.plan import actuals, plan_limits
+from router_core.limits.scopes import Scope
 from router_core.limits.windows import WindowKind
 from router_core.problems import ClientError
 from router_core.requests import Operation, validate_openai
@@ -67,7 +68,7 @@ def test_a_valid_request_at_any_price_is_planned_admitted_and_settled(
     except ClientError:
         return  # out of range: the 422 is test_requests' to check
     cfg = config(input_usd, output_usd)
-    plan = plan_limits(cfg, "acme", "key1", request)
+    plan = plan_limits(cfg, Scope.key("acme", "key1"), request)
     for spec in plan.specs:
         assert 0 <= spec.cost <= MAX_SAFE_INTEGER
     ledger = MemoryLedger()

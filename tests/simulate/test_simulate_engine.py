@@ -7,7 +7,7 @@ import pytest
 from router_cli.simulate import Simulation
 from router_core.config_codec import structure
 
-from sim_support import config_data, rec, run, with_org_limits
+from sim_support import T0, config_data, rec, run, with_org_limits
 
 
 def test_shares_follow_the_weights() -> None:
@@ -117,6 +117,31 @@ def test_denials_by_reason() -> None:
         "rate_limit_exceeded": 2,
     }
     assert result.served_total == 8
+
+
+def test_a_keys_own_rules_refuse_as_the_router_does() -> None:
+    """Expiry (at the trace's time), the key's routes and its models, as the live path."""
+    data = config_data()
+    acme_keys = data["organizations"]["acme"]["keys"]
+    acme_keys.append({**acme_keys[0], "id": "expired1", "expires_at": T0 + 10})
+    acme_keys.append({**acme_keys[0], "id": "embed1", "routes": ["/v1/embeddings"]})
+    acme_keys.append({**acme_keys[0], "id": "aonly1", "models": ["a-only"]})
+    records = [
+        rec(5, key="expired1"),  # still valid
+        rec(10, key="expired1"),  # expired from T0 + 10 on
+        rec(11, key="embed1"),  # a chat request: not its route
+        rec(12, "a-only", key="aonly1"),
+        rec(13, key="aonly1"),  # chat is acme's, but not this key's
+        rec(14, "embed", key="aonly1"),  # no such model comes first
+    ]
+    result = run(structure(data), records)
+    assert dict(result.denials) == {
+        "unauthenticated": 1,
+        "route_not_allowed": 1,
+        "model_not_allowed": 1,
+        "model_not_found": 1,
+    }
+    assert result.served_total == 2
 
 
 def test_spend_is_the_price_table_math() -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from router_cli.simulate.ledger import CoreLedger, SimLedger
 from router_core.limits.admission import Kind
 from router_core.limits.gcra import GcraLimit
-from router_core.limits.ledger import BudgetSpec, Hold, QuotaSpec, RateSpec, Spec
+from router_core.limits.ledger import BudgetSpec, Hold, QuotaSpec, RateSpec, Spec, storage_key
 from router_core.limits.windows import WindowKind
 
 from support import JAN_31_NOON
@@ -67,7 +67,7 @@ def test_same_decisions_as_the_memory_ledger(pool: list[Any], steps: list[Any]) 
             if refusal is None:
                 admitted.append((holds, request_id))
                 keys.update(h.key for h in holds)
-            keys.update(s.key for s in specs if isinstance(s, RateSpec))
+            keys.update(storage_key(s.key) for s in specs if isinstance(s, RateSpec))
         elif admitted:
             _, which, factor, dt = step
             now += dt

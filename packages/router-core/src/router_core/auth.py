@@ -10,20 +10,34 @@ Rules:
   proved they hold the secret learns that the key is revoked or expired.
 - Keys come from the config file and from the key store (managed at run
   time); a key id names one key, and the config's wins.
+- Once the secret is proven, the rules in order: not revoked, not expired,
+  the key may call the route (`admit`); then, once the model is known, the
+  organization has the model and the key's scope includes it
+  (`permit_model`). The router applies the two halves around reading the
+  body (a bad credential is refused before a bad body); `router simulate`
+  applies both at once (`check_access`): the same rules in the same order.
 - Pure: `now` is passed in.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 import attrs
 
-from router_core import keys
-from router_core.config import ApiKey, Organization, RouterConfig
+from router_core import keys, routing
+from router_core.config import ApiKey, Model, Organization, RouterConfig
+from router_core.limits.scopes import Scope
 from router_core.problems import Catalog, ClientError
 
 INVALID_DETAIL = "The API key is invalid or revoked."
+
+
+class PrincipalKind(enum.StrEnum):
+    API_KEY = "api_key"
+    # An interactive user, authenticated by an OIDC token.
+    USER = "user"
 
 
 @attrs.frozen
@@ -31,12 +45,24 @@ class Principal:
     """Who is calling: attributed in usage records and limits."""
 
     organization: str
+    # The key's id; for an OIDC user `user:<subject>` (what usage records attribute).
     key_id: str
     org: Organization = attrs.field(repr=False, eq=False)
     # The interactive user (OIDC subject), when a token authenticated the request.
     user: str | None = None
     # The key's model scope ("*" for tokens: the organization's models apply).
     models: tuple[str, ...] = ("*",)
+
+    @property
+    def kind(self) -> PrincipalKind:
+        return PrincipalKind.USER if self.user is not None else PrincipalKind.API_KEY
+
+    @property
+    def limit_scope(self) -> Scope:
+        """The scope of the caller's own limits: its key's, or its user's."""
+        if self.user is not None:
+            return Scope.user(self.organization, self.user)
+        return Scope.key(self.organization, self.key_id)
 
     def allows_model(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -128,6 +154,27 @@ def admit(entry: Entry, now: float | None, route: str | None) -> Principal:
             extra={"reason": "route_not_allowed"},
         )
     return Principal(org_name, key.id, org, models=key.models)
+
+
+def permit_model(principal: Principal, config: RouterConfig, model: str) -> Model:
+    """The model `principal` asked for, if its organization has it (else 404
+    `model_not_found`) and its key's scope includes it (else 403)."""
+    resolved = routing.resolve_model(config, principal.org, model)
+    if not principal.allows_model(model):
+        raise ClientError(
+            Catalog.FORBIDDEN_MODEL,
+            f"This API key may not use model {model!r}.",
+            param="model",
+        )
+    return resolved
+
+
+def check_access(
+    entry: Entry, config: RouterConfig, *, now: float | None, route: str | None, model: str
+) -> tuple[Principal, Model]:
+    """Every rule for a key whose secret was proven, calling `route` for `model`."""
+    principal = admit(entry, now, route)
+    return principal, permit_model(principal, config, model)
 
 
 def authenticate(

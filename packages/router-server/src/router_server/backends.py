@@ -10,7 +10,6 @@ next backend.
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -20,15 +19,9 @@ import attrs
 import httpx
 import orjson
 
+from router_core.attempts import FailureKind
 from router_core.config import Backend, RouterConfig
 from router_server import tracing
-
-
-class FailureKind(enum.Enum):
-    CONNECT = "connect"  # nothing was sent: always safe to try elsewhere
-    TIMEOUT = "timeout"
-    STATUS = "status"  # the backend answered 5xx/429
-    PROTOCOL = "protocol"  # the connection broke or the answer was not HTTP
 
 
 class BackendFailure(Exception):

@@ -25,8 +25,8 @@ import attrs
 from router_core.config import RouterConfig
 from router_core.config_enums import LimitStoreKind
 from router_core.limits import NEVER
-from router_core.limits.admission import Decision, Denial, Kind, LimitType
-from router_core.limits.budget import max_affordable_tokens
+from router_core.limits.admission import Decision, Denial, LimitType
+from router_core.limits.clamp import Clamp
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import (
     Admission,
@@ -45,6 +45,8 @@ from router_core.limits.plan import (
     usd,
     with_max_tokens,
 )
+from router_core.limits.scopes import LimitKey, Measure, Scope, ScopeKind
+from router_core.limits.windows import WindowKind
 from router_core.problems import Catalog, ClientError, DependencyError, Problem
 from router_core.requests import InferenceRequest
 from router_core.usage import TokenUsage
@@ -126,23 +128,20 @@ class LimitGate:
     settle_failures: int = 0
 
     async def admit(
-        self,
-        config: RouterConfig,
-        request_id: str,
-        organization: str,
-        key_id: str,
-        request: InferenceRequest,
+        self, config: RouterConfig, request_id: str, caller: Scope, request: InferenceRequest
     ) -> Ticket:
-        """Admit `request` or raise 429/402 (or 503 when the store is down and the policy
-        is fail_closed). The returned ticket must be settled."""
-        plan = plan_limits(config, organization, key_id, request)
+        """Admit `request` of `caller` (its key, user or organization) or raise 429/402
+        (or 503 when the store is down and the policy is fail_closed). The returned
+        ticket must be settled."""
+        plan = plan_limits(config, caller, request)
         if plan.empty:
             return Ticket(plan, None, {}, request.body)
         admission = await self._admit(config, request_id, plan)
-        if not admission.allowed:
-            plan, admission = await self._clamped(
-                config, request_id, request, organization, key_id, plan, admission
-            )
+        # Under the clamp policy, a budget denial is tried again with less max_tokens.
+        clamp = Clamp(config.limits.max_tokens_policy)
+        while (tokens := clamp.next(plan, admission.decision.denied_by)) is not None:
+            plan = plan_limits(config, caller, request, max_tokens=tokens)
+            admission = await self._admit(config, request_id, plan)
         headers = rate_headers(admission.decision)
         if not admission.allowed:
             denial = admission.decision.denied_by
@@ -152,35 +151,6 @@ class LimitGate:
         if plan.max_tokens is not None and plan.max_tokens != request.max_tokens:
             body = with_max_tokens(body, plan.max_tokens)
         return Ticket(plan, admission, headers, body)
-
-    async def _clamped(
-        self,
-        config: RouterConfig,
-        request_id: str,
-        request: InferenceRequest,
-        organization: str,
-        key_id: str,
-        plan: LimitPlan,
-        admission: Admission,
-    ) -> tuple[LimitPlan, Admission]:
-        """Under the clamp policy, retry a budget denial with the max_tokens the budget
-        still affords (once per budget in the way)."""
-        if config.limits.max_tokens_policy != "clamp" or plan.price is None:
-            return plan, admission
-        for _ in range(3):
-            denial = admission.decision.denied_by
-            if denial is None or denial.limit_type is not LimitType.BUDGET:
-                break
-            affordable = max_affordable_tokens(
-                plan.price, plan.prompt_bound, denial.limit - denial.current_usage
-            )
-            if affordable is None or affordable < 1 or plan.max_tokens is None:
-                break
-            if affordable >= plan.max_tokens:
-                break
-            plan = plan_limits(config, organization, key_id, request, max_tokens=affordable)
-            admission = await self._admit(config, request_id, plan)
-        return plan, admission
 
     async def _admit(self, config: RouterConfig, request_id: str, plan: LimitPlan) -> Admission:
         try:
@@ -225,7 +195,7 @@ class LimitGate:
             log.info("settled", extra={
                 "request_id": holds[0].id,
                 "served": served,
-                "charged": {measure_of(h): a for h, a in zip(holds, amounts, strict=True)},
+                "charged": {measure_of(h).value: a for h, a in zip(holds, amounts, strict=True)},
             })  # fmt: skip
         try:
             await self.store.settle(holds, amounts)
@@ -285,18 +255,17 @@ def rate_headers(decision: Decision) -> dict[str, str]:
 def denial_error(denial: Denial, rate: Mapping[str, str]) -> ClientError:
     problem = _DENIAL_PROBLEMS[denial.limit_type]
     retry = denial.retry_after_s if denial.retry_after_s != NEVER else RETRY_NEVER_S
+    key = _planned(denial)
     if denial.limit_type is LimitType.BUDGET:
         usage: float | int = usd(denial.current_usage)
         limit: float | int = usd(denial.limit)
         unit = "USD"
     else:
         usage, limit = denial.current_usage, denial.limit
-        unit = "tokens" if denial.kind is Kind.TOKENS_RATE or ":tok:" in denial.key else "requests"
-    # State keys: `<scope>:rps|tpm`, or `<scope>:<what>:<window>:<window id>`.
-    scope = denial.key.rsplit(":", 1 if denial.limit_type is LimitType.RATE_LIMIT else 3)[0]
+        unit = "tokens" if key.measure is Measure.TOKENS else "requests"
     message = (
-        f"{problem.title}: {_describe(scope)} has used {usage:g} of {limit:g} {unit}"
-        f" ({_what(denial)}). Retry after {retry} s."
+        f"{problem.title}: {_describe(key.scope)} has used {usage:g} of {limit:g} {unit}"
+        f" ({_what(key)}). Retry after {retry} s."
     )
     headers = {
         **rate,
@@ -319,18 +288,25 @@ def denial_error(denial: Denial, rate: Mapping[str, str]) -> ClientError:
     )
 
 
-def _describe(scope: str) -> str:
-    parts = scope.split(":")
-    text = f"organization {parts[1]!r}" if len(parts) > 1 else scope
-    if len(parts) >= 4:
-        text += f", {parts[2]} {parts[3]!r}"
+def _planned(denial: Denial) -> LimitKey:
+    key = denial.spec_key
+    if not isinstance(key, LimitKey):
+        raise TypeError(f"denial by {denial.key!r}, a limit no plan named")
+    return key
+
+
+def _describe(scope: Scope) -> str:
+    text = f"organization {scope.organization!r}"
+    if scope.kind is not ScopeKind.ORGANIZATION:
+        text += f", {scope.kind.value} {scope.id!r}"
     return text
 
 
-def _what(denial: Denial) -> str:
-    tail = denial.key.split(":")
-    if denial.limit_type is LimitType.RATE_LIMIT:
-        return "token rate limit" if tail[-1] == "tpm" else "request rate limit"
-    window = tail[-2]
-    kind = {"req": "request quota", "tok": "token quota", "usd": "budget"}[tail[-3]]
-    return f"{kind} per {window}" if window != "total" else f"total {kind}"
+_QUOTAS = {Measure.REQUESTS: "request quota", Measure.TOKENS: "token quota", Measure.USD: "budget"}
+
+
+def _what(key: LimitKey) -> str:
+    if key.window is None:
+        return "token rate limit" if key.measure is Measure.TOKENS else "request rate limit"
+    kind = _QUOTAS[key.measure]
+    return f"total {kind}" if key.window is WindowKind.TOTAL else f"{kind} per {key.window.value}"

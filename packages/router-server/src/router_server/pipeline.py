@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from router_core import routing, usage
 from router_core.accounting.records import outcome_of
-from router_core.auth import KeyIndex, Principal
+from router_core.auth import KeyIndex, Principal, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
@@ -123,13 +123,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         with tracing.span("router.auth"):
             principal = trace.principal = await authenticate_request(request, state, config)
         inference = trace.inference = validate(await read_json_body(request))
-        model = routing.resolve_model(config, principal.org, inference.model)
-        if not principal.allows_model(inference.model):
-            raise ClientError(
-                Catalog.FORBIDDEN_MODEL,
-                f"This API key may not use model {inference.model!r}.",
-                param="model",
-            )
+        model = permit_model(principal, config, inference.model)
         # A retry of a completed request is answered from the store, before
         # taking a slot or charging a limit.
         replay = await state.usage.claim(trace, request.headers)
@@ -138,9 +132,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         await gate.enter()
         holds_slot = True
         with tracing.span("router.limits"):
-            ticket = await state.limits.admit(
-                config, request_id, principal.organization, principal.key_id, inference
-            )
+            ticket = await state.limits.admit(config, request_id, principal.limit_scope, inference)
         with tracing.span("router.route"):
             candidates = await _route(state, config, inference.model, model, principal)
         headers = dict(ticket.headers)

@@ -9,7 +9,9 @@ Rules:
 - The clock is the Redis server's (`TIME` inside the script), so replica
   clocks don't matter. An explicit `now_us` is for tests; it must not lie in
   the past of the server's clock, or the keys it writes expire at once.
-- Keys: `<prefix>{<tag>}:s:<state key>` holds a state (a TAT as a hash
+- Keys: a spec's typed key is spelled by `ledger.storage_key`, as the
+  memory ledger spells it, and only here, at the store's edge.
+  `<prefix>{<tag>}:s:<state key>` holds a state (a TAT as a hash
   {us, frac}, a quota as an integer string, a budget as a hash {committed,
   reserved}); `<prefix>{<tag>}:h:<state key>` is a hash of the open holds on
   that window, request id -> amount. The tag is the organization of a spec
@@ -65,6 +67,7 @@ from router_core.limits.ledger import (
     bind,
     holds_for,
     state_key,
+    storage_key,
 )
 from router_server.limits import LimitStoreUnavailable
 
@@ -167,14 +170,15 @@ class RedisLedger:
         """Admit `specs` all at once or deny them by the first that fails; write on admit."""
         if now_us is not None:
             require_int("now", now_us, 0, MAX_NOW_US)
-        for spec in specs:
-            bind(spec, spec.key, None)  # validates as MemoryLedger would
-        tag = self._common_tag(specs)
-        keys = [self._name(tag, "s", spec.key) for spec in specs]
+        names = [storage_key(spec.key) for spec in specs]
+        for spec, name in zip(specs, names, strict=True):
+            bind(spec, name, None)  # validates as MemoryLedger would
+        tag = self._common_tag(names)
+        keys = [self._name(tag, "s", name) for name in names]
         args: list[str | int] = ["" if now_us is None else now_us, request_id]
         args.append(self._total_hold_ttl_us)
-        for spec in specs:
-            args.extend(self._spec_args(tag, spec))
+        for spec, name in zip(specs, names, strict=True):
+            args.extend(self._spec_args(tag, spec, name))
         async with self._guard("admit"):
             reply = await self._admit_script(keys=keys, args=args)
         return _admission(request_id, specs, reply)
@@ -245,8 +249,8 @@ class RedisLedger:
     def _name(self, tag: str, space: str, key: str) -> str:
         return f"{self._prefix}{{{tag}}}:{space}:{key}"
 
-    def _common_tag(self, specs: Sequence[Spec]) -> str:
-        tags = {hash_tag(spec.key) for spec in specs}
+    def _common_tag(self, names: Sequence[str]) -> str:
+        tags = {hash_tag(name) for name in names}
         if len(tags) > 1:
             raise ValueError(
                 f"one request's limit keys must share one organization (Redis hash tag), "
@@ -269,12 +273,12 @@ class RedisLedger:
             names.append(self._name(self._hold_tag(key), "s", key))
         return names
 
-    def _spec_args(self, tag: str, spec: Spec) -> list[str | int]:
+    def _spec_args(self, tag: str, spec: Spec, name: str) -> list[str | int]:
         if isinstance(spec, RateSpec):
             limit = spec.limit
             return [spec.kind.value, limit.rate, limit.period_us, limit.burst, spec.cost, ""]
         kind = "quota" if isinstance(spec, QuotaSpec) else "budget"
-        hold_base = self._name(tag, "h", spec.key)
+        hold_base = self._name(tag, "h", name)
         return [kind, spec.limit, spec.window.value, 0, spec.cost, hold_base]
 
     @asynccontextmanager
@@ -321,7 +325,7 @@ def _admission(request_id: str, specs: Sequence[Spec], reply: list[int]) -> Admi
             kind, limit_type, limit = Kind.QUOTA, LimitType.QUOTA, spec.limit
         else:
             kind, limit_type, limit = Kind.BUDGET, LimitType.BUDGET, spec.limit
-        denial = Denial(keys[index], kind, limit_type, usage, limit, retry_after_s)
+        denial = Denial(keys[index], kind, limit_type, usage, limit, retry_after_s, spec.key)
         return Admission(Decision(False, denial, (), headers), now)
     writes = []
     for index, spec in enumerate(specs):

@@ -20,8 +20,8 @@ from router_core.breaker import Breaker, Circuit, Ewma
 from router_core.config import RouterConfig
 from router_core.routing import BackendView
 
-# Outcomes of one attempt.
-OK, FAILED, TIMED_OUT = 0, 1, 2
+# Outcomes of one attempt: answered, connection refused, timed out, answered 503.
+OK, FAILED, TIMED_OUT, ERRORED = 0, 1, 2, 4
 
 
 class Backends:
@@ -87,7 +87,7 @@ class Backends:
             if fault.kind is FaultKind.HANG:
                 return TIMED_OUT, read_timeout
             if fault.kind is FaultKind.ERROR:
-                return FAILED, round(model.latency_ms * 1000)
+                return ERRORED, round(model.latency_ms * 1000)
             added += fault.added_ms
         spent = round((model.latency_ms + model.per_token_ms * completion + added) * 1000)
         if spent > read_timeout:

@@ -1,23 +1,26 @@
 """The simulation: a trace replayed through the router's own rules on a virtual clock.
 
 Rules:
-- Each request goes the router's way: authenticate (key id -> organization,
-  or the organization itself), resolve the model, the global in-flight cap,
+- Each request goes the router's way: authenticate (key id -> the key's
+  rules at the trace's time, `router_core.auth.check_access`: revoked,
+  expired, route, the organization's models, the key's model scope; or the
+  organization itself, whose models alone apply), the global in-flight cap,
   admit against every limit (`gate`), decide the candidates
   (`router_core.routing.decide`, with each backend's breaker, in-flight count
-  and latency average as its `BackendView`), then try them in order.
+  and latency average as its `BackendView`), then try them as the router's
+  attempt plan says (`router_core.attempts`).
+- A trace line's operation is sent to its OpenAI route (chat to
+  /v1/chat/completions, ...), which a key's `routes` scope is checked against.
 - Time is the trace's: an attempt starts at the request's arrival (or when
   the previous attempt failed) and ends after its modelled cost (`World`);
   its end is an event on a heap, processed in time order with the arrivals,
   so breakers, in-flight counts, holds and active probes change when they
   would, and concurrent requests see each other.
-- Every attempt's end feeds the backend's breaker. A refused connection or an
-  error status moves to the next candidate (a failover), skipping those
-  whose circuit has opened since, while attempts remain
-  (`routing.max_attempts`) and the retry budget allows; a timeout does not
-  (the router answers 504: the request may still be running). The request's
-  limits are settled when it ends: actual tokens and spend if served,
-  nothing if not.
+- Every attempt's end feeds the backend's breaker and the plan: a refused
+  connection or an error status moves to the next candidate (a failover)
+  when the plan allows it; a timeout does not (504: the request may still be
+  running). The request's limits are settled when it ends: actual tokens and
+  spend if served, nothing if not.
 - Randomness comes from one seeded `random.Random`: one seed, one result.
 """
 
@@ -29,18 +32,21 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from router_cli.simulate import gate
-from router_cli.simulate.backends import OK, TIMED_OUT, Backends
+from router_cli.simulate.backends import ERRORED, OK, TIMED_OUT, Backends
 from router_cli.simulate.faults import NO_FAULTS, World
 from router_cli.simulate.ledger import Ledger, SimLedger
 from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
-from router_core.auth import KeyIndex
-from router_core.config import Model, Organization, RouterConfig
+from router_core.attempts import AttemptPlan, Failure, FailureKind, status_failure
+from router_core.auth import KeyIndex, Principal, check_access, permit_model
+from router_core.config import Model, RouterConfig
 from router_core.limits.admission import LimitType
 from router_core.limits.budget import Price, cost
 from router_core.limits.ledger import Hold
 from router_core.limits.plan import LimitPlan, price_of
+from router_core.limits.scopes import Scope
+from router_core.problems import ClientError
 from router_core.retry_budget import RetryBudget
 from router_core.usage import TokenUsage
 
@@ -49,8 +55,13 @@ _DENIAL_CODES = {
     LimitType.QUOTA: "quota_exceeded",
     LimitType.BUDGET: "budget_exceeded",
 }
-# Outcomes of an attempt besides OK, FAILED and TIMED_OUT: cut by the request's
-# deadline; and the event of the next active probe.
+# The router's refusals, in the simulation's words (see `result.DENIAL_REASONS`).
+_REFUSAL_CODES = {"invalid_api_key": "unauthenticated"}
+# The OpenAI route each operation of a trace is sent to.
+ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
+          "embedding": "/v1/embeddings"}  # fmt: skip
+# Outcomes of an attempt besides OK, FAILED, TIMED_OUT and ERRORED: cut by the
+# request's deadline; and the event of the next active probe.
 _DEADLINE, _PROBE = 3, -1
 
 
@@ -60,9 +71,8 @@ class _Request:
     __slots__ = (
         "arrival_us",
         "attempts",
-        "candidates",
+        "backend",
         "holds",
-        "key_id",
         "model",
         "org",
         "plan",
@@ -70,17 +80,17 @@ class _Request:
         "record",
     )  # fmt: skip
 
-    def __init__(self, record: TraceRecord, org: str, key_id: str | None) -> None:
+    def __init__(self, record: TraceRecord, org: str) -> None:
         self.record = record
         self.org = org
-        self.key_id = key_id
         self.arrival_us = record.ts_us
         self.model = record.model
         self.plan: LimitPlan | None = None
         self.holds: tuple[Hold, ...] = ()
-        self.candidates: tuple[routing.Candidate, ...] = ()
         self.price: Price | None = None
-        self.attempts = 0
+        # The attempt plan, and the backend of the attempt in flight.
+        self.attempts: AttemptPlan | None = None
+        self.backend = ""
 
 
 class Simulation:
@@ -104,10 +114,9 @@ class Simulation:
             routing_settings.retry_budget_ratio, routing_settings.retry_min_per_s
         )
         self.result = Result(tuple(config.backends))
-        self._events: list[tuple[int, int, Any, int, int, int]] = []
+        self._events: list[tuple[int, int, Any, int, int]] = []
         self._seq = 0
         self._t0: int | None = None
-        self._models: dict[tuple[str, str], Model | None] = {}
         self._prices = {name: price_of(p) for name, p in config.prices.items()}
         self._probe_us = round(config.health.probe_interval_s * 1_000_000)
         self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
@@ -130,7 +139,7 @@ class Simulation:
         if self._t0 is None:
             self._t0 = now
             self.result.first_ts_us = now
-            self._push(now + self._probe_us, _PROBE, 0, 0, 0)
+            self._push(now + self._probe_us, _PROBE, 0, 0)
         self._advance(now)
         self.result.last_ts_us = now
         self.result.requests += 1
@@ -140,69 +149,77 @@ class Simulation:
         """Let every request in flight end (active probes stop with the trace)."""
         events = self._events
         while events:
-            at, _, request, index, outcome, spent = heapq.heappop(events)
+            at, _, request, outcome, spent = heapq.heappop(events)
             if outcome != _PROBE:
-                self._ended(request, index, outcome, spent, at)
+                self._ended(request, outcome, spent, at)
 
-    def _push(self, at: int, outcome: int, request: Any, index: int, spent: int) -> None:
+    def _push(self, at: int, outcome: int, request: Any, spent: int) -> None:
         self._seq += 1
-        heapq.heappush(self._events, (at, self._seq, request, index, outcome, spent))
+        heapq.heappush(self._events, (at, self._seq, request, outcome, spent))
 
     def _advance(self, now: int) -> None:
         events = self._events
         while events and events[0][0] <= now:
-            at, _, request, index, outcome, spent = heapq.heappop(events)
+            at, _, request, outcome, spent = heapq.heappop(events)
             if outcome == _PROBE:
                 self.backends.probe(at - (self._t0 or 0), self._seconds(at))
                 # Between sparse requests only the last two probes can matter.
                 step = self._probe_us
                 nxt = max(at + step, now - (now - at) % step - step)
-                self._push(nxt, _PROBE, 0, 0, 0)
+                self._push(nxt, _PROBE, 0, 0)
             else:
-                self._ended(request, index, outcome, spent, at)
+                self._ended(request, outcome, spent, at)
 
     def _seconds(self, at_us: int) -> float:
         return (at_us - (self._t0 or 0)) / 1e6
 
     # -- one request -------------------------------------------------------
 
+    def _authorize(self, record: TraceRecord) -> tuple[Principal, Model, Scope] | None:
+        """Who calls, for which model, under which limits; None (counted) if refused."""
+        config = self.config
+        try:
+            if record.key is not None:
+                entry = self.keys.get(record.key)
+                if entry is None:
+                    self.result.denials["unauthenticated"] += 1
+                    return None
+                principal, model = check_access(
+                    entry, config, now=record.ts_us / 1e6, route=ROUTES[record.operation],
+                    model=record.model,
+                )  # fmt: skip
+                return principal, model, principal.limit_scope
+            org_name = record.org or ""
+            organization = config.organizations.get(org_name)
+            if organization is None:
+                self.result.denials["unauthenticated"] += 1
+                return None
+            # A trace that does not know keys: the organization's rules alone apply.
+            principal = Principal(org_name, "", organization)
+            return principal, permit_model(principal, config, record.model), Scope(org_name)
+        except ClientError as refused:
+            code = refused.problem.code
+            self.result.denials[_REFUSAL_CODES.get(code, code)] += 1
+            return None
+
     def _admit(self, record: TraceRecord, now: int) -> None:
         config = self.config
         denials = self.result.denials
-        key_id = record.key
-        organization: Organization
-        if key_id is not None:
-            entry = self.keys.get(key_id)
-            if entry is None or entry[1].revoked:
-                denials["unauthenticated"] += 1
-                return
-            org_name, organization = entry[0], entry[2]
-        else:
-            org_name = record.org or ""
-            found = config.organizations.get(org_name)
-            if found is None:
-                denials["unauthenticated"] += 1
-                return
-            organization = found
-        model_name = record.model
-        pair = (org_name, model_name)
-        if pair in self._models:
-            resolved = self._models[pair]
-        else:
-            known = config.models.get(model_name)
-            resolved = known if known is not None and organization.allows(model_name) else None
-            self._models[pair] = resolved
-        if resolved is None:
-            denials["model_not_found"] += 1
+        authorized = self._authorize(record)
+        if authorized is None:
             return
+        principal, resolved, caller = authorized
         if self.total_in_flight >= config.server.max_in_flight:
             denials["overloaded"] += 1
             return
-        request = _Request(record, org_name, key_id)
+        model_name = record.model
+        org_name = principal.organization
+        key_id = record.key
+        request = _Request(record, org_name)
         request.price = self._prices.get(model_name)
-        if self.limits.applies(org_name, key_id, model_name):
+        if self.limits.applies(caller, model_name):
             plan, refusal, holds = self.limits.admit(
-                org_name, key_id, record, f"r{self.result.requests}", now
+                caller, record, f"r{self.result.requests}", now
             )
             if refusal is not None:
                 denials[_DENIAL_CODES[refusal.limit_type]] += 1
@@ -218,22 +235,40 @@ class Simulation:
             full = decision.only_capacity_skips()
             self._fail(request, "overloaded" if full else "no_backend_available", now)
             return
-        request.candidates = decision.candidates
         self.total_in_flight += 1
         self.retries.request(seconds)
-        self._attempt(request, 0, now)
+        request.attempts = AttemptPlan(
+            model_name, decision.candidates, self.max_attempts, self.retries
+        )
+        self._next_attempt(request, now)
 
-    def _attempt(self, request: _Request, index: int, start: int) -> None:
-        backend = request.candidates[index].backend
+    def _next_attempt(self, request: _Request, start: int) -> None:
+        """Start the attempt the plan says, or end the request with its problem."""
+        attempts = request.attempts
+        assert attempts is not None
+        seconds = self._seconds(start)
+        breakers = self.backends.breakers
+        candidate = attempts.next(seconds, lambda backend: breakers[backend].available(seconds))
+        if candidate is None:
+            self.total_in_flight -= 1
+            self._fail(request, attempts.problem().problem.code, start)
+            return
+        if attempts.attempts > 1:
+            self.result.failovers += 1
+            if attempts.attempts == 2:
+                self.result.requests_failed_over += 1
+        self._attempt(request, candidate.backend, start)
+
+    def _attempt(self, request: _Request, backend: str, start: int) -> None:
+        request.backend = backend
         self.backends.begin(backend, self._seconds(start))
         self.result.attempts[backend] += 1
-        request.attempts += 1
         offset = start - (self._t0 or 0)
         outcome, spent = self.backends.outcome(backend, offset, self._completion(request))
         deadline = request.arrival_us + self._request_timeout_us
         if start + spent > deadline:
             outcome, spent = _DEADLINE, max(0, deadline - start)
-        self._push(start + spent, outcome, request, index, spent)
+        self._push(start + spent, outcome, request, spent)
 
     def _completion(self, request: _Request) -> int:
         record = request.record
@@ -243,13 +278,12 @@ class Simulation:
         cap = request.plan.max_tokens if request.plan is not None else None
         return completion if cap is None or completion <= cap else cap
 
-    def _ended(self, request: _Request, index: int, outcome: int, spent: int, at: int) -> None:
-        backend = request.candidates[index].backend
+    def _ended(self, request: _Request, outcome: int, spent: int, at: int) -> None:
+        backend = request.backend
         backends = self.backends
         backends.end(backend)
         breaker = backends.breakers[backend]
         seconds = self._seconds(at)
-        result = self.result
         if outcome == OK:
             backends.succeeded(backend, seconds, spent)
             self.total_in_flight -= 1
@@ -260,28 +294,16 @@ class Simulation:
             self.total_in_flight -= 1
             self._fail(request, "request_timeout", at)
             return
-        breaker.failure(seconds, "timed out" if outcome == TIMED_OUT else "failed")
-        result.failed_attempts[backend] += 1
-        if outcome == TIMED_OUT:
-            # Not safe to repeat: the request may still be running, and a hung
-            # backend would hang again. The router answers 504.
-            self.total_in_flight -= 1
-            self._fail(request, "backend_timeout", at)
-            return
-        for nxt in range(index + 1, len(request.candidates)):
-            if request.attempts >= self.max_attempts:
-                break
-            if not backends.breakers[request.candidates[nxt].backend].available(seconds):
-                continue  # its circuit opened since routing decided
-            if not self.retries.try_retry(seconds):
-                break
-            result.failovers += 1
-            if request.attempts == 1:
-                result.requests_failed_over += 1
-            self._attempt(request, nxt, at)
+        failure = _failure(backend, outcome)
+        breaker.failure(seconds, failure.detail)
+        self.result.failed_attempts[backend] += 1
+        attempts = request.attempts
+        assert attempts is not None
+        if attempts.failed(failure):
+            self._next_attempt(request, at)
             return
         self.total_in_flight -= 1
-        self._fail(request, "backend_error", at)
+        self._fail(request, attempts.problem().problem.code, at)
 
     def _served(self, request: _Request, backend: str, at: int) -> None:
         result = self.result
@@ -301,3 +323,12 @@ class Simulation:
         self.result.denials[reason] += 1
         if request.holds and request.plan is not None:
             self.limits.settle(request.plan, request.holds, None, served=False, now_us=at)
+
+
+def _failure(backend: str, outcome: int) -> Failure:
+    """A failed attempt as the router would see it (a fault's kind decides)."""
+    if outcome == TIMED_OUT:
+        return Failure(backend, FailureKind.TIMEOUT, "timed out")
+    if outcome == ERRORED:
+        return status_failure(backend, 503)
+    return Failure(backend, FailureKind.CONNECT, "failed")

@@ -4,7 +4,8 @@ The same sequence as `router_server.limits.LimitGate` with the memory store,
 synchronously and on the simulation's clock:
 - plan the request's limits (worst-case costs) and admit it in one step;
 - under `max_tokens_policy: clamp`, a budget refusal is retried with the
-  max_tokens the budget still affords (at most three times);
+  max_tokens the budget still affords (`router_core.limits.clamp`, the
+  router's own);
 - when the request ends, every hold is replaced by the actual amount: the
   request if served, its tokens and their cost (nothing if not served).
 The trace knows tokens, not text: the prompt's bound is its tokens plus the
@@ -18,8 +19,7 @@ from collections.abc import Callable
 from router_cli.simulate.ledger import Ledger, Refusal
 from router_cli.simulate.trace import TraceRecord
 from router_core.config import Limits, RouterConfig
-from router_core.limits.admission import LimitType
-from router_core.limits.budget import max_affordable_tokens
+from router_core.limits.clamp import Clamp
 from router_core.limits.ledger import Hold
 from router_core.limits.plan import (
     PER_REQUEST_TOKENS,
@@ -28,10 +28,11 @@ from router_core.limits.plan import (
     limit_scopes,
     plan_for,
 )
+from router_core.limits.scopes import Scope
 from router_core.usage import TokenUsage
 
 Planner = Callable[[int | None], LimitPlan]
-Scopes = tuple[tuple[str, Limits], ...]
+Scopes = tuple[tuple[Scope, Limits], ...]
 # Plans kept at most; the cache starts again when full.
 PLAN_CACHE = 100_000
 
@@ -49,19 +50,11 @@ def admit(
     `plan(max_tokens)` is `plan_for` bound to the request (the simulator caches it)."""
     planned = plan(max_tokens)
     refusal, holds = ledger.admit(request_id, planned.specs, now_us)
-    if refusal is None or config.limits.max_tokens_policy != "clamp" or planned.price is None:
+    if refusal is None:
         return planned, refusal, holds
-    for _ in range(3):
-        if refusal is None or refusal.limit_type is not LimitType.BUDGET or planned.price is None:
-            break
-        affordable = max_affordable_tokens(
-            planned.price, planned.prompt_bound, refusal.limit - refusal.current_usage
-        )
-        if affordable is None or affordable < 1 or planned.max_tokens is None:
-            break
-        if affordable >= planned.max_tokens:
-            break
-        planned = plan(affordable)
+    clamp = Clamp(config.limits.max_tokens_policy)
+    while (tokens := clamp.next(planned, refusal)) is not None:
+        planned = plan(tokens)
         refusal, holds = ledger.admit(request_id, planned.specs, now_us)
     return planned, refusal, holds
 
@@ -69,24 +62,25 @@ def admit(
 class Gate:
     """The limits of every request of a simulation, on one ledger.
 
-    Scopes are computed once per (organization, key, model) and plans once per
-    (organization, key, model, prompt tokens, max_tokens): both are immutable
-    and depend on nothing else, and a trace repeats them a great deal."""
+    Scopes are computed once per (caller, model) and plans once per (caller,
+    model, prompt tokens, max_tokens): both are immutable and depend on nothing
+    else, and a trace repeats them a great deal. The caller is the scope of a
+    key's own limits, or the organization for a trace line without a key."""
 
     def __init__(self, config: RouterConfig, ledger: Ledger) -> None:
         self.config = config
         self.ledger = ledger
-        self._scopes: dict[tuple[str, str, str], Scopes] = {}
+        self._scopes: dict[tuple[Scope, str], Scopes] = {}
         self._plans: dict[tuple[object, ...], LimitPlan] = {}
 
-    def applies(self, org: str, key_id: str | None, model: str) -> bool:
-        return bool(self._scopes_of(org, key_id, model))
+    def applies(self, caller: Scope, model: str) -> bool:
+        return bool(self._scopes_of(caller, model))
 
     def admit(
-        self, org: str, key_id: str | None, record: TraceRecord, request_id: str, now_us: int
+        self, caller: Scope, record: TraceRecord, request_id: str, now_us: int
     ) -> tuple[LimitPlan, Refusal | None, tuple[Hold, ...]]:
-        scopes = self._scopes_of(org, key_id, record.model)
-        base = (org, key_id, record.model, record.prompt_tokens)
+        scopes = self._scopes_of(caller, record.model)
+        base = (caller, record.model, record.prompt_tokens)
         embedding = record.operation == "embedding"
 
         def plan(max_tokens: int | None) -> LimitPlan:
@@ -117,10 +111,10 @@ class Gate:
         if holds:
             self.ledger.settle(holds, actuals(plan, holds, usage, served=served), now_us)
 
-    def _scopes_of(self, org: str, key_id: str | None, model: str) -> Scopes:
-        cache_key = (org, key_id or "", model)
+    def _scopes_of(self, caller: Scope, model: str) -> Scopes:
+        cache_key = (caller, model)
         scopes = self._scopes.get(cache_key)
         if scopes is None:
-            scopes = limit_scopes(self.config, org, key_id or "", model)
+            scopes = limit_scopes(self.config, caller, model)
             self._scopes[cache_key] = scopes
         return scopes

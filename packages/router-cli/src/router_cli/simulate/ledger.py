@@ -30,8 +30,10 @@ from router_core.limits.ledger import (
     RateSpec,
     Spec,
     settled,
+    storage_key,
 )
 from router_core.limits.quota import quota_check
+from router_core.limits.scopes import Key
 from router_core.limits.windows import window_of
 
 _NO_TAT = Tat()
@@ -47,6 +49,7 @@ class Refusal(NamedTuple):
     # Rate limits: burst - remaining; quotas: used; budgets: committed + reserved.
     current_usage: int
     limit: int
+    spec_key: Key | None
 
 
 Verdict = tuple[Refusal | None, tuple[Hold, ...]]
@@ -81,39 +84,39 @@ class SimLedger:
         holds: list[Hold] = []
         for spec in specs:
             if type(spec) is RateSpec:
-                key = spec.key
+                key = storage_key(spec.key)
                 state = self._get(key, now_us)
                 tat = state if isinstance(state, Tat) else _NO_TAT
                 limit = spec.limit
                 r = gcra_check(tat, now_us, spec.cost, limit.rate, limit.period_us, limit.burst)
                 if not r.allowed:
                     usage = limit.burst - r.remaining
-                    return Refusal(key, LimitType.RATE_LIMIT, usage, limit.burst), ()
+                    return Refusal(key, LimitType.RATE_LIMIT, usage, limit.burst, spec.key), ()
                 if spec.cost > 0:
                     writes.append((key, r.new_tat, now_us + r.reset_after_us))
                 continue
             assert not isinstance(spec, RateSpec)
             window = window_of(spec.window, now_us)
-            key = f"{spec.key}:{window.id}"
+            key = f"{storage_key(spec.key)}:{window.id}"
             state = self._get(key, now_us)
             new_state: State
             if type(spec) is QuotaSpec:
                 used = state if isinstance(state, int) else 0
                 q = quota_check(used, spec.cost, spec.limit)
                 if not q.allowed:
-                    return Refusal(key, LimitType.QUOTA, used, spec.limit), ()
+                    return Refusal(key, LimitType.QUOTA, used, spec.limit, spec.key), ()
                 new_state = q.new_used
             else:
                 budget = state if isinstance(state, BudgetState) else _NO_SPEND
                 b = reserve(budget, spec.cost, spec.limit)
                 if not b.allowed:
-                    return Refusal(key, LimitType.BUDGET, budget.spent, spec.limit), ()
+                    return Refusal(key, LimitType.BUDGET, budget.spent, spec.limit, spec.key), ()
                 new_state = b.new_state
             if spec.cost > 0:
                 writes.append((key, new_state, window.end_us))
                 # As `holds_for`: a hold for every quota and budget charged.
                 kind = Kind.QUOTA if type(spec) is QuotaSpec else Kind.BUDGET
-                holds.append(Hold(request_id, key, kind, spec.cost, window.end_us))
+                holds.append(Hold(request_id, key, kind, spec.cost, window.end_us, spec.key))
         entries = self._entries
         for key, state, expire in writes:
             entries[key] = (state, expire)
@@ -153,7 +156,10 @@ class CoreLedger:
         denial = admission.decision.denied_by
         if denial is None:
             return None, admission.holds
-        return Refusal(denial.key, denial.limit_type, denial.current_usage, denial.limit), ()
+        refusal = Refusal(
+            denial.key, denial.limit_type, denial.current_usage, denial.limit, denial.spec_key
+        )
+        return refusal, ()
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
         self.memory.settle(holds, actuals, now_us)

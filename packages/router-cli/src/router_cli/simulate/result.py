@@ -12,10 +12,12 @@ import attrs
 from router_core.limits.budget import NANOS_PER_USD
 
 # Why a request got no answer: the router's own problem codes, plus
-# `unauthenticated` for an unknown or revoked key (or unknown organization).
+# `unauthenticated` for an unknown, revoked or expired key (or unknown organization).
 DENIAL_REASONS = (
     "unauthenticated",
+    "route_not_allowed",
     "model_not_found",
+    "model_not_allowed",
     "rate_limit_exceeded",
     "quota_exceeded",
     "budget_exceeded",

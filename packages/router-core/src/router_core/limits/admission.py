@@ -31,17 +31,18 @@ from router_core.limits.budget import BudgetState, reserve
 from router_core.limits.gcra import GcraLimit, Tat, gcra_check
 from router_core.limits.integers import MAX_NOW_US, NEVER, bounded, require_int, seconds_up
 from router_core.limits.quota import quota_check
+from router_core.limits.scopes import Key
 from router_core.limits.windows import WindowKind, window_of
 
 
-class Kind(enum.Enum):
+class Kind(enum.StrEnum):
     RATE = "rate"
     TOKENS_RATE = "tokens_rate"
     QUOTA = "quota"
     BUDGET = "budget"
 
 
-class LimitType(enum.Enum):
+class LimitType(enum.StrEnum):
     """The `limit_type` of a denial's body."""
 
     RATE_LIMIT = "rate_limit"
@@ -63,6 +64,8 @@ class RateCheck:
     limit: GcraLimit
     tat: Tat
     cost: int = attrs.field(validator=bounded(0))
+    # The limit's name (the spec's key), handed on to a denial.
+    spec_key: Key | None = None
 
 
 @attrs.frozen
@@ -74,6 +77,7 @@ class QuotaCheck:
     window: WindowKind
     used: int = attrs.field(validator=bounded(0))
     cost: int = attrs.field(validator=bounded(0))
+    spec_key: Key | None = None
     kind: ClassVar[Kind] = Kind.QUOTA
 
 
@@ -86,6 +90,7 @@ class BudgetCheck:
     window: WindowKind
     state: BudgetState
     cost: int = attrs.field(validator=bounded(0))
+    spec_key: Key | None = None
     kind: ClassVar[Kind] = Kind.BUDGET
 
 
@@ -95,6 +100,7 @@ State = Tat | int | BudgetState
 
 @attrs.frozen
 class Denial:
+    # The state key (a quota's or a budget's window included).
     key: str
     kind: Kind
     limit_type: LimitType
@@ -104,6 +110,8 @@ class Denial:
     limit: int
     # Whole seconds, >= 1, or NEVER.
     retry_after_s: int
+    # What refused: the refusing spec's key (typed when the limit was planned).
+    spec_key: Key | None = None
 
 
 @attrs.frozen
@@ -180,6 +188,7 @@ def _evaluate(check: LimitCheck, now: int, cost: int) -> _Outcome:
                 limit.burst - r.remaining,
                 limit.burst,
                 seconds_up(r.retry_after_us),
+                check.spec_key,
             ),
             RateInfo(check.key, check.kind, limit.burst, r.remaining, r.reset_after_us),
         )
@@ -199,7 +208,7 @@ def _evaluate(check: LimitCheck, now: int, cost: int) -> _Outcome:
     return _Outcome(
         allowed,
         StateWrite(check.key, new_state, window.end_us),
-        Denial(check.key, check.kind, limit_type, usage, check.limit, retry_s),
+        Denial(check.key, check.kind, limit_type, usage, check.limit, retry_s, check.spec_key),
         None,
     )
 

@@ -12,10 +12,17 @@ Rules:
 - `MemoryLedger` is real code, not a test double: one process's store,
   atomic because nothing else touches it between bind, decide and write.
   The Redis store must behave identically (its contract tests say so).
+- Specs are named by a typed `LimitKey` (router_core.limits.scopes); the
+  string a store keeps a limit under is built here, by `storage_key`, and
+  nowhere else. Its format is what every deployed store already holds, byte
+  for byte: `org:<org>`, then `:key:<id>`, `:user:<subject>` or
+  `:model:<model>` for a narrower scope, then `:rps` or `:tpm` for a rate
+  of requests or tokens, or `:<req|tok|usd>:<day|month|total>` for a window.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import attrs
@@ -33,35 +40,74 @@ from router_core.limits.admission import (
 from router_core.limits.budget import BudgetState, settle
 from router_core.limits.gcra import GcraLimit, Tat
 from router_core.limits.integers import MAX_SAFE_INTEGER, NEVER
+from router_core.limits.scopes import Key, LimitKey, Measure, ScopeKind
 from router_core.limits.windows import WindowKind, window_of
+
+_RATE_MEASURES = {Kind.RATE: Measure.REQUESTS, Kind.TOKENS_RATE: Measure.TOKENS}
+
+
+def _check_name(spec: Spec) -> None:
+    """A planned name says what its spec is: a rate of requests or tokens, or a
+    quota (requests, tokens) or a budget (nano-USD) in the spec's window."""
+    key = spec.key
+    if not isinstance(key, LimitKey):
+        return
+    if isinstance(spec, RateSpec):
+        fits = key.is_rate and _RATE_MEASURES.get(spec.kind) is key.measure
+    else:
+        budget = isinstance(spec, BudgetSpec)
+        fits = key.window is spec.window and (key.measure is Measure.USD) == budget
+    if not fits:
+        raise ValueError(f"a {type(spec).__name__} cannot be named {key}")
 
 
 @attrs.frozen
 class RateSpec:
-    key: str
+    key: Key
     kind: Kind
     limit: GcraLimit
     cost: int
 
+    __attrs_post_init__ = _check_name
+
 
 @attrs.frozen
 class QuotaSpec:
-    key: str
+    key: Key
     limit: int
     window: WindowKind
     cost: int
 
+    __attrs_post_init__ = _check_name
+
 
 @attrs.frozen
 class BudgetSpec:
-    key: str
+    key: Key
     # nano-USD
     limit: int
     window: WindowKind
     cost: int
 
+    __attrs_post_init__ = _check_name
+
 
 Spec = RateSpec | QuotaSpec | BudgetSpec
+
+
+def rate_spec(key: LimitKey, limit: GcraLimit, cost: int) -> RateSpec:
+    """The spec of a request or token rate, its kind from what it counts."""
+    kind = Kind.TOKENS_RATE if key.measure is Measure.TOKENS else Kind.RATE
+    return RateSpec(key, kind, limit, cost)
+
+
+def window_spec(key: LimitKey, limit: int, cost: int) -> QuotaSpec | BudgetSpec:
+    """The spec of a quota (requests, tokens) or a budget (nano-USD) per window."""
+    window = key.window
+    if window is None:
+        raise ValueError(f"{key} is a rate, not a windowed limit")
+    cls = BudgetSpec if key.measure is Measure.USD else QuotaSpec
+    return cls(key, limit, window, cost)
 
 
 @attrs.frozen
@@ -74,6 +120,33 @@ class Hold:
     kind: Kind
     amount: int
     expire_at_us: int
+    # The limit it was taken on (the spec's key).
+    spec_key: Key
+
+
+# How scopes and measures are spelled in stored keys: never change these, or
+# every counter already stored is lost.
+_SCOPE_WORDS = {ScopeKind.KEY: "key", ScopeKind.USER: "user", ScopeKind.MODEL: "model"}
+_RATE_WORDS = {Measure.REQUESTS: "rps", Measure.TOKENS: "tpm"}
+_MEASURE_WORDS = {Measure.REQUESTS: "req", Measure.TOKENS: "tok", Measure.USD: "usd"}
+
+
+def storage_key(key: Key) -> str:
+    """The string a store keeps a spec's state under (a window's id not included)."""
+    return key if isinstance(key, str) else _storage_name(key)
+
+
+# A config has a bounded set of limit keys (scopes x measures x windows), and
+# every admission asks for each of its keys' names.
+@functools.lru_cache(maxsize=65_536)
+def _storage_name(key: LimitKey) -> str:
+    scope = key.scope
+    name = f"org:{scope.organization}"
+    if scope.kind is not ScopeKind.ORGANIZATION:
+        name += f":{_SCOPE_WORDS[scope.kind]}:{scope.id}"
+    if key.window is None:
+        return f"{name}:{_RATE_WORDS[key.measure]}"
+    return f"{name}:{_MEASURE_WORDS[key.measure]}:{key.window.value}"
 
 
 @attrs.frozen
@@ -89,21 +162,23 @@ class Admission:
 
 
 def state_key(spec: Spec, now_us: int) -> str:
+    """The key of `spec`'s state at `now_us`: a quota's or budget's names its window."""
+    name = storage_key(spec.key)
     if isinstance(spec, RateSpec):
-        return spec.key
-    return f"{spec.key}:{window_of(spec.window, now_us).id}"
+        return name
+    return f"{name}:{window_of(spec.window, now_us).id}"
 
 
 def bind(spec: Spec, key: str, state: State | None) -> LimitCheck:
     """The check of `spec` against its current `state` (None: never written)."""
     if isinstance(spec, RateSpec):
         tat = state if isinstance(state, Tat) else Tat()
-        return RateCheck(key, spec.kind, spec.limit, tat, spec.cost)
+        return RateCheck(key, spec.kind, spec.limit, tat, spec.cost, spec.key)
     if isinstance(spec, QuotaSpec):
         used = state if isinstance(state, int) else 0
-        return QuotaCheck(key, spec.limit, spec.window, used, spec.cost)
+        return QuotaCheck(key, spec.limit, spec.window, used, spec.cost, spec.key)
     budget = state if isinstance(state, BudgetState) else BudgetState()
-    return BudgetCheck(key, spec.limit, spec.window, budget, spec.cost)
+    return BudgetCheck(key, spec.limit, spec.window, budget, spec.cost, spec.key)
 
 
 def holds_for(request_id: str, specs: Sequence[Spec], now_us: int) -> tuple[Hold, ...]:
@@ -113,7 +188,8 @@ def holds_for(request_id: str, specs: Sequence[Spec], now_us: int) -> tuple[Hold
             continue
         kind = Kind.QUOTA if isinstance(spec, QuotaSpec) else Kind.BUDGET
         window = window_of(spec.window, now_us)
-        holds.append(Hold(request_id, state_key(spec, now_us), kind, spec.cost, window.end_us))
+        key = state_key(spec, now_us)
+        holds.append(Hold(request_id, key, kind, spec.cost, window.end_us, spec.key))
     return tuple(holds)
 
 

@@ -1,12 +1,12 @@
 """From config and request to the limit specs a request is admitted against.
 
 Rules:
-- Three scopes, each with the same kinds of limit: the organization
-  (`org:<org>`), the API key (`org:<org>:key:<id>`), or for an OIDC user the
-  user (`org:<org>:user:<subject>`, from `user_limits`), and the organization
-  on one model (`org:<org>:model:<model>`). Every key starts with the
-  organization, so a store can keep one request's keys together (a Redis
-  Cluster hash slot).
+- Three scopes, each with the same kinds of limit: the organization, the
+  API key, or for an OIDC user the user (from `user_limits`), and the
+  organization on one model. Every scope lies within the organization, so a
+  store can keep one request's state together (a Redis Cluster hash slot).
+- Limits are named by typed `LimitKey`s (scope, measure, window); the
+  stores spell them (`ledger.storage_key`).
 - Costs are worst cases, known before the backend answers: one request; and
   `prompt bound + max_tokens` tokens, priced at the model's input and output
   prices. The prompt bound counts UTF-8 bytes of the text (a token is never
@@ -36,7 +36,6 @@ from router_core.config import (
     RateLimit,
     RouterConfig,
 )
-from router_core.limits.admission import Kind
 from router_core.limits.budget import (
     NANOS_PER_USD,
     Price,
@@ -46,16 +45,14 @@ from router_core.limits.budget import (
 )
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.integers import MAX_SAFE_INTEGER
-from router_core.limits.ledger import BudgetSpec, Hold, QuotaSpec, RateSpec, Spec
+from router_core.limits.ledger import Hold, Spec, rate_spec, window_spec
+from router_core.limits.scopes import LimitKey, Measure, Scope, ScopeKind
 from router_core.limits.windows import WindowKind
 from router_core.requests import InferenceRequest, Operation
 from router_core.usage import TokenUsage
 
 PER_MESSAGE_TOKENS = 4
 PER_REQUEST_TOKENS = 8
-
-# What a hold counts, by the suffix of its spec key.
-REQUESTS, TOKENS, NANOS = "req", "tok", "usd"
 
 
 @attrs.frozen
@@ -102,20 +99,20 @@ def price_of(model: ModelPrice) -> Price:
     return price_from_usd_per_million(model.input, model.output)
 
 
-def _scopes(
-    config: RouterConfig, organization: str, key_id: str, model: str
-) -> list[tuple[str, Limits]]:
+def _scopes(config: RouterConfig, caller: Scope, model: str) -> list[tuple[Scope, Limits]]:
+    organization = caller.organization
     org = config.organizations[organization]
-    key = next((k for k in org.keys if k.id == key_id), None)
-    scopes = [(f"org:{organization}", org.limits)]
-    if key is not None:
-        scopes.append((f"org:{organization}:key:{key_id}", key.limits))
-    elif key_id.startswith("user:"):
-        # An OIDC user (`user:<subject>`): each user of the organization has its own.
-        scopes.append((f"org:{organization}:{key_id}", org.user_limits))
+    scopes = [(Scope(organization), org.limits)]
+    if caller.kind is ScopeKind.KEY:
+        key = next((k for k in org.keys if k.id == caller.id), None)
+        if key is not None:
+            scopes.append((caller, key.limits))
+    elif caller.kind is ScopeKind.USER:
+        # Each OIDC user of the organization has limits of its own.
+        scopes.append((caller, org.user_limits))
     model_limits = org.model_limits.get(model)
     if model_limits is not None:
-        scopes.append((f"org:{organization}:model:{model}", model_limits))
+        scopes.append((Scope.model(organization, model), model_limits))
     return scopes
 
 
@@ -134,61 +131,59 @@ def _gcra(limit: RateLimit) -> GcraLimit:
     return GcraLimit(limit.rate, PERIOD_US[limit.per], limit.burst or limit.rate)
 
 
-def _quota_specs(prefix: str, quotas: Quotas, tokens: int) -> list[Spec]:
+def _quota_specs(scope: Scope, quotas: Quotas, tokens: int) -> list[Spec]:
     wanted = [
-        (REQUESTS, WindowKind.DAY, quotas.requests_per_day, 1),
-        (REQUESTS, WindowKind.MONTH, quotas.requests_per_month, 1),
-        (TOKENS, WindowKind.DAY, quotas.tokens_per_day, tokens),
-        (TOKENS, WindowKind.MONTH, quotas.tokens_per_month, tokens),
+        (Measure.REQUESTS, WindowKind.DAY, quotas.requests_per_day, 1),
+        (Measure.REQUESTS, WindowKind.MONTH, quotas.requests_per_month, 1),
+        (Measure.TOKENS, WindowKind.DAY, quotas.tokens_per_day, tokens),
+        (Measure.TOKENS, WindowKind.MONTH, quotas.tokens_per_month, tokens),
     ]
     # The config does not bound a quota; one past 2**53 - 1 cannot be reached
     # either, so it is kept at that, where the limit arithmetic is exact.
     return [
-        QuotaSpec(f"{prefix}:{what}:{window.value}", min(limit, MAX_SAFE_INTEGER), window, amount)
-        for what, window, limit, amount in wanted
+        window_spec(LimitKey(scope, measure, window), min(limit, MAX_SAFE_INTEGER), amount)
+        for measure, window, limit, amount in wanted
         if limit is not None
     ]
 
 
-def _budget_specs(prefix: str, budget: Budget, amount: int) -> list[Spec]:
+def _budget_specs(scope: Scope, budget: Budget, amount: int) -> list[Spec]:
     wanted = [
         (WindowKind.DAY, budget.per_day),
         (WindowKind.MONTH, budget.per_month),
         (WindowKind.TOTAL, budget.total),
     ]
     return [
-        BudgetSpec(f"{prefix}:{NANOS}:{window.value}", int(usd * NANOS_PER_USD), window, amount)
+        window_spec(LimitKey(scope, Measure.USD, window), int(usd * NANOS_PER_USD), amount)
         for window, usd in wanted
         if usd is not None
     ]
 
 
 def limit_scopes(
-    config: RouterConfig, organization: str, key_id: str, model: str
-) -> tuple[tuple[str, Limits], ...]:
-    """The scopes with limits that a request of `key_id` for `model` is subject to.
+    config: RouterConfig, caller: Scope, model: str
+) -> tuple[tuple[Scope, Limits], ...]:
+    """The scopes with limits that a request of `caller` (an API key, an OIDC user,
+    or the organization itself) for `model` is subject to.
 
-    Depends only on the config and these three names, so a caller replaying many
+    Depends only on the config and these two values, so a caller replaying many
     requests (the simulator) can compute it once per combination.
     """
-    return tuple(
-        (p, lim) for p, lim in _scopes(config, organization, key_id, model) if lim != Limits()
-    )
+    return tuple((s, lim) for s, lim in _scopes(config, caller, model) if lim != Limits())
 
 
 def plan_limits(
     config: RouterConfig,
-    organization: str,
-    key_id: str,
+    caller: Scope,
     request: InferenceRequest,
     *,
     max_tokens: int | None = None,
 ) -> LimitPlan:
     """The specs of every limit `request` is subject to, at its worst-case costs.
 
-    `max_tokens` overrides the request's own (the clamp policy's second try).
+    `max_tokens` overrides the request's own (the clamp policy's later tries).
     """
-    scopes = limit_scopes(config, organization, key_id, request.model)
+    scopes = limit_scopes(config, caller, request.model)
     if not scopes:
         return LimitPlan((), None, 0, None)
     requested = max_tokens if max_tokens is not None else request.max_tokens
@@ -204,7 +199,7 @@ def plan_limits(
 
 def plan_for(
     config: RouterConfig,
-    scopes: Sequence[tuple[str, Limits]],
+    scopes: Sequence[tuple[Scope, Limits]],
     model: str,
     *,
     prompt_bound: int,
@@ -229,21 +224,23 @@ def plan_for(
     tokens = min(bound + completion, MAX_SAFE_INTEGER)
     spend = worst_case(price, bound, completion) if price is not None else 0
     specs: list[Spec] = []
-    for prefix, limits in scopes:
+    for scope, limits in scopes:
         if limits.requests is not None:
-            specs.append(RateSpec(f"{prefix}:rps", Kind.RATE, _gcra(limits.requests), 1))
+            specs.append(rate_spec(LimitKey(scope, Measure.REQUESTS), _gcra(limits.requests), 1))
         if limits.tokens is not None:
-            specs.append(RateSpec(f"{prefix}:tpm", Kind.TOKENS_RATE, _gcra(limits.tokens), tokens))
-        specs.extend(_quota_specs(prefix, limits.quotas, tokens))
+            specs.append(rate_spec(LimitKey(scope, Measure.TOKENS), _gcra(limits.tokens), tokens))
+        specs.extend(_quota_specs(scope, limits.quotas, tokens))
         if price is not None:
-            specs.extend(_budget_specs(prefix, limits.budget, spend))
+            specs.extend(_budget_specs(scope, limits.budget, spend))
     return LimitPlan(tuple(specs), output_cap, bound, price)
 
 
-def measure_of(hold: Hold) -> str:
-    """What `hold` counts: requests, tokens or nano-USD (from its key)."""
-    # State keys read `<spec key>:<window id>`; spec keys end in `:<what>:<window>`.
-    return hold.key.rsplit(":", 3)[-3]
+def measure_of(hold: Hold) -> Measure:
+    """What `hold` counts: requests, tokens or nano-USD."""
+    key = hold.spec_key
+    if not isinstance(key, LimitKey):
+        raise TypeError(f"the hold on {hold.key!r} was not planned: what it counts is unknown")
+    return key.measure
 
 
 def actuals(
@@ -254,7 +251,7 @@ def actuals(
     completion = usage.completion_tokens if usage else 0
     spent = cost(plan.price, prompt, completion) if plan.price is not None else 0
     tokens = min(prompt + completion, MAX_SAFE_INTEGER)
-    values = {REQUESTS: 1 if served else 0, TOKENS: tokens, NANOS: spent}
+    values = {Measure.REQUESTS: 1 if served else 0, Measure.TOKENS: tokens, Measure.USD: spent}
     return [values[measure_of(h)] for h in holds]
 
 

@@ -26,7 +26,7 @@ _EPOCH_SHIFT = 719_468
 _DAYS_PER_ERA = 146_097  # 400 years
 
 
-class WindowKind(enum.Enum):
+class WindowKind(enum.StrEnum):
     DAY = "day"
     MONTH = "month"
     TOTAL = "total"
