@@ -2,7 +2,8 @@
 """Run a nox session with nothing but Python 3.11+ installed.
 
     python3 dev.py demo         # mock backends + router on the example config
-    python3 dev.py lint tests   # ruff, mypy, then the whole test suite
+    python3 dev.py lint docs tests  # ruff, mypy, the docs site, then the whole test suite
+    python3 dev.py docs         # the docs site, built strictly into site/
     python3 dev.py bench        # the benchmark
     python3 dev.py system-deps  # as root: Debian's chromium and prometheus (promtool)
 

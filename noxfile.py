@@ -10,7 +10,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "docs", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGES = ["./packages/router-core", "./packages/router-server", "./packages/router-cli"]
@@ -80,6 +80,13 @@ def lint(session: nox.Session) -> None:
         "noxfile.py",
         "dev.py",
     )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The guides in docs/ as a site (site/), built in strict mode: a broken link fails."""
+    session.install("mkdocs-material>=9.5")
+    session.run("mkdocs", "build", "--strict", "--quiet", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -14,7 +14,7 @@ router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--form
 router demo [--config FILE]     mock backends + the router, and a request through it
 router --version
 
-Exit codes, one per kind of failure and the same for every command: the README, "Exit codes".
+Exit codes, one per kind of failure and the same for every command: docs/cli.md, "Exit codes".
 """
 
 from __future__ import annotations

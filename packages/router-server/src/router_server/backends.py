@@ -2,7 +2,7 @@
 
 httpx's API is kept for every backend call; the transport under it is
 aiohttp's client by default (httpx-aiohttp), which on one core moves about
-five times the requests of httpx's own pool (see README, "Backend transport").
+five times the requests of httpx's own pool (see docs/operations.md, "Backend transport").
 No httpx or aiohttp exception leaves this module: callers see
 `BackendFailure`, which says what broke and whether it is safe to try the
 next backend.

@@ -1,6 +1,6 @@
 """Exit codes of `router` and `router-server`: one per kind of failure, whatever
 the command, so a script can tell a bad file from a bad command line from a
-store that is down (the README's "Exit codes" table lists them)."""
+store that is down (docs/cli.md, "Exit codes", lists them)."""
 
 from __future__ import annotations
 

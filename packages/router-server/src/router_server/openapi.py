@@ -236,7 +236,7 @@ def _errors(schema: str, media: str, codes: tuple[int, ...]) -> dict[str, Any]:
 
 
 _INFERENCE_ERRORS = (400, 401, 402, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
-# OpenAI routes: a retry with the same key gets the stored answer (see README).
+# OpenAI routes: a retry with the same key gets the stored answer (docs/usage.md).
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -379,7 +379,7 @@ def document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "An API key (rk_live_...) or an OIDC JWT from a configured "
                     "issuer. Signed requests send 'Authorization: RK-HMAC-SHA256 ...' instead "
-                    "(see the README, 'Signed requests').",
+                    "(see docs/credentials.md, 'Signed requests').",
                 },
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
