@@ -22,7 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router_core import routing, usage
-from router_core.accounting.records import outcome_of
+from router_core.accounting.records import (
+    TokenCounts,
+    completion_chars,
+    estimate_tokens,
+    outcome_of,
+    token_counts,
+)
 from router_core.auth import KeyIndex, Principal
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
@@ -164,7 +170,10 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
                 Catalog.REQUEST_TIMEOUT,
                 f"The request did not complete within {config.server.request_timeout_s:g} s.",
             ) from None
-        await _settle(state, ticket, usage.from_backend(body), served=True)
+        counts = token_counts(
+            inference.body, body.get("usage"), estimate_tokens(completion_chars(body))
+        )
+        await _settle(state, ticket, counts, served=True)
         ticket = None
         headers["x-router-backend"] = opened.candidate.backend
         latency_ms = (time.perf_counter() - started) * 1000
@@ -189,7 +198,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         return response
     finally:
         if ticket is not None and not ticket.streaming:
-            await _settle(state, ticket, None, served=False)
+            await _settle(state, ticket, TokenCounts(), served=False)
         if holds_slot:
             gate.leave()
         await state.usage.abandoned(trace)
@@ -265,7 +274,10 @@ async def _stream(
             content = _content(config, forwarded, None)
             _access(trace.request_id, trace.principal, forwarded, opened, 200, trace.started,
                     outcome, content)  # fmt: skip
-        await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
+        # Cancelled or broken before the backend reported usage: count what was
+        # relayed (about a token per content event), as the usage record does.
+        counts = token_counts(forwarded.body, tally.usage, tally.content_events)
+        await _settle(state, ticket, counts, served=tally.content_events > 0)
 
     headers["x-router-backend"] = opened.candidate.backend
     return state.usage.relay(
@@ -278,23 +290,12 @@ def _asks_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _stream_usage(ticket: Ticket, tally: StreamTally) -> usage.TokenUsage:
-    if tally.usage is not None:
-        return usage.from_backend({"usage": tally.usage})
-    # Cancelled or broken before the backend reported usage: count what was
-    # relayed (about a token per content event) against the prompt's bound.
-    prompt = ticket.plan.prompt_bound
-    return usage.TokenUsage(prompt, tally.content_events, prompt + tally.content_events)
-
-
-async def _settle(
-    state: RouterState, ticket: Ticket, used: usage.TokenUsage | None, *, served: bool
-) -> None:
+async def _settle(state: RouterState, ticket: Ticket, counts: TokenCounts, *, served: bool) -> None:
     if ticket.settled:
         return
     ticket.settled = True
     with anyio.CancelScope(shield=True):
-        await state.limits.settle(ticket, used, served=served)
+        await state.limits.settle(ticket, counts, served=served)
 
 
 def shape_openai(

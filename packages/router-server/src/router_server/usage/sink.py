@@ -29,7 +29,7 @@ from router_core.accounting.records import (
     estimate_tokens,
     estimated_counts,
     outcome_of,
-    reported_counts,
+    token_counts,
 )
 from router_core.config import IdempotencySettings, RouterConfig
 from router_core.config_enums import SharedStoreKind
@@ -144,8 +144,8 @@ class UsageSink:
         code = error.problem.code if error is not None else None
         counts = TokenCounts()
         if body is not None and trace.inference is not None:
-            counts = reported_counts(body.get("usage")) or estimated_counts(
-                trace.inference.body, estimate_tokens(completion_chars(body))
+            counts = token_counts(
+                trace.inference.body, body.get("usage"), estimate_tokens(completion_chars(body))
             )
         await self.recorder.usage(
             trace, response.status_code, outcome_of(code), code, counts,
@@ -199,9 +199,7 @@ class UsageSink:
 
     async def _stream_ended(self, trace: UsageTrace, opened: Opened, tally: StreamTally) -> None:
         assert trace.inference is not None
-        counts = reported_counts(tally.usage) or estimated_counts(
-            trace.inference.body, tally.content_events
-        )
+        counts = token_counts(trace.inference.body, tally.usage, tally.content_events)
         if tally.done:
             outcome, code, status = Outcome.SUCCESS, None, 200
         elif tally.broken:
