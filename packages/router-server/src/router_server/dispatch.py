@@ -50,14 +50,14 @@ _SAFE_TO_REPEAT = frozenset({FailureKind.CONNECT, FailureKind.PROTOCOL})
 
 @attrs.define
 class Opened:
-    """A backend answered 2xx; its body is not read yet. Pass it to `Dispatcher.done`."""
+    """A backend answered 2xx; its body is not read yet. Pass it to `Dispatcher.done`,
+    once (the request's exchange does, for a stream)."""
 
     client: BackendClient
     candidate: Candidate
     response: httpx.Response
     attempts: int
     hedged: bool = False
-    released: bool = False
 
 
 @attrs.define
@@ -94,9 +94,6 @@ class Dispatcher:
 
     def done(self, opened: Opened, broken: str | None = None) -> None:
         """The answer has been read or the stream has ended; `broken` says how it failed."""
-        if opened.released:
-            return
-        opened.released = True
         backend = opened.candidate.backend
         if broken is not None:
             self.health.failed(backend, broken)

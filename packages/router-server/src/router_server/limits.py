@@ -101,9 +101,6 @@ class Ticket:
     headers: Mapping[str, str]
     # The body to forward (max_tokens set when a reservation depends on it).
     body: Mapping[str, Any]
-    # A relay owns the ticket now, and settles it when the stream ends.
-    streaming: bool = False
-    settled: bool = False
 
 
 _DENIAL_PROBLEMS: dict[LimitType, Problem] = {
