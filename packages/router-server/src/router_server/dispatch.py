@@ -56,8 +56,6 @@ class Opened:
     client: BackendClient
     candidate: Candidate
     response: httpx.Response
-    attempts: int
-    hedged: bool = False
 
 
 @attrs.define
@@ -145,7 +143,7 @@ class Dispatcher:
             status = response.status_code
             if status < 300:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
-                return Opened(client, candidate, response, attempts)
+                return Opened(client, candidate, response)
             detail = await _safe_read(client, response)
             self._end(client)
             if status >= 500:
@@ -217,7 +215,6 @@ class Dispatcher:
                 running -= 1
                 if not isinstance(outcome, RouterError):
                     tg.cancel_scope.cancel()
-                    outcome[0].hedged = True
                     return outcome
                 errors.append(outcome)
         raise errors[0]

@@ -20,11 +20,11 @@ import attrs
 
 from router_core.accounting import idempotency as idem
 from router_core.accounting.records import Outcome, TokenCounts
-from router_core.config import RouterConfig
 from router_core.problems import RouterError
 from router_server.backpressure import Gate
 from router_server.dispatch import Dispatcher, Opened
 from router_server.limits import LimitGate, Ticket
+from router_server.runtime import Runtime
 from router_server.usage.sink import UsageSink
 from router_server.usage.trace import Claim, UsageTrace
 
@@ -56,8 +56,7 @@ class Ending:
 
 @attrs.define(eq=False)
 class Exchange:
-    # The config the request was accepted under.
-    config: RouterConfig
+    runtime: Runtime
     trace: UsageTrace
     usage: UsageSink
     limits: LimitGate
@@ -103,4 +102,6 @@ class Exchange:
                 self.trace, "limit_denied", {"code": error.problem.code, **error.extra}
             )
         if self.claim is not None:
-            await self.usage.settle_claim(self.claim, ending.stored, self.config.idempotency)
+            await self.usage.settle_claim(
+                self.claim, ending.stored, self.runtime.config.idempotency
+            )

@@ -7,7 +7,7 @@ forward with failover, retries and hedging -> answer (JSON, or an SSE relay
 that finishes when the stream ends). Each step raises a `RouterError`, which
 the route renders in its own envelope.
 
-Every request runs under one config (read once, here) and owns its
+Every request runs under one `Runtime` (read once, here) and owns its
 resources through one `Exchange`, whose `finish` is the one way out: it
 settles the limits, writes the usage record and gives back the slot, the
 claim and a relayed backend, with an `Ending` this module decides.
@@ -53,6 +53,7 @@ from router_server.health import Health
 from router_server.limits import LimitGate
 from router_server.ops import Ops
 from router_server.responses import error_response, json_response
+from router_server.runtime import Runtime
 from router_server.usage.sink import UsageSink, replayed
 from router_server.usage.trace import Claim, UsageTrace
 
@@ -62,11 +63,10 @@ audit = logging.getLogger("router.audit")
 
 @attrs.define
 class RouterState:
-    """Everything a request needs, opened in the lifespan and shared by all requests."""
+    """Everything a request needs, opened in the lifespan and shared by all requests:
+    the running `Runtime` (swapped whole on reload) and the live components."""
 
-    config: RouterConfig
-    keys: KeyIndex
-    backends: dict[str, BackendClient]
+    runtime: Runtime
     health: Health
     limits: LimitGate
     gate: Gate
@@ -74,12 +74,25 @@ class RouterState:
     rng: random.Random
     overrides: OverrideBook
     usage: UsageSink
+    # Metrics and the operator page's window.
+    ops: Ops
+    # Managed keys, nonces of signed requests and OIDC tokens.
+    credentials: verify.Credentials
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
-    # Metrics and the operator page's window (set in the lifespan).
-    ops: Ops | None = None
-    # Managed keys, nonces of signed requests and OIDC tokens (None: config keys only).
-    credentials: verify.Credentials | None = None
+
+    # The running snapshot's parts, for readers outside a request (status, admin).
+    @property
+    def config(self) -> RouterConfig:
+        return self.runtime.config
+
+    @property
+    def keys(self) -> KeyIndex:
+        return self.runtime.keys
+
+    @property
+    def backends(self) -> Mapping[str, BackendClient]:
+        return self.runtime.backends
 
 
 def state_of(request: Request) -> RouterState:
@@ -87,10 +100,10 @@ def state_of(request: Request) -> RouterState:
     return state
 
 
-async def authenticate_request(
-    request: Request, state: RouterState, config: RouterConfig
-) -> Principal:
-    return await verify.authenticate_request(request, config, state.keys, state.credentials)
+async def authenticate_request(request: Request, state: RouterState, runtime: Runtime) -> Principal:
+    return await verify.authenticate_request(
+        request, runtime.config, runtime.keys, state.credentials
+    )
 
 
 async def read_json_body(request: Request) -> object:
@@ -128,17 +141,18 @@ def now_us() -> int:
 async def _serve(request: Request, validate: Validator, shape: Shaper) -> Response:
     started = time.perf_counter()
     state = state_of(request)
-    # One config for the whole request, even across a reload: everything below,
-    # down to the price on its usage record, reads this snapshot, never state.config.
-    config = state.config
+    # One runtime for the whole request, even across a reload: everything below,
+    # down to the price on its usage record, reads this snapshot.
+    runtime = state.runtime
+    config = runtime.config
     path = request.url.path
     request_id: str = request.scope["state"]["request_id"]
     trace = UsageTrace(request_id, path, started, now_us(), config)
-    exchange = Exchange(config, trace, state.usage, state.limits, state.dispatch)
+    exchange = Exchange(runtime, trace, state.usage, state.limits, state.dispatch)
     principal: Principal | None = None
     try:
         with tracing.span("router.auth"):
-            principal = trace.principal = await authenticate_request(request, state, config)
+            principal = trace.principal = await authenticate_request(request, state, runtime)
         inference = trace.inference = validate(await read_json_body(request))
         model = routing.resolve_model(config, principal.org, inference.model)
         if not principal.allows_model(inference.model):
@@ -178,9 +192,9 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         answer = shape(inference, opened, body, latency_ms)
         content = _content(config, inference, body)
         _access(request_id, principal, inference, opened, 200, started, content=content)
-        if state.ops is not None:  # ops: router-added latency = total - backend wait
-            total_s = time.perf_counter() - started
-            state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
+        # ops: router-added latency = total - backend wait
+        total_s = time.perf_counter() - started
+        state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
         response = json_response(answer, headers=headers)
         counts = token_counts(
             inference.body, body.get("usage"), estimate_tokens(completion_chars(body))
@@ -195,7 +209,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         return response
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
-        if principal is None and state.ops is not None:  # ops: no usage record without one
+        if principal is None:  # ops: no usage record without one
             seconds = time.perf_counter() - started
             state.ops.requests.observe_unauthenticated(path, exc.status, exc.problem.code, seconds)
         if exchange.ticket is not None:
@@ -233,7 +247,7 @@ async def _admit(
     """Admission, in order: the spool has room, the idempotency key is ours (or
     its stored answer is returned, before a slot is taken or a limit charged),
     an in-flight slot, the limits. The exchange holds what each step took."""
-    trace, config = exchange.trace, exchange.config
+    trace, config = exchange.trace, exchange.runtime.config
     spool = state.usage.recorder.spool
     if not spool.accepting:
         spool.refused += 1
@@ -321,7 +335,7 @@ async def _stream(
 ) -> Response:
     """Open the stream (failing over before the first byte) and hand it to the relay,
     which finishes the exchange when the stream ends, however it ends."""
-    config, trace = exchange.config, exchange.trace
+    config, trace = exchange.runtime.config, exchange.trace
     tally = StreamTally()
     if not _asks_usage(forwarded.body):  # usage records need the counts of every stream
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
