@@ -11,7 +11,16 @@ from router_server.backpressure import Gate
 
 
 def gate(max_in_flight: int = 2, max_queued: int = 2, timeout_s: float = 1.0) -> Gate:
-    return Gate(max_in_flight, max_queued, timeout_s)
+    settings = ServerSettings(
+        max_in_flight=max_in_flight, max_queued=max_queued, queue_timeout_ms=int(timeout_s * 1000)
+    )
+    return Gate(lambda: settings)
+
+
+def resize(g: Gate, settings: ServerSettings) -> None:
+    """A reload: the settings the gate reads change, and the gate is told."""
+    g.settings = lambda: settings
+    g.reconfigured()
 
 
 def test_slots_are_handed_over_in_arrival_order() -> None:
@@ -91,7 +100,7 @@ def test_growing_the_cap_wakes_waiters() -> None:
             tg.start_soon(g.enter)
             await anyio.sleep(0.01)
             assert g.queued == 2
-            g.resize(ServerSettings(max_in_flight=3, max_queued=4, queue_timeout_ms=1000))
+            resize(g, ServerSettings(max_in_flight=3, max_queued=4, queue_timeout_ms=1000))
         assert (g.in_flight, g.queued) == (3, 0)
 
     anyio.run(main)

@@ -25,7 +25,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from router_core import routing
-from router_core.auth import KeyIndex
 from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
@@ -53,7 +52,9 @@ from router_server.pipeline import (
 )
 from router_server.reload import Reloader
 from router_server.responses import error_response, json_response
+from router_server.runtime import Runtime
 from router_server.usage.setup import open_usage
+from router_server.usage.sink import UsageSink
 
 
 async def chat_completions(request: Request) -> Response:
@@ -74,9 +75,10 @@ async def inference(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     state = state_of(request)
-    config = state.config
+    runtime = state.runtime
+    config = runtime.config
     try:
-        principal = await authenticate_request(request, state, config)
+        principal = await authenticate_request(request, state, runtime)
     except RouterError as exc:
         return error_response(exc, request.url.path)
     data = [
@@ -179,10 +181,16 @@ def _closing(opened: contextlib.AsyncExitStack, close: Callable[[], Awaitable[ob
     opened.push_async_callback(shielded)
 
 
-def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
+def _open_ops(
+    live: Callable[[], RouterState],
+    usage: UsageSink,
+    config: RouterConfig,
+    environ: Mapping[str, str],
+) -> Ops:
     """Metrics and the ops window, both fed by every answered request."""
 
     def sources() -> dict[str, Any]:
+        state = live()
         return {
             "backends": state.health.describe(),
             "backpressure": state.gate.status(),
@@ -190,9 +198,9 @@ def _open_ops(state: RouterState, environ: Mapping[str, str]) -> Ops:
             "usage": state.usage.status(),
         }
 
-    token_env = state.config.observability.ops_token_env
-    ops = Ops(lambda: state.config, StateCollector(sources), environ.get(token_env or ""))
-    state.usage.recorder.observers.append(ops)
+    token_env = config.observability.ops_token_env
+    ops = Ops(lambda: live().config, StateCollector(sources), environ.get(token_env or ""))
+    usage.recorder.observers.append(ops)
     return ops
 
 
@@ -230,13 +238,16 @@ def create_app(
             _closing(opened, credentials.aclose)
             override_store = open_override_store(config, environ)
             _closing(opened, override_store.aclose)
+
+            def current() -> RouterState:
+                assert live is not None
+                return live
+
             state = RouterState(
-                config=config,
-                keys=KeyIndex.from_config(config),
-                backends=backends,
+                runtime=Runtime.build(config, backends),
                 health=health,
                 limits=LimitGate(store, config.limits.store),
-                gate=Gate.from_settings(config.server),
+                gate=Gate(lambda: current().runtime.config.server),
                 dispatch=Dispatcher(
                     health,
                     lambda: state.backends,
@@ -245,10 +256,10 @@ def create_app(
                 rng=rng or random.Random(),
                 overrides=OverrideBook(override_store, refresh_s=config.overrides.refresh_s),
                 usage=usage,
+                ops=_open_ops(current, usage, config, environ),
                 credentials=credentials,
             )
             live = state
-            state.ops = _open_ops(state, environ)
             tracing.start(config.observability)
             opened.callback(tracing.stop)
             await probe_all(state.health, backends, config.health.probe_timeout_s)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 import attrs
@@ -32,46 +33,47 @@ def overloaded(detail: str, wait_s: float) -> DependencyError:
 
 @attrs.define
 class Gate:
-    max_in_flight: int
-    max_queued: int
-    queue_timeout_s: float
+    """Live counts only: the caps are read from the running config on every call
+    (`settings`), so a reload needs no copy patched here."""
+
+    settings: Callable[[], ServerSettings]
     in_flight: int = 0
     shed: int = 0
     # Waiters in arrival order; `leave` hands its slot to the first (in_flight
     # is counted for it before it wakes), so nobody can jump the queue.
     _waiters: deque[anyio.Event] = attrs.field(factory=deque, init=False)
 
-    @classmethod
-    def from_settings(cls, settings: ServerSettings) -> Gate:
-        return cls(settings.max_in_flight, settings.max_queued, settings.queue_timeout_ms / 1000)
-
     @property
     def queued(self) -> int:
         return len(self._waiters)
 
-    def resize(self, settings: ServerSettings) -> None:
-        """Apply new caps (a config reload); requests already in keep their slots."""
-        self.max_in_flight = settings.max_in_flight
-        self.max_queued = settings.max_queued
-        self.queue_timeout_s = settings.queue_timeout_ms / 1000
+    @property
+    def queue_timeout_s(self) -> float:
+        return self.settings().queue_timeout_ms / 1000
+
+    def reconfigured(self) -> None:
+        """The caps may have grown (a config reload): let waiters in if they fit now;
+        requests already in keep their slots."""
         self._hand_over()
 
     async def enter(self) -> None:
         """Take a slot, or raise 503 `overloaded`; pair with `leave()`."""
-        if self.in_flight < self.max_in_flight and not self._waiters:
+        settings = self.settings()
+        if self.in_flight < settings.max_in_flight and not self._waiters:
             self.in_flight += 1
             return
-        if len(self._waiters) >= self.max_queued or self.queue_timeout_s <= 0:
+        timeout_s = settings.queue_timeout_ms / 1000
+        if len(self._waiters) >= settings.max_queued or timeout_s <= 0:
             self.shed += 1
             raise overloaded(
                 f"The router is at capacity ({self.in_flight} requests in flight, "
                 f"{len(self._waiters)} waiting). Retry shortly.",
-                self.queue_timeout_s,
+                timeout_s,
             )
         turn = anyio.Event()
         self._waiters.append(turn)
         try:
-            with anyio.move_on_after(self.queue_timeout_s):
+            with anyio.move_on_after(timeout_s):
                 await turn.wait()
         except BaseException:
             self._give_up(turn)
@@ -82,8 +84,8 @@ class Gate:
         self.shed += 1
         raise overloaded(
             f"The router is at capacity: no slot freed within "
-            f"{self.queue_timeout_s * 1000:g} ms. Retry shortly.",
-            self.queue_timeout_s,
+            f"{timeout_s * 1000:g} ms. Retry shortly.",
+            timeout_s,
         )
 
     def _give_up(self, turn: anyio.Event) -> None:
@@ -97,14 +99,15 @@ class Gate:
         self._hand_over()
 
     def _hand_over(self) -> None:
-        while self._waiters and self.in_flight < self.max_in_flight:
+        cap = self.settings().max_in_flight
+        while self._waiters and self.in_flight < cap:
             self.in_flight += 1
             self._waiters.popleft().set()
 
     def status(self) -> dict[str, int]:
         return {
             "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
+            "max_in_flight": self.settings().max_in_flight,
             "queued": len(self._waiters),
             "shed": self.shed,
         }

@@ -45,14 +45,12 @@ from router_server.health import Health
 
 @attrs.define
 class Opened:
-    """A backend answered 2xx; its body is not read yet. Pass it to `Dispatcher.done`."""
+    """A backend answered 2xx; its body is not read yet. Pass it to `Dispatcher.done`,
+    once (the request's exchange does, for a stream)."""
 
     client: BackendClient
     candidate: Candidate
     response: httpx.Response
-    attempts: int
-    hedged: bool = False
-    released: bool = False
 
 
 @attrs.define
@@ -99,9 +97,6 @@ class Dispatcher:
 
     def done(self, opened: Opened, broken: str | None = None) -> None:
         """The answer has been read or the stream has ended; `broken` says how it failed."""
-        if opened.released:
-            return
-        opened.released = True
         backend = opened.candidate.backend
         if broken is not None:
             self.health.failed(backend, broken)
@@ -144,7 +139,7 @@ class Dispatcher:
             verdict = judge(status)
             if verdict is Verdict.SERVED:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
-                return Opened(client, candidate, response, plan.attempts)
+                return Opened(client, candidate, response)
             detail = await _safe_read(client, response)
             self._end(client)
             if verdict is Verdict.FAILED:
@@ -214,7 +209,6 @@ class Dispatcher:
                 running -= 1
                 if not isinstance(outcome, RouterError):
                     tg.cancel_scope.cancel()
-                    outcome[0].hedged = True
                     return outcome
                 errors.append(outcome)
         raise errors[0]

@@ -9,6 +9,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -47,6 +48,26 @@ class StreamTally:
     done: bool = False
     # Why the backend's stream failed, if it did (a client leaving is not a failure).
     broken: str | None = None
+    # perf_counter() when the first event went out (the record's time to first token).
+    first_byte: float | None = None
+    # The events sent, kept to replay to an idempotent retry while they fit in
+    # `capture_limit` bytes (None: not kept, or they did not fit).
+    captured: list[bytes] | None = None
+    capture_limit: int = 0
+    captured_bytes: int = 0
+
+    def sent(self, data: bytes) -> None:
+        if self.first_byte is None:
+            self.first_byte = time.perf_counter()
+        if self.captured is not None:
+            self.captured_bytes += len(data)
+            if self.captured_bytes <= self.capture_limit:
+                self.captured.append(data)
+            else:
+                self.captured = None
+
+    def capture(self, limit: int) -> None:
+        self.captured, self.capture_limit = [], limit
 
 
 def _rewrite_event(event: bytes, public_model: str, tally: StreamTally) -> bytes | None:
@@ -77,13 +98,13 @@ def _rewrite_event(event: bytes, public_model: str, tally: StreamTally) -> bytes
     return event
 
 
-OnClose = Callable[[StreamTally], Awaitable[None]]
+OnEnd = Callable[[StreamTally], Awaitable[None]]
 
 
 class RelayResponse(StreamingResponse):
     """An SSE relay that closes the backend response however the relay ends,
     including a client that disconnects before the first event, and then
-    reports what the stream carried to `on_close`."""
+    reports what the stream carried to `on_end`, exactly once."""
 
     def __init__(
         self,
@@ -91,7 +112,7 @@ class RelayResponse(StreamingResponse):
         public_model: str,
         headers: Mapping[str, str],
         tally: StreamTally,
-        on_close: OnClose,
+        on_end: OnEnd,
     ) -> None:
         super().__init__(
             relay_events(opened, public_model, tally),
@@ -100,7 +121,7 @@ class RelayResponse(StreamingResponse):
         )
         self.opened = opened
         self.tally = tally
-        self.on_close = on_close
+        self.on_end = on_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -108,7 +129,7 @@ class RelayResponse(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.opened.response.aclose()
-                await self.on_close(self.tally)
+                await self.on_end(self.tally)
 
 
 async def relay_events(
@@ -135,11 +156,17 @@ async def relay_events(
                 if rewritten is not None:
                     ready.append(rewritten + b"\n\n")
             if ready:
-                yield b"".join(ready)
+                data = b"".join(ready)
+                tally.sent(data)
+                yield data
     except BackendFailure as failure:
         tally.broken = f"stream broke: {failure.detail}"
-        yield _error_event(f"The stream from backend {backend!r} broke: {failure.detail}.")
+        data = _error_event(f"The stream from backend {backend!r} broke: {failure.detail}.")
+        tally.sent(data)
+        yield data
         return
     if not tally.done:
         tally.broken = "stream ended before [DONE]"
-        yield _error_event(f"The stream from backend {backend!r} ended before completion.")
+        data = _error_event(f"The stream from backend {backend!r} ended before completion.")
+        tally.sent(data)
+        yield data

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from router_core.accounting.records import TokenCounts
 from router_core.config import RouterConfig
 from router_core.config_enums import LimitStoreKind
 from router_core.limits import NEVER
@@ -102,9 +103,6 @@ class Ticket:
     headers: Mapping[str, str]
     # The body to forward (max_tokens set when a reservation depends on it).
     body: Mapping[str, Any]
-    # A relay owns the ticket now, and settles it when the stream ends.
-    streaming: bool = False
-    settled: bool = False
 
 
 _DENIAL_PROBLEMS: dict[LimitType, Problem] = {
@@ -185,12 +183,14 @@ class LimitGate:
         local_specs = [_local_share(s, share) for s in plan.specs if isinstance(s, RateSpec)]
         return await self.local.admit(request_id, local_specs)
 
-    async def settle(self, ticket: Ticket, usage: TokenUsage | None, *, served: bool) -> None:
-        """Replace the ticket's holds by what was actually used (never raises)."""
+    async def settle(self, ticket: Ticket, counts: TokenCounts, *, served: bool) -> None:
+        """Replace the ticket's holds by what was actually used (never raises): `counts`
+        are the ones the request's usage record carries."""
         if ticket.admission is None or not ticket.admission.holds:
             return
         holds = ticket.admission.holds
-        amounts = actuals(ticket.plan, holds, usage, served=served)
+        used = TokenUsage(counts.prompt_tokens, counts.completion_tokens, counts.total_tokens)
+        amounts = actuals(ticket.plan, holds, used, served=served)
         if log.isEnabledFor(logging.INFO):
             log.info("settled", extra={
                 "request_id": holds[0].id,

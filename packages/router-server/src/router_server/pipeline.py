@@ -1,10 +1,16 @@
 """The request pipeline: one readable path from HTTP request to answer.
 
-authenticate -> read and validate -> resolve model -> take an in-flight slot
-(or be shed) -> admit against limits -> route -> forward with failover,
-retries and hedging -> settle limits -> answer (JSON, or an SSE relay that
-settles when the stream ends). Each step raises a `RouterError`, which the
-route renders in its own envelope.
+authenticate -> read and validate -> resolve model -> admission (shed when
+the usage spool is full; claim the idempotency key, or replay its answer;
+take an in-flight slot, or be shed; admit against limits) -> route ->
+forward with failover, retries and hedging -> answer (JSON, or an SSE relay
+that finishes when the stream ends). Each step raises a `RouterError`, which
+the route renders in its own envelope.
+
+Every request runs under one `Runtime` (read once, here) and owns its
+resources through one `Exchange`, whose `finish` is the one way out: it
+settles the limits, writes the usage record and gives back the slot, the
+claim and a relayed backend, with an `Ending` this module decides.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router_core import routing, usage
-from router_core.accounting.records import outcome_of
+from router_core.accounting import idempotency as idem
+from router_core.accounting.records import (
+    Outcome,
+    TokenCounts,
+    completion_chars,
+    estimate_tokens,
+    outcome_of,
+    token_counts,
+)
 from router_core.auth import KeyIndex, Principal, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
@@ -33,13 +47,15 @@ from router_server.backends import BackendClient
 from router_server.backpressure import Gate, overloaded
 from router_server.credentials import verify
 from router_server.dispatch import Dispatcher, Opened
+from router_server.exchange import CLIENT_CLOSED, Ending, Exchange
 from router_server.forwarding import RelayResponse, StreamTally
 from router_server.health import Health
-from router_server.limits import LimitGate, Ticket
+from router_server.limits import LimitGate
 from router_server.ops import Ops
 from router_server.responses import error_response, json_response
-from router_server.usage.sink import UsageSink
-from router_server.usage.trace import UsageTrace
+from router_server.runtime import Runtime
+from router_server.usage.sink import UsageSink, replayed
+from router_server.usage.trace import Claim, UsageTrace
 
 log = logging.getLogger("router.access")
 audit = logging.getLogger("router.audit")
@@ -47,11 +63,10 @@ audit = logging.getLogger("router.audit")
 
 @attrs.define
 class RouterState:
-    """Everything a request needs, opened in the lifespan and shared by all requests."""
+    """Everything a request needs, opened in the lifespan and shared by all requests:
+    the running `Runtime` (swapped whole on reload) and the live components."""
 
-    config: RouterConfig
-    keys: KeyIndex
-    backends: dict[str, BackendClient]
+    runtime: Runtime
     health: Health
     limits: LimitGate
     gate: Gate
@@ -59,12 +74,25 @@ class RouterState:
     rng: random.Random
     overrides: OverrideBook
     usage: UsageSink
+    # Metrics and the operator page's window.
+    ops: Ops
+    # Managed keys, nonces of signed requests and OIDC tokens.
+    credentials: verify.Credentials
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
-    # Metrics and the operator page's window (set in the lifespan).
-    ops: Ops | None = None
-    # Managed keys, nonces of signed requests and OIDC tokens (None: config keys only).
-    credentials: verify.Credentials | None = None
+
+    # The running snapshot's parts, for readers outside a request (status, admin).
+    @property
+    def config(self) -> RouterConfig:
+        return self.runtime.config
+
+    @property
+    def keys(self) -> KeyIndex:
+        return self.runtime.keys
+
+    @property
+    def backends(self) -> Mapping[str, BackendClient]:
+        return self.runtime.backends
 
 
 def state_of(request: Request) -> RouterState:
@@ -72,10 +100,10 @@ def state_of(request: Request) -> RouterState:
     return state
 
 
-async def authenticate_request(
-    request: Request, state: RouterState, config: RouterConfig
-) -> Principal:
-    return await verify.authenticate_request(request, config, state.keys, state.credentials)
+async def authenticate_request(request: Request, state: RouterState, runtime: Runtime) -> Principal:
+    return await verify.authenticate_request(
+        request, runtime.config, runtime.keys, state.credentials
+    )
 
 
 async def read_json_body(request: Request) -> object:
@@ -106,45 +134,42 @@ async def serve(request: Request, validate: Validator, shape: Shaper) -> Respons
         return await _serve(request, validate, shape)
 
 
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
 async def _serve(request: Request, validate: Validator, shape: Shaper) -> Response:
     started = time.perf_counter()
     state = state_of(request)
-    # One config for the whole request, even across a reload: everything below,
-    # down to the price on its usage record, reads this snapshot, never state.config.
-    config = state.config
+    # One runtime for the whole request, even across a reload: everything below,
+    # down to the price on its usage record, reads this snapshot.
+    runtime = state.runtime
+    config = runtime.config
     path = request.url.path
     request_id: str = request.scope["state"]["request_id"]
+    trace = UsageTrace(request_id, path, started, now_us(), config)
+    exchange = Exchange(runtime, trace, state.usage, state.limits, state.dispatch)
     principal: Principal | None = None
-    ticket: Ticket | None = None
-    gate = state.gate
-    holds_slot = False
-    trace = state.usage.trace(request_id, path, started, config)
     try:
         with tracing.span("router.auth"):
-            principal = trace.principal = await authenticate_request(request, state, config)
+            principal = trace.principal = await authenticate_request(request, state, runtime)
         inference = trace.inference = validate(await read_json_body(request))
         model = permit_model(principal, config, inference.model)
-        # A retry of a completed request is answered from the store, before
-        # taking a slot or charging a limit.
-        replay = await state.usage.claim(trace, request.headers)
-        if replay is not None:
-            return replay
-        await gate.enter()
-        holds_slot = True
-        with tracing.span("router.limits"):
-            ticket = await state.limits.admit(config, request_id, principal.limit_scope, inference)
+        stored = await _admit(state, exchange, request.headers)
+        if stored is not None:  # a retry of a completed request, answered from the store
+            backend = dict(stored.headers).get("x-router-backend")
+            await exchange.finish(Ending(stored.status, Outcome.REPLAYED, backend=backend))
+            return replayed(stored)
+        ticket = exchange.ticket
+        assert ticket is not None
         with tracing.span("router.route"):
             candidates = await _route(state, config, inference.model, model, principal)
         headers = dict(ticket.headers)
-        forwarded = _forwarded(inference, ticket)
+        forwarded = _forwarded(inference, ticket.body)
         try:
             with anyio.fail_after(config.server.request_timeout_s):
-                if inference.stream:
-                    response = await _stream(
-                        state, config, forwarded, ticket, candidates, headers, trace
-                    )
-                    holds_slot = False  # the relay gives it back when the stream ends
-                    return response
+                if inference.stream:  # the relay finishes the exchange when the stream ends
+                    return await _stream(state, exchange, forwarded, candidates, headers)
                 hedge = model.hedge_after_ms / 1000 if model.hedge_after_ms else None
                 sent = time.perf_counter()
                 opened, body = await state.dispatch.fetch(
@@ -156,32 +181,98 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
                 Catalog.REQUEST_TIMEOUT,
                 f"The request did not complete within {config.server.request_timeout_s:g} s.",
             ) from None
-        await _settle(state, ticket, usage.from_backend(body), served=True)
-        ticket = None
         headers["x-router-backend"] = opened.candidate.backend
         latency_ms = (time.perf_counter() - started) * 1000
         answer = shape(inference, opened, body, latency_ms)
         content = _content(config, inference, body)
         _access(request_id, principal, inference, opened, 200, started, content=content)
-        if state.ops is not None:  # ops: router-added latency = total - backend wait
-            total_s = time.perf_counter() - started
-            state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
+        # ops: router-added latency = total - backend wait
+        total_s = time.perf_counter() - started
+        state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
         response = json_response(answer, headers=headers)
-        await state.usage.answered(trace, response, opened=opened, body=body)
+        counts = token_counts(
+            inference.body, body.get("usage"), estimate_tokens(completion_chars(body))
+        )
+        await exchange.finish(
+            Ending(
+                200, Outcome.SUCCESS, counts=counts, served=True,
+                backend=opened.candidate.backend, backend_model=opened.candidate.model,
+                stored=_storable(response, exchange.claim),
+            )
+        )  # fmt: skip
         return response
     except RouterError as exc:
         _denied(request_id, principal, path, exc, started)
-        if ticket is not None:
-            exc.headers = {**ticket.headers, **exc.headers}
+        if exchange.ticket is not None:
+            exc.headers = {**exchange.ticket.headers, **exc.headers}
         response = error_response(exc, path)
-        await state.usage.answered(trace, response, error=exc)
+        code = exc.problem.code
+        await exchange.finish(
+            Ending(
+                response.status_code, outcome_of(code), code, error=exc,
+                stored=_storable(response, exchange.claim),
+                # Refused for a full spool before anything was done: nothing to account.
+                record=exc.problem is not Catalog.USAGE_SPOOL_FULL,
+            )
+        )  # fmt: skip
         return response
-    finally:
-        if ticket is not None and not ticket.streaming:
-            await _settle(state, ticket, None, served=False)
-        if holds_slot:
-            gate.leave()
-        await state.usage.abandoned(trace)
+    except BaseException as exc:
+        # The client went away (the server cancelled us), or a bug: either way
+        # the prompt may have reached a backend, so it is counted.
+        asked = trace.inference
+        ending = _abandoned(exc, token_counts(asked.body, None, 0) if asked else TokenCounts())
+        await exchange.finish(ending)
+        raise
+
+
+def _abandoned(exc: BaseException, counts: TokenCounts) -> Ending:
+    """A request that ended without an answer: cancelled, or failed inside the router."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return Ending(CLIENT_CLOSED, Outcome.CLIENT_CANCELLED, counts=counts)
+    return Ending(500, Outcome.BACKEND_ERROR, Catalog.INTERNAL_ERROR.code, counts=counts)
+
+
+async def _admit(
+    state: RouterState, exchange: Exchange, headers: Mapping[str, str]
+) -> idem.StoredResponse | None:
+    """Admission, in order: the spool has room, the idempotency key is ours (or
+    its stored answer is returned, before a slot is taken or a limit charged),
+    an in-flight slot, the limits. The exchange holds what each step took."""
+    trace, config = exchange.trace, exchange.runtime.config
+    spool = state.usage.recorder.spool
+    if not spool.accepting:
+        spool.refused += 1
+        raise DependencyError(
+            Catalog.USAGE_SPOOL_FULL,
+            "Usage records cannot be delivered right now and the local spool is full; "
+            "the request was not served. Retry later.",
+            headers={"retry-after": "5"},
+        )
+    claimed = await state.usage.claim(trace, headers, config.idempotency)
+    if isinstance(claimed, idem.StoredResponse):
+        return claimed
+    exchange.claim = claimed
+    await exchange.enter(state.gate)
+    principal, inference = trace.principal, trace.inference
+    assert principal is not None
+    assert inference is not None
+    with tracing.span("router.limits"):
+        exchange.ticket = await state.limits.admit(
+            config, trace.request_id, principal.limit_scope, inference
+        )
+    return None
+
+
+def _storable(response: Response, claim: Claim | None) -> idem.StoredResponse | None:
+    """The answer to keep for retries of an idempotent request (None: release its key)."""
+    if claim is None or not idem.storable(response.status_code):
+        return None
+    return idem.StoredResponse(
+        response.status_code,
+        response.headers.get("content-type", "application/json"),
+        tuple((k, v) for k, v in response.headers.items() if k == "x-router-backend"),
+        bytes(memoryview(response.body)),
+    )
 
 
 async def _route(
@@ -199,7 +290,8 @@ async def _route(
 
     decision = decide()
     if decision.only_capacity_skips():
-        with anyio.move_on_after(state.gate.queue_timeout_s):
+        queue_timeout_s = config.server.queue_timeout_ms / 1000
+        with anyio.move_on_after(queue_timeout_s):
             while not decision.candidates:
                 await state.health.wait_for_capacity()
                 decision = decide()
@@ -207,7 +299,7 @@ async def _route(
             state.gate.shed += 1
             raise overloaded(
                 f"Every backend for model {name!r} is at its in-flight cap. Retry shortly.",
-                state.gate.queue_timeout_s,
+                queue_timeout_s,
             )
     if not decision.candidates:
         reasons = "; ".join(f"{s.backend}: {s.reason} ({s.detail})" for s in decision.skipped)
@@ -219,71 +311,75 @@ async def _route(
     return decision.candidates
 
 
-def _forwarded(inference: InferenceRequest, ticket: Ticket) -> InferenceRequest:
-    if ticket.body is inference.body:
+def _forwarded(inference: InferenceRequest, body: Mapping[str, Any]) -> InferenceRequest:
+    if body is inference.body:
         return inference
-    return attrs.evolve(inference, body=ticket.body)
+    return attrs.evolve(inference, body=body)
 
 
 async def _stream(
     state: RouterState,
-    config: RouterConfig,
+    exchange: Exchange,
     forwarded: InferenceRequest,
-    ticket: Ticket,
     candidates: tuple[routing.Candidate, ...],
     headers: dict[str, str],
-    trace: UsageTrace,
 ) -> Response:
     """Open the stream (failing over before the first byte) and hand it to the relay,
-    which settles the ticket and frees the slots when the stream ends, however it ends."""
+    which finishes the exchange when the stream ends, however it ends."""
+    config, trace = exchange.runtime.config, exchange.trace
     tally = StreamTally()
     if not _asks_usage(forwarded.body):  # usage records need the counts of every stream
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
         forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
         tally.strip_usage = True
-    opened = await state.dispatch.open(forwarded, candidates, config.routing.max_attempts)
-    ticket.streaming = True
+    if exchange.claim is not None:  # keep the events, to replay them to a retry
+        tally.capture(config.idempotency.max_body_bytes)
+    opened = exchange.opened = await state.dispatch.open(
+        forwarded, candidates, config.routing.max_attempts
+    )
 
-    async def on_close(tally: StreamTally) -> None:
-        state.dispatch.done(opened, tally.broken)
-        state.gate.leave()
+    async def ended(tally: StreamTally) -> None:
+        ending = _stream_ending(exchange, opened, tally)
+        trace.first_byte = tally.first_byte
         if trace.principal is not None:  # the stream's access line, when it ends
-            outcome = (
-                "success" if tally.done else "backend_error" if tally.broken else "client_cancelled"
-            )
             content = _content(config, forwarded, None)
             _access(trace.request_id, trace.principal, forwarded, opened, 200, trace.started,
-                    outcome, content)  # fmt: skip
-        await _settle(state, ticket, _stream_usage(ticket, tally), served=tally.content_events > 0)
+                    ending.outcome.value, content)  # fmt: skip
+        await exchange.finish(ending)
 
     headers["x-router-backend"] = opened.candidate.backend
-    return state.usage.relay(
-        trace, RelayResponse(opened, forwarded.model, headers, tally, on_close)
-    )
+    return RelayResponse(opened, forwarded.model, headers, tally, ended)
+
+
+def _stream_ending(exchange: Exchange, opened: Opened, tally: StreamTally) -> Ending:
+    inference = exchange.trace.inference
+    assert inference is not None
+    # Cancelled or broken before the backend reported usage: count what was
+    # relayed (about a token per content event).
+    counts = token_counts(inference.body, tally.usage, tally.content_events)
+    stored = None
+    if tally.done:
+        outcome, code, status = Outcome.SUCCESS, None, 200
+        if tally.captured is not None:
+            stored = idem.StoredResponse(
+                200, "text/event-stream",
+                (("x-router-backend", opened.candidate.backend),),
+                b"".join(tally.captured),
+            )  # fmt: skip
+    elif tally.broken:
+        outcome, code, status = Outcome.BACKEND_ERROR, Catalog.BACKEND_ERROR.code, 200
+    else:
+        outcome, code, status = Outcome.CLIENT_CANCELLED, None, CLIENT_CLOSED
+    return Ending(
+        status, outcome, code, counts, served=tally.content_events > 0,
+        backend=opened.candidate.backend, backend_model=opened.candidate.model,
+        broken=tally.broken, stored=stored,
+    )  # fmt: skip
 
 
 def _asks_usage(body: Mapping[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _stream_usage(ticket: Ticket, tally: StreamTally) -> usage.TokenUsage:
-    if tally.usage is not None:
-        return usage.from_backend({"usage": tally.usage})
-    # Cancelled or broken before the backend reported usage: count what was
-    # relayed (about a token per content event) against the prompt's bound.
-    prompt = ticket.plan.prompt_bound
-    return usage.TokenUsage(prompt, tally.content_events, prompt + tally.content_events)
-
-
-async def _settle(
-    state: RouterState, ticket: Ticket, used: usage.TokenUsage | None, *, served: bool
-) -> None:
-    if ticket.settled:
-        return
-    ticket.settled = True
-    with anyio.CancelScope(shield=True):
-        await state.limits.settle(ticket, used, served=served)
 
 
 def shape_openai(

@@ -3,13 +3,13 @@
 Rules:
 - The new file is loaded and checked exactly as at start-up; if it is not
   valid the old config stays in force and every problem is logged.
-- Each request reads `state.config` once, when it is accepted, and passes
-  that snapshot to everything it calls (limits, dispatch, the usage record
-  and its price), so it runs under one config from start to end. Components
-  keep live state only, never their own copy of a setting a reload changes.
-  Backends whose settings did not change keep their client and their
-  health; a changed or removed backend's old client is closed only when the
-  last request using it has finished.
+- A reload builds a new `Runtime` (config, key index, backend clients) and
+  swaps it in with one assignment. Each request reads `state.runtime` once,
+  when it is accepted, and passes that snapshot to everything it calls
+  (limits, dispatch, the usage record and its price), so it runs under one
+  config from start to end. Backends whose settings did not change keep
+  their client and their health; a changed or removed backend's old client
+  is closed only when the last request using it has finished.
 - Some settings only take effect on restart (listeners, workers, the
   stores, the usage spool, the body limit); a change to them is logged as such.
 """
@@ -24,12 +24,12 @@ from pathlib import Path
 import anyio
 import attrs
 
-from router_core.auth import KeyIndex
 from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid
 from router_server import config_file
 from router_server.backends import BackendClient, open_client
 from router_server.pipeline import RouterState
+from router_server.runtime import Runtime
 
 log = logging.getLogger("router.config")
 
@@ -130,13 +130,13 @@ def apply(state: RouterState, new: RouterConfig, env: Mapping[str, str]) -> list
             if current is not None:
                 retired.append(current)
     retired.extend(c for n, c in state.backends.items() if n not in new.backends)
+    # Live state that follows the backend set and the breaker and retry
+    # settings (kept inside the core's breakers and retry budget).
     state.health.reconfigure(new)
-    state.keys = KeyIndex.from_config(new)
     state.dispatch.budget.ratio = new.routing.retry_budget_ratio
     state.dispatch.budget.min_per_s = new.routing.retry_min_per_s
-    state.gate.resize(new.server)
-    state.backends = backends
-    state.config = new
+    state.runtime = Runtime.build(new, backends)
+    state.gate.reconfigured()  # it reads the new caps; grown ones let waiters in
     return retired
 
 

@@ -7,7 +7,8 @@ Rules:
   never charged).
 - Token counts come from the backend's own `usage`; when it gave none the
   counts are estimated from the text (a prompt given as token ids counts one
-  token per id) and the record says `estimated: true`.
+  token per id) and the record says `estimated: true`. `token_counts` is the
+  one count: limits settle exactly what the usage record says.
 - Cost is priced from the config's price table in integer nano-USD (the same
   arithmetic as budgets); a model without a price has no cost (`None`).
 - A record names the key by its id, never the key; it carries no prompt or
@@ -168,6 +169,23 @@ def estimated_counts(body: Mapping[str, Any], completion_tokens: int) -> TokenCo
         total_tokens=prompt + completion_tokens,
         estimated=True,
     )
+
+
+def token_counts(
+    request_body: Mapping[str, Any], reported: object, completion_tokens: int | None
+) -> TokenCounts:
+    """A request's one count of tokens: what its limits settle and its usage record says.
+
+    `reported` is the backend's `usage` object (None when it gave none);
+    `completion_tokens` estimates what was generated (a non-streamed answer's
+    text, or a stream's content events relayed), None when no backend answered.
+    """
+    counts = reported_counts(reported)
+    if counts is not None:
+        return counts
+    if completion_tokens is None:
+        return TokenCounts()
+    return estimated_counts(request_body, completion_tokens)
 
 
 def completion_chars(body: Mapping[str, Any]) -> int:

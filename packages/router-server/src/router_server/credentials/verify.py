@@ -78,20 +78,18 @@ def _signature_refused(reason: str, detail: str) -> ClientError:
 
 
 async def authenticate_request(
-    request: Request, config: RouterConfig, keys: KeyIndex, credentials: Credentials | None
+    request: Request, config: RouterConfig, keys: KeyIndex, credentials: Credentials
 ) -> Principal:
     headers = request.headers
     authorization = headers.get("authorization")
     now = time.time()
     route = request.url.path
-    managed = credentials.book.managed if credentials is not None else {}
+    managed = credentials.book.managed
     if authorization and authorization.lstrip().startswith(signing.SCHEME):
-        if credentials is None:
-            raise _signature_refused("hmac_unsupported", "Signed requests are not enabled.")
         return await _signed(request, authorization, config, keys, credentials, now)
     presented = credential_from_headers(authorization, headers.get("x-api-key"))
     if looks_like_jwt(presented):
-        if credentials is None or not config.auth.issuers:
+        if not config.auth.issuers:
             raise token_refused("token_issuer", "No identity provider is configured.")
         return await credentials.tokens.verify(presented, config.auth.issuers, config.organizations)
     return authenticate(

@@ -40,7 +40,6 @@ def _denied(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state = state_of(request)
-    assert state.ops is not None
     if state.ops.token is not None and not _authorized(request, state.ops.token):
         return _denied(request)
     return Response(render(state.ops.registry), media_type=CONTENT_TYPE)
@@ -88,7 +87,6 @@ async def page(request: Request) -> Response:
 
 async def summary(request: Request) -> Response:
     state = state_of(request)
-    assert state.ops is not None
     if state.ops.token is None:
         return error_response(ClientError(Catalog.NOT_FOUND, "No ops page."), request.url.path)
     if not _authorized(request, state.ops.token):

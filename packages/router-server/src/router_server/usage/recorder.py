@@ -132,7 +132,6 @@ class Recorder:
         backend: str | None = None,
         backend_model: str | None = None,
     ) -> None:
-        trace.recorded = True
         principal, inference = trace.principal, trace.inference
         assert principal is not None
         finished = time.perf_counter()

@@ -1,20 +1,17 @@
-"""The pipeline's one door to usage accounting.
+"""Usage accounting's services to the request pipeline: idempotency and replays.
 
-`serve()` calls, in order: `trace()` when a request arrives; `claim()` after
-validation and before admission (spool capacity and idempotency: 503, 409,
-422, or a stored answer to replay); `answered()` with the response it is
-about to return (or `relay()` for a stream, which records when the stream
-ends); and `abandoned()` in its `finally`, which records a request that was
-cancelled or crashed before any of those. Each authenticated request gets
-exactly one usage record, appended to the spool before the answer leaves.
+The pipeline claims a request's idempotency key after validation and before
+admission (`claim`: 409 or 422, a stored answer to replay, or a claim the
+request then holds); the request's `Exchange` writes its one usage record and
+settles the claim (`settle_claim`) when it finishes. Each authenticated
+request gets exactly one usage record, appended to the spool before the
+answer leaves.
 """
 
 from __future__ import annotations
 
-import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -22,36 +19,24 @@ import attrs
 from starlette.responses import Response
 
 from router_core.accounting import idempotency as idem
-from router_core.accounting.records import (
-    Outcome,
-    TokenCounts,
-    completion_chars,
-    estimate_tokens,
-    estimated_counts,
-    outcome_of,
-    reported_counts,
-)
-from router_core.config import IdempotencySettings, RouterConfig
+from router_core.config import IdempotencySettings
 from router_core.config_enums import SharedStoreKind
-from router_core.problems import Catalog, DependencyError, RouterError
-from router_server.dispatch import Opened
-from router_server.forwarding import RelayResponse, StreamTally
+from router_core.problems import Catalog, DependencyError
 from router_server.usage.idempotency_store import IdempotencyStore, IdempotencyUnavailable
 from router_server.usage.recorder import Recorder
 from router_server.usage.trace import Claim, UsageTrace
 
-# The status a client that went away is recorded with (nginx's convention).
-CLIENT_CLOSED = 499
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
+def replayed(stored: idem.StoredResponse) -> Response:
+    """A stored answer, sent again to a retry of its request."""
+    headers = {**dict(stored.headers), "idempotent-replayed": "true"}
+    return Response(stored.body, stored.status, headers, media_type=stored.content_type)
 
 
 @attrs.define
 class UsageSink:
-    """Keeps no config: every setting a request needs comes from `trace.config`,
-    the config it was accepted under."""
+    """Keeps no config: every setting a request needs comes from the config it
+    was accepted under."""
 
     recorder: Recorder
     store: IdempotencyStore
@@ -59,25 +44,11 @@ class UsageSink:
     store_kind: SharedStoreKind
     idempotency_failures: int = 0
 
-    def trace(
-        self, request_id: str, route: str, started: float, config: RouterConfig
-    ) -> UsageTrace:
-        return UsageTrace(request_id, route, started, now_us(), config)
-
-    # -- before admission --------------------------------------------------------
-
-    async def claim(self, trace: UsageTrace, headers: Mapping[str, str]) -> Response | None:
-        """Refuse (503 spool full; 409, 422 idempotency) or replay, or None to proceed."""
-        spool = self.recorder.spool
-        if not spool.accepting:
-            spool.refused += 1
-            trace.recorded = True  # refused before anything was done: nothing to account
-            raise DependencyError(
-                Catalog.USAGE_SPOOL_FULL,
-                "Usage records cannot be delivered right now and the local spool is full; "
-                "the request was not served. Retry later.",
-                headers={"retry-after": "5"},
-            )
+    async def claim(
+        self, trace: UsageTrace, headers: Mapping[str, str], settings: IdempotencySettings
+    ) -> Claim | idem.StoredResponse | None:
+        """The claim this request now holds, the stored answer to replay to it, or
+        None without an idempotency key; raises 409, 422, 503."""
         inference, principal = trace.inference, trace.principal
         assert inference is not None
         assert principal is not None
@@ -94,7 +65,6 @@ class UsageSink:
             idem.fingerprint(trace.route, [inference.operation.value, inference.body]),
             uuid.uuid4().hex,
         )
-        settings = trace.config.idempotency
         try:
             existing = await self.store.claim(
                 claim.scope, idem.Entry(claim.fingerprint, claim.owner),
@@ -109,144 +79,14 @@ class UsageSink:
             ) from exc
         verdict = idem.decide(existing, claim.fingerprint)
         if verdict is idem.Verdict.PROCEED:
-            trace.claim = claim
-            if inference.stream:
-                trace.captured = []
-            return None
+            return claim
         if verdict is idem.Verdict.REPLAY:
             assert existing is not None
             assert existing.response is not None
-            return await self._replay(trace, existing.response)
+            return existing.response
         raise idem.refusal(verdict, key)
 
-    async def _replay(self, trace: UsageTrace, stored: idem.StoredResponse) -> Response:
-        await self.recorder.usage(
-            trace, stored.status, Outcome.REPLAYED, None, TokenCounts(),
-            backend=dict(stored.headers).get("x-router-backend"),
-        )  # fmt: skip
-        headers = {**dict(stored.headers), "idempotent-replayed": "true"}
-        return Response(stored.body, stored.status, headers, media_type=stored.content_type)
-
-    # -- answers -----------------------------------------------------------------
-
-    async def answered(
-        self,
-        trace: UsageTrace,
-        response: Response,
-        *,
-        opened: Opened | None = None,
-        body: Mapping[str, Any] | None = None,
-        error: RouterError | None = None,
-    ) -> None:
-        """Record a request answered with `response` (before it is sent)."""
-        code = error.problem.code if error is not None else None
-        if trace.recorded or trace.principal is None:
-            # No record for this one (refused before authentication, or before
-            # anything was accounted); the metrics and the ops page count it still.
-            self.recorder.unrecorded(trace, response.status_code, code)
-            return
-        counts = TokenCounts()
-        if body is not None and trace.inference is not None:
-            counts = reported_counts(body.get("usage")) or estimated_counts(
-                trace.inference.body, estimate_tokens(completion_chars(body))
-            )
-        await self.recorder.usage(
-            trace, response.status_code, outcome_of(code), code, counts,
-            backend=opened.candidate.backend if opened else None,
-            backend_model=opened.candidate.model if opened else None,
-        )  # fmt: skip
-        if error is not None and "limit_type" in error.extra:
-            await self.recorder.audit(trace, "limit_denied", {"code": code, **error.extra})
-        if trace.claim is not None:
-            stored = None
-            if idem.storable(response.status_code):
-                stored = idem.StoredResponse(
-                    response.status_code,
-                    response.headers.get("content-type", "application/json"),
-                    tuple((k, v) for k, v in response.headers.items() if k == "x-router-backend"),
-                    bytes(memoryview(response.body)),
-                )
-            await self._settle_claim(trace.claim, stored, trace.config.idempotency)
-
-    def relay(self, trace: UsageTrace, response: RelayResponse) -> RelayResponse:
-        """Time a stream's first event, keep its events for replay, record it when it ends."""
-        trace.streaming = True
-        inner = response.body_iterator
-        limit = trace.config.idempotency.max_body_bytes
-
-        async def observed() -> AsyncIterator[Any]:
-            async for chunk in inner:
-                if trace.first_byte is None:
-                    trace.first_byte = time.perf_counter()
-                if trace.captured is not None:
-                    trace.captured_bytes += len(chunk)
-                    if trace.captured_bytes <= limit:
-                        trace.captured.append(
-                            chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-                        )
-                    else:
-                        trace.captured = None
-                yield chunk
-
-        response.body_iterator = observed()
-        on_close = response.on_close
-
-        async def closed(tally: StreamTally) -> None:
-            try:
-                await on_close(tally)
-            finally:
-                await self._stream_ended(trace, response.opened, tally)
-
-        response.on_close = closed
-        return response
-
-    async def _stream_ended(self, trace: UsageTrace, opened: Opened, tally: StreamTally) -> None:
-        assert trace.inference is not None
-        counts = reported_counts(tally.usage) or estimated_counts(
-            trace.inference.body, tally.content_events
-        )
-        if tally.done:
-            outcome, code, status = Outcome.SUCCESS, None, 200
-        elif tally.broken:
-            outcome, code, status = Outcome.BACKEND_ERROR, Catalog.BACKEND_ERROR.code, 200
-        else:
-            outcome, code, status = Outcome.CLIENT_CANCELLED, None, CLIENT_CLOSED
-        await self.recorder.usage(
-            trace, status, outcome, code, counts,
-            backend=opened.candidate.backend, backend_model=opened.candidate.model,
-        )  # fmt: skip
-        if trace.claim is not None:
-            stored = None
-            if tally.done and trace.captured is not None:
-                stored = idem.StoredResponse(
-                    200, "text/event-stream",
-                    (("x-router-backend", opened.candidate.backend),),
-                    b"".join(trace.captured),
-                )  # fmt: skip
-            await self._settle_claim(trace.claim, stored, trace.config.idempotency)
-
-    async def abandoned(self, trace: UsageTrace) -> None:
-        """In the pipeline's `finally`: record a request that ended without an answer."""
-        if trace.recorded or trace.streaming or trace.principal is None:
-            return
-        exc = sys.exc_info()[1]
-        cancelled = exc is None or isinstance(exc, anyio.get_cancelled_exc_class())
-        with anyio.CancelScope(shield=True):
-            counts = TokenCounts()
-            if trace.inference is not None:
-                counts = estimated_counts(trace.inference.body, 0)
-            if cancelled:
-                await self.recorder.usage(
-                    trace, CLIENT_CLOSED, Outcome.CLIENT_CANCELLED, None, counts
-                )
-            else:
-                await self.recorder.usage(
-                    trace, 500, Outcome.BACKEND_ERROR, Catalog.INTERNAL_ERROR.code, counts
-                )
-            if trace.claim is not None:
-                await self._settle_claim(trace.claim, None, trace.config.idempotency)
-
-    async def _settle_claim(
+    async def settle_claim(
         self, claim: Claim, stored: idem.StoredResponse | None, settings: IdempotencySettings
     ) -> None:
         try:

@@ -1,4 +1,5 @@
-"""What the pipeline learns about one request, collected for its usage record."""
+"""What the pipeline learns about one request, collected for its usage record
+(the request's `Exchange` writes it)."""
 
 from __future__ import annotations
 
@@ -46,12 +47,5 @@ class UsageTrace:
     inference: InferenceRequest | None = None
     # The caller's own id: /v1/inference's request_id, or the Idempotency-Key.
     client_request_id: str | None = None
-    claim: Claim | None = None
+    # perf_counter() when a stream's first event went out.
     first_byte: float | None = None
-    # A relay owns the record now (written when the stream ends).
-    streaming: bool = False
-    # The record is written (or deliberately not: a spool-full refusal).
-    recorded: bool = False
-    # A stream's events, kept to be replayed to a retry (None: not kept).
-    captured: list[bytes] | None = None
-    captured_bytes: int = 0

@@ -1,0 +1,110 @@
+"""One request's resources, and their one release path.
+
+Rules:
+- An `Exchange` is made when a request arrives and owns what the request
+  takes, in the order it takes them: its idempotency claim, its in-flight
+  slot, its limit ticket, and (for a stream) the backend response it relays.
+- `finish(ending)` gives all of them back and writes the usage record, once
+  (later calls do nothing), shielded from cancellation: a JSON answer, an
+  error, a stream's end (however it ends) and a client that went away all
+  end this way. The pipeline decides the `Ending`; nothing here guesses it
+  from the exception being handled.
+- The limits settle `ending.counts` and the usage record carries the same
+  counts (`router_core.accounting.records.token_counts`), so they agree.
+"""
+
+from __future__ import annotations
+
+import anyio
+import attrs
+
+from router_core.accounting import idempotency as idem
+from router_core.accounting.records import Outcome, TokenCounts
+from router_core.problems import RouterError
+from router_server.backpressure import Gate
+from router_server.dispatch import Dispatcher, Opened
+from router_server.limits import LimitGate, Ticket
+from router_server.runtime import Runtime
+from router_server.usage.sink import UsageSink
+from router_server.usage.trace import Claim, UsageTrace
+
+# The status a client that went away is recorded with (nginx's convention).
+CLIENT_CLOSED = 499
+
+
+@attrs.frozen
+class Ending:
+    """How a request ended: what its record says and what its limits settle."""
+
+    status: int
+    outcome: Outcome
+    reason: str | None = None
+    counts: TokenCounts = attrs.field(factory=TokenCounts)
+    # It counts against request limits (a backend did the work).
+    served: bool = False
+    backend: str | None = None
+    backend_model: str | None = None
+    # How the relayed backend failed, for its health (None: it did not).
+    broken: str | None = None
+    # The answer kept for an idempotent retry (None: the key is released).
+    stored: idem.StoredResponse | None = None
+    # The error answered, for the audit trail of limit denials.
+    error: RouterError | None = None
+    # False only for a request refused before anything was done (spool full).
+    record: bool = True
+
+
+@attrs.define(eq=False)
+class Exchange:
+    runtime: Runtime
+    trace: UsageTrace
+    usage: UsageSink
+    limits: LimitGate
+    dispatch: Dispatcher
+    claim: Claim | None = None
+    ticket: Ticket | None = None
+    # A relayed stream's backend response, given back when the stream ends.
+    opened: Opened | None = None
+    _gate: Gate | None = None
+    _finished: bool = False
+
+    async def enter(self, gate: Gate) -> None:
+        """Take an in-flight slot (or raise 503 overloaded); `finish` gives it back."""
+        await gate.enter()
+        self._gate = gate
+
+    async def finish(self, ending: Ending) -> None:
+        """Release everything the request holds and write its record (once)."""
+        if self._finished:
+            return
+        self._finished = True
+        with anyio.CancelScope(shield=True):
+            try:
+                if self.opened is not None:
+                    self.dispatch.done(self.opened, ending.broken)
+                if self.ticket is not None:
+                    await self.limits.settle(self.ticket, ending.counts, served=ending.served)
+                if ending.record and self.trace.principal is not None:
+                    await self._record(ending)
+                else:  # no record (refused before authentication, or for a full
+                    # spool); the metrics and the ops page count the answer still
+                    self.usage.recorder.unrecorded(self.trace, ending.status, ending.reason)
+            finally:
+                if self._gate is not None:
+                    self._gate.leave()
+
+    async def _record(self, ending: Ending) -> None:
+        recorder = self.usage.recorder
+        await recorder.usage(
+            self.trace, ending.status, ending.outcome, ending.reason, ending.counts,
+            backend=ending.backend, backend_model=ending.backend_model,
+        )  # fmt: skip
+        error = ending.error
+        if error is not None and "limit_type" in error.extra:
+            await recorder.audit(
+                self.trace, "limit_denied", {"code": error.problem.code, **error.extra}
+            )
+        if self.claim is not None:
+            await self.usage.settle_claim(
+                self.claim, ending.stored, self.runtime.config.idempotency
+            )
