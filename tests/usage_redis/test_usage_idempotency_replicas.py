@@ -158,7 +158,8 @@ def test_failures_release_the_key_so_a_retry_is_served(
     headers = {**auth(), "idempotency-key": "fail-" + uuid.uuid4().hex}
     for mock in mocks:
         mock.configure(error_rate=1.0)
-    assert httpx.post(first.url + CHAT_PATH, json=chat(), headers=headers).status_code == 502
+    failed = httpx.post(first.url + CHAT_PATH, json=chat(), headers=headers)
+    assert failed.status_code == 502, failed.text
     for mock in mocks:
         mock.configure(error_rate=0.0)
     retry = httpx.post(second.url + CHAT_PATH, json=chat(), headers=headers)
