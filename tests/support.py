@@ -33,7 +33,10 @@ def base_config(mock_a_url: str, mock_b_url: str) -> dict[str, Any]:
     """Two backends; `chat` spread over both, `embed` on A only, `b-only` on B."""
     return {
         "server": {"request_timeout_s": 10},
-        "health": {"probe_interval_s": 0.5, "probe_timeout_s": 0.5},
+        # A probe that times out opens the circuit; on a loaded machine a healthy
+        # mock can take longer than half a second to list its models, and the
+        # tests' backends fail by refusing connections or hanging requests.
+        "health": {"probe_interval_s": 0.5, "probe_timeout_s": 5},
         "backends": {
             "mock-a": {"base_url": mock_a_url, "connect_timeout_s": 1, "read_timeout_s": 5},
             "mock-b": {
