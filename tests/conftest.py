@@ -33,9 +33,10 @@ from support import (
 # (kafka_broker, kafka_bootstrap), and the admin listener's certificates (admin_certs).
 # An identity provider's JWKS endpoint (idp), the ops page's fixtures, and the
 # canary-secret check over the whole session's logs, error bodies and usage records.
+# A real Redis Cluster and Sentinel deployment (redis_cluster, redis_sentinel).
 pytest_plugins = [
     "redis_fixture", "kafka_fixture", "tls_fixture", "ops_fixture", "jwks_fixture",
-    "canary_fixture",
+    "canary_fixture", "redis_cluster_fixture",
 ]  # fmt: skip
 
 settings.register_profile(
