@@ -83,8 +83,8 @@ def ledger_path(args: argparse.Namespace) -> Path:
     if args.config:
         from router_server import config_file
 
-        # usage.dir comes back resolved against the config file's directory.
-        directory = config_file.load(args.config, check_env=False).usage.dir
+        # state.dir comes back resolved against the config file's directory.
+        directory = config_file.load(args.config, check_env=False).state.dir
     return Path(directory) / "usage.sqlite3"
 
 
@@ -254,7 +254,7 @@ def add_commands(commands: Any) -> None:
             "--ledger", metavar="FILE", help="the ledger file (default: from --config)"
         )
         parser.add_argument(
-            "--config", metavar="FILE", help="the router's config (its usage.dir holds the ledger)"
+            "--config", metavar="FILE", help="the router's config (its state.dir holds the ledger)"
         )
 
     rep = usage_commands.add_parser("report", help="usage totals from the ledger")
