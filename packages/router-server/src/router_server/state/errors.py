@@ -19,6 +19,8 @@ class Store(enum.StrEnum):
     KEYS = "keys"
     NONCES = "nonces"
     OVERRIDES = "overrides"
+    # The embedded usage ledger: fed from the spool, never on a request's path.
+    LEDGER = "ledger"
 
 
 _PROBLEMS: dict[Store, Problem] = {
@@ -27,6 +29,7 @@ _PROBLEMS: dict[Store, Problem] = {
     Store.KEYS: Catalog.KEYS_UNAVAILABLE,
     Store.NONCES: Catalog.CREDENTIALS_UNAVAILABLE,
     Store.OVERRIDES: Catalog.OVERRIDES_UNAVAILABLE,
+    Store.LEDGER: Catalog.INTERNAL_ERROR,  # no client waits on the ledger
 }
 
 

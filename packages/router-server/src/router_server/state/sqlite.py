@@ -47,15 +47,21 @@ class SqliteFile:
     async def call(
         self, operation: str, run: Callable[[sqlite3.Connection], T], *, create: bool, default: T
     ) -> T:
-        """`run(db)`, or `default` when the file does not exist and `create` is false."""
+        """`run(db)` on a worker thread, or `default` when the file does not exist
+        and `create` is false."""
+        return await anyio.to_thread.run_sync(
+            lambda: self.call_blocking(operation, run, create=create, default=default),
+            limiter=self._limiter,
+        )
 
-        def in_thread() -> T:
+    def call_blocking(
+        self, operation: str, run: Callable[[sqlite3.Connection], T], *, create: bool, default: T
+    ) -> T:
+        """The same on this thread: only for programs without an event loop (the CLI)."""
+        try:
             with self._lock:
                 db = self._connect(create)
                 return default if db is None else run(db)
-
-        try:
-            return await anyio.to_thread.run_sync(in_thread, limiter=self._limiter)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(
                 self.store, f"{self.store} store {operation}: SQLite file {self.path}: {exc}"
