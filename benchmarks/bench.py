@@ -67,11 +67,12 @@ BENCH_LIMITS: dict[str, Any] = {
 # USD per million tokens. An organization with a budget must have a price for
 # every model it may use, so both bench models get one.
 BENCH_PRICE = {"input": 1, "output": 2}
+# The `state` and `limits` sections of each limits run, by store.
 STORE_SETTINGS: dict[str, dict[str, Any]] = {
-    "memory": {"store": "memory"},
+    "memory": {"state": {"store": "embedded"}, "limits": {}},
     # A generous wait: a decision that timed out would fall back to the local
     # share and no longer measure Redis (failures are counted and reported).
-    "redis": {"store": "redis", "timeout_ms": 1000},
+    "redis": {"state": {"store": "redis"}, "limits": {"timeout_ms": 1000}},
 }
 
 
@@ -157,7 +158,8 @@ def router_config(
     }
     if limits is not None:
         organization["limits"] = BENCH_LIMITS
-        config["limits"] = STORE_SETTINGS[limits]
+        config["state"] = {**config.get("state", {}), **STORE_SETTINGS[limits]["state"]}
+        config["limits"] = STORE_SETTINGS[limits]["limits"]
         config["prices"] = {model: BENCH_PRICE for model in config["models"]}
     return config
 

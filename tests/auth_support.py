@@ -28,10 +28,11 @@ ALL_KEYS = {
 
 
 def auth_config(
-    config: dict[str, Any], idp: IdentityProvider, data_dir: Path, **auth: Any
+    config: dict[str, Any], idp: IdentityProvider, data_dir: Path | None, **state: Any
 ) -> dict[str, Any]:
-    """`config` with extra keys for acme, the identity provider, and a key store in
-    `data_dir`."""
+    """`config` with extra keys for acme, the identity provider, and its state
+    (the key store, the usage spool) in `data_dir` (None: each router in its own),
+    or as `state` says."""
     acme = config["organizations"]["acme"]
     extra = [
         {"id": "live1abc", "hash": keys.hash_key(LIVE_KEY)},
@@ -46,11 +47,11 @@ def auth_config(
     return {
         **config,
         "organizations": organizations,
-        "auth": {
-            "sqlite_path": str(data_dir / "keys.sqlite3"),
+        "auth": {"issuers": [idp.issuer_config()]},
+        "state": {
+            **({} if data_dir is None else {"dir": str(data_dir)}),
             "refresh_s": 0.2,
-            "issuers": [idp.issuer_config()],
-            **auth,
+            **state,
         },
     }
 

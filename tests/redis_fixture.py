@@ -18,10 +18,14 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
+
+from router_core.config import RedisSettings
+from router_server.state.redis import RedisClient, open_redis
 
 from child_server import ChildServer, ChildServerError
 
@@ -113,3 +117,17 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
+
+
+def redis_client(url: str, **settings: Any) -> RedisClient:
+    """An async client as the router opens it (`state.redis`), for a store under test."""
+    return open_redis(RedisSettings(**settings), url)
+
+
+async def closed(store: Any) -> None:
+    """Close `store`, and its Redis client if it has one (stores never close the
+    client they are given: in the router it is the process's one)."""
+    await store.aclose()
+    client = getattr(store, "client", None)
+    if client is not None:
+        await client.aclose()

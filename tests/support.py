@@ -84,19 +84,19 @@ def with_changes(config: dict[str, Any], **sections: Any) -> dict[str, Any]:
 
 
 def with_data_dir(config: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """`config` with every file the router keeps under `directory`: usage data
-    (ledger, spool, idempotency keys), admin overrides, managed keys and nonces.
-    The defaults are relative to the working directory, which another router may
-    be using; a path the test chose itself is kept. Each app needs its own."""
-    usage = config.get("usage") or {}
-    overrides = config.get("overrides") or {}
-    auth = config.get("auth") or {}
-    return {
-        **config,
-        "usage": {"dir": str(directory), **usage},
-        "overrides": {"sqlite_path": str(directory / "overrides.sqlite3"), **overrides},
-        "auth": {"sqlite_path": str(directory / "keys.sqlite3"), **auth},
-    }
+    """`config` with every file the router keeps under `directory` (`state.dir`):
+    usage data (ledger, spool), and the embedded stores (idempotency keys, admin
+    overrides, managed keys and nonces). The default is relative to the working
+    directory, which another router may be using; a directory the test chose
+    itself is kept. Each app needs its own."""
+    state = config.get("state") or {}
+    return {**config, "state": {"dir": str(directory), **state}}
+
+
+def redis_state(url_env: str, **more: Any) -> dict[str, Any]:
+    """A `state` section keeping every store in the Redis whose URL is in `url_env`."""
+    redis = {"url_env": url_env, **more.pop("redis", {})}
+    return {"store": "redis", "redis": redis, **more}
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

@@ -110,14 +110,15 @@ def admin_certs(tmp_path_factory: pytest.TempPathFactory) -> AdminCerts:
 
 
 def with_admin(
-    config: dict[str, Any], certs: AdminCerts, data_dir: Path, **overrides: Any
+    config: dict[str, Any], certs: AdminCerts, **state: Any
 ) -> tuple[dict[str, Any], int]:
-    """`config` with an admin listener on a free port (returned) and overrides kept
-    in `data_dir` (or as `overrides` says)."""
+    """`config` with an admin listener on a free port (returned), and `state`
+    merged into its state section (each router the test starts keeps its data
+    in a directory of its own unless `state` names one)."""
     listener = certs.listener()
     result = {
         **config,
         "listeners": {**config.get("listeners", {}), "admin": listener},
-        "overrides": {"sqlite_path": str(data_dir / "overrides.sqlite3"), **overrides},
+        "state": {**config.get("state", {}), **state},
     }
     return result, int(listener["port"])

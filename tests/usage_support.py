@@ -61,12 +61,15 @@ def topic_records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return anyio.run(read)
 
 
-def usage_config(directory: Path, bootstrap_env: str | None, topic: str, **spool: Any) -> Any:
-    """A `usage` section: its own dir, and Kafka export to `topic` when a broker is given."""
-    section: dict[str, Any] = {
-        "dir": str(directory),
-        "spool": {"fsync": "interval", **spool},
-    }
+def data_dir(directory: Path) -> dict[str, str]:
+    """A `state` section keeping the records (spool, ledger) in `directory`."""
+    return {"dir": str(directory)}
+
+
+def usage_config(bootstrap_env: str | None, topic: str, **spool: Any) -> Any:
+    """A `usage` section: Kafka export to `topic` when a broker is given (the
+    records' directory, `directory`, goes in the state section: `data_dir`)."""
+    section: dict[str, Any] = {"spool": {"fsync": "interval", **spool}}
     if bootstrap_env is not None:
         section["kafka"] = {
             "bootstrap_env": bootstrap_env,

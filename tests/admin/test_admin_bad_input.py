@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from support import write_config
+from support import redis_state, write_config
 from tls_fixture import AdminCerts, RouterFactory, with_admin
 
 VALID = {"action": "drain", "backend": "mock-a", "ttl_s": 60, "reason": "maintenance"}
@@ -48,7 +48,7 @@ def test_bad_admin_input_is_refused_with_a_clear_problem(
     admin_certs: AdminCerts,
     tmp_path: Path,
 ) -> None:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
+    config, port = with_admin(config_data, admin_certs)
     start_router(config)
     with admin_certs.ready_client(port) as client:
         for body, status, code, words in OVERRIDE_CASES:
@@ -116,7 +116,7 @@ def test_a_misconfigured_admin_listener_stops_start_up(
     breakage: Any,
     message: str,
 ) -> None:
-    config, _ = with_admin(config_data, admin_certs, tmp_path)
+    config, _ = with_admin(config_data, admin_certs)
     admin = config["listeners"]["admin"]
     if breakage == "swap":
         admin["cert_file"], admin["key_file"] = admin["key_file"], admin["cert_file"]
@@ -154,12 +154,10 @@ def test_redis_overrides_need_the_redis_url_variable(
     admin_certs: AdminCerts,
     tmp_path: Path,
 ) -> None:
-    config, _ = with_admin(
-        config_data, admin_certs, tmp_path, store="redis", redis_url_env="ROUTER_TEST_NO_SUCH_VAR"
-    )
+    config, _ = with_admin(config_data, admin_certs, **redis_state("ROUTER_TEST_NO_SUCH_VAR"))
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
     assert result.returncode == 1
-    assert "overrides.redis_url_env: environment variable ROUTER_TEST_NO_SUCH_VAR" in result.stderr
+    assert "state.redis.url_env: environment variable ROUTER_TEST_NO_SUCH_VAR" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -169,7 +167,7 @@ def test_an_admin_port_in_use_stops_start_up(
     admin_certs: AdminCerts,
     tmp_path: Path,
 ) -> None:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
+    config, port = with_admin(config_data, admin_certs)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
@@ -186,15 +184,15 @@ def test_a_failed_start_with_an_admin_listener_is_one_line_not_a_hang(
     tmp_path: Path,
 ) -> None:
     # The admin app waits for the public app's state; the public app cannot open.
-    config, _ = with_admin(config_data, admin_certs, tmp_path)
+    config, _ = with_admin(config_data, admin_certs)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "spool").write_text("not a directory")
-    config["usage"] = {"dir": str(tmp_path / "data")}
+    config["state"] = {"dir": str(tmp_path / "data")}
     result = run_server(write_config(tmp_path / "router.yaml", config), backend_env)
     assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"router-server: cannot start: the usage spool {tmp_path / 'data' / 'spool'} cannot be "
-        "opened (File exists); make it a writable directory or set usage.dir to one"
+        "opened (File exists); make it a writable directory or set state.dir to one"
     ]
     assert "listening" not in result.stdout

@@ -31,8 +31,7 @@ def test_without_a_verified_certificate_reads_work_and_changes_are_refused(
 ) -> None:
     """Served without the TLS listener (no subject recorded), the admin app
     must not make anonymous changes."""
-    data = {**config_data, "overrides": {"sqlite_path": str(tmp_path / "o.sqlite3")}}
-    config = structure(with_data_dir(data, tmp_path / "data"))
+    config = structure(with_data_dir(config_data, tmp_path / "data"))
     shared = SharedRouter()
     with (
         TestClient(create_app(config, env=backend_env, state_ready=shared.set)),

@@ -53,7 +53,7 @@ def served(
     admin_certs: AdminCerts,
     tmp_path: Path,
 ) -> Served:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
+    config, port = with_admin(config_data, admin_certs)
     router = start_router(config)
     admin_certs.wait_ready(port)
     return Served(router, port)
@@ -120,7 +120,7 @@ def test_admin_routes_are_absent_from_the_public_listener(
     admin_certs: AdminCerts,
     tmp_path: Path,
 ) -> None:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
+    config, port = with_admin(config_data, admin_certs)
     router = start_router(config)
     admin_certs.wait_ready(port)
     for method, path in [

@@ -57,7 +57,7 @@ def admin(
     admin_certs: AdminCerts,
     tmp_path: Path,
 ) -> Iterator[Admin]:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
+    config, port = with_admin(config_data, admin_certs)
     router = start_router(config)
     with admin_certs.ready_client(port) as client:
         yield Admin(router, client)
@@ -147,7 +147,8 @@ def test_overrides_survive_a_restart(
     admin_certs: AdminCerts,
     tmp_path: Path,
 ) -> None:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
+    # One data directory for both: the restarted router reads what the first wrote.
+    config, port = with_admin(config_data, admin_certs, dir=str(tmp_path / "data"))
     first = start_router(config)
     with admin_certs.ready_client(port) as client:
         created = client.post(

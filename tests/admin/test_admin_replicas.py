@@ -14,7 +14,7 @@ from router_core.overrides import new_override
 from router_server.admin import codec
 from router_server.process import RouterProcess
 
-from support import CHAT, auth, eventually
+from support import CHAT, auth, eventually, redis_state
 from tls_fixture import AdminCerts, RouterFactory, with_admin
 
 REDIS_ENV = "ROUTER_TEST_OVERRIDES_REDIS"
@@ -36,9 +36,8 @@ def replica(
     refresh_s: float = 2.0,
 ) -> tuple[RouterProcess, int]:
     config, port = with_admin(
-        config_data, admin_certs, tmp_path, store="redis", redis_url_env=REDIS_ENV,
-        refresh_s=refresh_s,
-    )  # fmt: skip
+        config_data, admin_certs, **redis_state(REDIS_ENV, refresh_s=refresh_s)
+    )
     router = start_router(config, env={REDIS_ENV: redis_url})
     admin_certs.wait_ready(port)
     return router, port

@@ -17,10 +17,11 @@ from router_server.admin.audit import AuditEntry, Change
 from router_server.admin.book import OverrideBook
 from router_server.admin.redis_store import RedisOverrideStore
 from router_server.admin.sqlite_store import SqliteOverrideStore
-from router_server.admin.store import OverrideStore, OverrideStoreUnavailable
-from router_server.shared_state import ChangeFeed
+from router_server.admin.store import OverrideStore
+from router_server.state.errors import StoreUnavailable
+from router_server.state.live import ChangeFeed
 
-from redis_fixture import RedisServer
+from redis_fixture import RedisServer, closed, redis_client
 
 NOW = 1_800_000_000.0
 StoreFactory = Callable[[], OverrideStore]
@@ -34,7 +35,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
         path = tmp_path / "data" / "overrides.sqlite3"
         return lambda: SqliteOverrideStore(path)
     url: str = request.getfixturevalue("redis_url")
-    return lambda: RedisOverrideStore.from_url(url)
+    return lambda: RedisOverrideStore(redis_client(url), timeout_s=2.0)
 
 
 def drain(backend: str = "mock-a", ttl_s: float = 60.0, **kwargs: Any) -> Override:
@@ -76,7 +77,7 @@ def test_put_load_delete_and_audit(make_store: StoreFactory) -> None:
         # Newest first; the failed second delete recorded nothing.
         assert changes == [(Change.DELETED, a.id), (Change.CREATED, b.id), (Change.CREATED, a.id)]
         assert len(await store.audit(2)) == 2
-        await store.aclose()
+        await closed(store)
 
     run(scenario)
 
@@ -91,7 +92,7 @@ def test_expired_overrides_are_not_loaded_and_are_pruned(make_store: StoreFactor
         assert await store.load(NOW + 10) == [long]
         # Pruned: even a reader whose clock lags no longer sees it.
         assert await store.load(NOW) == [long]
-        await store.aclose()
+        await closed(store)
 
     run(scenario)
 
@@ -101,11 +102,11 @@ def test_overrides_survive_reopening_the_store(make_store: StoreFactory) -> None
         first = make_store()
         override = drain()
         await first.put(override, entry(override))
-        await first.aclose()
+        await closed(first)
         second = make_store()
         assert await second.load(NOW) == [override]
         assert [e.override for e in await second.audit(5)] == [override]
-        await second.aclose()
+        await closed(second)
 
     run(scenario)
 
@@ -127,8 +128,8 @@ def test_a_change_made_through_one_store_is_seen_by_another_book(
                 await asyncio.sleep(0.01)
         follow.cancel()
         await asyncio.gather(follow, return_exceptions=True)
-        await writer.aclose()
-        await reader.aclose()
+        await closed(writer)
+        await closed(reader)
 
     run(scenario)
 
@@ -140,16 +141,18 @@ def test_unreadable_records_are_skipped_not_fatal(redis_url: str) -> None:
             client.hset("router:{overrides}", "bad", b"{not json")
             client.hset("router:{overrides}", "odd", b'{"id": "odd"}')
             client.hset("router:{overrides}", good.id, codec.dumps(good))
-        store = RedisOverrideStore.from_url(redis_url)
+        store = RedisOverrideStore(redis_client(redis_url), timeout_s=2.0)
         assert await store.load(NOW) == [good]
-        await store.aclose()
+        await closed(store)
 
     run(scenario)
 
 
 def test_redis_publishes_every_change(redis_url: str) -> None:
     async def scenario() -> None:
-        writer, listener = (RedisOverrideStore.from_url(redis_url) for _ in range(2))
+        writer, listener = (
+            RedisOverrideStore(redis_client(redis_url), timeout_s=2.0) for _ in range(2)
+        )
         assert isinstance(listener, ChangeFeed)
         assert not isinstance(SqliteOverrideStore("unused.sqlite3"), ChangeFeed)
         seen = asyncio.Event()
@@ -170,8 +173,8 @@ def test_redis_publishes_every_change(redis_url: str) -> None:
             await seen.wait()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await writer.aclose()
-        await listener.aclose()
+        await closed(writer)
+        await closed(listener)
 
     run(scenario)
 
@@ -179,15 +182,15 @@ def test_redis_publishes_every_change(redis_url: str) -> None:
 def test_a_failing_store_says_so_without_its_url() -> None:
     async def scenario() -> None:
         # A port nothing listens on, with a password in the URL.
-        store = RedisOverrideStore.from_url("redis://user:s3cret@127.0.0.1:1/0")
-        with pytest.raises(OverrideStoreUnavailable) as caught:
+        store = RedisOverrideStore(redis_client("redis://user:s3cret@127.0.0.1:1/0"), timeout_s=2.0)
+        with pytest.raises(StoreUnavailable) as caught:
             await store.load(NOW)
         assert caught.value.status == 503
         assert "s3cret" not in caught.value.detail
         book = OverrideBook(store)
         await book.refresh()  # logged, not raised: the last view stays in force
         assert book.last_error is not None
-        await store.aclose()
+        await closed(store)
 
     run(scenario)
 
@@ -200,7 +203,7 @@ def test_an_unwritable_sqlite_path_is_a_store_failure(tmp_path: Path) -> None:
         store = SqliteOverrideStore(blocker / "overrides.sqlite3")
         assert await store.load(NOW) == []  # nothing there yet is not a failure
         override = drain()
-        with pytest.raises(OverrideStoreUnavailable, match="put"):
+        with pytest.raises(StoreUnavailable, match="put"):
             await store.put(override, entry(override))
 
     run(scenario)
@@ -212,7 +215,7 @@ def test_the_change_feed_comes_back_after_redis_restarts(redis_server: RedisServ
     redis_server.start()
 
     async def scenario() -> None:
-        listener = RedisOverrideStore.from_url(redis_server.url)
+        listener = RedisOverrideStore(redis_client(redis_server.url), timeout_s=2.0)
         calls = 0
 
         def changed() -> None:
@@ -231,13 +234,13 @@ def test_the_change_feed_comes_back_after_redis_restarts(redis_server: RedisServ
         # Resubscribed: that alone reports a change (one may have been missed)...
         await wait_for(2)
         # ...and changes published afterwards arrive again.
-        writer = RedisOverrideStore.from_url(redis_server.url)
+        writer = RedisOverrideStore(redis_client(redis_server.url), timeout_s=2.0)
         override = drain()
         await writer.put(override, entry(override))
         await wait_for(3)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await writer.aclose()
-        await listener.aclose()
+        await closed(writer)
+        await closed(listener)
 
     run(scenario)

@@ -15,8 +15,9 @@ from router_server.process import RouterProcess
 from auth_support import auth_config
 from canary_fixture import Canaries
 from jwks_fixture import IdentityProvider
-from support import CHAT, auth
+from support import CHAT, auth, redis_state
 from tls_fixture import AdminCerts, RouterFactory, with_admin
+from usage_support import wait_ledger
 
 REDIS_ENV = "ROUTER_TEST_KEYS_REDIS"
 
@@ -29,9 +30,9 @@ def replica(
     tmp_path: Path,
     redis_url: str,
 ) -> tuple[RouterProcess, int]:
-    data = auth_config(config_data, idp, tmp_path, store="redis", redis_url_env=REDIS_ENV,
-                       refresh_s=60)  # fmt: skip
-    data, port = with_admin(data, admin_certs, tmp_path)
+    state = redis_state(REDIS_ENV, refresh_s=60)
+    data = auth_config(config_data, idp, None, **state)  # the keys are in Redis
+    data, port = with_admin(data, admin_certs, **state)
     router = start_router(data, env={REDIS_ENV: redis_url})
     admin_certs.wait_ready(port)
     return router, port
@@ -123,3 +124,14 @@ def test_rotation_through_the_admin_api(
             assert refused in (0, 403)
     assert answer(router, old) == (401, "key_expired")
     assert answer(router, new) == (200, None)
+    # Each change is an `audit.router.v1` record too, beside override changes and
+    # limit denials (the ledger holds them; Kafka gets the same records).
+    records = wait_ledger(tmp_path / "router-0-data", 2, table="audit_records")
+    changes = [(r["event"], r["key_id"], r["detail"]["actor"]) for r in records]
+    assert sorted(changes) == [
+        ("key_created", created["id"], "CN=alice,OU=SRE,O=Example Ops"),
+        ("key_rotated", created["id"], "CN=alice,OU=SRE,O=Example Ops"),
+    ]
+    rotated_record = next(r for r in records if r["event"] == "key_rotated")
+    assert rotated_record["detail"]["new_key_id"] == rotated.json()["new"]["id"]
+    assert rotated_record["organization"] == "acme"

@@ -24,6 +24,7 @@ from router_server.credentials.store import KeyChange, KeyEvent, KeyStore
 from auth_support import auth_config
 from canary_fixture import Canaries
 from jwks_fixture import IdentityProvider
+from redis_fixture import closed, redis_client
 from support import CHAT, auth, eventually, write_config
 
 AppFactory = Callable[[dict[str, Any]], TestClient]
@@ -122,9 +123,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         opened: KeyStore = SqliteKeyStore(tmp_path / "keys.sqlite3")
     else:
-        opened = RedisKeyStore.from_url(request.getfixturevalue("redis_url"))
+        opened = RedisKeyStore(redis_client(request.getfixturevalue("redis_url")), timeout_s=2.0)
     yield opened
-    await opened.aclose()
+    await closed(opened)
 
 
 def managed(org: str = "acme") -> ManagedKey:

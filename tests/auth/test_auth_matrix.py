@@ -151,6 +151,7 @@ def test_hmac_nonce_is_remembered_across_a_restart(
     first = auth_app(make_client, config_data, idp, tmp_path, canaries)
     assert post(first, headers).status_code == 200
     assert (tmp_path / "nonces.sqlite3").exists()
+    first.__exit__(None, None, None)  # the restart: one router on a data directory at a time
     second = auth_app(make_client, config_data, idp, tmp_path, canaries)
     refused(post(second, headers), 401, "invalid_signature", "hmac_replay")
     # A fresh nonce still passes on the new router.

@@ -133,7 +133,7 @@ def test_usage_records_name_the_user(
 ) -> None:
     token = canaries.add(idp.token(sub="ada@example.com"), "usage-token")
     assert post(app, bearer(token)).status_code == 200
-    spooled = b"".join(p.read_bytes() for p in (tmp_path / "app-0-data").rglob("*") if p.is_file())
+    spooled = b"".join(p.read_bytes() for p in (tmp_path / "spool").rglob("*") if p.is_file())
     assert b'"key_id":"user:ada@example.com"' in spooled
     assert b'"user":"ada@example.com"' in spooled
 

@@ -196,8 +196,7 @@ def test_demo_sends_a_request_through(tmp_path: Path) -> None:
     for backend in data["backends"].values():
         backend["base_url"] = f"http://127.0.0.1:{free_port()}/v1"
     # The example keeps its data in router-data/ of the working directory.
-    del data["usage"]["dir"]
-    data["auth"].pop("sqlite_path", None)
+    del data["state"]["dir"]
     path = write_config(tmp_path / "router.yaml", with_data_dir(data, tmp_path / "data"))
     result = run_cli("demo", "--config", str(path), "--port", str(free_port()), "--check")
     assert result.returncode == 0, result.stderr

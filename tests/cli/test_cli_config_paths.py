@@ -23,7 +23,7 @@ def layout(tmp_path: Path) -> tuple[Path, Path, Path]:
     for directory in (conf, here, there):
         directory.mkdir()
     config = conf / "router.yaml"
-    config.write_text(EXAMPLE.read_text())  # sqlite_path: router-data/keys.sqlite3, relative
+    config.write_text(EXAMPLE.read_text())  # state.dir: router-data, relative
     return config, here, there
 
 
@@ -50,9 +50,7 @@ def test_every_relative_path_is_resolved_against_the_config_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
-    data["usage"]["dir"] = "data/usage"
-    data["overrides"] = {"sqlite_path": "data/overrides.sqlite3"}
-    data["auth"]["sqlite_path"] = str(tmp_path / "absolute" / "keys.sqlite3")
+    data["state"]["dir"] = "data/state"
     data["listeners"]["admin"] = {
         "port": 8443, "cert_file": "certs/server.pem", "key_file": "certs/server.key",
         "ca_file": "../ca/ca.pem",
@@ -62,16 +60,19 @@ def test_every_relative_path_is_resolved_against_the_config_directory(
     monkeypatch.chdir(tmp_path)
     config = config_file.load("conf/router.yaml", check_env=False)
     conf = tmp_path / "conf"
-    assert Path(config.usage.dir) == conf / "data" / "usage"
-    assert Path(config.overrides.sqlite_path) == conf / "data" / "overrides.sqlite3"
-    assert Path(config.auth.sqlite_path) == tmp_path / "absolute" / "keys.sqlite3"
+    assert Path(config.state.dir) == conf / "data" / "state"
     admin = config.listeners.admin
     assert admin is not None
     assert Path(admin.cert_file) == conf / "certs" / "server.pem"
     assert Path(admin.key_file) == conf / "certs" / "server.key"
     assert Path(admin.ca_file) == conf / ".." / "ca" / "ca.pem"
     # Absolute, so a process that changes directory later still finds them.
-    assert Path(config.usage.dir).is_absolute()
+    assert Path(config.state.dir).is_absolute()
+    # An absolute directory stays as it is.
+    data["state"]["dir"] = str(tmp_path / "absolute")
+    (tmp_path / "conf" / "router.yaml").write_text(yaml.safe_dump(data))
+    config = config_file.load("conf/router.yaml", check_env=False)
+    assert Path(config.state.dir) == tmp_path / "absolute"
 
 
 def test_usage_report_reads_the_ledger_beside_the_config(
@@ -82,7 +83,9 @@ def test_usage_report_reads_the_ledger_beside_the_config(
     from router_server.usage.ledger import Ledger
 
     config, _, there = layout
-    Ledger(config.parent / "router-data" / "usage.sqlite3").close()
+    ledger = Ledger(config.parent / "router-data" / "usage.sqlite3")
+    ledger.write([])  # an empty ledger, as a router that answered nothing leaves it
+    ledger.close()
     monkeypatch.chdir(there)
     code = main(["usage", "report", "--config", "../conf/router.yaml", "--since", "24h"])
     captured = capsys.readouterr()

@@ -47,7 +47,7 @@ def test_without_config_the_demo_runs_the_shipped_one_in_a_directory_of_its_own(
         assert home != tmp_path
         config = config_file.load(path)
         assert demo._demo_key_known(config)
-        assert Path(config.usage.dir) == home / "router-data"  # the router's data goes there
+        assert Path(config.state.dir) == home / "router-data"  # the router's data goes there
     assert not home.exists()  # and is gone when the demo stops
     assert list(tmp_path.iterdir()) == []
 

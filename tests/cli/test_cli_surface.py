@@ -150,7 +150,10 @@ def test_what_is_not_there_exits_3(tmp_path: Path) -> None:
     # A key store on a Redis nobody listens on.
     config = tmp_path / "redis.yaml"
     example = (EXAMPLES / "router.yaml").read_text()
-    config.write_text(example.replace("\nauth:\n  store: sqlite ", "\nauth:\n  store: redis  "))
+    assert "\nstate:\n  store: embedded\n" in example
+    config.write_text(
+        example.replace("\nstate:\n  store: embedded\n", "\nstate:\n  store: redis\n")
+    )
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]

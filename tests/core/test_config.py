@@ -235,7 +235,8 @@ def everything() -> dict[str, Any]:
     }
     data["usage"] = {"spool": {}, "kafka": {}}
     data["limits"] = {"on_store_failure": {}}
-    for section in ("server", "health", "routing", "overrides", "idempotency", "observability"):
+    data["state"] = {"redis": {}}
+    for section in ("server", "health", "routing", "idempotency", "observability"):
         data[section] = {}
     return data
 

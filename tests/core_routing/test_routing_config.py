@@ -39,7 +39,7 @@ def config() -> dict[str, Any]:
         "server": {"max_in_flight": 10, "max_queued": 0, "queue_timeout_ms": 0},
         "health": {"open_s": 2.5, "failure_threshold": 1, "half_open_max": 2, "ramp_s": 0},
         "routing": {"max_attempts": 1, "retry_budget_ratio": 0, "retry_min_per_s": 0},
-        "overrides": {"store": "redis", "refresh_s": 0.5},
+        "state": {"store": "redis", "refresh_s": 0.5, "redis": {"mode": "cluster"}},
     }
 
 
@@ -65,19 +65,22 @@ def test_every_new_field_loads() -> None:
     assert loaded.server.max_queued == 0
     assert loaded.health.ramp_s == 0
     assert loaded.routing.max_attempts == 1
-    assert loaded.overrides.store == "redis"
+    assert loaded.state.store == "redis"
+    assert loaded.state.redis.mode == "cluster"
 
 
 def test_the_defaults() -> None:
     data = config()
-    for section in ("listeners", "server", "health", "routing", "overrides"):
+    for section in ("listeners", "server", "health", "routing", "state"):
         del data[section]
     loaded = structure(data)
     assert loaded.listeners.admin is None
     assert loaded.health.failure_threshold == 3
     assert loaded.health.half_open_max == 1
     assert loaded.routing.max_attempts == 3
-    assert loaded.overrides.store == "sqlite"
+    assert loaded.state.store == "embedded"
+    assert loaded.state.redis.mode == "standalone"
+    assert loaded.state.dir == "router-data"
     assert loaded.models["gpt"].hedge_after_ms == 300
     assert (
         structure({"backends": data["backends"], "models": {"m": {"backends": [{"backend": "a"}]}}})
@@ -145,16 +148,28 @@ def test_a_route_needs_backends() -> None:
         (("health", "half_open_max"), 0, "health.half_open_max: must be > 0"),
         (("health", "ramp_s"), -1, "health.ramp_s: must be >= 0"),
         (
-            ("overrides", "store"),
+            ("state", "store"),
             "postgres",
-            "overrides.store: must be one of sqlite, redis, not 'postgres'",
+            "state.store: must be one of embedded, redis, not 'postgres'",
         ),
-        (("overrides", "refresh_s"), 0, "overrides.refresh_s: must be > 0"),
-        (("overrides", "sqlite_path"), " ", "overrides.sqlite_path: must be a file path"),
+        (("state", "refresh_s"), 0, "state.refresh_s: must be > 0"),
+        (("state", "dir"), " ", "state.dir: must be a file path"),
         (
-            ("overrides", "redis_url_env"),
+            ("state", "redis", "url_env"),
             "1BAD",
-            "overrides.redis_url_env: must be an environment variable name",
+            "state.redis.url_env: must be an environment variable name",
+        ),
+        (
+            ("state", "redis", "mode"),
+            "ring",
+            "state.redis.mode: must be one of standalone, sentinel, cluster, not 'ring'",
+        ),
+        (("state", "redis", "timeout_ms"), 0, "state.redis.timeout_ms: must be > 0"),
+        (("state", "redis", "max_connections"), -1, "state.redis.max_connections: must be > 0"),
+        (
+            ("state", "redis", "sentinel_master"),
+            "",
+            "state.redis.sentinel_master: must be a Sentinel master name",
         ),
         (("listeners", "admin", "cert_file"), "", "listeners.admin.cert_file: must be a file path"),
         (
@@ -205,16 +220,44 @@ def test_many_mistakes_are_reported_together() -> None:
     data["server"]["max_queued"] = -3
     data["models"]["gpt"]["backends"][1]["tier"] = -1
     data["models"]["gpt"]["routes"][1]["backends"][0]["weight"] = 0
-    data["overrides"]["store"] = "x"
+    data["state"]["store"] = "x"
     assert problems_of(data) == [
         "health.half_open_max: must be > 0",
         "health.open_s: must be > 0",
         "models.gpt.backends[1].tier: must be >= 0",
         "models.gpt.routes[1].backends[0].weight: must be > 0",
-        "overrides.store: must be one of sqlite, redis, not 'x'",
         "routing.max_attempts: must be > 0",
         "server.max_queued: must be >= 0",
+        "state.store: must be one of embedded, redis, not 'x'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (("limits", "store"), "state.store"),
+        (("limits", "redis_url_env"), "state.redis.url_env"),
+        (("idempotency", "store"), "state.store"),
+        (("idempotency", "redis_url_env"), "state.redis.url_env"),
+        (("auth", "store"), "state.store"),
+        (("auth", "sqlite_path"), "state.dir"),
+        (("auth", "redis_url_env"), "state.redis.url_env"),
+        (("auth", "refresh_s"), "state.refresh_s"),
+        (("usage", "dir"), "state.dir"),
+        (("overrides",), "state"),
+    ],
+)
+def test_a_setting_of_the_old_store_sections_names_its_new_place(
+    old: tuple[str, ...], new: str
+) -> None:
+    data = config()
+    del data["state"]
+    parent: Any = data
+    for step in old[:-1]:
+        parent = parent.setdefault(step, {})
+    parent[old[-1]] = {"store": "redis"} if old == ("overrides",) else "redis"
+    [problem] = problems_of(data)
+    assert problem.startswith(f"{'.'.join(old)}: moved to {new}: one `state` section")
 
 
 def test_a_models_own_fields_are_checked_in_the_same_pass_as_its_targets() -> None:

@@ -25,7 +25,7 @@ from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 from router_server.redis_limits import RedisLedger
 
-from redis_fixture import RedisServer
+from redis_fixture import RedisServer, closed, redis_client
 from support import ACME_KEY, GLOBEX_KEY, auth
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -34,7 +34,8 @@ DAY_US = 86_400_000_000
 
 def redis_config(config_data: dict[str, Any], timeout_ms: int = 100, **acme: Any) -> dict[str, Any]:
     data = copy.deepcopy(config_data)
-    data["limits"] = {"store": "redis", "timeout_ms": timeout_ms, "expected_replicas": 2}
+    data["state"] = {**data.get("state", {}), "store": "redis"}
+    data["limits"] = {"timeout_ms": timeout_ms, "expected_replicas": 2}
     data["prices"] = {
         "chat": {"input": 1, "output": 2},
         "embed": {"input": 1},
@@ -139,14 +140,14 @@ def test_budget_holds_under_concurrent_streams_with_cancellations(
     assert outcomes["402"] > 100
 
     async def ledger_view() -> tuple[BudgetState | None, int]:
-        ledger = RedisLedger.from_url(redis_url, timeout_s=5)
+        ledger = RedisLedger(redis_client(redis_url), timeout_s=5)
         try:
             day = time.time_ns() // 1000 // DAY_US
             state = await ledger.get(f"org:acme:usd:day:{day}")
             assert state is None or isinstance(state, BudgetState)
             return state, await ledger.open_holds()
         finally:
-            await ledger.aclose()
+            await closed(ledger)
 
     # Cancelled streams settle as their relays wind down; give them a moment.
     deadline = time.monotonic() + 10

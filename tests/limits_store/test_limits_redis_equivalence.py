@@ -35,6 +35,8 @@ from router_core.limits.ledger import (
 from router_core.limits.windows import WindowKind, window_of
 from router_server.redis_limits import RedisLedger
 
+from redis_fixture import closed, redis_client
+
 S = 1_000_000
 DAY = 86_400 * S
 # An hour before a month ends: after 2038-01 (31 days), 2040-02 (a leap
@@ -167,7 +169,7 @@ async def assert_same_state(redis: RedisLedger, memory: MemoryLedger, keys: list
 
 async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
     memory = MemoryLedger()
-    redis = RedisLedger.from_url(url, prefix=f"eq{next(_prefixes)}:", timeout_s=5.0)
+    redis = RedisLedger(redis_client(url), prefix=f"eq{next(_prefixes)}:", timeout_s=5.0)
     start = data.draw(st.sampled_from(STARTS))
     now = start + data.draw(st.integers(0, 3_000 * S))
     admissions: list[Admission] = []
@@ -218,7 +220,7 @@ async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
             assert await redis.get(key, now) == memory.get(key, now), key
         assert await redis.open_holds() == memory.open_holds
     finally:
-        await redis.aclose()
+        await closed(redis)
 
 
 @settings(

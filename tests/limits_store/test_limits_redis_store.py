@@ -16,9 +16,10 @@ from router_core.limits.integers import NEVER
 from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
 from router_server.mock_backend.process import free_port
-from router_server.redis_limits import LimitStoreUnavailable, RedisLedger, hash_tag
+from router_server.redis_limits import RedisLedger, hash_tag
+from router_server.state.errors import StoreUnavailable
 
-from redis_fixture import RedisServer
+from redis_fixture import RedisServer, closed, redis_client
 
 S = 1_000_000
 DAY = 86_400 * S
@@ -56,7 +57,7 @@ def test_the_hash_tag_is_the_organization() -> None:
 
 def test_one_request_may_not_span_organizations(redis_url: str) -> None:
     async def scenario() -> None:
-        ledger = RedisLedger.from_url(redis_url, timeout_s=5.0)
+        ledger = RedisLedger(redis_client(redis_url), timeout_s=5.0)
         try:
             specs = [every_kind("acme")[0], every_kind("globex")[2]]
             with pytest.raises(ValueError, match="share one organization"):
@@ -72,7 +73,7 @@ def test_one_request_may_not_span_organizations(redis_url: str) -> None:
             await ledger.settle(admitted.holds, [0], T0)
             assert await ledger.get(admitted.holds[0].key, T0) == 0
         finally:
-            await ledger.aclose()
+            await closed(ledger)
 
     asyncio.run(scenario())
 
@@ -81,7 +82,7 @@ def test_every_key_expires_when_its_state_stops_mattering(
     redis_url: str, client: redis.Redis
 ) -> None:
     async def scenario() -> None:
-        ledger = RedisLedger.from_url(redis_url, timeout_s=5.0, total_hold_ttl_s=3_600)
+        ledger = RedisLedger(redis_client(redis_url), timeout_s=5.0, total_hold_ttl_s=3_600)
         try:
             admitted = await ledger.admit("r1", every_kind(), T0)
             assert admitted.allowed
@@ -109,14 +110,14 @@ def test_every_key_expires_when_its_state_stops_mattering(
                 assert client.pexpiretime(name) == expected, hold
                 assert client.exists(f"rl:{{acme}}:h:{hold.key}") == 0
         finally:
-            await ledger.aclose()
+            await closed(ledger)
 
     asyncio.run(scenario())
 
 
 def test_without_a_now_the_servers_clock_decides(redis_url: str, client: redis.Redis) -> None:
     async def scenario() -> None:
-        ledger = RedisLedger.from_url(redis_url, prefix="clock:", timeout_s=5.0)
+        ledger = RedisLedger(redis_client(redis_url), prefix="clock:", timeout_s=5.0)
         try:
             admitted = await ledger.admit("r1", every_kind())
             assert admitted.allowed
@@ -127,7 +128,7 @@ def test_without_a_now_the_servers_clock_decides(redis_url: str, client: redis.R
             ttl_ms = client.pttl("clock:{acme}:s:org:acme:rpm")
             assert 0 < ttl_ms <= 1_000
         finally:
-            await ledger.aclose()
+            await closed(ledger)
 
     asyncio.run(scenario())
 
@@ -140,16 +141,16 @@ def test_a_stopped_or_killed_server_fails_fast_then_recovers(
     spec = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
 
     async def scenario() -> None:
-        ledger = RedisLedger.from_url(redis_url)  # the default bound: 100 ms a call
+        ledger = RedisLedger(redis_client(redis_url))  # the default bound: 100 ms a call
         try:
             admitted = await ledger.admit("r1", [spec])
             assert admitted.allowed
             for outage in (redis_server.stop, redis_server.kill):
                 outage()
                 started = time.monotonic()
-                with pytest.raises(LimitStoreUnavailable) as raised:
+                with pytest.raises(StoreUnavailable) as raised:
                     await ledger.admit("r2", [spec])
-                with pytest.raises(LimitStoreUnavailable):
+                with pytest.raises(StoreUnavailable):
                     await ledger.settle(admitted.holds, [1])
                 assert time.monotonic() - started < 2.0
                 assert "redis://" not in str(raised.value)
@@ -159,7 +160,7 @@ def test_a_stopped_or_killed_server_fails_fast_then_recovers(
                 assert admitted.allowed
                 assert await ledger.get(admitted.holds[0].key) == 1
         finally:
-            await ledger.aclose()
+            await closed(ledger)
             redis_server.start()
 
     asyncio.run(scenario())
@@ -169,18 +170,18 @@ def test_a_server_that_does_not_answer_times_out(redis_url: str, client: redis.R
     spec = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
 
     async def scenario() -> None:
-        ledger = RedisLedger.from_url(redis_url, timeout_s=0.1)
+        ledger = RedisLedger(redis_client(redis_url), timeout_s=0.1)
         try:
             assert (await ledger.admit("r1", [spec])).allowed
             client.client_pause(1_000)  # every client's commands wait for 1 s
             started = time.monotonic()
-            with pytest.raises(LimitStoreUnavailable, match=r"no answer within 0\.1 s"):
+            with pytest.raises(StoreUnavailable, match=r"no answer within 0\.1 s"):
                 await ledger.admit("r2", [spec])
             assert time.monotonic() - started < 0.9
             await asyncio.sleep(1.2)  # the pause itself, not a limit boundary
             assert (await ledger.admit("r3", [spec])).allowed
         finally:
-            await ledger.aclose()
+            await closed(ledger)
 
     asyncio.run(scenario())
 
@@ -193,12 +194,12 @@ def test_a_read_only_replica_is_unavailable(
     spec = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
 
     async def scenario() -> None:
-        ledger = RedisLedger.from_url(redis_url, timeout_s=5.0)
+        ledger = RedisLedger(redis_client(redis_url), timeout_s=5.0)
         try:
-            with pytest.raises(LimitStoreUnavailable, match="ReadOnlyError"):
+            with pytest.raises(StoreUnavailable, match="ReadOnlyError"):
                 await ledger.admit("r1", [spec])
         finally:
-            await ledger.aclose()
+            await closed(ledger)
 
     # A replica of a primary that is not there: it refuses writes.
     client.replicaof("127.0.0.1", str(free_port()))
@@ -215,7 +216,7 @@ def test_concurrent_replicas_admit_exactly_the_limit(redis_url: str) -> None:
 
     async def scenario() -> None:
         # Two clients with their own connections, as two router replicas would have.
-        replicas = [RedisLedger.from_url(redis_url, timeout_s=5.0) for _ in range(2)]
+        replicas = [RedisLedger(redis_client(redis_url), timeout_s=5.0) for _ in range(2)]
         try:
             rate_results = await asyncio.gather(
                 *(replicas[i % 2].admit(f"r{i}", specs) for i in range(200))
@@ -234,6 +235,6 @@ def test_concurrent_replicas_admit_exactly_the_limit(redis_url: str) -> None:
             assert await replicas[1].get(key) == BudgetState(len(admitted) * (price - 1), 0)
         finally:
             for replica in replicas:
-                await replica.aclose()
+                await closed(replica)
 
     asyncio.run(scenario())

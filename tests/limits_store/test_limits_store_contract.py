@@ -25,6 +25,8 @@ from router_core.limits.ledger import (
 from router_core.limits.windows import WindowKind, window_of
 from router_server.redis_limits import RedisLedger
 
+from redis_fixture import closed, redis_client
+
 S = 1_000_000
 DAY = 86_400 * S
 # Simulated time lies in the future of the Redis server's clock, so that the
@@ -74,11 +76,11 @@ def run(request: pytest.FixtureRequest) -> Runner:
     url: str = request.getfixturevalue("redis_url")
 
     async def on_redis(scenario: Scenario) -> None:
-        ledger = RedisLedger.from_url(url, timeout_s=5.0)
+        ledger = RedisLedger(redis_client(url), timeout_s=5.0)
         try:
             await scenario(ledger)
         finally:
-            await ledger.aclose()
+            await closed(ledger)
 
     return lambda scenario: asyncio.run(on_redis(scenario))
 

@@ -30,7 +30,8 @@ def test_an_unreachable_redis_counts_errors_and_is_down(
 ) -> None:
     data = with_data_dir(dict(config_data), tmp_path / "data")
     # Rate limits fail open on a store failure (the default): requests still pass.
-    data["limits"] = {"store": "redis", "timeout_ms": 200}
+    data["state"] = {**data["state"], "store": "redis"}
+    data["limits"] = {"timeout_ms": 200}
     data["organizations"]["acme"]["limits"] = {"requests": {"rate": 100, "per": "minute"}}
     env = {**backend_env, "ROUTER_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     with TestClient(create_app(structure(data), env=env)) as client:
@@ -45,7 +46,7 @@ def test_an_unreachable_kafka_counts_errors_and_is_down(
     config_data: dict[str, Any], backend_env: dict[str, str], tmp_path: Path
 ) -> None:
     data = with_data_dir(dict(config_data), tmp_path / "data")
-    data["usage"] = {**data["usage"], "kafka": {"request_timeout_ms": 500}}
+    data["usage"] = {**data.get("usage", {}), "kafka": {"request_timeout_ms": 500}}
     env = {**backend_env, "ROUTER_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     with TestClient(create_app(structure(data), env=env)) as client:
         assert client.post("/v1/chat/completions", json=CHAT, headers=auth()).status_code == 200

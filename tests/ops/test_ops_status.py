@@ -53,7 +53,8 @@ def test_status_answers_within_a_second_while_redis_hangs(
     with RedisServer(redis_binary()) as redis:
         data = with_data_dir(dict(config_data), tmp_path / "data")
         # The store's own socket timeout is long: the status probe must bound itself.
-        data["limits"] = {"store": "redis", "timeout_ms": 5000}
+        data["state"] = {**data["state"], "store": "redis", "redis": {"timeout_ms": 5000}}
+        data["limits"] = {"timeout_ms": 5000}
         env = {**backend_env, "ROUTER_REDIS_URL": redis.url}
         with TestClient(create_app(structure(data), env=env)) as client:
             assert client.get("/v1/status").json()["components"]["redis"]["state"] == "ok"

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from router_core.accounting import frames
 from router_core.config import KafkaSettings, SpoolSettings
 from router_server.mock_backend import free_port
-from router_server.shared_state import RESUBSCRIBE_BACKOFF, follow_channel
+from router_server.state.redis import RESUBSCRIBE_BACKOFF, follow_channel
 from router_server.usage.kafka_export import RETRY_BACKOFF, KafkaExporter
 from router_server.usage.spool import Spool
 

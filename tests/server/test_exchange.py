@@ -19,6 +19,7 @@ from router_server.exchange import Ending, Exchange
 from router_server.health import Health
 from router_server.limits import LimitGate, MemoryStore
 from router_server.runtime import Runtime
+from router_server.state.layer import StateLayer
 from router_server.usage.setup import open_usage
 from router_server.usage.trace import Unrecorded, UsageTrace
 
@@ -29,7 +30,7 @@ def test_finish_gives_the_slot_back_and_records_once_however_often_called(
     tmp_path: Path,
 ) -> None:
     data = base_config("http://127.0.0.1:9", "http://127.0.0.1:9")
-    data["usage"] = {"dir": str(tmp_path / "usage")}
+    data["state"] = {"dir": str(tmp_path / "usage")}
     data["organizations"]["acme"]["limits"] = {"quotas": {"tokens_per_month": 1_000}}
     config = structure(data)
     runtime = Runtime.build(config, {})
@@ -47,10 +48,11 @@ def test_finish_gives_the_slot_back_and_records_once_however_often_called(
     async def main() -> tuple[int, list[UsageRecord], object]:
         records = Records()
         gate = Gate(lambda: config.server)
-        limits = LimitGate(MemoryStore(), config.limits.store)
+        limits = LimitGate(MemoryStore(), config.state.store)
         health = Health.from_config(config)
         dispatch = Dispatcher(health, lambda: {}, RetryBudget(0.1, 1.0))
-        async with open_usage(config, {}) as usage:
+        stores = StateLayer.open(config, {})
+        async with open_usage(config, {}, stores) as usage:
             usage.recorder.observers.append(records)
             trace = UsageTrace("req-1", "/v1/chat/completions", 0.0, 0, config)
             trace.principal = principal

@@ -63,7 +63,7 @@ def test_a_second_router_on_the_same_usage_dir_refuses_and_the_first_serves_on(
     spool = (tmp_path / "router-0-data" / "spool").absolute()
     assert second.stderr.strip().splitlines() == [
         f"router-server: cannot start: the usage spool {spool} is in use by another router "
-        f"process (pid {first.pid}); stop that router, or give this one its own usage.dir"
+        f"process (pid {first.pid}); stop that router, or give this one its own state.dir"
     ]
     # Nothing claimed to listen: the app's resources never opened.
     assert "listening" not in second.stdout

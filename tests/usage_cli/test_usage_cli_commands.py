@@ -143,7 +143,8 @@ def test_config_problems_in_the_usage_sections_name_their_paths(
         "usage:\n"
         "  spool: {max_bytes: 100, fsync: sometimes}\n"
         "  kafka: {usage_topic: 'no spaces allowed', partitions: 0}\n"
-        "idempotency: {store: memcached, retention_s: 3600}\n"
+        "idempotency: {retention_s: 3600}\n"
+        "state: {store: memcached}\n"
     )
     assert main(["config", "validate", str(config)]) == 1
     err = capsys.readouterr().err
@@ -152,7 +153,7 @@ def test_config_problems_in_the_usage_sections_name_their_paths(
         "usage.spool.fsync: must be one of always, interval, never, not 'sometimes'",
         "usage.kafka.usage_topic: must be a Kafka topic name",
         "usage.kafka.partitions: must be > 0",
-        "idempotency.store: must be one of sqlite, redis, not 'memcached'",
+        "state.store: must be one of embedded, redis, not 'memcached'",
         "idempotency.retention_s: must be >= 86400 (keys are kept 24 h)",
     ):
         assert line in err

@@ -15,7 +15,7 @@ from router_server.process import RouterProcess
 
 from kafka_fixture import KafkaBroker
 from support import auth, eventually, with_changes
-from usage_support import Load, ledger_rows, new_topic, topic_records, usage_config
+from usage_support import Load, data_dir, ledger_rows, new_topic, topic_records, usage_config
 
 BOOTSTRAP_ENV = "ROUTER_TEST_KAFKA_BOOTSTRAP"
 Mocks = Any
@@ -42,7 +42,9 @@ def test_sigkill_mid_load_then_restart_delivers_every_answered_record(
     topic = new_topic()
     # fsync "never": a process crash must not lose what was written before the answer.
     data = with_changes(
-        config_data, usage=usage_config(directory, BOOTSTRAP_ENV, topic, fsync="never")
+        config_data,
+        state=data_dir(directory),
+        usage=usage_config(BOOTSTRAP_ENV, topic, fsync="never"),
     )
     router: RouterProcess = start_router(data, {BOOTSTRAP_ENV: kafka_bootstrap})
     load = Load(router.url, concurrency=32).start()
@@ -89,7 +91,8 @@ def test_full_spool_refuses_new_requests_and_recovers(
     topic = new_topic()
     data = with_changes(
         config_data,
-        usage=usage_config(directory, BOOTSTRAP_ENV, topic, max_bytes=65_536, warn_ratio=0.5),
+        state=data_dir(directory),
+        usage=usage_config(BOOTSTRAP_ENV, topic, max_bytes=65_536, warn_ratio=0.5),
     )
     kafka_broker.stop()
     router: RouterProcess = start_router(data, {BOOTSTRAP_ENV: kafka_bootstrap})

@@ -22,7 +22,7 @@ from router_server.process import RouterProcess
 
 from kafka_fixture import KafkaBroker
 from support import eventually, with_changes
-from usage_support import Load, new_topic, schema_errors, topic_records, usage_config
+from usage_support import Load, data_dir, new_topic, schema_errors, topic_records, usage_config
 
 BOOTSTRAP_ENV = "ROUTER_TEST_KAFKA_BOOTSTRAP"
 Mocks = Any
@@ -50,7 +50,9 @@ def start(
     start_router: Any, config_data: dict[str, Any], bootstrap: str, directory: Path, **spool: Any
 ) -> tuple[RouterProcess, str]:
     topic = new_topic()
-    data = with_changes(config_data, usage=usage_config(directory, BOOTSTRAP_ENV, topic, **spool))
+    data = with_changes(
+        config_data, state=data_dir(directory), usage=usage_config(BOOTSTRAP_ENV, topic, **spool)
+    )
     router: RouterProcess = start_router(data, {BOOTSTRAP_ENV: bootstrap})
     assert router.wait_ready()
     return router, topic

@@ -33,12 +33,11 @@ def replicas(
 ) -> list[RouterProcess]:
     data = with_changes(
         config_data,
-        idempotency={"store": "redis"},
         prices={"chat": {"input": 1, "output": 1}},
     )
     routers = []
     for i in range(2):
-        directory = {"usage": {"dir": str(tmp_path / f"replica-{i}")}}
+        directory = {"state": {"store": "redis", "dir": str(tmp_path / f"replica-{i}")}}
         routers.append(
             start_router(with_changes(data, **directory), {"ROUTER_REDIS_URL": redis_url})
         )

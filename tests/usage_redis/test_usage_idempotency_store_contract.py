@@ -15,6 +15,8 @@ from router_server.usage.idempotency_store import (
     SqliteIdempotencyStore,
 )
 
+from redis_fixture import closed, redis_client
+
 ANSWER = StoredResponse(200, "application/json", (("x-router-backend", "a"),), b'{"ok": 1}')
 
 
@@ -36,7 +38,7 @@ def store_location(
 
 def open_store(kind: str, where: str) -> IdempotencyStore:
     if kind == "redis":
-        return RedisIdempotencyStore.from_url(where)
+        return RedisIdempotencyStore(redis_client(where), 0.5)
     return SqliteIdempotencyStore(Path(where))
 
 
@@ -57,7 +59,7 @@ def test_claim_complete_replay_and_release(store_kind: str, store_location: str)
             await store.release("acme/k", "owner-1")
             assert await store.claim("acme/k", Entry("fp2", "owner-5"), 60) is None
         finally:
-            await store.aclose()
+            await closed(store)
 
     anyio.run(main)
 
@@ -78,7 +80,7 @@ def test_concurrent_claims_have_exactly_one_winner(store_kind: str, store_locati
                     tg.start_soon(claim, i)
         finally:
             for store in stores:
-                await store.aclose()
+                await closed(store)
         return results
 
     results = anyio.run(main)

@@ -25,7 +25,7 @@ def test_idempotency_store_down_is_503_for_keyed_requests_only(
 ) -> None:  # fmt: skip
     if not redis_server.controllable:
         pytest.skip("REDIS_URL points at a shared server: it cannot be stopped")
-    data = with_changes(config_data, idempotency={"store": "redis"})
+    data = with_changes(config_data, state={"store": "redis"})
     router: RouterProcess = start_router(data, {"ROUTER_REDIS_URL": redis_url})
     redis_server.stop()
     try:

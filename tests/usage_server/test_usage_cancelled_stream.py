@@ -20,7 +20,7 @@ CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
 def test_a_client_that_leaves_mid_stream_is_recorded_as_cancelled(
     start_router: Any, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:
-    data = with_changes(config_data, usage={"dir": str(tmp_path / "u")})
+    data = with_changes(config_data, state={"dir": str(tmp_path / "u")})
     router: RouterProcess = start_router(data)
     for mock in mocks:
         mock.configure(chunk_delay_ms=200)

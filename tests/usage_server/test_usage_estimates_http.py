@@ -40,7 +40,7 @@ def test_token_id_prompts_are_counted_when_the_backend_reports_no_usage(
 ) -> None:
     for mock in mocks:
         mock.configure(omit_usage=True)
-    client = make_client(with_changes(config_data, usage={"dir": str(tmp_path / "usage")}))
+    client = make_client(with_changes(config_data, state={"dir": str(tmp_path / "usage")}))
     response = client.post(path, json=body, headers={**auth(), "x-request-id": "req-ids"})
     assert response.status_code == 200, response.text
     assert "usage" not in response.json()

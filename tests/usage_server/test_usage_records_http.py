@@ -17,7 +17,7 @@ Mocks = tuple[MockBackendProcess, MockBackendProcess]
 
 
 def app(make_client: Any, config: dict[str, Any], tmp_path: Path, **changes: Any) -> TestClient:
-    data = with_changes(config, usage={"dir": str(tmp_path / "usage")}, **changes)
+    data = with_changes(config, state={"dir": str(tmp_path / "usage")}, **changes)
     client: TestClient = make_client(data)
     return client
 
@@ -150,4 +150,4 @@ def test_status_shows_the_spool_and_the_ledger(
     assert usage["spool"]["torn_records"] == 0
     assert usage["ledger"]["lag_s"] >= 0
     assert usage["kafka"] is None
-    assert usage["idempotency"]["store"] == "sqlite"
+    assert usage["idempotency"]["store"] == "embedded"

@@ -27,7 +27,7 @@ def test_estimated_tokens_settle_the_quota_as_the_record_counts_them(
 ) -> None:
     for mock in mocks:
         mock.configure(omit_usage=True)
-    data = with_changes(config_data, usage={"dir": str(tmp_path / "usage")})
+    data = with_changes(config_data, state={"dir": str(tmp_path / "usage")})
     data["organizations"]["acme"]["limits"] = {"quotas": {"tokens_per_month": QUOTA}}
     app = limited(data)
     body = {**CHAT, "max_tokens": 6, "stream": stream}

@@ -163,7 +163,7 @@ def test_a_second_process_is_told_which_directory_and_who_holds_it(tmp_path: Pat
     message = str(refused.value)
     assert str(tmp_path.absolute()) in message
     assert f"(pid {os.getpid()})" in message
-    assert "stop that router, or give this one its own usage.dir" in message
+    assert "stop that router, or give this one its own state.dir" in message
 
 
 def test_an_unopenable_spool_is_a_spool_error_naming_it(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_an_unopenable_spool_is_a_spool_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="cannot be opened") as refused:
         Spool.open(tmp_path / "spool", SMALL, ["ledger"])
     assert str((tmp_path / "spool").absolute()) in str(refused.value)
-    assert "usage.dir" in str(refused.value)
+    assert "state.dir" in str(refused.value)
 
 
 def test_a_spool_that_fails_after_locking_releases_the_lock(tmp_path: Path) -> None:

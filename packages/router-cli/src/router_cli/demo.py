@@ -7,7 +7,7 @@ with a curl and an `openai` snippet, and keeps serving until Ctrl-C
 
 Without `--config` it runs the demo config shipped inside router_cli (the
 same file as the repository's examples/router.yaml), copied to a temporary
-directory so the router's data (usage.dir, the key store) goes there and
+directory so the router's data (state.dir: the usage ledger, the key store) goes there and
 nowhere else, and is removed when the demo stops.
 """
 

@@ -2,10 +2,10 @@
 
 Without `--config`, `create` only prints a key and the line to paste under
 the organization's `keys` in the config file. With `--config`, every command
-works on that config's key store (`auth.store`: the SQLite file, or Redis from
-the environment variable `auth.redis_url_env`), which running routers follow
-within `auth.refresh_s` (at once with Redis). A key is printed once; only its
-hash is stored.
+works on that config's key store (`state.store`: keys.sqlite3 under
+`state.dir`, or Redis from the environment variable `state.redis.url_env`),
+which running routers follow within `state.refresh_s` (at once with Redis).
+A key is printed once; only its hash is stored.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ def _load(args: argparse.Namespace) -> RouterConfig | int:
         config = config_file.load(args.config, check_env=False)
     except ConfigInvalid as exc:
         return config_problems(args.config, exc)
-    env_name = config.auth.redis_url_env
-    if config.auth.store == "redis" and env_name not in os.environ:
-        print(f"router keys: set {env_name} to the Redis URL (auth.store is redis)",
+    env_name = config.state.redis.url_env
+    if config.state.store == "redis" and env_name not in os.environ:
+        print(f"router keys: set {env_name} to the Redis URL (state.store is redis)",
               file=sys.stderr)  # fmt: skip
         return Exit.INVALID
     return config
@@ -101,21 +101,24 @@ def _with_book(args: argparse.Namespace, run: Callable[[Any, RouterConfig], Awai
 
 def _on_book(config: RouterConfig, run: Callable[[Any, RouterConfig], Awaitable[int]]) -> int:
     from router_server.credentials.book import KeyBook
-    from router_server.credentials.store import KeyStoreUnavailable, open_key_store
+    from router_server.state.errors import Store, StoreUnavailable
+    from router_server.state.layer import StateLayer
 
     async def main() -> int:
-        book = KeyBook(open_key_store(config, os.environ))
+        stores = StateLayer.open(config, os.environ)
+        book = KeyBook(stores.key_store())
         try:
             await book.refresh()
             if book.last_error:
-                raise KeyStoreUnavailable(book.last_error)
+                raise StoreUnavailable(Store.KEYS, book.last_error)
             return await run(book, config)
         finally:
             await book.store.aclose()
+            await stores.aclose()
 
     try:
         return anyio.run(main)
-    except KeyStoreUnavailable as exc:
+    except StoreUnavailable as exc:
         print(f"router keys: {exc.detail}", file=sys.stderr)
         return Exit.UNAVAILABLE
 
@@ -224,7 +227,7 @@ def add_commands(commands: Any) -> None:
             "--config",
             required=required,
             metavar="FILE",
-            help="the router's config (its auth.store is used)",
+            help="the router's config (its state section says where keys are kept)",
         )
 
     create = sub.add_parser(

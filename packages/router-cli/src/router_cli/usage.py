@@ -13,7 +13,6 @@ import csv
 import datetime as dt
 import io
 import re
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ from router_core.accounting.reconcile import Report, reconcile
 from router_core.accounting.wire import format_usd
 from router_core.config_codec import ConfigInvalid
 from router_server.exit_codes import Exit
+from router_server.state.errors import StoreUnavailable
 
 if TYPE_CHECKING:  # imported when used: `router --help` need not load the server
     from router_server.usage.ledger import Ledger
@@ -83,8 +83,8 @@ def ledger_path(args: argparse.Namespace) -> Path:
     if args.config:
         from router_server import config_file
 
-        # usage.dir comes back resolved against the config file's directory.
-        directory = config_file.load(args.config, check_env=False).usage.dir
+        # state.dir comes back resolved against the config file's directory.
+        directory = config_file.load(args.config, check_env=False).state.dir
     return Path(directory) / "usage.sqlite3"
 
 
@@ -99,8 +99,8 @@ def _open_ledger(args: argparse.Namespace) -> Ledger:
             "" if args.ledger else " (give --ledger FILE, or --config of the router that wrote it)"
         )
         raise SourceUnavailable(f"no usage ledger at {path}{hint}") from None
-    except (OSError, sqlite3.Error) as exc:
-        raise SourceUnavailable(f"cannot read the usage ledger {path}: {exc}") from None
+    except StoreUnavailable as exc:
+        raise SourceUnavailable(f"cannot read the usage ledger {path}: {exc.detail}") from None
 
 
 def _rows(args: argparse.Namespace, now: dt.datetime) -> list[dict[str, Any]]:
@@ -117,6 +117,8 @@ def _rows(args: argparse.Namespace, now: dt.datetime) -> list[dict[str, Any]]:
     ledger = _open_ledger(args)
     try:
         rows = ledger.report(since, until, group_by)
+    except StoreUnavailable as exc:
+        raise SourceUnavailable(f"cannot read the usage ledger: {exc.detail}") from None
     finally:
         ledger.close()
     for row in rows:
@@ -208,7 +210,9 @@ def _records(args: argparse.Namespace, now: dt.datetime) -> list[dict[str, Any]]
         return [r for r in records if since is None or r["started_at"] >= since]
     ledger = _open_ledger(args)
     try:
-        return list(ledger.records(since))
+        return ledger.records(since)
+    except StoreUnavailable as exc:
+        raise SourceUnavailable(f"cannot read the usage ledger: {exc.detail}") from None
     finally:
         ledger.close()
 
@@ -254,7 +258,7 @@ def add_commands(commands: Any) -> None:
             "--ledger", metavar="FILE", help="the ledger file (default: from --config)"
         )
         parser.add_argument(
-            "--config", metavar="FILE", help="the router's config (its usage.dir holds the ledger)"
+            "--config", metavar="FILE", help="the router's config (its state.dir holds the ledger)"
         )
 
     rep = usage_commands.add_parser("report", help="usage totals from the ledger")

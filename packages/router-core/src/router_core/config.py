@@ -28,10 +28,10 @@ import attrs
 from router_core.config_enums import (
     FailureMode,
     Fsync,
-    LimitStoreKind,
     MaxTokensPolicy,
     Period,
-    SharedStoreKind,
+    RedisMode,
+    StateStoreKind,
     Strategy,
     TokenAlgorithm,
     TracingExporter,
@@ -407,16 +407,8 @@ class FailurePolicy:
 
 @attrs.frozen
 class LimitSettings:
-    """Where limits are kept, and how they behave without their store."""
+    """How limits behave, and without their store (where they are kept: `state`)."""
 
-    # memory: this process only (the embedded default); redis: shared by replicas.
-    store: LimitStoreKind = _checked(
-        default=LimitStoreKind.MEMORY, validator=_one_of(LimitStoreKind)
-    )
-    # Environment variable holding the Redis URL (it may carry a password).
-    redis_url_env: str = _checked(
-        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
-    )
     # Upper bound on one admission decision's wait for the store.
     timeout_ms: int = _checked(default=100, validator=_positive)
     # Replicas sharing the limits: a fail-open rate limit allows limit / this.
@@ -506,11 +498,8 @@ class KafkaSettings:
 
 @attrs.frozen
 class UsageSettings:
-    """Usage records: where they are kept, the spool, the ledger, Kafka."""
+    """Usage records: the spool, the ledger, Kafka (all kept under `state.dir`)."""
 
-    # Where the ledger (usage.sqlite3), the spool (spool/) and the embedded
-    # idempotency store live; relative paths are from the config file's directory.
-    dir: str = "router-data"
     # The embedded SQLite ledger `router usage report` reads.
     ledger: bool = True
     # The write-ahead spool of every record.
@@ -521,16 +510,8 @@ class UsageSettings:
 
 @attrs.frozen
 class IdempotencySettings:
-    """Idempotent retries: where keys live and how long answers are kept."""
+    """Idempotent retries: how long answers are kept (where: `state`)."""
 
-    # sqlite: this replica only (under usage.dir); redis: shared by replicas.
-    store: SharedStoreKind = _checked(
-        default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
-    )
-    # Environment variable holding the Redis URL (store: redis).
-    redis_url_env: str = _checked(
-        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
-    )
     # How long a completed request's answer is kept for retries.
     retention_s: int = _checked(default=DAY_S, validator=_at_least(DAY_S, "keys are kept 24 h"))
     # A claim whose replica died lapses after this; a retry may then proceed.
@@ -551,25 +532,6 @@ class RoutingSettings:
     retry_budget_ratio: float = _checked(default=0.2, validator=_non_negative)
     # ...plus this many per second, so a quiet router can still fail over.
     retry_min_per_s: float = _checked(default=5.0, validator=_non_negative)
-
-    __attrs_post_init__ = _check_fields
-
-
-@attrs.frozen
-class OverrideSettings:
-    """Where admin overrides live: SQLite for one process, Redis shared by replicas."""
-
-    # sqlite: one process; redis: shared by replicas, changes pushed by pub/sub.
-    store: SharedStoreKind = _checked(
-        default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
-    )
-    # The SQLite file (store: sqlite), and the Redis URL's variable (store: redis).
-    sqlite_path: str = _checked(default="router-data/overrides.sqlite3", validator=_file_path)
-    redis_url_env: str = _checked(
-        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
-    )
-    # Replicas re-read the store this often, besides pub/sub notifications.
-    refresh_s: float = _checked(default=2.0, validator=_positive)
 
     __attrs_post_init__ = _check_fields
 
@@ -662,24 +624,64 @@ class OidcIssuer:
 
 @attrs.frozen
 class AuthSettings:
-    """Managed keys, HMAC nonces and OIDC issuers."""
+    """HMAC request signing and OIDC issuers (managed keys live in `state`)."""
 
-    # sqlite: one process (keys in sqlite_path, nonces in nonces.sqlite3 beside it);
-    # redis: shared by replicas.
-    store: SharedStoreKind = _checked(
-        default=SharedStoreKind.SQLITE, validator=_one_of(SharedStoreKind)
-    )
-    # The managed keys' SQLite file (store: sqlite), and the Redis URL's variable (redis).
-    sqlite_path: str = _checked(default="router-data/keys.sqlite3", validator=_file_path)
-    redis_url_env: str = _checked(
-        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
-    )
-    # Replicas re-read the managed keys this often, besides pub/sub notifications.
-    refresh_s: float = _checked(default=2.0, validator=_positive)
     # Signed requests older or newer than this are refused; nonces are kept as long.
     hmac_max_skew_s: int = _checked(default=300, validator=_positive)
     # Identity providers whose JWTs are accepted as bearer tokens.
     issuers: tuple[OidcIssuer, ...] = ()
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class RedisSettings:
+    """The one Redis every shared store uses: limits, idempotency, keys, nonces, overrides."""
+
+    # standalone: one server (or a proxy in front of several); sentinel: a
+    # master found through Sentinel; cluster: a Redis Cluster (every store
+    # keeps each operation's keys in one hash slot).
+    mode: RedisMode = _checked(default=RedisMode.STANDALONE, validator=_one_of(RedisMode))
+    # Environment variable holding the URL (it may carry a password; use
+    # rediss:// for TLS). standalone: the server; cluster: any node (the
+    # others are discovered); sentinel: the Sentinels, as
+    # redis://[:password@]host:port[,host:port...][/db].
+    url_env: str = _checked(
+        default="ROUTER_REDIS_URL", validator=_matches(ENV_RE, "an environment variable name")
+    )
+    # sentinel: the name of the master the Sentinels monitor.
+    sentinel_master: str = _checked(
+        default="mymaster", validator=_matches(NAME_RE, "a Sentinel master name")
+    )
+    # Upper bound of one store call other than a limit decision (those have
+    # limits.timeout_ms); a store slower than this is treated as down.
+    timeout_ms: int = _checked(default=2000, validator=_positive)
+    # Connections this process may open to Redis (to each node in a cluster).
+    max_connections: int = _checked(default=1000, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class StateSettings:
+    """Where the router keeps its state: limits, idempotency keys, managed keys,
+    HMAC nonces, admin overrides, and (always local) the usage spool and ledger."""
+
+    # embedded: SQLite files under `dir` and this process's memory, for one
+    # router process; redis: shared by every replica through `redis`.
+    store: StateStoreKind = _checked(
+        default=StateStoreKind.EMBEDDED, validator=_one_of(StateStoreKind)
+    )
+    # The data directory: the usage spool (spool/) and ledger (usage.sqlite3),
+    # and with the embedded store keys.sqlite3, nonces.sqlite3,
+    # overrides.sqlite3 and idempotency.sqlite3. Relative paths are from the
+    # config file's directory.
+    dir: str = _checked(default="router-data", validator=_file_path)
+    # The shared store (store: redis).
+    redis: RedisSettings = RedisSettings()
+    # Replicas re-read admin overrides and managed keys this often, besides
+    # the change notifications they follow.
+    refresh_s: float = _checked(default=2.0, validator=_positive)
 
     __attrs_post_init__ = _check_fields
 
@@ -710,9 +712,10 @@ class RouterConfig:
     listeners: Listeners = Listeners()
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
+    # Where limits, keys, overrides, idempotency keys and usage are kept.
+    state: StateSettings = StateSettings()
     limits: LimitSettings = LimitSettings()
     routing: RoutingSettings = RoutingSettings()
-    overrides: OverrideSettings = OverrideSettings()
     # USD per million tokens, by public model name; needed where a budget applies.
     prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
     usage: UsageSettings = UsageSettings()

@@ -180,7 +180,8 @@ def _walk(exc: BaseException, steps: Steps) -> Iterator[_Found]:
         return
     if isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
-            yield _Found((*steps, key), "unknown field")
+            where = (*steps, key)
+            yield _Found(where, _moved(_path(where)) or "unknown field")
         return
     if isinstance(exc, FieldError):
         yield _Found((*steps, exc.field), exc.message)
@@ -197,6 +198,31 @@ def _walk(exc: BaseException, steps: Steps) -> Iterator[_Found]:
 
 
 MISSING = "required field is missing"
+
+# Settings of earlier versions of the file that now live elsewhere: old path -> new.
+MOVED = {
+    "limits.store": "state.store",
+    "limits.redis_url_env": "state.redis.url_env",
+    "idempotency.store": "state.store",
+    "idempotency.redis_url_env": "state.redis.url_env",
+    "auth.store": "state.store",
+    "auth.redis_url_env": "state.redis.url_env",
+    "auth.sqlite_path": "state.dir",
+    "auth.refresh_s": "state.refresh_s",
+    "overrides": "state",
+    "usage.dir": "state.dir",
+}
+
+
+def _moved(path: str) -> str | None:
+    new = MOVED.get(path)
+    if new is None:
+        return None
+    return (
+        f"moved to {new}: one `state` section now holds where limits, idempotency keys, "
+        "managed keys, nonces and overrides are kept (store: embedded | redis, one Redis, "
+        "one data directory)"
+    )
 
 
 def _dedupe(problems: Iterable[ConfigProblem]) -> list[ConfigProblem]:

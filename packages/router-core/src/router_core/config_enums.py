@@ -5,7 +5,7 @@ Rules:
   these types, so the codec's converter rejects a typo instead of the code
   that reads the setting falling through to a default branch.
 - A member's value is exactly what the user writes in the file; members
-  compare equal to those strings, so `config.limits.store == "redis"` holds.
+  compare equal to those strings, so `config.state.store == "redis"` holds.
 - `not_one_of` is the one wording of the problem, used by the codec and by
   the value objects' own checks alike.
 """
@@ -44,16 +44,17 @@ class FailureMode(enum.StrEnum):
     FAIL_CLOSED = "fail_closed"
 
 
-class LimitStoreKind(enum.StrEnum):
-    MEMORY = "memory"
+class StateStoreKind(enum.StrEnum):
+    """Where limits, idempotency keys, overrides, managed keys and nonces live."""
+
+    EMBEDDED = "embedded"
     REDIS = "redis"
 
 
-class SharedStoreKind(enum.StrEnum):
-    """Where idempotency keys, overrides and managed keys live."""
-
-    SQLITE = "sqlite"
-    REDIS = "redis"
+class RedisMode(enum.StrEnum):
+    STANDALONE = "standalone"
+    SENTINEL = "sentinel"
+    CLUSTER = "cluster"
 
 
 class MaxTokensPolicy(enum.StrEnum):

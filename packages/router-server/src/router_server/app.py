@@ -31,13 +31,13 @@ from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
 from router_server import openapi, tracing
 from router_server.admin.book import OverrideBook
-from router_server.admin.store import open_override_store
 from router_server.backends import close_clients, open_clients
 from router_server.backpressure import Gate
+from router_server.credentials.store import KeyEvent, event_detail
 from router_server.credentials.verify import open_credentials
 from router_server.dispatch import Dispatcher
 from router_server.health import Health, probe_all, probe_forever
-from router_server.limits import LimitGate, LimitStore, MemoryStore
+from router_server.limits import LimitGate, LimitStore
 from router_server.metrics import StateCollector
 from router_server.middleware import RouterMiddleware
 from router_server.ops import Ops
@@ -53,6 +53,7 @@ from router_server.pipeline import (
 from router_server.reload import Reloader
 from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime
+from router_server.state.layer import StateLayer
 from router_server.usage.setup import open_usage
 from router_server.usage.sink import UsageSink
 
@@ -136,26 +137,6 @@ ROUTES = [
 ]
 
 
-def open_limit_store(
-    config: RouterConfig, env: Mapping[str, str], given: LimitStore | None
-) -> tuple[LimitStore, Callable[[], Awaitable[None]]]:
-    """The configured limit store, and how to close it."""
-
-    async def nothing() -> None:
-        return None
-
-    if given is not None:
-        return given, nothing
-    if config.limits.store == "redis":
-        from router_server.redis_limits import RedisLedger
-
-        ledger = RedisLedger.from_url(
-            env[config.limits.redis_url_env], timeout_s=config.limits.timeout_ms / 1000
-        )
-        return ledger, ledger.aclose
-    return MemoryStore(), nothing
-
-
 @contextlib.contextmanager
 def on_sighup(handler: Callable[[], None]) -> Iterator[None]:
     """Call `handler` on SIGHUP while inside; a no-op off the main thread (tests)."""
@@ -179,6 +160,21 @@ def _closing(opened: contextlib.AsyncExitStack, close: Callable[[], Awaitable[ob
             await close()
 
     opened.push_async_callback(shielded)
+
+
+def _key_audit(usage: UsageSink) -> Callable[[KeyEvent], Awaitable[None]]:
+    """Key changes made through this router as `audit.router.v1` records, in the
+    one audit trail with override changes and limit denials."""
+
+    async def record(event: KeyEvent) -> None:
+        await usage.recorder.audit_event(
+            str(event.change),
+            organization=event.organization,
+            key_id=event.key_id,
+            detail=event_detail(event),
+        )
+
+    return record
 
 
 def _open_ops(
@@ -230,13 +226,16 @@ def create_app(
             backends = open_clients(config, environ)
             # A reload swaps in new clients (closing the old): close the current ones.
             _closing(opened, lambda: close_clients(backends if live is None else live.backends))
-            store, close_store = open_limit_store(config, environ, limit_store)
-            _closing(opened, close_store)
+            # One state layer: one Redis client (or the data directory) for every store.
+            stores = StateLayer.open(config, environ)
+            _closing(opened, stores.aclose)
+            store = stores.limit_store() if limit_store is None else limit_store
             health = Health.from_config(config)
-            usage = await opened.enter_async_context(open_usage(config, environ))
-            credentials = open_credentials(config, environ)
+            usage = await opened.enter_async_context(open_usage(config, environ, stores))
+            credentials = open_credentials(stores)
             _closing(opened, credentials.aclose)
-            override_store = open_override_store(config, environ)
+            credentials.book.on_change = _key_audit(usage)
+            override_store = stores.override_store()
             _closing(opened, override_store.aclose)
 
             def current() -> RouterState:
@@ -246,7 +245,7 @@ def create_app(
             state = RouterState(
                 runtime=Runtime.build(config, backends),
                 health=health,
-                limits=LimitGate(store, config.limits.store),
+                limits=LimitGate(store, stores.kind),
                 gate=Gate(lambda: current().runtime.config.server),
                 dispatch=Dispatcher(
                     health,
@@ -254,10 +253,11 @@ def create_app(
                     RetryBudget(config.routing.retry_budget_ratio, config.routing.retry_min_per_s),
                 ),
                 rng=rng or random.Random(),
-                overrides=OverrideBook(override_store, refresh_s=config.overrides.refresh_s),
+                overrides=OverrideBook(override_store, refresh_s=config.state.refresh_s),
                 usage=usage,
                 ops=_open_ops(current, usage, config, environ),
                 credentials=credentials,
+                stores=stores,
             )
             live = state
             tracing.start(config.observability)

@@ -27,9 +27,8 @@ def parse_yaml(text: str, source: str = "config") -> object:
 
 def resolve_paths(config: RouterConfig, base: Path) -> RouterConfig:
     """`config` with its relative file paths made relative to `base`, the config
-    file's directory: the stores (usage.dir with the ledger, spool and
-    idempotency keys; the override and key stores, and the nonces beside the
-    keys) and the admin listener's certificates. Otherwise a command run from
+    file's directory: the data directory (`state.dir`: the spool, the ledger
+    and the embedded stores) and the admin listener's certificates. Otherwise a command run from
     another directory would open (or create) empty stores of its own."""
 
     def at(path: str) -> str:
@@ -44,9 +43,7 @@ def resolve_paths(config: RouterConfig, base: Path) -> RouterConfig:
     return attrs.evolve(
         config,
         listeners=attrs.evolve(config.listeners, admin=admin),
-        usage=attrs.evolve(config.usage, dir=at(config.usage.dir)),
-        overrides=attrs.evolve(config.overrides, sqlite_path=at(config.overrides.sqlite_path)),
-        auth=attrs.evolve(config.auth, sqlite_path=at(config.auth.sqlite_path)),
+        state=attrs.evolve(config.state, dir=at(config.state.dir)),
     )
 
 
@@ -63,12 +60,8 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
     # Services the config names by an environment variable, when in use:
     # (field, variable, why it is needed).
     needed = [
-        ("limits.redis_url_env", config.limits.redis_url_env,
-         config.limits.store == "redis", "limits.store is redis"),
-        ("overrides.redis_url_env", config.overrides.redis_url_env,
-         config.overrides.store == "redis", "overrides.store is redis"),
-        ("idempotency.redis_url_env", config.idempotency.redis_url_env,
-         config.idempotency.store == "redis", "idempotency.store is redis"),
+        ("state.redis.url_env", config.state.redis.url_env,
+         config.state.store == "redis", "state.store is redis"),
     ]  # fmt: skip
     kafka = config.usage.kafka
     if kafka is not None:

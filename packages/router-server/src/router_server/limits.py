@@ -24,7 +24,7 @@ import attrs
 
 from router_core.accounting.records import TokenCounts
 from router_core.config import RouterConfig
-from router_core.config_enums import LimitStoreKind
+from router_core.config_enums import StateStoreKind
 from router_core.limits import NEVER
 from router_core.limits.admission import Decision, Denial, LimitType
 from router_core.limits.clamp import Clamp
@@ -51,15 +51,12 @@ from router_core.limits.windows import WindowKind
 from router_core.problems import Catalog, ClientError, DependencyError, Problem
 from router_core.requests import InferenceRequest
 from router_core.usage import TokenUsage
+from router_server.state.errors import StoreUnavailable
 
 log = logging.getLogger("router.limits")
 
 # A total budget never resets; a denial still says when to look again.
 RETRY_NEVER_S = 86_400
-
-
-class LimitStoreUnavailable(Exception):
-    """The shared limit store did not answer in time (raised by store adapters)."""
 
 
 class LimitStore(Protocol):
@@ -118,8 +115,8 @@ class LimitGate:
     config its request was accepted under, so a reload never splits a request."""
 
     store: LimitStore
-    # Which store was opened at start-up (`limits.store` takes effect on restart).
-    store_kind: LimitStoreKind
+    # Which store was opened at start-up (`state.store` takes effect on restart).
+    store_kind: StateStoreKind
     # Rate limits of this replica alone, used while the shared store is down.
     local: MemoryStore = attrs.field(factory=MemoryStore)
     failure_decisions: int = 0
@@ -153,11 +150,11 @@ class LimitGate:
     async def _admit(self, config: RouterConfig, request_id: str, plan: LimitPlan) -> Admission:
         try:
             return await self.store.admit(request_id, plan.specs)
-        except LimitStoreUnavailable as exc:
+        except StoreUnavailable as exc:
             return await self._admit_degraded(config, request_id, plan, exc)
 
     async def _admit_degraded(
-        self, config: RouterConfig, request_id: str, plan: LimitPlan, exc: LimitStoreUnavailable
+        self, config: RouterConfig, request_id: str, plan: LimitPlan, exc: StoreUnavailable
     ) -> Admission:
         self.failure_decisions += 1
         policy = config.limits.on_store_failure
@@ -199,7 +196,7 @@ class LimitGate:
             })  # fmt: skip
         try:
             await self.store.settle(holds, amounts)
-        except LimitStoreUnavailable as exc:
+        except StoreUnavailable as exc:
             # The reservation then lapses with its window; the usage record
             # (the source of truth) still carries the actual amounts.
             self.settle_failures += 1

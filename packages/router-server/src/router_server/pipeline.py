@@ -54,6 +54,7 @@ from router_server.limits import LimitGate
 from router_server.ops import Ops
 from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime
+from router_server.state.layer import StateLayer
 from router_server.usage.sink import UsageSink, replayed
 from router_server.usage.trace import Claim, UsageTrace
 
@@ -78,6 +79,8 @@ class RouterState:
     ops: Ops
     # Managed keys, nonces of signed requests and OIDC tokens.
     credentials: verify.Credentials
+    # Where limits, idempotency keys, managed keys, nonces and overrides live.
+    stores: StateLayer
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
 

@@ -25,7 +25,7 @@ Rules:
   window's state never expires, and its hold hash lives `total_hold_ttl_s`
   past the last admission that added to it.
 - Each call waits at most `timeout_s`; any Redis failure (refused, timed
-  out, READONLY, LOADING, ...) is raised as `LimitStoreUnavailable`, whose
+  out, READONLY, LOADING, ...) is raised as `StoreUnavailable`, whose
   message names the operation and the failure and never the URL. A call that
   timed out may or may not have been applied. The failure policy is the
   caller's.
@@ -39,11 +39,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
-from redis.retry import Retry
 
 from router_core.limits.admission import (
     Decision,
@@ -69,7 +65,8 @@ from router_core.limits.ledger import (
     state_key,
     storage_key,
 )
-from router_server.limits import LimitStoreUnavailable
+from router_server.state.errors import Store, StoreUnavailable
+from router_server.state.redis import RedisClient
 
 DEFAULT_PREFIX = "rl:"
 DEFAULT_TIMEOUT_S = 0.1
@@ -84,8 +81,6 @@ _WINDOW_SUFFIX = re.compile(r":\d+\Z")
 # (a, b, expire_at_us) per spec when allowed.
 _HEADERS_AT = 5
 _WRITES_AT = 11
-
-RedisClient = Redis | RedisCluster
 
 
 def _script(name: str) -> str:
@@ -114,7 +109,6 @@ class RedisLedger:
         prefix: str = DEFAULT_PREFIX,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         total_hold_ttl_s: float = DEFAULT_TOTAL_HOLD_TTL_S,
-        owns_client: bool = False,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"key prefix {prefix!r} must not contain braces")
@@ -124,45 +118,19 @@ class RedisLedger:
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._total_hold_ttl_us = round(total_hold_ttl_s * 1_000_000)
-        self._owns_client = owns_client
         self._admit_script = client.register_script(_script("admit.lua"))
         self._settle_script = client.register_script(_script("settle.lua"))
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        total_hold_ttl_s: float = DEFAULT_TOTAL_HOLD_TTL_S,
-    ) -> RedisLedger:
-        """A ledger on its own client, with socket timeouts of `timeout_s` and no retries.
-
-        A retried EVALSHA could charge a request twice, so a failure goes to
-        the caller's failure policy instead.
-        """
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return cls(
-            client,
-            prefix=prefix,
-            timeout_s=timeout_s,
-            total_hold_ttl_s=total_hold_ttl_s,
-            owns_client=True,
-        )
+    @property
+    def client(self) -> RedisClient:
+        return self._client
 
     async def ping(self) -> None:
         """Raise if Redis does not answer (for /v1/status, which bounds the wait)."""
         await self._client.ping()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        return None  # the client is the process's one, closed by the state layer
 
     async def admit(
         self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
@@ -283,14 +251,14 @@ class RedisLedger:
 
     @asynccontextmanager
     async def _guard(self, operation: str, timeout_s: float | None = None) -> AsyncIterator[None]:
-        """Bound the wait, and turn every Redis failure into LimitStoreUnavailable."""
+        """Bound the wait, and turn every Redis failure into StoreUnavailable."""
         timeout_s = self._timeout_s if timeout_s is None else timeout_s
         try:
             async with asyncio.timeout(timeout_s):
                 yield
         except TimeoutError as exc:
-            raise LimitStoreUnavailable(
-                f"limit store {operation}: no answer within {timeout_s:g} s"
+            raise StoreUnavailable(
+                Store.LIMITS, f"limit store {operation}: no answer within {timeout_s:g} s"
             ) from exc
         except ResponseError as exc:
             # redis-py strips the codes it maps to classes (READONLY: ReadOnlyError).
@@ -299,9 +267,13 @@ class RedisLedger:
                 raise ValueError("each limit check needs its own key") from None
             if type(exc) is not ResponseError or not code.isupper():
                 code = type(exc).__name__
-            raise LimitStoreUnavailable(f"limit store {operation}: Redis answered {code}") from exc
+            raise StoreUnavailable(
+                Store.LIMITS, f"limit store {operation}: Redis answered {code}"
+            ) from exc
         except (RedisError, OSError) as exc:
-            raise LimitStoreUnavailable(f"limit store {operation}: {type(exc).__name__}") from exc
+            raise StoreUnavailable(
+                Store.LIMITS, f"limit store {operation}: {type(exc).__name__}"
+            ) from exc
 
 
 def _glob_escape(text: str) -> str:
@@ -350,14 +322,13 @@ def _rate_info(specs: Sequence[Spec], keys: list[str], fields: list[int]) -> Rat
         return None
     spec = specs[index - 1]
     if not isinstance(spec, RateSpec):
-        raise LimitStoreUnavailable("limit store admit: malformed reply")
+        raise StoreUnavailable(Store.LIMITS, "limit store admit: malformed reply")
     return RateInfo(keys[index - 1], spec.kind, spec.limit.burst, remaining, reset_after_us)
 
 
 __all__: list[str] = [
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT_S",
-    "LimitStoreUnavailable",
     "RedisLedger",
     "hash_tag",
 ]

@@ -35,13 +35,13 @@ log = logging.getLogger("router.config")
 
 # Settings read once at start-up.
 _RESTART_ONLY = (
-    "listeners", "limits.store", "limits.redis_url_env", "limits.timeout_ms", "overrides",
+    # One state layer, opened with the app: its store, Redis client and data directory.
+    "state", "listeners", "limits.timeout_ms",
     "server.workers", "server.max_body_bytes",
     # The spool, ledger, exporter and idempotency store are opened with the app.
-    "usage", "idempotency.store", "idempotency.redis_url_env",
+    "usage",
     # The tracer and the ops token are set up with the app (log_content reloads).
     "observability.ops_token_env", "observability.tracing", "observability.tracing_exporter",
-    "auth.store", "auth.sqlite_path", "auth.redis_url_env", "auth.refresh_s",
 )  # fmt: skip
 
 

@@ -21,8 +21,9 @@ from collections.abc import Callable
 
 from router_core.overrides import NO_OVERRIDES, Applied, Override, applicable
 from router_server.admin.audit import AuditEntry, log_entry
-from router_server.admin.store import OverrideStore, OverrideStoreUnavailable
-from router_server.shared_state import LiveView
+from router_server.admin.store import OverrideStore
+from router_server.state.errors import StoreUnavailable
+from router_server.state.live import LiveView
 
 log = logging.getLogger("router.admin")
 
@@ -57,7 +58,7 @@ class OverrideBook(LiveView[OverrideStore]):
     async def refresh(self) -> None:
         try:
             overrides = await self.store.load(self.clock())
-        except OverrideStoreUnavailable as exc:
+        except StoreUnavailable as exc:
             if self.last_error != exc.detail:
                 log.warning("overrides not refreshed; keeping the last view", extra={
                     "error": exc.detail, "overrides": len(self._overrides),

@@ -6,7 +6,7 @@ newest first, trimmed to `AUDIT_KEPT`. Each change is one Lua script: write
 the change, push its audit entry, publish the id on `<prefix>overrides:changed`.
 Redis keeps the overrides across router restarts; pub/sub is only a hint to
 re-read, and replicas re-read on a timer too, so a lost message costs at most
-`overrides.refresh_s`.
+`state.refresh_s`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from redis.asyncio import Redis
-
 from router_core.overrides import Override
 from router_server.admin import codec
 from router_server.admin.audit import AuditEntry
-from router_server.admin.store import AUDIT_KEPT, OverrideStoreUnavailable
-from router_server.shared_state import REDIS_TIMEOUT_S, follow_channel, redis_guard
+from router_server.admin.store import AUDIT_KEPT
+from router_server.state.errors import Store
+from router_server.state.redis import RedisClient, follow_channel, redis_guard
 
 DEFAULT_PREFIX = "router:"
 
@@ -41,20 +40,20 @@ return 1
 
 
 class RedisOverrideStore:
-    def __init__(self, client: Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: RedisClient, *, timeout_s: float, prefix: str = DEFAULT_PREFIX
+    ) -> None:
         self._client = client
+        self._timeout_s = timeout_s
         self._hash = f"{prefix}{{overrides}}"
         self._audit = f"{prefix}{{overrides}}:audit"
         self.channel = f"{prefix}overrides:changed"
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
 
-    @classmethod
-    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisOverrideStore:
-        client = Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-        )
-        return cls(client, prefix=prefix)
+    @property
+    def client(self) -> RedisClient:
+        return self._client
 
     async def load(self, now: float) -> list[Override]:
         async with self._guard("list"):
@@ -102,7 +101,7 @@ class RedisOverrideStore:
         await follow_channel(self._client, self.channel, on_change, "override")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        return None  # the client is the process's one, closed by the state layer
 
     def _guard(self, operation: str) -> AbstractAsyncContextManager[None]:
-        return redis_guard("override store", operation, OverrideStoreUnavailable)
+        return redis_guard(Store.OVERRIDES, operation, self._timeout_s)

@@ -15,8 +15,9 @@ from typing import TypeVar
 from router_core.overrides import Override
 from router_server.admin import codec
 from router_server.admin.audit import AuditEntry
-from router_server.admin.store import AUDIT_KEPT, OverrideStoreUnavailable
-from router_server.shared_state import SqliteFile
+from router_server.admin.store import AUDIT_KEPT
+from router_server.state.errors import Store
+from router_server.state.sqlite import SqliteFile
 
 T = TypeVar("T")
 
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS audit (
 class SqliteOverrideStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = SqliteFile(self.path, _SCHEMA, "override store", OverrideStoreUnavailable)
+        self._file = SqliteFile(self.path, _SCHEMA, Store.OVERRIDES)
 
     async def load(self, now: float) -> list[Override]:
         def run(db: sqlite3.Connection) -> list[Override]:

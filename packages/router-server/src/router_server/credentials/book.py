@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from router_core import key_lifecycle
 from router_core.auth import ManagedKey
@@ -24,10 +24,10 @@ from router_server.credentials.store import (
     KeyChange,
     KeyEvent,
     KeyStore,
-    KeyStoreUnavailable,
     log_event,
 )
-from router_server.shared_state import LiveView
+from router_server.state.errors import StoreUnavailable
+from router_server.state.live import LiveView
 
 log = logging.getLogger("router.keys")
 
@@ -46,11 +46,14 @@ class KeyBook(LiveView[KeyStore]):
         self.managed: Mapping[str, ManagedKey] = {}
         self.last_refresh: float | None = None
         self.last_error: str | None = None
+        # Called with each change this book made, once it is stored (the router
+        # makes it an `audit.router.v1` record beside overrides and limit denials).
+        self.on_change: Callable[[KeyEvent], Awaitable[None]] | None = None
 
     async def refresh(self) -> None:
         try:
             loaded = await self.store.load()
-        except KeyStoreUnavailable as exc:
+        except StoreUnavailable as exc:
             if self.last_error != exc.detail:
                 log.warning(
                     "keys not refreshed; keeping the last view",
@@ -110,6 +113,8 @@ class KeyBook(LiveView[KeyStore]):
     async def _write(self, keys: list[ManagedKey], event: KeyEvent) -> None:
         await self.store.put(keys, event)
         log_event(event)
+        if self.on_change is not None:
+            await self.on_change(event)
         await self.refresh()
 
     def status(self) -> dict[str, object]:

@@ -18,18 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import anyio
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from router_core.problems import Catalog, DependencyError
-from router_server.shared_state import SqliteFile
+from router_server.state.errors import Store
+from router_server.state.redis import RedisClient, redis_guard
+from router_server.state.sqlite import SqliteFile
 
 MAX_REMEMBERED = 1_000_000
 
 
 class NonceStore(Protocol):
     async def claim(self, key_id: str, nonce: str, ttl_s: float) -> bool: ...
+
+    async def aclose(self) -> None: ...
 
 
 class MemoryNonces:
@@ -47,31 +46,27 @@ class MemoryNonces:
         self._seen[(key_id, nonce)] = now + ttl_s
         return True
 
+    async def aclose(self) -> None:
+        return None
+
 
 class RedisNonces:
-    def __init__(self, client: Redis, prefix: str = "router:") -> None:
+    """Shared by replicas, on the process's one Redis client."""
+
+    def __init__(self, client: RedisClient, *, timeout_s: float, prefix: str = "router:") -> None:
         self._client = client
+        self._timeout_s = timeout_s
         self._prefix = prefix
 
     async def claim(self, key_id: str, nonce: str, ttl_s: float) -> bool:
-        try:
-            with anyio.fail_after(2.0):
-                fresh = await self._client.set(
-                    f"{self._prefix}nonce:{key_id}:{nonce}", b"1", nx=True, ex=max(1, int(ttl_s))
-                )
-        except (TimeoutError, RedisError, OSError) as exc:
-            raise DependencyError(
-                Catalog.CREDENTIALS_UNAVAILABLE,
-                f"The nonce store could not be read ({type(exc).__name__}); retry the request.",
-            ) from exc
+        async with redis_guard(Store.NONCES, "claim", self._timeout_s):
+            fresh = await self._client.set(
+                f"{self._prefix}nonce:{key_id}:{nonce}", b"1", nx=True, ex=max(1, int(ttl_s))
+            )
         return bool(fresh)
 
-
-class NoncesUnavailable(DependencyError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(
-            Catalog.CREDENTIALS_UNAVAILABLE, f"{detail}; retry the request.", headers={}
-        )
+    async def aclose(self) -> None:
+        return None
 
 
 _SCHEMA = """
@@ -88,9 +83,7 @@ class SqliteNonces:
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         # NORMAL: a crash of the router loses no nonce (WAL), and no fsync per request.
-        self._file = SqliteFile(
-            path, _SCHEMA, "nonce store", NoncesUnavailable, synchronous="NORMAL"
-        )
+        self._file = SqliteFile(path, _SCHEMA, Store.NONCES, synchronous="NORMAL")
         self.clock = clock
         self._claims = 0
 

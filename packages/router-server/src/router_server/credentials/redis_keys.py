@@ -4,7 +4,7 @@ Keys (one hash tag, one Redis Cluster slot): `<prefix>{keys}` is a hash of key
 id -> JSON record (hash only, never the key); `<prefix>{keys}:audit` a list of
 events, newest first. Each change is one Lua script: write the records, push
 the event, publish on `<prefix>keys:changed`. Pub/sub is only a hint to
-re-read; replicas also re-read every `auth.refresh_s`, so a lost message costs
+re-read; replicas also re-read every `state.refresh_s`, so a lost message costs
 at most that (a revocation reaches every replica within it).
 """
 
@@ -13,17 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
-from redis.asyncio import Redis
-
 from router_core.auth import ManagedKey
 from router_server.credentials.store import (
     AUDIT_KEPT,
     KeyEvent,
-    KeyStoreUnavailable,
     dumps,
     loads,
 )
-from router_server.shared_state import REDIS_TIMEOUT_S, follow_channel, redis_guard
+from router_server.state.errors import Store
+from router_server.state.redis import RedisClient, follow_channel, redis_guard
 
 DEFAULT_PREFIX = "router:"
 
@@ -38,22 +36,18 @@ return 1
 
 
 class RedisKeyStore:
-    def __init__(self, client: Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: RedisClient, *, timeout_s: float, prefix: str = DEFAULT_PREFIX
+    ) -> None:
         self._client = client
+        self._timeout_s = timeout_s
         self._hash = f"{prefix}{{keys}}"
         self._audit = f"{prefix}{{keys}}:audit"
         self.channel = f"{prefix}keys:changed"
         self._put = client.register_script(_PUT)
 
-    @classmethod
-    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisKeyStore:
-        client = Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-        )
-        return cls(client, prefix=prefix)
-
     @property
-    def client(self) -> Redis:
+    def client(self) -> RedisClient:
         return self._client
 
     async def load(self) -> list[ManagedKey]:
@@ -80,7 +74,7 @@ class RedisKeyStore:
         await follow_channel(self._client, self.channel, on_change, "key")
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        return None  # the client is the process's one, closed by the state layer
 
     def _guard(self, operation: str) -> AbstractAsyncContextManager[None]:
-        return redis_guard("key store", operation, KeyStoreUnavailable)
+        return redis_guard(Store.KEYS, operation, self._timeout_s)

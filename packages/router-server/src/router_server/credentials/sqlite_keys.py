@@ -15,11 +15,11 @@ from router_core.auth import ManagedKey
 from router_server.credentials.store import (
     AUDIT_KEPT,
     KeyEvent,
-    KeyStoreUnavailable,
     dumps,
     loads,
 )
-from router_server.shared_state import SqliteFile
+from router_server.state.errors import Store
+from router_server.state.sqlite import SqliteFile
 
 T = TypeVar("T")
 
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS key_audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, bod
 class SqliteKeyStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = SqliteFile(self.path, _SCHEMA, "key store", KeyStoreUnavailable)
+        self._file = SqliteFile(self.path, _SCHEMA, Store.KEYS)
 
     async def load(self) -> list[ManagedKey]:
         def run(db: sqlite3.Connection) -> list[ManagedKey]:

@@ -4,17 +4,18 @@ Rules:
 - A change (one or two keys: a rotation writes both) and its audit event are
   written together, so there is never a change without its record.
 - Records hold the key's hash, never the key.
-- Every failure of the backing service is raised as `KeyStoreUnavailable`
-  (a `DependencyError`, 503), whose message never carries a URL or password.
+- Every failure of the backing service is raised as `StoreUnavailable`
+  (`Store.KEYS`: 503 keys_unavailable), whose message never carries a URL or password.
 - A store that can tell replicas about changes also implements
-  `shared_state.ChangeFeed`; the others are only re-read every `auth.refresh_s`.
+  `state.live.ChangeFeed`; the others are only re-read every `state.refresh_s`.
+- Which store is opened is the state layer's choice (`router_server.state`).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -22,19 +23,12 @@ import cattrs
 import orjson
 
 from router_core.auth import ManagedKey
-from router_core.config import RouterConfig
 from router_core.config_codec import make_converter
-from router_core.problems import Catalog, DependencyError
 
 log = logging.getLogger("router.keys")
 audit_log = logging.getLogger("router.audit")
 
 AUDIT_KEPT = 1000
-
-
-class KeyStoreUnavailable(DependencyError):
-    def __init__(self, detail: str) -> None:
-        super().__init__(Catalog.KEYS_UNAVAILABLE, detail)
 
 
 class KeyChange(enum.StrEnum):
@@ -110,28 +104,18 @@ def shown(managed: ManagedKey, now: float) -> dict[str, Any]:
     }
 
 
+def event_detail(event: KeyEvent) -> dict[str, object]:
+    """What the change was, for the log event and the audit record (never a secret)."""
+    return {
+        "audit_id": event.id,
+        "at": event.at,
+        "actor": event.actor,
+        "reason": event.reason,
+        "key_id": event.key_id,
+        "organization": event.organization,
+        "new_key_id": event.new_key_id,
+    }
+
+
 def log_event(event: KeyEvent) -> None:
-    audit_log.info(
-        "admin_change",
-        extra={
-            "event": str(event.change),
-            "audit_id": event.id,
-            "at": event.at,
-            "actor": event.actor,
-            "reason": event.reason,
-            "key_id": event.key_id,
-            "organization": event.organization,
-            "new_key_id": event.new_key_id,
-        },
-    )
-
-
-def open_key_store(config: RouterConfig, env: Mapping[str, str]) -> KeyStore:
-    settings = config.auth
-    if settings.store == "redis":
-        from router_server.credentials.redis_keys import RedisKeyStore
-
-        return RedisKeyStore.from_url(env[settings.redis_url_env])
-    from router_server.credentials.sqlite_keys import SqliteKeyStore
-
-    return SqliteKeyStore(settings.sqlite_path)
+    audit_log.info("admin_change", extra={"event": str(event.change), **event_detail(event)})

@@ -9,8 +9,6 @@ config and from the key store's live view.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from pathlib import Path
 
 import attrs
 import httpx
@@ -28,10 +26,10 @@ from router_core.auth import (
 from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError
 from router_server.credentials.book import KeyBook
-from router_server.credentials.nonces import NonceStore, RedisNonces, SqliteNonces
+from router_server.credentials.nonces import NonceStore
 from router_server.credentials.oidc import TokenVerifier, looks_like_jwt
 from router_server.credentials.oidc import refused as token_refused
-from router_server.credentials.store import open_key_store
+from router_server.state.layer import StateLayer
 
 JWKS_TIMEOUT_S = 5.0
 
@@ -47,21 +45,13 @@ class Credentials:
     async def aclose(self) -> None:
         await self.tokens.client.aclose()
         await self.book.store.aclose()
-        if isinstance(self.nonces, SqliteNonces):
-            await self.nonces.aclose()
+        await self.nonces.aclose()
 
 
-def open_credentials(config: RouterConfig, env: Mapping[str, str]) -> Credentials:
-    store = open_key_store(config, env)
-    client = getattr(store, "client", None)
-    nonces: NonceStore = (
-        RedisNonces(client)
-        if client is not None
-        else SqliteNonces(Path(config.auth.sqlite_path).with_name("nonces.sqlite3"))
-    )
+def open_credentials(stores: StateLayer) -> Credentials:
     return Credentials(
-        KeyBook(store, refresh_s=config.auth.refresh_s),
-        nonces,
+        KeyBook(stores.key_store(), refresh_s=stores.settings.refresh_s),
+        stores.nonce_store(),
         TokenVerifier(httpx.AsyncClient(timeout=JWKS_TIMEOUT_S, follow_redirects=False)),
     )
 

@@ -53,7 +53,7 @@ async def components(state: RouterState) -> dict[str, Any]:
         "kafka": probes.kafka_component(usage),
         "spool": probes.spool_component(usage),
     }
-    out["redis"] = await probes.redis_component(state.limits.store, state.config.limits.store)
+    out["redis"] = await probes.redis_component(state.stores)
     return out
 
 

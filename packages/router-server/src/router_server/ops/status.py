@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from router_server.state.layer import StateLayer
+
 PROBE_TIMEOUT_S = 0.4
 
 
@@ -40,10 +42,11 @@ def _backend_state(health: dict[str, Any]) -> str:
     return "ok" if health["circuit"] == "closed" else "degraded"
 
 
-async def redis_component(store: object, limits_store: str) -> dict[str, Any]:
-    if limits_store != "redis" or not hasattr(store, "ping"):
+async def redis_component(stores: StateLayer) -> dict[str, Any]:
+    if stores.redis is None:
         return {"state": "disabled"}
-    return {**await _ping(store), "used_for": "limits"}
+    used_for = ["limits", "idempotency", "keys", "nonces", "overrides"]
+    return {**await _ping(stores), "mode": str(stores.settings.redis.mode), "used_for": used_for}
 
 
 def kafka_component(usage: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Where idempotency keys live: SQLite for one replica, Redis shared by replicas.
+"""Where idempotency keys live: SQLite for one process, Redis shared by replicas.
 
 Both implement `IdempotencyStore`; the rules (who proceeds, who replays, who
 gets 409 or 422) are `router_core.accounting.idempotency`. A claim is one
@@ -13,14 +13,10 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from router_core.accounting.idempotency import Entry, decode_entry, encode_entry
-
-
-class IdempotencyUnavailable(Exception):
-    """The store did not answer (raised by adapters; the sink answers 503)."""
+from router_server.state.errors import Store
+from router_server.state.redis import RedisClient, redis_guard
+from router_server.state.sqlite import SqliteFile
 
 
 class IdempotencyStore(Protocol):
@@ -43,58 +39,72 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency
+  (key TEXT PRIMARY KEY, entry BLOB NOT NULL, expires_ms INTEGER NOT NULL);
+"""
+
+
 class SqliteIdempotencyStore:
-    """The embedded store: one process, so the event loop serializes every step."""
+    """The embedded store: one process; each step is one call on the file's one
+    worker thread, so steps never interleave."""
+
+    PRUNE_EVERY = 1000
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS idempotency "
-            "(key TEXT PRIMARY KEY, entry BLOB NOT NULL, expires_ms INTEGER NOT NULL)"
-        )
+        # NORMAL (WAL): a crash of the router loses no claim.
+        self._file = SqliteFile(path, _SCHEMA, Store.IDEMPOTENCY, synchronous="NORMAL")
         self._claims = 0
 
     async def claim(self, key: str, entry: Entry, lease_s: int) -> Entry | None:
         now = _now_ms()
-        try:
-            row = self.db.execute(
+        self._claims += 1
+        prune = self._claims % self.PRUNE_EVERY == 0
+        encoded = encode_entry(entry)
+
+        def run(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute(
                 "SELECT entry FROM idempotency WHERE key = ? AND expires_ms > ?", (key, now)
             ).fetchone()
             if row is not None:
-                return decode_entry(row[0])
-            self.db.execute(
-                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)",
-                (key, encode_entry(entry), now + lease_s * 1000),
-            )
-            self._claims += 1
-            if self._claims % 1000 == 0:
-                self.db.execute("DELETE FROM idempotency WHERE expires_ms <= ?", (now,))
-        except sqlite3.Error as exc:
-            raise IdempotencyUnavailable(str(exc)) from None
-        return None
+                found: bytes = row[0]
+                return found
+            with db:
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?)",
+                    (key, encoded, now + lease_s * 1000),
+                )
+                if prune:
+                    db.execute("DELETE FROM idempotency WHERE expires_ms <= ?", (now,))
+            return None
+
+        found = await self._file.call("claim", run, create=True, default=None)
+        return None if found is None else decode_entry(found)
 
     async def complete(self, key: str, entry: Entry, retention_s: int) -> None:
-        try:
-            self.db.execute(
-                "UPDATE idempotency SET entry = ?, expires_ms = ? WHERE key = ?",
-                (encode_entry(entry), _now_ms() + retention_s * 1000, key),
-            )
-        except sqlite3.Error as exc:
-            raise IdempotencyUnavailable(str(exc)) from None
+        encoded = encode_entry(entry)
+        expires = _now_ms() + retention_s * 1000
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "UPDATE idempotency SET entry = ?, expires_ms = ? WHERE key = ?",
+                    (encoded, expires, key),
+                )
+
+        await self._file.call("complete", run, create=True, default=None)
 
     async def release(self, key: str, owner: str) -> None:
-        try:
-            row = self.db.execute("SELECT entry FROM idempotency WHERE key = ?", (key,)).fetchone()
+        def run(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT entry FROM idempotency WHERE key = ?", (key,)).fetchone()
             if row is not None and decode_entry(row[0]).owner == owner:
-                self.db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
-        except sqlite3.Error as exc:
-            raise IdempotencyUnavailable(str(exc)) from None
+                with db:
+                    db.execute("DELETE FROM idempotency WHERE key = ?", (key,))
+
+        await self._file.call("release", run, create=True, default=None)
 
     async def aclose(self) -> None:
-        self.db.close()
+        self._file.close()
 
 
 # GET, or SET with a lease when absent: one atomic step.
@@ -115,27 +125,21 @@ return 1
 
 
 class RedisIdempotencyStore:
+    """Shared by replicas, on the process's one Redis client (which it does not close)."""
+
     PREFIX = "idem:"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, timeout_s: float) -> None:
         self.client = client
+        self.timeout_s = timeout_s
         self._claim = client.register_script(_CLAIM)
         self._owned = client.register_script(_OWNED)
 
-    @classmethod
-    def from_url(cls, url: str, timeout_s: float = 0.5) -> RedisIdempotencyStore:
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
-        return cls(client)
-
     async def claim(self, key: str, entry: Entry, lease_s: int) -> Entry | None:
-        try:
+        async with redis_guard(Store.IDEMPOTENCY, "claim", self.timeout_s):
             found = await self._claim(
                 keys=[self.PREFIX + key], args=[encode_entry(entry), lease_s * 1000]
             )
-        except (RedisError, OSError) as exc:
-            raise IdempotencyUnavailable(str(exc)) from None
         return None if found is None else decode_entry(found)
 
     async def complete(self, key: str, entry: Entry, retention_s: int) -> None:
@@ -146,10 +150,8 @@ class RedisIdempotencyStore:
 
     async def _update(self, key: str, owner: str, value: bytes, ttl_ms: int) -> None:
         marker = f'"owner":"{owner}"'
-        try:
+        async with redis_guard(Store.IDEMPOTENCY, "update", self.timeout_s):
             await self._owned(keys=[self.PREFIX + key], args=[marker, value, ttl_ms])
-        except (RedisError, OSError) as exc:
-            raise IdempotencyUnavailable(str(exc)) from None
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,8 @@ import orjson
 
 from router_core.accounting import frames
 from router_core.accounting.wire import parse_usd
+from router_server.state.errors import Store, StoreUnavailable
+from router_server.state.sqlite import SqliteFile
 from router_server.usage.spool_reader import SpoolReader
 
 log = logging.getLogger("router.usage.ledger")
@@ -105,30 +107,47 @@ def _audit_row(payload: bytes) -> tuple[Any, ...]:
 
 
 class Ledger:
+    """The ledger file, through the state layer's one SQLite idiom (`SqliteFile`):
+    the router writes on its worker thread (`append`); the CLI, which has no
+    event loop, reads on its own (`report`, `records`)."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(_SCHEMA)
+        # NORMAL (WAL): a committed batch survives a crash; the spool covers the rest.
+        self.file = SqliteFile(path, _SCHEMA, Store.LEDGER, synchronous="NORMAL")
         self.written = 0
 
     @classmethod
     def open_readonly(cls, path: Path) -> Ledger:
+        """The ledger at `path`, opened now: FileNotFoundError when there is none,
+        StoreUnavailable when it cannot be read."""
         if not path.exists():
             raise FileNotFoundError(f"no usage ledger at {path}")
-        return cls(path)
+        ledger = cls(path)
+        ledger.file.call_blocking("open", lambda db: None, create=False, default=None)
+        return ledger
+
+    async def append(self, batch: Sequence[frames.Frame]) -> None:
+        """Insert `batch` in one transaction, on the file's worker thread."""
+        await self.file.call("write", self._writer(batch), create=True, default=None)
+        self.written += len(batch)
 
     def write(self, batch: Sequence[frames.Frame]) -> None:
+        """`append` on this thread (tools and tests without an event loop)."""
+        self.file.call_blocking("write", self._writer(batch), create=True, default=None)
+        self.written += len(batch)
+
+    @staticmethod
+    def _writer(batch: Sequence[frames.Frame]) -> Callable[[sqlite3.Connection], None]:
         usage = [_usage_row(f.payload) for f in batch if f.kind is frames.Kind.USAGE]
         audit = [_audit_row(f.payload) for f in batch if f.kind is frames.Kind.AUDIT]
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(_USAGE_INSERT, usage)
-            self.db.executemany("INSERT OR IGNORE INTO audit_records VALUES (?, ?, ?, ?, ?)", audit)
-        self.written += len(batch)
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany(_USAGE_INSERT, usage)
+                db.executemany("INSERT OR IGNORE INTO audit_records VALUES (?, ?, ?, ?, ?)", audit)
+
+        return run
 
     def report(
         self, since: str, until: str | None, group_by: Sequence[str]
@@ -143,21 +162,28 @@ class Ledger:
         )
         # Only whitelisted column expressions (GROUPS, _TOTALS) are interpolated.
         sql = f"SELECT {select} FROM usage_records WHERE {where}{group}"  # noqa: S608
-        cursor = self.db.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
 
-    def records(self, since: str | None = None) -> Iterator[dict[str, Any]]:
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            cursor = db.execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor]
+
+        return self.file.call_blocking("report", run, create=False, default=[])
+
+    def records(self, since: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT record FROM usage_records"
         params: list[str] = []
         if since is not None:
             sql += " WHERE started_at >= ?"
             params.append(since)
-        for (payload,) in self.db.execute(sql, params):
-            yield orjson.loads(payload)
+
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [orjson.loads(payload) for (payload,) in db.execute(sql, params)]
+
+        return self.file.call_blocking("records", run, create=False, default=[])
 
     def close(self) -> None:
-        self.db.close()
+        self.file.close()
 
 
 async def feed(
@@ -173,9 +199,9 @@ async def feed(
     while True:
         batch = await reader.read(batch_records)
         try:
-            await anyio.to_thread.run_sync(ledger.write, batch)
-        except sqlite3.Error as exc:
-            log.error("ledger write failed; retrying", extra={"error": str(exc)})
+            await ledger.append(batch)
+        except StoreUnavailable as exc:
+            log.error("ledger write failed; retrying", extra={"error": exc.detail})
             await anyio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue

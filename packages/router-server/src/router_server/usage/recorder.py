@@ -70,7 +70,7 @@ class Recorder:
     @classmethod
     def open(cls, config: RouterConfig, env: Mapping[str, str]) -> Recorder:
         usage = config.usage
-        root = Path(usage.dir)
+        root = Path(config.state.dir)
         readers = (["ledger"] if usage.ledger else []) + (["kafka"] if usage.kafka else [])
         spool = Spool.open(root / "spool", usage.spool, readers)
         try:

@@ -20,9 +20,10 @@ from starlette.responses import Response
 
 from router_core.accounting import idempotency as idem
 from router_core.config import IdempotencySettings
-from router_core.config_enums import SharedStoreKind
+from router_core.config_enums import StateStoreKind
 from router_core.problems import Catalog, DependencyError
-from router_server.usage.idempotency_store import IdempotencyStore, IdempotencyUnavailable
+from router_server.state.errors import StoreUnavailable
+from router_server.usage.idempotency_store import IdempotencyStore
 from router_server.usage.recorder import Recorder
 from router_server.usage.trace import Claim, UsageTrace
 
@@ -40,8 +41,8 @@ class UsageSink:
 
     recorder: Recorder
     store: IdempotencyStore
-    # Which store was opened at start-up (`idempotency.store` takes effect on restart).
-    store_kind: SharedStoreKind
+    # Which store was opened at start-up (`state.store` takes effect on restart).
+    store_kind: StateStoreKind
     idempotency_failures: int = 0
 
     async def claim(
@@ -70,7 +71,7 @@ class UsageSink:
                 claim.scope, idem.Entry(claim.fingerprint, claim.owner),
                 settings.in_flight_timeout_s,
             )  # fmt: skip
-        except IdempotencyUnavailable as exc:
+        except StoreUnavailable as exc:
             self.idempotency_failures += 1
             raise DependencyError(
                 Catalog.IDEMPOTENCY_UNAVAILABLE,
@@ -95,7 +96,7 @@ class UsageSink:
                 await self.store.complete(claim.scope, entry, settings.retention_s)
             else:
                 await self.store.release(claim.scope, claim.owner)
-        except IdempotencyUnavailable as exc:
+        except StoreUnavailable as exc:
             # The claim then lapses after in_flight_timeout_s; retries get 409 until then.
             self.idempotency_failures += 1
             self.recorder.log.error("idempotency store failed", extra={"error": str(exc)})

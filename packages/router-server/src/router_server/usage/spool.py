@@ -89,7 +89,7 @@ class Spool:
             spool.close()
             raise SpoolError(
                 f"the usage spool {directory.absolute()} cannot be opened "
-                f"({exc.strerror or exc}); make it a writable directory or set usage.dir "
+                f"({exc.strerror or exc}); make it a writable directory or set state.dir "
                 "to one"
             ) from None
         except BaseException:
@@ -123,7 +123,7 @@ class Spool:
             raise SpoolError(
                 f"the usage spool {self.directory.absolute()} is in use by another router "
                 f"process{f' (pid {holder})' if holder.isdigit() else ''}; stop that router, "
-                "or give this one its own usage.dir"
+                "or give this one its own state.dir"
             ) from None
         except BaseException:
             os.close(fd)

@@ -1,0 +1,42 @@
+"""The one error every store raises when it cannot answer: `StoreUnavailable`.
+
+Which store failed decides the problem a client sees (503 `limits_unavailable`,
+`idempotency_unavailable`, ...), and, for limits, the failure policy applied.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from router_core.problems import Catalog, DependencyError, Problem
+
+
+class Store(enum.StrEnum):
+    """The stores of the state layer."""
+
+    LIMITS = "limits"
+    IDEMPOTENCY = "idempotency"
+    KEYS = "keys"
+    NONCES = "nonces"
+    OVERRIDES = "overrides"
+    # The embedded usage ledger: fed from the spool, never on a request's path.
+    LEDGER = "ledger"
+
+
+_PROBLEMS: dict[Store, Problem] = {
+    Store.LIMITS: Catalog.LIMITS_UNAVAILABLE,
+    Store.IDEMPOTENCY: Catalog.IDEMPOTENCY_UNAVAILABLE,
+    Store.KEYS: Catalog.KEYS_UNAVAILABLE,
+    Store.NONCES: Catalog.CREDENTIALS_UNAVAILABLE,
+    Store.OVERRIDES: Catalog.OVERRIDES_UNAVAILABLE,
+    Store.LEDGER: Catalog.INTERNAL_ERROR,  # no client waits on the ledger
+}
+
+
+class StoreUnavailable(DependencyError):
+    """`store` did not answer (down, too slow, or its file unreadable); `detail`
+    says what was asked and what went wrong, never a credential."""
+
+    def __init__(self, store: Store, detail: str) -> None:
+        super().__init__(_PROBLEMS[store], detail)
+        self.store = store

@@ -1,0 +1,142 @@
+"""The one Redis client of a process, and what every store does with it.
+
+`open_redis` builds the client the `state.redis` section describes (standalone,
+Sentinel or Cluster); every store of the state layer (limits, idempotency keys,
+managed keys, nonces, overrides) shares it. It never retries a command by
+itself: a retried script could charge a request twice, so a failure goes to
+the caller's policy instead. Each store bounds its own calls (`redis_guard`;
+limit decisions by `limits.timeout_ms`) and raises `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import anyio
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from router_core.backoff import Backoff, Retrying
+from router_core.config import RedisSettings
+from router_core.config_enums import RedisMode
+from router_server.state.errors import Store, StoreUnavailable
+
+log = logging.getLogger("router.state")
+
+RedisClient = Redis | RedisCluster
+# Waits between resubscriptions of a change feed: up to 0.1 s, doubling to 5 s.
+RESUBSCRIBE_BACKOFF = Backoff(base_s=0.1, cap_s=5.0)
+
+
+def open_redis(settings: RedisSettings, url: str) -> RedisClient:
+    """The client for `settings`, connecting lazily (nothing is sent yet)."""
+    timeout_s = settings.timeout_ms / 1000
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "max_connections": settings.max_connections,
+    }
+    if settings.mode == RedisMode.CLUSTER:
+        # A lost master costs only the slots it served, not the whole cluster.
+        return RedisCluster.from_url(
+            url, require_full_coverage=False, retry=Retry(NoBackoff(), 0), **common
+        )
+    if settings.mode == RedisMode.SENTINEL:
+        sentinels, password, db, tls = sentinel_url(url)
+        secret: dict[str, Any] = {} if password is None else {"password": password}
+        sentinel = Sentinel(
+            sentinels,
+            sentinel_kwargs={**secret, "socket_timeout": timeout_s, "ssl": tls},
+            **secret,
+        )
+        client: Redis = sentinel.master_for(
+            settings.sentinel_master, db=db, ssl=tls, retry=Retry(NoBackoff(), 0), **common
+        )
+        return client
+    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+
+
+def sentinel_url(url: str) -> tuple[list[tuple[str, int]], str | None, int, bool]:
+    """The Sentinels' addresses, the password, the database and whether TLS is on,
+    from `redis://[:password@]host:port[,host:port...][/db]` (rediss:// for TLS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError("a Sentinel URL starts with redis:// or rediss://")
+    netloc = parts.netloc
+    password: str | None = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        password = unquote(userinfo.split(":", 1)[1] if ":" in userinfo else userinfo) or None
+    sentinels: list[tuple[str, int]] = []
+    for address in netloc.split(","):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("each Sentinel is host:port")
+        sentinels.append((host.strip("[]"), int(port)))
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError("the database is a number (/0)")
+    return sentinels, password, int(path or 0), parts.scheme == "rediss"
+
+
+@asynccontextmanager
+async def redis_guard(store: Store, operation: str, timeout_s: float) -> AsyncIterator[None]:
+    """Bound a store's Redis call by `timeout_s` and turn its failures into
+    `StoreUnavailable` (the error's class name only: its text may carry an address)."""
+    try:
+        with anyio.fail_after(timeout_s):
+            yield
+    except TimeoutError as exc:
+        raise StoreUnavailable(
+            store, f"{store} store {operation}: Redis did not answer within {timeout_s:g} s"
+        ) from exc
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(
+            store, f"{store} store {operation}: Redis failed ({type(exc).__name__})"
+        ) from exc
+
+
+async def follow_channel(
+    client: RedisClient,
+    channel: str,
+    on_change: Callable[[], None],
+    what: str,
+    *,
+    rng: random.Random | None = None,
+) -> None:
+    """Call `on_change` for every message on `channel`; on any failure wait,
+    resubscribe, and report a change (one may have been missed meanwhile).
+
+    The wait is jittered (`router_core.backoff`): after a Redis restart the
+    replicas resubscribe spread over the window, not all at the same instant."""
+    retry = Retrying(RESUBSCRIBE_BACKOFF, rng or random.Random())
+    while True:
+        try:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                retry.succeeded()
+                on_change()
+                while True:
+                    message = await pubsub.get_message(timeout=30.0)
+                    if message is not None:
+                        on_change()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()
+        except (RedisError, OSError) as exc:
+            wait = retry.failed()
+            log.warning(
+                f"{what} change feed lost; resubscribing",
+                extra={"error": type(exc).__name__, "retry_in_s": round(wait, 3)},
+            )
+            await anyio.sleep(wait)
