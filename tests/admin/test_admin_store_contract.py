@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from router_core.config_enums import RedisMode
 from router_core.overrides import NO_OVERRIDES, Override, new_override
 from router_server.admin import codec
 from router_server.admin.audit import AuditEntry, Change
@@ -27,13 +28,16 @@ NOW = 1_800_000_000.0
 StoreFactory = Callable[[], OverrideStore]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Opens stores on one shared backing (one file, or one Redis): like replicas,
     or like the same router before and after a restart."""
     if request.param == "sqlite":
         path = tmp_path / "data" / "overrides.sqlite3"
         return lambda: SqliteOverrideStore(path)
+    if request.param == "redis-cluster":
+        at: str = request.getfixturevalue("redis_cluster_url")
+        return lambda: RedisOverrideStore(redis_client(at, mode=RedisMode.CLUSTER), timeout_s=2.0)
     url: str = request.getfixturevalue("redis_url")
     return lambda: RedisOverrideStore(redis_client(url), timeout_s=2.0)
 

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from router_cli.main import main
 from router_core import key_lifecycle, keys
 from router_core.auth import ManagedKey
+from router_core.config_enums import RedisMode
 from router_server.credentials.redis_keys import RedisKeyStore
 from router_server.credentials.sqlite_keys import SqliteKeyStore
 from router_server.credentials.store import KeyChange, KeyEvent, KeyStore
@@ -118,10 +119,13 @@ def test_rotation_rules() -> None:
 # --- one contract for both stores ---------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
     if request.param == "sqlite":
         opened: KeyStore = SqliteKeyStore(tmp_path / "keys.sqlite3")
+    elif request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        opened = RedisKeyStore(redis_client(url, mode=RedisMode.CLUSTER), timeout_s=2.0)
     else:
         opened = RedisKeyStore(redis_client(request.getfixturevalue("redis_url")), timeout_s=2.0)
     yield opened

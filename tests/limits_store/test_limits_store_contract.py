@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from router_core.config_enums import RedisMode
 from router_core.limits.admission import Kind, LimitType, State
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit, Tat
@@ -68,15 +69,17 @@ Scenario = Callable[[AsyncLedger], Coroutine[Any, Any, None]]
 Runner = Callable[[Scenario], None]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def run(request: pytest.FixtureRequest) -> Runner:
     """Run a scenario against a fresh ledger of each implementation."""
     if request.param == "memory":
         return lambda scenario: asyncio.run(scenario(AsyncMemoryLedger()))
-    url: str = request.getfixturevalue("redis_url")
+    cluster = request.param == "redis-cluster"
+    url: str = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
+    mode = RedisMode.CLUSTER if cluster else RedisMode.STANDALONE
 
     async def on_redis(scenario: Scenario) -> None:
-        ledger = RedisLedger(redis_client(url), timeout_s=5.0)
+        ledger = RedisLedger(redis_client(url, mode=mode), timeout_s=5.0)
         try:
             await scenario(ledger)
         finally:

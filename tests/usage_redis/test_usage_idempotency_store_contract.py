@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from router_core.accounting.idempotency import Entry, StoredResponse
+from router_core.config_enums import RedisMode
 from router_server.usage.idempotency_store import (
     IdempotencyStore,
     RedisIdempotencyStore,
@@ -20,7 +21,7 @@ from redis_fixture import closed, redis_client
 ANSWER = StoredResponse(200, "application/json", (("x-router-backend", "a"),), b'{"ok": 1}')
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
@@ -32,6 +33,8 @@ def store_location(
 ) -> Iterator[str]:
     if store_kind == "redis":
         yield request.getfixturevalue("redis_url")
+    elif store_kind == "redis-cluster":
+        yield request.getfixturevalue("redis_cluster_url")
     else:
         yield str(tmp_path / "idempotency.sqlite3")
 
@@ -39,6 +42,8 @@ def store_location(
 def open_store(kind: str, where: str) -> IdempotencyStore:
     if kind == "redis":
         return RedisIdempotencyStore(redis_client(where), 0.5)
+    if kind == "redis-cluster":
+        return RedisIdempotencyStore(redis_client(where, mode=RedisMode.CLUSTER), 2.0)
     return SqliteIdempotencyStore(Path(where))
 
 

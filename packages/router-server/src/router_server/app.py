@@ -42,6 +42,7 @@ from router_server.metrics import StateCollector
 from router_server.middleware import RouterMiddleware
 from router_server.ops import Ops
 from router_server.ops import routes as ops_routes
+from router_server.ops import status as probes
 from router_server.pipeline import (
     RouterState,
     authenticate_request,
@@ -104,7 +105,14 @@ async def readyz(request: Request) -> Response:
             extra={"unserved_models": unserved},
         )
         return error_response(error, request.url.path)
-    return json_response({"status": "ready", "models": sorted(state.config.models)})
+    body: dict[str, Any] = {"status": "ready", "models": sorted(state.config.models)}
+    # Still ready without all of Redis: the limits' failure policy answers for
+    # what it cannot, and every replica shares one Redis, so turning them all
+    # away at once would make a lost cluster master a total outage.
+    redis = await probes.redis_component(state.stores)
+    if redis["state"] in ("degraded", "down"):
+        body["degraded"] = {"redis": redis["state"]}
+    return json_response(body)
 
 
 async def openapi_document(request: Request) -> Response:

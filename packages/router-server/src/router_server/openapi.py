@@ -351,7 +351,8 @@ def document() -> dict[str, Any]:
                 {},
             ),
             "/v1/status/readyz": _get(
-                "Readiness: config loaded and every model has a reachable backend",
+                "Readiness: config loaded and every model has a reachable backend "
+                "(`degraded` names a shared store that is short of some data, or down)",
                 {"type": "object"},
                 _errors("Problem", PROBLEM, (503,)),
             ),

@@ -66,7 +66,7 @@ from router_core.limits.ledger import (
     storage_key,
 )
 from router_server.state.errors import Store, StoreUnavailable
-from router_server.state.redis import RedisClient
+from router_server.state.redis import LuaScript, RedisClient
 
 DEFAULT_PREFIX = "rl:"
 DEFAULT_TIMEOUT_S = 0.1
@@ -118,8 +118,8 @@ class RedisLedger:
         self._prefix = prefix
         self._timeout_s = timeout_s
         self._total_hold_ttl_us = round(total_hold_ttl_s * 1_000_000)
-        self._admit_script = client.register_script(_script("admit.lua"))
-        self._settle_script = client.register_script(_script("settle.lua"))
+        self._admit_script = LuaScript(client, _script("admit.lua"))
+        self._settle_script = LuaScript(client, _script("settle.lua"))
 
     @property
     def client(self) -> RedisClient:

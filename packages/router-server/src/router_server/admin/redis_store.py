@@ -19,7 +19,7 @@ from router_server.admin import codec
 from router_server.admin.audit import AuditEntry
 from router_server.admin.store import AUDIT_KEPT
 from router_server.state.errors import Store
-from router_server.state.redis import RedisClient, follow_channel, redis_guard
+from router_server.state.redis import LuaScript, RedisClient, follow_channel, redis_guard
 
 DEFAULT_PREFIX = "router:"
 
@@ -48,8 +48,8 @@ class RedisOverrideStore:
         self._hash = f"{prefix}{{overrides}}"
         self._audit = f"{prefix}{{overrides}}:audit"
         self.channel = f"{prefix}overrides:changed"
-        self._put = client.register_script(_PUT)
-        self._delete = client.register_script(_DELETE)
+        self._put = LuaScript(client, _PUT)
+        self._delete = LuaScript(client, _DELETE)
 
     @property
     def client(self) -> RedisClient:

@@ -21,7 +21,7 @@ from router_server.credentials.store import (
     loads,
 )
 from router_server.state.errors import Store
-from router_server.state.redis import RedisClient, follow_channel, redis_guard
+from router_server.state.redis import LuaScript, RedisClient, follow_channel, redis_guard
 
 DEFAULT_PREFIX = "router:"
 
@@ -44,7 +44,7 @@ class RedisKeyStore:
         self._hash = f"{prefix}{{keys}}"
         self._audit = f"{prefix}{{keys}}:audit"
         self.channel = f"{prefix}keys:changed"
-        self._put = client.register_script(_PUT)
+        self._put = LuaScript(client, _PUT)
 
     @property
     def client(self) -> RedisClient:

@@ -6,34 +6,18 @@ Rules:
   every component is ok or disabled.
 - Probes that wait on a dependency (Redis) run concurrently, each bounded by
   `PROBE_TIMEOUT_S`; a dependency that hangs is reported "down" with the
-  reason "timeout", so the whole answer stays well within a second.
+  reason "timeout", so the whole answer stays within a second. A Redis
+  Cluster that cannot serve some slots is "degraded" (`state.redis_health`).
 - Everything else is read from in-memory state (breakers, spool, exporter).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import anyio
+from typing import Any
 
 from router_server.state.layer import StateLayer
 
 PROBE_TIMEOUT_S = 0.4
-
-
-class Pingable(Protocol):
-    async def ping(self) -> None: ...
-
-
-async def _ping(store: Pingable) -> dict[str, Any]:
-    try:
-        with anyio.fail_after(PROBE_TIMEOUT_S):
-            await store.ping()
-    except TimeoutError:
-        return {"state": "down", "error": f"timeout after {PROBE_TIMEOUT_S:g} s"}
-    except Exception as exc:  # any client failure means the store is not answering
-        return {"state": "down", "error": f"{type(exc).__name__}: {exc}"[:200]}
-    return {"state": "ok"}
 
 
 def _backend_state(health: dict[str, Any]) -> str:
@@ -46,7 +30,8 @@ async def redis_component(stores: StateLayer) -> dict[str, Any]:
     if stores.redis is None:
         return {"state": "disabled"}
     used_for = ["limits", "idempotency", "keys", "nonces", "overrides"]
-    return {**await _ping(stores), "mode": str(stores.settings.redis.mode), "used_for": used_for}
+    health = await stores.health(PROBE_TIMEOUT_S)
+    return {**health, "mode": str(stores.settings.redis.mode), "used_for": used_for}
 
 
 def kafka_component(usage: dict[str, Any]) -> dict[str, Any]:

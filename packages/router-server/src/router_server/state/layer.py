@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from router_core.config import RouterConfig, StateSettings
 from router_core.config_enums import StateStoreKind
@@ -18,6 +19,7 @@ from router_server.credentials.nonces import NonceStore
 from router_server.credentials.store import KeyStore
 from router_server.limits import LimitStore
 from router_server.state.redis import RedisClient, open_redis
+from router_server.state.redis_health import redis_health
 from router_server.usage.idempotency_store import IdempotencyStore
 
 # The files of the embedded store, under `state.dir`.
@@ -102,10 +104,12 @@ class StateLayer:
 
         return RedisOverrideStore(self.redis, timeout_s=self.timeout_s)
 
-    async def ping(self) -> None:
-        """Raise unless Redis answers (for /v1/status, which bounds the wait)."""
-        if self.redis is not None:
-            await self.redis.ping()
+    async def health(self, timeout_s: float) -> dict[str, Any]:
+        """Redis' state ("ok", "degraded": a cluster short of some slots, "down"),
+        found within about `timeout_s` (see `state.redis_health`)."""
+        if self.redis is None:
+            return {"state": "disabled"}
+        return await redis_health(self.redis, timeout_s)
 
     async def aclose(self) -> None:
         if self.redis is not None:

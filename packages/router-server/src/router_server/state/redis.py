@@ -10,20 +10,22 @@ limit decisions by `limits.timeout_ms`) and raises `StoreUnavailable`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from router_core.backoff import Backoff, Retrying
 from router_core.config import RedisSettings
@@ -88,6 +90,29 @@ def sentinel_url(url: str) -> tuple[list[tuple[str, int]], str | None, int, bool
     return sentinels, password, int(path or 0), parts.scheme == "rediss"
 
 
+class LuaScript:
+    """A Lua script run by EVALSHA; a node that does not have it yet gets it whole (EVAL).
+
+    Not redis-py's `register_script`: its fallback, SCRIPT LOAD, goes to every
+    master of a cluster, so with one master lost no script could be loaded
+    anywhere. EVAL goes only to the node of the script's keys (following
+    MOVED), which keeps the script for the next EVALSHA. NOSCRIPT means the
+    script did not run, so sending it again cannot apply it twice."""
+
+    def __init__(self, client: RedisClient, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(
+        self, keys: Sequence[str] = (), args: Sequence[str | int | bytes] = ()
+    ) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.client.eval(self.source, len(keys), *keys, *args)
+
+
 @asynccontextmanager
 async def redis_guard(store: Store, operation: str, timeout_s: float) -> AsyncIterator[None]:
     """Bound a store's Redis call by `timeout_s` and turn its failures into
@@ -117,11 +142,15 @@ async def follow_channel(
     resubscribe, and report a change (one may have been missed meanwhile).
 
     The wait is jittered (`router_core.backoff`): after a Redis restart the
-    replicas resubscribe spread over the window, not all at the same instant."""
-    retry = Retrying(RESUBSCRIBE_BACKOFF, rng or random.Random())
+    replicas resubscribe spread over the window, not all at the same instant.
+    On a cluster, where PUBLISH reaches every node, each subscription goes to
+    the next master in turn, so a lost master costs one resubscription."""
+    rng = rng or random.Random()
+    retry = Retrying(RESUBSCRIBE_BACKOFF, rng)
+    attempt = rng.randrange(1 << 16)
     while True:
         try:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = await _pubsub(client, attempt)
             try:
                 await pubsub.subscribe(channel)
                 retry.succeeded()
@@ -134,9 +163,21 @@ async def follow_channel(
                 with anyio.CancelScope(shield=True):
                     await pubsub.aclose()
         except (RedisError, OSError) as exc:
+            attempt += 1
             wait = retry.failed()
             log.warning(
                 f"{what} change feed lost; resubscribing",
                 extra={"error": type(exc).__name__, "retry_in_s": round(wait, 3)},
             )
             await anyio.sleep(wait)
+
+
+async def _pubsub(client: RedisClient, attempt: int) -> PubSub:
+    if not isinstance(client, RedisCluster):
+        return client.pubsub(ignore_subscribe_messages=True)
+    # Not the master of the channel's slot, which may be the one that is down:
+    # a cluster delivers a PUBLISH on any node to the subscribers of every node.
+    await client.initialize()
+    primaries = sorted(client.get_primaries(), key=lambda node: node.name)
+    node = primaries[attempt % len(primaries)] if primaries else None
+    return client.pubsub(node=node, ignore_subscribe_messages=True)

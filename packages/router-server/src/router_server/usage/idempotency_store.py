@@ -4,6 +4,11 @@ Both implement `IdempotencyStore`; the rules (who proceeds, who replays, who
 gets 409 or 422) are `router_core.accounting.idempotency`. A claim is one
 atomic step in either store: of two concurrent requests with one key, on
 one replica or on two, exactly one gets `None` (the claim) back.
+
+In Redis a key `<org>/<key>` is stored as `idem:{<org>}/<key>`: the
+organization (up to its first `/`) is the Redis Cluster hash tag, as it is
+of that organization's limit keys, so a lost cluster master takes away the
+idempotency keys of the organizations whose limits it held, and no others.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Protocol
 
 from router_core.accounting.idempotency import Entry, decode_entry, encode_entry
 from router_server.state.errors import Store
-from router_server.state.redis import RedisClient, redis_guard
+from router_server.state.redis import LuaScript, RedisClient, redis_guard
 from router_server.state.sqlite import SqliteFile
 
 
@@ -132,13 +137,19 @@ class RedisIdempotencyStore:
     def __init__(self, client: RedisClient, timeout_s: float) -> None:
         self.client = client
         self.timeout_s = timeout_s
-        self._claim = client.register_script(_CLAIM)
-        self._owned = client.register_script(_OWNED)
+        self._claim = LuaScript(client, _CLAIM)
+        self._owned = LuaScript(client, _OWNED)
+
+    @classmethod
+    def name(cls, key: str) -> str:
+        """The Redis key of `<org>/<key>`, tagged with the organization."""
+        org, scoped, rest = key.partition("/")
+        return f"{cls.PREFIX}{{{org}}}/{rest}" if scoped and org else cls.PREFIX + key
 
     async def claim(self, key: str, entry: Entry, lease_s: int) -> Entry | None:
         async with redis_guard(Store.IDEMPOTENCY, "claim", self.timeout_s):
             found = await self._claim(
-                keys=[self.PREFIX + key], args=[encode_entry(entry), lease_s * 1000]
+                keys=[self.name(key)], args=[encode_entry(entry), lease_s * 1000]
             )
         return None if found is None else decode_entry(found)
 
@@ -151,7 +162,7 @@ class RedisIdempotencyStore:
     async def _update(self, key: str, owner: str, value: bytes, ttl_ms: int) -> None:
         marker = f'"owner":"{owner}"'
         async with redis_guard(Store.IDEMPOTENCY, "update", self.timeout_s):
-            await self._owned(keys=[self.PREFIX + key], args=[marker, value, ttl_ms])
+            await self._owned(keys=[self.name(key)], args=[marker, value, ttl_ms])
 
     async def aclose(self) -> None:
         return None
