@@ -15,13 +15,13 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from conftest import AppFactory
+from redis_cluster_fixture import ClusterDeployment
 from starlette.testclient import TestClient
 
 from router_core import keys
 from router_server.mock_backend import MockBackendProcess
 
-from conftest import AppFactory
-from redis_cluster_fixture import ClusterDeployment
 from support import auth, redis_state
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -89,9 +89,7 @@ def test_limits_stay_exact_per_master_and_a_lost_master_costs_only_its_organisat
         "state": redis_state(URL_ENV, redis={"mode": "cluster"}),
         # Generous: a decision must not fall back for being slow on a loaded machine.
         "limits": {"timeout_ms": 5000, "expected_replicas": 2},
-        "organizations": {
-            org.name: org.config for org in [*before.values(), *after.values()]
-        },
+        "organizations": {org.name: org.config for org in [*before.values(), *after.values()]},
     }
     backend_env[URL_ENV] = redis_cluster_url
     routers = [make_client(data), make_client(data)]

@@ -60,11 +60,30 @@ def open_redis(settings: RedisSettings, url: str) -> RedisClient:
             sentinel_kwargs={**secret, "socket_timeout": timeout_s, "ssl": tls},
             **secret,
         )
-        client: Redis = sentinel.master_for(
-            settings.sentinel_master, db=db, ssl=tls, retry=Retry(NoBackoff(), 0), **common
+        client: SentinelMaster = sentinel.master_for(
+            settings.sentinel_master,
+            redis_class=SentinelMaster,
+            db=db,
+            ssl=tls,
+            retry=Retry(NoBackoff(), 0),
+            **common,
         )
+        client.sentinels = sentinel
         return client
     return Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+
+
+class SentinelMaster(Redis):
+    """The master the Sentinels name (found again on every new connection, so
+    after a failover too); closing it closes the connections to the Sentinels."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            for client in self.sentinels.sentinels:
+                await client.aclose()
 
 
 def sentinel_url(url: str) -> tuple[list[tuple[str, int]], str | None, int, bool]:
