@@ -180,7 +180,7 @@ def running_router(
     config_path = workdir / f"router-{label}.yaml"
     config = router_config(port, fast, slow, transport, limits)
     # Usage records (spool + SQLite ledger) on, as in production; each run its own.
-    config["usage"] = {"dir": str(workdir / f"usage-{label}")}
+    config["state"] = {**config.get("state", {}), "dir": str(workdir / f"usage-{label}")}
     # JSON is YAML: no YAML writer needed.
     config_path.write_text(json.dumps(config, indent=2))
     log_path = workdir / f"router-{label}.log"

@@ -162,7 +162,7 @@ def test_overrides_survive_a_restart(
             created["id"]
         ]
     assert set(send(second, 20)) == {"mock-b"}
-    assert (tmp_path / "overrides.sqlite3").exists()
+    assert (tmp_path / "data" / "overrides.sqlite3").exists()
 
 
 def test_draining_every_backend_of_a_model_answers_503(admin: Admin) -> None:

@@ -1,0 +1,109 @@
+"""Backends, public models and their routes, and prices."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+
+from router_core.config.fields import (
+    ENV_RE,
+    NAME_RE,
+    _check_fields,
+    _checked,
+    _matches,
+    _non_empty,
+    _non_negative,
+    _one_of,
+    _optional_positive,
+    _per_million,
+    _positive,
+    _url,
+)
+from router_core.config_enums import (
+    Strategy,
+)
+
+
+@attrs.frozen
+class Backend:
+    """A model server: where it is, its credential, its timeouts and capacity."""
+
+    # The backend's OpenAI-compatible base URL (the router appends /v1/...).
+    base_url: str = _checked(validator=_url)
+    # Name of the environment variable that holds this backend's credential;
+    # the credential itself never appears in the config file.
+    api_key_env: str | None = _checked(
+        default=None,
+        validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),
+    )
+    # Limits on connecting, and on each read of the answer (a stream's gap between chunks).
+    connect_timeout_s: float = _checked(default=5.0, validator=_positive)
+    read_timeout_s: float = _checked(default=60.0, validator=_positive)
+    # Requests this backend serves at once; past it, routing picks another or waits.
+    max_in_flight: int = _checked(default=256, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class ModelTarget:
+    """One backend of a model, with its weight and tier."""
+
+    # A name from `backends`.
+    backend: str = _checked(validator=_matches(NAME_RE, "a backend name"))
+    # The model name the backend knows; defaults to the public name.
+    model: str | None = None
+    # Share of traffic among the candidates of one tier.
+    weight: float = _checked(default=1.0, validator=_positive)
+    # Priority tier: 0 is primary; tier 1 is tried only when every tier-0
+    # backend is unavailable or has failed, and so on.
+    tier: int = _checked(default=0, validator=_non_negative)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class RouteRule:
+    """Backends for some organizations or keys, instead of the model's default list."""
+
+    # The backends for callers this rule matches.
+    backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
+    # Organizations and API key ids the rule applies to.
+    organizations: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+
+    __attrs_post_init__ = _check_fields
+
+    def matches(self, organization: str, key_id: str | None) -> bool:
+        return organization in self.organizations or (key_id is not None and key_id in self.keys)
+
+
+@attrs.frozen
+class Model:
+    """A public model name: its backends, how to choose among them, per-caller routes."""
+
+    # The backends serving this public model name.
+    backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
+    # weighted: random by weight; least_latency: of two weighted picks, the
+    # one with the lower latency average (power of two choices).
+    strategy: Strategy = _checked(default=Strategy.WEIGHTED, validator=_one_of(Strategy))
+    # The first rule matching the caller's organization or key replaces `backends`.
+    routes: tuple[RouteRule, ...] = ()
+    # Non-streamed requests only: if the first backend has not answered after
+    # this long, send the request to the next candidate too and keep the first
+    # answer. Off unless set.
+    hedge_after_ms: int | None = _checked(default=None, validator=_optional_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class ModelPrice:
+    """USD per million tokens."""
+
+    # USD per million prompt tokens, and per million completion tokens.
+    input: Decimal = _checked(validator=_per_million)
+    output: Decimal = _checked(default=Decimal(0), validator=_per_million)
+
+    __attrs_post_init__ = _check_fields

@@ -1,0 +1,135 @@
+"""The listeners, the server, health checks, routing, observability."""
+
+from __future__ import annotations
+
+import attrs
+
+from router_core.config.fields import (
+    _check_fields,
+    _checked,
+    _file_path,
+    _non_negative,
+    _one_of,
+    _port,
+    _positive,
+)
+from router_core.config_enums import (
+    TracingExporter,
+    Transport,
+)
+
+
+@attrs.frozen
+class Listener:
+    """A plain HTTP listener."""
+
+    # Address to listen on (0.0.0.0 for every interface).
+    host: str = "127.0.0.1"
+    # TCP port (0: any free port).
+    port: int = _checked(default=8080, validator=_port)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class AdminListener:
+    """The admin API's own listener: HTTPS with mutual TLS, never on the public port."""
+
+    # The admin listener's server certificate and key (PEM).
+    cert_file: str = _checked(validator=_file_path)
+    key_file: str = _checked(validator=_file_path)
+    # Client certificates must be signed by this CA (CERT_REQUIRED).
+    ca_file: str = _checked(validator=_file_path)
+    # Address of the admin listener; keep it off the public network.
+    host: str = "127.0.0.1"
+    port: int = _checked(default=8443, validator=_port)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class Listeners:
+    """The listeners: the public API, and the optional admin API."""
+
+    # The inference API: /v1/*, status, metrics.
+    public: Listener = Listener()
+    # No admin listener unless configured: the admin API needs certificates.
+    admin: AdminListener | None = None
+
+
+@attrs.frozen
+class ServerSettings:
+    """The public server: body size, timeouts, transport, workers, backpressure."""
+
+    # Request bodies above this many bytes get 413 before they are parsed.
+    max_body_bytes: int = _checked(default=1_048_576, validator=_positive)
+    # Upper bound on the time from accepting a request to the backend's
+    # response headers (streams are then bounded by the backend read timeout).
+    request_timeout_s: float = _checked(default=60.0, validator=_positive)
+    # "aiohttp" (default, fastest) or "httpx" (httpx's own transport).
+    transport: Transport = _checked(default=Transport.AIOHTTP, validator=_one_of(Transport))
+    # Router processes sharing the listener.
+    workers: int = _checked(default=1, validator=_positive)
+    # Backpressure: requests being served at once, over all backends. Past it
+    # a request waits up to queue_timeout_ms among at most max_queued others,
+    # then gets 503 with Retry-After.
+    max_in_flight: int = _checked(default=1024, validator=_positive)
+    max_queued: int = _checked(default=256, validator=_non_negative)
+    queue_timeout_ms: int = _checked(default=200, validator=_non_negative)
+    # How often the config file is checked for changes (SIGHUP reloads at once).
+    config_watch_s: float = _checked(default=2.0, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class ObservabilitySettings:
+    """Operator surfaces: the ops page and /metrics credential, traces, log content."""
+
+    # Environment variable holding the bearer token of the operator page's
+    # data (/ops/summary) and of /metrics; unset: no ops page, open /metrics.
+    ops_token_env: str | None = None
+    # OpenTelemetry traces (needs the `opentelemetry-sdk` package when on).
+    tracing: bool = False
+    # "otlp" (OTLP over HTTP, the exporter's own environment variables), "console",
+    # or "memory" (kept in process: tests, debugging).
+    tracing_exporter: TracingExporter = _checked(
+        default=TracingExporter.OTLP, validator=_one_of(TracingExporter)
+    )
+    # Put prompts and completions in the access log (never on by default).
+    log_content: bool = False
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class HealthSettings:
+    """Active probes and the per-backend circuit breaker (see `router_core.breaker`)."""
+
+    # Active probes of every backend: how often, and how long one may take.
+    probe_interval_s: float = _checked(default=2.0, validator=_positive)
+    probe_timeout_s: float = _checked(default=1.0, validator=_positive)
+    # Consecutive failed requests that open a backend's circuit.
+    failure_threshold: int = _checked(default=3, validator=_positive)
+    # How long an open circuit rejects traffic before a trial request.
+    open_s: float = _checked(default=5.0, validator=_positive)
+    # Trial requests at once while half-open.
+    half_open_max: int = _checked(default=1, validator=_positive)
+    # After recovery, the backend's weight ramps from 10% to 100% over this long.
+    ramp_s: float = _checked(default=10.0, validator=_non_negative)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class RoutingSettings:
+    """Failover and retries: attempts per request and the retry budget."""
+
+    # Backends tried per request, the first included (failover and retries).
+    max_attempts: int = _checked(default=3, validator=_positive)
+    # Retries (attempts after the first) may add at most this share of load...
+    retry_budget_ratio: float = _checked(default=0.2, validator=_non_negative)
+    # ...plus this many per second, so a quiet router can still fail over.
+    retry_min_per_s: float = _checked(default=5.0, validator=_non_negative)
+
+    __attrs_post_init__ = _check_fields
