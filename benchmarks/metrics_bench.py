@@ -3,7 +3,7 @@
     python benchmarks/metrics_bench.py [--requests 200000]
 
 Times what a served, non-streamed request adds: the metrics and the ops
-window observing its usage record, the router-added/backend latency
+page's recent traffic observing its usage record, the router-added/backend latency
 observation, and four tracing calls with tracing off (the default).
 """
 
@@ -20,7 +20,7 @@ from router_core.accounting.records import Outcome, TokenCounts, UsageRecord
 from router_core.config_codec import structure
 from router_server import tracing
 from router_server.metrics import RequestMetrics
-from router_server.ops.window import Window
+from router_server.ops.traffic import RecentTraffic
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "router.yaml"
 
@@ -44,7 +44,7 @@ def main() -> None:
     org = next(iter(config.organizations), "acme")
     model = next(iter(config.models))
     metrics = RequestMetrics(CollectorRegistry(auto_describe=False), lambda: config)
-    window = Window()
+    traffic = RecentTraffic()
     records = [record(org, model) for _ in range(64)]
     for r in records:  # warm the label caches, as a running router has
         metrics.observe(r)
@@ -52,7 +52,7 @@ def main() -> None:
     for i in range(n):
         r = records[i & 63]
         metrics.observe(r)
-        window.observe(r)
+        traffic.observe(r)
         metrics.observe_backend("/v1/chat/completions", "mock-a", 0.004, 0.003)
         for step in ("router.auth", "router.limits", "router.route"):
             with tracing.span(step):

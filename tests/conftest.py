@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from router_core.config_codec import structure
 from router_server.app import create_app
-from router_server.limits import MemoryStore
+from router_server.limits import MemoryLimitStore
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
@@ -203,7 +203,7 @@ def limited(backend_env: dict[str, str], tmp_path: Path) -> Iterator[LimitedFact
     def make(data: dict[str, Any]) -> Limited:
         data = with_data_dir(data, tmp_path / f"limited-{len(opened)}-data")
         clock = Clock()
-        store = MemoryStore(clock=clock)
+        store = MemoryLimitStore(clock=clock)
         app = create_app(structure(data), env=backend_env, limit_store=store)
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()

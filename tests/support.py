@@ -13,7 +13,7 @@ import yaml
 from starlette.testclient import TestClient
 
 from router_core import keys
-from router_server.limits import MemoryStore
+from router_server.limits import MemoryLimitStore
 
 ACME_KEY = keys.format_key("acme1", "A" * 32)
 GLOBEX_KEY = keys.format_key("globex1", "G" * 32)
@@ -133,7 +133,7 @@ class Clock:
 @attrs.define
 class Limited:
     client: TestClient
-    store: MemoryStore
+    store: MemoryLimitStore
     clock: Clock
 
 

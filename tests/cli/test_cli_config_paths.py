@@ -80,10 +80,10 @@ def test_usage_report_reads_the_ledger_beside_the_config(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from router_server.usage.ledger import Ledger
+    from router_server.usage.ledger import UsageLedger
 
     config, _, there = layout
-    ledger = Ledger(config.parent / "router-data" / "usage.sqlite3")
+    ledger = UsageLedger(config.parent / "router-data" / "usage.sqlite3")
     ledger.write([])  # an empty ledger, as a router that answered nothing leaves it
     ledger.close()
     monkeypatch.chdir(there)

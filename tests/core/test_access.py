@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from router_core import keys
-from router_core.auth import Entry, KeyIndex, check_access
+from router_core.auth import KeyEntry, KeyIndex, check_access
 from router_core.config_codec import structure
 from router_core.problems import ClientError
 
@@ -34,7 +34,7 @@ def config() -> Any:
     })  # fmt: skip
 
 
-def entry(key_id: str) -> Entry:
+def entry(key_id: str) -> KeyEntry:
     return KeyIndex.from_config(config()).by_id[key_id]
 
 

@@ -11,13 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router_core.sse import EventSplitter
-from router_server.mock_backend.payloads import LINE_ENDINGS, Completion, Kind, with_line_ending
+from router_server.mock_backend.payloads import (
+    LINE_ENDINGS,
+    Completion,
+    CompletionKind,
+    with_line_ending,
+)
 
 BOM = b"\xef\xbb\xbf"
-KINDS: list[Kind] = ["chat", "text"]
+KINDS: list[CompletionKind] = ["chat", "text"]
 
 
-def mock_stream(kind: Kind, n_out: int, line_ending: str) -> bytes:
+def mock_stream(kind: CompletionKind, n_out: int, line_ending: str) -> bytes:
     """A whole streamed answer as the mock backend writes it."""
     completion = Completion(kind, "mock-gpt", n_out, 7, stream=True, include_usage=True)
     return b"".join(with_line_ending(event, line_ending) for event, _ in completion.events())
@@ -51,7 +56,7 @@ def split_at(stream: bytes, offsets: Sequence[int]) -> list[bytes]:
 
 @pytest.mark.parametrize("line_ending", list(LINE_ENDINGS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_mock_stream_split_at_every_offset(kind: Kind, line_ending: str) -> None:
+def test_a_mock_stream_split_at_every_offset(kind: CompletionKind, line_ending: str) -> None:
     stream = mock_stream(kind, 3, line_ending)
     whole = fed([stream])
     # Only `id` and `created` differ between two renderings: compare the count.
@@ -70,7 +75,7 @@ def test_a_mock_stream_split_at_every_offset(kind: Kind, line_ending: str) -> No
     data=st.data(),
 )
 def test_a_mock_stream_split_at_random_offsets(
-    kind: Kind, n_out: int, line_ending: str, data: st.DataObject
+    kind: CompletionKind, n_out: int, line_ending: str, data: st.DataObject
 ) -> None:
     stream = mock_stream(kind, n_out, line_ending)
     offsets = data.draw(st.lists(st.integers(0, len(stream)), max_size=40))

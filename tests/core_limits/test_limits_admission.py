@@ -16,8 +16,8 @@ from router_core.limits import (
     Decision,
     Denial,
     GcraLimit,
-    Kind,
     LimitCheck,
+    LimitKind,
     LimitType,
     QuotaCheck,
     RateCheck,
@@ -40,11 +40,11 @@ TOKENS_PER_MINUTE = GcraLimit(rate=10_000, period_us=60 * SECOND, burst=10_000)
 
 
 def rate(key: str, tat: Tat = FRESH, cost: int = 1, limit: GcraLimit = PER_SECOND) -> RateCheck:
-    return RateCheck(key, Kind.RATE, limit, tat, cost)
+    return RateCheck(key, LimitKind.RATE, limit, tat, cost)
 
 
 def tokens(key: str, tat: Tat = FRESH, cost: int = 500) -> RateCheck:
-    return RateCheck(key, Kind.TOKENS_RATE, TOKENS_PER_MINUTE, tat, cost)
+    return RateCheck(key, LimitKind.TOKENS_RATE, TOKENS_PER_MINUTE, tat, cost)
 
 
 def budget(state: BudgetState, cost: int, limit: int = 1000) -> BudgetCheck:
@@ -69,9 +69,9 @@ def test_admitted_returns_every_new_state_with_its_expiry() -> None:
         StateWrite("key:quota:day", 8, END_OF_DAY),
         StateWrite("org:budget:day", BudgetState(100, 500), END_OF_DAY),
     )
-    assert decision.headers_info.requests == RateInfo("org:rate", Kind.RATE, 20, 19, 100_000)
+    assert decision.headers_info.requests == RateInfo("org:rate", LimitKind.RATE, 20, 19, 100_000)
     assert decision.headers_info.tokens == RateInfo(
-        "org:tpm", Kind.TOKENS_RATE, 10_000, 9_500, 3 * SECOND
+        "org:tpm", LimitKind.TOKENS_RATE, 10_000, 9_500, 3 * SECOND
     )
 
 
@@ -85,16 +85,18 @@ def test_a_denial_writes_nothing_and_names_the_first_failing_check() -> None:
     decision = decide(checks, NOON)
     assert decision == Decision(
         False,
-        Denial("org:budget:day", Kind.BUDGET, LimitType.BUDGET, 900, 1000, 43_200),
+        Denial("org:budget:day", LimitKind.BUDGET, LimitType.BUDGET, 900, 1000, 43_200),
         (),
         decision.headers_info,
     )
     # Headers on a denial are a peek: nothing was charged to org:rate.
-    assert decision.headers_info.requests == RateInfo("key:rate", Kind.RATE, 20, 0, 2 * SECOND)
+    assert decision.headers_info.requests == RateInfo("key:rate", LimitKind.RATE, 20, 0, 2 * SECOND)
     alone = decide([rate("org:rate"), budget(BudgetState(1000, 0), 1)], NOON)
-    assert alone.headers_info.requests == RateInfo("org:rate", Kind.RATE, 20, 20, 0)
+    assert alone.headers_info.requests == RateInfo("org:rate", LimitKind.RATE, 20, 20, 0)
     rate_first = decide(checks[2:] + checks[:2], NOON)
-    assert rate_first.denied_by == Denial("key:rate", Kind.RATE, LimitType.RATE_LIMIT, 20, 20, 1)
+    assert rate_first.denied_by == Denial(
+        "key:rate", LimitKind.RATE, LimitType.RATE_LIMIT, 20, 20, 1
+    )
 
 
 def test_quota_denial_reports_usage_and_waits_for_the_window() -> None:
@@ -103,7 +105,7 @@ def test_quota_denial_reports_usage_and_waits_for_the_window() -> None:
     end_of_month = window_of(WindowKind.MONTH, NOON).end_us
     assert denial == Denial(
         "key:quota:month",
-        Kind.QUOTA,
+        LimitKind.QUOTA,
         LimitType.QUOTA,
         1000,
         1000,
@@ -144,7 +146,7 @@ def test_peeks_are_reported_but_never_written() -> None:
     decision = decide([rate("org:rate", cost=0), tokens("org:tpm", cost=0)], NOON)
     assert decision.allowed
     assert decision.new_states == ()
-    assert decision.headers_info.requests == RateInfo("org:rate", Kind.RATE, 20, 20, 0)
+    assert decision.headers_info.requests == RateInfo("org:rate", LimitKind.RATE, 20, 20, 0)
 
 
 def test_the_most_constraining_rate_limit_feeds_the_headers() -> None:
@@ -154,7 +156,7 @@ def test_the_most_constraining_rate_limit_feeds_the_headers() -> None:
         rate("key:rate", Tat(NOON + 1_500_000, 0)),  # 5 remaining
     ]
     info = decide(checks, NOON).headers_info
-    assert info.requests == RateInfo("key:rate", Kind.RATE, 20, 4, 1_600_000)
+    assert info.requests == RateInfo("key:rate", LimitKind.RATE, 20, 4, 1_600_000)
     assert info.tokens is None
 
 
@@ -162,7 +164,7 @@ def test_duplicate_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="own key"):
         decide([rate("k"), tokens("k")], NOON)
     with pytest.raises(ValueError, match="kind"):
-        RateCheck("k", Kind.QUOTA, PER_SECOND, Tat(), 1)
+        RateCheck("k", LimitKind.QUOTA, PER_SECOND, Tat(), 1)
 
 
 # --- invariants --------------------------------------------------------------------

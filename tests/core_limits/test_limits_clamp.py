@@ -1,4 +1,4 @@
-"""The clamp policy's next max_tokens, which the router's gate and the simulator share."""
+"""The clamp policy's next max_tokens, which the router's limit gate and the simulator share."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router_core.limits.admission import Kind, LimitType
+from router_core.limits.admission import LimitKind, LimitType
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import BudgetSpec, MemoryLedger, QuotaSpec, RateSpec
@@ -14,7 +14,7 @@ T0 = 20_000 * DAY_US  # a midnight, UTC
 
 def test_rate_limit_admits_burst_then_denies() -> None:
     ledger = MemoryLedger()
-    spec = RateSpec("org:acme:rps", Kind.RATE, GcraLimit(10, 1_000_000, 5), 1)
+    spec = RateSpec("org:acme:rps", LimitKind.RATE, GcraLimit(10, 1_000_000, 5), 1)
     results = [ledger.admit(f"r{i}", [spec], T0).allowed for i in range(7)]
     assert results == [True] * 5 + [False] * 2
     assert ledger.admit("later", [spec], T0 + 100_000).allowed

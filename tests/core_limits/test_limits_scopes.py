@@ -10,7 +10,7 @@ import pytest
 from router_core import keys
 from router_core.auth import Principal, PrincipalKind
 from router_core.config_codec import structure
-from router_core.limits.admission import Kind
+from router_core.limits.admission import LimitKind
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, storage_key
 from router_core.limits.plan import plan_limits
@@ -112,4 +112,4 @@ def test_names_that_cannot_be_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="a BudgetSpec cannot be named"):
         BudgetSpec(requests_per_day, 10, WindowKind.DAY, 1)
     with pytest.raises(ValueError, match="a RateSpec cannot be named"):
-        RateSpec(requests_per_day, Kind.RATE, GcraLimit(1, 1_000_000, 1), 1)
+        RateSpec(requests_per_day, LimitKind.RATE, GcraLimit(1, 1_000_000, 1), 1)

@@ -13,7 +13,7 @@ from router_core.attempts import (
     Failure,
     FailureKind,
     RetryTally,
-    Verdict,
+    StatusVerdict,
     judge,
     status_failure,
 )
@@ -49,10 +49,10 @@ def walk(attempts: AttemptPlan, available: Callable[[str], bool] = everyone) -> 
 
 def test_statuses_are_judged_for_the_request_and_the_backend() -> None:
     assert [judge(s) for s in (200, 204, 500, 503)] == [
-        Verdict.SERVED, Verdict.SERVED, Verdict.FAILED, Verdict.FAILED,
+        StatusVerdict.SERVED, StatusVerdict.SERVED, StatusVerdict.FAILED, StatusVerdict.FAILED,
     ]  # fmt: skip
-    assert {judge(s) for s in (401, 403, 404, 408, 409, 429)} == {Verdict.ELSEWHERE}
-    assert {judge(s) for s in (400, 413, 422)} == {Verdict.CALLER}
+    assert {judge(s) for s in (401, 403, 404, 408, 409, 429)} == {StatusVerdict.ELSEWHERE}
+    assert {judge(s) for s in (400, 413, 422)} == {StatusVerdict.CALLER}
     assert (
         str(status_failure("a", 401)) == "backend 'a': rejected the router's credential (HTTP 401)"
     )

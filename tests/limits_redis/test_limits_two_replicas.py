@@ -23,7 +23,7 @@ import httpx
 from router_core.limits.budget import BudgetState
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
-from router_server.redis_limits import RedisLedger
+from router_server.redis_limits import RedisLimitStore
 
 from redis_fixture import RedisServer, closed, redis_client
 from support import ACME_KEY, GLOBEX_KEY, auth
@@ -139,22 +139,22 @@ def test_budget_holds_under_concurrent_streams_with_cancellations(
     assert outcomes["200"] > 10
     assert outcomes["402"] > 100
 
-    async def ledger_view() -> tuple[BudgetState | None, int]:
-        ledger = RedisLedger(redis_client(redis_url), timeout_s=5)
+    async def store_view() -> tuple[BudgetState | None, int]:
+        store = RedisLimitStore(redis_client(redis_url), timeout_s=5)
         try:
             day = time.time_ns() // 1000 // DAY_US
-            state = await ledger.get(f"org:acme:usd:day:{day}")
+            state = await store.get(f"org:acme:usd:day:{day}")
             assert state is None or isinstance(state, BudgetState)
-            return state, await ledger.open_holds()
+            return state, await store.open_holds()
         finally:
-            await closed(ledger)
+            await closed(store)
 
     # Cancelled streams settle as their relays wind down; give them a moment.
     deadline = time.monotonic() + 10
-    state, open_holds = asyncio.run(ledger_view())
+    state, open_holds = asyncio.run(store_view())
     while open_holds and time.monotonic() < deadline:
         time.sleep(0.2)
-        state, open_holds = asyncio.run(ledger_view())
+        state, open_holds = asyncio.run(store_view())
     assert open_holds == 0
     assert state is not None
     assert state.reserved == 0

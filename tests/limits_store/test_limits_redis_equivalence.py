@@ -1,6 +1,6 @@
 """The Lua scripts and the Python core agree, step for step, on any sequence.
 
-Hypothesis drives `MemoryLedger` (router_core's math) and `RedisLedger`
+Hypothesis drives `MemoryLedger` (router_core's math) and `RedisLimitStore`
 (admit.lua and settle.lua on a real server) with the same operations:
 admissions over random mixes of rate, token-rate, quota and budget limits,
 with limits reconfigured between calls, and settlements of earlier holds, at
@@ -20,7 +20,7 @@ import itertools
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from router_core.limits.admission import Kind
+from router_core.limits.admission import LimitKind
 from router_core.limits.gcra import MAX_SCALED_SPAN, GcraLimit
 from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.ledger import (
@@ -33,7 +33,7 @@ from router_core.limits.ledger import (
     state_key,
 )
 from router_core.limits.windows import WindowKind, window_of
-from router_server.redis_limits import RedisLedger
+from router_server.redis_limits import RedisLimitStore
 
 from redis_fixture import closed, redis_client
 
@@ -105,7 +105,7 @@ def draw_specs(data: st.DataObject, org: str, config: dict[str, GcraLimit | int]
             cost = data.draw(
                 st.one_of(st.just(1), st.integers(0, 3), st.integers(0, limit.burst + 2))
             )
-            kind = Kind.RATE if name == "rate" else Kind.TOKENS_RATE
+            kind = LimitKind.RATE if name == "rate" else LimitKind.TOKENS_RATE
             specs.append(RateSpec(key, kind, limit, cost))
             continue
         limit_type, window = name.split("_")
@@ -157,7 +157,7 @@ def next_now(data: st.DataObject, now: int, start: int, instants: list[int]) -> 
     return max(start, now - data.draw(st.integers(1, 2 * DAY)))
 
 
-async def assert_same_state(redis: RedisLedger, memory: MemoryLedger, keys: list[str]) -> None:
+async def assert_same_state(redis: RedisLimitStore, memory: MemoryLedger, keys: list[str]) -> None:
     """The same state is stored under each key, expired or not.
 
     At now = 0 no state has expired, so `get` reads what is stored without
@@ -169,7 +169,7 @@ async def assert_same_state(redis: RedisLedger, memory: MemoryLedger, keys: list
 
 async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
     memory = MemoryLedger()
-    redis = RedisLedger(redis_client(url), prefix=f"eq{next(_prefixes)}:", timeout_s=5.0)
+    redis = RedisLimitStore(redis_client(url), prefix=f"eq{next(_prefixes)}:", timeout_s=5.0)
     start = data.draw(st.sampled_from(STARTS))
     now = start + data.draw(st.integers(0, 3_000 * S))
     admissions: list[Admission] = []

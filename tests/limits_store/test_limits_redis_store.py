@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from router_core.limits.admission import Kind
+from router_core.limits.admission import LimitKind
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.integers import NEVER
 from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
 from router_server.mock_backend.process import free_port
-from router_server.redis_limits import RedisLedger, hash_tag
+from router_server.redis_limits import RedisLimitStore, hash_tag
 from router_server.state.errors import StoreUnavailable
 
 from redis_fixture import RedisServer, closed, redis_client
@@ -34,8 +34,8 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 def every_kind(org: str = "acme") -> list[Spec]:
     return [
-        RateSpec(f"org:{org}:rpm", Kind.RATE, GcraLimit(60, 60 * S, 10), 1),
-        RateSpec(f"org:{org}:tpm", Kind.TOKENS_RATE, GcraLimit(10_000, 60 * S, 10_000), 700),
+        RateSpec(f"org:{org}:rpm", LimitKind.RATE, GcraLimit(60, 60 * S, 10), 1),
+        RateSpec(f"org:{org}:tpm", LimitKind.TOKENS_RATE, GcraLimit(10_000, 60 * S, 10_000), 700),
         QuotaSpec(f"org:{org}:requests", 1_000, WindowKind.DAY, 1),
         QuotaSpec(f"org:{org}:tokens", 10**6, WindowKind.MONTH, 700),
         BudgetSpec(f"org:{org}:spend:day", 10**9, WindowKind.DAY, 5_000),
@@ -57,23 +57,23 @@ def test_the_hash_tag_is_the_organization() -> None:
 
 def test_one_request_may_not_span_organizations(redis_url: str) -> None:
     async def scenario() -> None:
-        ledger = RedisLedger(redis_client(redis_url), timeout_s=5.0)
+        store = RedisLimitStore(redis_client(redis_url), timeout_s=5.0)
         try:
             specs = [every_kind("acme")[0], every_kind("globex")[2]]
             with pytest.raises(ValueError, match="share one organization"):
-                await ledger.admit("r1", specs, T0)
+                await store.admit("r1", specs, T0)
             lone = QuotaSpec("global:requests", 10, WindowKind.DAY, 1)
             with pytest.raises(ValueError, match="share one organization"):
-                await ledger.admit(
+                await store.admit(
                     "r2", [lone, QuotaSpec("global:tokens", 10, WindowKind.DAY, 1)], T0
                 )
-            admitted = await ledger.admit("r3", [lone], T0)
+            admitted = await store.admit("r3", [lone], T0)
             assert admitted.allowed
-            assert await ledger.get(admitted.holds[0].key, T0) == 1
-            await ledger.settle(admitted.holds, [0], T0)
-            assert await ledger.get(admitted.holds[0].key, T0) == 0
+            assert await store.get(admitted.holds[0].key, T0) == 1
+            await store.settle(admitted.holds, [0], T0)
+            assert await store.get(admitted.holds[0].key, T0) == 0
         finally:
-            await closed(ledger)
+            await closed(store)
 
     asyncio.run(scenario())
 
@@ -82,9 +82,9 @@ def test_every_key_expires_when_its_state_stops_mattering(
     redis_url: str, client: redis.Redis
 ) -> None:
     async def scenario() -> None:
-        ledger = RedisLedger(redis_client(redis_url), timeout_s=5.0, total_hold_ttl_s=3_600)
+        store = RedisLimitStore(redis_client(redis_url), timeout_s=5.0, total_hold_ttl_s=3_600)
         try:
-            admitted = await ledger.admit("r1", every_kind(), T0)
+            admitted = await store.admit("r1", every_kind(), T0)
             assert admitted.allowed
             writes = admitted.decision.new_states
             assert len(writes) == 6
@@ -103,32 +103,32 @@ def test_every_key_expires_when_its_state_stops_mattering(
             forever = [n for n in names if client.pttl(n) < 0]
             assert forever == ["rl:{acme}:s:org:acme:spend:0"]
 
-            await ledger.settle(admitted.holds, [1, 600, 4_000, 4_500], T0 + S)
+            await store.settle(admitted.holds, [1, 600, 4_000, 4_500], T0 + S)
             for hold in admitted.holds:
                 name = f"rl:{{acme}}:s:{hold.key}"
                 expected = -1 if hold.expire_at_us == NEVER else ms_up(hold.expire_at_us)
                 assert client.pexpiretime(name) == expected, hold
                 assert client.exists(f"rl:{{acme}}:h:{hold.key}") == 0
         finally:
-            await closed(ledger)
+            await closed(store)
 
     asyncio.run(scenario())
 
 
 def test_without_a_now_the_servers_clock_decides(redis_url: str, client: redis.Redis) -> None:
     async def scenario() -> None:
-        ledger = RedisLedger(redis_client(redis_url), prefix="clock:", timeout_s=5.0)
+        store = RedisLimitStore(redis_client(redis_url), prefix="clock:", timeout_s=5.0)
         try:
-            admitted = await ledger.admit("r1", every_kind())
+            admitted = await store.admit("r1", every_kind())
             assert admitted.allowed
             assert abs(admitted.now_us - time.time() * S) < 5 * S
-            await ledger.settle(admitted.holds, [1, 700, 5_000, 5_000])
-            assert await ledger.open_holds() == 0
+            await store.settle(admitted.holds, [1, 700, 5_000, 5_000])
+            assert await store.open_holds() == 0
             # The rate key lives until its TAT has passed on the server's clock.
             ttl_ms = client.pttl("clock:{acme}:s:org:acme:rpm")
             assert 0 < ttl_ms <= 1_000
         finally:
-            await closed(ledger)
+            await closed(store)
 
     asyncio.run(scenario())
 
@@ -141,26 +141,26 @@ def test_a_stopped_or_killed_server_fails_fast_then_recovers(
     spec = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
 
     async def scenario() -> None:
-        ledger = RedisLedger(redis_client(redis_url))  # the default bound: 100 ms a call
+        store = RedisLimitStore(redis_client(redis_url))  # the default bound: 100 ms a call
         try:
-            admitted = await ledger.admit("r1", [spec])
+            admitted = await store.admit("r1", [spec])
             assert admitted.allowed
             for outage in (redis_server.stop, redis_server.kill):
                 outage()
                 started = time.monotonic()
                 with pytest.raises(StoreUnavailable) as raised:
-                    await ledger.admit("r2", [spec])
+                    await store.admit("r2", [spec])
                 with pytest.raises(StoreUnavailable):
-                    await ledger.settle(admitted.holds, [1])
+                    await store.settle(admitted.holds, [1])
                 assert time.monotonic() - started < 2.0
                 assert "redis://" not in str(raised.value)
                 redis_server.start()
-                # The same ledger works again, on a server that kept nothing.
-                admitted = await ledger.admit("r3", [spec])
+                # The same store works again, on a server that kept nothing.
+                admitted = await store.admit("r3", [spec])
                 assert admitted.allowed
-                assert await ledger.get(admitted.holds[0].key) == 1
+                assert await store.get(admitted.holds[0].key) == 1
         finally:
-            await closed(ledger)
+            await closed(store)
             redis_server.start()
 
     asyncio.run(scenario())
@@ -170,18 +170,18 @@ def test_a_server_that_does_not_answer_times_out(redis_url: str, client: redis.R
     spec = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
 
     async def scenario() -> None:
-        ledger = RedisLedger(redis_client(redis_url), timeout_s=0.1)
+        store = RedisLimitStore(redis_client(redis_url), timeout_s=0.1)
         try:
-            assert (await ledger.admit("r1", [spec])).allowed
+            assert (await store.admit("r1", [spec])).allowed
             client.client_pause(1_000)  # every client's commands wait for 1 s
             started = time.monotonic()
             with pytest.raises(StoreUnavailable, match=r"no answer within 0\.1 s"):
-                await ledger.admit("r2", [spec])
+                await store.admit("r2", [spec])
             assert time.monotonic() - started < 0.9
             await asyncio.sleep(1.2)  # the pause itself, not a limit boundary
-            assert (await ledger.admit("r3", [spec])).allowed
+            assert (await store.admit("r3", [spec])).allowed
         finally:
-            await closed(ledger)
+            await closed(store)
 
     asyncio.run(scenario())
 
@@ -194,12 +194,12 @@ def test_a_read_only_replica_is_unavailable(
     spec = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
 
     async def scenario() -> None:
-        ledger = RedisLedger(redis_client(redis_url), timeout_s=5.0)
+        store = RedisLimitStore(redis_client(redis_url), timeout_s=5.0)
         try:
             with pytest.raises(StoreUnavailable, match="ReadOnlyError"):
-                await ledger.admit("r1", [spec])
+                await store.admit("r1", [spec])
         finally:
-            await closed(ledger)
+            await closed(store)
 
     # A replica of a primary that is not there: it refuses writes.
     client.replicaof("127.0.0.1", str(free_port()))
@@ -211,12 +211,14 @@ def test_a_read_only_replica_is_unavailable(
 
 def test_concurrent_replicas_admit_exactly_the_limit(redis_url: str) -> None:
     burst, budget, price = 37, 1_000, 30
-    specs: list[Spec] = [RateSpec("org:acme:rpm", Kind.RATE, GcraLimit(1, 3_600 * S, burst), 1)]
+    specs: list[Spec] = [
+        RateSpec("org:acme:rpm", LimitKind.RATE, GcraLimit(1, 3_600 * S, burst), 1)
+    ]
     spend = BudgetSpec("org:acme:spend", budget, WindowKind.DAY, price)
 
     async def scenario() -> None:
         # Two clients with their own connections, as two router replicas would have.
-        replicas = [RedisLedger(redis_client(redis_url), timeout_s=5.0) for _ in range(2)]
+        replicas = [RedisLimitStore(redis_client(redis_url), timeout_s=5.0) for _ in range(2)]
         try:
             rate_results = await asyncio.gather(
                 *(replicas[i % 2].admit(f"r{i}", specs) for i in range(200))

@@ -19,7 +19,7 @@ from redis_cluster_fixture import SETTLE_S, ClusterDeployment
 
 from router_core.accounting.idempotency import Entry
 from router_core.config_enums import RedisMode
-from router_core.limits.admission import Kind
+from router_core.limits.admission import LimitKind
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
@@ -27,7 +27,7 @@ from router_core.overrides import new_override
 from router_server.admin.audit import AuditEntry, Change
 from router_server.admin.redis_store import RedisOverrideStore
 from router_server.credentials.nonces import RedisNonces
-from router_server.redis_limits import RedisLedger
+from router_server.redis_limits import RedisLimitStore
 from router_server.state.redis import follow_channel
 from router_server.usage.idempotency_store import RedisIdempotencyStore
 
@@ -46,19 +46,19 @@ async def test_an_organisations_limits_and_idempotency_keys_live_on_one_master(
     redis_cluster: ClusterDeployment, redis_cluster_url: str
 ) -> None:
     client = redis_client(redis_cluster_url, mode=RedisMode.CLUSTER)
-    ledger = RedisLedger(client, timeout_s=5.0)
+    store = RedisLimitStore(client, timeout_s=5.0)
     idempotency = RedisIdempotencyStore(client, 5.0)
     try:
         for master in range(len(redis_cluster.nodes)):
             org = redis_cluster.tag_on(master)
             specs: list[Spec] = [
-                RateSpec(f"org:{org}:rps", Kind.RATE, GcraLimit(10, S, 10), 1),
+                RateSpec(f"org:{org}:rps", LimitKind.RATE, GcraLimit(10, S, 10), 1),
                 QuotaSpec(f"org:{org}:requests", 10, WindowKind.DAY, 1),
                 BudgetSpec(f"org:{org}:usd", 1_000, WindowKind.MONTH, 100),
             ]
-            admitted = await ledger.admit(f"req-{master}", specs)
+            admitted = await store.admit(f"req-{master}", specs)
             assert admitted.allowed
-            await ledger.settle(admitted.holds, [1, 40])
+            await store.settle(admitted.holds, [1, 40])
             assert await idempotency.claim(f"{org}/key-1", Entry("fp", "me"), 60) is None
             assert await idempotency.claim(f"{org}/key-1", Entry("fp", "you"), 60) == Entry(
                 "fp", "me"
@@ -67,7 +67,7 @@ async def test_an_organisations_limits_and_idempotency_keys_live_on_one_master(
                 with node.client() as direct:
                     # rate, quota, budget (+ its holds), idempotency: all on `master`.
                     assert (keys_on(direct, org) >= 4) == (index == master), (master, index)
-        assert await ledger.open_holds() == 0
+        assert await store.open_holds() == 0
     finally:
         await client.aclose()
 

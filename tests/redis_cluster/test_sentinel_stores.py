@@ -20,7 +20,7 @@ from redis_cluster_fixture import SETTLE_S, SentinelDeployment
 from router_core import key_lifecycle
 from router_core.accounting.idempotency import Entry
 from router_core.config_enums import RedisMode
-from router_core.limits.admission import Kind
+from router_core.limits.admission import LimitKind
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
@@ -30,7 +30,7 @@ from router_server.admin.redis_store import RedisOverrideStore
 from router_server.credentials.nonces import RedisNonces
 from router_server.credentials.redis_keys import RedisKeyStore
 from router_server.credentials.store import KeyChange, KeyEvent
-from router_server.redis_limits import RedisLedger
+from router_server.redis_limits import RedisLimitStore
 from router_server.state.redis_health import redis_health
 from router_server.usage.idempotency_store import RedisIdempotencyStore
 
@@ -57,7 +57,7 @@ async def test_every_store_works_through_sentinel_and_again_after_failover(
     redis_sentinel: SentinelDeployment, redis_sentinel_url: str
 ) -> None:
     client = redis_client(redis_sentinel_url, mode=RedisMode.SENTINEL, sentinel_master="mymaster")
-    ledger = RedisLedger(client, timeout_s=5.0)
+    store = RedisLimitStore(client, timeout_s=5.0)
     idempotency = RedisIdempotencyStore(client, 5.0)
     key_store = RedisKeyStore(client, timeout_s=5.0)
     nonces = RedisNonces(client, timeout_s=5.0)
@@ -65,12 +65,12 @@ async def test_every_store_works_through_sentinel_and_again_after_failover(
 
     async def use_every_store(round_: int) -> None:
         specs: list[Spec] = [
-            RateSpec("org:acme:rps", Kind.RATE, GcraLimit(100, S, 100), 1),
+            RateSpec("org:acme:rps", LimitKind.RATE, GcraLimit(100, S, 100), 1),
             QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1),
         ]
-        admitted = await ledger.admit(f"req-{round_}", specs)
+        admitted = await store.admit(f"req-{round_}", specs)
         assert admitted.allowed
-        await ledger.settle(admitted.holds, [1])
+        await store.settle(admitted.holds, [1])
         assert await idempotency.claim(f"acme/key-{round_}", Entry("fp", "me"), 600) is None
         assert await nonces.claim("acme1", f"nonce-{round_}", 600)
         pick = random.Random(round_).choice

@@ -102,7 +102,7 @@ def export_waits(directory: Path) -> list[float]:
     """One replica's Kafka exporter, with a record to send and the broker down."""
     spool = Spool.open(directory, SpoolSettings(), ["kafka"])
     record = {"record_id": "rec-1", "organization": "acme"}
-    spool.append(frames.Kind.USAGE, orjson.dumps(record), 0)
+    spool.append(frames.FrameKind.USAGE, orjson.dumps(record), 0)
     exporter = KafkaExporter(
         KafkaSettings(request_timeout_ms=1000), f"127.0.0.1:{free_port()}", spool.readers["kafka"]
     )

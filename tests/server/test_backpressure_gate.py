@@ -1,4 +1,4 @@
-"""The in-flight gate: FIFO hand-off, bounded queue, shedding, resizing."""
+"""Backpressure: FIFO hand-off, bounded queue, shedding, resizing."""
 
 from __future__ import annotations
 
@@ -7,25 +7,27 @@ import pytest
 
 from router_core.config import ServerSettings
 from router_core.problems import DependencyError
-from router_server.backpressure import Gate
+from router_server.backpressure import Backpressure
 
 
-def gate(max_in_flight: int = 2, max_queued: int = 2, timeout_s: float = 1.0) -> Gate:
+def backpressure(
+    max_in_flight: int = 2, max_queued: int = 2, timeout_s: float = 1.0
+) -> Backpressure:
     settings = ServerSettings(
         max_in_flight=max_in_flight, max_queued=max_queued, queue_timeout_ms=int(timeout_s * 1000)
     )
-    return Gate(lambda: settings)
+    return Backpressure(lambda: settings)
 
 
-def resize(g: Gate, settings: ServerSettings) -> None:
-    """A reload: the settings the gate reads change, and the gate is told."""
+def resize(g: Backpressure, settings: ServerSettings) -> None:
+    """A reload: the settings backpressure reads change, and it is told."""
     g.settings = lambda: settings
     g.reconfigured()
 
 
 def test_slots_are_handed_over_in_arrival_order() -> None:
     async def main() -> list[int]:
-        g = gate(max_in_flight=1, max_queued=5)
+        g = backpressure(max_in_flight=1, max_queued=5)
         await g.enter()
         order: list[int] = []
 
@@ -48,7 +50,7 @@ def test_slots_are_handed_over_in_arrival_order() -> None:
 
 def test_a_full_queue_sheds_at_once_with_retry_after() -> None:
     async def main() -> None:
-        g = gate(max_in_flight=1, max_queued=1)
+        g = backpressure(max_in_flight=1, max_queued=1)
         await g.enter()
         async with anyio.create_task_group() as tg:
             tg.start_soon(g.enter)
@@ -66,7 +68,7 @@ def test_a_full_queue_sheds_at_once_with_retry_after() -> None:
 
 def test_a_waiter_gives_up_after_the_queue_timeout() -> None:
     async def main() -> None:
-        g = gate(max_in_flight=1, timeout_s=0.05)
+        g = backpressure(max_in_flight=1, timeout_s=0.05)
         await g.enter()
         with pytest.raises(DependencyError):
             await g.enter()
@@ -80,7 +82,7 @@ def test_a_waiter_gives_up_after_the_queue_timeout() -> None:
 
 def test_a_cancelled_waiter_leaves_no_slot_behind() -> None:
     async def main() -> None:
-        g = gate(max_in_flight=1)
+        g = backpressure(max_in_flight=1)
         await g.enter()
         with anyio.move_on_after(0.02):
             await g.enter()
@@ -93,7 +95,7 @@ def test_a_cancelled_waiter_leaves_no_slot_behind() -> None:
 
 def test_growing_the_cap_wakes_waiters() -> None:
     async def main() -> None:
-        g = gate(max_in_flight=1, max_queued=4)
+        g = backpressure(max_in_flight=1, max_queued=4)
         await g.enter()
         async with anyio.create_task_group() as tg:
             tg.start_soon(g.enter)
@@ -108,7 +110,7 @@ def test_growing_the_cap_wakes_waiters() -> None:
 
 def test_zero_queue_sheds_whenever_full() -> None:
     async def main() -> None:
-        g = gate(max_in_flight=1, max_queued=0)
+        g = backpressure(max_in_flight=1, max_queued=0)
         await g.enter()
         with pytest.raises(DependencyError):
             await g.enter()

@@ -13,11 +13,11 @@ from router_core.config_codec import structure
 from router_core.problems import ClientError
 from router_core.requests import Operation, validate_openai
 from router_core.retry_budget import RetryBudget
-from router_server.backpressure import Gate
+from router_server.backpressure import Backpressure
 from router_server.dispatch import Dispatcher
 from router_server.exchange import Ending, Exchange
 from router_server.health import Health
-from router_server.limits import LimitGate, MemoryStore
+from router_server.limits import LimitGate, MemoryLimitStore
 from router_server.runtime import Runtime
 from router_server.state.layer import StateLayer
 from router_server.usage.setup import open_usage
@@ -47,8 +47,8 @@ def test_finish_gives_the_slot_back_and_records_once_however_often_called(
 
     async def main() -> tuple[int, list[UsageRecord], object]:
         records = Records()
-        gate = Gate(lambda: config.server)
-        limits = LimitGate(MemoryStore(), config.state.store)
+        backpressure = Backpressure(lambda: config.server)
+        limits = LimitGate(MemoryLimitStore(), config.state.store)
         health = Health.from_config(config)
         dispatch = Dispatcher(health, lambda: {}, RetryBudget(0.1, 1.0))
         stores = StateLayer.open(config, {})
@@ -58,7 +58,7 @@ def test_finish_gives_the_slot_back_and_records_once_however_often_called(
             trace.principal = principal
             trace.inference = validate_openai(Operation.CHAT, {**CHAT, "max_tokens": 5})
             exchange = Exchange(runtime, trace, usage, limits, dispatch)
-            await exchange.enter(gate)
+            await exchange.enter(backpressure)
             exchange.ticket = await limits.admit(
                 config, "req-1", principal.limit_scope, trace.inference
             )
@@ -69,7 +69,7 @@ def test_finish_gives_the_slot_back_and_records_once_however_often_called(
             big = validate_openai(Operation.CHAT, {**CHAT, "max_tokens": 1_000})
             with pytest.raises(ClientError) as refused:
                 await limits.admit(config, "req-2", principal.limit_scope, big)
-        return gate.in_flight, records, refused.value.extra["current_usage"]
+        return backpressure.in_flight, records, refused.value.extra["current_usage"]
 
     in_flight, records, quota_used = anyio.run(main)
     assert in_flight == 0

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router_cli.simulate.ledger import CoreLedger, SimLedger
-from router_core.limits.admission import Kind
+from router_core.limits.admission import LimitKind
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import BudgetSpec, Hold, QuotaSpec, RateSpec, Spec, storage_key
 from router_core.limits.windows import WindowKind
@@ -29,8 +29,10 @@ def spec_pool(draw: st.DrawFn) -> list[Any]:
     budget = draw(st.integers(1_000, 50_000))
     total = draw(st.integers(10_000, 200_000))
     return [
-        lambda c: RateSpec("org:a:rps", Kind.RATE, GcraLimit(rate, 1_000_000, burst), min(c, 1)),
-        lambda c: RateSpec("org:a:tpm", Kind.TOKENS_RATE, GcraLimit(100, MINUTE_US, 200), c),
+        lambda c: RateSpec(
+            "org:a:rps", LimitKind.RATE, GcraLimit(rate, 1_000_000, burst), min(c, 1)
+        ),
+        lambda c: RateSpec("org:a:tpm", LimitKind.TOKENS_RATE, GcraLimit(100, MINUTE_US, 200), c),
         lambda c: QuotaSpec("org:a:req:day", quota, WindowKind.DAY, min(c, 1)),
         lambda c: QuotaSpec("org:a:tok:month", tokens, WindowKind.MONTH, c),
         lambda c: BudgetSpec("org:a:usd:day", budget, WindowKind.DAY, c * 37),

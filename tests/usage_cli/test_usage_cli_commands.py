@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from router_cli.main import main
-from router_core.accounting.frames import Frame, Kind
+from router_core.accounting.frames import Frame, FrameKind
 from router_core.accounting.records import Outcome, TokenCounts, UsageRecord
 from router_core.accounting.wire import parse_us, usage_to_wire
-from router_server.usage.ledger import Ledger
+from router_server.usage.ledger import UsageLedger
 
 DAY = "2026-11-20T10:00:00.000000Z"
 NEXT_DAY = "2026-11-21T10:00:00.000000Z"
@@ -44,9 +44,9 @@ def ledger(tmp_path: Path) -> Path:
         record(4, "acme", "embed", "k1", NEXT_DAY, cost_nano_usd=None),
         record(5, "globex", "chat", "g1", NEXT_DAY),
     ]  # fmt: skip
-    db = Ledger(path)
+    db = UsageLedger(path)
     frames = [
-        Frame(0, Kind.USAGE, 0, orjson.dumps(usage_to_wire(r))) for r in [*records, records[0]]
+        Frame(0, FrameKind.USAGE, 0, orjson.dumps(usage_to_wire(r))) for r in [*records, records[0]]
     ]
     db.write(frames)  # record 1 twice: the ledger keeps it once
     db.close()

@@ -6,14 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router_core.accounting import frames
-from router_core.accounting.frames import HEADER_SIZE, Kind, decode, encode
+from router_core.accounting.frames import HEADER_SIZE, FrameKind, decode, encode
 
 payloads = st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=20)
 
 
 @given(payloads)
 def test_frames_round_trip(items: list[bytes]) -> None:
-    data = b"".join(encode(Kind.USAGE, p, i) for i, p in enumerate(items))
+    data = b"".join(encode(FrameKind.USAGE, p, i) for i, p in enumerate(items))
     decoded = decode(data, 1000, final=True)
     assert [f.payload for f in decoded.frames] == items
     assert [f.appended_at_us for f in decoded.frames] == list(range(len(items)))
@@ -24,8 +24,8 @@ def test_frames_round_trip(items: list[bytes]) -> None:
 
 @given(payloads, st.data())
 def test_a_torn_last_frame_is_reported_not_decoded(items: list[bytes], data: st.DataObject) -> None:
-    whole = b"".join(encode(Kind.AUDIT, p, 7) for p in items)
-    last = encode(Kind.USAGE, b'{"record_id": "torn"}', 8)
+    whole = b"".join(encode(FrameKind.AUDIT, p, 7) for p in items)
+    last = encode(FrameKind.USAGE, b'{"record_id": "torn"}', 8)
     cut = data.draw(st.integers(1, len(last) - 1))
     decoded = decode(whole + last[:cut], 0, final=True)
     assert [f.payload for f in decoded.frames] == items
@@ -41,7 +41,7 @@ def test_a_torn_last_frame_is_reported_not_decoded(items: list[bytes], data: st.
 def test_a_flipped_bit_is_corruption_and_the_rest_is_still_read(
     items: list[bytes], data: st.DataObject
 ) -> None:
-    encoded = [encode(Kind.USAGE, p, 1) for p in items]
+    encoded = [encode(FrameKind.USAGE, p, 1) for p in items]
     victim = data.draw(st.integers(0, len(encoded) - 1))
     position = data.draw(st.integers(0, len(encoded[victim]) - 1))
     broken = bytearray(encoded[victim])
@@ -62,7 +62,7 @@ def test_garbage_alone_is_all_damage() -> None:
 
 
 def test_limit_stops_early() -> None:
-    data = b"".join(encode(Kind.USAGE, b"x" * 10, i) for i in range(5))
+    data = b"".join(encode(FrameKind.USAGE, b"x" * 10, i) for i in range(5))
     decoded = decode(data, 0, final=True, limit=2)
     assert len(decoded.frames) == 2
     assert decoded.end == 2 * (HEADER_SIZE + 10)

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from router_core.accounting.frames import Kind, encode
+from router_core.accounting.frames import FrameKind, encode
 from router_server.process import RouterProcess
 
 from kafka_fixture import KafkaBroker
@@ -56,7 +56,7 @@ def test_sigkill_mid_load_then_restart_delivers_every_answered_record(
     # A write cut short by the crash: half a record at the end of the spool.
     segment = max((directory / "spool").glob("*.spool"))
     torn_id = str(uuid.uuid4())
-    frame = encode(Kind.USAGE, orjson.dumps({"record_id": torn_id}), 0)
+    frame = encode(FrameKind.USAGE, orjson.dumps({"record_id": torn_id}), 0)
     with segment.open("ab") as file:
         file.write(frame[: len(frame) // 2])
 

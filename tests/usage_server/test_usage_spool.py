@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from router_core.accounting.frames import Kind, encode
+from router_core.accounting.frames import FrameKind, encode
 from router_core.config import SpoolSettings
 from router_core.config_enums import Fsync
 from router_server.usage.spool import Spool, SpoolError
@@ -41,7 +41,7 @@ def test_records_come_back_in_order_across_segments_and_are_collected(tmp_path: 
     async def main() -> None:
         spool = Spool.open(tmp_path, SMALL, ["ledger", "kafka"])
         for i in range(200):
-            spool.append(Kind.USAGE, payload(i), i)
+            spool.append(FrameKind.USAGE, payload(i), i)
         assert len(spool.segments) > 5
         assert await drain(spool, "ledger") == [payload(i) for i in range(200)]
         # The kafka reader has not read: every segment stays.
@@ -58,7 +58,7 @@ def test_unacknowledged_records_survive_a_crash(tmp_path: Path) -> None:
     async def main() -> None:
         spool = Spool.open(tmp_path, SMALL, ["ledger"])
         for i in range(10):
-            spool.append(Kind.USAGE, payload(i), i)
+            spool.append(FrameKind.USAGE, payload(i), i)
         reader = spool.readers["ledger"]
         await reader.read(4)
         reader.ack()  # 4 delivered
@@ -76,11 +76,11 @@ def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path:
     async def main() -> None:
         spool = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         for i in range(3):
-            spool.append(Kind.USAGE, payload(i), i)
+            spool.append(FrameKind.USAGE, payload(i), i)
         spool.close()
         segment = next(tmp_path.glob("*.spool"))
         good_size = segment.stat().st_size
-        torn = encode(Kind.USAGE, b'{"record_id": "torn"}', 99)
+        torn = encode(FrameKind.USAGE, b'{"record_id": "torn"}', 99)
         with segment.open("ab") as file:
             file.write(torn[: len(torn) // 2])
         again = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
@@ -89,7 +89,7 @@ def test_a_torn_last_record_is_cut_off_quarantined_and_never_delivered(tmp_path:
         assert segment.stat().st_size == good_size
         quarantined = list((tmp_path / "quarantine").iterdir())
         assert [q.read_bytes() for q in quarantined] == [torn[: len(torn) // 2]]
-        again.append(Kind.USAGE, payload(3), 3)
+        again.append(FrameKind.USAGE, payload(3), 3)
         delivered = await drain(again)
         assert delivered == [payload(i) for i in range(4)]
         assert all(b"torn" not in p for p in delivered)
@@ -102,7 +102,7 @@ def test_corruption_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None
     async def main() -> None:
         spool = Spool.open(tmp_path, SpoolSettings(fsync=Fsync.NEVER), ["ledger"])
         for i in range(5):
-            spool.append(Kind.USAGE, payload(i), i)
+            spool.append(FrameKind.USAGE, payload(i), i)
         spool.close()
         segment = next(tmp_path.glob("*.spool"))
         data = bytearray(segment.read_bytes())
@@ -122,12 +122,12 @@ def test_full_spool_stops_accepting_until_drained(tmp_path: Path, caplog: Any) -
         spool = Spool.open(tmp_path, SMALL, ["kafka"])
         appended = 0
         while spool.accepting:
-            spool.append(Kind.USAGE, payload(appended), appended)
+            spool.append(FrameKind.USAGE, payload(appended), appended)
             appended += 1
         assert spool.unacked_bytes >= SMALL.max_bytes
         assert spool.status()["accepting"] is False
         # Records of requests already admitted are still written, never dropped.
-        spool.append(Kind.USAGE, payload(appended), appended)
+        spool.append(FrameKind.USAGE, payload(appended), appended)
         assert await drain(spool, "kafka") == [payload(i) for i in range(appended + 1)]
         assert spool.status()["accepting"] is True
         spool.close()

@@ -29,7 +29,7 @@ from router_server.exit_codes import Exit
 from router_server.state.errors import StoreUnavailable
 
 if TYPE_CHECKING:  # imported when used: `router --help` need not load the server
-    from router_server.usage.ledger import Ledger
+    from router_server.usage.ledger import UsageLedger
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -88,12 +88,12 @@ def ledger_path(args: argparse.Namespace) -> Path:
     return Path(directory) / "usage.sqlite3"
 
 
-def _open_ledger(args: argparse.Namespace) -> Ledger:
-    from router_server.usage.ledger import Ledger
+def _open_ledger(args: argparse.Namespace) -> UsageLedger:
+    from router_server.usage.ledger import UsageLedger
 
     path = ledger_path(args)
     try:
-        return Ledger.open_readonly(path)
+        return UsageLedger.open_readonly(path)
     except FileNotFoundError:
         hint = (
             "" if args.ledger else " (give --ledger FILE, or --config of the router that wrote it)"

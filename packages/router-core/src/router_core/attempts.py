@@ -47,7 +47,7 @@ class FailureKind(enum.StrEnum):
 SAFE_TO_REPEAT = frozenset({FailureKind.CONNECT, FailureKind.PROTOCOL, FailureKind.STATUS})
 
 
-class Verdict(enum.StrEnum):
+class StatusVerdict(enum.StrEnum):
     """What a backend's HTTP status means for the request and for the backend."""
 
     SERVED = "served"
@@ -63,14 +63,14 @@ class Verdict(enum.StrEnum):
 _ELSEWHERE = frozenset({401, 403, 404, 408, 409, 429})
 
 
-def judge(status: int) -> Verdict:
+def judge(status: int) -> StatusVerdict:
     if status < 300:
-        return Verdict.SERVED
+        return StatusVerdict.SERVED
     if status >= 500:
-        return Verdict.FAILED
+        return StatusVerdict.FAILED
     if status in _ELSEWHERE:
-        return Verdict.ELSEWHERE
-    return Verdict.CALLER
+        return StatusVerdict.ELSEWHERE
+    return StatusVerdict.CALLER
 
 
 @attrs.frozen

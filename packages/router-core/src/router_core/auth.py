@@ -11,7 +11,7 @@ Rules:
 - Keys come from the config file and from the key store (managed at run
   time); a key id names one key, and the config's wins.
 - Once the secret is proven, the rules in order: not revoked, not expired,
-  the key may call the route (`admit`); then, once the model is known, the
+  the key may call the route (`authorize`); then, once the model is known, the
   organization has the model and the key's scope includes it
   (`permit_model`). The router applies the two halves around reading the
   body (a bad credential is refused before a bad body); `router simulate`
@@ -80,14 +80,15 @@ class ManagedKey:
     rotated_from: str | None = None
 
 
-Entry = tuple[str, ApiKey, Organization]
+# A key found by its id: the organization's name, the key, the organization.
+KeyEntry = tuple[str, ApiKey, Organization]
 
 
 @attrs.frozen
 class KeyIndex:
     """Keys of every organization in the config, by key id."""
 
-    by_id: Mapping[str, Entry]
+    by_id: Mapping[str, KeyEntry]
 
     @classmethod
     def from_config(cls, config: RouterConfig) -> KeyIndex:
@@ -105,7 +106,7 @@ def lookup(
     index: KeyIndex,
     managed: Mapping[str, ManagedKey],
     organizations: Mapping[str, Organization],
-) -> Entry | None:
+) -> KeyEntry | None:
     entry = index.by_id.get(key_id)
     if entry is not None:
         return entry
@@ -139,7 +140,7 @@ def credential_from_headers(authorization: str | None, x_api_key: str | None) ->
     )
 
 
-def admit(entry: Entry, now: float | None, route: str | None) -> Principal:
+def authorize(entry: KeyEntry, now: float | None, route: str | None) -> Principal:
     """The principal of a key whose secret was proven; refused if revoked, expired or
     out of scope."""
     org_name, key, org = entry
@@ -170,10 +171,10 @@ def permit_model(principal: Principal, config: RouterConfig, model: str) -> Mode
 
 
 def check_access(
-    entry: Entry, config: RouterConfig, *, now: float | None, route: str | None, model: str
+    entry: KeyEntry, config: RouterConfig, *, now: float | None, route: str | None, model: str
 ) -> tuple[Principal, Model]:
     """Every rule for a key whose secret was proven, calling `route` for `model`."""
-    principal = admit(entry, now, route)
+    principal = authorize(entry, now, route)
     return principal, permit_model(principal, config, model)
 
 
@@ -201,4 +202,4 @@ def authenticate(
         raise refused("key_invalid")
     if not keys.verify(presented, entry[1].hash):
         raise refused("key_invalid")
-    return admit(entry, now, route)
+    return authorize(entry, now, route)

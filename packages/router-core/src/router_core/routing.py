@@ -71,7 +71,10 @@ class Skipped:
 
 
 @attrs.frozen
-class Decision:
+class RouteChoice:
+    """Routing's answer for one request: the candidates in the order to try, and
+    the backends it left out (with why)."""
+
     candidates: tuple[Candidate, ...]
     skipped: tuple[Skipped, ...]
     # Which targets applied: "model", "routes[N]" or "override:<id>".
@@ -121,7 +124,7 @@ def decide(
     rng: random.Random,
     views: Mapping[str, BackendView] | None = None,
     applied: Applied = NO_OVERRIDES,
-) -> Decision:
+) -> RouteChoice:
     """The ordered candidates for one request, and why any backend was left out."""
     views = views or {}
     targets, rule = _targets(model, organization, key_id)
@@ -166,7 +169,7 @@ def decide(
         if model.strategy == "least_latency":
             picks = _two_choices(picks, views)
         ordered.extend(Candidate(t.backend, t.model or public_name, t.tier) for t in picks)
-    return Decision(tuple(ordered), tuple(skipped), rule)
+    return RouteChoice(tuple(ordered), tuple(skipped), rule)
 
 
 def _targets(

@@ -32,7 +32,7 @@ from router_core.retry_budget import RetryBudget
 from router_server import openapi, tracing
 from router_server.admin.book import OverrideBook
 from router_server.backends import close_clients, open_clients
-from router_server.backpressure import Gate
+from router_server.backpressure import Backpressure
 from router_server.credentials.store import KeyEvent, event_detail
 from router_server.credentials.verify import open_credentials
 from router_server.dispatch import Dispatcher
@@ -197,7 +197,7 @@ def _open_ops(
         state = live()
         return {
             "backends": state.health.describe(),
-            "backpressure": state.gate.status(),
+            "backpressure": state.backpressure.status(),
             "limits": state.limits.status(),
             "usage": state.usage.status(),
         }
@@ -254,7 +254,7 @@ def create_app(
                 runtime=Runtime.build(config, backends),
                 health=health,
                 limits=LimitGate(store, stores.kind),
-                gate=Gate(lambda: current().runtime.config.server),
+                backpressure=Backpressure(lambda: current().runtime.config.server),
                 dispatch=Dispatcher(
                     health,
                     lambda: state.backends,

@@ -32,7 +32,7 @@ def overloaded(detail: str, wait_s: float) -> DependencyError:
 
 
 @attrs.define
-class Gate:
+class Backpressure:
     """Live counts only: the caps are read from the running config on every call
     (`settings`), so a reload needs no copy patched here."""
 

@@ -31,7 +31,7 @@ from router_core.attempts import (
     Failure,
     FailureKind,
     RetryTally,
-    Verdict,
+    StatusVerdict,
     judge,
     status_failure,
 )
@@ -137,14 +137,14 @@ class Dispatcher:
                 raise
             status = response.status_code
             verdict = judge(status)
-            if verdict is Verdict.SERVED:
+            if verdict is StatusVerdict.SERVED:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
                 return Opened(client, candidate, response)
             detail = await _safe_read(client, response)
             self._end(client)
-            if verdict is Verdict.FAILED:
+            if verdict is StatusVerdict.FAILED:
                 self.health.failed(backend, f"HTTP {status}")
-            elif verdict is Verdict.ELSEWHERE:
+            elif verdict is StatusVerdict.ELSEWHERE:
                 self.health.abandoned(backend)
             else:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)

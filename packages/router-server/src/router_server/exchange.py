@@ -21,7 +21,7 @@ import attrs
 from router_core.accounting import idempotency as idem
 from router_core.accounting.records import Outcome, TokenCounts
 from router_core.problems import RouterError
-from router_server.backpressure import Gate
+from router_server.backpressure import Backpressure
 from router_server.dispatch import Dispatcher, Opened
 from router_server.limits import LimitGate, Ticket
 from router_server.runtime import Runtime
@@ -65,13 +65,13 @@ class Exchange:
     ticket: Ticket | None = None
     # A relayed stream's backend response, given back when the stream ends.
     opened: Opened | None = None
-    _gate: Gate | None = None
+    _backpressure: Backpressure | None = None
     _finished: bool = False
 
-    async def enter(self, gate: Gate) -> None:
+    async def enter(self, backpressure: Backpressure) -> None:
         """Take an in-flight slot (or raise 503 overloaded); `finish` gives it back."""
-        await gate.enter()
-        self._gate = gate
+        await backpressure.enter()
+        self._backpressure = backpressure
 
     async def finish(self, ending: Ending) -> None:
         """Release everything the request holds and write its record (once)."""
@@ -90,8 +90,8 @@ class Exchange:
                     # spool); the metrics and the ops page count the answer still
                     self.usage.recorder.unrecorded(self.trace, ending.status, ending.reason)
             finally:
-                if self._gate is not None:
-                    self._gate.leave()
+                if self._backpressure is not None:
+                    self._backpressure.leave()
 
     async def _record(self, ending: Ending) -> None:
         recorder = self.usage.recorder

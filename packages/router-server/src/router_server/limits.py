@@ -74,7 +74,7 @@ def now_us() -> int:
 
 
 @attrs.define
-class MemoryStore:
+class MemoryLimitStore:
     """The embedded default: one process's ledger, on this process's clock."""
 
     ledger: MemoryLedger = attrs.field(factory=MemoryLedger)
@@ -118,7 +118,7 @@ class LimitGate:
     # Which store was opened at start-up (`state.store` takes effect on restart).
     store_kind: StateStoreKind
     # Rate limits of this replica alone, used while the shared store is down.
-    local: MemoryStore = attrs.field(factory=MemoryStore)
+    local: MemoryLimitStore = attrs.field(factory=MemoryLimitStore)
     failure_decisions: int = 0
     settle_failures: int = 0
 

@@ -211,13 +211,15 @@ class StateCollector(Collector):
                 circuit.add_metric([name, state], 1.0 if health["circuit"] == state else 0.0)
             backend_in_flight.add_metric([name], health["in_flight"])
         yield from (up, circuit, backend_in_flight)
-        gate = s["backpressure"]
+        backpressure = s["backpressure"]
         yield GaugeMetricFamily(
             "router_in_flight_requests", "Requests holding an in-flight slot.",
-            value=gate.get("in_flight", 0),
+            value=backpressure.get("in_flight", 0),
         )  # fmt: skip
         yield GaugeMetricFamily(
-            "router_queued_requests", "Requests waiting for a slot.", value=gate.get("queued", 0)
+            "router_queued_requests",
+            "Requests waiting for a slot.",
+            value=backpressure.get("queued", 0),
         )
         usage = s.get("usage") or {}
         spool = usage.get("spool") or {}

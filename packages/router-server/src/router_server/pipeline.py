@@ -44,7 +44,7 @@ from router_core.requests import InferenceRequest
 from router_server import tracing
 from router_server.admin.book import OverrideBook
 from router_server.backends import BackendClient
-from router_server.backpressure import Gate, overloaded
+from router_server.backpressure import Backpressure, overloaded
 from router_server.credentials import verify
 from router_server.dispatch import Dispatcher, Opened
 from router_server.exchange import CLIENT_CLOSED, Ending, Exchange
@@ -70,12 +70,12 @@ class RouterState:
     runtime: Runtime
     health: Health
     limits: LimitGate
-    gate: Gate
+    backpressure: Backpressure
     dispatch: Dispatcher
     rng: random.Random
     overrides: OverrideBook
     usage: UsageSink
-    # Metrics and the operator page's window.
+    # Metrics and the operator page's recent traffic.
     ops: Ops
     # Managed keys, nonces of signed requests and OIDC tokens.
     credentials: verify.Credentials
@@ -255,7 +255,7 @@ async def _admit(
     if isinstance(claimed, idem.StoredResponse):
         return claimed
     exchange.claim = claimed
-    await exchange.enter(state.gate)
+    await exchange.enter(state.backpressure)
     principal, inference = trace.principal, trace.inference
     assert principal is not None
     assert inference is not None
@@ -285,7 +285,7 @@ async def _route(
 
     applied = state.overrides.applicable(name, principal.organization, time.time())
 
-    def decide() -> routing.Decision:
+    def decide() -> routing.RouteChoice:
         return routing.decide(
             name, model, principal.organization, principal.key_id, state.rng,
             state.health.views(), applied,
@@ -299,7 +299,7 @@ async def _route(
                 await state.health.wait_for_capacity()
                 decision = decide()
         if not decision.candidates:
-            state.gate.shed += 1
+            state.backpressure.shed += 1
             raise overloaded(
                 f"Every backend for model {name!r} is at its in-flight cap. Retry shortly.",
                 queue_timeout_s,

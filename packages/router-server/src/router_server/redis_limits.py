@@ -1,7 +1,7 @@
 """Limit state in Redis: one Lua script per admission, atomic across every scope.
 
 Rules:
-- `RedisLedger` behaves exactly as `router_core.limits.ledger.MemoryLedger`
+- `RedisLimitStore` behaves exactly as `router_core.limits.ledger.MemoryLedger`
   (the contract and equivalence tests in tests/limits_store say so): one
   EVALSHA of lua/admit.lua decides a whole request with the math of
   router_core.limits, repeated in Lua, and writes its states and holds;
@@ -45,7 +45,7 @@ from router_core.limits.admission import (
     Decision,
     Denial,
     HeadersInfo,
-    Kind,
+    LimitKind,
     LimitType,
     RateInfo,
     State,
@@ -99,7 +99,7 @@ def hash_tag(key: str) -> str:
     return tag
 
 
-class RedisLedger:
+class RedisLimitStore:
     """`MemoryLedger`'s semantics, shared by every replica through one Redis."""
 
     def __init__(
@@ -162,7 +162,7 @@ class RedisLedger:
         batches: dict[str, tuple[list[str], list[str | int]]] = {}
         for hold, actual in zip(holds, actuals, strict=True):
             require_int("actual", actual, 0)
-            if hold.kind not in (Kind.QUOTA, Kind.BUDGET):
+            if hold.kind not in (LimitKind.QUOTA, LimitKind.BUDGET):
                 raise ValueError(f"a hold is on a quota or a budget, not {hold.kind}")
             tag = self._hold_tag(hold.key)
             keys, args = batches.setdefault(tag, ([], ["" if now_us is None else now_us]))
@@ -294,9 +294,9 @@ def _admission(request_id: str, specs: Sequence[Spec], reply: list[int]) -> Admi
         if isinstance(spec, RateSpec):
             kind, limit_type, limit = spec.kind, LimitType.RATE_LIMIT, spec.limit.burst
         elif isinstance(spec, QuotaSpec):
-            kind, limit_type, limit = Kind.QUOTA, LimitType.QUOTA, spec.limit
+            kind, limit_type, limit = LimitKind.QUOTA, LimitType.QUOTA, spec.limit
         else:
-            kind, limit_type, limit = Kind.BUDGET, LimitType.BUDGET, spec.limit
+            kind, limit_type, limit = LimitKind.BUDGET, LimitType.BUDGET, spec.limit
         denial = Denial(keys[index], kind, limit_type, usage, limit, retry_after_s, spec.key)
         return Admission(Decision(False, denial, (), headers), now)
     writes = []
@@ -329,6 +329,6 @@ def _rate_info(specs: Sequence[Spec], keys: list[str], fields: list[int]) -> Rat
 __all__: list[str] = [
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT_S",
-    "RedisLedger",
+    "RedisLimitStore",
     "hash_tag",
 ]

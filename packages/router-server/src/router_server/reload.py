@@ -136,7 +136,7 @@ def apply(state: RouterState, new: RouterConfig, env: Mapping[str, str]) -> list
     state.dispatch.budget.ratio = new.routing.retry_budget_ratio
     state.dispatch.budget.min_per_s = new.routing.retry_min_per_s
     state.runtime = Runtime.build(new, backends)
-    state.gate.reconfigured()  # it reads the new caps; grown ones let waiters in
+    state.backpressure.reconfigured()  # it reads the new caps; grown ones let waiters in
     return retired
 
 

@@ -5,7 +5,7 @@ Rules:
   rules at the trace's time, `router_core.auth.check_access`: revoked,
   expired, route, the organization's models, the key's model scope; or the
   organization itself, whose models alone apply), the global in-flight cap,
-  admit against every limit (`gate`), decide the candidates
+  admit against every limit (`limit_gate`), decide the candidates
   (`router_core.routing.decide`, with each backend's breaker, in-flight count
   and latency average as its `BackendView`), then try them as the router's
   attempt plan says (`router_core.attempts`).
@@ -31,10 +31,10 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from router_cli.simulate import gate
+from router_cli.simulate import limit_gate
 from router_cli.simulate.backends import ERRORED, OK, TIMED_OUT, Backends
 from router_cli.simulate.faults import NO_FAULTS, World
-from router_cli.simulate.ledger import Ledger, SimLedger
+from router_cli.simulate.ledger import LimitLedger, SimLedger
 from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
@@ -99,13 +99,13 @@ class Simulation:
         config: RouterConfig,
         world: World = NO_FAULTS,
         seed: int = 0,
-        ledger: Ledger | None = None,
+        ledger: LimitLedger | None = None,
     ) -> None:
         self.config = config
         self.world = world
         self.rng = random.Random(seed)
         self.ledger = ledger if ledger is not None else SimLedger()
-        self.limits = gate.Gate(config, self.ledger)
+        self.limits = limit_gate.SimLimitGate(config, self.ledger)
         self.keys = KeyIndex.from_config(config).by_id
         self.backends = Backends(config, world)
         self.total_in_flight = 0

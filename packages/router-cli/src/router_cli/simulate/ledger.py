@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
-from router_core.limits.admission import Kind, LimitType, State
+from router_core.limits.admission import LimitKind, LimitType, State
 from router_core.limits.budget import BudgetState, reserve
 from router_core.limits.gcra import Tat, gcra_check
 from router_core.limits.integers import MAX_NOW_US, NEVER, require_int
@@ -52,11 +52,14 @@ class Refusal(NamedTuple):
     spec_key: Key | None
 
 
-Verdict = tuple[Refusal | None, tuple[Hold, ...]]
+# A request's admission as the simulation reads it: why it was refused, or its holds.
+SimAdmission = tuple[Refusal | None, tuple[Hold, ...]]
 
 
-class Ledger(Protocol):
-    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Verdict: ...
+class LimitLedger(Protocol):
+    """Limit counters and holds on the simulation's clock (`now_us` passed in)."""
+
+    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> SimAdmission: ...
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None: ...
 
@@ -78,7 +81,7 @@ class SimLedger:
             return None
         return entry[0]
 
-    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Verdict:
+    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> SimAdmission:
         require_int("now", now_us, 0, MAX_NOW_US)
         writes: list[tuple[str, State, int]] = []
         holds: list[Hold] = []
@@ -115,7 +118,7 @@ class SimLedger:
             if spec.cost > 0:
                 writes.append((key, new_state, window.end_us))
                 # As `holds_for`: a hold for every quota and budget charged.
-                kind = Kind.QUOTA if type(spec) is QuotaSpec else Kind.BUDGET
+                kind = LimitKind.QUOTA if type(spec) is QuotaSpec else LimitKind.BUDGET
                 holds.append(Hold(request_id, key, kind, spec.cost, window.end_us, spec.key))
         entries = self._entries
         for key, state, expire in writes:
@@ -146,12 +149,12 @@ class SimLedger:
 
 
 class CoreLedger:
-    """MemoryLedger behind the `Ledger` methods."""
+    """MemoryLedger behind the `LimitLedger` methods."""
 
     def __init__(self) -> None:
         self.memory = MemoryLedger()
 
-    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Verdict:
+    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> SimAdmission:
         admission = self.memory.admit(request_id, specs, now_us)
         denial = admission.decision.denied_by
         if denial is None:

@@ -29,7 +29,9 @@ HEADER_SIZE = _HEADER.size
 MAX_PAYLOAD = 1 << 20
 
 
-class Kind(enum.IntEnum):
+class FrameKind(enum.IntEnum):
+    """Which record a spool frame carries (the byte after the magic)."""
+
     USAGE = 1
     AUDIT = 2
 
@@ -37,7 +39,7 @@ class Kind(enum.IntEnum):
 @attrs.frozen
 class Frame:
     offset: int
-    kind: Kind
+    kind: FrameKind
     appended_at_us: int
     payload: bytes
 
@@ -68,7 +70,7 @@ def _checksum(kind: int, length: int, at_us: int, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(struct.pack(">BIq", kind, length, at_us)))
 
 
-def encode(kind: Kind, payload: bytes, appended_at_us: int) -> bytes:
+def encode(kind: FrameKind, payload: bytes, appended_at_us: int) -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"a spool record is at most {MAX_PAYLOAD} bytes, not {len(payload)}")
     crc = _checksum(kind, len(payload), appended_at_us, payload)
@@ -88,7 +90,7 @@ def _frame_at(data: bytes, pos: int) -> Frame | bool | None:
     payload = data[pos + HEADER_SIZE : end]
     if _checksum(kind, length, at_us, payload) != crc:
         return False
-    return Frame(pos, Kind(kind), at_us, payload)
+    return Frame(pos, FrameKind(kind), at_us, payload)
 
 
 def decode(data: bytes, base: int = 0, *, final: bool, limit: int | None = None) -> Decoded:

@@ -35,7 +35,10 @@ from router_core.limits.scopes import Key
 from router_core.limits.windows import WindowKind, window_of
 
 
-class Kind(enum.StrEnum):
+class LimitKind(enum.StrEnum):
+    """What a check counts: a request rate, a token rate, a quota or a budget
+    (a denial's `LimitType` tells the caller less: the two rates are one type)."""
+
     RATE = "rate"
     TOKENS_RATE = "tokens_rate"
     QUOTA = "quota"
@@ -50,8 +53,8 @@ class LimitType(enum.StrEnum):
     BUDGET = "budget"
 
 
-def _rate_kind(_: object, attribute: attrs.Attribute[Kind], value: Kind) -> None:
-    if value not in (Kind.RATE, Kind.TOKENS_RATE):
+def _rate_kind(_: object, attribute: attrs.Attribute[LimitKind], value: LimitKind) -> None:
+    if value not in (LimitKind.RATE, LimitKind.TOKENS_RATE):
         raise ValueError(f"{attribute.name} must be rate or tokens_rate, not {value}")
 
 
@@ -60,7 +63,7 @@ class RateCheck:
     """A request-rate (cost 1) or token-rate (cost in tokens) limit on one key."""
 
     key: str
-    kind: Kind = attrs.field(validator=_rate_kind)
+    kind: LimitKind = attrs.field(validator=_rate_kind)
     limit: GcraLimit
     tat: Tat
     cost: int = attrs.field(validator=bounded(0))
@@ -78,7 +81,7 @@ class QuotaCheck:
     used: int = attrs.field(validator=bounded(0))
     cost: int = attrs.field(validator=bounded(0))
     spec_key: Key | None = None
-    kind: ClassVar[Kind] = Kind.QUOTA
+    kind: ClassVar[LimitKind] = LimitKind.QUOTA
 
 
 @attrs.frozen
@@ -91,7 +94,7 @@ class BudgetCheck:
     state: BudgetState
     cost: int = attrs.field(validator=bounded(0))
     spec_key: Key | None = None
-    kind: ClassVar[Kind] = Kind.BUDGET
+    kind: ClassVar[LimitKind] = LimitKind.BUDGET
 
 
 LimitCheck = RateCheck | QuotaCheck | BudgetCheck
@@ -102,7 +105,7 @@ State = Tat | int | BudgetState
 class Denial:
     # The state key (a quota's or a budget's window included).
     key: str
-    kind: Kind
+    kind: LimitKind
     limit_type: LimitType
     # Rate limits: units held (burst - remaining) of `limit` = burst. Quotas: used.
     # Budgets: committed + reserved, in nano-USD.
@@ -127,7 +130,7 @@ class RateInfo:
     """One limit's figures for the x-ratelimit-* headers; `limit` is the burst."""
 
     key: str
-    kind: Kind
+    kind: LimitKind
     limit: int
     remaining: int
     reset_after_us: int
@@ -216,7 +219,7 @@ def _evaluate(check: LimitCheck, now: int, cost: int) -> _Outcome:
 def _headers(outcomes: Sequence[_Outcome]) -> HeadersInfo:
     """The most constraining request-rate and token-rate figures: fewest remaining, then
     longest reset; the first listed wins a tie."""
-    best: dict[Kind, RateInfo] = {}
+    best: dict[LimitKind, RateInfo] = {}
     for outcome in outcomes:
         info = outcome.info
         if info is None:
@@ -226,4 +229,4 @@ def _headers(outcomes: Sequence[_Outcome]) -> HeadersInfo:
             (info.remaining, -info.reset_after_us) < (current.remaining, -current.reset_after_us)
         ):
             best[info.kind] = info
-    return HeadersInfo(best.get(Kind.RATE), best.get(Kind.TOKENS_RATE))
+    return HeadersInfo(best.get(LimitKind.RATE), best.get(LimitKind.TOKENS_RATE))

@@ -30,8 +30,8 @@ import attrs
 from router_core.limits.admission import (
     BudgetCheck,
     Decision,
-    Kind,
     LimitCheck,
+    LimitKind,
     QuotaCheck,
     RateCheck,
     State,
@@ -43,7 +43,7 @@ from router_core.limits.integers import MAX_SAFE_INTEGER, NEVER
 from router_core.limits.scopes import Key, LimitKey, Measure, ScopeKind
 from router_core.limits.windows import WindowKind, window_of
 
-_RATE_MEASURES = {Kind.RATE: Measure.REQUESTS, Kind.TOKENS_RATE: Measure.TOKENS}
+_RATE_MEASURES = {LimitKind.RATE: Measure.REQUESTS, LimitKind.TOKENS_RATE: Measure.TOKENS}
 
 
 def _check_name(spec: Spec) -> None:
@@ -64,7 +64,7 @@ def _check_name(spec: Spec) -> None:
 @attrs.frozen
 class RateSpec:
     key: Key
-    kind: Kind
+    kind: LimitKind
     limit: GcraLimit
     cost: int
 
@@ -97,7 +97,7 @@ Spec = RateSpec | QuotaSpec | BudgetSpec
 
 def rate_spec(key: LimitKey, limit: GcraLimit, cost: int) -> RateSpec:
     """The spec of a request or token rate, its kind from what it counts."""
-    kind = Kind.TOKENS_RATE if key.measure is Measure.TOKENS else Kind.RATE
+    kind = LimitKind.TOKENS_RATE if key.measure is Measure.TOKENS else LimitKind.RATE
     return RateSpec(key, kind, limit, cost)
 
 
@@ -117,7 +117,7 @@ class Hold:
     id: str
     # The state key, window included.
     key: str
-    kind: Kind
+    kind: LimitKind
     amount: int
     expire_at_us: int
     # The limit it was taken on (the spec's key).
@@ -186,7 +186,7 @@ def holds_for(request_id: str, specs: Sequence[Spec], now_us: int) -> tuple[Hold
     for spec in specs:
         if isinstance(spec, RateSpec) or spec.cost == 0:
             continue
-        kind = Kind.QUOTA if isinstance(spec, QuotaSpec) else Kind.BUDGET
+        kind = LimitKind.QUOTA if isinstance(spec, QuotaSpec) else LimitKind.BUDGET
         window = window_of(spec.window, now_us)
         key = state_key(spec, now_us)
         holds.append(Hold(request_id, key, kind, spec.cost, window.end_us, spec.key))
@@ -195,7 +195,7 @@ def holds_for(request_id: str, specs: Sequence[Spec], now_us: int) -> tuple[Hold
 
 def settled(state: State | None, hold: Hold, actual: int) -> State:
     """The state of `hold.key` once `hold` is replaced by `actual`."""
-    if hold.kind is Kind.QUOTA:
+    if hold.kind is LimitKind.QUOTA:
         used = state if isinstance(state, int) else 0
         # Saturated, like a budget (see `budget.settle`): still above any limit.
         return min(max(0, used - hold.amount) + actual, MAX_SAFE_INTEGER)

@@ -18,8 +18,8 @@ from router_core import signing
 from router_core.auth import (
     KeyIndex,
     Principal,
-    admit,
     authenticate,
+    authorize,
     credential_from_headers,
     lookup,
 )
@@ -114,4 +114,4 @@ async def _signed(
     # After the signature, so only the key's holder can spend its nonces.
     if not await credentials.nonces.claim(header.key_id, header.nonce, 2 * window):
         raise _signature_refused("hmac_replay", "This nonce was already used: a replayed request.")
-    return admit(entry, now, request.url.path)
+    return authorize(entry, now, request.url.path)

@@ -141,7 +141,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-Kind = Literal["chat", "text"]
+CompletionKind = Literal["chat", "text"]
 # "head" precedes the content (chat role delta); "tail" follows it.
 EventKind = Literal["head", "content", "tail"]
 
@@ -150,7 +150,7 @@ EventKind = Literal["head", "content", "tail"]
 class Completion:
     """A validated chat or text completion request, ready to render."""
 
-    kind: Kind
+    kind: CompletionKind
     model: str
     n_out: int
     prompt_tokens: int

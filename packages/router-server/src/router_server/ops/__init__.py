@@ -1,4 +1,4 @@
-"""Operator surfaces: Prometheus metrics, the live window, status, the operator page."""
+"""Operator surfaces: Prometheus metrics, recent traffic, status, the operator page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from router_core.accounting.records import UsageRecord
 from router_core.config import RouterConfig
 from router_server.metrics import RequestMetrics, StateCollector
-from router_server.ops.window import Window
+from router_server.ops.traffic import RecentTraffic
 from router_server.usage.trace import Unrecorded
 
 
@@ -24,15 +24,15 @@ class Ops:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = RequestMetrics(self.registry, config)
         self.registry.register(state)
-        self.window = Window()
+        self.traffic = RecentTraffic()
 
-    # The usage recorder's observer: the metrics and the page's window are fed by
+    # The usage recorder's observer: the metrics and the page's recent traffic are fed by
     # the same calls, so every answer /metrics counts is on the page too.
 
     def observe(self, record: UsageRecord) -> None:
         self.requests.observe(record)
-        self.window.observe(record)
+        self.traffic.observe(record)
 
     def observe_unrecorded(self, answer: Unrecorded) -> None:
         self.requests.observe_unrecorded(answer)
-        self.window.observe_unrecorded(answer)
+        self.traffic.observe_unrecorded(answer)

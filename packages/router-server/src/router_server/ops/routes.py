@@ -69,7 +69,7 @@ async def status(request: Request) -> Response:
             "components": found,
             # The flat fields earlier clients read (backends as the admin API shows them):
             "backends": state.health.describe(),
-            "backpressure": state.gate.status(),
+            "backpressure": state.backpressure.status(),
             "retries": {
                 "retries": state.dispatch.retries,
                 "refused_by_budget": state.dispatch.retries_refused,
@@ -96,13 +96,13 @@ async def summary(request: Request) -> Response:
         {
             "config_version": state.config.version,
             "backends": probes.backends_component(state.health.describe()),
-            "backpressure": state.gate.status(),
+            "backpressure": state.backpressure.status(),
             "export": {
                 "spool": probes.spool_component(usage),
                 "ledger_lag_s": (usage.get("ledger") or {}).get("lag_s"),
                 "kafka": probes.kafka_component(usage),
             },
-            **state.ops.window.snapshot(),
+            **state.ops.traffic.snapshot(),
         }
     )
 

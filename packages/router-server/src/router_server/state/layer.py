@@ -62,12 +62,12 @@ class StateLayer:
 
     def limit_store(self) -> LimitStore:
         if self.redis is None:
-            from router_server.limits import MemoryStore
+            from router_server.limits import MemoryLimitStore
 
-            return MemoryStore()
-        from router_server.redis_limits import RedisLedger
+            return MemoryLimitStore()
+        from router_server.redis_limits import RedisLimitStore
 
-        return RedisLedger(self.redis, timeout_s=self.limits_timeout_s)
+        return RedisLimitStore(self.redis, timeout_s=self.limits_timeout_s)
 
     def idempotency_store(self) -> IdempotencyStore:
         from router_server.usage.idempotency_store import (

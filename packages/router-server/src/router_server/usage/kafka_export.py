@@ -60,9 +60,9 @@ class KafkaExporter:
     _ensure_topics: bool = True
     _retry: Retrying = attrs.field(factory=lambda: Retrying(RETRY_BACKOFF, random.Random()))
 
-    def topic(self, kind: frames.Kind) -> str:
+    def topic(self, kind: frames.FrameKind) -> str:
         s = self.settings
-        return s.usage_topic if kind is frames.Kind.USAGE else s.audit_topic
+        return s.usage_topic if kind is frames.FrameKind.USAGE else s.audit_topic
 
     async def run(self) -> None:
         while True:

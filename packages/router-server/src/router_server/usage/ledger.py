@@ -106,7 +106,7 @@ def _audit_row(payload: bytes) -> tuple[Any, ...]:
     return (r["record_id"], r["at"], r["event"], r["organization"], payload)
 
 
-class Ledger:
+class UsageLedger:
     """The ledger file, through the state layer's one SQLite idiom (`SqliteFile`):
     the router writes on its worker thread (`append`); the CLI, which has no
     event loop, reads on its own (`report`, `records`)."""
@@ -118,7 +118,7 @@ class Ledger:
         self.written = 0
 
     @classmethod
-    def open_readonly(cls, path: Path) -> Ledger:
+    def open_readonly(cls, path: Path) -> UsageLedger:
         """The ledger at `path`, opened now: FileNotFoundError when there is none,
         StoreUnavailable when it cannot be read."""
         if not path.exists():
@@ -139,8 +139,8 @@ class Ledger:
 
     @staticmethod
     def _writer(batch: Sequence[frames.Frame]) -> Callable[[sqlite3.Connection], None]:
-        usage = [_usage_row(f.payload) for f in batch if f.kind is frames.Kind.USAGE]
-        audit = [_audit_row(f.payload) for f in batch if f.kind is frames.Kind.AUDIT]
+        usage = [_usage_row(f.payload) for f in batch if f.kind is frames.FrameKind.USAGE]
+        audit = [_audit_row(f.payload) for f in batch if f.kind is frames.FrameKind.AUDIT]
 
         def run(db: sqlite3.Connection) -> None:
             with db:
@@ -187,7 +187,7 @@ class Ledger:
 
 
 async def feed(
-    reader: SpoolReader, ledger: Ledger, batch_records: int = 2000, linger_s: float = 0.1
+    reader: SpoolReader, ledger: UsageLedger, batch_records: int = 2000, linger_s: float = 0.1
 ) -> None:
     """Drain the spool into the ledger forever; a failed write is retried, never skipped.
 

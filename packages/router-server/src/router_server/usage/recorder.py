@@ -19,7 +19,7 @@ import anyio
 import attrs
 import orjson
 
-from router_core.accounting.frames import Kind
+from router_core.accounting.frames import FrameKind
 from router_core.accounting.records import (
     AuditRecord,
     Outcome,
@@ -60,7 +60,7 @@ class Recorder:
     # come with each record's trace.
     settings: UsageSettings
     spool: Spool
-    ledger: ledger_module.Ledger | None
+    ledger: ledger_module.UsageLedger | None
     exporter: KafkaExporter | None
     instance: str = attrs.field(factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     write_failures: int = 0
@@ -76,7 +76,7 @@ class Recorder:
         try:
             if spool.recovery.torn or spool.recovery.corrupt:
                 log.error("usage spool recovered with damage", extra=attrs.asdict(spool.recovery))
-            ledger = ledger_module.Ledger(root / "usage.sqlite3") if usage.ledger else None
+            ledger = ledger_module.UsageLedger(root / "usage.sqlite3") if usage.ledger else None
             exporter = None
             if usage.kafka is not None:
                 bootstrap = env[usage.kafka.bootstrap_env]
@@ -109,7 +109,7 @@ class Recorder:
         if self.ledger is not None:
             self.ledger.close()
 
-    async def _append(self, kind: Kind, wire: dict[str, Any], at_us: int) -> None:
+    async def _append(self, kind: FrameKind, wire: dict[str, Any], at_us: int) -> None:
         try:
             self.spool.append(kind, orjson.dumps(wire), at_us)
             if self.settings.spool.fsync is Fsync.ALWAYS:
@@ -167,7 +167,7 @@ class Recorder:
         )  # fmt: skip
         for observer in self.observers:
             observer.observe(record)
-        await self._append(Kind.USAGE, usage_to_wire(record), now_us())
+        await self._append(FrameKind.USAGE, usage_to_wire(record), now_us())
 
     def unrecorded(self, trace: UsageTrace, status: int, code: str | None) -> None:
         principal = trace.principal
@@ -208,7 +208,7 @@ class Recorder:
             detail=dict(detail),
             router_instance=self.instance,
         )
-        await self._append(Kind.AUDIT, audit_to_wire(record), record.at_us)
+        await self._append(FrameKind.AUDIT, audit_to_wire(record), record.at_us)
 
     def status(self) -> dict[str, Any]:
         now = now_us()

@@ -209,7 +209,7 @@ class Spool:
         """Whether a new request may be admitted (its record will fit)."""
         return self.unacked_bytes < self.settings.max_bytes
 
-    def append(self, kind: frames.Kind, payload: bytes, now_us: int) -> None:
+    def append(self, kind: frames.FrameKind, payload: bytes, now_us: int) -> None:
         frame = frames.encode(kind, payload, now_us)
         if self._segment_size >= self.settings.segment_bytes:
             self.segments.append(self.end)

@@ -5,8 +5,8 @@ Rules:
   usage record, or `observe_unrecorded` for an answer without one (refused
   before authentication: a spike of 401s must show).
 - A bucket counts requests by category: "ok", or the problem code of the
-  answer (a bounded set: the core's catalog). Buckets older than the window
-  are dropped as new ones start, so memory is bounded by the window.
+  answer (a bounded set: the core's catalog). Buckets older than the five
+  minutes shown are dropped as new ones start, so memory stays bounded.
 - Spend and limit denials per organization are totals since the process
   started (the page shows the top organizations).
 """
@@ -26,7 +26,7 @@ BUCKET_S = 10
 BUCKETS = 30  # five minutes
 
 
-class Window:
+class RecentTraffic:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.buckets: deque[tuple[int, dict[str, int]]] = deque(maxlen=BUCKETS)

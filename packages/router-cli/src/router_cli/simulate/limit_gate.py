@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from router_cli.simulate.ledger import Ledger, Refusal
+from router_cli.simulate.ledger import LimitLedger, Refusal
 from router_cli.simulate.trace import TraceRecord
 from router_core.config import Limits, RouterConfig
 from router_core.limits.clamp import Clamp
@@ -38,7 +38,7 @@ PLAN_CACHE = 100_000
 
 
 def admit(
-    ledger: Ledger,
+    ledger: LimitLedger,
     config: RouterConfig,
     plan: Planner,
     request_id: str,
@@ -59,7 +59,7 @@ def admit(
     return planned, refusal, holds
 
 
-class Gate:
+class SimLimitGate:
     """The limits of every request of a simulation, on one ledger.
 
     Scopes are computed once per (caller, model) and plans once per (caller,
@@ -67,7 +67,7 @@ class Gate:
     else, and a trace repeats them a great deal. The caller is the scope of a
     key's own limits, or the organization for a trace line without a key."""
 
-    def __init__(self, config: RouterConfig, ledger: Ledger) -> None:
+    def __init__(self, config: RouterConfig, ledger: LimitLedger) -> None:
         self.config = config
         self.ledger = ledger
         self._scopes: dict[tuple[Scope, str], Scopes] = {}
