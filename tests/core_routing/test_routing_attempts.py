@@ -17,10 +17,18 @@ from router_core.attempts import (
     judge,
     status_failure,
 )
+from router_core.config import RoutingSettings
 from router_core.retry_budget import RetryBudget
 from router_core.routing import Candidate
 
 CANDIDATES = tuple(Candidate(name, "m") for name in ("a", "b", "c", "d"))
+
+
+def retry_budget(
+    ratio: float, min_per_s: float, balance: float = 0.0, last: float | None = None
+) -> RetryBudget:
+    settings = RoutingSettings(retry_budget_ratio=ratio, retry_min_per_s=min_per_s)
+    return RetryBudget(lambda: settings, balance, last)
 
 
 def everyone(_: str) -> bool:
@@ -28,7 +36,7 @@ def everyone(_: str) -> bool:
 
 
 def plenty() -> RetryBudget:
-    return RetryBudget(ratio=0.0, min_per_s=100.0)
+    return retry_budget(ratio=0.0, min_per_s=100.0)
 
 
 def plan(
@@ -108,7 +116,7 @@ def test_no_candidate_available_is_503() -> None:
 
 def test_the_retry_budget_refuses_later_attempts_and_is_counted() -> None:
     tally = RetryTally()
-    budget = RetryBudget(ratio=0.0, min_per_s=1.0)  # one retry banked at the start
+    budget = retry_budget(ratio=0.0, min_per_s=1.0)  # one retry banked at the start
     attempts = plan(budget=budget, tally=tally)
     assert walk(attempts) == ["a", "b"]
     assert (tally.retries, tally.refused) == (1, 1)
@@ -117,7 +125,7 @@ def test_the_retry_budget_refuses_later_attempts_and_is_counted() -> None:
 
 def test_a_hedge_needs_the_budget_and_its_own_first_attempt_is_free() -> None:
     tally = RetryTally()
-    budget = RetryBudget(ratio=0.0, min_per_s=1.0)
+    budget = retry_budget(ratio=0.0, min_per_s=1.0)
     hedge = AttemptPlan("chat", CANDIDATES[1:], 4, budget, tally)
     assert hedge.start_as_hedge(0.0)
     assert hedge.next(0.0, everyone) == CANDIDATES[1]
@@ -135,7 +143,7 @@ def test_never_more_attempts_than_allowed_or_retries_than_granted(
     max_attempts: int, up: list[bool], banked: int
 ) -> None:
     tally = RetryTally()
-    budget = RetryBudget(ratio=0.0, min_per_s=0.0, balance=float(banked), last=0.0)
+    budget = retry_budget(ratio=0.0, min_per_s=0.0, balance=float(banked), last=0.0)
     attempts = plan(max_attempts, budget, tally)
     available = dict(zip("abcd", up, strict=True))
     tried = walk(attempts, available.__getitem__)

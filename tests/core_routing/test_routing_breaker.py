@@ -18,14 +18,13 @@ CLOSED, OPEN, HALF_OPEN = Circuit.CLOSED, Circuit.OPEN, Circuit.HALF_OPEN
 def breaker(
     failure_threshold: int = 3, open_s: float = 5.0, half_open_max: int = 1, ramp_s: float = 10.0
 ) -> Breaker:
-    return Breaker(
-        HealthSettings(
-            failure_threshold=failure_threshold,
-            open_s=open_s,
-            half_open_max=half_open_max,
-            ramp_s=ramp_s,
-        )
+    settings = HealthSettings(
+        failure_threshold=failure_threshold,
+        open_s=open_s,
+        half_open_max=half_open_max,
+        ramp_s=ramp_s,
     )
+    return Breaker(lambda: settings)
 
 
 def opened(
@@ -131,12 +130,29 @@ def test_a_successful_probe_half_opens_at_once() -> None:
 
 def test_a_successful_probe_does_not_shorten_an_outage_that_requests_found() -> None:
     """A hung or erroring backend can still list its models: only the cool-down counts."""
-    b = Breaker(HealthSettings(failure_threshold=1, open_s=60.0))
+    settings = HealthSettings(failure_threshold=1, open_s=60.0)
+    b = Breaker(lambda: settings)
     b.failure(100.0, "timed out")
     b.probe(101.0, ok=True)
     assert b.current(101.0) is OPEN
     assert not b.available(159.0)
     assert b.current(160.0) is HALF_OPEN
+
+
+def test_settings_are_read_on_every_call_so_a_reload_reaches_a_breaker() -> None:
+    """A breaker keeps no copy of its settings: lower the threshold and the next
+    failure opens it; shorten the cool-down and it is half-open sooner."""
+    settings = [HealthSettings(failure_threshold=5, open_s=60.0)]
+    b = Breaker(lambda: settings[-1])
+    b.failure(1.0, "timed out")
+    b.failure(1.0, "timed out")
+    assert b.current(1.0) is CLOSED
+    settings.append(HealthSettings(failure_threshold=3, open_s=60.0))
+    b.failure(2.0, "timed out")
+    assert b.current(2.0) is OPEN
+    assert b.current(10.0) is OPEN
+    settings.append(HealthSettings(failure_threshold=3, open_s=5.0))
+    assert b.current(10.0) is HALF_OPEN
 
 
 def test_a_failed_probe_while_open_does_not_restart_the_cool_down() -> None:

@@ -7,19 +7,28 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router_core.config import RoutingSettings
 from router_core.retry_budget import RetryBudget
 
 EPS = 1e-9
 
 
+def retry_budget(
+    ratio: float, min_per_s: float, balance: float = 0.0, last: float | None = None
+) -> RetryBudget:
+    """A budget whose settings never change (the router's follow its running config)."""
+    settings = RoutingSettings(retry_budget_ratio=ratio, retry_min_per_s=min_per_s)
+    return RetryBudget(lambda: settings, balance, last)
+
+
 def test_a_fresh_budget_allows_one_seconds_floor() -> None:
-    budget = RetryBudget(ratio=0.0, min_per_s=3.0)
+    budget = retry_budget(ratio=0.0, min_per_s=3.0)
     granted = [budget.try_retry(10.0) for _ in range(5)]
     assert granted == [True, True, True, False, False]
 
 
 def test_requests_earn_retries_at_the_ratio() -> None:
-    budget = RetryBudget(ratio=0.2, min_per_s=0.0)
+    budget = retry_budget(ratio=0.2, min_per_s=0.0)
     for _ in range(4):
         budget.request(0.0)
     assert not budget.try_retry(0.0)
@@ -29,7 +38,7 @@ def test_requests_earn_retries_at_the_ratio() -> None:
 
 
 def test_time_earns_retries_at_the_floor() -> None:
-    budget = RetryBudget(ratio=0.0, min_per_s=2.0)
+    budget = retry_budget(ratio=0.0, min_per_s=2.0)
     assert budget.try_retry(0.0)
     assert budget.try_retry(0.0)
     assert not budget.try_retry(0.0)
@@ -39,7 +48,7 @@ def test_time_earns_retries_at_the_floor() -> None:
 
 
 def test_banked_tokens_stop_at_the_cap() -> None:
-    budget = RetryBudget(ratio=1.0, min_per_s=2.0)
+    budget = retry_budget(ratio=1.0, min_per_s=2.0)
     assert budget.cap == 20.0
     for _ in range(1000):
         budget.request(0.0)
@@ -48,26 +57,41 @@ def test_banked_tokens_stop_at_the_cap() -> None:
 
 
 def test_a_long_quiet_spell_banks_at_most_the_cap() -> None:
-    budget = RetryBudget(ratio=0.5, min_per_s=3.0)
+    budget = retry_budget(ratio=0.5, min_per_s=3.0)
     assert budget.try_retry(0.0)
     assert sum(budget.try_retry(3600.0) for _ in range(100)) == budget.cap == 30.0
 
 
 def test_the_cap_is_at_least_ten() -> None:
-    assert RetryBudget(ratio=0.1, min_per_s=0.0).cap == 10.0
-    assert RetryBudget(ratio=0.1, min_per_s=0.5).cap == 10.0
-    assert RetryBudget(ratio=0.1, min_per_s=5.0).cap == 50.0
+    assert retry_budget(ratio=0.1, min_per_s=0.0).cap == 10.0
+    assert retry_budget(ratio=0.1, min_per_s=0.5).cap == 10.0
+    assert retry_budget(ratio=0.1, min_per_s=5.0).cap == 50.0
 
 
 def test_no_ratio_and_no_floor_means_no_retries() -> None:
-    budget = RetryBudget(ratio=0.0, min_per_s=0.0)
+    budget = retry_budget(ratio=0.0, min_per_s=0.0)
     for t in range(100):
         budget.request(float(t))
         assert not budget.try_retry(float(t))
 
 
+def test_settings_are_read_on_every_call_so_a_reload_reaches_the_budget() -> None:
+    settings = [RoutingSettings(retry_budget_ratio=0.0, retry_min_per_s=0.0)]
+    budget = RetryBudget(lambda: settings[-1])
+    budget.request(0.0)
+    assert not budget.try_retry(0.0)
+    settings.append(RoutingSettings(retry_budget_ratio=1.0, retry_min_per_s=0.0))
+    budget.request(0.0)
+    assert budget.try_retry(0.0)
+    assert not budget.try_retry(0.0)
+    settings.append(RoutingSettings(retry_budget_ratio=0.0, retry_min_per_s=2.0))
+    assert budget.try_retry(1.0)  # one second of the new floor: two retries
+    assert budget.try_retry(1.0)
+    assert not budget.try_retry(1.0)
+
+
 def test_time_going_back_earns_nothing_and_is_not_counted_twice() -> None:
-    budget = RetryBudget(ratio=0.0, min_per_s=1.0)
+    budget = retry_budget(ratio=0.0, min_per_s=1.0)
     assert budget.try_retry(100.0)
     assert not budget.try_retry(100.0)
     assert not budget.try_retry(90.0)
@@ -116,7 +140,7 @@ def test_retries_never_exceed_ratio_times_requests_plus_floor_plus_cap(
     """Over every stretch of calls i..j: retries granted <= ratio x requests +
     min_per_s x (how far the latest time seen moved) + cap. Time that goes back
     and forward again is counted once."""
-    budget = RetryBudget(ratio, min_per_s)
+    budget = retry_budget(ratio, min_per_s)
     times = list(itertools.accumulate((step for _, step in calls), initial=start))[1:]
     # After k calls (index 0: before any): counts, the latest time seen, and the
     # balance. The budget's clock starts at the first call, which finds one
@@ -151,7 +175,7 @@ def test_retries_never_exceed_ratio_times_requests_plus_floor_plus_cap(
 def test_a_busy_router_gets_its_full_share(ratio: float, requests: int) -> None:
     """The budget is not stingier than promised: with no floor, every
     `1 / ratio` requests earn one retry (up to the cap)."""
-    budget = RetryBudget(ratio, min_per_s=0.0)
+    budget = retry_budget(ratio, min_per_s=0.0)
     for _ in range(requests):
         budget.request(0.0)
     granted = 0
@@ -166,7 +190,7 @@ def test_a_busy_router_gets_its_full_share(ratio: float, requests: int) -> None:
     seconds=st.integers(min_value=1, max_value=100),
 )
 def test_a_quiet_router_gets_its_floor(min_per_s: float, seconds: int) -> None:
-    budget = RetryBudget(ratio=0.0, min_per_s=min_per_s)
+    budget = retry_budget(ratio=0.0, min_per_s=min_per_s)
     granted = 0
     for t in range(seconds + 1):
         while budget.try_retry(float(t)):

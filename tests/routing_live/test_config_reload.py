@@ -198,3 +198,52 @@ def test_a_reload_reaches_the_idempotency_settings(
         again = client.post(router.url + "/v1/chat/completions", json=CHAT, headers=headers)
     assert first.status_code == again.status_code == 200
     assert "idempotent-replayed" not in again.headers  # served again, not replayed
+
+
+def test_a_reload_reaches_the_breakers_and_the_retry_budget(
+    mocks: Mocks, start_router: RouterFactory
+) -> None:
+    """Breakers and the retry budget read the running config: a reload that lowers
+    `health.failure_threshold` and raises `routing.retry_budget_ratio` changes what
+    the next failed request does, with no copy of either patched on reload."""
+    config = base_config(mocks[0].url, mocks[1].url)
+    config["server"]["config_watch_s"] = 3600  # reloaded by the signal, at a known point
+    # No probe after the first (the mocks fail those too), and a circuit stays open.
+    config["health"] = {"probe_interval_s": 3600, "failure_threshold": 1_000_000, "open_s": 3600}
+    config["routing"] = {"max_attempts": 2, "retry_budget_ratio": 0, "retry_min_per_s": 0}
+    # mock-a is always tried first, mock-b only as a retry.
+    config["models"]["chat"]["backends"] = [
+        {"backend": "mock-a", "model": "mock-gpt", "tier": 0},
+        {"backend": "mock-b", "model": "mock-gpt", "tier": 1},
+    ]
+    router = start_router(config)
+    for mock in mocks:
+        mock.configure(error_rate=1.0, error_status=500)
+
+    def post() -> int:
+        answer = httpx.post(router.url + "/v1/chat/completions", json=CHAT, headers=auth())
+        return answer.status_code
+
+    def status() -> dict[str, Any]:
+        found: dict[str, Any] = httpx.get(router.url + "/v1/status", timeout=2).json()
+        return found
+
+    assert [post() for _ in range(3)] == [502] * 3
+    before = status()
+    assert before["retries"] == {"retries": 0, "refused_by_budget": 3, "hedges": 0}
+    assert before["backends"]["mock-a"]["circuit"] == "closed"
+
+    config["health"]["failure_threshold"] = 1
+    config["routing"]["retry_budget_ratio"] = 1.0
+    write_config(config_path(router), config)
+    assert router.pid is not None
+    os.kill(router.pid, signal.SIGHUP)
+    assert eventually(lambda: config_status(router)["reloads"] == 1, timeout=3)
+
+    # One request: mock-a fails and opens (threshold 1); the retry it now earns
+    # goes to mock-b, which fails and opens too.
+    assert post() == 502
+    after = status()
+    assert after["retries"] == {"retries": 1, "refused_by_budget": 3, "hedges": 0}
+    assert after["backends"]["mock-a"]["circuit"] == "open"
+    assert after["backends"]["mock-b"]["circuit"] == "open"

@@ -49,8 +49,8 @@ def test_finish_gives_the_slot_back_and_records_once_however_often_called(
         records = Records()
         backpressure = Backpressure(lambda: config.server)
         limits = LimitGate(MemoryLimitStore(), config.state.store)
-        health = Health.from_config(config)
-        dispatch = Dispatcher(health, lambda: {}, RetryBudget(0.1, 1.0))
+        health = Health(lambda: config)
+        dispatch = Dispatcher(health, lambda: {}, RetryBudget(lambda: config.routing))
         stores = StateLayer.open(config, {})
         async with open_usage(config, {}, stores) as usage:
             usage.recorder.observers.append(records)

@@ -14,11 +14,15 @@ Rules:
   `ramp(now)`, from `RAMP_FLOOR` to 1 over `ramp_s`, so a recovered backend
   is re-admitted gradually rather than with a thundering herd.
 - `now` is a monotonic time in seconds, passed in; nothing here reads a clock.
+- The thresholds are read from `settings()` on every call (the running
+  config's `health`), so a reload changes them without patching a copy; a
+  breaker holds only its live state.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import attrs
 
@@ -35,7 +39,7 @@ class Circuit(enum.StrEnum):
 
 @attrs.define
 class Breaker:
-    settings: HealthSettings
+    settings: Callable[[], HealthSettings]
     state: Circuit = Circuit.CLOSED
     failures: int = 0
     opened_at: float = 0.0
@@ -46,7 +50,7 @@ class Breaker:
     last_failure: str = ""
 
     def _refresh(self, now: float) -> None:
-        if self.state is Circuit.OPEN and now >= self.opened_at + self.settings.open_s:
+        if self.state is Circuit.OPEN and now >= self.opened_at + self.settings().open_s:
             self.state = Circuit.HALF_OPEN
             self.trials = 0
 
@@ -60,7 +64,7 @@ class Breaker:
         if self.state is Circuit.CLOSED:
             return True
         if self.state is Circuit.HALF_OPEN:
-            return self.trials < self.settings.half_open_max
+            return self.trials < self.settings().half_open_max
         return False
 
     def begin(self, now: float) -> None:
@@ -85,7 +89,7 @@ class Breaker:
             return
         if self.state is Circuit.CLOSED:
             self.failures += 1
-            if self.failures >= self.settings.failure_threshold:
+            if self.failures >= self.settings().failure_threshold:
                 self._open(now)
 
     def abandoned(self, now: float) -> None:
@@ -111,10 +115,10 @@ class Breaker:
         if self.closed_at is None or self.state is not Circuit.CLOSED:
             return 1.0
         elapsed = now - self.closed_at
-        if elapsed >= self.settings.ramp_s or elapsed < 0:  # ramp_s may be 0
+        if elapsed >= self.settings().ramp_s or elapsed < 0:  # ramp_s may be 0
             self.closed_at = None
             return 1.0
-        return RAMP_FLOOR + (1.0 - RAMP_FLOOR) * elapsed / self.settings.ramp_s
+        return RAMP_FLOOR + (1.0 - RAMP_FLOOR) * elapsed / self.settings().ramp_s
 
     def _open(self, now: float) -> None:
         self.state = Circuit.OPEN

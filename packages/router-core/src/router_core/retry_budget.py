@@ -7,19 +7,33 @@ Rules:
 - Over any period, retries <= ratio x requests + min_per_s x seconds + `cap`,
   the most that can be banked (ten seconds' worth of the floor, at least 10).
 - `now` is monotonic seconds, passed in.
+- `ratio` and `min_per_s` are read from `settings()` on every call (the
+  running config's `routing`), so a reload changes them without patching a
+  copy; the budget holds only its balance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
+
+from router_core.config import RoutingSettings
 
 
 @attrs.define
 class RetryBudget:
-    ratio: float
-    min_per_s: float
+    settings: Callable[[], RoutingSettings]
     balance: float = 0.0
     last: float | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.settings().retry_budget_ratio
+
+    @property
+    def min_per_s(self) -> float:
+        return self.settings().retry_min_per_s
 
     @property
     def cap(self) -> float:

@@ -238,7 +238,6 @@ def create_app(
             stores = StateLayer.open(config, environ)
             _closing(opened, stores.aclose)
             store = stores.limit_store() if limit_store is None else limit_store
-            health = Health.from_config(config)
             usage = await opened.enter_async_context(open_usage(config, environ, stores))
             credentials = open_credentials(stores)
             _closing(opened, credentials.aclose)
@@ -250,6 +249,9 @@ def create_app(
                 assert live is not None
                 return live
 
+            # Components read their settings from the running config (a reload
+            # swaps the runtime), and keep only live state.
+            health = Health(lambda: current().runtime.config)
             state = RouterState(
                 runtime=Runtime.build(config, backends),
                 health=health,
@@ -258,7 +260,7 @@ def create_app(
                 dispatch=Dispatcher(
                     health,
                     lambda: state.backends,
-                    RetryBudget(config.routing.retry_budget_ratio, config.routing.retry_min_per_s),
+                    RetryBudget(lambda: current().runtime.config.routing),
                 ),
                 rng=rng or random.Random(),
                 overrides=OverrideBook(override_store, refresh_s=config.state.refresh_s),

@@ -3,6 +3,12 @@
 The rules live in `router_core.breaker`; this module feeds them the monotonic
 clock, the results of real requests (passive) and of probes on an interval
 (active), and hands routing a `BackendView` of each backend per decision.
+
+Live state only: the breaker settings, the probe interval and each backend's
+in-flight cap are read from the running config (`config()`) when needed, so
+a reload patches nothing here. The set of backends follows the running
+config too: one that a reload adds starts fresh, one that stays keeps its
+state, one that goes is forgotten.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import anyio
 import attrs
 
 from router_core.breaker import Breaker, Circuit, Ewma
-from router_core.config import HealthSettings, RouterConfig
+from router_core.config import Backend, HealthSettings, RouterConfig
 from router_core.routing import BackendView
 from router_server.backends import BackendClient
 
@@ -26,20 +32,19 @@ log = logging.getLogger("router.health")
 @attrs.define
 class BackendHealth:
     breaker: Breaker
-    max_in_flight: int
     latency: Ewma = attrs.field(factory=Ewma)
     in_flight: int = 0
     last_probe_ok: bool | None = None
     requests: int = 0
     failures: int = 0
 
-    def view(self, now: float) -> BackendView:
+    def view(self, now: float, max_in_flight: int) -> BackendView:
         breaker = self.breaker
         return BackendView(
             available=breaker.available(now),
             circuit=breaker.state.value,
             in_flight=self.in_flight,
-            max_in_flight=self.max_in_flight,
+            max_in_flight=max_in_flight,
             latency_ms=self.latency.value,
             ramp=breaker.ramp(now),
         )
@@ -47,35 +52,39 @@ class BackendHealth:
 
 @attrs.define
 class Health:
-    settings: HealthSettings
-    backends: dict[str, BackendHealth] = attrs.field(factory=dict)
+    # The running config (a reload swaps it): settings are read from it on every call.
+    config: Callable[[], RouterConfig]
     clock: Callable[[], float] = time.monotonic
+    _backends: dict[str, BackendHealth] = attrs.field(factory=dict, init=False)
+    # The backends of the config `_backends` was last matched to.
+    _followed: Mapping[str, Backend] | None = attrs.field(default=None, init=False)
     # Set whenever a request to any backend ends, for requests waiting for a free slot.
     _freed: anyio.Event | None = attrs.field(default=None, init=False)
 
-    @classmethod
-    def from_config(cls, config: RouterConfig) -> Health:
-        health = cls(config.health)
-        health.reconfigure(config)
-        return health
+    @property
+    def settings(self) -> HealthSettings:
+        return self.config().health
 
-    def reconfigure(self, config: RouterConfig) -> None:
-        """Follow a new config; backends that stay keep their state."""
-        self.settings = config.health
-        kept = {}
-        for name, backend in config.backends.items():
-            state = self.backends.get(name)
-            if state is None:
-                state = BackendHealth(Breaker(config.health), backend.max_in_flight)
-            else:
-                state.breaker.settings = config.health
-                state.max_in_flight = backend.max_in_flight
-            kept[name] = state
-        self.backends = kept
+    @property
+    def backends(self) -> dict[str, BackendHealth]:
+        """Each backend's live state, for the backends of the running config."""
+        configured = self.config().backends
+        if configured is not self._followed:
+            kept = self._backends
+            self._backends = {
+                name: kept[name] if name in kept else BackendHealth(Breaker(lambda: self.settings))
+                for name in configured
+            }
+            self._followed = configured
+        return self._backends
 
     def views(self) -> dict[str, BackendView]:
         now = self.clock()
-        return {name: state.view(now) for name, state in self.backends.items()}
+        configured = self.config().backends
+        return {
+            name: state.view(now, configured[name].max_in_flight)
+            for name, state in self.backends.items()
+        }
 
     def available(self, backend: str) -> bool:
         state = self.backends.get(backend)
@@ -164,6 +173,7 @@ class Health:
     def describe(self) -> dict[str, dict[str, Any]]:
         """Each backend's health, for /v1/status and the admin API."""
         now = self.clock()
+        configured = self.config().backends
         out = {}
         for name, state in self.backends.items():
             breaker = state.breaker
@@ -172,7 +182,7 @@ class Health:
                 "circuit": circuit.value,
                 "available": breaker.available(now),
                 "in_flight": state.in_flight,
-                "max_in_flight": state.max_in_flight,
+                "max_in_flight": configured[name].max_in_flight,
                 "latency_ewma_ms": None
                 if state.latency.value is None
                 else round(state.latency.value, 3),

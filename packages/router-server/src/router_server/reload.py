@@ -8,8 +8,12 @@ Rules:
   when it is accepted, and passes that snapshot to everything it calls
   (limits, dispatch, the usage record and its price), so it runs under one
   config from start to end. Backends whose settings did not change keep
-  their client and their health; a changed or removed backend's old client
-  is closed only when the last request using it has finished.
+  their client; a changed or removed backend's old client is closed only
+  when the last request using it has finished.
+- The components every request shares (health and its breakers, the retry
+  budget, backpressure) keep live state only and read their settings from
+  the running runtime, so the swap reaches them with nothing patched;
+  backpressure is told, so that waiters get in if its caps grew.
 - Some settings only take effect on restart (listeners, workers, the
   stores, the usage spool, the body limit); a change to them is logged as such.
 """
@@ -130,11 +134,8 @@ def apply(state: RouterState, new: RouterConfig, env: Mapping[str, str]) -> list
             if current is not None:
                 retired.append(current)
     retired.extend(c for n, c in state.backends.items() if n not in new.backends)
-    # Live state that follows the backend set and the breaker and retry
-    # settings (kept inside the core's breakers and retry budget).
-    state.health.reconfigure(new)
-    state.dispatch.budget.ratio = new.routing.retry_budget_ratio
-    state.dispatch.budget.min_per_s = new.routing.retry_min_per_s
+    # Health (breakers, the backend set) and the retry budget read the new
+    # settings from the runtime: nothing to patch in them.
     state.runtime = Runtime.build(new, backends)
     state.backpressure.reconfigured()  # it reads the new caps; grown ones let waiters in
     return retired

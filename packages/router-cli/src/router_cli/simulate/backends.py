@@ -27,7 +27,8 @@ OK, FAILED, TIMED_OUT, ERRORED = 0, 1, 2, 4
 class Backends:
     def __init__(self, config: RouterConfig, world: World) -> None:
         self.world = world
-        self.breakers = {name: Breaker(config.health) for name in config.backends}
+        health = config.health  # a simulation runs under one config
+        self.breakers = {name: Breaker(lambda: health) for name in config.backends}
         self.latency = {name: Ewma() for name in config.backends}
         self.in_flight = dict.fromkeys(config.backends, 0)
         self.caps = {name: b.max_in_flight for name, b in config.backends.items()}

@@ -109,10 +109,7 @@ class Simulation:
         self.keys = KeyIndex.from_config(config).by_id
         self.backends = Backends(config, world)
         self.total_in_flight = 0
-        routing_settings = config.routing
-        self.retries = RetryBudget(
-            routing_settings.retry_budget_ratio, routing_settings.retry_min_per_s
-        )
+        self.retries = RetryBudget(lambda: config.routing)
         self.result = Result(tuple(config.backends))
         self._events: list[tuple[int, int, Any, int, int]] = []
         self._seq = 0
