@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -24,15 +25,18 @@ AppFactory = Callable[[dict[str, Any]], TestClient]
 
 
 @pytest.fixture
-def make_client(backend_env: dict[str, str], tmp_path: Path) -> Iterator[AppFactory]:
+def make_client(
+    backend_env: dict[str, str],
+    tmp_path: Path,
+    backend_transport: httpx.AsyncBaseTransport | None,
+) -> Iterator[AppFactory]:
     """Build the app from config data and run it (lifespan included) in-process."""
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> TestClient:
         data = with_data_dir(data, tmp_path / f"app-{len(opened)}-data")
-        client = TestClient(
-            create_app(structure(data), env=backend_env), raise_server_exceptions=False
-        )
+        app = create_app(structure(data), env=backend_env, backend_transport=backend_transport)
+        client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
         return client

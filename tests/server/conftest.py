@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -21,14 +22,23 @@ from tests.helpers.support import Clock, Limited, LimitedFactory, with_data_dir
 
 
 @pytest.fixture
-def limited(backend_env: dict[str, str], tmp_path: Path) -> Iterator[LimitedFactory]:
+def limited(
+    backend_env: dict[str, str],
+    tmp_path: Path,
+    backend_transport: httpx.AsyncBaseTransport | None,
+) -> Iterator[LimitedFactory]:
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> Limited:
         data = with_data_dir(data, tmp_path / f"limited-{len(opened)}-data")
         clock = Clock()
         store = MemoryStore(clock=clock)
-        app = create_app(structure(data), env=backend_env, limit_store=store)
+        app = create_app(
+            structure(data),
+            env=backend_env,
+            limit_store=store,
+            backend_transport=backend_transport,
+        )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
@@ -45,13 +55,18 @@ def ops_env(backend_env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_ops_client(ops_env: dict[str, str], tmp_path: Path) -> Iterator[OpsAppFactory]:
+def make_ops_client(
+    ops_env: dict[str, str],
+    tmp_path: Path,
+    backend_transport: httpx.AsyncBaseTransport | None,
+) -> Iterator[OpsAppFactory]:
     """The app in-process, with the ops token configured."""
     opened: list[TestClient] = []
 
     def make(data: dict[str, Any]) -> TestClient:
         data = with_data_dir(with_ops_token(data), tmp_path / f"ops-{len(opened)}-data")
-        client = TestClient(create_app(structure(data), env=ops_env), raise_server_exceptions=False)
+        app = create_app(structure(data), env=ops_env, backend_transport=backend_transport)
+        client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         opened.append(client)
         return client
