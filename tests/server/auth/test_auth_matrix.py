@@ -31,6 +31,10 @@ from tests.helpers.canary_fixture import Canaries
 from tests.helpers.jwks_fixture import IdentityProvider
 from tests.helpers.support import ACME_KEY, CHAT, REVOKED_KEY, auth
 
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
 
 @pytest.fixture
 def app(

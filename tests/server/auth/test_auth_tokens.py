@@ -20,6 +20,10 @@ from tests.helpers.auth_support import AppFactory, auth_app, auth_config, bearer
 from tests.helpers.canary_fixture import Canaries
 from tests.helpers.jwks_fixture import FromNow, IdentityProvider
 
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
 
 @pytest.fixture
 def app(

@@ -15,11 +15,15 @@ from typing import Any
 import pytest
 
 from router_core.limits.budget import BudgetState
-from router_server.mock_backend import MockBackendProcess
 
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import ACME_KEY, CHAT, DAY_US, Limited, LimitedFactory, auth
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
+Mocks = tuple[Backend, Backend]
 # $1 per 1M input tokens and $2 per 1M output: 1,000 and 2,000 nano-USD a token.
 PRICES = {
     "chat": {"input": 1, "output": 2},

@@ -8,12 +8,18 @@ import json
 import logging
 from typing import Any
 
-from router_server.logs import JsonFormatter
-from router_server.mock_backend import MockBackendProcess
+import pytest
 
+from router_server.logs import JsonFormatter
+
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import CHAT, LimitedFactory, auth
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
+Mocks = tuple[Backend, Backend]
 
 
 def test_a_model_name_with_colons_is_named_whole(

@@ -15,6 +15,10 @@ from router_server.logs import JsonFormatter
 from tests.helpers.router_fixture import AppFactory
 from tests.helpers.support import ACME_KEY, CHAT, auth, eventually, with_changes
 
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
 FIELDS = {"request_id", "organization", "key_id", "model", "status", "outcome", "latency_ms"}
 SECRET_PROMPT = "the launch codes are 0000"
 

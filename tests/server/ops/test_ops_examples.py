@@ -15,6 +15,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ALERTS = EXAMPLES / "prometheus-alerts.yaml"
 DASHBOARD = EXAMPLES / "grafana-dashboard.json"

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from tests.helpers.ops_support import OPS_AUTH, OpsAppFactory
 from tests.helpers.router_fixture import AppFactory
 from tests.helpers.support import ACME_KEY, CHAT, auth, with_changes
+
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
 
 
 def samples(

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from router_server import tracing
-from router_server.mock_backend import MockBackendProcess
 
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.router_fixture import AppFactory
 from tests.helpers.support import CHAT, auth, with_changes
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
+Mocks = tuple[Backend, Backend]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 

@@ -9,11 +9,14 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from router_server.mock_backend import MockBackendProcess
-
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import ACME_KEY, CHAT, GLOBEX_KEY, REVOKED_KEY, auth, with_changes
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
+Mocks = tuple[Backend, Backend]
 INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 

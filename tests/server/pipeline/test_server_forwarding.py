@@ -12,8 +12,9 @@ from starlette.testclient import TestClient
 
 from router_core.config_codec import structure
 from router_server.app import create_app
-from router_server.mock_backend import MockBackendProcess, free_port
+from router_server.mock_backend import free_port
 
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import (
     ACME_KEY,
     BACKEND_SECRET,
@@ -24,14 +25,15 @@ from tests.helpers.support import (
     with_data_dir,
 )
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+Mocks = tuple[Backend, Backend]
 
 
-def chat_hits(mock: MockBackendProcess) -> int:
+def chat_hits(mock: Backend) -> int:
     hits: int = mock.stats()["by_path"].get("/v1/chat/completions", 0)
     return hits
 
 
+@pytest.mark.backends_in_process
 def test_public_model_name_is_rewritten_both_ways(client: TestClient, mocks: Mocks) -> None:
     response = client.post("/v1/chat/completions", json={**CHAT, "model": "b-only"}, headers=auth())
     assert response.status_code == 200
@@ -67,6 +69,7 @@ def test_backend_gets_its_own_credential_never_the_callers(
     assert BACKEND_SECRET not in refused.text
 
 
+@pytest.mark.backends_in_process
 def test_failover_to_the_next_backend_on_5xx(client: TestClient, mocks: Mocks) -> None:
     mock_a, mock_b = mocks
     mock_a.configure(error_rate=1.0, error_status=503)
@@ -92,6 +95,7 @@ def test_failover_when_a_backend_refuses_connections(
         assert response.headers["x-router-backend"] in {"mock-a", "mock-b"}
 
 
+@pytest.mark.backends_in_process
 def test_all_backends_failing_is_502_naming_them(client: TestClient, mocks: Mocks) -> None:
     for mock in mocks:
         mock.configure(error_rate=1.0, error_status=500)
@@ -135,6 +139,7 @@ def test_request_timeout_bounds_the_whole_request(
     assert response.json()["error"]["code"] == "request_timeout"
 
 
+@pytest.mark.backends_in_process
 def test_backend_4xx_about_the_request_is_passed_through(client: TestClient, mocks: Mocks) -> None:
     for mock in mocks:
         mock.configure(error_rate=1.0, error_status=400)
@@ -144,6 +149,7 @@ def test_backend_4xx_about_the_request_is_passed_through(client: TestClient, moc
     assert chat_hits(mocks[0]) + chat_hits(mocks[1]) == 1  # no failover on the caller's fault
 
 
+@pytest.mark.backends_in_process
 def test_inference_contract_returns_output_and_usage(client: TestClient) -> None:
     request_id = str(uuid.uuid4())
     response = client.post(
@@ -170,6 +176,7 @@ def test_inference_contract_returns_output_and_usage(client: TestClient) -> None
     assert usage["latency_ms"] > 0
 
 
+@pytest.mark.backends_in_process
 def test_readiness_follows_backend_reachability(
     make_client: Any, config_data: dict[str, Any], mocks: Mocks
 ) -> None:
@@ -220,5 +227,6 @@ def test_broken_stream_ends_with_an_error_event(
 
 
 @pytest.mark.parametrize("path", ["/v1/status/healthz", "/openapi.json"])
+@pytest.mark.backends_in_process
 def test_public_unauthenticated_routes(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 200

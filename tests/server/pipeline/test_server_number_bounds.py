@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from router_server.mock_backend import MockBackendProcess
-
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import CHAT, auth
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
+Mocks = tuple[Backend, Backend]
 OUT_OF_RANGE = [2**53, 10**15, 2**64, -1]
 RANGE = "must be an integer from 1 to 2147483647"
 

@@ -1,4 +1,4 @@
-"""Routing policy through the app and real mock backends: tiers, routes per
+"""Routing policy through the app and the mock backends (in-process): tiers, routes per
 organization or key, latency-aware choice, per-backend caps, explanations."""
 
 from __future__ import annotations
@@ -8,13 +8,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
-from router_server.mock_backend import MockBackendProcess
-
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import ACME_KEY, CHAT, GLOBEX_KEY, auth, eventually
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
+Mocks = tuple[Backend, Backend]
 AppFactory = Callable[[dict[str, Any]], TestClient]
 
 

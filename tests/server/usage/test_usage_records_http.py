@@ -6,14 +6,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
-from router_server.mock_backend import MockBackendProcess
-
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import ACME_KEY, CHAT, auth, with_changes
 from tests.helpers.usage_support import schema_errors, wait_ledger
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+Mocks = tuple[Backend, Backend]
 
 
 def app(make_client: Any, config: dict[str, Any], tmp_path: Path, **changes: Any) -> TestClient:
@@ -41,6 +41,7 @@ def only(records: list[dict[str, Any]], request_id: str) -> dict[str, Any]:
     return found[0]
 
 
+@pytest.mark.backends_in_process
 def test_success_carries_the_backends_usage_and_the_price(
     make_client: Any, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:
@@ -67,6 +68,7 @@ def test_success_carries_the_backends_usage_and_the_price(
     assert ACME_KEY not in str(record)
 
 
+@pytest.mark.backends_in_process
 def test_denials_errors_and_the_unauthenticated(
     make_client: Any, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:
@@ -97,6 +99,7 @@ def test_denials_errors_and_the_unauthenticated(
     assert audit[0]["detail"]["limit_type"] == "rate_limit"
 
 
+@pytest.mark.backends_in_process
 def test_backend_errors_are_recorded_as_such(
     make_client: Any, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:
@@ -137,6 +140,7 @@ def test_streams_record_ttft_and_the_usage_the_router_asked_for(
     assert torn["usage"]["completion_tokens"] == 3
 
 
+@pytest.mark.backends_in_process
 def test_status_shows_the_spool_and_the_ledger(
     make_client: Any, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:

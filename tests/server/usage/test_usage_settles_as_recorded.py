@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 
-from router_server.mock_backend import MockBackendProcess
-
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.support import CHAT, LimitedFactory, auth, with_changes
 from tests.helpers.usage_support import wait_ledger
 
-Mocks = tuple[MockBackendProcess, MockBackendProcess]
+# The subject is what the router decides, not the bytes on the wire: the mock
+# backends answer in-process (tests/helpers/in_process_backend.py).
+pytestmark = pytest.mark.backends_in_process
+
+Mocks = tuple[Backend, Backend]
 QUOTA = 1_000
 
 
