@@ -63,9 +63,9 @@ def _without_ids(content: bytes) -> Any:
 
 
 @pytest.mark.parametrize(("path", "body"), [*REQUESTS, ("/chat/completions", STREAM)])
-def test_it_answers_as_the_mock_backend_process(
-    mock_a: MockBackendProcess, path: str, body: Any
-) -> None:
+def test_it_answers_as_the_mock_backend_process(mocks: Mocks, path: str, body: Any) -> None:
+    mock_a, _ = mocks  # the process, with its default behaviour
+    assert isinstance(mock_a, MockBackendProcess)
     fake = InProcessBackends(InProcessBackend("a.test", ["mock-gpt", "mock-embed"]))
     real = _answer(mock_a.url, path, body, None)
     assert _answer("http://a.test/v1", path, body, fake.transport) == real
