@@ -19,6 +19,8 @@ DISTRIBUTIONS = ["inference-router-core", "inference-router-server", "inference-
 TEST_DEPS = [
     "pytest>=8.3",
     "pytest-timeout>=2.3",
+    # The suite runs on one worker per core (addopts in pyproject.toml).
+    "pytest-xdist>=3.6",
     "hypothesis>=6.115",
     "openai>=1.50",
     "schemathesis>=4.0",

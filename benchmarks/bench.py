@@ -356,12 +356,20 @@ def progress(m: Measurement) -> None:
     )
 
 
+# --quick: long enough for every run to serve requests, which is all the smoke
+# test (tests/system/bench/) checks; 17 runs make it the suite's longest test.
+QUICK_DURATION_S = 0.5
+QUICK_WARMUP_S = 0.25
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per run")
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s")
-    parser.add_argument("--quick", action="store_true", help="1 s runs: a smoke test")
+    parser.add_argument(
+        "--quick", action="store_true", help="0.5 s runs after 0.25 s of warm-up: a smoke test"
+    )
     parser.add_argument(
         "--loadgen",
         choices=("auto", "wrk", "python"),
@@ -394,8 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_runner.available())
     settings = Settings(
-        duration_s=1.0 if args.quick else args.duration,
-        warmup_s=1.0 if args.quick else args.warmup,
+        duration_s=QUICK_DURATION_S if args.quick else args.duration,
+        warmup_s=QUICK_WARMUP_S if args.quick else args.warmup,
         use_wrk=use_wrk,
     )
     transports = [t for t in args.transports.split(",") if t]

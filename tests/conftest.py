@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Mock backends (mock_a, mock_b, mocks, config_data, backend_env), the router
-# in-process or as a process (make_client, client, start_router), the admin
-# listener's certificates (admin_certs), an identity provider's JWKS endpoint
-# (idp), and the canary-secret check over the whole session's logs, error
-# bodies and usage records.
+# Mock backends (mock_a, mock_b, mocks, config_data, backend_env; in-process
+# for tests marked backends_in_process), the router in-process or as a process
+# (make_client, client, start_router), the admin listener's certificates
+# (admin_certs), an identity provider's JWKS endpoint (idp), the canary-secret
+# check over the whole session's logs, error bodies and usage records, and the
+# lock that keeps tests marked `exclusive` alone on the machine.
 pytest_plugins = [
     "tests.helpers.backends_fixture", "tests.helpers.router_fixture",
     "tests.helpers.tls_fixture", "tests.helpers.jwks_fixture", "tests.helpers.canary_fixture",
+    "tests.helpers.exclusive_fixture",
 ]  # fmt: skip
 
 settings.register_profile(

@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from tests.helpers.child_server import ChildServer, ChildServerError
 
@@ -40,6 +40,15 @@ def redis_binary() -> Path:
         ) from None
     path: Path = get_binary_path()
     return path
+
+
+def with_database(url: str, offset: int) -> str:
+    """`url` with its database number (0 when it has none) moved up by `offset`."""
+    if not offset:
+        return url
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) + offset
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 class RedisServer(ChildServer):
@@ -67,10 +76,12 @@ class RedisServer(ChildServer):
         super().__init__(binary, host=host, port=port, startup_timeout=startup_timeout)
 
     @classmethod
-    def from_environment(cls) -> RedisServer:
+    def from_environment(cls, database: int = 0) -> RedisServer:
+        """With `REDIS_URL`, `database` is added to the URL's database number: test
+        workers running at once on one shared server then never meet each other's keys."""
         url = os.environ.get("REDIS_URL")
         if url:
-            return cls(url=url)
+            return cls(url=with_database(url, database))
         return cls(redis_binary())
 
     @property

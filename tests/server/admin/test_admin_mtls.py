@@ -1,19 +1,28 @@
-"""The admin listener: mutual TLS against real router processes, and absent from
+"""The admin listener: mutual TLS against a real router process, and absent from
 the public listener."""
 
 from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import httpx
 import pytest
 
+from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
-from tests.helpers.tls_fixture import AdminCerts, RouterFactory, with_admin
+from tests.helpers.support import (
+    BACKEND_SECRET,
+    BACKEND_SECRET_ENV,
+    base_config,
+    with_data_dir,
+    write_config,
+)
+from tests.helpers.tls_fixture import AdminCerts, with_admin
 
 TLS_VERSIONS = [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3]
 
@@ -46,17 +55,28 @@ class Served(NamedTuple):
     admin_port: int
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def served(
-    start_router: RouterFactory,
-    config_data: dict[str, Any],
+    mock_a: MockBackendProcess,
+    mock_b: MockBackendProcess,
     admin_certs: AdminCerts,
-    tmp_path: Path,
-) -> Served:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
-    router = start_router(config)
-    admin_certs.wait_ready(port)
-    return Served(router, port)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
+    """One router process for the module: every test only connects to its listeners."""
+    for backend in (mock_a, mock_b):
+        if not backend.running:
+            backend.start()
+    directory = tmp_path_factory.mktemp("admin-mtls")
+    data = with_data_dir(base_config(mock_a.url, mock_b.url), directory / "data")
+    config, port = with_admin(data, admin_certs, directory)
+    path = write_config(directory / "router.yaml", config)
+    env = {BACKEND_SECRET_ENV: BACKEND_SECRET}
+    with (
+        (directory / "router.log").open("wb") as log,
+        RouterProcess(path, env=env, log=log) as router,
+    ):
+        admin_certs.wait_ready(port)
+        yield Served(router, port)
 
 
 @pytest.mark.parametrize("version", TLS_VERSIONS, ids=str)
@@ -114,15 +134,8 @@ def test_plain_http_on_the_admin_port_gets_no_answer(served: Served) -> None:
         httpx.get(f"http://127.0.0.1:{admin_port}/admin/v1/backends", timeout=5)
 
 
-def test_admin_routes_are_absent_from_the_public_listener(
-    start_router: RouterFactory,
-    config_data: dict[str, Any],
-    admin_certs: AdminCerts,
-    tmp_path: Path,
-) -> None:
-    config, port = with_admin(config_data, admin_certs, tmp_path)
-    router = start_router(config)
-    admin_certs.wait_ready(port)
+def test_admin_routes_are_absent_from_the_public_listener(served: Served) -> None:
+    router = served.router
     for method, path in [
         ("GET", "/admin/v1/backends"),
         ("GET", "/admin/v1/overrides"),

@@ -8,12 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
 from tests.helpers.support import ACME_KEY, CHAT, auth, base_config, eventually
 from tests.helpers.traffic import Event, run_load
+
+# These tests bound what happens under a load they make themselves: no other test
+# runs beside them (tests/helpers/exclusive_fixture.py).
+pytestmark = pytest.mark.exclusive
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 RouterFactory = Callable[[dict[str, Any]], RouterProcess]

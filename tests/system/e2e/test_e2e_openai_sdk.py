@@ -1,9 +1,11 @@
 """End to end through the official `openai` SDK, sync and async, against a real router.
 
-Every test starts the router as its own process (hypercorn on uvloop) in
-front of the two real mock backends, and talks to it only over HTTP, the way
-an application developer would: `base_url` set to the router, retries off so
-each error surfaces exactly as the router answered it.
+The router runs as its own process (hypercorn on uvloop) in front of the two
+real mock backends, and the tests talk to it only over HTTP, the way an
+application developer would: `base_url` set to the router, retries off so
+each error surfaces exactly as the router answered it. The tests that leave
+the backends healthy share one router process; a test that breaks a backend
+(`own_router`) gets one of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,17 @@ from openai.types.chat import ChatCompletionChunk
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
-from tests.helpers.support import ACME_KEY, GLOBEX_KEY, REVOKED_KEY, base_config, with_changes
+from tests.helpers.support import (
+    ACME_KEY,
+    BACKEND_SECRET,
+    BACKEND_SECRET_ENV,
+    GLOBEX_KEY,
+    REVOKED_KEY,
+    base_config,
+    with_changes,
+    with_data_dir,
+    write_config,
+)
 
 RouterFactory = Callable[[dict[str, Any]], RouterProcess]
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -43,9 +55,35 @@ def mock_text(n: int) -> str:
     return " ".join(MOCK_WORDS[i % len(MOCK_WORDS)] for i in range(n))
 
 
+@pytest.fixture(scope="module")
+def shared_router(
+    mock_a: MockBackendProcess, mock_b: MockBackendProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RouterProcess]:
+    """The router of the tests that leave the backends healthy. It probes them only
+    as it starts: while a test breaks them for a router of its own, this one's
+    circuits must stay closed."""
+    for mock in (mock_a, mock_b):
+        if not mock.running:
+            mock.start()
+    directory = tmp_path_factory.mktemp("e2e-router")
+    data = with_changes(base_config(mock_a.url, mock_b.url), health={"probe_interval_s": 3600})
+    path = write_config(directory / "router.yaml", with_data_dir(data, directory / "data"))
+    env = {BACKEND_SECRET_ENV: BACKEND_SECRET}
+    with (
+        (directory / "router.log").open("wb") as log,
+        RouterProcess(path, env=env, log=log) as router,
+    ):
+        yield router
+
+
 @pytest.fixture
-def router(start_router: RouterFactory, config_data: dict[str, Any]) -> RouterProcess:
-    return start_router(config_data)
+def router(
+    request: pytest.FixtureRequest, start_router: RouterFactory, config_data: dict[str, Any]
+) -> RouterProcess:
+    if request.node.get_closest_marker("own_router"):
+        return start_router(config_data)
+    shared: RouterProcess = request.getfixturevalue("shared_router")
+    return shared
 
 
 @pytest.fixture
@@ -261,6 +299,7 @@ def test_model_outside_organization_raises_not_found(router: RouterProcess, mock
     assert inference_hits(mocks[0]) == 0
 
 
+@pytest.mark.own_router
 def test_every_backend_failing_is_502(sdk: openai.OpenAI, mocks: Mocks) -> None:
     for mock in mocks:
         mock.configure(error_rate=1.0, error_status=500)
@@ -313,6 +352,7 @@ def test_hanging_backend_hits_read_timeout_504_and_is_not_retried(
     assert inference_hits(*mocks) == 1
 
 
+@pytest.mark.own_router
 def test_truncated_stream_raises(sdk: openai.OpenAI, mocks: Mocks) -> None:
     for mock in mocks:
         mock.configure(truncate_after=2)
@@ -403,6 +443,7 @@ def test_async_sdk(router: RouterProcess) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.own_router
 def test_async_sdk_errors(router: RouterProcess, mocks: Mocks) -> None:
     async def scenario() -> None:
         async with async_sdk_for(router, REVOKED_KEY) as revoked:
@@ -552,6 +593,7 @@ def test_sdk_without_retries_never_sees_a_dropped_connection_after_401(
 # --- failover -------------------------------------------------------------------------------
 
 
+@pytest.mark.own_router
 def test_failover_with_one_backend_killed(sdk: openai.OpenAI, mocks: Mocks) -> None:
     mock_a, mock_b = mocks
     # Warm both pools first, so the router also holds a now-dead connection to B.

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from router_core.limits.budget import BudgetState
 from router_server.mock_backend import MockBackendProcess
@@ -27,6 +28,10 @@ from router_server.redis_limits import RedisLedger
 
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.support import ACME_KEY, GLOBEX_KEY, auth
+
+# These tests bound what happens under a load they make themselves: no other test
+# runs beside them (tests/helpers/exclusive_fixture.py).
+pytestmark = pytest.mark.exclusive
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 DAY_US = 86_400_000_000
