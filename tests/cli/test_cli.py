@@ -16,7 +16,7 @@ from router_core.auth import KeyIndex, authenticate
 from router_core.config_codec import structure
 from router_server.mock_backend import free_port
 
-from support import with_data_dir, write_config
+from tests.helpers.support import with_data_dir, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "router.yaml"

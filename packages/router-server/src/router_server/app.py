@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -216,12 +217,17 @@ def create_app(
     limit_store: LimitStore | None = None,
     config_path: str | Path | None = None,
     state_ready: Callable[[RouterState], None] | None = None,
+    backend_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The router as an ASGI app. Backend clients open when the app starts.
 
     With `config_path`, the config reloads from that file on SIGHUP (when the
     app runs in the main thread) and whenever the file changes. `state_ready`
     gets the opened state (the admin listener serves it too).
+    `backend_transport` replaces the network under every backend call (health
+    probes included), before and after a reload: tests pass an
+    `httpx.MockTransport` answering as the backends would. The caller keeps
+    it and closes it; by default each backend has a pool of its own.
     """
 
     @contextlib.asynccontextmanager
@@ -231,7 +237,7 @@ def create_app(
         # they close in reverse order whatever fails, opening the next included.
         async with contextlib.AsyncExitStack() as opened:
             live: RouterState | None = None
-            backends = open_clients(config, environ)
+            backends = open_clients(config, environ, backend_transport)
             # A reload swaps in new clients (closing the old): close the current ones.
             _closing(opened, lambda: close_clients(backends if live is None else live.backends))
             # One state layer: one Redis client (or the data directory) for every store.
@@ -284,7 +290,7 @@ def create_app(
                 state.status_sources["overrides"] = state.overrides.status
                 state.status_sources["usage"] = usage.status
                 if config_path is not None:
-                    reloader = Reloader(Path(config_path), environ)
+                    reloader = Reloader(Path(config_path), environ, backend_transport)
                     state.status_sources["config"] = reloader.status
                     tg.start_soon(reloader.watch, state, tg)
                     opened.enter_context(on_sighup(reloader.request))

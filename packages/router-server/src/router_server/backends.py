@@ -148,6 +148,21 @@ def _transport(kind: str, settings: Backend) -> httpx.AsyncBaseTransport:
     return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
 
 
+class _Borrowed(httpx.AsyncBaseTransport):
+    """A transport the caller handed in (`create_app(backend_transport=...)`) and
+    still owns: every backend's client sends through it, none closes it (a
+    reload retires one backend's client while the others still use it)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        return None
+
+
 def credential(settings: Backend, env: Mapping[str, str]) -> str | None:
     if settings.api_key_env is None:
         return None
@@ -155,8 +170,14 @@ def credential(settings: Backend, env: Mapping[str, str]) -> str | None:
 
 
 def open_client(
-    name: str, settings: Backend, transport: str, env: Mapping[str, str]
+    name: str,
+    settings: Backend,
+    transport: str,
+    env: Mapping[str, str],
+    given: httpx.AsyncBaseTransport | None = None,
 ) -> BackendClient:
+    """A client for one backend, on a pool of its own of kind `transport`, or
+    sending through `given` (which the caller keeps and closes)."""
     headers: dict[str, str] = {}
     key = credential(settings, env)
     if key:
@@ -167,7 +188,7 @@ def open_client(
         write=settings.read_timeout_s,
         pool=settings.connect_timeout_s,
     )
-    pool = _transport(transport, settings)
+    pool = _transport(transport, settings) if given is None else _Borrowed(given)
     client = httpx.AsyncClient(
         base_url=settings.base_url.rstrip("/"),
         headers=headers,
@@ -179,12 +200,14 @@ def open_client(
 
 
 def open_clients(
-    config: RouterConfig, env: Mapping[str, str] | None = None
+    config: RouterConfig,
+    env: Mapping[str, str] | None = None,
+    given: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, BackendClient]:
     """One client per backend; close them with `close_clients`."""
     env = os.environ if env is None else env
     return {
-        name: open_client(name, settings, config.server.transport, env)
+        name: open_client(name, settings, config.server.transport, env, given)
         for name, settings in config.backends.items()
     }
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import anyio
 import attrs
+import httpx
 
 from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid
@@ -53,6 +54,8 @@ _RESTART_ONLY = (
 class Reloader:
     path: Path
     env: Mapping[str, str]
+    # The transport the app was given for its backends (tests), else None.
+    backend_transport: httpx.AsyncBaseTransport | None = None
     reloads: int = 0
     rejected: int = 0
     last_error: list[str] = attrs.field(factory=list)
@@ -93,7 +96,7 @@ class Reloader:
                 extra={"path": str(self.path), "problems": self.last_error},
             )
             return False
-        retired = apply(state, new, self.env)
+        retired = apply(state, new, self.env, self.backend_transport)
         for client in retired:
             task_group.start_soon(close_when_idle, client)
         self.reloads += 1
@@ -113,8 +116,14 @@ class Reloader:
         }
 
 
-def apply(state: RouterState, new: RouterConfig, env: Mapping[str, str]) -> list[BackendClient]:
-    """Switch `state` to `new`; returns the clients no longer used for new requests."""
+def apply(
+    state: RouterState,
+    new: RouterConfig,
+    env: Mapping[str, str],
+    backend_transport: httpx.AsyncBaseTransport | None = None,
+) -> list[BackendClient]:
+    """Switch `state` to `new`; returns the clients no longer used for new requests.
+    New clients send through `backend_transport` when one is given."""
     old = state.config
     for setting in _RESTART_ONLY:
         if _get(old, setting) != _get(new, setting):
@@ -130,7 +139,9 @@ def apply(state: RouterState, new: RouterConfig, env: Mapping[str, str]) -> list
         ):
             backends[name] = current
         else:
-            backends[name] = open_client(name, settings, new.server.transport, env)
+            backends[name] = open_client(
+                name, settings, new.server.transport, env, backend_transport
+            )
             if current is not None:
                 retired.append(current)
     retired.extend(c for n, c in state.backends.items() if n not in new.backends)
