@@ -2,7 +2,7 @@
 
 Rules:
 - `RedisLimitStore` behaves exactly as `router_core.limits.ledger.MemoryLedger`
-  (the contract and equivalence tests in tests/limits_store say so): one
+  (the contract and equivalence tests in tests/system/limits say so): one
   EVALSHA of lua/admit.lua decides a whole request with the math of
   router_core.limits, repeated in Lua, and writes its states and holds;
   one EVALSHA of lua/settle.lua per settle batch (per hash tag) settles holds.

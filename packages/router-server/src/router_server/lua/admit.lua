@@ -2,7 +2,7 @@
 --
 -- This repeats router_core.limits step for step: gcra.py, windows.py,
 -- quota.py, budget.py, the loop of admission.py and the holds of ledger.py.
--- tests/limits_store/test_limits_redis_equivalence.py shows they agree.
+-- tests/system/limits/test_limits_redis_equivalence.py shows they agree.
 -- Redis runs Lua 5.1, whose numbers are doubles: every integer here stays
 -- below 2**53 (the Python side bounds the inputs), floor(a / b) is exact
 -- floor division for 0 <= a < 2**53 and b >= 1, and numbers go back to Redis
