@@ -9,7 +9,9 @@
 
 Creates .venv-dev/ holding nox (and uv, which nox uses to build its session
 environments quickly), then runs `nox -s SESSION...`. Arguments after `--`
-go to the sessions: `python3 dev.py tests -- -k auth`.
+go to the sessions: `python3 dev.py tests -- -k auth`, or one level of the
+suite (tests/core, tests/server, tests/cli, tests/system):
+`python3 dev.py tests -- tests/core`; `-n 0` runs it in one process.
 """
 
 from __future__ import annotations
