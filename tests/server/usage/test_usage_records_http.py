@@ -103,7 +103,9 @@ def test_denials_errors_and_the_unauthenticated(
 def test_backend_errors_are_recorded_as_such(
     make_client: Any, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:
-    client = app(make_client, config_data, tmp_path)
+    # No probe meanwhile: the injected errors would fail it too and open the
+    # circuits, and the answer would be 503 no_backend_available, not this 502.
+    client = app(make_client, config_data, tmp_path, health={"probe_interval_s": 600})
     for mock in mocks:
         mock.configure(error_rate=1.0, error_status=503)
     response = post(client, "req-502")

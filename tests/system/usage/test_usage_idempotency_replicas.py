@@ -34,6 +34,9 @@ def replicas(
     data = with_changes(
         config_data,
         prices={"chat": {"input": 1, "output": 1}},
+        # Probes only at start: a probe meeting the errors a test injects would
+        # open the circuits, and a failed request would be 503, not 502.
+        health={"probe_interval_s": 600},
     )
     routers = []
     for i in range(2):
