@@ -125,10 +125,6 @@ class RedisLimitStore:
     def client(self) -> RedisClient:
         return self._client
 
-    async def ping(self) -> None:
-        """Raise if Redis does not answer (for /v1/status, which bounds the wait)."""
-        await self._client.ping()
-
     async def aclose(self) -> None:
         return None  # the client is the process's one, closed by the state layer
 
