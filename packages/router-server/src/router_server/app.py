@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from router_core import routing
 from router_core.config import RouterConfig
+from router_core.config_enums import StateStoreKind
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
@@ -55,6 +56,7 @@ from router_server.pipeline import (
 from router_server.reload import Reloader
 from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime
+from router_server.settlements import OUTBOX_FILE, SettlementOutbox
 from router_server.state.layer import StateLayer
 from router_server.usage.setup import open_usage
 from router_server.usage.sink import UsageSink
@@ -244,6 +246,10 @@ def create_app(
             stores = StateLayer.open(config, environ)
             _closing(opened, stores.aclose)
             store = stores.limit_store() if limit_store is None else limit_store
+            outbox = None
+            if stores.kind == StateStoreKind.REDIS:
+                outbox = SettlementOutbox(stores.dir / OUTBOX_FILE)
+                opened.callback(outbox.close)
             usage = await opened.enter_async_context(open_usage(config, environ, stores))
             credentials = open_credentials(stores)
             _closing(opened, credentials.aclose)
@@ -261,7 +267,7 @@ def create_app(
             state = RouterState(
                 runtime=Runtime.build(config, backends),
                 health=health,
-                limits=LimitGate(store, stores.kind),
+                limits=LimitGate(store, stores.kind, outbox),
                 backpressure=Backpressure(lambda: current().runtime.config.server),
                 dispatch=Dispatcher(
                     health,
@@ -287,6 +293,7 @@ def create_app(
                 tg.start_soon(credentials.book.follow)
                 state.status_sources["keys"] = credentials.book.status
                 tg.start_soon(usage.run)
+                tg.start_soon(state.limits.replay_forever)
                 state.status_sources["overrides"] = state.overrides.status
                 state.status_sources["usage"] = usage.status
                 if config_path is not None:

@@ -11,15 +11,23 @@ Failure policy (`limits.on_store_failure`), per kind of limit:
   all replicas stays bounded; quotas or budgets set to fail_open are skipped.
 - fail_closed (quotas' and budgets' default): refuse with 503.
 Every decision taken that way is counted in `failure_decisions`.
+
+Settlement: a settlement the store does not take (`settle_failures`) goes to
+the outbox on disk (`settlements`) before the usage record is written, and
+is replayed until the store takes it; replays are harmless (a hold settles
+once), so settled spend catches up with the usage records after any outage
+or crash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+import anyio
 import attrs
 
 from router_core.accounting.records import TokenCounts
@@ -51,12 +59,16 @@ from router_core.limits.windows import WindowKind
 from router_core.problems import Catalog, ClientError, DependencyError, Problem
 from router_core.requests import InferenceRequest
 from router_core.usage import TokenUsage
+from router_server.settlements import SettlementOutbox
 from router_server.state.errors import StoreUnavailable
 
 log = logging.getLogger("router.limits")
 
 # A total budget never resets; a denial still says when to look again.
 RETRY_NEVER_S = 86_400
+# How often the outbox is offered to the store again, and how much at once.
+REPLAY_EVERY_S = 1.0
+REPLAY_BATCH = 256
 
 
 class LimitStore(Protocol):
@@ -117,10 +129,16 @@ class LimitGate:
     store: LimitStore
     # Which store was opened at start-up (`state.store` takes effect on restart).
     store_kind: StateStoreKind
+    # Settlements the store did not take, kept until it does (None: the store
+    # is this process's memory, which always takes them).
+    outbox: SettlementOutbox | None = None
     # Rate limits of this replica alone, used while the shared store is down.
     local: MemoryLimitStore = attrs.field(factory=MemoryLimitStore)
     failure_decisions: int = 0
     settle_failures: int = 0
+    settlements_replayed: int = 0
+    # Settlements neither the store nor the outbox took (the disk failed too).
+    settlements_lost: int = 0
 
     async def admit(
         self, config: RouterConfig, request_id: str, caller: Scope, request: InferenceRequest
@@ -197,16 +215,68 @@ class LimitGate:
         try:
             await self.store.settle(holds, amounts)
         except StoreUnavailable as exc:
-            # The reservation then lapses with its window; the usage record
-            # (the source of truth) still carries the actual amounts.
             self.settle_failures += 1
-            log.error("settle failed", extra={"error": str(exc), "holds": len(holds)})
+            log.warning("settle deferred", extra={"error": str(exc), "holds": len(holds)})
+            await self._defer(holds, amounts)
+
+    async def _defer(self, holds: Sequence[Hold], amounts: Sequence[int]) -> None:
+        if self.outbox is not None:
+            try:
+                await self.outbox.add(holds, amounts)
+                return
+            except StoreUnavailable as exc:
+                log.error("settlement outbox failed", extra={"error": str(exc)})
+        # The hold's lifetime then ends the reservation; the usage record (the
+        # source of truth) still carries the actual amounts.
+        self.settlements_lost += 1
+
+    async def replay(self) -> int:
+        """Offer the outbox's settlements to the store once; how many it took."""
+        outbox = self.outbox
+        if outbox is None or outbox.count == 0:
+            return 0
+        batch = await outbox.pending(REPLAY_BATCH)
+        if not batch:
+            outbox.count = 0
+            return 0
+
+        async def apply(holds: Sequence[Hold], actuals: Sequence[int]) -> bool:
+            try:
+                await self.store.settle(holds, actuals)
+            except StoreUnavailable:
+                return False
+            return True
+
+        done = await asyncio.gather(*(apply(p.holds, p.actuals) for p in batch))
+        rows = [p.row for p, ok in zip(batch, done, strict=True) if ok]
+        if rows:
+            await outbox.applied(rows)
+            self.settlements_replayed += len(rows)
+            log.info("settlements replayed", extra={"count": len(rows), "left": outbox.count})
+        return len(rows)
+
+    async def replay_forever(self) -> None:
+        """Replay the outbox every `REPLAY_EVERY_S` (at once on start-up: a
+        router killed with settlements waiting finds them here)."""
+        if self.outbox is None:
+            return
+        while True:
+            try:
+                while await self.replay() == REPLAY_BATCH:
+                    pass
+            except StoreUnavailable as exc:  # the outbox file itself
+                log.error("settlement outbox unreadable", extra={"error": str(exc)})
+            await anyio.sleep(REPLAY_EVERY_S)
 
     def status(self) -> dict[str, Any]:
         return {
             "store": self.store_kind,
             "failure_decisions": self.failure_decisions,
             "settle_failures": self.settle_failures,
+            "settlements_pending": 0 if self.outbox is None else self.outbox.count,
+            "settlements_replayed": self.settlements_replayed,
+            "settlements_lost": self.settlements_lost,
+            "released": getattr(self.store, "released", 0),
         }
 
 

@@ -24,16 +24,23 @@ Rules:
   the past, a window's state and holds at the window's end; only a `total`
   window's state never expires, and its hold hash lives `total_hold_ttl_s`
   past the last admission that added to it.
-- Each call waits at most `timeout_s`; any Redis failure (refused, timed
-  out, READONLY, LOADING, ...) is raised as `StoreUnavailable`, whose
-  message names the operation and the failure and never the URL. A call that
-  timed out may or may not have been applied. The failure policy is the
-  caller's.
+- With `calls` (the state layer's coalescing caller, `state.batch`), the
+  scripts of concurrent requests share pipelines, and a decision carries a
+  deadline (`budget_s` after it is written, on the store's clock) past which
+  the script charges nothing: the decision's time budget is measured on the
+  store's side, not on a router loop that may read the reply late.
+- Each call waits at most `timeout_s` (the router's side: the store is down
+  past it); any Redis failure (refused, timed out, READONLY, LOADING, ...) is
+  raised as `StoreUnavailable`, whose message names the operation and the
+  failure and never the URL. A decision whose caller went (cancelled, or
+  timed out) is still answered to this store, which releases its holds (a
+  settlement of 0): nothing a caller never saw stays reserved.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -65,11 +72,14 @@ from router_core.limits.ledger import (
     state_key,
     storage_key,
 )
+from router_server.state.batch import Calls
 from router_server.state.errors import Store, StoreUnavailable
 from router_server.state.redis import LuaScript, RedisClient
 
+log = logging.getLogger("router.limits")
+
 DEFAULT_PREFIX = "rl:"
-DEFAULT_TIMEOUT_S = 0.1
+DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_TOTAL_HOLD_TTL_S = 86_400.0
 # The scanning of every hold key is for tests and operators, not the hot path.
 OPEN_HOLDS_TIMEOUT_S = 10.0
@@ -106,27 +116,36 @@ class RedisLimitStore:
         self,
         client: RedisClient,
         *,
+        calls: Calls | None = None,
         prefix: str = DEFAULT_PREFIX,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        budget_s: float | None = None,
         total_hold_ttl_s: float = DEFAULT_TOTAL_HOLD_TTL_S,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"key prefix {prefix!r} must not contain braces")
-        if timeout_s <= 0 or total_hold_ttl_s <= 0:
-            raise ValueError("timeout_s and total_hold_ttl_s must be positive")
+        if timeout_s <= 0 or total_hold_ttl_s <= 0 or (budget_s is not None and budget_s <= 0):
+            raise ValueError("timeout_s, budget_s and total_hold_ttl_s must be positive")
         self._client = client
         self._prefix = prefix
         self._timeout_s = timeout_s
+        self._budget_us = None if budget_s is None else round(budget_s * 1_000_000)
         self._total_hold_ttl_us = round(total_hold_ttl_s * 1_000_000)
-        self._admit_script = LuaScript(client, _script("admit.lua"))
-        self._settle_script = LuaScript(client, _script("settle.lua"))
+        self._admit_script = LuaScript(client, _script("admit.lua"), calls)
+        self._settle_script = LuaScript(client, _script("settle.lua"), calls)
+        # Admissions answered after their caller went, released since.
+        self.released = 0
+        self._releases: set[asyncio.Task[None]] = set()
 
     @property
     def client(self) -> RedisClient:
         return self._client
 
     async def aclose(self) -> None:
-        return None  # the client is the process's one, closed by the state layer
+        # The client is the process's one, closed by the state layer; releases
+        # still under way finish first.
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
 
     async def admit(
         self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
@@ -143,9 +162,28 @@ class RedisLimitStore:
         args.append(self._total_hold_ttl_us)
         for spec, name in zip(specs, names, strict=True):
             args.extend(self._spec_args(tag, spec, name))
+        def orphaned(reply: list[int]) -> None:
+            self._release(_admission(request_id, specs, reply))
+
         async with self._guard("admit"):
-            reply = await self._admit_script(keys=keys, args=args)
+            reply = await self._admit_script(keys=keys, args=args, on_orphan=orphaned)
         return _admission(request_id, specs, reply)
+
+    def _release(self, admission: Admission) -> None:
+        """Settle at 0 the holds of an admission whose caller never saw it."""
+        if not admission.holds:
+            return
+        self.released += 1
+        holds = admission.holds
+        task = asyncio.get_running_loop().create_task(self._settle_quietly(holds))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _settle_quietly(self, holds: Sequence[Hold]) -> None:
+        try:
+            await self.settle(holds, [0] * len(holds))
+        except StoreUnavailable as exc:  # the hold's lifetime ends it then
+            log.warning("release failed", extra={"error": str(exc), "holds": len(holds)})
 
     async def settle(
         self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None

@@ -39,11 +39,21 @@ class RedisSettings:
     sentinel_master: str = _checked(
         default="mymaster", validator=_matches(NAME_RE, "a Sentinel master name")
     )
-    # Upper bound of one store call other than a limit decision (those have
-    # limits.timeout_ms); a store slower than this is treated as down.
+    # How long the router waits for any answer from Redis (the socket
+    # timeout). A store that does not answer within it is down: decisions then
+    # follow limits.on_store_failure at once until Redis answers a PING again.
+    # A limit decision's own budget is measured on Redis' side (limits.timeout_ms).
     timeout_ms: int = _checked(default=2000, validator=_positive)
     # Connections this process may open to Redis (to each node in a cluster).
+    # The request path (limits, idempotency keys, nonces) uses at most
+    # `pipelines` of them, whatever the load; the rest serve the change feeds,
+    # the admin API and health checks.
     max_connections: int = _checked(default=1000, validator=_positive)
+    # Pipelines in flight at once on the request path: the Redis calls of
+    # concurrent requests go together in the next free one, so round trips per
+    # request fall as load rises. On a cluster (no pipelining across nodes):
+    # 16 times this many single calls at once.
+    pipelines: int = _checked(default=8, validator=_positive)
 
     __attrs_post_init__ = _check_fields
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from router_server.state.batch import Calls
 from router_server.state.errors import Store
 from router_server.state.redis import RedisClient, redis_guard
 from router_server.state.sqlite import SqliteFile
@@ -53,16 +54,26 @@ class MemoryNonces:
 class RedisNonces:
     """Shared by replicas, on the process's one Redis client."""
 
-    def __init__(self, client: RedisClient, *, timeout_s: float, prefix: str = "router:") -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        timeout_s: float,
+        prefix: str = "router:",
+        calls: Calls | None = None,
+    ) -> None:
         self._client = client
         self._timeout_s = timeout_s
         self._prefix = prefix
+        self._calls = calls
 
     async def claim(self, key_id: str, nonce: str, ttl_s: float) -> bool:
+        name, ttl = f"{self._prefix}nonce:{key_id}:{nonce}", max(1, int(ttl_s))
         async with redis_guard(Store.NONCES, "claim", self._timeout_s):
-            fresh = await self._client.set(
-                f"{self._prefix}nonce:{key_id}:{nonce}", b"1", nx=True, ex=max(1, int(ttl_s))
-            )
+            if self._calls is not None:
+                fresh = await self._calls.command("SET", name, b"1", "NX", "EX", ttl)
+            else:
+                fresh = await self._client.set(name, b"1", nx=True, ex=ttl)
         return bool(fresh)
 
     async def aclose(self) -> None:

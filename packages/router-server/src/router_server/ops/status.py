@@ -31,7 +31,13 @@ async def redis_component(stores: StateLayer) -> dict[str, Any]:
         return {"state": "disabled"}
     used_for = ["limits", "idempotency", "keys", "nonces", "overrides"]
     health = await stores.health(PROBE_TIMEOUT_S)
-    return {**health, "mode": str(stores.settings.redis.mode), "used_for": used_for}
+    return {
+        **health,
+        "mode": str(stores.settings.redis.mode),
+        "used_for": used_for,
+        # The request path's calls: pipelined, and whether it is taken for down now.
+        "calls": stores.status(),
+    }
 
 
 def kafka_component(usage: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from router_server.admin.store import OverrideStore
 from router_server.credentials.nonces import NonceStore
 from router_server.credentials.store import KeyStore
 from router_server.limits import LimitStore
+from router_server.state.batch import calls_for
 from router_server.state.redis import RedisClient, open_redis
 from router_server.state.redis_health import redis_health
 from router_server.usage.idempotency_store import IdempotencyStore
@@ -41,6 +42,8 @@ class StateLayer:
         self.redis = redis
         self.limits_timeout_s = limits_timeout_s
         self.timeout_s = settings.redis.timeout_ms / 1000
+        # The request path's calls, coalesced into pipelines (see `state.batch`).
+        self.calls = None if redis is None else calls_for(redis, pipelines=settings.redis.pipelines)
 
     @classmethod
     def open(cls, config: RouterConfig, env: Mapping[str, str]) -> StateLayer:
@@ -67,7 +70,9 @@ class StateLayer:
             return MemoryLimitStore()
         from router_server.redis_limits import RedisLimitStore
 
-        return RedisLimitStore(self.redis, timeout_s=self.limits_timeout_s)
+        return RedisLimitStore(
+            self.redis, calls=self.calls, timeout_s=self.timeout_s, budget_s=self.limits_timeout_s
+        )
 
     def idempotency_store(self) -> IdempotencyStore:
         from router_server.usage.idempotency_store import (
@@ -77,7 +82,7 @@ class StateLayer:
 
         if self.redis is None:
             return SqliteIdempotencyStore(self.dir / IDEMPOTENCY_FILE)
-        return RedisIdempotencyStore(self.redis, self.timeout_s)
+        return RedisIdempotencyStore(self.redis, self.timeout_s, calls=self.calls)
 
     def key_store(self) -> KeyStore:
         if self.redis is None:
@@ -93,7 +98,7 @@ class StateLayer:
 
         if self.redis is None:
             return SqliteNonces(self.dir / NONCES_FILE)
-        return RedisNonces(self.redis, timeout_s=self.timeout_s)
+        return RedisNonces(self.redis, timeout_s=self.timeout_s, calls=self.calls)
 
     def override_store(self) -> OverrideStore:
         if self.redis is None:
@@ -111,6 +116,12 @@ class StateLayer:
             return {"state": "disabled"}
         return await redis_health(self.redis, timeout_s)
 
+    def status(self) -> dict[str, Any]:
+        """The request path's Redis calls: down or not, calls, round trips."""
+        return {} if self.calls is None else self.calls.status()
+
     async def aclose(self) -> None:
+        if self.calls is not None:
+            await self.calls.aclose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -30,6 +30,7 @@ from redis.exceptions import NoScriptError, RedisError
 from router_core.backoff import Backoff, Retrying
 from router_core.config import RedisSettings
 from router_core.config_enums import RedisMode
+from router_server.state.batch import Calls, Deadline, Orphan
 from router_server.state.errors import Store, StoreUnavailable
 
 log = logging.getLogger("router.state")
@@ -116,20 +117,31 @@ class LuaScript:
     master of a cluster, so with one master lost no script could be loaded
     anywhere. EVAL goes only to the node of the script's keys (following
     MOVED), which keeps the script for the next EVALSHA. NOSCRIPT means the
-    script did not run, so sending it again cannot apply it twice."""
+    script did not run, so sending it again cannot apply it twice. With
+    `calls`, the request path's caller, the script goes in its pipelines."""
 
-    def __init__(self, client: RedisClient, source: str) -> None:
+    def __init__(self, client: RedisClient, source: str, calls: Calls | None = None) -> None:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        # The request path's coalescing caller (`state.batch`); None: call directly.
+        self.calls = calls
 
     async def __call__(
-        self, keys: Sequence[str] = (), args: Sequence[str | int | bytes] = ()
+        self,
+        keys: Sequence[str] = (),
+        args: Sequence[str | int | bytes | Deadline] = (),
+        on_orphan: Orphan | None = None,
     ) -> Any:
+        if self.calls is not None:
+            return await self.calls.script(self, keys, args, on_orphan)
+        plain = [a for a in args if not isinstance(a, Deadline)]
+        if len(plain) != len(args):
+            raise TypeError("a deadline needs the coalescing caller")
         try:
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            return await self.client.evalsha(self.sha, len(keys), *keys, *plain)
         except NoScriptError:
-            return await self.client.eval(self.source, len(keys), *keys, *args)
+            return await self.client.eval(self.source, len(keys), *keys, *plain)
 
 
 @asynccontextmanager

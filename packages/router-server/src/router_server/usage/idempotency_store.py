@@ -13,13 +13,16 @@ idempotency keys of the organizations whose limits it held, and no others.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
 from typing import Protocol
 
 from router_core.accounting.idempotency import Entry, decode_entry, encode_entry
-from router_server.state.errors import Store
+from router_server.state.batch import Calls
+from router_server.state.errors import Store, StoreUnavailable
 from router_server.state.redis import LuaScript, RedisClient, redis_guard
 from router_server.state.sqlite import SqliteFile
 
@@ -134,11 +137,12 @@ class RedisIdempotencyStore:
 
     PREFIX = "idem:"
 
-    def __init__(self, client: RedisClient, timeout_s: float) -> None:
+    def __init__(self, client: RedisClient, timeout_s: float, calls: Calls | None = None) -> None:
         self.client = client
         self.timeout_s = timeout_s
-        self._claim = LuaScript(client, _CLAIM)
-        self._owned = LuaScript(client, _OWNED)
+        self._claim = LuaScript(client, _CLAIM, calls)
+        self._owned = LuaScript(client, _OWNED, calls)
+        self._releases: set[asyncio.Task[None]] = set()
 
     @classmethod
     def name(cls, key: str) -> str:
@@ -147,11 +151,24 @@ class RedisIdempotencyStore:
         return f"{cls.PREFIX}{{{org}}}/{rest}" if scoped and org else cls.PREFIX + key
 
     async def claim(self, key: str, entry: Entry, lease_s: int) -> Entry | None:
+        def orphaned(found: bytes | None) -> None:
+            # Claimed for a caller that went: give the key back for its retry.
+            if found is None:
+                task = asyncio.get_running_loop().create_task(self._quiet_release(key, entry))
+                self._releases.add(task)
+                task.add_done_callback(self._releases.discard)
+
         async with redis_guard(Store.IDEMPOTENCY, "claim", self.timeout_s):
             found = await self._claim(
-                keys=[self.name(key)], args=[encode_entry(entry), lease_s * 1000]
+                keys=[self.name(key)],
+                args=[encode_entry(entry), lease_s * 1000],
+                on_orphan=orphaned,
             )
         return None if found is None else decode_entry(found)
+
+    async def _quiet_release(self, key: str, entry: Entry) -> None:
+        with contextlib.suppress(StoreUnavailable):  # the lease ends it then
+            await self.release(key, entry.owner)
 
     async def complete(self, key: str, entry: Entry, retention_s: int) -> None:
         await self._update(key, entry.owner, encode_entry(entry), retention_s * 1000)

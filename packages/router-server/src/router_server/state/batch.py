@@ -1,0 +1,373 @@
+"""Request-path Redis calls, coalesced: the calls of one loop turn share one pipeline.
+
+Rules:
+- `Pipelined` (standalone and Sentinel) sends every call made while no
+  pipeline is free in the next pipeline: at most `pipelines` are in flight,
+  each on one pooled connection. The request path therefore never needs
+  more connections than that, however many requests are in flight, and
+  round trips per request fall as load rises. `Direct` (Cluster, whose
+  pipelines redis-py splits per node) sends each call alone, at most
+  `pipelines` times `CLUSTER_CALLS_PER_PIPELINE` at once.
+- A call is never abandoned once queued: its reply reaches the batcher even
+  when its caller has gone (cancelled, or timed out on its side), and is then
+  handed to the call's `on_orphan`, so a store can undo what its caller never
+  saw (`RedisLimitStore` releases an admission nobody settles).
+- Late is not down. A `Deadline(budget_us)` argument becomes, when its
+  pipeline is written, the store's clock at that instant plus the budget:
+  the script then refuses to decide past it, a timeout measured on the
+  store's side of the call. The store's clock is estimated from `TIME` at
+  the head of every pipeline, as the smallest offset seen recently (a
+  pipeline runs after it is written, so every sample is the offset plus a
+  delay; the smallest delay is close to none). Before the first sample, and
+  on a cluster (one clock per node), a deadline is sent as '' (none).
+- Down is real failure: a pipeline refused, reset, or unanswered within the
+  client's socket timeout (`state.redis.timeout_ms`) marks Redis down (not
+  on a cluster, where a lost master costs only its own slots' calls). Calls
+  then fail at once with `RedisDown` until a PING answers (tried every
+  `RECHECK_S`), so a dead store costs each request nothing, and a slow loop
+  (whose replies are read late, but arrive) never marks it down.
+- Errors reach callers as redis-py raised them (`RedisError`, `OSError`); each
+  store's guard turns them into `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+
+if TYPE_CHECKING:
+    from router_server.state.redis import LuaScript, RedisClient
+
+log = logging.getLogger("router.state")
+
+# While Redis is down, how often a PING checks whether it is back.
+RECHECK_S = 0.25
+# A clock offset sample is kept this long (two epochs of it are compared).
+OFFSET_EPOCH_US = 30_000_000
+# Calls per pipeline at most: a bigger backlog goes in the next pipelines.
+MAX_BATCH = 1024
+# Concurrent single calls per pipeline slot on a cluster (no pipelining there).
+CLUSTER_CALLS_PER_PIPELINE = 16
+
+Arg = str | int | bytes
+
+
+class RedisDown(RedisConnectionError):
+    """Redis failed recently and has not answered a PING since."""
+
+
+@attrs.frozen
+class Deadline:
+    """An argument replaced, when the call is written, by the store's clock
+    (µs since the epoch) plus `budget_us`, or '' when that clock is unknown."""
+
+    budget_us: int
+
+
+@attrs.define
+class ClockOffset:
+    """The store's clock minus ours (µs): the smallest sample of the last one to
+    two epochs, so it follows a clock that steps, within two epochs."""
+
+    current: int | None = None
+    previous: int | None = None
+    epoch_start: int = 0
+
+    def sample(self, ours_us: int, theirs_us: int) -> None:
+        offset = theirs_us - ours_us
+        if ours_us - self.epoch_start >= OFFSET_EPOCH_US:
+            self.previous, self.current, self.epoch_start = self.current, None, ours_us
+        if self.current is None or offset < self.current:
+            self.current = offset
+
+    def estimate(self) -> int | None:
+        known = [v for v in (self.current, self.previous) if v is not None]
+        return min(known) if known else None
+
+
+class Calls(Protocol):
+    """How a store sends its request-path commands."""
+
+    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any: ...
+
+    async def script(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Arg | Deadline],
+        on_orphan: Orphan | None = None,
+    ) -> Any: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+Orphan = Callable[[Any], None]
+
+
+@attrs.define(eq=False)
+class _Call:
+    args: tuple[Arg | Deadline, ...]
+    future: asyncio.Future[Any]
+    # The script's source, sent whole (EVAL) where EVALSHA finds no script.
+    source: str | None = None
+    on_orphan: Orphan | None = None
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _resolved(args: Sequence[Arg | Deadline], at_us: int | None) -> list[Arg]:
+    return [
+        (("" if at_us is None else at_us + a.budget_us) if isinstance(a, Deadline) else a)
+        for a in args
+    ]
+
+
+class _Base:
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self.down = False
+        self.failures = 0
+        self.calls = 0
+        self.round_trips = 0
+        self._recheck: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _wait(self, call: _Call) -> Any:
+        """The call's reply; a caller that goes first leaves it to `on_orphan`."""
+        try:
+            return await asyncio.shield(call.future)
+        except asyncio.CancelledError:
+            call.future.add_done_callback(_orphaned(call))
+            raise
+
+    def _failed(self, exc: BaseException) -> None:
+        """A pipeline (or call) failed on the connection: Redis is down until a PING."""
+        self.failures += 1
+        if isinstance(exc, RedisError | OSError) and not isinstance(exc, RedisDown):
+            if not self.down:
+                log.warning("redis down", extra={"error": type(exc).__name__})
+            self.down = True
+            if self._recheck is None or self._recheck.done():
+                self._recheck = asyncio.get_running_loop().create_task(self._until_up())
+
+    async def _until_up(self) -> None:
+        while self.down:
+            await asyncio.sleep(RECHECK_S)
+            try:
+                await self.client.ping()
+            except (RedisError, OSError):
+                continue
+            self.down = False
+            log.warning("redis up")
+
+    def _check_up(self) -> None:
+        if self.down:
+            raise RedisDown("Redis failed and has not answered since")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "down": self.down,
+            "calls": self.calls,
+            "round_trips": self.round_trips,
+            "failures": self.failures,
+        }
+
+    async def aclose(self) -> None:
+        tasks = [*self._tasks, *([self._recheck] if self._recheck else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _orphaned(call: _Call) -> Callable[[asyncio.Future[Any]], None]:
+    def done(future: asyncio.Future[Any]) -> None:
+        if call.on_orphan is None or future.cancelled() or future.exception() is not None:
+            return
+        try:
+            call.on_orphan(future.result())
+        except Exception:
+            log.exception("orphaned reply not handled")
+
+    return done
+
+
+class Pipelined(_Base):
+    """Standalone and Sentinel: one pipeline per batch of calls, `pipelines` at once."""
+
+    def __init__(self, client: RedisClient, *, pipelines: int) -> None:
+        if pipelines < 1:
+            raise ValueError("pipelines must be at least 1")
+        super().__init__(client)
+        self.pipelines = pipelines
+        self.in_flight = 0
+        self.offset = ClockOffset()
+        self._pending: list[_Call] = []
+        self._scheduled = False
+
+    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any:
+        return await self._submit(_Call(args, self._future(), on_orphan=on_orphan))
+
+    async def script(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Arg | Deadline],
+        on_orphan: Orphan | None = None,
+    ) -> Any:
+        call_args = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._submit(
+            _Call(call_args, self._future(), source=script.source, on_orphan=on_orphan)
+        )
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, call: _Call) -> Any:
+        self._check_up()
+        self.calls += 1
+        self._pending.append(call)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await self._wait(call)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._pending and self.in_flight < self.pipelines:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self.in_flight += 1
+            self._spawn(self._send(batch))
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            await self._run(batch)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                self._failed(exc)
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(exc if isinstance(exc, Exception) else RedisDown())
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.in_flight -= 1
+            if self.down:
+                self._fail_pending()
+            elif self._pending:
+                self._flush()
+
+    def _fail_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for call in pending:
+            if not call.future.done():
+                call.future.set_exception(RedisDown("Redis failed and has not answered since"))
+
+    async def _run(self, batch: list[_Call]) -> None:
+        replies = await self._pipeline([c.args for c in batch])
+        missing = [
+            (i, c) for i, c in enumerate(batch) if isinstance(replies[i], NoScriptError)
+        ]
+        if missing:
+            # NOSCRIPT: the script did not run, so sending it whole cannot apply it twice.
+            again = [("EVAL", c.source or "", *c.args[2:]) for _, c in missing]
+            for (i, _), reply in zip(missing, await self._pipeline(again), strict=True):
+                replies[i] = reply
+        for call, reply in zip(batch, replies, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(reply, Exception):
+                call.future.set_exception(reply)
+            else:
+                call.future.set_result(reply)
+
+    async def _pipeline(self, commands: Sequence[Sequence[Arg | Deadline]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        written_us = _now_us()
+        offset = self.offset.estimate()
+        at_us = None if offset is None else written_us + offset
+        pipe.execute_command("TIME")
+        for args in commands:
+            pipe.execute_command(*_resolved(args, at_us))
+        self.round_trips += 1
+        replies = await pipe.execute(raise_on_error=False)
+        head = replies[0]
+        if not isinstance(head, Exception):
+            self.offset.sample(written_us, int(head[0]) * 1_000_000 + int(head[1]))
+        return list(replies[1:])
+
+
+class Direct(_Base):
+    """Cluster: each call on its own (EVALSHA, EVAL where the node lacks the
+    script), at most `limit` at once; a deadline is sent as '' (no one clock)."""
+
+    def __init__(self, client: RedisClient, *, pipelines: int) -> None:
+        if pipelines < 1:
+            raise ValueError("pipelines must be at least 1")
+        super().__init__(client)
+        self.limit = pipelines * CLUSTER_CALLS_PER_PIPELINE
+        self._slots = asyncio.Semaphore(self.limit)
+
+    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any:
+        return await self._submit(_Call(args, self._future(), on_orphan=on_orphan))
+
+    async def script(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Arg | Deadline],
+        on_orphan: Orphan | None = None,
+    ) -> Any:
+        call_args = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._submit(
+            _Call(call_args, self._future(), source=script.source, on_orphan=on_orphan)
+        )
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, call: _Call) -> Any:
+        self._check_up()
+        self.calls += 1
+        self._spawn(self._send(call))
+        return await self._wait(call)
+
+    async def _send(self, call: _Call) -> None:
+        async with self._slots:
+            args = _resolved(call.args, None)
+            # No "down" here: a lost master costs only its own slots' calls.
+            try:
+                self.round_trips += 1
+                try:
+                    reply = await self.client.execute_command(*args)
+                except NoScriptError:
+                    reply = await self.client.execute_command("EVAL", call.source or "", *args[2:])
+            except Exception as exc:
+                call.future.set_exception(exc)
+                return
+            call.future.set_result(reply)
+
+
+def calls_for(client: RedisClient, *, pipelines: int) -> Calls:
+    """The request-path caller for `client`."""
+    if isinstance(client, RedisCluster):
+        return Direct(client, pipelines=pipelines)
+    return Pipelined(client, pipelines=pipelines)

@@ -1,0 +1,176 @@
+"""The request path's Redis caller (`router_server.state.batch`) against a real Redis:
+calls coalesced into few pipelines on few connections, deadlines on the store's
+clock, replies of callers that went handed on, and down meaning really down."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from router_server.state.batch import Deadline, Pipelined, RedisDown, calls_for
+from router_server.state.redis import LuaScript
+
+from tests.helpers.redis_server import RedisServer, redis_binary, redis_client
+
+pytestmark = pytest.mark.anyio
+
+# Returns the deadline it was given and the server's clock as it ran.
+_ECHO = """
+local time = redis.call('TIME')
+return {ARGV[1], string.format('%.0f', tonumber(time[1]) * 1000000 + tonumber(time[2]))}
+"""
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> bool:
+    with anyio.move_on_after(timeout_s):
+        while not await check():
+            await anyio.sleep(0.05)
+        return True
+    return False
+
+
+async def _connections(url: str, name: str) -> int:
+    probe = redis_client(url)
+    try:
+        listed: list[dict[str, Any]] = await probe.client_list()
+        return sum(1 for c in listed if c.get("name") == name)
+    finally:
+        await probe.aclose()
+
+
+async def test_a_thousand_concurrent_calls_share_two_connections(redis_url: str) -> None:
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    client = redis_client(redis_url)
+    client.connection_pool.connection_kwargs["client_name"] = name
+    calls = Pipelined(client, pipelines=2)
+    key = f"count:{name}"
+    try:
+        replies = await asyncio.gather(*(calls.command("INCR", key) for _ in range(1000)))
+        assert sorted(replies) == list(range(1, 1001))
+        assert await client.get(key) == b"1000"
+        status = calls.status()
+        assert status["calls"] == 1000
+        # Calls made while both pipelines were busy went together in the next.
+        assert status["round_trips"] <= 50
+        assert await _connections(redis_url, name) <= 2
+    finally:
+        await client.delete(key)
+        await calls.aclose()
+        await client.aclose()
+
+
+async def test_a_deadline_is_on_the_stores_clock(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    calls = Pipelined(client, pipelines=1)
+    echo = LuaScript(client, _ECHO, calls)
+    budget_us = 10_000_000
+    try:
+        await client.script_load(_ECHO)
+        first = await echo(args=[Deadline(budget_us)])
+        # Before the first pipeline, the store's clock is not known: no deadline.
+        assert first[0] == b""
+        for _ in range(5):
+            deadline, ran_at = (int(v) for v in await echo(args=[Deadline(budget_us)]))
+            # The deadline is the budget after the call was written, on Redis' clock.
+            assert 0 < deadline - ran_at <= budget_us + 1_000_000
+    finally:
+        await calls.aclose()
+        await client.aclose()
+
+
+async def test_a_script_redis_lost_is_sent_whole(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    calls = Pipelined(client, pipelines=1)
+    echo = LuaScript(client, _ECHO, calls)
+    try:
+        await client.script_flush()
+        replies = await asyncio.gather(*(echo(args=["x"]) for _ in range(20)))
+        assert all(r[0] == b"x" for r in replies)
+        assert await client.script_exists(echo.sha) == [True]
+    finally:
+        await calls.aclose()
+        await client.aclose()
+
+
+async def test_the_reply_of_a_caller_that_went_is_handed_on(redis_url: str) -> None:
+    client = redis_client(redis_url)
+    calls = Pipelined(client, pipelines=1)
+    key = f"orphan:{uuid.uuid4().hex}"
+    orphans: list[Any] = []
+    try:
+        task = asyncio.ensure_future(calls.command("INCR", key, on_orphan=orphans.append))
+        await asyncio.sleep(0)  # queued, not yet answered
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        async def handed_on() -> bool:
+            return orphans == [1]
+
+        assert await _eventually(handed_on)
+        assert await client.get(key) == b"1"
+    finally:
+        await client.delete(key)
+        await calls.aclose()
+        await client.aclose()
+
+
+async def test_down_only_after_a_real_failure_and_up_after_a_ping() -> None:
+    with RedisServer(redis_binary()) as server:
+        client = redis_client(server.url, timeout_ms=500)
+        calls = calls_for(client, pipelines=2)
+        assert isinstance(calls, Pipelined)
+        try:
+            assert await calls.command("PING") in (True, b"PONG")
+            server.stop()
+            with pytest.raises((RedisConnectionError, OSError)):
+                await calls.command("PING")
+            assert calls.status()["down"]
+            # Down: refused at once, without a round trip.
+            trips = calls.status()["round_trips"]
+            with pytest.raises(RedisDown):
+                await calls.command("PING")
+            assert calls.status()["round_trips"] == trips
+            server.start()
+
+            async def up() -> bool:
+                return not calls.status()["down"]
+
+            assert await _eventually(up)
+            assert await calls.command("PING") in (True, b"PONG")
+        finally:
+            await calls.aclose()
+            await client.aclose()
+
+
+async def test_a_frozen_redis_is_down_after_the_socket_timeout() -> None:
+    with RedisServer(redis_binary()) as server:
+        client = redis_client(server.url, timeout_ms=300)
+        calls = calls_for(client, pipelines=1)
+        try:
+            await calls.command("PING")
+            server.pause()
+            try:
+                outcomes = await asyncio.gather(
+                    *(calls.command("PING") for _ in range(50)), return_exceptions=True
+                )
+            finally:
+                server.resume()
+            # Timed out on the socket (redis' TimeoutError), then down for the rest.
+            assert all(isinstance(o, RedisError | OSError) for o in outcomes)
+            assert calls.status()["round_trips"] == 2
+
+            async def up() -> bool:
+                return not calls.status()["down"]
+
+            assert await _eventually(up)
+        finally:
+            await calls.aclose()
+            await client.aclose()
