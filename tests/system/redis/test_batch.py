@@ -11,6 +11,9 @@ from typing import Any
 
 import anyio
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -47,8 +50,8 @@ async def _connections(url: str, name: str) -> int:
 
 async def test_a_thousand_concurrent_calls_share_two_connections(redis_url: str) -> None:
     name = f"batch-{uuid.uuid4().hex[:8]}"
-    client = redis_client(redis_url)
-    client.connection_pool.connection_kwargs["client_name"] = name
+    # Named, to count its connections: the router's client, as open_redis builds it.
+    client = Redis.from_url(redis_url, client_name=name, retry=Retry(NoBackoff(), 0))
     calls = Pipelined(client, pipelines=2)
     key = f"count:{name}"
     try:
