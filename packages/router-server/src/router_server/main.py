@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -80,6 +82,10 @@ def hypercorn_config(config: RouterConfig, host: str, port: int) -> HypercornCon
     hc.accesslog = None  # the router writes its own structured line per request
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our JSON handler
     hc.keep_alive_timeout = 75  # above common load balancers' idle timeouts
+    # Connections waiting to be accepted (hypercorn's default, 100, drops a
+    # burst's SYNs: clients then wait a second to retry); the kernel caps it
+    # at net.core.somaxconn.
+    hc.backlog = 4096
     hc.graceful_timeout = 10
     # hypercorn's own cap must not undercut the router's (which answers 413 itself).
     hc.h11_max_incomplete_size = 64 * 1024
@@ -185,6 +191,22 @@ async def run(config: RouterConfig, host: str, port: int, path: str) -> None:
         raise CannotListen("; ".join(failures))
 
 
+# Open files the router asks for: a client connection, a backend connection
+# and a Redis pipeline each take one; the common soft limit, 1,024, would
+# refuse connections at a few hundred requests in flight.
+OPEN_FILES = 65_536
+
+
+def _allow_open_files() -> None:
+    """Raise the soft limit of open files towards `OPEN_FILES` (never past the
+    hard limit the operator set)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level, access_log=not args.no_access_log)
@@ -208,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # request, ~10% of the router's CPU (see benchmarks/). Cycles are still
     # collected, in larger batches.
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    _allow_open_files()
     http_refusals.install()  # requests h11 cannot parse get a body and an x-request-id
     try:
         import uvloop
