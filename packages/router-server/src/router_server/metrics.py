@@ -246,6 +246,26 @@ class StateCollector(Collector):
             value=limits["failure_decisions"] + limits["settle_failures"]
             + idempotency.get("failures", 0),
         )  # fmt: skip
+        yield CounterMetricFamily(
+            "router_limit_failure_decisions",
+            "Limit decisions taken by the failure policy (the store down or past its deadline).",
+            value=limits["failure_decisions"],
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "router_limit_settle_failures",
+            "Settlements the limit store did not take at once (kept in the outbox).",
+            value=limits["settle_failures"],
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "router_limit_settlements_pending",
+            "Settlements in the outbox, waiting for the limit store.",
+            value=limits.get("settlements_pending") or 0,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "router_limit_settlements_lost",
+            "Settlements neither the store nor the outbox took (their holds lapse).",
+            value=limits.get("settlements_lost", 0),
+        )  # fmt: skip
         kafka = usage.get("kafka") or {}
         yield CounterMetricFamily(
             "router_kafka_errors", "Failed attempts to export usage records to Kafka.",

@@ -162,6 +162,7 @@ class RedisLimitStore:
         args.append(self._total_hold_ttl_us)
         for spec, name in zip(specs, names, strict=True):
             args.extend(self._spec_args(tag, spec, name))
+
         def orphaned(reply: list[int]) -> None:
             self._release(_admission(request_id, specs, reply))
 

@@ -282,9 +282,7 @@ class Pipelined(_Base):
 
     async def _run(self, batch: list[_Call]) -> None:
         replies = await self._pipeline([c.args for c in batch])
-        missing = [
-            (i, c) for i, c in enumerate(batch) if isinstance(replies[i], NoScriptError)
-        ]
+        missing = [(i, c) for i, c in enumerate(batch) if isinstance(replies[i], NoScriptError)]
         if missing:
             # NOSCRIPT: the script did not run, so sending it whole cannot apply it twice.
             again = [("EVAL", c.source or "", *c.args[2:]) for _, c in missing]

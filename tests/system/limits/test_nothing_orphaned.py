@@ -1,0 +1,190 @@
+"""Nothing the router gave up on stays charged, and no settlement is lost:
+through a caller that goes mid-decision, a Redis frozen mid-run, and a router
+killed (SIGKILL) with settlements still waiting for that Redis.
+
+At the end, idle, Redis holds no open hold and no reserved amount, and what
+it committed is exactly what the routers settled (their `settled` log lines:
+one per request, written before the store is asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from router_core.limits.admission import LimitKind
+from router_core.limits.budget import BudgetState
+from router_core.limits.gcra import GcraLimit
+from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec
+from router_core.limits.windows import WindowKind
+from router_server.mock_backend import MockBackendProcess
+from router_server.redis_limits import RedisLimitStore
+from router_server.state.batch import Pipelined
+
+from tests.helpers.redis_server import RedisServer, closed, redis_binary, redis_client
+from tests.helpers.support import ACME_KEY, auth
+
+Mocks = tuple[MockBackendProcess, MockBackendProcess]
+TOTAL = "org:acme:usd:total:0"
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_an_admission_whose_caller_went_is_released(redis_url: str) -> None:
+    specs = [
+        RateSpec("org:acme:rps", LimitKind.RATE, GcraLimit(100, 1_000_000, 100), 1),
+        QuotaSpec("org:acme:req:day", 1_000, WindowKind.DAY, 1),
+        BudgetSpec("org:acme:usd:total", 10**12, WindowKind.TOTAL, 5_000),
+    ]
+
+    async def scenario() -> None:
+        client = redis_client(redis_url)
+        calls = Pipelined(client, pipelines=1)
+        store = RedisLimitStore(client, calls=calls, timeout_s=5.0)
+        try:
+            asked = asyncio.ensure_future(store.admit("gone", specs))
+            await asyncio.sleep(0)  # written, not yet answered
+            asked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asked
+            for _ in range(200):
+                if store.released and await store.open_holds() == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert store.released == 1
+            assert await store.open_holds() == 0
+            total = await store.get(TOTAL)
+            assert total == BudgetState(0, 0)
+        finally:
+            await calls.aclose()
+            await closed(store)
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, to freeze and to kill."""
+    with RedisServer(redis_binary()) as server:
+        yield server
+
+
+def settled_nanos(logs: list[Path]) -> tuple[int, int]:
+    total = count = 0
+    for path in logs:
+        for line in path.read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("msg") == "settled":
+                    total += entry["charged"].get("usd", 0)
+                    count += 1
+    return total, count
+
+
+async def _stream(client: httpx.AsyncClient, url: str, started: list[int]) -> str:
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "count slowly"}],
+        "max_tokens": 12,
+        "stream": True,
+    }
+    async with client.stream(
+        "POST", f"{url}/v1/chat/completions", json=body, headers=auth(ACME_KEY)
+    ) as response:
+        if response.status_code != 200:
+            data = json.loads(await response.aread())
+            return f"{response.status_code} {data['error']['code']}"
+        started.append(1)
+        async for _ in response.aiter_lines():
+            pass
+        return "200"
+
+
+def store_view(url: str) -> tuple[BudgetState | None, int]:
+    async def view() -> tuple[BudgetState | None, int]:
+        store = RedisLimitStore(redis_client(url), timeout_s=5.0)
+        try:
+            state = await store.get(TOTAL)
+            assert state is None or isinstance(state, BudgetState)
+            return state, await store.open_holds()
+        finally:
+            await closed(store)
+
+    return asyncio.run(view())
+
+
+@pytest.mark.exclusive
+def test_a_frozen_redis_and_a_killed_router_leave_nothing_reserved_or_lost(
+    start_router: Any,
+    config_data: dict[str, Any],
+    mocks: Mocks,
+    own_redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    data = copy.deepcopy(config_data)
+    data["state"] = {**data.get("state", {}), "store": "redis", "redis": {"timeout_ms": 500}}
+    data["prices"] = {
+        "chat": {"input": 1, "output": 2},
+        "embed": {"input": 1},
+        "b-only": {"input": 1, "output": 2},
+    }
+    data["organizations"]["acme"]["limits"] = {"budget": {"total": 10}}
+    router = start_router(data, {"ROUTER_REDIS_URL": own_redis.url})
+    for mock in mocks:
+        mock.configure(chunk_delay_ms=100)  # about 1.2 s per stream
+
+    def status() -> dict[str, Any]:
+        limits: dict[str, Any] = httpx.get(f"{router.url}/v1/status", timeout=10).json()["limits"]
+        return limits
+
+    async def run() -> Counter[str]:
+        started: list[int] = []
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60)) as client:
+            streams = [
+                asyncio.ensure_future(_stream(client, router.url, started)) for _ in range(20)
+            ]
+            while len(started) < 20:  # all admitted, all streaming
+                await asyncio.sleep(0.02)
+            own_redis.pause()
+            try:
+                # Asked while Redis is frozen: the budget fails closed; those
+                # decisions run when Redis wakes, past their deadline, and charge nothing.
+                late = [_stream(client, router.url, []) for _ in range(10)]
+                outcomes = await asyncio.gather(*streams, *late)
+                await asyncio.sleep(1.0)  # the settlements' wait for Redis ends
+            finally:
+                own_redis.resume()
+        return Counter(outcomes)
+
+    outcomes = asyncio.run(run())
+    assert outcomes == Counter({"200": 20, "503 limits_unavailable": 10})
+    # The streams ended while Redis was frozen: their settlements wait on disk.
+    assert status()["settlements_pending"] > 0
+    router.kill()  # SIGKILL: only the outbox file remembers them
+    router.start()
+    assert eventually(lambda: status()["settlements_pending"] == 0)
+    router.stop()  # flush its log
+
+    state, open_holds = store_view(own_redis.url)
+    assert open_holds == 0
+    assert state is not None
+    assert state.reserved == 0
+    spent, settlements = settled_nanos(sorted(tmp_path.glob("router-*.log")))
+    assert settlements == 20
+    assert state.committed == spent
