@@ -101,7 +101,10 @@ class FailurePolicy:
 class LimitSettings:
     """How limits behave, and without their store (where they are kept: `state`)."""
 
-    # Upper bound on one admission decision's wait for the store.
+    # A decision's time budget, measured on the store's side: one that starts
+    # later than this after it was sent charges nothing and follows
+    # on_store_failure. A router whose own loop is behind still reads its
+    # answers (up to state.redis.timeout_ms): late is not down.
     timeout_ms: int = _checked(default=100, validator=_positive)
     # Replicas sharing the limits: a fail-open rate limit allows limit / this.
     expected_replicas: int = _checked(default=1, validator=_positive)
