@@ -347,7 +347,7 @@ def paced_direct_target(mock: MockBackendProcess) -> paced.StreamTarget:
     )
 
 
-def paced_routed_target(routed: Target) -> paced.StreamTarget:
+def paced_routed_target(routed: Target, pinning: Pinning) -> paced.StreamTarget:
     return paced.StreamTarget(
         "routed",
         routed.url,
@@ -355,6 +355,7 @@ def paced_routed_target(routed: Target) -> paced.StreamTarget:
         routed.headers,
         router_pid=routed.router_pid,
         status_url=routed.status_url,
+        router_core=pinning.router_cpu,
     )
 
 
@@ -670,7 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if options is not None and paced_mock is not None:
                     paced_report = paced.run_scenario(
                         paced_direct_target(paced_mock),
-                        paced_routed_target(routed),
+                        paced_routed_target(routed, pinning),
                         options,
                         paced_progress,
                     )

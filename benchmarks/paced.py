@@ -10,9 +10,10 @@ direct runs go from the load generator (`streamgen.py`) to the mock backend.
 Runs, each on both paths unless said otherwise:
 - unloaded: a few streams (UNLOADED_N), the reference for time to first token;
 - ramp (routed only, skipped when N is given): N doubling from RAMP_START
-  until the router's CPU reaches RAMP_CPU_PERCENT of one core, or an answer
-  other than 200 comes back; the saturating N is extrapolated from the last
-  step below that (CPU grows in proportion to N until the core is full);
+  until the router is saturated: its CPU reaches RAMP_CPU_PERCENT of one
+  core, it no longer keeps the backend's pace, or an answer other than 200
+  comes back (`saturated`); the saturating N is estimated from the steps
+  (`saturating_n`);
 - 1x and 2x that N.
 
 Each routed run reads the router's GET /v1/status before and after: the limits
@@ -43,6 +44,10 @@ UNLOADED_N = 8
 RAMP_START = 16
 RAMP_MAX = 4096
 RAMP_CPU_PERCENT = 85.0
+# ...or when it delivers less than this share of the events its streams would
+# carry at the unloaded pace (on a shared core the router is behind before its
+# own CPU reaches RAMP_CPU_PERCENT).
+RAMP_MIN_PACE = 0.9
 # Targets of issue 13, on one router core.
 TARGET_REFUSAL_P99_MS = 20.0
 TARGET_TTFT_P99_RATIO = 3.0
@@ -69,6 +74,7 @@ class StreamTarget:
     headers: dict[str, str]
     router_pid: int | None = None
     status_url: str | None = None
+    router_core: int | None = None  # the core the router is pinned to
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,9 @@ class PacedRun:
     result: StreamResult
     router_cpu_percent: float | None  # of one core, over the measured window
     router_cpu_us_per_event: float | None
+    # How busy the router's core was over the window, whoever used it: above the
+    # router's own CPU %, something else (on a shared machine) took its core.
+    router_core_busy_percent: float | None
     # Counters of GET /v1/status: the change over the run, and the values after it.
     failure_decisions: int | None = None
     settle_failures: int | None = None
@@ -157,6 +166,9 @@ def measure(
     per_event = None
     if cpu is not None and result.events:
         per_event = round(cpu / 100 * duration_s / result.events * 1e6, 1)
+    busy = result.core_busy_percent
+    core = target.router_core
+    core_busy = busy[core] if busy is not None and core is not None and core < len(busy) else None
     return PacedRun(
         run,
         target.path,
@@ -164,6 +176,7 @@ def measure(
         result,
         router_cpu_percent=cpu,
         router_cpu_us_per_event=per_event,
+        router_core_busy_percent=core_busy,
         failure_decisions=_change(before, after, "limits", "failure_decisions"),
         settle_failures=_change(before, after, "limits", "settle_failures"),
         idempotency_failures=_change(before, after, "idempotency", "failures"),
@@ -175,24 +188,52 @@ def refused(result: StreamResult) -> int:
     return sum(count for answer, count in result.answers.items() if answer != "200")
 
 
-def saturating_n(steps: Sequence[PacedRun]) -> int:
-    """N at which the router's core is full, from the ramp's steps (in order)."""
-    clean = [
-        s for s in steps if (s.router_cpu_percent or 0) < RAMP_CPU_PERCENT and not refused(s.result)
-    ]
-    basis = clean[-1] if clean else steps[0]
-    cpu = basis.router_cpu_percent
-    if not cpu or cpu <= 0:
-        return basis.concurrency
-    estimate = round(basis.concurrency * 100 / cpu)
-    failing = [s.concurrency for s in steps if refused(s.result)]
-    if failing:  # the router already refused there: it was saturated
-        estimate = min(estimate, failing[0])
-    return max(1, estimate)
+def pace(step: PacedRun, per_stream: float) -> float | None:
+    """Events/s delivered over what `concurrency` streams at the unloaded pace carry."""
+    if per_stream <= 0:
+        return None
+    return step.result.events_per_s / (step.concurrency * per_stream)
+
+
+def saturated(step: PacedRun, per_stream: float) -> bool:
+    """The router's core is full (CPU), or the router no longer keeps the pace
+    (it delivers under RAMP_MIN_PACE of the events), or it refused a request."""
+    kept = pace(step, per_stream)
+    return (
+        (step.router_cpu_percent or 0) >= RAMP_CPU_PERCENT
+        or (kept is not None and kept < RAMP_MIN_PACE)
+        or refused(step.result) > 0
+    )
+
+
+def saturating_n(steps: Sequence[PacedRun], per_stream: float) -> int:
+    """N at which the router's core is full, from the ramp's steps (in order).
+
+    Two estimates, the smaller wins: the last step that was not saturated,
+    scaled by its CPU to 100% of the core (right when the router has its core
+    to itself: CPU grows in proportion to N), and the streams the first
+    saturated step's event rate carries at the unloaded pace (right when the
+    core is shared, where the router is saturated before its CPU shows it).
+    """
+    clean = [s for s in steps if not saturated(s, per_stream)]
+    first = next((s for s in steps if saturated(s, per_stream)), None)
+    floor = clean[-1].concurrency if clean else 1
+    estimates: list[int] = []
+    if clean and clean[-1].router_cpu_percent:
+        estimates.append(round(floor * 100 / clean[-1].router_cpu_percent))
+    if first is not None and per_stream > 0:
+        carried = round(first.result.events_per_s / per_stream)
+        estimates.append(min(first.concurrency, max(floor, carried)))
+    if not estimates:
+        return steps[-1].concurrency
+    return max(1, min(estimates))
 
 
 def ramp(
-    target: StreamTarget, options: PacedOptions, progress: Callable[[PacedRun], None]
+    target: StreamTarget,
+    options: PacedOptions,
+    per_stream: float,
+    progress: Callable[[PacedRun], None],
 ) -> tuple[int, list[PacedRun]]:
     steps: list[PacedRun] = []
     n = RAMP_START
@@ -200,10 +241,10 @@ def ramp(
         step = measure("ramp", target, n, options, options.ramp_duration_s, options.ramp_warmup_s)
         steps.append(step)
         progress(step)
-        if (step.router_cpu_percent or 0) >= RAMP_CPU_PERCENT or refused(step.result):
+        if saturated(step, per_stream):
             break
         n *= 2
-    return saturating_n(steps), steps
+    return saturating_n(steps, per_stream), steps
 
 
 @dataclass
@@ -243,7 +284,10 @@ def run_scenario(
     if options.n is not None:
         n, source = options.n, "given"
     else:
-        n, steps = ramp(routed, options, progress)
+        # Events per second one stream carries at the backend's pace, unloaded.
+        reference = runs[0]
+        per_stream = reference.result.events_per_s / reference.concurrency
+        n, steps = ramp(routed, options, per_stream, progress)
         source = "ramp"
     print(f"  saturating N (one router core, every policy on): {n} ({source})", flush=True)
     both("1x", n)
@@ -312,7 +356,7 @@ def table(report: PacedReport) -> str:
     header = (
         f"{'run':<8} {'path':<7} {'N':>5} {'events/s':>9} {'req/s':>7} {'TTFT p50':>8} "
         f"{'TTFT p99':>8} {'gap p50':>7} {'gap p99':>7} {'refused':>7} {'ref p99':>7} "
-        f"{'CPU %':>6} {'us/event':>8} {'fail dec':>8} {'settle f':>8}"
+        f"{'CPU %':>6} {'core %':>6} {'us/event':>8} {'fail dec':>8} {'settle f':>8}"
     )
     lines = [
         f"paced streaming: {o.tokens} tokens a stream, {o.chunk_delay_ms:g} ms between events; "
@@ -328,7 +372,8 @@ def table(report: PacedReport) -> str:
             f"{res.ttft_ms['p50']:>8.1f} {res.ttft_ms['p99']:>8.1f} "
             f"{res.gap_ms['p50']:>7.1f} {res.gap_ms['p99']:>7.1f} {refused(res):>7} "
             f"{_num(res.refusal_ms['p99'] if res.refusal_ms['count'] else None):>7} "
-            f"{_num(r.router_cpu_percent, 0):>6} {_num(r.router_cpu_us_per_event, 0):>8} "
+            f"{_num(r.router_cpu_percent, 0):>6} {_num(r.router_core_busy_percent, 0):>6} "
+            f"{_num(r.router_cpu_us_per_event, 0):>8} "
             f"{_num(r.failure_decisions, 0):>8} {_num(r.settle_failures, 0):>8}"
         )
     lines.append("answers by status and code (requests sent inside each window):")
@@ -337,7 +382,8 @@ def table(report: PacedReport) -> str:
     lines.append(
         "Times in ms: TTFT from the send to the first content event; gap between consecutive "
         "events of a stream; ref p99: latency of answers other than 200. CPU % (of one core) "
-        "and us/event are the router's over the window; fail dec / settle f: the change of "
+        "and us/event are the router's over the window, core % how busy its core was (by "
+        "anyone: above CPU %, the core was shared); fail dec / settle f: the change of "
         "limits.failure_decisions / limits.settle_failures in GET /v1/status over the run."
     )
     lines.append("")
