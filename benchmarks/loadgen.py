@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from array import array
@@ -43,6 +44,8 @@ class Spec:
     concurrency: int = 1  # closed loop: connections; open loop: connections opened up front
     rate: float | None = None  # requests/s: open loop; None: closed loop
     timeout_s: float = 10.0
+    # Each request with an Idempotency-Key of its own (the router stores every answer).
+    idempotency_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,17 +70,43 @@ def percentile(ordered: array[float] | list[float], q: float) -> float:
 
 
 def build_request(spec: Spec) -> tuple[str, int, bytes]:
-    parts = urlsplit(spec.url)
+    return request_bytes(spec.url, spec.body, spec.headers)
+
+
+def request_bytes(url: str, body: str, headers: dict[str, str]) -> tuple[str, int, bytes]:
+    """Host, port and the whole POST request to send to `url`."""
+    parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or 80
-    body = spec.body.encode()
+    encoded = body.encode()
     lines = [
         f"POST {parts.path or '/'} HTTP/1.1",
         f"Host: {host}:{port}",
-        f"Content-Length: {len(body)}",
-        *(f"{name}: {value}" for name, value in spec.headers.items()),
+        f"Content-Length: {len(encoded)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
     ]
-    return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return host, port, ("\r\n".join(lines) + "\r\n\r\n").encode() + encoded
+
+
+class Payloads:
+    """A request's bytes, each with an `Idempotency-Key` of its own when `keyed`.
+
+    The key is this run's random prefix and a counter, so no two requests of
+    any run share one (the router would replay the first one's answer).
+    """
+
+    def __init__(self, payload: bytes, keyed: bool) -> None:
+        self.payload = payload
+        self.keyed = keyed
+        self.head, _, self.body = payload.partition(b"\r\n\r\n")
+        self.prefix = b"\r\nIdempotency-Key: bench-" + os.urandom(6).hex().encode() + b"-"
+        self.count = 0
+
+    def next(self) -> bytes:
+        if not self.keyed:
+            return self.payload
+        self.count += 1
+        return b"%s%s%d\r\n\r\n%s" % (self.head, self.prefix, self.count, self.body)
 
 
 class Connection(asyncio.Protocol):
@@ -184,6 +213,7 @@ async def _exchange(conn: Connection, payload: bytes, timeout_s: float) -> bool:
 
 async def closed_loop(spec: Spec) -> Result:
     host, port, payload = build_request(spec)
+    payloads = Payloads(payload, spec.idempotency_keys)
     begin = time.perf_counter()
     window_start = begin + spec.warmup_s
     stop_at = window_start + spec.duration_s
@@ -200,7 +230,7 @@ async def closed_loop(spec: Spec) -> Result:
                     await asyncio.sleep(0.01)
                     continue
             sent = time.perf_counter()
-            ok = await _exchange(conn, payload, spec.timeout_s)
+            ok = await _exchange(conn, payloads.next(), spec.timeout_s)
             if time.perf_counter() <= stop_at:
                 recorder.record(sent, ok)
         if conn is not None:
@@ -212,6 +242,7 @@ async def closed_loop(spec: Spec) -> Result:
 
 async def open_loop(spec: Spec, rate: float) -> Result:
     host, port, payload = build_request(spec)
+    payloads = Payloads(payload, spec.idempotency_keys)
     recorder = Recorder(0.0)
     idle: deque[Connection] = deque()
     for _ in range(spec.concurrency):
@@ -229,7 +260,7 @@ async def open_loop(spec: Spec, rate: float) -> Result:
         except OSError:
             recorder.record(due, ok=False)
             return
-        ok = await _exchange(conn, payload, spec.timeout_s)
+        ok = await _exchange(conn, payloads.next(), spec.timeout_s)
         recorder.record(due, ok)
         if conn.usable:
             idle.append(conn)

@@ -18,6 +18,11 @@ TARGET_ADDED_P50_MS = 1.0
 TARGET_ADDED_P99_MS = 5.0
 # The load generator must outrun the router by this much (direct vs routed).
 MIN_DIRECT_RATIO = 10.0
+# Issue 13: every policy on costs at most this much CPU per request over
+# authentication alone (the 16-connection chat, routed).
+TARGET_ALL_CPU_RATIO = 1.25
+ALL_BASE = "chat-c16"
+ALL_KEY = "chat-c16-all"
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,9 @@ class Scenario:
     stream: bool
     concurrency: int  # closed loop: connections; open loop: connections opened up front
     rate: float | None = None  # open loop at this many requests/s
-    # Routed with limits and budgets on, in this store ("memory" or "redis");
-    # None: the plain routed path (auth only).
+    # Routed with limits and budgets on, in this store ("memory" or "redis"),
+    # or "all": every policy on (Redis limits, Redis idempotency keys, ledger,
+    # Kafka export); None: the plain routed path (auth only).
     limits: str | None = None
     # The plain scenario with the same load, which the limits run is compared with.
     base: str | None = None
@@ -77,7 +83,9 @@ def table(ms: Sequence[Measurement]) -> str:
     lines.append(
         "RSS and CPU are the router process's, over each routed run; CPU us/req (router CPU "
         "time / requests) is steadier than req/s on a shared machine. limits: routed with "
-        "rate limits, quotas and a budget on (never denying), in that store."
+        "rate limits, quotas and a budget on (never denying), in that store; all: every "
+        "policy on (Redis limits, an Idempotency-Key per request kept in Redis, the ledger, "
+        "Kafka export)."
     )
     return "\n".join(lines)
 
@@ -135,7 +143,19 @@ def targets(ms: Sequence[Measurement], open_key: str) -> list[dict[str, Any]]:
     check("routed req/s, 64 conns, 50 ms backend", rps("chat-50ms-c64"), TARGET_RPS_SLOW_C64, True)
     check("router-added p50 ms, fixed rate", added.get("p50_ms"), TARGET_ADDED_P50_MS, False)
     check("router-added p99 ms, fixed rate", added.get("p99_ms"), TARGET_ADDED_P99_MS, False)
+    ratio = every_policy_ratio(ms)
+    if ratio is not None:
+        check("CPU/req, every policy / auth alone, 16 conns", ratio, TARGET_ALL_CPU_RATIO, False)
     return rows
+
+
+def every_policy_ratio(ms: Sequence[Measurement]) -> float | None:
+    """CPU per request with every policy on over authentication alone (same load)."""
+    plain, every = _find(ms, ALL_BASE, "routed"), _find(ms, ALL_KEY, "routed")
+    if plain is None or every is None:
+        return None
+    base, cost = plain.router_cpu_us_per_request, every.router_cpu_us_per_request
+    return None if not base or cost is None else round(cost / base, 2)
 
 
 def _delta(base: float | None, limited: float | None, digits: int = 1) -> dict[str, Any]:
@@ -188,7 +208,11 @@ def limits_summary(ms: Sequence[Measurement]) -> list[str]:
     rows = limits_added(ms)
     if not rows:
         return []
-    out = ["", "limits add (routed, limits + budget on, vs the plain routed run of that load):"]
+    out = [
+        "",
+        "limits add (routed, limits + budget on; all: every policy on; vs the plain routed "
+        "run of that load):",
+    ]
     for row in rows:
         cpu = row["cpu_us_per_request"]
         head = f"  {row['limits']:<6} {row['scenario']:<16}"
@@ -235,6 +259,12 @@ def summary(ms: Sequence[Measurement], transports: Sequence[Measurement], open_k
             flag += " (the mock backend bounds direct streams, not the load generator)"
         out.append(f"direct/routed throughput, {row['scenario']}: {row['ratio']:.1f}x{flag}")
     out.extend(limits_summary(ms))
+    ratio = every_policy_ratio(ms)
+    if ratio is not None:
+        out.append(
+            f"every policy on / authentication alone, CPU per request ({ALL_BASE}): "
+            f"{ratio:.2f}x (target <= {TARGET_ALL_CPU_RATIO:g}x)"
+        )
     if transports:
         out.append("")
         out.append("backend transport, routed, 16 conns, 0 ms backend:")
@@ -251,7 +281,7 @@ def summary(ms: Sequence[Measurement], transports: Sequence[Measurement], open_k
         verdict = "met" if row["met"] else "MISSED"
         measured = "-" if row["measured"] is None else f"{row['measured']:,.2f}"
         sign = ">=" if "req/s" in row["target"] else "<="
-        out.append(f"  {row['target']:<40} {sign} {row['goal']:>7,g}: {measured:>9}  {verdict}")
+        out.append(f"  {row['target']:<46} {sign} {row['goal']:>7,g}: {measured:>9}  {verdict}")
     return "\n".join(out)
 
 
@@ -262,6 +292,7 @@ def write_json(
     ms: Sequence[Measurement],
     transports: Sequence[Measurement],
     open_key: str,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -275,6 +306,8 @@ def write_json(
         "direct_routed_ratios": ratios(ms),
         "limits_added": limits_added(ms),
         "targets": targets(ms, open_key),
+        "every_policy_cpu_ratio": every_policy_ratio(ms),
+        **(extra or {}),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path

@@ -7,6 +7,7 @@ percentiles, so nothing depends on wrk's human-readable report format.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -40,6 +41,18 @@ def lua_script(spec: Spec) -> str:
         if '"' in name or '"' in value or "\\" in value:
             raise ValueError(f"header {name!r} cannot be quoted for Lua")
         lines.append(f'wrk.headers["{name}"] = "{value}"')
+    if spec.idempotency_keys:
+        # An Idempotency-Key of its own per request: this run's random prefix
+        # and a counter (wrk runs one thread here, so the counter is unique).
+        lines += [
+            f'local prefix = "bench-{os.urandom(6).hex()}-"',
+            "local counter = 0",
+            "request = function()",
+            "  counter = counter + 1",
+            '  wrk.headers["Idempotency-Key"] = prefix .. counter',
+            "  return wrk.format()",
+            "end",
+        ]
     return "\n".join(lines) + _DONE.replace("MARK", _MARK)
 
 
