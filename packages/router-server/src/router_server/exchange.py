@@ -4,7 +4,8 @@ Rules:
 - An `Exchange` is made when a request arrives and owns what the request
   takes, in the order it takes them: its idempotency claim, its in-flight
   slot, its limit ticket, and (for a stream) the backend response it relays.
-- `finish(ending)` gives all of them back and writes the usage record, once
+- `finish(ending)` gives all of them back (the limit ticket and the claim
+  settled together) and then writes the usage record, once
   (later calls do nothing), shielded from cancellation: a JSON answer, an
   error, a stream's end (however it ends) and a client that went away all
   end this way. The pipeline decides the `Ending`; nothing here guesses it
@@ -82,8 +83,7 @@ class Exchange:
             try:
                 if self.opened is not None:
                     self.dispatch.done(self.opened, ending.broken)
-                if self.ticket is not None:
-                    await self.limits.settle(self.ticket, ending.counts, served=ending.served)
+                await self._settle(ending)
                 if ending.record and self.trace.principal is not None:
                     await self._record(ending)
                 else:  # no record (refused before authentication, or for a full
@@ -92,6 +92,23 @@ class Exchange:
             finally:
                 if self._backpressure is not None:
                     self._backpressure.leave()
+
+    async def _settle(self, ending: Ending) -> None:
+        """Settle the limits and the idempotency claim, together: with Redis,
+        both go in one pipeline (one round trip). Both end before the usage
+        record is written: a settlement Redis refused is then in the outbox."""
+        ticket, claim = self.ticket, self.claim
+        if ticket is not None and claim is not None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.limits.settle, ticket, ending.counts, ending.served)
+                tg.start_soon(self._settle_claim, claim, ending)
+        elif ticket is not None:
+            await self.limits.settle(ticket, ending.counts, ending.served)
+        elif claim is not None:
+            await self._settle_claim(claim, ending)
+
+    async def _settle_claim(self, claim: Claim, ending: Ending) -> None:
+        await self.usage.settle_claim(claim, ending.stored, self.runtime.config.idempotency)
 
     async def _record(self, ending: Ending) -> None:
         recorder = self.usage.recorder
@@ -103,8 +120,4 @@ class Exchange:
         if error is not None and "limit_type" in error.extra:
             await recorder.audit(
                 self.trace, "limit_denied", {"code": error.problem.code, **error.extra}
-            )
-        if self.claim is not None:
-            await self.usage.settle_claim(
-                self.claim, ending.stored, self.runtime.config.idempotency
             )

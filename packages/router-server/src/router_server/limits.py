@@ -198,7 +198,7 @@ class LimitGate:
         local_specs = [_local_share(s, share) for s in plan.specs if isinstance(s, RateSpec)]
         return await self.local.admit(request_id, local_specs)
 
-    async def settle(self, ticket: Ticket, counts: TokenCounts, *, served: bool) -> None:
+    async def settle(self, ticket: Ticket, counts: TokenCounts, served: bool) -> None:
         """Replace the ticket's holds by what was actually used (never raises): `counts`
         are the ones the request's usage record carries."""
         if ticket.admission is None or not ticket.admission.holds:
