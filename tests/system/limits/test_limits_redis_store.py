@@ -94,12 +94,17 @@ def test_every_key_expires_when_its_state_stops_mattering(
                 assert client.pexpiretime(name) == expected, write
             for hold in admitted.holds:
                 name = f"rl:{{acme}}:h:{hold.key}"
+                index = f"rl:{{acme}}:i:{hold.key}"
                 assert client.hget(name, "r1") == str(hold.amount).encode()
-                expected = T0 + 3_600 * S if hold.expire_at_us == NEVER else hold.expire_at_us
+                # Reaped at T0 + the hold lifetime (1 h by default).
+                assert client.zscore(index, "r1") == T0 + 3_600 * S
+                # A total window's holds outlive their latest reap time by total_hold_ttl_s.
+                expected = T0 + 7_200 * S if hold.expire_at_us == NEVER else hold.expire_at_us
                 assert client.pexpiretime(name) == ms_up(expected), hold
+                assert client.pexpiretime(index) == ms_up(expected), hold
             # Only the total budget lives for ever.
             names = sorted(n.decode() for n in client.scan_iter("rl:*"))
-            assert len(names) == 6 + 4
+            assert len(names) == 6 + 4 + 4
             forever = [n for n in names if client.pttl(n) < 0]
             assert forever == ["rl:{acme}:s:org:acme:spend:0"]
 
@@ -109,6 +114,7 @@ def test_every_key_expires_when_its_state_stops_mattering(
                 expected = -1 if hold.expire_at_us == NEVER else ms_up(hold.expire_at_us)
                 assert client.pexpiretime(name) == expected, hold
                 assert client.exists(f"rl:{{acme}}:h:{hold.key}") == 0
+                assert client.exists(f"rl:{{acme}}:i:{hold.key}") == 0
         finally:
             await closed(store)
 
