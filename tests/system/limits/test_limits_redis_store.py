@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -132,7 +133,7 @@ def test_every_key_expires_when_its_state_stops_mattering(
         {"timeout_s": 0},
     ],
 )
-def test_durations_out_of_range_are_refused(redis_url: str, settings: dict[str, float]) -> None:
+def test_durations_out_of_range_are_refused(redis_url: str, settings: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(settings))):
         RedisLimitStore(redis_client(redis_url), **settings)
 
