@@ -49,11 +49,20 @@ admit_step = st.tuples(
 settle_step = st.tuples(
     st.just("settle"), st.integers(0, 1_000), st.integers(0, 3), st.integers(0, 1_000_000)
 )
+reap_step = st.tuples(st.just("reap"), st.sampled_from([0, 1, MINUTE_US, DAY_US // 2]))
+# Hold lifetimes from a µs to an hour: holds are reaped, by admissions and by `reap`.
+hold_ttls = st.sampled_from([1, 1_000, MINUTE_US, 3_600_000_000])
 
 
-@given(pool=spec_pool(), steps=st.lists(st.one_of(admit_step, settle_step), max_size=60))
-def test_same_decisions_as_the_memory_ledger(pool: list[Any], steps: list[Any]) -> None:
-    sim, core = SimLedger(), CoreLedger()
+@given(
+    pool=spec_pool(),
+    steps=st.lists(st.one_of(admit_step, settle_step, reap_step), max_size=60),
+    hold_ttl=hold_ttls,
+)
+def test_same_decisions_as_the_memory_ledger(
+    pool: list[Any], steps: list[Any], hold_ttl: int
+) -> None:
+    sim, core = SimLedger(hold_ttl_us=hold_ttl), CoreLedger(hold_ttl_us=hold_ttl)
     now = JAN_31_NOON
     admitted: list[tuple[tuple[Hold, ...], str]] = []
     keys: set[str] = set()
@@ -70,6 +79,9 @@ def test_same_decisions_as_the_memory_ledger(pool: list[Any], steps: list[Any]) 
                 admitted.append((holds, request_id))
                 keys.update(h.key for h in holds)
             keys.update(storage_key(s.key) for s in specs if isinstance(s, RateSpec))
+        elif step[0] == "reap":
+            now += step[1]
+            assert sim.reap(now) == core.reap(now)
         elif admitted:
             _, which, factor, dt = step
             now += dt

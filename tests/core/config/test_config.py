@@ -334,3 +334,12 @@ def test_no_other_value_passes_for_a_choice(
     put(data, steps, value)  # type: ignore[arg-type]
     (problem,) = problems_of(data)
     assert problem.startswith(f"{dotted(steps)}: must be one of {', '.join(kind)}, not ")
+
+
+@pytest.mark.parametrize("hold_ttl_s", [0, -5, 366 * 86_400 + 1])
+def test_a_hold_lifetime_out_of_range_is_refused(hold_ttl_s: int) -> None:
+    data = minimal()
+    data["limits"] = {"hold_ttl_s": hold_ttl_s}
+    assert problems_of(data) == ["limits.hold_ttl_s: must be > 0 and at most 31622400 (366 days)"]
+    data["limits"] = {"hold_ttl_s": 366 * 86_400}
+    assert structure(data).limits.hold_ttl_s == 366 * 86_400

@@ -1,11 +1,24 @@
-"""The in-memory ledger: windows, holds and settlement."""
+"""The in-memory ledger: windows, holds, settlement, deadlines and reaping.
+
+What every limit store does is in tests/system/limits/test_limits_store_contract.py;
+here, what only the memory ledger's own bookkeeping shows.
+"""
 
 from __future__ import annotations
+
+import pytest
 
 from router_core.limits.admission import LimitKind, LimitType
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
-from router_core.limits.ledger import BudgetSpec, MemoryLedger, QuotaSpec, RateSpec
+from router_core.limits.holds import MAX_HOLD_TTL_US, Hold, HoldBook
+from router_core.limits.ledger import (
+    AdmissionExpired,
+    BudgetSpec,
+    MemoryLedger,
+    QuotaSpec,
+    RateSpec,
+)
 from router_core.limits.windows import WindowKind
 
 DAY_US = 86_400_000_000
@@ -57,3 +70,59 @@ def test_a_new_day_starts_at_zero_and_old_holds_settle_in_their_day() -> None:
     ledger.settle(first.holds, [30], T0 + DAY_US + 1)
     assert ledger.get(second.holds[0].key, T0 + DAY_US + 2) == 80
     assert first.holds[0].key != second.holds[0].key
+
+
+HOUR_US = 3_600_000_000
+
+
+@pytest.mark.parametrize("ttl", [0, -1, MAX_HOLD_TTL_US + 1])
+def test_a_hold_lifetime_out_of_range_is_refused(ttl: int) -> None:
+    with pytest.raises(ValueError, match="hold_ttl_us"):
+        MemoryLedger(hold_ttl_us=ttl)
+
+
+def test_an_admission_after_its_deadline_raises_and_writes_nothing() -> None:
+    ledger = MemoryLedger(hold_ttl_us=HOUR_US)
+    quota = QuotaSpec("q", 10, WindowKind.DAY, 4)
+    ledger.admit("r1", [quota], T0)
+    with pytest.raises(AdmissionExpired) as raised:
+        ledger.admit("r2", [quota], T0 + HOUR_US, deadline_us=T0 + HOUR_US - 1)
+    assert (raised.value.now_us, raised.value.deadline_us) == (T0 + HOUR_US, T0 + HOUR_US - 1)
+    # Not even r1's due hold was reaped.
+    assert ledger.get(f"q:{T0 // DAY_US}", T0 + HOUR_US) == 4
+    assert ledger.open_holds == 1
+
+
+def test_a_hold_reaped_after_its_window_ended_is_not_remembered() -> None:
+    ledger = MemoryLedger(hold_ttl_us=HOUR_US)
+    quota = QuotaSpec("q", 10, WindowKind.DAY, 4)
+    admitted = ledger.admit("r1", [quota], T0 + DAY_US - 1)
+    key = admitted.holds[0].key
+    assert ledger.reap(T0 + DAY_US + HOUR_US) == 1
+    # The day is over, its counter gone: the late settlement has nothing to charge.
+    ledger.settle(admitted.holds, [3], T0 + DAY_US + HOUR_US)
+    assert ledger.get(key, 0) is None
+    assert ledger.open_holds == 0
+
+
+def test_windows_that_ended_are_forgotten_holds_included() -> None:
+    ledger = MemoryLedger()
+    quota = QuotaSpec("q", 10_000, WindowKind.DAY, 1)
+    ledger.admit("r0", [quota], T0)
+    assert ledger.open_holds == 1
+    # The sweep every 1,024 admissions drops the ended day, and its open hold.
+    for n in range(1, 1_024):
+        ledger.admit(f"r{n}", [RateSpec("rps", LimitKind.RATE, GcraLimit(1, 1, 1), 0)], T0 + DAY_US)
+    assert ledger.open_holds == 0
+
+
+def test_settled_holds_do_not_pile_up_in_the_reap_queue() -> None:
+    book = HoldBook()
+    for n in range(10_000):
+        hold = Hold(f"r{n}", "q:1", LimitKind.QUOTA, 1, -1, "q")
+        book.add(hold, T0 + n)
+        assert book.take(hold, T0 + n) == 1
+    assert book.open == 0
+    # The private queue of the window stays bounded: it is rebuilt as it grows.
+    assert len(book._windows["q:1"].queue) <= 64
+    assert book.due("q:1", T0 + 10_000) == []

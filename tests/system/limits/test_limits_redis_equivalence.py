@@ -1,14 +1,19 @@
 """The Lua scripts and the Python core agree, step for step, on any sequence.
 
 Hypothesis drives `MemoryLedger` (router_core's math) and `RedisLimitStore`
-(admit.lua and settle.lua on a real server) with the same operations:
-admissions over random mixes of rate, token-rate, quota and budget limits,
-with limits reconfigured between calls, and settlements of earlier holds, at
-instants that mostly advance, jump across midnights and month ends, and
-sometimes go back, or land exactly on the instant some state expires. After
-every step the admissions must be equal (decision, denial, headers, written
-states, holds, now), and so must what is stored under every key the step
-touched, expired or not; after each settlement, the open holds; at the end,
+(admit.lua, settle.lua and reap.lua on a real server) with the same
+operations: admissions over random mixes of rate, token-rate, quota and
+budget limits, with limits reconfigured between calls, some with a deadline
+just before, at or after their instant; settlements of earlier holds (open,
+reaped, or settled already); and runs of the reaper, at instants that mostly
+advance, jump across midnights and month ends, and sometimes go back, or land
+exactly on the instant some state expires or some hold is due. Each sequence
+has its own hold lifetime, from 1 µs to a day, so holds are often reaped,
+by admissions and by the reaper, before their settlement comes. After every
+step the admissions must be equal (decision, denial, headers, written
+states, holds, now; or both ran late, writing nothing), and so must what is
+stored under every key the step touched, expired or not; after each
+settlement and reap, the open holds (and the holds reaped); at the end,
 every key as read at the last instant.
 """
 
@@ -17,14 +22,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from router_core.limits.admission import LimitKind
 from router_core.limits.gcra import MAX_SCALED_SPAN, GcraLimit
+from router_core.limits.holds import REAPED_TTL_US
 from router_core.limits.integers import MAX_SAFE_INTEGER
 from router_core.limits.ledger import (
     Admission,
+    AdmissionExpired,
     BudgetSpec,
     MemoryLedger,
     QuotaSpec,
@@ -34,6 +42,7 @@ from router_core.limits.ledger import (
 )
 from router_core.limits.windows import WindowKind, window_of
 from router_server.redis_limits import RedisLimitStore
+from router_server.state.errors import RAN_LATE, StoreUnavailable
 
 from tests.helpers.redis_server import closed, redis_client
 
@@ -55,6 +64,8 @@ WINDOW_KEYS = [(f"{limit}_{w.value}", 0) for limit in ("quota", "budget") for w 
 WINDOWS = {w.value: w for w in WindowKind}
 
 _prefixes = itertools.count()
+# Hold lifetimes: a µs (every hold is due at once), up to a day.
+HOLD_TTLS = [1, 1_000, S, 60 * S, 3_600 * S, DAY]
 
 
 # Limits that recur, so that a key's TAT fraction builds up across calls
@@ -167,9 +178,19 @@ async def assert_same_state(redis: RedisLimitStore, memory: MemoryLedger, keys: 
         assert await redis.get(key, 0) == memory.get(key, 0), key
 
 
+def draw_deadline(data: st.DataObject, now: int) -> int | None:
+    """No deadline mostly; otherwise one just before, at or after `now`."""
+    if data.draw(st.integers(0, 4)) > 0:
+        return None
+    return max(0, now + data.draw(st.one_of(st.integers(-2, 2), st.integers(-DAY, DAY))))
+
+
 async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
-    memory = MemoryLedger()
-    redis = RedisLimitStore(redis_client(url), prefix=f"eq{next(_prefixes)}:", timeout_s=5.0)
+    hold_ttl = data.draw(st.sampled_from(HOLD_TTLS))
+    memory = MemoryLedger(hold_ttl_us=hold_ttl)
+    redis = RedisLimitStore(
+        redis_client(url), prefix=f"eq{next(_prefixes)}:", timeout_s=5.0, hold_ttl_s=hold_ttl / S
+    )
     start = data.draw(st.sampled_from(STARTS))
     now = start + data.draw(st.integers(0, 3_000 * S))
     admissions: list[Admission] = []
@@ -178,6 +199,15 @@ async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
     config: dict[str, GcraLimit | int] = {}
     try:
         for step in range(steps):
+            if data.draw(st.integers(0, 7)) == 0:
+                now = next_now(data, now, start, instants)
+                reaped = memory.reap(now)
+                assert await redis.reap(now) == reaped
+                instants.append(now + REAPED_TTL_US)  # when what it reaped is forgotten
+                event("the reaper reaps holds" if reaped else "the reaper finds nothing due")
+                await assert_same_state(redis, memory, sorted(touched))
+                assert await redis.open_holds() == memory.open_holds
+                continue
             if admissions and data.draw(st.integers(0, 3)) == 0:
                 admission = data.draw(st.sampled_from(admissions))
                 # Repeats included: a hold settles once.
@@ -197,6 +227,8 @@ async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
                     now = next_now(data, now, start, instants)
                 if any(0 <= hold.expire_at_us <= now for hold in holds):
                     event("a hold settles after its window ended")
+                if holds and now >= admission.now_us + hold_ttl:
+                    event("a hold settles at or after its reap time")
                 memory.settle(holds, actuals, now)
                 await redis.settle(holds, actuals, now)
                 await assert_same_state(redis, memory, [hold.key for hold in holds])
@@ -204,21 +236,33 @@ async def run_sequence(data: st.DataObject, url: str, steps: int) -> None:
                 continue
             now = next_now(data, now, start, instants)
             specs = draw_specs(data, data.draw(st.sampled_from(ORGS)), config)
-            expected = memory.admit(f"r{step}", specs, now)
-            actual = await redis.admit(f"r{step}", specs, now)
+            deadline = draw_deadline(data, now)
+            keys = [state_key(spec, now) for spec in specs]
+            touched.update(keys)
+            try:
+                expected = memory.admit(f"r{step}", specs, now, deadline_us=deadline)
+            except AdmissionExpired:
+                event("admission ran after its deadline")
+                with pytest.raises(StoreUnavailable, match=RAN_LATE):
+                    await redis.admit(f"r{step}", specs, now, deadline_us=deadline)
+                await assert_same_state(redis, memory, keys)
+                assert await redis.open_holds() == memory.open_holds
+                continue
+            actual = await redis.admit(f"r{step}", specs, now, deadline_us=deadline)
             assert actual == expected
             denial = expected.decision.denied_by
             event(f"admission denied by {denial.kind.value}" if denial else "admission allowed")
             if expected.holds:
                 admissions.append(expected)
+                # When its holds are due, and when they are forgotten if reaped then.
+                instants += [now + hold_ttl, now + hold_ttl + REAPED_TTL_US]
             instants += [w.expire_at_us for w in expected.decision.new_states if w.expire_at_us > 0]
-            keys = [state_key(spec, now) for spec in specs]
-            touched.update(keys)
             await assert_same_state(redis, memory, keys)
         await assert_same_state(redis, memory, sorted(touched))
         for key in sorted(touched):
             assert await redis.get(key, now) == memory.get(key, now), key
         assert await redis.open_holds() == memory.open_holds
+        assert await redis.reap(now) == memory.reap(now)
     finally:
         await closed(redis)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -17,7 +18,7 @@ from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
 from router_server.mock_backend.process import free_port
 from router_server.redis_limits import RedisLimitStore, hash_tag
-from router_server.state.errors import StoreUnavailable
+from router_server.state.errors import RAN_LATE, StoreUnavailable
 
 from tests.helpers.redis_server import RedisServer, closed, redis_client
 
@@ -94,12 +95,17 @@ def test_every_key_expires_when_its_state_stops_mattering(
                 assert client.pexpiretime(name) == expected, write
             for hold in admitted.holds:
                 name = f"rl:{{acme}}:h:{hold.key}"
+                index = f"rl:{{acme}}:i:{hold.key}"
                 assert client.hget(name, "r1") == str(hold.amount).encode()
-                expected = T0 + 3_600 * S if hold.expire_at_us == NEVER else hold.expire_at_us
+                # Reaped at T0 + the hold lifetime (1 h by default).
+                assert client.zscore(index, "r1") == T0 + 3_600 * S
+                # A total window's holds outlive their latest reap time by total_hold_ttl_s.
+                expected = T0 + 7_200 * S if hold.expire_at_us == NEVER else hold.expire_at_us
                 assert client.pexpiretime(name) == ms_up(expected), hold
+                assert client.pexpiretime(index) == ms_up(expected), hold
             # Only the total budget lives for ever.
             names = sorted(n.decode() for n in client.scan_iter("rl:*"))
-            assert len(names) == 6 + 4
+            assert len(names) == 6 + 4 + 4
             forever = [n for n in names if client.pttl(n) < 0]
             assert forever == ["rl:{acme}:s:org:acme:spend:0"]
 
@@ -109,6 +115,73 @@ def test_every_key_expires_when_its_state_stops_mattering(
                 expected = -1 if hold.expire_at_us == NEVER else ms_up(hold.expire_at_us)
                 assert client.pexpiretime(name) == expected, hold
                 assert client.exists(f"rl:{{acme}}:h:{hold.key}") == 0
+                assert client.exists(f"rl:{{acme}}:i:{hold.key}") == 0
+        finally:
+            await closed(store)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"hold_ttl_s": 0},
+        {"hold_ttl_s": -1.0},
+        {"hold_ttl_s": float("nan")},
+        {"hold_ttl_s": 2.0**60},
+        {"total_hold_ttl_s": 0},
+        {"timeout_s": 0},
+    ],
+)
+def test_durations_out_of_range_are_refused(redis_url: str, settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(settings))):
+        RedisLimitStore(redis_client(redis_url), **settings)
+
+
+def test_reaping_moves_a_hold_to_the_reaped_hash_until_it_settles(
+    redis_url: str, client: redis.Redis
+) -> None:
+    specs: list[Spec] = [
+        QuotaSpec("org:acme:requests", 1_000, WindowKind.DAY, 1),
+        BudgetSpec("org:acme:spend", 10**12, WindowKind.TOTAL, 5_000),
+    ]
+
+    async def scenario() -> None:
+        store = RedisLimitStore(redis_client(redis_url), timeout_s=5.0, hold_ttl_s=60)
+        try:
+            admitted = await store.admit("r1", specs, T0)
+            reaped_at = T0 + 60 * S
+            assert await store.reap(reaped_at) == 2
+            day_end = admitted.holds[0].expire_at_us
+            for hold, until in zip(admitted.holds, [day_end, reaped_at + 7 * DAY], strict=True):
+                assert client.exists(f"rl:{{acme}}:h:{hold.key}", f"rl:{{acme}}:i:{hold.key}") == 0
+                reaped = f"rl:{{acme}}:r:{hold.key}"
+                assert client.hget(reaped, "r1") == str(hold.amount).encode()
+                # Remembered a week, or until the window ends.
+                assert client.pexpiretime(reaped) == ms_up(until), hold
+            await store.settle(admitted.holds, [1, 4_000], reaped_at + S)
+            assert client.exists(*(f"rl:{{acme}}:r:{hold.key}" for hold in admitted.holds)) == 0
+            assert await store.get(admitted.holds[1].key) == BudgetState(4_000, 0)
+        finally:
+            await closed(store)
+
+    asyncio.run(scenario())
+
+
+def test_a_deadline_is_checked_on_the_servers_clock(redis_url: str, client: redis.Redis) -> None:
+    spec = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
+
+    async def scenario() -> None:
+        store = RedisLimitStore(redis_client(redis_url), timeout_s=5.0)
+        try:
+            soon = int(time.time() * S) + 60 * S
+            admitted = await store.admit("r1", [spec], deadline_us=soon)
+            assert admitted.allowed
+            # A deadline the server's clock has passed, as after a long wait in a queue.
+            with pytest.raises(StoreUnavailable, match=RAN_LATE):
+                await store.admit("r2", [spec], deadline_us=admitted.now_us)
+            assert await store.get(admitted.holds[0].key) == 1
+            assert await store.open_holds() == 1
         finally:
             await closed(store)
 

@@ -1,4 +1,8 @@
-"""The limit store contract, run against every implementation: memory and real Redis."""
+"""The limit store contract, run against every implementation: memory and real Redis.
+
+Every store gets holds that live HOLD_TTL (ten minutes), so that a test can
+step past a hold's reap time and see it reaped, by an admission or by `reap`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from router_core.config_enums import RedisMode
 from router_core.limits.admission import LimitKind, LimitType, State
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit, Tat
-from router_core.limits.integers import NEVER
+from router_core.limits.integers import MAX_NOW_US, NEVER
 from router_core.limits.ledger import (
     Admission,
     BudgetSpec,
@@ -24,7 +28,9 @@ from router_core.limits.ledger import (
     state_key,
 )
 from router_core.limits.windows import WindowKind, window_of
+from router_server.limits import MemoryLimitStore
 from router_server.redis_limits import RedisLimitStore
+from router_server.state.errors import RAN_LATE, StoreUnavailable
 
 from tests.helpers.redis_server import closed, redis_client
 
@@ -37,32 +43,36 @@ FEB_2038 = 2_148_595_200 * S
 FEB_2040 = 2_211_667_200 * S  # a leap year
 MAR_2040 = 2_214_172_800 * S
 T0 = JAN_2038 + 10 * DAY  # 2038-01-11, a midnight
+HOLD_TTL = 600 * S
+WEEK = 7 * DAY
 
 
 class ContractStore(Protocol):
-    async def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Admission: ...
+    async def admit(
+        self,
+        request_id: str,
+        specs: Sequence[Spec],
+        now_us: int,
+        *,
+        deadline_us: int | None = None,
+    ) -> Admission: ...
     async def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None: ...
+    async def reap(self, now_us: int) -> int: ...
     async def open_holds(self) -> int: ...
     async def get(self, key: str, now_us: int) -> State | None: ...
 
 
-class MemoryContractStore:
-    """MemoryLedger behind the async interface of the store port."""
+class MemoryContractStore(MemoryLimitStore):
+    """The embedded store (a MemoryLedger), with the readings of the contract."""
 
     def __init__(self) -> None:
-        self.inner = MemoryLedger()
-
-    async def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Admission:
-        return self.inner.admit(request_id, specs, now_us)
-
-    async def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
-        self.inner.settle(holds, actuals, now_us)
+        super().__init__(MemoryLedger(hold_ttl_us=HOLD_TTL))
 
     async def open_holds(self) -> int:
-        return self.inner.open_holds
+        return self.ledger.open_holds
 
     async def get(self, key: str, now_us: int) -> State | None:
-        return self.inner.get(key, now_us)
+        return self.ledger.get(key, now_us)
 
 
 Scenario = Callable[[ContractStore], Coroutine[Any, Any, None]]
@@ -79,7 +89,9 @@ def run(request: pytest.FixtureRequest) -> Runner:
     mode = RedisMode.CLUSTER if cluster else RedisMode.STANDALONE
 
     async def on_redis(scenario: Scenario) -> None:
-        store = RedisLimitStore(redis_client(url, mode=mode), timeout_s=5.0)
+        store = RedisLimitStore(
+            redis_client(url, mode=mode), timeout_s=5.0, hold_ttl_s=HOLD_TTL / S
+        )
         try:
             await scenario(store)
         finally:
@@ -286,5 +298,141 @@ def test_each_check_needs_its_own_key(run: Runner) -> None:
         quota = QuotaSpec("org:acme:tokens", 100, WindowKind.DAY, 1)
         with pytest.raises(ValueError, match="own key"):
             await store.admit("r1", [quota, quota], T0)
+
+    run(scenario)
+
+
+def test_a_hold_past_its_lifetime_is_reaped_by_the_next_admission(run: Runner) -> None:
+    async def scenario(store: ContractStore) -> None:
+        budget = BudgetSpec("org:acme:spend", 1_000, WindowKind.TOTAL, 600)
+        first = await store.admit("r1", [budget], T0)
+        key = first.holds[0].key
+        assert not (await store.admit("r2", [budget], T0 + HOLD_TTL - 1)).allowed
+        # At its reap time, r1's hold (a request the router lost) is returned first.
+        third = await store.admit("r3", [budget], T0 + HOLD_TTL)
+        assert third.allowed
+        assert third.decision.new_states[0].state == BudgetState(committed=0, reserved=600)
+        assert await store.open_holds() == 1
+        # r1 settles after all: its actual is charged, once.
+        await store.settle(first.holds, [250], T0 + HOLD_TTL + 1)
+        await store.settle(first.holds, [250], T0 + HOLD_TTL + 2)
+        assert await store.get(key, T0 + HOLD_TTL + 2) == BudgetState(250, 600)
+        await store.settle(third.holds, [100], T0 + HOLD_TTL + 3)
+        await store.settle(third.holds, [100], T0 + HOLD_TTL + 4)
+        assert await store.get(key, T0 + HOLD_TTL + 4) == BudgetState(350, 0)
+        assert await store.open_holds() == 0
+
+    run(scenario)
+
+
+def test_reap_returns_every_hold_past_its_lifetime(run: Runner) -> None:
+    async def scenario(store: ContractStore) -> None:
+        specs: list[Spec] = [
+            QuotaSpec("org:acme:tokens", 1_000, WindowKind.MONTH, 300),
+            BudgetSpec("org:acme:spend", 10_000, WindowKind.TOTAL, 500),
+            BudgetSpec("org:acme:spend:day", 10_000, WindowKind.DAY, 500),
+        ]
+        other = QuotaSpec("org:globex:requests", 10, WindowKind.DAY, 1)
+        lost = await store.admit("r1", specs, T0)
+        late = await store.admit("r2", [other], T0 + 1)
+        assert await store.reap(T0 + HOLD_TTL - 1) == 0
+        assert await store.reap(T0 + HOLD_TTL) == 3
+        assert await store.open_holds() == 1
+        assert await store.reap(T0 + HOLD_TTL + 1) == 1
+        assert await store.reap(T0 + HOLD_TTL + 1) == 0
+        assert await store.open_holds() == 0
+        tokens, spend, spend_day = (hold.key for hold in lost.holds)
+        at = T0 + HOLD_TTL + 2
+        # Reserved returns to 0, in every window kind (a total budget's included).
+        assert await store.get(tokens, at) == 0
+        assert await store.get(spend, at) == BudgetState(0, 0)
+        assert await store.get(spend_day, at) == BudgetState(0, 0)
+        assert await store.get(late.holds[0].key, at) == 0
+        # The settlements arrive late: each charges exactly its actual, once.
+        for _ in range(2):
+            await store.settle(lost.holds, [120, 200, 0], at)
+            await store.settle(late.holds, [1], at)
+        assert await store.get(tokens, at) == 120
+        assert await store.get(spend, at) == BudgetState(200, 0)
+        assert await store.get(spend_day, at) == BudgetState(0, 0)
+        assert await store.get(late.holds[0].key, at) == 1
+        assert await store.reap(at) == 0
+
+    run(scenario)
+
+
+def test_an_admission_reaps_at_most_sixteen_holds_of_a_window_oldest_first(run: Runner) -> None:
+    async def scenario(store: ContractStore) -> None:
+        quota = QuotaSpec("org:acme:requests", 100, WindowKind.DAY, 1)
+        admitted = [await store.admit(f"r{i:02}", [quota], T0 + i) for i in range(20)]
+        key = admitted[0].holds[0].key
+        now = T0 + HOLD_TTL + 19
+        assert (await store.admit("r20", [quota], now)).allowed
+        assert await store.get(key, now) == 20 - 16 + 1
+        assert await store.open_holds() == 4 + 1
+        # The oldest sixteen were reaped: r15's settlement charges its actual
+        # alone, r16's replaces its hold (still open until the reaper comes).
+        await store.settle(admitted[15].holds, [1], now)
+        await store.settle(admitted[16].holds, [0], now)
+        assert await store.get(key, now) == 20 - 16 + 1 + 1 - 1
+        assert await store.reap(now) == 3
+        assert await store.get(key, now) == 1 + 1
+
+    run(scenario)
+
+
+def test_a_reaped_hold_is_remembered_for_a_week(run: Runner) -> None:
+    async def scenario(store: ContractStore) -> None:
+        budget = BudgetSpec("org:acme:spend", 1_000, WindowKind.TOTAL, 100)
+        first = await store.admit("r1", [budget], T0)
+        second = await store.admit("r2", [budget], T0)
+        key = first.holds[0].key
+        reaped_at = T0 + HOLD_TTL
+        assert await store.reap(reaped_at) == 2
+        await store.settle(first.holds, [40], reaped_at + WEEK - 1_000)
+        assert await store.get(key, reaped_at + WEEK) == BudgetState(40, 0)
+        # A week after the reap, a settlement finds nothing left to charge.
+        await store.settle(second.holds, [40], reaped_at + WEEK)
+        assert await store.get(key, reaped_at + WEEK) == BudgetState(40, 0)
+
+    run(scenario)
+
+
+def test_an_admission_after_its_deadline_writes_nothing(run: Runner) -> None:
+    async def scenario(store: ContractStore) -> None:
+        quota = QuotaSpec("org:acme:requests", 10, WindowKind.DAY, 4)
+        budget = BudgetSpec("org:acme:spend", 100, WindowKind.TOTAL, 10)
+        specs: list[Spec] = [rps(), quota, budget]
+        first = await store.admit("r1", specs, T0)
+        now = T0 + HOLD_TTL  # r1's holds are due: a live admission would reap them
+        keys = [state_key(spec, now) for spec in specs]
+        before = [await store.get(key, 0) for key in keys]
+        for deadline in (now - 1, T0):
+            with pytest.raises(StoreUnavailable, match=RAN_LATE):
+                await store.admit("r2", specs, now, deadline_us=deadline)
+        assert [await store.get(key, 0) for key in keys] == before
+        assert await store.open_holds() == 2
+        # Right at its deadline, an admission still runs.
+        on_time = await store.admit("r3", specs, now, deadline_us=now)
+        assert on_time.allowed
+        assert await store.get(keys[1], now) == 4
+        assert await store.get(keys[2], now) == BudgetState(0, 10)
+        assert await store.open_holds() == 2
+        await store.settle(first.holds, [1, 1], now)
+        assert await store.get(keys[2], now) == BudgetState(1, 10)
+
+    run(scenario)
+
+
+def test_a_deadline_out_of_range_is_refused(run: Runner) -> None:
+    async def scenario(store: ContractStore) -> None:
+        quota = QuotaSpec("org:acme:requests", 10, WindowKind.DAY, 1)
+        for deadline in (-1, MAX_NOW_US + 1):
+            with pytest.raises(ValueError, match="deadline"):
+                await store.admit("r1", [quota], T0, deadline_us=deadline)
+        # Bad specs are refused first, even past the deadline.
+        with pytest.raises(ValueError, match="own key"):
+            await store.admit("r2", [quota, quota], T0, deadline_us=T0 - 1)
+        assert await store.open_holds() == 0
 
     run(scenario)

@@ -19,6 +19,7 @@ import redis
 from router_core.accounting.idempotency import Entry
 from router_core.config_enums import RedisMode
 from router_core.limits.admission import LimitKind
+from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
@@ -68,6 +69,29 @@ async def test_an_organisations_limits_and_idempotency_keys_live_on_one_master(
                     # rate, quota, budget (+ its holds), idempotency: all on `master`.
                     assert (keys_on(direct, org) >= 4) == (index == master), (master, index)
         assert await store.open_holds() == 0
+    finally:
+        await client.aclose()
+
+
+async def test_reap_finds_the_holds_on_every_master(
+    redis_cluster: ClusterDeployment, redis_cluster_url: str
+) -> None:
+    client = redis_client(redis_cluster_url, mode=RedisMode.CLUSTER)
+    store = RedisLimitStore(client, timeout_s=5.0, hold_ttl_s=60)
+    try:
+        masters = range(len(redis_cluster.nodes))
+        budgets = [
+            BudgetSpec(f"org:{redis_cluster.tag_on(m)}:usd", 1_000, WindowKind.TOTAL, 100)
+            for m in masters
+        ]
+        admitted = [await store.admit(f"lost-{m}", [budgets[m]]) for m in masters]
+        assert await store.open_holds() == len(masters)
+        now = max(a.now_us for a in admitted)
+        assert await store.reap(now) == 0
+        assert await store.reap(now + 60 * S) == len(masters)
+        assert await store.open_holds() == 0
+        for a in admitted:
+            assert await store.get(a.holds[0].key) == BudgetState(0, 0)
     finally:
         await client.aclose()
 

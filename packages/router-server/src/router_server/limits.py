@@ -39,6 +39,7 @@ from router_core.limits.clamp import Clamp
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import (
     Admission,
+    AdmissionExpired,
     BudgetSpec,
     Hold,
     MemoryLedger,
@@ -60,7 +61,7 @@ from router_core.problems import Catalog, ClientError, DependencyError, Problem
 from router_core.requests import InferenceRequest
 from router_core.usage import TokenUsage
 from router_server.settlements import SettlementOutbox
-from router_server.state.errors import StoreUnavailable
+from router_server.state.errors import RAN_LATE, Store, StoreUnavailable
 
 log = logging.getLogger("router.limits")
 
@@ -73,12 +74,19 @@ REPLAY_BATCH = 256
 
 class LimitStore(Protocol):
     async def admit(
-        self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
+        self,
+        request_id: str,
+        specs: Sequence[Spec],
+        now_us: int | None = None,
+        *,
+        deadline_us: int | None = None,
     ) -> Admission: ...
 
     async def settle(
         self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
     ) -> None: ...
+
+    async def reap(self, now_us: int | None = None) -> int: ...
 
 
 def now_us() -> int:
@@ -93,14 +101,27 @@ class MemoryLimitStore:
     clock: Callable[[], int] = now_us
 
     async def admit(
-        self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
+        self,
+        request_id: str,
+        specs: Sequence[Spec],
+        now_us: int | None = None,
+        *,
+        deadline_us: int | None = None,
     ) -> Admission:
-        return self.ledger.admit(request_id, specs, self.clock() if now_us is None else now_us)
+        """As `RedisLimitStore.admit`: past `deadline_us`, StoreUnavailable and no write."""
+        now = self.clock() if now_us is None else now_us
+        try:
+            return self.ledger.admit(request_id, specs, now, deadline_us=deadline_us)
+        except AdmissionExpired as exc:
+            raise StoreUnavailable(Store.LIMITS, RAN_LATE) from exc
 
     async def settle(
         self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
     ) -> None:
         self.ledger.settle(holds, actuals, self.clock() if now_us is None else now_us)
+
+    async def reap(self, now_us: int | None = None) -> int:
+        return self.ledger.reap(self.clock() if now_us is None else now_us)
 
 
 @attrs.define

@@ -4,8 +4,14 @@ Rules:
 - `RedisLimitStore` behaves exactly as `router_core.limits.ledger.MemoryLedger`
   (the contract and equivalence tests in tests/system/limits say so): one
   EVALSHA of lua/admit.lua decides a whole request with the math of
-  router_core.limits, repeated in Lua, and writes its states and holds;
-  one EVALSHA of lua/settle.lua per settle batch (per hash tag) settles holds.
+  router_core.limits, repeated in Lua, reaps the due holds of its windows
+  and writes its states and holds; one EVALSHA of lua/settle.lua per settle
+  batch (per hash tag) settles holds; `reap` SCANs every master for the reap
+  indexes and runs lua/reap.lua on each. Each script is sent after
+  lua/holds.lua, the functions they share.
+- An admission with a deadline that the script runs after (on its clock)
+  writes nothing and raises `StoreUnavailable` ("ran after its deadline"):
+  the caller gave up on it, so it is never charged.
 - The clock is the Redis server's (`TIME` inside the script), so replica
   clocks don't matter. An explicit `now_us` is for tests; it must not lie in
   the past of the server's clock, or the keys it writes expire at once.
@@ -14,16 +20,20 @@ Rules:
   `<prefix>{<tag>}:s:<state key>` holds a state (a TAT as a hash
   {us, frac}, a quota as an integer string, a budget as a hash {committed,
   reserved}); `<prefix>{<tag>}:h:<state key>` is a hash of the open holds on
-  that window, request id -> amount. The tag is the organization of a spec
+  that window, request id -> amount, `:i:` the same holds in a sorted set by
+  reap time, and `:r:` a hash of the reaped holds (router_core.limits.holds
+  has the rules). The tag is the organization of a spec
   key shaped `org:<org>:...`, so every key of one request lives in one Redis
   Cluster slot; a key without an organization is its own tag, and a request
   whose keys span tags is refused with ValueError. The scripts build the
   window suffix `:<window id>` from the server's clock: the keys they touch
   but cannot declare share the declared keys' slot.
 - Every key expires (PEXPIREAT, rounded up to the ms): a TAT once it is in
-  the past, a window's state and holds at the window's end; only a `total`
-  window's state never expires, and its hold hash lives `total_hold_ttl_s`
-  past the last admission that added to it.
+  the past, a window's state and holds at the window's end, its reaped holds
+  7 days after the latest reap or at the window's end; only a `total`
+  window's state never expires, and its holds and reap index live
+  `total_hold_ttl_s` past the latest reap time among them (time for a
+  reaper to come by).
 - With `calls` (the state layer's coalescing caller, `state.batch`), the
   scripts of concurrent requests share pipelines, and a decision carries a
   deadline (`budget_s` after it is written, on the store's clock) past which
@@ -60,7 +70,8 @@ from router_core.limits.admission import (
 )
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import Tat
-from router_core.limits.integers import MAX_NOW_US, NEVER, require_int
+from router_core.limits.holds import DEFAULT_HOLD_TTL_US, MAX_HOLD_TTL_US
+from router_core.limits.integers import MAX_NOW_US, NEVER, US_PER_S, require_int
 from router_core.limits.ledger import (
     Admission,
     Hold,
@@ -72,8 +83,8 @@ from router_core.limits.ledger import (
     state_key,
     storage_key,
 )
-from router_server.state.batch import Calls
-from router_server.state.errors import Store, StoreUnavailable
+from router_server.state.batch import Calls, Deadline
+from router_server.state.errors import RAN_LATE, Store, StoreUnavailable
 from router_server.state.redis import LuaScript, RedisClient
 
 log = logging.getLogger("router.limits")
@@ -81,14 +92,21 @@ log = logging.getLogger("router.limits")
 DEFAULT_PREFIX = "rl:"
 DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_TOTAL_HOLD_TTL_S = 86_400.0
-# The scanning of every hold key is for tests and operators, not the hot path.
+DEFAULT_HOLD_TTL_S = DEFAULT_HOLD_TTL_US / US_PER_S
+# The scanning of every hold key is for tests, operators and the reaper, not
+# the hot path.
 OPEN_HOLDS_TIMEOUT_S = 10.0
+# The reaper's SCAN asks for this many keys a call; reap.lua reaps at most
+# REAP_BATCH holds a call, and runs again on a window while it does.
+REAP_SCAN_COUNT = 1000
+REAP_BATCH = 1000
 
 _DUPLICATE_KEY = "DUPLICATE_KEY"
 _WINDOW_SUFFIX = re.compile(r":\d+\Z")
-# The reply of admit.lua: now, allowed, denial (index, usage, retry_after_s),
-# the requests and tokens headers (index, remaining, reset_after_us), then
-# (a, b, expire_at_us) per spec when allowed.
+# The reply of admit.lua: now, allowed (or _RAN_LATE), denial (index, usage,
+# retry_after_s), the requests and tokens headers (index, remaining,
+# reset_after_us), then (a, b, expire_at_us) per spec when allowed.
+_RAN_LATE = 2
 _HEADERS_AT = 5
 _WRITES_AT = 11
 
@@ -121,18 +139,25 @@ class RedisLimitStore:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         budget_s: float | None = None,
         total_hold_ttl_s: float = DEFAULT_TOTAL_HOLD_TTL_S,
+        hold_ttl_s: float = DEFAULT_HOLD_TTL_S,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"key prefix {prefix!r} must not contain braces")
-        if timeout_s <= 0 or total_hold_ttl_s <= 0 or (budget_s is not None and budget_s <= 0):
-            raise ValueError("timeout_s, budget_s and total_hold_ttl_s must be positive")
+        if not timeout_s > 0 or (budget_s is not None and not budget_s > 0):
+            raise ValueError("timeout_s and budget_s must be positive")
         self._client = client
         self._prefix = prefix
         self._timeout_s = timeout_s
-        self._budget_us = None if budget_s is None else round(budget_s * 1_000_000)
-        self._total_hold_ttl_us = round(total_hold_ttl_s * 1_000_000)
-        self._admit_script = LuaScript(client, _script("admit.lua"), calls)
-        self._settle_script = LuaScript(client, _script("settle.lua"), calls)
+        # A decision's budget becomes its deadline on the store's clock, which
+        # only the coalescing caller knows (`state.batch.Deadline`).
+        self._budget_us = None if budget_s is None or calls is None else round(budget_s * 1e6)
+        self._total_hold_ttl_us = _duration_us("total_hold_ttl_s", total_hold_ttl_s)
+        self._hold_ttl_us = _duration_us("hold_ttl_s", hold_ttl_s)
+        holds = _script("holds.lua")
+        self._admit_script = LuaScript(client, holds + _script("admit.lua"), calls)
+        self._settle_script = LuaScript(client, holds + _script("settle.lua"), calls)
+        # The reaper is no request's: it calls Redis directly.
+        self._reap_script = LuaScript(client, holds + _script("reap.lua"))
         # Admissions answered after their caller went, released since.
         self.released = 0
         self._releases: set[asyncio.Task[None]] = set()
@@ -148,23 +173,40 @@ class RedisLimitStore:
             await asyncio.gather(*self._releases, return_exceptions=True)
 
     async def admit(
-        self, request_id: str, specs: Sequence[Spec], now_us: int | None = None
+        self,
+        request_id: str,
+        specs: Sequence[Spec],
+        now_us: int | None = None,
+        *,
+        deadline_us: int | None = None,
     ) -> Admission:
-        """Admit `specs` all at once or deny them by the first that fails; write on admit."""
+        """Admit `specs` all at once or deny them by the first that fails; write on admit.
+
+        With `deadline_us` (µs since the epoch, on the server's clock), or else
+        with `budget_s` and `calls` a deadline `budget_s` after the call is
+        written, an admission that runs after it writes nothing and raises
+        StoreUnavailable.
+        """
         if now_us is not None:
             require_int("now", now_us, 0, MAX_NOW_US)
+        if deadline_us is not None:
+            require_int("deadline", deadline_us, 0, MAX_NOW_US)
         names = [storage_key(spec.key) for spec in specs]
         for spec, name in zip(specs, names, strict=True):
             bind(spec, name, None)  # validates as MemoryLedger would
         tag = self._common_tag(names)
         keys = [self._name(tag, "s", name) for name in names]
-        args: list[str | int] = ["" if now_us is None else now_us, request_id]
-        args.append(self._total_hold_ttl_us)
+        deadline: str | int | Deadline = "" if deadline_us is None else deadline_us
+        if deadline_us is None and self._budget_us is not None:
+            deadline = Deadline(self._budget_us)
+        args: list[str | int | Deadline] = ["" if now_us is None else now_us, request_id]
+        args += [self._total_hold_ttl_us, deadline, self._hold_ttl_us]
         for spec, name in zip(specs, names, strict=True):
             args.extend(self._spec_args(tag, spec, name))
 
         def orphaned(reply: list[int]) -> None:
-            self._release(_admission(request_id, specs, reply))
+            if reply[1] != _RAN_LATE:  # (one that ran late holds nothing)
+                self._release(_admission(request_id, specs, reply))
 
         async with self._guard("admit"):
             reply = await self._admit_script(keys=keys, args=args, on_orphan=orphaned)
@@ -201,11 +243,35 @@ class RedisLimitStore:
                 raise ValueError(f"a hold is on a quota or a budget, not {hold.kind}")
             tag = self._hold_tag(hold.key)
             keys, args = batches.setdefault(tag, ([], ["" if now_us is None else now_us]))
-            keys += [self._name(tag, "s", hold.key), self._name(tag, "h", hold.key)]
+            keys += self._window_keys(tag, hold.key)
             args += [hold.id, hold.kind.value, hold.amount, hold.expire_at_us, actual]
         for keys, args in batches.values():
             async with self._guard("settle"):
                 await self._settle_script(keys=keys, args=args)
+
+    async def reap(self, now_us: int | None = None) -> int:
+        """Reap every hold past its lifetime, on every master (SCAN); returns how many.
+
+        For a background reaper; admissions reap the windows they touch already.
+        """
+        if now_us is not None:
+            require_int("now", now_us, 0, MAX_NOW_US)
+        pattern = _glob_escape(self._prefix) + "{*}:i:*"
+        async with self._guard("reap", OPEN_HOLDS_TIMEOUT_S):
+            found = self._client.scan_iter(match=pattern, count=REAP_SCAN_COUNT)
+            names = {name async for name in found}
+        windows = [w for w in (self._indexed_window(name) for name in names) if w is not None]
+        args: list[str | int] = ["" if now_us is None else now_us, REAP_BATCH]
+        reaped = 0
+        for tag, key in sorted(windows):
+            keys = self._window_keys(tag, key)
+            while True:
+                async with self._guard("reap"):
+                    reply = await self._reap_script(keys=keys, args=args)
+                reaped += reply[1]
+                if reply[1] < REAP_BATCH:
+                    break
+        return reaped
 
     async def open_holds(self) -> int:
         """How many holds are not settled yet. Scans every hold key: not for the hot path."""
@@ -252,6 +318,20 @@ class RedisLimitStore:
     def _name(self, tag: str, space: str, key: str) -> str:
         return f"{self._prefix}{{{tag}}}:{space}:{key}"
 
+    def _window_keys(self, tag: str, key: str) -> list[str]:
+        """A window's state key, hold hash, reap index and reaped hash, in that order."""
+        return [self._name(tag, space, key) for space in ("s", "h", "i", "r")]
+
+    def _indexed_window(self, name: str | bytes) -> tuple[str, str] | None:
+        """(tag, state key) of a reap index's key name, or None for another key
+        the SCAN pattern matched (a brace inside a later part of some name)."""
+        text = name.decode() if isinstance(name, bytes) else name
+        rest = text.removeprefix(self._prefix)
+        close = rest.find("}")
+        if not rest.startswith("{") or rest[close + 1 : close + 4] != ":i:":
+            return None
+        return rest[1:close], rest[close + 4 :]
+
     def _common_tag(self, names: Sequence[str]) -> str:
         tags = {hash_tag(name) for name in names}
         if len(tags) > 1:
@@ -281,8 +361,8 @@ class RedisLimitStore:
             limit = spec.limit
             return [spec.kind.value, limit.rate, limit.period_us, limit.burst, spec.cost, ""]
         kind = "quota" if isinstance(spec, QuotaSpec) else "budget"
-        hold_base = self._name(tag, "h", name)
-        return [kind, spec.limit, spec.window.value, 0, spec.cost, hold_base]
+        space = f"{self._prefix}{{{tag}}}:"
+        return [kind, spec.limit, spec.window.value, 0, spec.cost, space]
 
     @asynccontextmanager
     async def _guard(self, operation: str, timeout_s: float | None = None) -> AsyncIterator[None]:
@@ -315,9 +395,20 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+def _duration_us(name: str, seconds: float) -> int:
+    """`seconds` in whole µs, refused (ValueError) unless in 1 µs to MAX_HOLD_TTL_US."""
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{name} must be positive, not {seconds}")
+    us = round(seconds * US_PER_S)
+    require_int(name, us, 1, MAX_HOLD_TTL_US)
+    return us
+
+
 def _admission(request_id: str, specs: Sequence[Spec], reply: list[int]) -> Admission:
     """Rebuild, from admit.lua's reply, the Admission MemoryLedger would return."""
     now = reply[0]
+    if reply[1] == _RAN_LATE:
+        raise StoreUnavailable(Store.LIMITS, RAN_LATE)
     keys = [state_key(spec, now) for spec in specs]
     requests, tokens = (
         _rate_info(specs, keys, reply[at : at + 3]) for at in (_HEADERS_AT, _HEADERS_AT + 3)
@@ -362,6 +453,7 @@ def _rate_info(specs: Sequence[Spec], keys: list[str], fields: list[int]) -> Rat
 
 
 __all__: list[str] = [
+    "DEFAULT_HOLD_TTL_S",
     "DEFAULT_PREFIX",
     "DEFAULT_TIMEOUT_S",
     "RedisLimitStore",

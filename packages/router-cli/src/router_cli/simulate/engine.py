@@ -43,6 +43,7 @@ from router_core.auth import KeyIndex, Principal, check_access, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.limits.admission import LimitType
 from router_core.limits.budget import Price, cost
+from router_core.limits.integers import US_PER_S
 from router_core.limits.ledger import Hold
 from router_core.limits.plan import LimitPlan, price_of
 from router_core.limits.scopes import Scope
@@ -104,7 +105,11 @@ class Simulation:
         self.config = config
         self.world = world
         self.rng = random.Random(seed)
-        self.ledger = ledger if ledger is not None else SimLedger()
+        self.ledger = (
+            ledger
+            if ledger is not None
+            else SimLedger(hold_ttl_us=config.limits.hold_ttl_s * US_PER_S)
+        )
         self.limits = limit_gate.SimLimitGate(config, self.ledger)
         self.keys = KeyIndex.from_config(config).by_id
         self.backends = Backends(config, world)

@@ -4,11 +4,13 @@ Rules:
 - `SimLedger` takes exactly the decisions of `router_core.limits.ledger.MemoryLedger`
   (the router's embedded store) with far fewer objects per request: the
   same specs, state keys and holds (as `state_key` and `holds_for` make
-  them), the same settlement (`settled`), the same rule functions (`gcra_check`, `quota_check`,
+  them), the same settlement (`charged`), the same rule functions (`gcra_check`, `quota_check`,
   `reserve`, `window_of`), in the loop of `admission.decide`: checks in
   order, the first that fails refuses the request and nothing is written;
-  otherwise every check with a cost > 0 is written. What it leaves out is
-  only what a simulation does not read: Retry-After, the x-ratelimit figures.
+  otherwise every check with a cost > 0 is written. Holds live and are
+  reaped as `router_core.limits.holds` says (the same `HoldBook`), with
+  the lifetime `limits.hold_ttl_s`. What it leaves out is only what a
+  simulation does not read: Retry-After, the x-ratelimit figures, deadlines.
   A Hypothesis test holds it to MemoryLedger, decision by decision.
 - `CoreLedger` is MemoryLedger itself behind the same two methods, for tests
   and for anyone who wants the slower, literal path.
@@ -22,6 +24,13 @@ from typing import NamedTuple, Protocol
 from router_core.limits.admission import LimitKind, LimitType, State
 from router_core.limits.budget import BudgetState, reserve
 from router_core.limits.gcra import Tat, gcra_check
+from router_core.limits.holds import (
+    ADMIT_REAP_LIMIT,
+    DEFAULT_HOLD_TTL_US,
+    MAX_HOLD_TTL_US,
+    HoldBook,
+    reaped_until,
+)
 from router_core.limits.integers import MAX_NOW_US, NEVER, require_int
 from router_core.limits.ledger import (
     Hold,
@@ -29,7 +38,8 @@ from router_core.limits.ledger import (
     QuotaSpec,
     RateSpec,
     Spec,
-    settled,
+    charged,
+    kind_of,
     storage_key,
 )
 from router_core.limits.quota import quota_check
@@ -65,10 +75,12 @@ class LimitLedger(Protocol):
 
 
 class SimLedger:
-    def __init__(self) -> None:
+    def __init__(self, *, hold_ttl_us: int = DEFAULT_HOLD_TTL_US) -> None:
+        require_int("hold_ttl_us", hold_ttl_us, 1, MAX_HOLD_TTL_US)
+        self.hold_ttl_us = hold_ttl_us
         # state key -> (state, expires at in µs or NEVER)
         self._entries: dict[str, tuple[State, int]] = {}
-        self._open_holds: set[tuple[str, str]] = set()
+        self._holds = HoldBook()
         self._admissions = 0
 
     def _get(self, key: str, now_us: int) -> State | None:
@@ -83,6 +95,12 @@ class SimLedger:
 
     def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> SimAdmission:
         require_int("now", now_us, 0, MAX_NOW_US)
+        if self._holds.open:
+            # As MemoryLedger: every window touched first reaps its due holds.
+            for spec in specs:
+                if not isinstance(spec, RateSpec):
+                    key = f"{storage_key(spec.key)}:{window_of(spec.window, now_us).id}"
+                    self._reap(key, now_us, ADMIT_REAP_LIMIT)
         writes: list[tuple[str, State, int]] = []
         holds: list[Hold] = []
         for spec in specs:
@@ -123,18 +141,41 @@ class SimLedger:
         entries = self._entries
         for key, state, expire in writes:
             entries[key] = (state, expire)
-        if holds:
-            self._open_holds.update((h.id, h.key) for h in holds)
+        reap_at = now_us + self.hold_ttl_us
+        for hold in holds:
+            self._holds.add(hold, reap_at)
         self._prune(now_us)
         return None, tuple(holds)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
         for hold, actual in zip(holds, actuals, strict=True):
-            if (hold.id, hold.key) not in self._open_holds:
+            held = self._holds.take(hold, now_us)
+            if held is None:
                 continue
-            self._open_holds.discard((hold.id, hold.key))
             state = self._get(hold.key, now_us)
-            self._entries[hold.key] = (settled(state, hold, actual), hold.expire_at_us)
+            self._entries[hold.key] = (
+                charged(state, hold.kind, held, actual),
+                hold.expire_at_us,
+            )
+
+    def reap(self, now_us: int) -> int:
+        return sum(self._reap(key, now_us, None) for key in self._holds.windows())
+
+    def _reap(self, key: str, now_us: int, limit: int | None) -> int:
+        # As MemoryLedger._reap.
+        due = self._holds.due(key, now_us, limit)
+        if not due:
+            return 0
+        state = self._get(key, now_us)
+        kind = None if state is None else kind_of(state)
+        if state is None or kind is None:
+            return len(due)
+        for _, amount in due:
+            state = charged(state, kind, amount, 0)
+        expire = self._entries[key][1]
+        self._entries[key] = (state, expire)
+        self._holds.remember(key, due, reaped_until(now_us, expire), now_us)
+        return len(due)
 
     def state(self, key: str, now_us: int) -> State | None:
         return self._get(key, now_us)
@@ -146,13 +187,14 @@ class SimLedger:
             return
         for key in [k for k, (_, exp) in self._entries.items() if exp != NEVER and exp <= now_us]:
             del self._entries[key]
+        self._holds.prune(now_us)
 
 
 class CoreLedger:
     """MemoryLedger behind the `LimitLedger` methods."""
 
-    def __init__(self) -> None:
-        self.memory = MemoryLedger()
+    def __init__(self, *, hold_ttl_us: int = DEFAULT_HOLD_TTL_US) -> None:
+        self.memory = MemoryLedger(hold_ttl_us=hold_ttl_us)
 
     def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> SimAdmission:
         admission = self.memory.admit(request_id, specs, now_us)
@@ -166,6 +208,9 @@ class CoreLedger:
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
         self.memory.settle(holds, actuals, now_us)
+
+    def reap(self, now_us: int) -> int:
+        return self.memory.reap(now_us)
 
     def state(self, key: str, now_us: int) -> State | None:
         return self.memory.get(key, now_us)

@@ -137,3 +137,13 @@ def _at_least(minimum: int, why: str) -> Any:
             raise FieldError(attribute.name, f"must be >= {minimum} ({why})")
 
     return check
+
+
+def _positive_at_most(maximum: int, what: str) -> Any:
+    """A positive number no larger than `maximum` (`what` says what that is)."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+        if not 0 < value <= maximum:
+            raise FieldError(attribute.name, f"must be > 0 and at most {maximum} ({what})")
+
+    return check

@@ -13,12 +13,16 @@ from router_core.config.fields import (
     _one_of,
     _optional_positive,
     _positive,
+    _positive_at_most,
 )
 from router_core.config_enums import (
     FailureMode,
     MaxTokensPolicy,
     Period,
 )
+
+# The longest `limits.hold_ttl_s`: 366 days.
+MAX_HOLD_TTL_S = 366 * 86_400
 
 # The `per` of a rate limit, in microseconds.
 PERIOD_US = {"second": 1_000_000, "minute": 60_000_000, "hour": 3_600_000_000}
@@ -118,5 +122,15 @@ class LimitSettings:
     default_max_tokens: int = _checked(default=4096, validator=_positive)
     # What each kind of limit does when the store does not answer.
     on_store_failure: FailurePolicy = FailurePolicy()
+    # How long (seconds, > 0, at most 366 days) a request's holds (its
+    # reserved quota and budget) may stay open: a hold not settled by then
+    # belongs to a request the router gave up on or lost (a crash, a kill),
+    # and is reaped, its amount returned to the limit. Set it above the
+    # longest a request can run: a settlement that arrives after the reap
+    # still charges the actual, but meanwhile others could use what it held.
+    # Read at start-up, like `state.store`.
+    hold_ttl_s: int = _checked(
+        default=3_600, validator=_positive_at_most(MAX_HOLD_TTL_S, "366 days")
+    )
 
     __attrs_post_init__ = _check_fields

@@ -9,6 +9,13 @@ Rules:
   (a worst case: prompt bound + max_tokens). `settle` replaces each hold by the
   actual amount in the window the hold was taken in, even if a new window has
   begun since; a hold is never counted twice (settling one twice is a no-op).
+  Holds have a lifetime and are reaped when a request outlives it (see
+  `holds`): settling a reaped hold charges only the actual.
+- An admission may carry a deadline (µs, the store's clock): one that runs
+  after it (now > deadline) raises `AdmissionExpired` and writes nothing,
+  no reaping included, so a decision the caller gave up on is never charged.
+  Bad input (specs, duplicate keys, a deadline out of range) is refused with
+  ValueError first, whatever the deadline.
 - `MemoryLedger` is real code, not a test double: one process's store,
   atomic because nothing else touches it between bind, decide and write.
   The Redis store must behave identically (its contract tests say so).
@@ -39,7 +46,17 @@ from router_core.limits.admission import (
 )
 from router_core.limits.budget import BudgetState, settle
 from router_core.limits.gcra import GcraLimit, Tat
-from router_core.limits.integers import MAX_SAFE_INTEGER, NEVER
+from router_core.limits.holds import (
+    ADMIT_REAP_LIMIT,
+    DEFAULT_HOLD_TTL_US,
+    MAX_HOLD_TTL_US,
+    HoldBook,
+    reaped_until,
+)
+
+# Hold's home was this module: importers keep importing it from here.
+from router_core.limits.holds import Hold as Hold
+from router_core.limits.integers import MAX_NOW_US, MAX_SAFE_INTEGER, NEVER, bounded, require_int
 from router_core.limits.scopes import Key, LimitKey, Measure, ScopeKind
 from router_core.limits.windows import WindowKind, window_of
 
@@ -108,20 +125,6 @@ def window_spec(key: LimitKey, limit: int, cost: int) -> QuotaSpec | BudgetSpec:
         raise ValueError(f"{key} is a rate, not a windowed limit")
     cls = BudgetSpec if key.measure is Measure.USD else QuotaSpec
     return cls(key, limit, window, cost)
-
-
-@attrs.frozen
-class Hold:
-    """A charge taken at admission, to be replaced by the actual amount."""
-
-    id: str
-    # The state key, window included.
-    key: str
-    kind: LimitKind
-    amount: int
-    expire_at_us: int
-    # The limit it was taken on (the spec's key).
-    spec_key: Key
 
 
 # How scopes and measures are spelled in stored keys: never change these, or
@@ -195,12 +198,47 @@ def holds_for(request_id: str, specs: Sequence[Spec], now_us: int) -> tuple[Hold
 
 def settled(state: State | None, hold: Hold, actual: int) -> State:
     """The state of `hold.key` once `hold` is replaced by `actual`."""
-    if hold.kind is LimitKind.QUOTA:
+    return charged(state, hold.kind, hold.amount, actual)
+
+
+def charged(state: State | None, kind: LimitKind, held: int, actual: int) -> State:
+    """The state of a quota or budget window once `held` of it is replaced by
+    `actual`: a settlement (held 0 for a reaped hold) or a reap (actual 0)."""
+    if kind is LimitKind.QUOTA:
         used = state if isinstance(state, int) else 0
         # Saturated, like a budget (see `budget.settle`): still above any limit.
-        return min(max(0, used - hold.amount) + actual, MAX_SAFE_INTEGER)
+        return min(max(0, used - held) + actual, MAX_SAFE_INTEGER)
     budget = state if isinstance(state, BudgetState) else BudgetState()
-    return settle(budget, hold.amount, actual)
+    return settle(budget, held, actual)
+
+
+def kind_of(state: State) -> LimitKind | None:
+    """Whether a state is a quota's or a budget's (None: a rate's), as a reap finds it."""
+    if isinstance(state, BudgetState):
+        return LimitKind.BUDGET
+    return LimitKind.QUOTA if isinstance(state, int) else None
+
+
+class AdmissionExpired(Exception):
+    """The admission ran after its deadline, so nothing was decided or written."""
+
+    def __init__(self, now_us: int, deadline_us: int) -> None:
+        super().__init__(f"admission at {now_us} µs ran after its deadline {deadline_us} µs")
+        self.now_us = now_us
+        self.deadline_us = deadline_us
+
+
+def check_admission(
+    specs: Sequence[Spec], keys: Sequence[str], now_us: int, deadline_us: int | None
+) -> None:
+    """Refuse bad input with ValueError (as `decide` would), before any deadline or write."""
+    require_int("now", now_us, 0, MAX_NOW_US)
+    if deadline_us is not None:
+        require_int("deadline", deadline_us, 0, MAX_NOW_US)
+    for spec, key in zip(specs, keys, strict=True):
+        bind(spec, key, None)
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"each check needs its own key, got {list(keys)}")
 
 
 @attrs.define
@@ -213,8 +251,12 @@ class _Entry:
 class MemoryLedger:
     """Limit state of one process. `now_us` is passed in by the caller."""
 
+    # How long a hold stays open before it is reaped (µs).
+    hold_ttl_us: int = attrs.field(
+        default=DEFAULT_HOLD_TTL_US, kw_only=True, validator=bounded(1, MAX_HOLD_TTL_US)
+    )
     _entries: dict[str, _Entry] = attrs.field(factory=dict)
-    _open_holds: set[tuple[str, str]] = attrs.field(factory=set)
+    _holds: HoldBook = attrs.field(factory=HoldBook)
     _admissions: int = 0
 
     def get(self, key: str, now_us: int) -> State | None:
@@ -226,8 +268,21 @@ class MemoryLedger:
             return None
         return entry.state
 
-    def admit(self, request_id: str, specs: Sequence[Spec], now_us: int) -> Admission:
+    def admit(
+        self,
+        request_id: str,
+        specs: Sequence[Spec],
+        now_us: int,
+        *,
+        deadline_us: int | None = None,
+    ) -> Admission:
         keys = [state_key(spec, now_us) for spec in specs]
+        check_admission(specs, keys, now_us, deadline_us)
+        if deadline_us is not None and now_us > deadline_us:
+            raise AdmissionExpired(now_us, deadline_us)
+        for spec, key in zip(specs, keys, strict=True):
+            if not isinstance(spec, RateSpec):
+                self._reap(key, now_us, ADMIT_REAP_LIMIT)
         checks = [bind(s, k, self.get(k, now_us)) for s, k in zip(specs, keys, strict=True)]
         decision = decide(checks, now_us)
         if not decision.allowed:
@@ -235,21 +290,42 @@ class MemoryLedger:
         for write in decision.new_states:
             self._entries[write.key] = _Entry(write.state, write.expire_at_us)
         holds = holds_for(request_id, specs, now_us)
-        self._open_holds.update((h.id, h.key) for h in holds)
+        for hold in holds:
+            self._holds.add(hold, now_us + self.hold_ttl_us)
         self._prune(now_us)
         return Admission(decision, now_us, holds)
 
     def settle(self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int) -> None:
         for hold, actual in zip(holds, actuals, strict=True):
-            if (hold.id, hold.key) not in self._open_holds:
+            held = self._holds.take(hold, now_us)
+            if held is None:
                 continue
-            self._open_holds.discard((hold.id, hold.key))
-            new_state = settled(self.get(hold.key, now_us), hold, actual)
+            new_state = charged(self.get(hold.key, now_us), hold.kind, held, actual)
             self._entries[hold.key] = _Entry(new_state, hold.expire_at_us)
+
+    def reap(self, now_us: int) -> int:
+        """Reap every hold open past its lifetime at `now_us`; returns how many."""
+        require_int("now", now_us, 0, MAX_NOW_US)
+        return sum(self._reap(key, now_us, None) for key in self._holds.windows())
 
     @property
     def open_holds(self) -> int:
-        return len(self._open_holds)
+        return self._holds.open
+
+    def _reap(self, key: str, now_us: int, limit: int | None) -> int:
+        due = self._holds.due(key, now_us, limit)
+        if not due:
+            return 0
+        state = self.get(key, now_us)
+        kind = None if state is None else kind_of(state)
+        if state is None or kind is None:
+            return len(due)  # the window is over: nothing to return, nothing to remember
+        for _, amount in due:
+            state = charged(state, kind, amount, 0)
+        entry = self._entries[key]
+        entry.state = state
+        self._holds.remember(key, due, reaped_until(now_us, entry.expire_at_us), now_us)
+        return len(due)
 
     def _prune(self, now_us: int) -> None:
         # Amortized: sweep expired keys once every 1,024 admissions.
@@ -262,3 +338,4 @@ class MemoryLedger:
             if e.expire_at_us != NEVER and e.expire_at_us <= now_us
         ]:
             del self._entries[key]
+        self._holds.prune(now_us)

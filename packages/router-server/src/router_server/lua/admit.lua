@@ -1,54 +1,50 @@
 -- One admission decision over every limit of a request, in one atomic step.
 --
+-- Sent after holds.lua, whose functions it uses (fmt, expire_key_at, reap_due).
 -- This repeats router_core.limits step for step: gcra.py, windows.py,
--- quota.py, budget.py, the loop of admission.py and the holds of ledger.py.
+-- quota.py, budget.py, the loop of admission.py, and the deadline, the
+-- reaping and the holds of ledger.py and holds.py.
 -- tests/system/limits/test_limits_redis_equivalence.py shows they agree.
 -- Redis runs Lua 5.1, whose numbers are doubles: every integer here stays
 -- below 2**53 (the Python side bounds the inputs), floor(a / b) is exact
 -- floor division for 0 <= a < 2**53 and b >= 1, and numbers go back to Redis
 -- through fmt(), because tostring() keeps only 14 digits.
 --
--- KEYS[i]  spec i's key without a window suffix: <prefix>{<tag>}:s:<spec key>.
---          A quota or budget appends ':<window id>' here; every key touched
+-- KEYS[i]  spec i's key without a window suffix: <space>s:<spec key>, where
+--          <space> is <prefix>{<tag>}:. A quota or budget appends
+--          ':<window id>' here, and keeps its holds under <space>h:, <space>i:
+--          and <space>r: + its state key (see holds.lua); every key touched
 --          shares the {<tag>}, so all of them live in one Cluster slot.
 -- ARGV[1]  now in µs since the epoch, or '' to read the server's clock
 -- ARGV[2]  the request id, the field of its holds
--- ARGV[3]  how long (µs) a hold on a `total` window lives; other holds end
---          with their window
--- ARGV[4 + 6 * (i - 1) ...]  spec i: kind, a, b, c, cost, hold key base
---          rate, tokens_rate: a = rate, b = period_us, c = burst
+-- ARGV[3]  how long (µs) a `total` window's holds are kept past the latest
+--          reap time among them (other windows' holds end with their window)
+-- ARGV[4]  the deadline in µs (the same clock as now), or '' for none
+-- ARGV[5]  the hold lifetime in µs: a hold's reap time is now + this
+-- ARGV[6 + 6 * (i - 1) ...]  spec i: kind, a, b, c, cost, <space>
+--          rate, tokens_rate: a = rate, b = period_us, c = burst; <space> ''
 --          quota, budget:     a = limit, b = day | month | total
 --
--- Reply: {now, allowed (1 or 0), index of the denying spec, its current
--- usage, its retry_after_s, then for the request-rate and the token-rate
--- headers: spec index (0: none), remaining, reset_after_us; then, when
--- allowed, each spec's written state a, b and expire_at_us}: for a rate
--- {tat us, tat frac}, a quota {used, 0}, a budget {committed, reserved}.
--- Duplicate keys are refused with the error DUPLICATE_KEY.
+-- Reply, when the admission ran after its deadline (now > deadline): {now, 2},
+-- and nothing was written (no reaping either). Otherwise: {now, allowed (1
+-- or 0), index of the denying spec, its current usage, its retry_after_s,
+-- then for the request-rate and the token-rate headers: spec index (0:
+-- none), remaining, reset_after_us; then, when allowed, each spec's written
+-- state a, b and expire_at_us}: for a rate {tat us, tat frac}, a quota
+-- {used, 0}, a budget {committed, reserved}. Before deciding, each quota and
+-- budget window reaps up to 16 due holds (holds.ADMIT_REAP_LIMIT), whatever
+-- the decision. Duplicate keys are refused with the error DUPLICATE_KEY.
 
 local NEVER = -1
 local US_PER_S = 1000000
 local US_PER_DAY = 86400000000
-local floor = math.floor
-
-local function fmt(x)
-  return string.format('%.0f', x)
-end
+local ADMIT_REAP_LIMIT = 16
 
 local function seconds_up(us)
   if us == NEVER then
     return NEVER
   end
   return floor((us + US_PER_S - 1) / US_PER_S)
-end
-
--- Expiry instants go to Redis in ms, rounded up, so a key outlives its state.
-local function expire_key_at(key, expire_us)
-  if expire_us == NEVER then
-    redis.call('PERSIST', key)
-  else
-    redis.call('PEXPIREAT', key, fmt(floor((expire_us + 999) / 1000)))
-  end
 end
 
 -- windows.py: Howard Hinnant's civil_from_days.
@@ -170,12 +166,13 @@ else
 end
 local request_id = ARGV[2]
 local total_hold_us = tonumber(ARGV[3])
+local hold_us = tonumber(ARGV[5])
 
 local checks = {}
 local seen = {}
 for i = 1, #KEYS do
-  local at = 4 + 6 * (i - 1)
-  local c = { kind = ARGV[at], cost = tonumber(ARGV[at + 4]), hold_base = ARGV[at + 5] }
+  local at = 6 + 6 * (i - 1)
+  local c = { kind = ARGV[at], cost = tonumber(ARGV[at + 4]) }
   c.is_rate = c.kind == 'rate' or c.kind == 'tokens_rate'
   if c.is_rate then
     c.rate, c.period, c.burst = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
@@ -184,12 +181,28 @@ for i = 1, #KEYS do
     c.limit = tonumber(ARGV[at + 1])
     c.window_id, c.window_end = window_of(ARGV[at + 2], now)
     c.key = KEYS[i] .. ':' .. fmt(c.window_id)
+    -- KEYS[i] is <space>s:<spec key>: the holds keys swap the 's:'.
+    local space = ARGV[at + 5]
+    local name = string.sub(c.key, #space + 3)
+    c.hold_key, c.index_key = space .. 'h:' .. name, space .. 'i:' .. name
+    c.reaped_key = space .. 'r:' .. name
   end
   if seen[c.key] then
     return redis.error_reply('DUPLICATE_KEY each check needs its own key')
   end
   seen[c.key] = true
   checks[i] = c
+end
+
+-- A decision the caller has given up on is not taken: nothing is written.
+if ARGV[4] ~= '' and now > tonumber(ARGV[4]) then
+  return { now, 2 }
+end
+
+for _, c in ipairs(checks) do
+  if not c.is_rate then
+    reap_due(c.key, c.hold_key, c.index_key, c.reaped_key, now, ADMIT_REAP_LIMIT)
+  end
 end
 
 -- Bind each check to its stored state; an absent key is the zero state.
@@ -323,13 +336,14 @@ for i, c in ipairs(checks) do
     end
     expire_key_at(c.key, o.expire)
     if not c.is_rate then
-      local hold_key = c.hold_base .. ':' .. fmt(c.window_id)
-      redis.call('HSET', hold_key, request_id, fmt(c.cost))
-      if c.window_end == NEVER then
-        expire_key_at(hold_key, now + total_hold_us)
-      else
-        expire_key_at(hold_key, c.window_end)
+      redis.call('HSET', c.hold_key, request_id, fmt(c.cost))
+      redis.call('ZADD', c.index_key, fmt(now + hold_us), request_id)
+      local keep_until = c.window_end
+      if keep_until == NEVER then
+        keep_until = now + hold_us + total_hold_us
       end
+      expire_key_at(c.hold_key, keep_until)
+      expire_key_at(c.index_key, keep_until)
     end
   end
   table.insert(reply, o.a)

@@ -1,30 +1,30 @@
 -- Replace holds by the actual amounts, in the windows they were taken in.
 --
--- This repeats MemoryLedger.settle and ledger.settled (router_core.limits):
--- a hold is settled once (its field is deleted from the hold hash; a hold
--- already gone is a no-op), then its window's state becomes, for a quota,
--- max(0, used - amount) + actual, and for a budget,
--- {committed + actual, max(0, reserved - amount)}, expiring with the window;
+-- Sent after holds.lua, whose functions it uses (fmt, expired).
+-- This repeats MemoryLedger.settle, HoldBook.take and ledger.charged
+-- (router_core.limits): a hold is settled once. An open hold (in the hold
+-- hash: removed from it and from the reap index) is replaced by its actual;
+-- a reaped one (in the hash of reaped holds, unless that has expired: removed
+-- from it) had its amount returned already, so only the actual is charged;
+-- a hold in neither is settled already: a no-op. Then its window's state
+-- becomes, with `held` its amount if open and 0 if reaped, for a quota,
+-- max(0, used - held) + actual, and for a budget,
+-- {committed + actual, max(0, reserved - held)}, expiring with the window;
 -- a quota's used, and a budget's committed + reserved, saturate at
 -- MAX_SAFE_INTEGER (a sum past 2**53 is inexact in doubles, but then above
 -- the cap, which is stored exactly).
 -- A window key read past its end counts as absent, as in MemoryLedger.get.
 -- Integers below 2**53, sent to Redis through fmt() (see admit.lua).
 --
--- KEYS[2i - 1], KEYS[2i]  hold i's state key and hold key
+-- KEYS[4i - 3 .. 4i]  hold i's state key, hold hash, reap index, reaped hash
 -- ARGV[1]  now in µs since the epoch, or '' to read the server's clock
 -- ARGV[2 + 5 * (i - 1) ...]  hold i: request id, quota | budget, amount,
 --          expire_at_us (-1: never), actual
 --
--- Reply: {now, holds settled}.
+-- Reply: {now, holds settled (open or reaped)}.
 
 local NEVER = -1
 local MAX_SAFE_INTEGER = 9007199254740991
-local floor = math.floor
-
-local function fmt(x)
-  return string.format('%.0f', x)
-end
 
 local now
 if ARGV[1] == '' then
@@ -35,19 +35,27 @@ else
 end
 
 local settled = 0
-for i = 1, #KEYS / 2 do
-  local state_key, hold_key = KEYS[2 * i - 1], KEYS[2 * i]
+for i = 1, #KEYS / 4 do
+  local state_key, hold_key = KEYS[4 * i - 3], KEYS[4 * i - 2]
+  local index_key, reaped_key = KEYS[4 * i - 1], KEYS[4 * i]
   local at = 2 + 5 * (i - 1)
   local id, kind = ARGV[at], ARGV[at + 1]
   local amount, expire, actual = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local held = nil
   if redis.call('HDEL', hold_key, id) == 1 then
+    redis.call('ZREM', index_key, id)
+    held = amount
+  elseif not expired(reaped_key, now) and redis.call('HDEL', reaped_key, id) == 1 then
+    held = 0
+  end
+  if held ~= nil then
     settled = settled + 1
     local live = expire == NEVER or expire > now
     if not live then
       redis.call('DEL', state_key)
     end
     if kind == 'quota' then
-      local used = tonumber(redis.call('GET', state_key) or '0') - amount
+      local used = tonumber(redis.call('GET', state_key) or '0') - held
       if used < 0 then
         used = 0
       end
@@ -59,7 +67,7 @@ for i = 1, #KEYS / 2 do
     else
       local budget = redis.call('HMGET', state_key, 'committed', 'reserved')
       local committed = tonumber(budget[1] or '0') + actual
-      local reserved = tonumber(budget[2] or '0') - amount
+      local reserved = tonumber(budget[2] or '0') - held
       if reserved < 0 then
         reserved = 0
       end

@@ -23,6 +23,10 @@ class Store(enum.StrEnum):
     LEDGER = "ledger"
 
 
+# The detail of the StoreUnavailable both limit stores raise for an admission
+# that ran after its deadline (and so wrote nothing).
+RAN_LATE = "limit store admit: ran after its deadline"
+
 _PROBLEMS: dict[Store, Problem] = {
     Store.LIMITS: Catalog.LIMITS_UNAVAILABLE,
     Store.IDEMPOTENCY: Catalog.IDEMPOTENCY_UNAVAILABLE,

@@ -34,13 +34,20 @@ class StateLayer:
     """The stores of one process, on one Redis client or one data directory."""
 
     def __init__(
-        self, settings: StateSettings, redis: RedisClient | None, *, limits_timeout_s: float
+        self,
+        settings: StateSettings,
+        redis: RedisClient | None,
+        *,
+        limits_timeout_s: float,
+        hold_ttl_s: int = 3_600,
     ) -> None:
         if (redis is None) != (settings.store == StateStoreKind.EMBEDDED):
             raise ValueError("a Redis client exactly when state.store is redis")
         self.settings = settings
         self.redis = redis
         self.limits_timeout_s = limits_timeout_s
+        # How long a limit hold stays open before it is reaped (`limits.hold_ttl_s`).
+        self.hold_ttl_s = hold_ttl_s
         self.timeout_s = settings.redis.timeout_ms / 1000
         # The request path's calls, coalesced into pipelines (see `state.batch`).
         self.calls = None if redis is None else calls_for(redis, pipelines=settings.redis.pipelines)
@@ -53,7 +60,10 @@ class StateLayer:
         redis = None
         if settings.store == StateStoreKind.REDIS:
             redis = open_redis(settings.redis, env[settings.redis.url_env])
-        return cls(settings, redis, limits_timeout_s=config.limits.timeout_ms / 1000)
+        limits = config.limits
+        return cls(
+            settings, redis, limits_timeout_s=limits.timeout_ms / 1000, hold_ttl_s=limits.hold_ttl_s
+        )
 
     @property
     def kind(self) -> StateStoreKind:
@@ -65,13 +75,19 @@ class StateLayer:
 
     def limit_store(self) -> LimitStore:
         if self.redis is None:
+            from router_core.limits.integers import US_PER_S
+            from router_core.limits.ledger import MemoryLedger
             from router_server.limits import MemoryLimitStore
 
-            return MemoryLimitStore()
+            return MemoryLimitStore(MemoryLedger(hold_ttl_us=self.hold_ttl_s * US_PER_S))
         from router_server.redis_limits import RedisLimitStore
 
         return RedisLimitStore(
-            self.redis, calls=self.calls, timeout_s=self.timeout_s, budget_s=self.limits_timeout_s
+            self.redis,
+            calls=self.calls,
+            timeout_s=self.timeout_s,
+            budget_s=self.limits_timeout_s,
+            hold_ttl_s=self.hold_ttl_s,
         )
 
     def idempotency_store(self) -> IdempotencyStore:
