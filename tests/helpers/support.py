@@ -138,3 +138,14 @@ class Limited:
 
 
 LimitedFactory = Callable[[dict[str, Any]], Limited]
+
+
+def patient_backends(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with backend timeouts for a test that loads the machine itself
+    (1,000 requests at once on a CI box): what it checks is the limits, not
+    whether a starved mock backend accepts a connection within a second."""
+    data = copy.deepcopy(config)
+    for backend in data["backends"].values():
+        backend.update(connect_timeout_s=10, read_timeout_s=60)
+    data["server"] = {**data.get("server", {}), "request_timeout_s": 60}
+    return data

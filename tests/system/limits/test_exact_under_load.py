@@ -7,7 +7,6 @@ sharing one Redis. Nothing is decided in failure mode while Redis is healthy.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections import Counter
 from typing import Any
 
@@ -18,7 +17,7 @@ from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
 from tests.helpers.burst import burst
-from tests.helpers.support import ACME_KEY, GLOBEX_KEY, auth
+from tests.helpers.support import ACME_KEY, GLOBEX_KEY, auth, patient_backends
 
 pytestmark = pytest.mark.exclusive
 
@@ -27,14 +26,14 @@ CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
 
 
 def shared_config(config_data: dict[str, Any]) -> dict[str, Any]:
-    data = copy.deepcopy(config_data)
+    data = patient_backends(config_data)
     data["state"] = {**data.get("state", {}), "store": "redis"}
     # The decision's budget is measured on Redis' side: a router whose loop is
     # 1,000 requests behind still reads its answers, however late. (1 s, not
     # the default 0.1 s, only so that a CI machine starving Redis itself of CPU
     # for 100 ms cannot turn this into a test of the failure policy.)
     data["limits"] = {"timeout_ms": 1000, "expected_replicas": 2}
-    data["server"] = {"max_in_flight": 2048, "max_queued": 2048}
+    data["server"] = {**data["server"], "max_in_flight": 2048, "max_queued": 2048}
     return data
 
 

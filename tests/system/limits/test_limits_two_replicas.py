@@ -10,7 +10,6 @@ policy holds while Redis is stopped.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import random
 import time
@@ -28,7 +27,7 @@ from router_server.redis_limits import RedisLimitStore
 
 from tests.helpers.burst import allow_open_files
 from tests.helpers.redis_server import RedisServer, closed, redis_client
-from tests.helpers.support import ACME_KEY, GLOBEX_KEY, auth
+from tests.helpers.support import ACME_KEY, GLOBEX_KEY, auth, patient_backends
 
 # These tests bound what happens under a load they make themselves: no other test
 # runs beside them (tests/helpers/exclusive_fixture.py).
@@ -39,7 +38,7 @@ DAY_US = 86_400_000_000
 
 
 def redis_config(config_data: dict[str, Any], timeout_ms: int = 100, **acme: Any) -> dict[str, Any]:
-    data = copy.deepcopy(config_data)
+    data = patient_backends(config_data)
     data["state"] = {**data.get("state", {}), "store": "redis"}
     data["limits"] = {"timeout_ms": timeout_ms, "expected_replicas": 2}
     data["prices"] = {

@@ -24,11 +24,11 @@ import pytest
 from router_core.limits.admission import LimitKind
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
-from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec
+from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
 from router_server.mock_backend import MockBackendProcess
 from router_server.redis_limits import RedisLimitStore
-from router_server.state.batch import Pipelined
+from router_server.state.batch import calls_for
 
 from tests.helpers.redis_server import RedisServer, closed, redis_binary, redis_client
 from tests.helpers.support import ACME_KEY, auth
@@ -47,7 +47,7 @@ def eventually(check: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 
 
 def test_an_admission_whose_caller_went_is_released(redis_url: str) -> None:
-    specs = [
+    specs: list[Spec] = [
         RateSpec("org:acme:rps", LimitKind.RATE, GcraLimit(100, 1_000_000, 100), 1),
         QuotaSpec("org:acme:req:day", 1_000, WindowKind.DAY, 1),
         BudgetSpec("org:acme:usd:total", 10**12, WindowKind.TOTAL, 5_000),
@@ -55,7 +55,7 @@ def test_an_admission_whose_caller_went_is_released(redis_url: str) -> None:
 
     async def scenario() -> None:
         client = redis_client(redis_url)
-        calls = Pipelined(client, pipelines=1)
+        calls = calls_for(client, pipelines=1)
         store = RedisLimitStore(client, calls=calls, timeout_s=5.0)
         try:
             asked = asyncio.ensure_future(store.admit("gone", specs))

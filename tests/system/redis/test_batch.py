@@ -71,7 +71,7 @@ async def test_a_thousand_concurrent_calls_share_two_connections(redis_url: str)
 
 async def test_a_deadline_is_on_the_stores_clock(redis_url: str) -> None:
     client = redis_client(redis_url)
-    calls = Pipelined(client, pipelines=1)
+    calls = calls_for(client, pipelines=1)
     echo = LuaScript(client, _ECHO, calls)
     budget_us = 10_000_000
     try:
@@ -90,7 +90,7 @@ async def test_a_deadline_is_on_the_stores_clock(redis_url: str) -> None:
 
 async def test_a_script_redis_lost_is_sent_whole(redis_url: str) -> None:
     client = redis_client(redis_url)
-    calls = Pipelined(client, pipelines=1)
+    calls = calls_for(client, pipelines=1)
     echo = LuaScript(client, _ECHO, calls)
     try:
         await client.script_flush()
@@ -104,7 +104,7 @@ async def test_a_script_redis_lost_is_sent_whole(redis_url: str) -> None:
 
 async def test_the_reply_of_a_caller_that_went_is_handed_on(redis_url: str) -> None:
     client = redis_client(redis_url)
-    calls = Pipelined(client, pipelines=1)
+    calls = calls_for(client, pipelines=1)
     key = f"orphan:{uuid.uuid4().hex}"
     orphans: list[Any] = []
     try:

@@ -294,6 +294,7 @@ def create_app(
                 state.status_sources["keys"] = credentials.book.status
                 tg.start_soon(usage.run)
                 tg.start_soon(state.limits.replay_forever)
+                tg.start_soon(state.limits.reap_forever, state.rng)
                 state.status_sources["overrides"] = state.overrides.status
                 state.status_sources["usage"] = usage.status
                 if config_path is not None:

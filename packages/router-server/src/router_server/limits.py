@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -70,6 +71,10 @@ RETRY_NEVER_S = 86_400
 # How often the outbox is offered to the store again, and how much at once.
 REPLAY_EVERY_S = 1.0
 REPLAY_BATCH = 256
+# How often holds past their lifetime are looked for everywhere (admissions
+# reap the windows they touch already), give or take a fifth, so replicas
+# spread their scans.
+REAP_EVERY_S = 60.0
 
 
 class LimitStore(Protocol):
@@ -158,6 +163,8 @@ class LimitGate:
     failure_decisions: int = 0
     settle_failures: int = 0
     settlements_replayed: int = 0
+    # Holds the background reaper found past their lifetime (never settled).
+    reaped: int = 0
     # Settlements neither the store nor the outbox took (the disk failed too).
     settlements_lost: int = 0
 
@@ -289,9 +296,24 @@ class LimitGate:
                 log.error("settlement outbox unreadable", extra={"error": str(exc)})
             await anyio.sleep(REPLAY_EVERY_S)
 
+    async def reap_forever(self, rng: random.Random, every_s: float = REAP_EVERY_S) -> None:
+        """Reap, every `every_s` or so, the holds whose request never settled them
+        (a router killed mid-request): their reservations return."""
+        while True:
+            await anyio.sleep(every_s * rng.uniform(0.8, 1.2))
+            try:
+                found = await self.store.reap()
+            except StoreUnavailable as exc:
+                log.warning("reaping holds failed", extra={"error": str(exc)})
+                continue
+            if found:
+                self.reaped += found
+                log.warning("holds reaped", extra={"count": found})
+
     def status(self) -> dict[str, Any]:
         return {
             "store": self.store_kind,
+            "reaped": self.reaped,
             "failure_decisions": self.failure_decisions,
             "settle_failures": self.settle_failures,
             "settlements_pending": 0 if self.outbox is None else self.outbox.count,
