@@ -161,6 +161,9 @@ class LimitGate:
     # Rate limits of this replica alone, used while the shared store is down.
     local: MemoryLimitStore = attrs.field(factory=MemoryLimitStore)
     failure_decisions: int = 0
+    # Of those: "late" (the decision started past its deadline, on Redis'
+    # side), "failed" (Redis refused, reset, or did not answer: down).
+    failure_causes: dict[str, int] = attrs.field(factory=dict)
     settle_failures: int = 0
     settlements_replayed: int = 0
     # Holds the background reaper found past their lifetime (never settled).
@@ -203,6 +206,8 @@ class LimitGate:
         self, config: RouterConfig, request_id: str, plan: LimitPlan, exc: StoreUnavailable
     ) -> Admission:
         self.failure_decisions += 1
+        cause = "late" if exc.detail == RAN_LATE else "failed"
+        self.failure_causes[cause] = self.failure_causes.get(cause, 0) + 1
         policy = config.limits.on_store_failure
         kinds = {type(spec) for spec in plan.specs}
         closed = [
@@ -315,6 +320,7 @@ class LimitGate:
             "store": self.store_kind,
             "reaped": self.reaped,
             "failure_decisions": self.failure_decisions,
+            "failure_causes": dict(self.failure_causes),
             "settle_failures": self.settle_failures,
             "settlements_pending": 0 if self.outbox is None else self.outbox.count,
             "settlements_replayed": self.settlements_replayed,

@@ -313,15 +313,17 @@ class Pipelined(_Base):
         Not redis-py's Pipeline: it would cost a third more CPU per call here
         (retries we turned off, observability hooks, reply callbacks), and the
         replies we need are Redis' own (a script's array, SET's OK or nil)."""
-        written_us = _now_us()
-        offset = self.offset.estimate()
-        at_us = None if offset is None else written_us + offset
-        sampling = self.offset.due(written_us)
-        packed: list[Sequence[Arg]] = [("TIME",)] if sampling else []
-        packed += [_resolved(args, at_us) for args in commands]
         pool = self.pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
+            # Only now, with a connection (a new one may have taken a while to
+            # open): the deadlines count from the write.
+            written_us = _now_us()
+            offset = self.offset.estimate()
+            at_us = None if offset is None else written_us + offset
+            sampling = self.offset.due(written_us)
+            packed: list[Sequence[Arg]] = [("TIME",)] if sampling else []
+            packed += [_resolved(args, at_us) for args in commands]
             self.round_trips += 1
             await connection.send_packed_command(
                 connection.pack_commands(packed), check_health=False
