@@ -38,9 +38,13 @@ def config() -> dict[str, Any]:
         },
         "server": {"max_in_flight": 10, "max_queued": 0, "queue_timeout_ms": 0},
         "health": {
-            "open_s": 2.5, "failure_threshold": 1, "ramp_s": 0,
-            "failure_rate": 0.25, "window_s": 30, "min_requests": 50,
-        },  # fmt: skip
+            "open_s": 2.5,
+            "failure_threshold": 1,
+            "ramp_s": 0,
+            "failure_rate": 0.25,
+            "window_s": 30,
+            "min_requests": 50,
+        },
         "routing": {"max_attempts": 1, "retry_budget_ratio": 0, "retry_min_per_s": 0},
         "state": {"store": "redis", "refresh_s": 0.5, "redis": {"mode": "cluster"}},
     }

@@ -243,7 +243,8 @@ def test_the_answer_of_a_superseded_trial_is_ignored() -> None:
     assert old is not None
     b.probe(1.2, ok=False)  # reopened meanwhile
     new = b.begin_trial(2.2)
-    assert new is not None and new != old
+    assert new is not None
+    assert new != old
     b.end_trial(2.3, old, ok=True)
     assert b.current(2.3) is HALF_OPEN
     b.end_trial(2.4, new, ok=True)

@@ -74,12 +74,11 @@ def test_at_the_failure_rate_at_volume_the_failure_reaching_it_opens(
     """A failure after which the window holds `min_requests` results or more,
     `failure_rate` or more of them failed, opens the circuit."""
     b = rated(failure_rate, min_requests, failure_threshold)
-    requests = failures = 0
-    for i, failed in enumerate(outcomes):
-        now = i * 0.01
+    failures = 0
+    for requests, failed in enumerate(outcomes, 1):
+        now = requests * 0.01
         if b.current(now) is OPEN:
             break
-        requests += 1
         if failed:
             failures += 1
             b.failure(now, "HTTP 500")

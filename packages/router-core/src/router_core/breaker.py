@@ -1,4 +1,4 @@
-"""A per-backend circuit breaker, with probe trials and gradual re-admission, as a pure state machine.
+"""A per-backend circuit breaker, with probe trials and gradual re-admission (a pure state machine).
 
 Rules:
 - CLOSED: traffic flows. Each request's result (passive: a success, or a
