@@ -4,6 +4,9 @@ Rules:
 - Each backend has the router's own `Breaker` (with the config's `health`
   settings), an in-flight count against its `max_in_flight`, and a latency
   average (kept only when some model routes by latency).
+- A half-open circuit is decided by a trial probe, as in the router: a
+  one-token request that fails while the backend is down, hung or erroring,
+  and when its cost passes `probe_timeout_s`.
 - Routing sees them as `BackendView`s; a backend whose circuit is closed and
   settled, below its cap, needs none (routing's default is "healthy").
 - An attempt's outcome and cost follow the `World`: the first active fault of
@@ -63,8 +66,7 @@ class Backends:
             )
         return views
 
-    def begin(self, backend: str, seconds: float) -> None:
-        self.breakers[backend].begin(seconds)
+    def begin(self, backend: str) -> None:
         self.in_flight[backend] += 1
 
     def end(self, backend: str) -> None:
@@ -94,6 +96,18 @@ class Backends:
         if spent > read_timeout:
             return TIMED_OUT, read_timeout
         return OK, spent
+
+    def trial(self, backend: str, offset_us: int, timeout_us: int) -> tuple[str | None, int]:
+        """A trial probe of `backend` at `offset_us`: its failure (None: it
+        answered) and how long it takes (µs)."""
+        outcome, spent = self.outcome(backend, offset_us, 1)
+        if outcome == TIMED_OUT or spent > timeout_us:
+            return "trial probe: timed out waiting for the backend", timeout_us
+        if outcome == FAILED:
+            return "trial probe: connection refused or unreachable", spent
+        if outcome == ERRORED:
+            return "trial probe: HTTP 503", spent
+        return None, spent
 
     def probe(self, offset_us: int, seconds: float) -> None:
         """Active probes of every backend: they fail while it is down, hung or erroring."""
