@@ -101,6 +101,27 @@ def test_a_successful_probe_does_not_change_a_closed_circuit() -> None:
     assert b.current(2.0) is OPEN
 
 
+def test_an_unreachable_backend_asks_for_a_probe_once_per_probe_interval() -> None:
+    b = breaker(failure_threshold=100, probe_interval_s=2.0)
+    b.failure(0.0, "timed out")
+    assert not b.take_early_probe(0.0)  # a timeout: a listing would prove nothing
+    b.failure(0.0, "connection refused", unreachable=True)
+    assert b.take_early_probe(0.0)
+    assert not b.take_early_probe(0.0)  # taken
+    b.failure(1.9, "connection refused", unreachable=True)
+    assert not b.take_early_probe(1.9)  # not twice in an interval
+    b.failure(2.0, "connection dropped", unreachable=True)
+    assert b.take_early_probe(2.0)
+    assert b.current(2.0) is CLOSED  # asking for a probe decides nothing by itself
+
+
+def test_a_failure_that_opens_the_circuit_asks_for_no_probe() -> None:
+    b = breaker(failure_threshold=1)
+    b.failure(0.0, "connection refused", unreachable=True)
+    assert b.current(0.0) is OPEN
+    assert not b.take_early_probe(0.0)
+
+
 # Open -> half-open
 
 

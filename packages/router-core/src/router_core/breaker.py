@@ -11,6 +11,12 @@ Rules:
   - the window holds fewer, and the last `failure_threshold` results were all
     failures (the streak rule: at low volume a rate says little).
   One failed active probe (the backend did not answer at all) also opens it.
+- A failure that says the request could not reach the backend (`unreachable`:
+  refused, unreachable, dropped) asks for an active probe at once
+  (`probe_wanted`, taken by `take_early_probe`), at most once per
+  `probe_interval_s`: a killed backend is found in milliseconds, where the
+  rate would wait for half the window to fail. A timeout or a 5xx does not:
+  a hung or erroring backend still lists its models.
 - OPEN: no client request for `open_s`; then HALF_OPEN. If a failed probe
   opened it (the backend was unreachable), a successful probe moves it to
   HALF_OPEN at once, so a restarted backend does not wait out the cool-down.
@@ -136,6 +142,9 @@ class Breaker:
     trials: int = 0
     trial: int | None = None
     last_trial_ok: bool | None = None
+    # An active probe is wanted now; when the last such probe was taken.
+    probe_wanted: bool = False
+    early_probe_at: float = -math.inf
     # Why the circuit last opened, for the routing explanation and /v1/status.
     last_failure: str = ""
 
@@ -165,10 +174,12 @@ class Breaker:
         self.streak = 0
         self.window.add(now, self.settings().window_s, failed=False)
 
-    def failure(self, now: float, reason: str, *, answered: bool = False) -> None:
+    def failure(
+        self, now: float, reason: str, *, answered: bool = False, unreachable: bool = False
+    ) -> None:
         """A failed request; `answered`: one already counted as a success when
         its answer began, that broke later (a stream cut short), so the window
-        counts the request once."""
+        counts the request once; `unreachable`: it could not reach the backend."""
         self._refresh(now)
         self.last_failure = reason
         if self.state is not Circuit.CLOSED:
@@ -186,6 +197,17 @@ class Breaker:
             trip = self.streak >= settings.failure_threshold
         if trip:
             self._open(now)
+        elif unreachable and now - self.early_probe_at >= settings.probe_interval_s:
+            self.probe_wanted = True
+
+    def take_early_probe(self, now: float) -> bool:
+        """Whether an active probe is wanted now (then it is taken: not again
+        until `probe_interval_s` has passed)."""
+        if not self.probe_wanted:
+            return False
+        self.probe_wanted = False
+        self.early_probe_at = now
+        return True
 
     # Active probes: "does it answer at all?", on an interval.
 

@@ -15,7 +15,6 @@ state, one that goes is forgotten.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -23,17 +22,12 @@ from typing import Any
 import anyio
 import attrs
 
-from router_core.attempts import FailureKind
+from router_core.attempts import UNREACHABLE, FailureKind
 from router_core.breaker import Breaker, Circuit, Ewma
 from router_core.config import Backend, HealthSettings, RouterConfig
 from router_core.routing import BackendView
 
 log = logging.getLogger("router.health")
-
-# Failures that say a request could not reach the backend (or lost it midway):
-# what an active probe can confirm. A timeout or a 5xx it cannot (a hung or
-# erroring backend still lists its models).
-UNREACHABLE = frozenset({FailureKind.CONNECT, FailureKind.PROTOCOL})
 
 
 @attrs.define
@@ -44,11 +38,6 @@ class BackendHealth:
     last_probe_ok: bool | None = None
     requests: int = 0
     failures: int = 0
-    # A request could not reach the backend: its next active probe is brought
-    # forward (at most once per probe interval), so a killed backend is found
-    # in milliseconds rather than when the failure rate says so.
-    early_probe_wanted: bool = False
-    early_probe_at: float = -math.inf
 
     def view(self, now: float, max_in_flight: int) -> BackendView:
         breaker = self.breaker
@@ -140,37 +129,29 @@ class Health:
         kind: FailureKind | None = None,
     ) -> None:
         """A failed request; `answered`: it had `succeeded` when its answer
-        began, and broke later (the breaker counts the request once). A failure
-        of `kind` connect or protocol (refused, unreachable, dropped) asks for
-        an early probe."""
+        began, and broke later (the breaker counts the request once). One that
+        could not reach the backend (`kind` connect or protocol) may ask for an
+        early probe, which wakes the probe loop."""
         state = self.backends.get(backend)
         if state is None:
             return
         state.failures += 1
-        now = self.clock()
-        before = state.breaker.state
-        state.breaker.failure(now, reason, answered=answered)
-        self._log_transition(backend, before, state.breaker)
-        if (
-            kind in UNREACHABLE
-            and state.breaker.state is Circuit.CLOSED
-            and not state.early_probe_wanted
-            and now - state.early_probe_at >= self.settings.probe_interval_s
-        ):
-            state.early_probe_wanted = True
+        breaker = state.breaker
+        before, wanted = breaker.state, breaker.probe_wanted
+        breaker.failure(self.clock(), reason, answered=answered, unreachable=kind in UNREACHABLE)
+        self._log_transition(backend, before, breaker)
+        if breaker.probe_wanted and not wanted:
             self._wake()
 
     def take_early_probes(self, backends: Iterable[str]) -> list[str]:
         """The backends among `backends` whose early probe is wanted; taken."""
         now = self.clock()
-        taken = []
-        for name in backends:
-            state = self.backends.get(name)
-            if state is not None and state.early_probe_wanted:
-                state.early_probe_wanted = False
-                state.early_probe_at = now
-                taken.append(name)
-        return taken
+        return [
+            name
+            for name in backends
+            if (state := self.backends.get(name)) is not None
+            and state.breaker.take_early_probe(now)
+        ]
 
     def probed(self, backend: str, ok: bool) -> None:
         state = self.backends.get(backend)

@@ -37,6 +37,7 @@ class Backends:
         self.caps = {name: b.max_in_flight for name, b in config.backends.items()}
         self.latency_aware = any(m.strategy == "least_latency" for m in config.models.values())
         self.faults = {n: [f for f in world.faults if f.backend == n] for n in config.backends}
+        self.refused_us = round(world.refused_ms * 1000)
         self.read_timeout_us = {
             name: round(b.read_timeout_s * 1_000_000) for name, b in config.backends.items()
         }
@@ -111,8 +112,11 @@ class Backends:
 
     def probe(self, offset_us: int, seconds: float) -> None:
         """Active probes of every backend: they fail while it is down, hung or erroring."""
-        for name, breaker in self.breakers.items():
-            broken = any(
-                f.kind is not FaultKind.LATENCY and f.active(offset_us) for f in self.faults[name]
-            )
-            breaker.probe(seconds, not broken, "active probe failed")
+        for name in self.breakers:
+            self.probe_one(name, offset_us, seconds)
+
+    def probe_one(self, backend: str, offset_us: int, seconds: float) -> None:
+        broken = any(
+            f.kind is not FaultKind.LATENCY and f.active(offset_us) for f in self.faults[backend]
+        )
+        self.breakers[backend].probe(seconds, not broken, "active probe failed")

@@ -14,8 +14,9 @@ Rules:
 - Time is the trace's: an attempt starts at the request's arrival (or when
   the previous attempt failed) and ends after its modelled cost (`World`);
   its end is an event on a heap, processed in time order with the arrivals,
-  so breakers, in-flight counts, holds, active probes and the trial probes
-  of half-open circuits change when they would, and concurrent requests see
+  so breakers, in-flight counts, holds, active probes (on the interval, and
+  early when a refused connection asks for one) and the trial probes of
+  half-open circuits change when they would, and concurrent requests see
   each other.
 - Every attempt's end feeds the backend's breaker and the plan: a refused
   connection or an error status moves to the next candidate (a failover)
@@ -40,7 +41,7 @@ from router_cli.simulate.ledger import LimitLedger, SimLedger
 from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
-from router_core.attempts import AttemptPlan, Failure, FailureKind, status_failure
+from router_core.attempts import UNREACHABLE, AttemptPlan, Failure, FailureKind, status_failure
 from router_core.auth import KeyIndex, Principal, check_access, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.limits.admission import LimitType
@@ -64,10 +65,11 @@ ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
           "embedding": "/v1/embeddings"}  # fmt: skip
 # Outcomes of an attempt besides OK, FAILED, TIMED_OUT and ERRORED: cut by the
 # request's deadline; and the events of the next active probe, of a trial
-# probe falling due and of its answer (their `request` is the backend's name,
-# and for an answer also the trial's number and its failure).
-_DEADLINE, _PROBE, _TRIAL, _TRIAL_END = 3, -1, -2, -3
-_PROBES = (_PROBE, _TRIAL, _TRIAL_END)
+# probe falling due and of its answer, and of an early probe that a refused
+# connection asked for (their `request` is the backend's name, and for a
+# trial's answer also the trial's number and its failure).
+_DEADLINE, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, -1, -2, -3, -4
+_PROBES = (_PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE)
 
 
 class _Request:
@@ -174,6 +176,9 @@ class Simulation:
                 step = self._probe_us
                 nxt = max(at + step, now - (now - at) % step - step)
                 self._push(nxt, _PROBE, 0, 0)
+            elif outcome == _EARLY_PROBE:
+                self.backends.probe_one(request, at - (self._t0 or 0), self._seconds(at))
+                self._plan_trial(request, at)
             elif outcome == _TRIAL:
                 self._trial(request, at)
             elif outcome == _TRIAL_END:
@@ -338,7 +343,10 @@ class Simulation:
             self._fail(request, "request_timeout", at)
             return
         failure = _failure(backend, outcome)
-        breaker.failure(seconds, failure.detail)
+        breaker.failure(seconds, failure.detail, unreachable=failure.kind in UNREACHABLE)
+        if breaker.take_early_probe(seconds):
+            # Sent at once; a refused connection answers it within refused_ms.
+            self._push(at + backends.refused_us, _EARLY_PROBE, backend, 0)
         self._plan_trial(backend, at)
         self.result.failed_attempts[backend] += 1
         attempts = request.attempts
