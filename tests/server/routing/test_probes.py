@@ -15,7 +15,7 @@ from router_core.config import RouterConfig
 from router_core.config_codec import structure
 from router_server.backends import BackendClient, open_client
 from router_server.health import Health
-from router_server.probes import probe_forever, run_trial, start_trials, trial_model
+from router_server.probes import probe_forever, probe_one, run_trial, start_trials, trial_model
 
 from tests.helpers.support import base_config
 
@@ -244,3 +244,35 @@ def test_the_loop_sends_a_trial_once_open_s_has_passed_not_at_the_next_round() -
 
     anyio.run(main)
     assert [r.headers["x-router-probe"] for r in seen] == ["trial"]
+
+
+def test_a_client_a_reload_closed_is_not_probed_and_decides_nothing() -> None:
+    """A reload closes the client it retired once idle: a probe or trial that
+    meets it closed gives no verdict (the backend's new client will be tried)."""
+    cfg, clock = config(), Clock()
+    seen: list[httpx.Request] = []
+    health = opened_health(cfg, clock)
+    clock.advance(5)
+    backend = client(cfg, "mock-a", completion, seen)
+    anyio.run(backend.client.aclose)
+    trials_now(health, {"mock-a": backend})
+    anyio.run(probe_one, health, backend, 1.0)
+    assert seen == []
+    assert health.describe()["mock-a"]["circuit"] == "half_open"
+    assert health.describe()["mock-a"]["last_probe_ok"] is None
+    assert health.next_trial_at(["mock-a"]) == clock()
+
+
+def test_a_probe_holds_its_client_open_while_it_runs() -> None:
+    cfg, clock = config(), Clock()
+    health = Health(lambda: cfg, clock=clock)
+    held: list[int] = []
+
+    def answer(_: httpx.Request) -> httpx.Response:
+        held.append(backend.active)
+        return httpx.Response(200, json={"data": []})
+
+    backend = client(cfg, "mock-a", answer, [])
+    anyio.run(probe_one, health, backend, 1.0)
+    assert held == [1]
+    assert backend.active == 0

@@ -18,7 +18,8 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 
 import anyio
 import anyio.abc
@@ -35,7 +36,23 @@ async def probe_all(health: Health, clients: Mapping[str, BackendClient], timeou
 
 
 async def probe_one(health: Health, client: BackendClient, timeout_s: float) -> None:
-    health.probed(client.name, await client.probe(timeout_s))
+    with _held(client) as usable:
+        if usable:
+            health.probed(client.name, await client.probe(timeout_s))
+
+
+@contextlib.contextmanager
+def _held(client: BackendClient) -> Iterator[bool]:
+    """Keep `client` open for one probe (a reload closes a client it retired once
+    no request uses it); False if it is closed already: no probe, no verdict."""
+    if client.client.is_closed:
+        yield False
+        return
+    client.active += 1
+    try:
+        yield True
+    finally:
+        client.active -= 1
 
 
 async def probe_forever(health: Health, clients: Callable[[], Mapping[str, BackendClient]]) -> None:
@@ -78,15 +95,18 @@ async def run_trial(health: Health, client: BackendClient, trial: int) -> None:
     failure: str | None = None
     cancelled = True
     try:
-        model = trial_model(health.config(), client.name)
-        timeout_s = health.settings.probe_timeout_s
-        if model is None:
-            # No model routes here, so no client request can come either: whether
-            # it answers at all is the best evidence there is.
-            failure = None if await client.probe(timeout_s) else "trial probe: no answer"
-        else:
-            failure = await client.trial(model, timeout_s)
-        cancelled = False
+        with _held(client) as usable:
+            if not usable:
+                return
+            model = trial_model(health.config(), client.name)
+            timeout_s = health.settings.probe_timeout_s
+            if model is None:
+                # No model routes here, so no client request can come either:
+                # whether it answers at all is the best evidence there is.
+                failure = None if await client.probe(timeout_s) else "trial probe: no answer"
+            else:
+                failure = await client.trial(model, timeout_s)
+            cancelled = False
     finally:
         health.end_trial(client.name, trial, failure, cancelled=cancelled)
 
