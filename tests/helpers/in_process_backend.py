@@ -132,6 +132,8 @@ class InProcessBackend:
         if (traceparent := request.headers.get("traceparent")) is not None:
             stats.with_traceparent += 1
             stats.last_traceparent = traceparent
+        if "x-router-probe" in request.headers:
+            stats.probes += 1
         is_post = path in _POST_PATHS
         if not is_post and path != "/v1/models" and not path.startswith("/v1/models/"):
             return _error(404, f"unknown path {path}", "not_found")

@@ -8,8 +8,9 @@ rules, not by chance or by the clock:
 - routing by tier and by route rule (no weighted draw): `chat` goes to mock-a,
   falling back to mock-b; globex's `chat` is routed to mock-b;
 - a backend fault that lasts to the end of the trace (mock-a is stopped at the
-  trace's 30th second and not restarted), so however fast a breaker opens or
-  a probe notices, every later `chat` request is served by mock-b;
+  trace's 30th second and not restarted; in the second replay it answers 503
+  from its 20th), so however fast a breaker opens or a probe notices, every
+  later `chat` request is served by mock-b;
 - limits that do not depend on the elapsed time while the test runs: a request
   quota per day, a request rate of 1 per hour with a burst of 3, and a total
   budget on a model whose input is free (so the prompt's bound, which the
@@ -111,16 +112,26 @@ def sixty(callers: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
 
 
 def replay_live(
-    url: str, lines: list[dict[str, Any]], mock_a: MockBackendProcess, fault_at_s: int = FAULT_AT_S
+    url: str,
+    lines: list[dict[str, Any]],
+    mock_a: MockBackendProcess,
+    fault_at_s: int = FAULT_AT_S,
+    fault: str = "down",
 ) -> tuple[Counter[str], Counter[str], Counter[str]]:
-    """Answers by backend, refusals by code, and completion tokens by model."""
+    """Answers by backend, refusals by code, and completion tokens by model; from
+    `fault_at_s`, mock-a is stopped (`down`) or answers 503 (`error`)."""
     served: Counter[str] = Counter()
     denied: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
+    injected = False
     with httpx.Client(base_url=url, timeout=15) as client:
         for line in lines:
-            if line["ts"] - T0 >= fault_at_s and mock_a.running:
-                mock_a.stop()
+            if line["ts"] - T0 >= fault_at_s and not injected:
+                injected = True
+                if fault == "down":
+                    mock_a.stop()
+                else:
+                    mock_a.configure(error_rate=1.0, error_status=503)
             body = {
                 "model": line["model"],
                 "messages": [{"role": "user", "content": "one two three four five"}],
@@ -140,11 +151,13 @@ def replay_live(
     return served, denied, tokens
 
 
-def simulate(tmp_path: Path, config: Path, lines: list[dict[str, Any]], fault_at_s: int) -> Any:
+def simulate(
+    tmp_path: Path, config: Path, lines: list[dict[str, Any]], fault_at_s: int, fault: str = "down"
+) -> Any:
     trace_file = tmp_path / "trace.jsonl"
     trace_file.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     faults = tmp_path / "faults.yaml"
-    faults.write_text(f"faults: [{{backend: mock-a, kind: down, start_s: {fault_at_s}}}]\n")
+    faults.write_text(f"faults: [{{backend: mock-a, kind: {fault}, start_s: {fault_at_s}}}]\n")
     done = subprocess.run(
         [sys.executable, "-m", "router_cli.main", "simulate", "--config", str(config),
          "--trace", str(trace_file), "--faults", str(faults), "--format", "json"],
@@ -183,7 +196,9 @@ def test_simulate_agrees_with_the_live_router(
     assert sim_served["mock-b"] > sim_served["mock-a"]
 
 
-# The second replay: mock-a goes down for good at its 20th second.
+# The second replay: mock-a answers 503 from its 20th second on. Errors, not a
+# refused connection: a refusal asks for a probe at once, which would open the
+# circuit on the first failure and leave the retry budget nothing to refuse.
 RULES_FAULT_AT_S = 20
 
 
@@ -233,10 +248,10 @@ def test_simulate_agrees_on_failover_clamp_and_key_rules(
     data = rules_policy(mock_a.url, mock_b.url)
     config = write_config(tmp_path / "policy.yaml", data)
     lines = rules_trace()
-    simulated = simulate(tmp_path, config, lines, RULES_FAULT_AT_S)
+    simulated = simulate(tmp_path, config, lines, RULES_FAULT_AT_S, "error")
 
     router = start_router(data)
-    served, denied, tokens = replay_live(router.url, lines, mock_a, RULES_FAULT_AT_S)
+    served, denied, tokens = replay_live(router.url, lines, mock_a, RULES_FAULT_AT_S, "error")
     status = httpx.get(f"{router.url}/v1/status", timeout=15).json()
 
     backends = simulated["backends"]
@@ -260,8 +275,9 @@ def test_simulate_agrees_on_failover_clamp_and_key_rules(
         "model_not_allowed": 6,  # bonly1 asking for chat
         # 10 + 1 + 10 + 1 tokens, then 3 (clamped from 10); the 7 others find $0 left.
         "budget_exceeded": 7,
-        # mock-a is down from 20 s: failed over at 20 s, refused by the budget at
-        # 23 s, failed over at 26 s, when its circuit opens.
+        # mock-a answers 503 from 20 s: failed over at 20 s, refused by the budget
+        # at 23 s, failed over at 26 s, when its circuit opens (3 in a row, at
+        # low volume).
         "backend_error": 1,
     }
     assert tokens["b-only"] == 25

@@ -42,7 +42,9 @@ def test_the_example_as_json() -> None:
     assert set(backends) == {"gpt-a", "gpt-b", "gpt-fallback"}
     assert sum(b["served"] for b in backends.values()) == summary["served"]
     assert sum(b["share"] for b in backends.values()) == pytest.approx(1.0)
-    assert summary["failovers"] >= 1  # gpt-a is down for a minute
+    # gpt-a is down for a minute: the first request to meet it fails, then a probe
+    # and trial probes, not requests, find it down.
+    assert 1 <= summary["backends"]["gpt-a"]["failed_attempts"] <= 3
     assert summary["denials"]["quota_exceeded"] > 0
     assert set(summary["spend_usd"]) == {"acme", "globex"}
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"]

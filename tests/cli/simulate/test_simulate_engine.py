@@ -26,26 +26,32 @@ def test_one_seed_one_result() -> None:
     assert run(config, records, seed=8).served != first.served
 
 
+# From between two active probes (every 2 s), so some requests meet it first.
 DOWN_A = """
 faults:
-  - {backend: a, kind: down, start_s: 100, end_s: 200}
+  - {backend: a, kind: down, start_s: 101, end_s: 200}
 """
 
 
-def test_a_down_backend_fails_over_then_its_circuit_opens() -> None:
+def test_a_down_backend_fails_over_until_a_probe_opens_its_circuit() -> None:
     config = structure(config_data())
     records = [rec(i * 0.5) for i in range(600)]  # 300 s, a request every 0.5 s
     result = run(config, records, DOWN_A)
     assert result.served_total == 600  # b takes every request while a is down
-    # a fails a few times (threshold 3, or a failed probe first), then is skipped;
-    # every open_s (5 s) it is half-open, and one trial request may fail over again.
-    assert 1 <= result.failovers <= 3 + 100 // 5
+    # The first request to meet the fault (from 101 s) fails, and asks for the
+    # probe that opens the circuit (or the round at 102 s does); after that,
+    # every open_s, a trial probe, not a request, finds it down.
+    assert 1 <= result.failovers <= 2
     assert result.failed_attempts["a"] == result.failovers
     healthy = run(config, records)
     assert result.served["b"] - healthy.served["b"] > 100
-    # While down, a served nothing: its share of the 200 requests in [100, 200) s went to b.
-    during = run(config, records[200:400], DOWN_A.replace("100", "0").replace("200", "100"))
+    # While down, a served nothing: its share of the requests in [101, 200) s went to b.
+    during = run(config, records[200:400], DOWN_A.replace("101", "0").replace("200", "100"))
     assert during.served["a"] == 0
+    # Back up, a trial probe closes its circuit within open_s, and a serves its
+    # share again (3/4 of the 100 requests in [100, 150) s, less those few seconds).
+    back = run(config, records[200:500], DOWN_A.replace("101", "0").replace("200", "100"))
+    assert back.served["a"] > 50
 
 
 def test_without_another_candidate_the_request_fails() -> None:
@@ -54,9 +60,13 @@ def test_without_another_candidate_the_request_fails() -> None:
     result = run(config, records, DOWN_A)
     failed = result.denials["backend_error"]
     skipped = result.denials["no_backend_available"]
-    assert failed >= 1
-    assert failed + skipped == 200  # every request in [100, 200) s
-    assert result.served["a"] == 400
+    # The first request to meet it fails and asks for a probe, which opens the
+    # circuit: the rest are not sent.
+    assert failed == 1
+    # Every request in [101, 200] s: at 200 s a probe finds a back, and the
+    # trial probe it starts closes the circuit 0.2 s later (a's latency).
+    assert failed + skipped == 199
+    assert result.served["a"] == 401
     assert result.failovers == 0
 
 

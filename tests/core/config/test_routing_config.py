@@ -37,7 +37,14 @@ def config() -> dict[str, Any]:
             "admin": {"cert_file": "c.pem", "key_file": "k.pem", "ca_file": "ca.pem"},
         },
         "server": {"max_in_flight": 10, "max_queued": 0, "queue_timeout_ms": 0},
-        "health": {"open_s": 2.5, "failure_threshold": 1, "half_open_max": 2, "ramp_s": 0},
+        "health": {
+            "open_s": 2.5,
+            "failure_threshold": 1,
+            "ramp_s": 0,
+            "failure_rate": 0.25,
+            "window_s": 30,
+            "min_requests": 50,
+        },
         "routing": {"max_attempts": 1, "retry_budget_ratio": 0, "retry_min_per_s": 0},
         "state": {"store": "redis", "refresh_s": 0.5, "redis": {"mode": "cluster"}},
     }
@@ -64,6 +71,8 @@ def test_every_new_field_loads() -> None:
     assert loaded.listeners.admin.port == 8443
     assert loaded.server.max_queued == 0
     assert loaded.health.ramp_s == 0
+    assert (loaded.health.failure_rate, loaded.health.window_s) == (0.25, 30)
+    assert loaded.health.min_requests == 50
     assert loaded.routing.max_attempts == 1
     assert loaded.state.store == "redis"
     assert loaded.state.redis.mode == "cluster"
@@ -76,7 +85,9 @@ def test_the_defaults() -> None:
     loaded = structure(data)
     assert loaded.listeners.admin is None
     assert loaded.health.failure_threshold == 3
-    assert loaded.health.half_open_max == 1
+    assert loaded.health.failure_rate == 0.5
+    assert loaded.health.window_s == 10
+    assert loaded.health.min_requests == 20
     assert loaded.routing.max_attempts == 3
     assert loaded.state.store == "embedded"
     assert loaded.state.redis.mode == "standalone"
@@ -145,7 +156,13 @@ def test_a_route_needs_backends() -> None:
         (("server", "queue_timeout_ms"), -1, "server.queue_timeout_ms: must be >= 0"),
         (("health", "open_s"), 0, "health.open_s: must be > 0"),
         (("health", "failure_threshold"), 0, "health.failure_threshold: must be > 0"),
-        (("health", "half_open_max"), 0, "health.half_open_max: must be > 0"),
+        (("health", "failure_rate"), 0, "health.failure_rate: must be > 0 and <= 1"),
+        (("health", "failure_rate"), 1.5, "health.failure_rate: must be > 0 and <= 1"),
+        (("health", "failure_rate"), -0.5, "health.failure_rate: must be > 0 and <= 1"),
+        (("health", "failure_rate"), float("nan"), "health.failure_rate: must be > 0 and <= 1"),
+        (("health", "window_s"), 0, "health.window_s: must be > 0"),
+        (("health", "window_s"), float("inf"), "health.window_s: must be > 0"),
+        (("health", "min_requests"), 0, "health.min_requests: must be > 0"),
         (("health", "ramp_s"), -1, "health.ramp_s: must be >= 0"),
         (
             ("state", "store"),
@@ -215,14 +232,14 @@ def test_unknown_fields_in_the_new_sections_are_named() -> None:
 def test_many_mistakes_are_reported_together() -> None:
     data = copy.deepcopy(config())
     data["health"]["open_s"] = 0
-    data["health"]["half_open_max"] = 0
+    data["health"]["failure_rate"] = 2
     data["routing"]["max_attempts"] = 0
     data["server"]["max_queued"] = -3
     data["models"]["gpt"]["backends"][1]["tier"] = -1
     data["models"]["gpt"]["routes"][1]["backends"][0]["weight"] = 0
     data["state"]["store"] = "x"
     assert problems_of(data) == [
-        "health.half_open_max: must be > 0",
+        "health.failure_rate: must be > 0 and <= 1",
         "health.open_s: must be > 0",
         "models.gpt.backends[1].tier: must be >= 0",
         "models.gpt.routes[1].backends[0].weight: must be > 0",
@@ -258,6 +275,16 @@ def test_a_setting_of_the_old_store_sections_names_its_new_place(
     parent[old[-1]] = {"store": "redis"} if old == ("overrides",) else "redis"
     [problem] = problems_of(data)
     assert problem.startswith(f"{'.'.join(old)}: moved to {new}: one `state` section")
+
+
+def test_half_open_max_is_refused_with_what_replaced_it() -> None:
+    """Half-open circuits take no client requests any more: the setting that
+    bounded those trials is gone, and a file that still sets it is told why."""
+    data = config()
+    data["health"]["half_open_max"] = 1
+    [problem] = problems_of(data)
+    assert problem.startswith("health.half_open_max: removed: a half-open circuit takes no client")
+    assert "trial probe" in problem
 
 
 def test_a_models_own_fields_are_checked_in_the_same_pass_as_its_targets() -> None:

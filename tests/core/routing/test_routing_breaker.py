@@ -1,57 +1,55 @@
-"""The circuit breaker: its transitions, checked one by one and against a reference model."""
+"""The circuit breaker: its transitions, checked one by one and against a reference model.
+
+The rate rule and its window have their own properties in
+test_routing_breaker_rates.py.
+"""
 
 from __future__ import annotations
 
 import enum
+import math
+from typing import Any
 
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router_core.breaker import RAMP_FLOOR, Breaker, Circuit, Ewma
+from router_core.breaker import BUCKETS, RAMP_FLOOR, Breaker, Circuit, Ewma
 from router_core.config import HealthSettings
 
 CLOSED, OPEN, HALF_OPEN = Circuit.CLOSED, Circuit.OPEN, Circuit.HALF_OPEN
 
 
-def breaker(
-    failure_threshold: int = 3, open_s: float = 5.0, half_open_max: int = 1, ramp_s: float = 10.0
-) -> Breaker:
-    settings = HealthSettings(
-        failure_threshold=failure_threshold,
-        open_s=open_s,
-        half_open_max=half_open_max,
-        ramp_s=ramp_s,
-    )
+def breaker(**changes: Any) -> Breaker:
+    settings = HealthSettings(**{"failure_threshold": 3, "open_s": 5.0, "ramp_s": 10.0, **changes})
     return Breaker(lambda: settings)
 
 
-def opened(
-    at: float = 100.0,
-    *,
-    failure_threshold: int = 3,
-    open_s: float = 5.0,
-    half_open_max: int = 1,
-    ramp_s: float = 10.0,
-) -> Breaker:
+def opened(at: float = 100.0, **changes: Any) -> Breaker:
     """A breaker whose circuit opened at `at` (by a failed probe)."""
-    b = breaker(failure_threshold, open_s, half_open_max, ramp_s)
+    b = breaker(**changes)
     b.probe(at, ok=False, reason="down")
     assert b.current(at) is OPEN
     return b
 
 
+def tried(b: Breaker, now: float, ok: bool, reason: str = "") -> None:
+    """Run one trial probe at `now` that answers `ok`."""
+    trial = b.begin_trial(now)
+    assert trial is not None
+    b.end_trial(now, trial, ok, reason)
+
+
 def closed_after_recovery(at: float = 100.0, ramp_s: float = 10.0) -> Breaker:
     """A breaker that has just closed again (at `at`) after a trial succeeded."""
     b = opened(at - 5.0, open_s=5.0, ramp_s=ramp_s)
-    b.begin(at)
-    b.success(at)
+    tried(b, at, ok=True)
     assert b.current(at) is CLOSED
     return b
 
 
-# Closed -> open
+# Closed -> open, at low volume (the streak rule)
 
 
 def test_opens_after_exactly_threshold_consecutive_failures() -> None:
@@ -67,7 +65,7 @@ def test_opens_after_exactly_threshold_consecutive_failures() -> None:
 
 
 def test_a_success_resets_the_consecutive_count() -> None:
-    b = breaker(failure_threshold=3)
+    b = breaker(failure_threshold=3, min_requests=1_000)
     for t in range(10):
         b.failure(float(t), "x")
         b.failure(float(t), "x")
@@ -103,15 +101,39 @@ def test_a_successful_probe_does_not_change_a_closed_circuit() -> None:
     assert b.current(2.0) is OPEN
 
 
+def test_an_unreachable_backend_asks_for_a_probe_once_per_probe_interval() -> None:
+    b = breaker(failure_threshold=100, probe_interval_s=2.0)
+    b.failure(0.0, "timed out")
+    assert not b.take_early_probe(0.0)  # a timeout: a listing would prove nothing
+    b.failure(0.0, "connection refused", unreachable=True)
+    assert b.take_early_probe(0.0)
+    assert not b.take_early_probe(0.0)  # taken
+    b.failure(1.9, "connection refused", unreachable=True)
+    assert not b.take_early_probe(1.9)  # not twice in an interval
+    b.failure(2.0, "connection dropped", unreachable=True)
+    assert b.take_early_probe(2.0)
+    assert b.current(2.0) is CLOSED  # asking for a probe decides nothing by itself
+
+
+def test_a_failure_that_opens_the_circuit_asks_for_no_probe() -> None:
+    b = breaker(failure_threshold=1)
+    b.failure(0.0, "connection refused", unreachable=True)
+    assert b.current(0.0) is OPEN
+    assert not b.take_early_probe(0.0)
+
+
 # Open -> half-open
 
 
-def test_open_rejects_until_open_s_then_half_opens() -> None:
+def test_open_rejects_until_open_s_then_half_opens_still_rejecting() -> None:
     b = opened(at=100.0, open_s=5.0)
     assert not b.available(104.75)
     assert b.current(104.75) is OPEN
-    assert b.available(105.0)
+    assert b.next_trial_at(104.75) == 105.0
     assert b.current(105.0) is HALF_OPEN
+    # Half-open is for the trial probe, never for a client request.
+    assert not b.available(105.0)
+    assert b.next_trial_at(105.0) == 105.0
 
 
 def test_failures_while_open_do_not_extend_the_cool_down() -> None:
@@ -121,21 +143,22 @@ def test_failures_while_open_do_not_extend_the_cool_down() -> None:
     assert b.last_failure == "late answer of an old request"
 
 
-def test_a_successful_probe_half_opens_at_once() -> None:
+def test_a_successful_probe_half_opens_at_once_for_a_trial() -> None:
     b = opened(at=100.0, open_s=60.0)
     b.probe(101.0, ok=True)
     assert b.current(101.0) is HALF_OPEN
-    assert b.available(101.0)
+    assert not b.available(101.0)
+    assert b.next_trial_at(101.0) == 101.0
 
 
 def test_a_successful_probe_does_not_shorten_an_outage_that_requests_found() -> None:
     """A hung or erroring backend can still list its models: only the cool-down counts."""
-    settings = HealthSettings(failure_threshold=1, open_s=60.0)
-    b = Breaker(lambda: settings)
+    b = breaker(failure_threshold=1, open_s=60.0)
     b.failure(100.0, "timed out")
     b.probe(101.0, ok=True)
     assert b.current(101.0) is OPEN
-    assert not b.available(159.0)
+    assert b.begin_trial(101.0) is None
+    assert b.next_trial_at(159.0) == 160.0
     assert b.current(160.0) is HALF_OPEN
 
 
@@ -161,69 +184,92 @@ def test_a_failed_probe_while_open_does_not_restart_the_cool_down() -> None:
     assert b.current(105.0) is HALF_OPEN
 
 
-# Half-open
+# Half-open: trial probes, one at a time
 
 
-def test_half_open_admits_half_open_max_trials_at_a_time() -> None:
-    b = opened(at=0.0, open_s=1.0, half_open_max=2)
-    assert b.available(1.0)
-    b.begin(1.0)
-    assert b.available(1.0)
-    b.begin(1.0)
-    assert not b.available(1.0)
+def test_one_trial_at_a_time() -> None:
+    b = opened(at=0.0, open_s=1.0)
+    assert b.begin_trial(0.5) is None  # not due yet
+    first = b.begin_trial(1.0)
+    assert first == 1
+    assert b.begin_trial(1.0) is None
+    assert b.next_trial_at(1.0) is None  # one is in flight
     assert b.current(1.0) is HALF_OPEN
-
-
-def test_available_does_not_take_a_trial_slot() -> None:
-    b = opened(at=0.0, open_s=1.0, half_open_max=1)
-    for _ in range(5):
-        assert b.available(1.0)
-
-
-def test_abandoned_frees_a_trial_slot() -> None:
-    b = opened(at=0.0, open_s=1.0, half_open_max=1)
-    b.begin(1.0)
     assert not b.available(1.0)
-    b.abandoned(1.5)
-    assert b.available(1.5)
-    assert b.current(1.5) is HALF_OPEN
 
 
-def test_abandoned_never_makes_trials_negative() -> None:
-    b = opened(at=0.0, open_s=1.0, half_open_max=1)
+def test_client_results_while_half_open_decide_nothing() -> None:
+    """A request sent before the circuit opened may end while it is half-open:
+    neither its success nor its failure is a trial."""
+    b = opened(at=0.0, open_s=1.0)
+    b.success(1.0)
     assert b.current(1.0) is HALF_OPEN
-    b.abandoned(1.0)
-    b.abandoned(1.0)
-    b.begin(1.0)
-    assert not b.available(1.0)
-
-
-def test_abandoned_in_closed_or_open_changes_nothing() -> None:
-    b = breaker()
-    b.abandoned(0.0)
-    assert b.current(0.0) is CLOSED
-    b = opened(at=0.0, open_s=5.0)
-    b.abandoned(1.0)
-    assert b.current(1.0) is OPEN
+    b.failure(1.0, "late timeout")
+    assert b.current(1.0) is HALF_OPEN
+    assert b.next_trial_at(1.0) == 1.0
 
 
 def test_a_trial_success_closes() -> None:
     b = opened(at=0.0, open_s=1.0)
-    b.begin(1.0)
-    b.success(2.0)
+    trial = b.begin_trial(1.0)
+    assert trial is not None
+    b.end_trial(2.0, trial, ok=True)
     assert b.current(2.0) is CLOSED
     assert b.closed_at == 2.0
     assert b.available(2.0)
+    assert b.last_trial_ok is True
+    assert b.next_trial_at(2.0) is None
 
 
 def test_a_trial_failure_reopens_and_restarts_the_cool_down() -> None:
-    b = opened(at=0.0, open_s=5.0)
-    b.begin(5.0)
-    b.failure(6.0, "HTTP 503")
+    b = breaker(failure_threshold=1, open_s=5.0)
+    b.failure(0.0, "timed out")
+    trial = b.begin_trial(5.0)
+    assert trial is not None
+    b.end_trial(6.0, trial, ok=False, reason="trial probe: timed out")
     assert b.current(6.0) is OPEN
-    assert not b.available(10.5)
+    assert b.last_failure == "trial probe: timed out"
+    assert b.last_trial_ok is False
+    assert b.next_trial_at(6.0) == 11.0
     assert b.current(11.0) is HALF_OPEN
-    assert b.last_failure == "HTTP 503"
+    # Requests opened it: a probe's answer still proves nothing.
+    b = breaker(failure_threshold=1, open_s=5.0)
+    b.failure(0.0, "timed out")
+    tried(b, 5.0, ok=False)
+    b.probe(6.0, ok=True)
+    assert b.current(6.0) is OPEN
+
+
+def test_a_failed_trial_after_a_failed_probe_is_still_cut_short_by_a_probe() -> None:
+    b = opened(at=0.0, open_s=5.0)
+    tried(b, 5.0, ok=False)
+    assert b.current(6.0) is OPEN
+    b.probe(6.0, ok=True)
+    assert b.next_trial_at(6.0) == 6.0
+
+
+def test_a_cancelled_trial_gives_no_verdict_and_is_due_again() -> None:
+    b = opened(at=0.0, open_s=1.0)
+    trial = b.begin_trial(1.0)
+    assert trial is not None
+    b.end_trial(1.5, trial, ok=None)
+    assert b.current(1.5) is HALF_OPEN
+    assert b.last_trial_ok is None
+    assert b.begin_trial(1.5) == trial + 1
+
+
+def test_the_answer_of_a_superseded_trial_is_ignored() -> None:
+    b = opened(at=0.0, open_s=1.0)
+    old = b.begin_trial(1.0)
+    assert old is not None
+    b.probe(1.2, ok=False)  # reopened meanwhile
+    new = b.begin_trial(2.2)
+    assert new is not None
+    assert new != old
+    b.end_trial(2.3, old, ok=True)
+    assert b.current(2.3) is HALF_OPEN
+    b.end_trial(2.4, new, ok=True)
+    assert b.current(2.4) is CLOSED
 
 
 def test_a_failed_probe_reopens_a_half_open_circuit() -> None:
@@ -236,8 +282,7 @@ def test_a_failed_probe_reopens_a_half_open_circuit() -> None:
 
 def test_after_closing_the_failure_count_starts_from_zero() -> None:
     b = opened(at=0.0, open_s=1.0, failure_threshold=2)
-    b.begin(1.0)
-    b.success(1.0)
+    tried(b, 1.0, ok=True)
     b.failure(2.0, "x")
     assert b.current(2.0) is CLOSED
     b.failure(3.0, "x")
@@ -269,10 +314,9 @@ def test_ramp_is_cut_short_when_the_circuit_opens_again() -> None:
     b = closed_after_recovery(at=100.0, ramp_s=10.0)
     b.probe(101.0, ok=False)
     b.probe(200.0, ok=True)
-    # Re-opened then half-open again: not ramping (and not routable beyond trials).
+    # Re-opened then half-open again: not ramping (and not routable).
     assert b.ramp(200.0) == 1.0
-    b.begin(200.0)
-    b.success(200.0)
+    tried(b, 200.0, ok=True)
     assert b.ramp(200.0) == pytest.approx(RAMP_FLOOR)
 
 
@@ -295,67 +339,100 @@ def test_ramp_never_decreases_and_reaches_one(ramp_s: float, offsets: list[float
 
 
 class Event(enum.Enum):
-    BEGIN = "begin"
     SUCCESS = "success"
     FAILURE = "failure"
-    ABANDONED = "abandoned"
+    # A request counted as a success when its answer began, that broke later.
+    BROKEN = "broken"
     PROBE_OK = "probe_ok"
     PROBE_FAIL = "probe_fail"
+    TRIAL_BEGIN = "trial_begin"
+    TRIAL_OK = "trial_ok"
+    TRIAL_FAIL = "trial_fail"
+    TRIAL_CANCEL = "trial_cancel"
 
 
 @attrs.define
 class Reference:
-    """The breaker's rules, written out again as plainly as possible."""
+    """The breaker's rules, written out again as plainly as possible: every
+    result kept in a list, the window counted from it."""
 
     threshold: int
     open_s: float
-    half_open_max: int
     ramp_s: float
+    window_s: float
+    min_requests: int
+    failure_rate: float
     state: str = "closed"
-    failures: int = 0
+    # (time, failed) of each result since the circuit last opened.
+    results: list[list[Any]] = attrs.field(factory=list)
+    streak: int = 0
     opened_at: float = 0.0
-    trials: int = 0
     closed_at: float | None = None
-    # Only a circuit a failed probe opened is half-opened by a good probe.
     by_probe: bool = False
+    trials: int = 0
+    trial: int | None = None
+
+    def in_window(self, now: float) -> list[list[Any]]:
+        width = self.window_s / BUCKETS
+        return [r for r in self.results if math.floor(r[0] / width) * width > now - self.window_s]
 
     def tick(self, now: float) -> None:
         if self.state == "open" and now - self.opened_at >= self.open_s:
-            self.state, self.trials = "half_open", 0
+            self.state = "half_open"
 
     def trip(self, now: float) -> None:
         self.state, self.opened_at = "open", now
-        self.failures = self.trials = 0
+        self.streak = 0
+        self.results = []
         self.closed_at = None
         self.by_probe = False
+        self.trial = None
 
-    def apply(self, event: Event, now: float) -> None:
+    def apply(self, event: Event, now: float, token: int | None) -> None:
         self.tick(now)
-        if event is Event.BEGIN and self.state == "half_open":
-            self.trials += 1
-        elif event is Event.SUCCESS:
-            self.failures = 0
-            if self.state == "half_open":
-                self.state, self.closed_at, self.trials = "closed", now, 0
-        elif event is Event.FAILURE:
-            if self.state == "half_open":
+        if event is Event.SUCCESS and self.state == "closed":
+            self.streak = 0
+            self.results.append([now, False])
+        elif event in (Event.FAILURE, Event.BROKEN) and self.state == "closed":
+            self.streak += 1
+            window = self.in_window(now)
+            successes = [r for r in window if not r[1]]
+            if event is Event.BROKEN and successes:
+                successes[-1][1] = True
+            else:
+                self.results.append([now, True])
+            window = self.in_window(now)
+            failed = sum(r[1] for r in window)
+            if len(window) >= self.min_requests:
+                trip = failed / len(window) >= self.failure_rate
+            else:
+                trip = self.streak >= self.threshold
+            if trip:
                 self.trip(now)
-            elif self.state == "closed":
-                self.failures += 1
-                if self.failures >= self.threshold:
-                    self.trip(now)
-        elif event is Event.ABANDONED and self.state == "half_open":
-            self.trials = max(0, self.trials - 1)
         elif event is Event.PROBE_OK and self.state == "open" and self.by_probe:
-            self.state, self.trials = "half_open", 0
+            self.state = "half_open"
         elif event is Event.PROBE_FAIL and self.state != "open":
             self.trip(now)
             self.by_probe = True
+        elif event is Event.TRIAL_BEGIN and self.state == "half_open" and self.trial is None:
+            self.trials += 1
+            self.trial = self.trials
+        elif (
+            event in (Event.TRIAL_OK, Event.TRIAL_FAIL, Event.TRIAL_CANCEL)
+            and self.state == "half_open"
+            and token is not None
+            and self.trial == token
+        ):
+            self.trial = None
+            if event is Event.TRIAL_OK:
+                self.state, self.closed_at, self.streak = "closed", now, 0
+            elif event is Event.TRIAL_FAIL:
+                by_probe = self.by_probe
+                self.trip(now)
+                self.by_probe = by_probe
 
     def available(self) -> bool:
-        return self.state == "closed" or (
-            self.state == "half_open" and self.trials < self.half_open_max
-        )
+        return self.state == "closed"
 
     def ramp(self, now: float) -> float:
         if self.state != "closed" or self.closed_at is None:
@@ -366,51 +443,67 @@ class Reference:
         return RAMP_FLOOR + (1 - RAMP_FLOOR) * elapsed / self.ramp_s
 
 
-def apply(b: Breaker, event: Event, now: float) -> None:
-    if event is Event.BEGIN:
-        b.begin(now)
-    elif event is Event.SUCCESS:
+def apply(b: Breaker, event: Event, now: float, token: int | None) -> int | None:
+    """Apply `event`; the trial number taken, if it began one (else `token`)."""
+    if event is Event.SUCCESS:
         b.success(now)
     elif event is Event.FAILURE:
         b.failure(now, "failed")
-    elif event is Event.ABANDONED:
-        b.abandoned(now)
+    elif event is Event.BROKEN:
+        b.failure(now, "stream broke", answered=True)
     elif event is Event.PROBE_OK:
         b.probe(now, ok=True)
-    else:
+    elif event is Event.PROBE_FAIL:
         b.probe(now, ok=False, reason="probe failed")
+    elif event is Event.TRIAL_BEGIN:
+        taken = b.begin_trial(now)
+        return token if taken is None else taken
+    elif token is not None:
+        ok = {Event.TRIAL_OK: True, Event.TRIAL_FAIL: False, Event.TRIAL_CANCEL: None}[event]
+        b.end_trial(now, token, ok, "trial failed")
+    return token
 
 
-# Times are multiples of 1/4 s so that "open_s has passed" is exact in floating
-# point; mostly no or little time passes, so open circuits are seen while open.
-# Requests and their outcomes are more common than probes.
-gaps = st.sampled_from([0.0, 0.0, 0.0, 0.25, 0.25, 0.5, 1.0, 2.0])
+# Times are multiples of 1/4 s and bucket widths are 1/4, 1/2 or 1 s, so that
+# "open_s has passed" and bucket edges are exact in floating point; mostly no
+# or little time passes, so open circuits are seen while open, and windows fill.
+gaps = st.sampled_from([0.0, 0.0, 0.0, 0.0, 0.25, 0.25, 0.5, 1.0, 2.0, 4.0])
 events = st.sampled_from(
-    [Event.BEGIN] * 3
-    + [Event.SUCCESS] * 3
-    + [Event.FAILURE] * 3
-    + [Event.ABANDONED, Event.PROBE_OK, Event.PROBE_FAIL]
+    [Event.SUCCESS] * 4
+    + [Event.FAILURE] * 4
+    + [Event.BROKEN, Event.PROBE_OK, Event.PROBE_FAIL]
+    + [Event.TRIAL_BEGIN] * 2
+    + [Event.TRIAL_OK, Event.TRIAL_FAIL, Event.TRIAL_CANCEL]
 )
-steps = st.lists(st.tuples(gaps, events, st.booleans()), min_size=30, max_size=100)
+steps = st.lists(st.tuples(gaps, events, st.booleans()), min_size=30, max_size=150)
 
 
 @given(
-    threshold=st.integers(min_value=1, max_value=3),
+    threshold=st.integers(min_value=1, max_value=6),
     open_s=st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0]),
-    half_open_max=st.integers(min_value=1, max_value=3),
     ramp_s=st.sampled_from([0.0, 1.0, 4.0, 8.0]),
+    window_s=st.sampled_from([2.5, 5.0, 10.0]),
+    min_requests=st.integers(min_value=1, max_value=12),
+    failure_rate=st.sampled_from([0.25, 0.5, 0.75, 1.0]),
     steps=steps,
 )
 def test_breaker_agrees_with_the_reference_model(
     threshold: int,
     open_s: float,
-    half_open_max: int,
     ramp_s: float,
+    window_s: float,
+    min_requests: int,
+    failure_rate: float,
     steps: list[tuple[float, Event, bool]],
 ) -> None:
-    b = breaker(threshold, open_s, half_open_max, ramp_s)
-    ref = Reference(threshold, open_s, half_open_max, ramp_s)
+    knobs = {
+        "failure_threshold": threshold, "open_s": open_s, "ramp_s": ramp_s,
+        "window_s": window_s, "min_requests": min_requests, "failure_rate": failure_rate,
+    }  # fmt: skip
+    b = breaker(**knobs)
+    ref = Reference(threshold, open_s, ramp_s, window_s, min_requests, failure_rate)
     now = 1000.0
+    token: int | None = None
     for dt, event, look_first in steps:
         now += dt
         if look_first:
@@ -418,31 +511,39 @@ def test_breaker_agrees_with_the_reference_model(
             ref.tick(now)
             assert b.current(now).value == ref.state
             assert b.available(now) is ref.available()
-        apply(b, event, now)
-        ref.apply(event, now)
+        before = ref.state
+        token = apply(b, event, now, token)
+        ref.apply(event, now, token)
         ref.tick(now)
         assert b.current(now).value == ref.state, (event, now)
         assert b.available(now) is ref.available(), (event, now)
         assert b.ramp(now) == pytest.approx(ref.ramp(now)), (event, now)
-        # Trial slots taken show in `available` only at the limit; compare them always.
-        assert b.trials == ref.trials, (event, now)
+        window = ref.in_window(now)
+        counts = b.counts(now)
+        assert (counts.requests, counts.failures) == (len(window), sum(r[1] for r in window))
+        assert (b.trials, b.trial) == (ref.trials, ref.trial), (event, now)
+        # Only a trial probe's success closes a circuit: a client request never does.
+        if before != "closed" and ref.state == "closed":
+            assert event is Event.TRIAL_OK
 
 
 @given(steps=steps)
-def test_trials_in_flight_never_exceed_what_available_allowed(
-    steps: list[tuple[float, Event, bool]],
-) -> None:
-    """A dispatcher that begins only when `available` says so never has more
-    than `half_open_max` trials out at once while half-open."""
-    b = breaker(failure_threshold=2, open_s=1.0, half_open_max=2)
+def test_client_requests_are_never_trials(steps: list[tuple[float, Event, bool]]) -> None:
+    """Whatever happens, a circuit that is not closed admits no client request,
+    and no client request's result closes it."""
+    b = breaker(failure_threshold=2, open_s=1.0, min_requests=5)
     now = 0.0
+    token: int | None = None
     for dt, event, _ in steps:
         now += dt
-        if event is Event.BEGIN and not b.available(now):
-            continue
-        apply(b, event, now)
-        if b.current(now) is HALF_OPEN:
-            assert 0 <= b.trials <= 2
+        before = b.current(now)
+        token = apply(b, event, now, token)
+        after = b.current(now)
+        assert b.available(now) is (after is CLOSED)
+        if before is not CLOSED and after is CLOSED:
+            assert event is Event.TRIAL_OK
+        if after is HALF_OPEN:
+            assert b.trial is None or b.trial == b.trials
 
 
 # Latency average

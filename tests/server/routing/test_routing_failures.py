@@ -131,7 +131,9 @@ def test_retry_budget_caps_the_extra_load_of_retries(
     mocks: Mocks, start_router: RouterFactory
 ) -> None:
     # Neither breaker nor probes (the mock fails those too) may take a backend out.
-    config = config_for(mocks, failure_threshold=1_000_000, probe_interval_s=3600)
+    config = config_for(
+        mocks, failure_threshold=1_000_000, min_requests=1_000_000, probe_interval_s=3600
+    )
     config["routing"] = {"max_attempts": 2, "retry_budget_ratio": 0.2, "retry_min_per_s": 0}
     router = start_router(config)
     for mock in mocks:

@@ -197,6 +197,7 @@ RULES = {
     "_non_negative": ">= 0",
     "_port": "0 to 65535",
     "_fraction": "between 0 and 1",
+    "_share": "> 0 and <= 1",
     "_url": "http:// or https:// URL",
     "_non_empty": "not empty",
     "_nanos": "USD, > 0, at most 9 decimals",

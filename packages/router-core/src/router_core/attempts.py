@@ -45,6 +45,9 @@ class FailureKind(enum.StrEnum):
 
 # A read timeout is not among them: the request may still be running.
 SAFE_TO_REPEAT = frozenset({FailureKind.CONNECT, FailureKind.PROTOCOL, FailureKind.STATUS})
+# Failures that say the request could not reach the backend, or lost it midway:
+# what an active probe can confirm (the breaker asks for one at once).
+UNREACHABLE = frozenset({FailureKind.CONNECT, FailureKind.PROTOCOL})
 
 
 class StatusVerdict(enum.StrEnum):

@@ -181,7 +181,8 @@ def _walk(exc: BaseException, steps: Steps) -> Iterator[_Found]:
     if isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
             where = (*steps, key)
-            yield _Found(where, _moved(_path(where)) or "unknown field")
+            path = _path(where)
+            yield _Found(where, _moved(path) or REMOVED.get(path) or "unknown field")
         return
     if isinstance(exc, FieldError):
         yield _Found((*steps, exc.field), exc.message)
@@ -211,6 +212,15 @@ MOVED = {
     "auth.refresh_s": "state.refresh_s",
     "overrides": "state",
     "usage.dir": "state.dir",
+}
+
+
+# Settings of earlier versions that no longer exist: old path -> what changed.
+REMOVED = {
+    "health.half_open_max": (
+        "removed: a half-open circuit takes no client requests any more; the router "
+        "sends one trial probe at a time itself (see health.open_s), so delete this setting"
+    ),
 }
 
 

@@ -38,7 +38,7 @@ from router_server.backpressure import Backpressure
 from router_server.credentials.store import KeyEvent, event_detail
 from router_server.credentials.verify import open_credentials
 from router_server.dispatch import Dispatcher
-from router_server.health import Health, probe_all, probe_forever
+from router_server.health import Health
 from router_server.limits import LimitGate, LimitStore
 from router_server.metrics import StateCollector
 from router_server.middleware import RouterMiddleware
@@ -53,6 +53,7 @@ from router_server.pipeline import (
     shape_openai,
     state_of,
 )
+from router_server.probes import probe_all, probe_forever
 from router_server.reload import Reloader
 from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime

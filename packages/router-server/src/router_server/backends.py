@@ -130,10 +130,40 @@ class BackendClient:
     async def probe(self, timeout_s: float) -> bool:
         """Whether the backend answers HTTP at all (any status below 500)."""
         try:
-            response = await self.client.get("/models", timeout=timeout_s)
+            response = await self.client.get("/models", timeout=timeout_s, headers=_PROBE)
         except httpx.HTTPError:
             return False
         return response.status_code < 500
+
+    async def trial(self, model: str, timeout_s: float) -> str | None:
+        """Whether the backend serves inference: None if a one-token chat
+        completion of `model` answers within `timeout_s` (any status below
+        500: a refusal is still a prompt answer), else what went wrong.
+
+        A model listing proves nothing here: a hung backend can still list.
+        """
+        body = {**TRIAL_BODY, "model": model}
+        try:
+            response = await self.client.post(
+                "/chat/completions", json=body, timeout=timeout_s, headers=_TRIAL
+            )
+        except httpx.HTTPError as exc:
+            return f"trial probe: {_map(self.name, exc).detail}"
+        if response.status_code >= 500:
+            return f"trial probe: HTTP {response.status_code}"
+        return None
+
+
+# The router's own probes say so, for a backend's logs (and the mock's counts).
+PROBE_HEADER = "x-router-probe"
+_PROBE = {PROBE_HEADER: "active"}
+_TRIAL = {PROBE_HEADER: "trial"}
+# The smallest real inference request: one token, not streamed.
+TRIAL_BODY = {
+    "messages": [{"role": "user", "content": "ping"}],
+    "max_tokens": 1,
+    "stream": False,
+}
 
 
 def _transport(kind: str, settings: Backend) -> httpx.AsyncBaseTransport:

@@ -99,7 +99,7 @@ class Dispatcher:
         """The answer has been read or the stream has ended; `broken` says how it failed."""
         backend = opened.candidate.backend
         if broken is not None:
-            self.health.failed(backend, broken)
+            self.health.failed(backend, broken, answered=True)
         self._end(opened.client)
 
     def _plan(
@@ -126,13 +126,12 @@ class Dispatcher:
             try:
                 response = await client.open(path, {**request.body, "model": candidate.model})
             except BackendFailure as failure:
-                self.health.failed(backend, failure.detail)
+                self.health.failed(backend, failure.detail, kind=failure.kind)
                 self._end(client)
                 if plan.failed(Failure(backend, failure.kind, failure.detail, failure.status)):
                     continue
                 raise plan.problem() from None
             except BaseException:
-                self.health.abandoned(backend)
                 self._end(client)
                 raise
             status = response.status_code
@@ -142,11 +141,11 @@ class Dispatcher:
                 return Opened(client, candidate, response)
             detail = await _safe_read(client, response)
             self._end(client)
+            # ELSEWHERE (429, a 4xx about our credential or mapping) says
+            # nothing about the backend's health: no verdict.
             if verdict is StatusVerdict.FAILED:
                 self.health.failed(backend, f"HTTP {status}")
-            elif verdict is StatusVerdict.ELSEWHERE:
-                self.health.abandoned(backend)
-            else:
+            elif verdict is StatusVerdict.CALLER:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
                 raise _rejected(backend, status, detail)
             plan.failed(status_failure(backend, status))
@@ -162,7 +161,6 @@ class Dispatcher:
             self.done(opened, exc.detail)
             raise
         except BaseException:
-            self.health.abandoned(opened.candidate.backend)
             self.done(opened)
             raise
         self.done(opened)

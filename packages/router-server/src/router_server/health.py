@@ -1,8 +1,9 @@
 """Backend health: a circuit breaker, a latency average and an in-flight count per backend.
 
 The rules live in `router_core.breaker`; this module feeds them the monotonic
-clock, the results of real requests (passive) and of probes on an interval
-(active), and hands routing a `BackendView` of each backend per decision.
+clock, the results of real requests (passive), of probes on an interval
+(active) and of the trial probes that decide a half-open circuit, and hands
+routing a `BackendView` of each backend per decision.
 
 Live state only: the breaker settings, the probe interval and each backend's
 in-flight cap are read from the running config (`config()`) when needed, so
@@ -15,16 +16,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
 import attrs
 
+from router_core.attempts import UNREACHABLE, FailureKind
 from router_core.breaker import Breaker, Circuit, Ewma
 from router_core.config import Backend, HealthSettings, RouterConfig
 from router_core.routing import BackendView
-from router_server.backends import BackendClient
 
 log = logging.getLogger("router.health")
 
@@ -60,6 +61,9 @@ class Health:
     _followed: Mapping[str, Backend] | None = attrs.field(default=None, init=False)
     # Set whenever a request to any backend ends, for requests waiting for a free slot.
     _freed: anyio.Event | None = attrs.field(default=None, init=False)
+    # Set whenever a circuit changes state or an early probe is wanted, for the
+    # loop that sends probes.
+    _wanted: anyio.Event | None = attrs.field(default=None, init=False)
 
     @property
     def settings(self) -> HealthSettings:
@@ -99,7 +103,6 @@ class Health:
             return
         state.in_flight += 1
         state.requests += 1
-        state.breaker.begin(self.clock())
 
     def end(self, backend: str) -> None:
         """The request no longer occupies the backend (its verdict may come earlier)."""
@@ -117,21 +120,38 @@ class Health:
         state.latency.add(latency_ms)
         state.breaker.success(self.clock())
 
-    def failed(self, backend: str, reason: str) -> None:
+    def failed(
+        self,
+        backend: str,
+        reason: str,
+        *,
+        answered: bool = False,
+        kind: FailureKind | None = None,
+    ) -> None:
+        """A failed request; `answered`: it had `succeeded` when its answer
+        began, and broke later (the breaker counts the request once). One that
+        could not reach the backend (`kind` connect or protocol) may ask for an
+        early probe, which wakes the probe loop."""
         state = self.backends.get(backend)
         if state is None:
             return
         state.failures += 1
-        before = state.breaker.state
-        state.breaker.failure(self.clock(), reason)
-        self._log_transition(backend, before, state.breaker)
+        breaker = state.breaker
+        before, wanted = breaker.state, breaker.probe_wanted
+        breaker.failure(self.clock(), reason, answered=answered, unreachable=kind in UNREACHABLE)
+        self._log_transition(backend, before, breaker)
+        if breaker.probe_wanted and not wanted:
+            self._wake()
 
-    def abandoned(self, backend: str) -> None:
-        """No verdict: the caller went away, or the backend refused for a reason
-        that says nothing about its health (429, a 4xx about our credential)."""
-        state = self.backends.get(backend)
-        if state is not None:
-            state.breaker.abandoned(self.clock())
+    def take_early_probes(self, backends: Iterable[str]) -> list[str]:
+        """The backends among `backends` whose early probe is wanted; taken."""
+        now = self.clock()
+        return [
+            name
+            for name in backends
+            if (state := self.backends.get(name)) is not None
+            and state.breaker.take_early_probe(now)
+        ]
 
     def probed(self, backend: str, ok: bool) -> None:
         state = self.backends.get(backend)
@@ -142,6 +162,44 @@ class Health:
         state.breaker.probe(self.clock(), ok, "" if ok else "active probe failed")
         self._log_transition(backend, before, state.breaker)
 
+    def next_trial_at(self, backends: Iterable[str]) -> float | None:
+        """When the first trial probe among `backends` is due (None: none to come)."""
+        now = self.clock()
+        due = [
+            at
+            for name in backends
+            if (state := self.backends.get(name)) is not None
+            and (at := state.breaker.next_trial_at(now)) is not None
+        ]
+        return min(due, default=None)
+
+    def begin_trial(self, backend: str) -> int | None:
+        """Take `backend`'s trial probe if one is due: its number, else None."""
+        state = self.backends.get(backend)
+        return None if state is None else state.breaker.begin_trial(self.clock())
+
+    def end_trial(self, backend: str, trial: int, failure: str | None, *, cancelled: bool) -> None:
+        """A trial probe's result: `failure` None if it succeeded; no verdict if cancelled."""
+        state = self.backends.get(backend)
+        if state is None:
+            return
+        before = state.breaker.state
+        ok = None if cancelled else failure is None
+        state.breaker.end_trial(self.clock(), trial, ok, failure or "")
+        self._log_transition(backend, before, state.breaker)
+
+    async def wanted(self) -> None:
+        """Return when a circuit changes state or an early probe is wanted
+        (callers bound the wait): what the probe loop waits for."""
+        if self._wanted is None:
+            self._wanted = anyio.Event()
+        await self._wanted.wait()
+
+    def _wake(self) -> None:
+        if self._wanted is not None:
+            self._wanted.set()
+            self._wanted = None
+
     async def wait_for_capacity(self) -> None:
         """Return when some backend request ends (callers bound the wait)."""
         if self._freed is None:
@@ -150,6 +208,7 @@ class Health:
 
     def _log_transition(self, backend: str, before: Circuit, breaker: Breaker) -> None:
         if breaker.state is not before:
+            self._wake()
             log.warning(
                 "circuit %s",
                 breaker.state.value,
@@ -178,6 +237,8 @@ class Health:
         for name, state in self.backends.items():
             breaker = state.breaker
             circuit = breaker.current(now)
+            window = breaker.counts(now)
+            rate = window.failure_rate
             out[name] = {
                 "circuit": circuit.value,
                 "available": breaker.available(now),
@@ -191,21 +252,13 @@ class Health:
                 "last_failure": breaker.last_failure or None,
                 "requests": state.requests,
                 "failures": state.failures,
+                # What the breaker judges by: the results of its sliding window.
+                "window": {
+                    "requests": window.requests,
+                    "failures": window.failures,
+                    "failure_rate": None if rate is None else round(rate, 4),
+                },
+                "trial_probes": breaker.trials,
+                "last_trial_ok": breaker.last_trial_ok,
             }
         return out
-
-
-async def probe_all(health: Health, clients: Mapping[str, BackendClient], timeout_s: float) -> None:
-    async def one(client: BackendClient) -> None:
-        health.probed(client.name, await client.probe(timeout_s))
-
-    async with anyio.create_task_group() as tg:
-        for client in clients.values():
-            tg.start_soon(one, client)
-
-
-async def probe_forever(health: Health, clients: Callable[[], Mapping[str, BackendClient]]) -> None:
-    """Probe every backend on the configured interval (which a reload may change)."""
-    while True:
-        await anyio.sleep(health.settings.probe_interval_s)
-        await probe_all(health, clients(), health.settings.probe_timeout_s)

@@ -4,6 +4,9 @@ Rules:
 - Each backend has the router's own `Breaker` (with the config's `health`
   settings), an in-flight count against its `max_in_flight`, and a latency
   average (kept only when some model routes by latency).
+- A half-open circuit is decided by a trial probe, as in the router: a
+  one-token request that fails while the backend is down, hung or erroring,
+  and when its cost passes `probe_timeout_s`.
 - Routing sees them as `BackendView`s; a backend whose circuit is closed and
   settled, below its cap, needs none (routing's default is "healthy").
 - An attempt's outcome and cost follow the `World`: the first active fault of
@@ -34,6 +37,7 @@ class Backends:
         self.caps = {name: b.max_in_flight for name, b in config.backends.items()}
         self.latency_aware = any(m.strategy == "least_latency" for m in config.models.values())
         self.faults = {n: [f for f in world.faults if f.backend == n] for n in config.backends}
+        self.refused_us = round(world.refused_ms * 1000)
         self.read_timeout_us = {
             name: round(b.read_timeout_s * 1_000_000) for name, b in config.backends.items()
         }
@@ -63,8 +67,7 @@ class Backends:
             )
         return views
 
-    def begin(self, backend: str, seconds: float) -> None:
-        self.breakers[backend].begin(seconds)
+    def begin(self, backend: str) -> None:
         self.in_flight[backend] += 1
 
     def end(self, backend: str) -> None:
@@ -95,10 +98,25 @@ class Backends:
             return TIMED_OUT, read_timeout
         return OK, spent
 
+    def trial(self, backend: str, offset_us: int, timeout_us: int) -> tuple[str | None, int]:
+        """A trial probe of `backend` at `offset_us`: its failure (None: it
+        answered) and how long it takes (µs)."""
+        outcome, spent = self.outcome(backend, offset_us, 1)
+        if outcome == TIMED_OUT or spent > timeout_us:
+            return "trial probe: timed out waiting for the backend", timeout_us
+        if outcome == FAILED:
+            return "trial probe: connection refused or unreachable", spent
+        if outcome == ERRORED:
+            return "trial probe: HTTP 503", spent
+        return None, spent
+
     def probe(self, offset_us: int, seconds: float) -> None:
         """Active probes of every backend: they fail while it is down, hung or erroring."""
-        for name, breaker in self.breakers.items():
-            broken = any(
-                f.kind is not FaultKind.LATENCY and f.active(offset_us) for f in self.faults[name]
-            )
-            breaker.probe(seconds, not broken, "active probe failed")
+        for name in self.breakers:
+            self.probe_one(name, offset_us, seconds)
+
+    def probe_one(self, backend: str, offset_us: int, seconds: float) -> None:
+        broken = any(
+            f.kind is not FaultKind.LATENCY and f.active(offset_us) for f in self.faults[backend]
+        )
+        self.breakers[backend].probe(seconds, not broken, "active probe failed")

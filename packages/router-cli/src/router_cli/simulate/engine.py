@@ -14,8 +14,10 @@ Rules:
 - Time is the trace's: an attempt starts at the request's arrival (or when
   the previous attempt failed) and ends after its modelled cost (`World`);
   its end is an event on a heap, processed in time order with the arrivals,
-  so breakers, in-flight counts, holds and active probes change when they
-  would, and concurrent requests see each other.
+  so breakers, in-flight counts, holds, active probes (on the interval, and
+  early when a refused connection asks for one) and the trial probes of
+  half-open circuits change when they would, and concurrent requests see
+  each other.
 - Every attempt's end feeds the backend's breaker and the plan: a refused
   connection or an error status moves to the next candidate (a failover)
   when the plan allows it; a timeout does not (504: the request may still be
@@ -27,6 +29,7 @@ Rules:
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,7 +41,7 @@ from router_cli.simulate.ledger import LimitLedger, SimLedger
 from router_cli.simulate.result import Result
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
-from router_core.attempts import AttemptPlan, Failure, FailureKind, status_failure
+from router_core.attempts import UNREACHABLE, AttemptPlan, Failure, FailureKind, status_failure
 from router_core.auth import KeyIndex, Principal, check_access, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.limits.admission import LimitType
@@ -62,8 +65,12 @@ _REFUSAL_CODES = {"invalid_api_key": "unauthenticated"}
 ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
           "embedding": "/v1/embeddings"}  # fmt: skip
 # Outcomes of an attempt besides OK, FAILED, TIMED_OUT and ERRORED: cut by the
-# request's deadline; and the event of the next active probe.
-_DEADLINE, _PROBE = 3, -1
+# request's deadline; and the events of the next active probe, of a trial
+# probe falling due and of its answer, and of an early probe that a refused
+# connection asked for (their `request` is the backend's name, and for a
+# trial's answer also the trial's number and its failure).
+_DEADLINE, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, -1, -2, -3, -4
+_PROBES = (_PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE)
 
 
 class _Request:
@@ -121,6 +128,9 @@ class Simulation:
         self._t0: int | None = None
         self._prices = {name: price_of(p) for name, p in config.prices.items()}
         self._probe_us = round(config.health.probe_interval_s * 1_000_000)
+        self._trial_timeout_us = round(config.health.probe_timeout_s * 1_000_000)
+        # When each backend's next trial event is pushed for (one at a time).
+        self._trial_at: dict[str, int] = {}
         self._request_timeout_us = round(config.server.request_timeout_s * 1_000_000)
         self.max_attempts = config.routing.max_attempts
 
@@ -148,11 +158,11 @@ class Simulation:
         self._admit(record, now)
 
     def finish(self) -> None:
-        """Let every request in flight end (active probes stop with the trace)."""
+        """Let every request in flight end (active and trial probes stop with the trace)."""
         events = self._events
         while events:
             at, _, request, outcome, spent = heapq.heappop(events)
-            if outcome != _PROBE:
+            if outcome not in _PROBES:
                 self._ended(request, outcome, spent, at)
 
     def _push(self, at: int, outcome: int, request: Any, spent: int) -> None:
@@ -165,15 +175,57 @@ class Simulation:
             at, _, request, outcome, spent = heapq.heappop(events)
             if outcome == _PROBE:
                 self.backends.probe(at - (self._t0 or 0), self._seconds(at))
+                for backend in self.backends.breakers:
+                    self._plan_trial(backend, at)
                 # Between sparse requests only the last two probes can matter.
                 step = self._probe_us
                 nxt = max(at + step, now - (now - at) % step - step)
                 self._push(nxt, _PROBE, 0, 0)
+            elif outcome == _EARLY_PROBE:
+                self.backends.probe_one(request, at - (self._t0 or 0), self._seconds(at))
+                self._plan_trial(request, at)
+            elif outcome == _TRIAL:
+                self._trial(request, at)
+            elif outcome == _TRIAL_END:
+                backend, trial, failure = request
+                breaker = self.backends.breakers[backend]
+                breaker.end_trial(self._seconds(at), trial, failure is None, failure or "")
+                self._plan_trial(backend, at)
             else:
                 self._ended(request, outcome, spent, at)
 
     def _seconds(self, at_us: int) -> float:
         return (at_us - (self._t0 or 0)) / 1e6
+
+    def _plan_trial(self, backend: str, now: int) -> None:
+        """Push the event of `backend`'s next trial probe, if one is to come."""
+        due = self.backends.breakers[backend].next_trial_at(self._seconds(now))
+        if due is None:
+            return
+        # Rounded up, and never before now, so the breaker sees it due then.
+        at = max(now, (self._t0 or 0) + math.ceil(due * 1_000_000))
+        if self._trial_at.get(backend) == at:
+            return
+        self._trial_at[backend] = at
+        self._push(at, _TRIAL, backend, 0)
+
+    def _trial(self, backend: str, at: int) -> None:
+        if self._trial_at.get(backend) != at:
+            return  # superseded by a later plan
+        del self._trial_at[backend]
+        breaker = self.backends.breakers[backend]
+        trial = breaker.begin_trial(self._seconds(at))
+        if trial is None:
+            # Not due yet (a float's rounding, or opened again): look again later.
+            due = breaker.next_trial_at(self._seconds(at))
+            if due is not None:
+                later = max(at + 1, (self._t0 or 0) + math.ceil(due * 1_000_000))
+                self._trial_at[backend] = later
+                self._push(later, _TRIAL, backend, 0)
+            return
+        offset = at - (self._t0 or 0)
+        failure, spent = self.backends.trial(backend, offset, self._trial_timeout_us)
+        self._push(at + spent, _TRIAL_END, (backend, trial, failure), 0)
 
     # -- one request -------------------------------------------------------
 
@@ -263,7 +315,7 @@ class Simulation:
 
     def _attempt(self, request: _Request, backend: str, start: int) -> None:
         request.backend = backend
-        self.backends.begin(backend, self._seconds(start))
+        self.backends.begin(backend)
         self.result.attempts[backend] += 1
         offset = start - (self._t0 or 0)
         outcome, spent = self.backends.outcome(backend, offset, self._completion(request))
@@ -292,12 +344,15 @@ class Simulation:
             self._served(request, backend, at)
             return
         if outcome == _DEADLINE:
-            breaker.abandoned(seconds)
             self.total_in_flight -= 1
             self._fail(request, "request_timeout", at)
             return
         failure = _failure(backend, outcome)
-        breaker.failure(seconds, failure.detail)
+        breaker.failure(seconds, failure.detail, unreachable=failure.kind in UNREACHABLE)
+        if breaker.take_early_probe(seconds):
+            # Sent at once; a refused connection answers it within refused_ms.
+            self._push(at + backends.refused_us, _EARLY_PROBE, backend, 0)
+        self._plan_trial(backend, at)
         self.result.failed_attempts[backend] += 1
         attempts = request.attempts
         assert attempts is not None

@@ -131,6 +131,11 @@ def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise FieldError(attribute.name, "must be between 0 and 1 (exclusive)")
 
 
+def _share(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value <= 1:
+        raise FieldError(attribute.name, "must be > 0 and <= 1")
+
+
 def _at_least(minimum: int, why: str) -> Any:
     def check(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
         if value < minimum:

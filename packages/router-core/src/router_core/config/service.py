@@ -12,6 +12,7 @@ from router_core.config.fields import (
     _one_of,
     _port,
     _positive,
+    _share,
 )
 from router_core.config_enums import (
     TracingExporter,
@@ -106,15 +107,26 @@ class ObservabilitySettings:
 class HealthSettings:
     """Active probes and the per-backend circuit breaker (see `router_core.breaker`)."""
 
-    # Active probes of every backend: how often, and how long one may take.
+    # Active probes of every backend: how often, and how long one may take
+    # (a trial probe of a half-open circuit too).
     probe_interval_s: float = _checked(default=2.0, validator=_positive)
     probe_timeout_s: float = _checked(default=1.0, validator=_positive)
-    # Consecutive failed requests that open a backend's circuit.
+    # Share of failed requests (connect errors, timeouts, 5xx) over the last
+    # `window_s` seconds that opens a backend's circuit, once that window
+    # holds at least `min_requests` results.
+    failure_rate: float = _checked(default=0.5, validator=_share)
+    # Length of the sliding window the failure rate is measured over (kept
+    # in 10 buckets of a tenth of it each).
+    window_s: float = _checked(default=10.0, validator=_positive)
+    # Requests the window must hold before the failure rate counts.
+    min_requests: int = _checked(default=20, validator=_positive)
+    # Below `min_requests` in the window (low volume), this many failed
+    # requests in a row open the circuit instead.
     failure_threshold: int = _checked(default=3, validator=_positive)
-    # How long an open circuit rejects traffic before a trial request.
+    # How long an open circuit takes no client requests; then a trial probe (a
+    # one-token chat completion, bounded by `probe_timeout_s`) closes it if it
+    # succeeds, or opens it again for this long.
     open_s: float = _checked(default=5.0, validator=_positive)
-    # Trial requests at once while half-open.
-    half_open_max: int = _checked(default=1, validator=_positive)
     # After recovery, the backend's weight ramps from 10% to 100% over this long.
     ramp_s: float = _checked(default=10.0, validator=_non_negative)
 

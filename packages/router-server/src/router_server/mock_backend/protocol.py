@@ -70,6 +70,8 @@ class Request:
     http11: bool
     # W3C trace context sent by the caller (the router, when tracing is on).
     traceparent: bytes | None = None
+    # Sent by the router's own probes (`x-router-probe`), not by a client.
+    probe: bool = False
 
 
 class MockHTTPProtocol(asyncio.Protocol):
@@ -81,6 +83,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._authorization: bytes | None = None
         self._traceparent: bytes | None = None
+        self._probe = False
         self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -132,6 +135,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._body = []
         self._authorization = None
         self._traceparent = None
+        self._probe = False
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -143,6 +147,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._authorization = value
         elif name == b"traceparent":
             self._traceparent = value
+        elif name == b"x-router-probe":
+            self._probe = True
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -164,6 +170,7 @@ class MockHTTPProtocol(asyncio.Protocol):
             keep_alive=parser.should_keep_alive(),
             http11=parser.get_http_version() == "1.1",
             traceparent=self._traceparent,
+            probe=self._probe,
         )
         if self._task is not None or self._queue:
             self._queue.append(request)
@@ -226,6 +233,8 @@ class MockHTTPProtocol(asyncio.Protocol):
         if request.traceparent is not None:
             stats.with_traceparent += 1
             stats.last_traceparent = request.traceparent.decode("latin-1")
+        if request.probe:
+            stats.probes += 1
 
         is_post = path in _POST_ROUTES
         if not is_post and path != "/v1/models" and not path.startswith("/v1/models/"):

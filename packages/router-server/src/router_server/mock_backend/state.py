@@ -130,6 +130,8 @@ class MockStats:
     last_traceparent: str | None = None
     streams: int = 0
     injected_errors: int = 0
+    # Requests of the router's own probes (active and trial), among `requests`.
+    probes: int = 0
 
 
 @dataclass(slots=True)
@@ -169,6 +171,7 @@ class MockState:
             "last_traceparent": s.last_traceparent,
             "streams": s.streams,
             "injected_errors": s.injected_errors,
+            "probes": s.probes,
             "in_flight": self.in_flight,
             "open_connections": len(self.connections),
         }

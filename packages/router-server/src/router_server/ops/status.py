@@ -21,9 +21,8 @@ PROBE_TIMEOUT_S = 0.4
 
 
 def _backend_state(health: dict[str, Any]) -> str:
-    if not health["available"]:
-        return "down"
-    return "ok" if health["circuit"] == "closed" else "degraded"
+    # Only a closed circuit takes client requests: half-open waits for its trial probe.
+    return "ok" if health["available"] else "down"
 
 
 async def redis_component(stores: StateLayer) -> dict[str, Any]:
