@@ -67,6 +67,16 @@ def _one_of(kind: type[enum.StrEnum]) -> Any:
     return check
 
 
+def _optional_one_of(kind: type[enum.StrEnum]) -> Any:
+    check = _one_of(kind)
+
+    def optional(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None:
+            check(instance, attribute, value)
+
+    return optional
+
+
 def _url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
         raise FieldError(attribute.name, "must be an http:// or https:// URL")
@@ -135,5 +145,28 @@ def _at_least(minimum: int, why: str) -> Any:
     def check(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
         if value < minimum:
             raise FieldError(attribute.name, f"must be >= {minimum} ({why})")
+
+    return check
+
+
+def _between(low: float, high: float, unit: str = "") -> Any:
+    """A number in [low, high] (NaN and infinity fail too)."""
+    suffix = f" {unit}" if unit else ""
+    shown = [f"{int(b):,}" if float(b).is_integer() else f"{b:g}" for b in (low, high)]
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        if value is None or not low <= value <= high:
+            raise FieldError(attribute.name, f"must be between {shown[0]} and {shown[1]}{suffix}")
+
+    return check
+
+
+def _optional_between(low: float, high: float, unit: str = "") -> Any:
+    """None, or a number in [low, high]."""
+    inner = _between(low, high, unit)
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        if value is not None:
+            inner(instance, attribute, value)
 
     return check
