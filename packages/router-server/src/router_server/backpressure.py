@@ -92,7 +92,6 @@ class _Org:
     waiting: tuple[deque[_Waiter], ...] = attrs.field(
         factory=lambda: tuple(deque() for _ in fair_share.RANK)
     )
-    shed: int = 0
 
     @property
     def queued(self) -> int:
@@ -113,6 +112,9 @@ class Backpressure:
     in_flight: int = 0
     queued: int = 0
     shed_by_reason: Counter[ShedReason] = attrs.field(factory=Counter, init=False)
+    shed_by_organization: Counter[str] = attrs.field(factory=Counter, init=False)
+    # Organizations holding a slot or waiting (no others: the fair shares are
+    # computed over these at every hand-over).
     _orgs: dict[str, _Org] = attrs.field(factory=dict, init=False)
     _numbers: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
 
@@ -182,10 +184,7 @@ class Backpressure:
 
     def count_shed(self, reason: ShedReason, organization: str) -> None:
         self.shed_by_reason[reason] += 1
-        org = self._orgs.get(organization)
-        if org is None:
-            org = self._orgs[organization] = _Org(fair_share.WEIGHT[Priority.NORMAL])
-        org.shed += 1
+        self.shed_by_organization[organization] += 1
 
     # -- the queue -----------------------------------------------------------------
 
@@ -259,11 +258,11 @@ class Backpressure:
             waiter.turn.set()
 
     def _loads(self) -> dict[str, Load]:
-        return {name: org.load() for name, org in self._orgs.items() if org.holding or org.queued}
+        return {name: org.load() for name, org in self._orgs.items()}
 
     def _forget_if_idle(self, name: str) -> None:
         org = self._orgs[name]
-        if not org.holding and not org.queued and not org.shed:
+        if not org.holding and not org.queued:
             del self._orgs[name]
 
     # -- refusals --------------------------------------------------------------------
@@ -285,8 +284,10 @@ class Backpressure:
 
     def status(self) -> dict[str, object]:
         settings = self.settings()
+        sheds = self.shed_by_organization
         busiest = sorted(
-            self._orgs.items(), key=lambda item: (-item[1].holding, -item[1].shed, item[0])
+            {*self._orgs, *sheds},
+            key=lambda name: (-self._holding(name), -sheds[name], name),
         )[:STATUS_ORGANIZATIONS]
         return {
             "in_flight": self.in_flight,
@@ -297,7 +298,15 @@ class Backpressure:
             "shed": self.shed,
             "shed_by_reason": {r.value: self.shed_by_reason[r] for r in ShedReason},
             "organizations": {
-                name: {"in_flight": org.holding, "queued": org.queued, "shed": org.shed}
-                for name, org in busiest
+                name: {
+                    "in_flight": self._holding(name),
+                    "queued": self._orgs[name].queued if name in self._orgs else 0,
+                    "shed": sheds[name],
+                }
+                for name in busiest
             },
         }
+
+    def _holding(self, name: str) -> int:
+        org = self._orgs.get(name)
+        return 0 if org is None else org.holding

@@ -149,24 +149,35 @@ def _at_least(minimum: int, why: str) -> Any:
     return check
 
 
+@attrs.frozen
+class _Between:
+    """A number in [low, high] (NaN and infinity fail too); None too if `optional`.
+    `allowed` says so in words (the config reference shows it)."""
+
+    low: float
+    high: float
+    unit: str = ""
+    optional: bool = False
+
+    @property
+    def allowed(self) -> str:
+        shown = [
+            f"{int(b):,}" if float(b).is_integer() else f"{b:g}" for b in (self.low, self.high)
+        ]
+        suffix = f" {self.unit}" if self.unit else ""
+        return f"{shown[0]} to {shown[1]}{suffix}" + (", or null" if self.optional else "")
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        if value is None and self.optional:
+            return
+        if value is None or not self.low <= value <= self.high:
+            shown = self.allowed.removesuffix(", or null").replace(" to ", " and ", 1)
+            raise FieldError(attribute.name, f"must be between {shown}")
+
+
 def _between(low: float, high: float, unit: str = "") -> Any:
-    """A number in [low, high] (NaN and infinity fail too)."""
-    suffix = f" {unit}" if unit else ""
-    shown = [f"{int(b):,}" if float(b).is_integer() else f"{b:g}" for b in (low, high)]
-
-    def check(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-        if value is None or not low <= value <= high:
-            raise FieldError(attribute.name, f"must be between {shown[0]} and {shown[1]}{suffix}")
-
-    return check
+    return _Between(low, high, unit)
 
 
 def _optional_between(low: float, high: float, unit: str = "") -> Any:
-    """None, or a number in [low, high]."""
-    inner = _between(low, high, unit)
-
-    def check(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-        if value is not None:
-            inner(instance, attribute, value)
-
-    return check
+    return _Between(low, high, unit, optional=True)

@@ -1,0 +1,81 @@
+"""A saturated router refuses with 503 `overloaded` before it asks Redis anything.
+
+Under load the router's own event loop falls behind; a Redis call made then is
+answered in time by Redis but read late by the router, and late would be taken
+for down (`limits_unavailable`). Admission is decided first, from the loop's
+measured lag: a stalled router answers `overloaded`, never `limits_unavailable`,
+and leaves no idempotency claim and no limit state behind.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import anyio
+import httpx
+import redis
+
+from router_server.mock_backend import MockBackendProcess
+
+from tests.helpers.loop_stall import LoopStall
+from tests.helpers.router_fixture import RouterFactory
+from tests.helpers.support import ACME_KEY, auth, eventually
+
+Mocks = tuple[MockBackendProcess, MockBackendProcess]
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def stored_keys(url: str) -> list[bytes]:
+    with redis.Redis.from_url(url) as client:
+        return [*client.scan_iter("idem:*"), *client.scan_iter("rl:*")]
+
+
+def test_a_stalled_router_answers_overloaded_and_never_asks_redis(
+    start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks, redis_url: str
+) -> None:
+    data = copy.deepcopy(config_data)
+    data["state"] = {"store": "redis"}
+    # A short decision timeout: a Redis reply read late would fail the decision.
+    data["limits"] = {"timeout_ms": 50}
+    data["organizations"]["acme"]["limits"] = {
+        "requests": {"rate": 1000, "per": "minute"},
+        "quotas": {"requests_per_day": 1000},
+    }
+    router = start_router(data, {"ROUTER_REDIS_URL": redis_url})
+    headers = [{**auth(ACME_KEY), "idempotency-key": f"stalled-{i}"} for i in range(30)]
+
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=None)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            answers: list[httpx.Response] = []
+
+            async def one(h: dict[str, str]) -> None:
+                answers.append(await client.post(f"{router.url}/v1/chat/completions", json=CHAT,
+                                                 headers=h))  # fmt: skip
+
+            async with anyio.create_task_group() as tg:
+                for h in headers:
+                    tg.start_soon(one, h)
+            return answers
+
+    assert router.pid is not None
+    with LoopStall(router.pid):
+        refused = anyio.run(send_all)
+    codes = sorted((r.status_code, r.json()["error"]["code"]) for r in refused)
+    assert codes == [(503, "overloaded")] * 30
+    assert stored_keys(redis_url) == []  # no claim, no reservation, no counter
+
+    def calm() -> bool:
+        status = httpx.get(f"{router.url}/v1/status").json()
+        return bool(status["backpressure"]["loop_lag_ms"] < 100)
+
+    assert eventually(calm, timeout=30)
+    served = anyio.run(send_all)
+    assert [r.status_code for r in served] == [200] * 30
+    assert not [r for r in served if "idempotent-replayed" in r.headers]
+    status = httpx.get(f"{router.url}/v1/status").json()
+    assert status["limits"]["failure_decisions"] == 0
+    assert status["limits"]["settle_failures"] == 0
+    assert status["backpressure"]["shed_by_reason"]["loop_lag"] == 30
+    assert stored_keys(redis_url)  # the served requests did reach Redis
