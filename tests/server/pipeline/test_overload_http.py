@@ -21,7 +21,7 @@ import pytest
 
 from router_core import keys
 
-from tests.helpers.backends_fixture import Backend
+from tests.helpers.in_process_backend import Backend
 from tests.helpers.loop_stall import LoopStall
 from tests.helpers.router_fixture import RouterFactory
 from tests.helpers.support import ACME_KEY, GLOBEX_KEY, auth, base_config, eventually
@@ -170,7 +170,7 @@ def test_a_high_priority_key_is_served_before_a_low_one_of_its_organization(
             await status_until(s, router.url, lambda b: b["in_flight"] == 1)
             for i, key in enumerate([LOW_KEY, LOW_KEY, HIGH_KEY, HIGH_KEY]):
                 tg.start_soon(post, s, router.url, key, "b-only", answers)
-                await status_until(s, router.url, lambda b, n=i + 1: b["queued"] == n)
+                await status_until(s, router.url, queued(i + 1))
             await anyio.to_thread.run_sync(mock_a.kill)
 
     anyio.run(main)
@@ -181,6 +181,10 @@ def test_a_high_priority_key_is_served_before_a_low_one_of_its_organization(
         if line.get("model") == "b-only"
     ]
     assert served == ["acmehigh1", "acmehigh1", "acmelow1", "acmelow1"]
+
+
+def queued(n: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda backpressure: bool(backpressure["queued"] == n)
 
 
 def access_lines(path: Path) -> list[dict[str, Any]]:

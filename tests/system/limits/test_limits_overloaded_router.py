@@ -1,23 +1,28 @@
 """A saturated router refuses with 503 `overloaded` before it asks Redis anything.
 
 Under load the router's own event loop falls behind; a Redis call made then is
-answered in time by Redis but read late by the router, and late would be taken
-for down (`limits_unavailable`). Admission is decided first, from the loop's
-measured lag: a stalled router answers `overloaded`, never `limits_unavailable`,
-and leaves no idempotency claim and no limit state behind.
+answered in time by Redis but read late by the router. Admission is decided
+first, from the loop's measured lag: a stalled router answers `overloaded`,
+never `limits_unavailable`, and leaves no idempotency claim and no limit state
+behind. The burst test holds the whole machine: no other test runs beside it
+(tests/helpers/exclusive_fixture.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+from collections import Counter
 from typing import Any
 
 import anyio
 import httpx
+import pytest
 import redis
 
 from router_server.mock_backend import MockBackendProcess
 
+from tests.helpers.burst import burst
 from tests.helpers.loop_stall import LoopStall
 from tests.helpers.router_fixture import RouterFactory
 from tests.helpers.support import ACME_KEY, auth, eventually
@@ -79,3 +84,36 @@ def test_a_stalled_router_answers_overloaded_and_never_asks_redis(
     assert status["limits"]["settle_failures"] == 0
     assert status["backpressure"]["shed_by_reason"]["loop_lag"] == 30
     assert stored_keys(redis_url)  # the served requests did reach Redis
+
+
+@pytest.mark.exclusive
+def test_a_burst_of_1000_at_once_is_served_refused_or_shed_never_unavailable(
+    start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks, redis_url: str
+) -> None:
+    """1,000 requests really in flight at once on one router, with its defaults for
+    admission and a quota of 100: however far the burst lags the loop on this
+    machine, every answer is served, refused by the quota, or shed as overloaded
+    before the limits were asked; never a store failure, never over the quota."""
+    limit = 100
+    data = copy.deepcopy(config_data)
+    data["state"] = {"store": "redis"}
+    data["limits"] = {"timeout_ms": 1000}  # as in test_exact_under_load.py
+    data["server"] = {"max_in_flight": 2048, "max_queued": 2048}
+    data["organizations"]["acme"]["limits"] = {"quotas": {"requests_per_day": limit}}
+    router = start_router(data, {"ROUTER_REDIS_URL": redis_url})
+    for mock in mocks:
+        mock.configure(latency_ms=200)  # admitted requests stay in flight meanwhile
+    requests = [(CHAT, {**auth(ACME_KEY), "idempotency-key": f"burst-{i}"}) for i in range(1000)]
+    answers = asyncio.run(burst(router.url, "/v1/chat/completions", requests))
+
+    codes = Counter(
+        "200" if status == 200 or body is None else f"{status} {body['error']['code']}"
+        for status, body in answers
+    )
+    assert set(codes) <= {"200", "402 quota_exceeded", "503 overloaded"}, codes
+    served = sum(m.stats()["by_path"].get("/v1/chat/completions", 0) for m in mocks)
+    assert codes["200"] == served <= limit
+    status = httpx.get(f"{router.url}/v1/status").json()
+    assert status["limits"]["failure_decisions"] == 0
+    assert status["limits"]["settle_failures"] == 0
+    assert status["backpressure"]["shed"] == codes["503 overloaded"]
