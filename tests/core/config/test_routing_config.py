@@ -305,6 +305,7 @@ def test_admission_defaults_never_shed_a_healthy_loop_and_keep_the_adaptive_limi
     admission = structure(config()).server.admission
     assert admission.max_loop_lag_ms == 100
     assert admission.lag_probe_interval_ms == 50
+    assert admission.min_in_flight == 16
     assert admission.adaptive is False
     loaded = structure(config())
     assert loaded.organizations["acme"].priority == "normal"
@@ -331,7 +332,7 @@ def test_bad_admission_values_are_all_refused_with_their_paths() -> None:
     data = config()
     data["server"]["admission"] = {
         "max_loop_lag_ms": 0, "lag_probe_interval_ms": 2, "min_limit": 0,
-        "tolerance": 0.5, "window_ms": 100_000, "adaptive": "sometimes",
+        "tolerance": 0.5, "window_ms": 100_000, "adaptive": "sometimes", "min_in_flight": -1,
     }  # fmt: skip
     data["organizations"]["acme"]["priority"] = "urgent"
     data["organizations"]["acme"]["keys"][0]["priority"] = 3
@@ -341,6 +342,7 @@ def test_bad_admission_values_are_all_refused_with_their_paths() -> None:
         "server.admission.adaptive: must be true or false, not str",
         "server.admission.lag_probe_interval_ms: must be between 5 and 1,000 ms",
         "server.admission.max_loop_lag_ms: must be between 1 and 60,000 ms",
+        "server.admission.min_in_flight: must be between 0 and 1,000,000",
         "server.admission.min_limit: must be between 1 and 1,000,000",
         "server.admission.tolerance: must be between 1 and 10",
         "server.admission.window_ms: must be between 10 and 60,000 ms",

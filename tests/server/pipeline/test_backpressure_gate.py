@@ -264,7 +264,7 @@ def test_a_blocked_event_loop_sheds_new_requests_before_anything_else() -> None:
     admitted at a lag that sheds a low one."""
 
     async def main() -> tuple[str, str, Backpressure]:
-        lag = AdmissionSettings(max_loop_lag_ms=100, lag_probe_interval_ms=10)
+        lag = AdmissionSettings(max_loop_lag_ms=100, lag_probe_interval_ms=10, min_in_flight=0)
         g = backpressure(max_in_flight=100, admission=lag)
         async with anyio.create_task_group() as tg:
             tg.start_soon(g.run)
@@ -282,7 +282,8 @@ def test_a_blocked_event_loop_sheds_new_requests_before_anything_else() -> None:
 
 
 def test_lag_sheds_low_priority_first() -> None:
-    g = backpressure(max_in_flight=10, admission=AdmissionSettings(max_loop_lag_ms=100))
+    lag = AdmissionSettings(max_loop_lag_ms=100, min_in_flight=0)
+    g = backpressure(max_in_flight=10, admission=lag)
     g.saturation.smoothed_s = 0.15  # between the low (50 ms) and high (200 ms) thresholds
 
     async def main() -> None:
@@ -292,6 +293,22 @@ def test_lag_sheds_low_priority_first() -> None:
         g.leave(slot)
 
     anyio.run(main)
+
+
+def test_a_router_with_little_in_flight_is_not_shed_for_lag() -> None:
+    """Three requests cannot lag a loop by a second themselves: the lag is the
+    host's (or a pause), and refusing the fourth would relieve nothing. At the
+    floor, lag sheds again."""
+    g = backpressure(max_in_flight=10, admission=AdmissionSettings(min_in_flight=4))
+    g.saturation.smoothed_s = 1.0
+
+    async def main() -> str:
+        for _ in range(4):
+            await g.enter(ACME)
+        return await shed_reason(g, ACME)
+
+    assert anyio.run(main) == "loop_lag"
+    assert g.in_flight == 4
 
 
 def test_no_lag_threshold_never_sheds_for_lag() -> None:

@@ -199,35 +199,64 @@ def access_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
+async def held_busy(
+    s: aiohttp.ClientSession, tg: anyio.abc.TaskGroup, url: str, n: int, into: list[Answer]
+) -> None:
+    """`n` requests held in flight at mock A (hung), as a busy router has them."""
+    for _ in range(n):
+        tg.start_soon(post, s, url, ACME_KEY, "a-only", into)
+    await status_until(s, url, lambda b: b["in_flight"] == n)
+
+
+async def send_all(
+    url: str, body: dict[str, Any], headers: list[dict[str, str]]
+) -> list[httpx.Response]:
+    """One request per headers, all at once, each on its own connection."""
+    limits = httpx.Limits(max_connections=None)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        answers: list[httpx.Response] = []
+
+        async def one(h: dict[str, str]) -> None:
+            answers.append(await client.post(url + CHAT_PATH, json=body, headers=h))
+
+        async with anyio.create_task_group() as tg:
+            for h in headers:
+                tg.start_soon(one, h)
+        return answers
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_a_stalled_event_loop_refuses_new_requests_as_overloaded(
     mocks: tuple[Backend, Backend], start_router: RouterFactory, stream: bool
 ) -> None:
-    """The router's loop is stalled again and again (SIGSTOP/SIGCONT): 20 requests
-    sent at once, with idempotency keys, all get 503 `overloaded` for `loop_lag`,
-    with Retry-After. Once the loop runs freely again the same requests are served
+    """A busy router (16 requests in flight, the default `min_in_flight`) whose
+    loop is stalled again and again (SIGSTOP/SIGCONT): 20 more requests sent at
+    once, with idempotency keys, all get 503 `overloaded` for `loop_lag`, with
+    Retry-After. Once the loop runs freely again the same requests are served
     fresh (no claim of theirs was ever taken)."""
+    mock_a = mocks[0]
     router = start_router(overload_config(mocks))
-    body = {**chat("chat"), "stream": stream}
+    mock_a.configure(hang=True)
+    body = {**chat("b-only"), "stream": stream}
     headers = [{**auth(), "idempotency-key": f"stalled-{stream}-{i}"} for i in range(20)]
-
-    async def send_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(
-            timeout=120, limits=httpx.Limits(max_connections=None)
-        ) as client:
-            answers: list[httpx.Response] = []
-
-            async def one(h: dict[str, str]) -> None:
-                answers.append(await client.post(router.url + CHAT_PATH, json=body, headers=h))
-
-            async with anyio.create_task_group() as tg:
-                for h in headers:
-                    tg.start_soon(one, h)
-            return answers
-
     assert router.pid is not None
-    with LoopStall(router.pid):
-        refused = anyio.run(send_all)
+    stall = LoopStall(router.pid)
+    held: list[Answer] = []
+
+    async def stalled() -> list[httpx.Response]:
+        async with session() as s:
+            async with anyio.create_task_group() as tg:
+                await held_busy(s, tg, router.url, 16, held)
+                await anyio.to_thread.run_sync(stall.__enter__)
+                try:
+                    refused = await send_all(router.url, body, headers)
+                finally:
+                    await anyio.to_thread.run_sync(stall.__exit__, None, None, None)
+                await anyio.to_thread.run_sync(mock_a.kill)  # the held requests end
+            await status_until(s, router.url, lambda b: b["in_flight"] == 0)
+        return refused
+
+    refused = anyio.run(stalled)
     assert [r.status_code for r in refused] == [503] * 20
     assert {(r.json()["error"]["code"], r.json()["error"]["reason"]) for r in refused} == {
         ("overloaded", "loop_lag")
@@ -241,11 +270,10 @@ def test_a_stalled_event_loop_refuses_new_requests_as_overloaded(
     assert eventually(calm, timeout=30)
     status = httpx.get(router.url + "/v1/status").json()["backpressure"]
     assert status["shed_by_reason"]["loop_lag"] == 20
-    assert status["in_flight"] == 0
     metrics = httpx.get(router.url + "/metrics").text
     assert 'router_shed_requests_total{reason="loop_lag"} 20.0' in metrics
     assert "router_event_loop_lag_seconds " in metrics
     assert "router_concurrency_limit 1024.0" in metrics
-    served = anyio.run(send_all)
+    served = anyio.run(send_all, router.url, body, headers)
     assert [r.status_code for r in served] == [200] * 20
     assert not [r for r in served if "idempotent-replayed" in r.headers]

@@ -4,7 +4,9 @@ Rules:
 - Asked first, before any store or backend is touched: a router whose event
   loop runs behind (`saturation.Saturation.lag_s`) by more than
   `server.admission.max_loop_lag_ms` (x the caller's priority factor)
-  refuses new requests at once with 503 `overloaded` and `Retry-After`.
+  refuses new requests at once with 503 `overloaded` and `Retry-After`,
+  while it has at least `server.admission.min_in_flight` in flight (fewer
+  cannot have lagged it; refusing them relieves nothing).
 - Below the capacity (the adaptive limit when on, never above
   `server.max_in_flight`) a request takes a slot at once. At capacity it
   waits for at most `queue_timeout_ms`, or is shed, by the fair shares of
@@ -145,8 +147,9 @@ class Backpressure:
     async def enter(self, tenant: Tenant) -> Slot:
         """Take a slot, or raise 503 `overloaded`; pair with `leave()`."""
         settings = self.settings()
-        max_lag_ms = settings.admission.max_loop_lag_ms
-        if max_lag_ms is not None:
+        admission = settings.admission
+        max_lag_ms = admission.max_loop_lag_ms
+        if max_lag_ms is not None and self.in_flight >= admission.min_in_flight:
             lag_s = self.saturation.lag_s()
             if lag_s > lag_threshold(max_lag_ms / 1000, tenant.priority):
                 raise self._refuse(
@@ -242,6 +245,7 @@ class Backpressure:
         queue = next(q for q in reversed(org.waiting) if q)
         waiter = queue.pop()
         self.queued -= 1
+        self._forget_if_idle(organization)
         waiter.shed = ShedReason.FAIR_SHARE
         waiter.turn.set()
 

@@ -71,6 +71,10 @@ class AdmissionSettings:
     max_loop_lag_ms: int | None = _checked(
         default=100, validator=_optional_between(1, 60_000, "ms")
     )
+    # Lag sheds only while at least this many requests are in flight: fewer
+    # cannot lag the loop that far themselves (the lag comes from elsewhere:
+    # the host, a pause), and refusing them would relieve nothing.
+    min_in_flight: int = _checked(default=16, validator=_between(0, 1_000_000))
     # How often the lag is measured: a sleep this long, and how late it wakes.
     lag_probe_interval_ms: int = _checked(default=50, validator=_between(5, 1_000, "ms"))
     # Adapt the in-flight limit to the router's own latency (the time from
