@@ -326,3 +326,61 @@ def test_not_a_number_is_not_a_valid_number(path: tuple[str | int, ...], problem
         parent = parent[step]
     parent[path[-1]] = float("nan")
     assert problems_of(data) == [problem]
+
+
+def test_admission_defaults_never_shed_a_healthy_loop_and_keep_the_adaptive_limit_off() -> None:
+    admission = structure(config()).server.admission
+    assert admission.max_loop_lag_ms == 100
+    assert admission.lag_probe_interval_ms == 50
+    assert admission.min_in_flight == 16
+    assert admission.adaptive is False
+    loaded = structure(config())
+    assert loaded.organizations["acme"].priority == "normal"
+    assert loaded.organizations["acme"].keys[0].priority is None
+
+
+def test_admission_and_priorities_load() -> None:
+    data = config()
+    data["server"] = {
+        "max_in_flight": 64,
+        "admission": {"max_loop_lag_ms": None, "adaptive": True, "min_limit": 64, "tolerance": 1.5},
+    }
+    data["organizations"]["acme"]["priority"] = "high"
+    data["organizations"]["globex"]["keys"][0]["priority"] = "low"
+    loaded = structure(data)
+    assert loaded.server.admission.max_loop_lag_ms is None
+    assert loaded.server.admission.min_limit == 64
+    assert loaded.organizations["acme"].priority == "high"
+    assert loaded.organizations["globex"].keys[0].priority == "low"
+    assert structure(unstructure(loaded)) == loaded
+
+
+def test_bad_admission_values_are_all_refused_with_their_paths() -> None:
+    data = config()
+    data["server"]["admission"] = {
+        "max_loop_lag_ms": 0, "lag_probe_interval_ms": 2, "min_limit": 0,
+        "tolerance": 0.5, "window_ms": 100_000, "adaptive": "sometimes", "min_in_flight": -1,
+    }  # fmt: skip
+    data["organizations"]["acme"]["priority"] = "urgent"
+    data["organizations"]["acme"]["keys"][0]["priority"] = 3
+    assert problems_of(data) == [
+        "organizations.acme.keys[0].priority: must be one of high, normal, low, not 3",
+        "organizations.acme.priority: must be one of high, normal, low, not 'urgent'",
+        "server.admission.adaptive: must be true or false, not str",
+        "server.admission.lag_probe_interval_ms: must be between 5 and 1,000 ms",
+        "server.admission.max_loop_lag_ms: must be between 1 and 60,000 ms",
+        "server.admission.min_in_flight: must be between 0 and 1,000,000",
+        "server.admission.min_limit: must be between 1 and 1,000,000",
+        "server.admission.tolerance: must be between 1 and 10",
+        "server.admission.window_ms: must be between 10 and 60,000 ms",
+    ]
+
+
+def test_the_adaptive_floor_may_not_exceed_the_hard_cap() -> None:
+    data = config()
+    data["server"] = {"max_in_flight": 8, "admission": {"adaptive": True, "min_limit": 16}}
+    assert problems_of(data) == [
+        "server.admission.min_limit: must be <= server.max_in_flight (8), the hard cap"
+    ]
+    data["server"]["admission"]["adaptive"] = False  # the floor is unused: no problem
+    assert structure(data).server.admission.min_limit == 16

@@ -1,20 +1,33 @@
-"""Backpressure: FIFO hand-off, bounded queue, shedding, resizing."""
+"""Backpressure: hand-off in arrival order, bounded queue, shedding, resizing, fair
+shares by organization and priority, and shedding on a blocked event loop."""
 
 from __future__ import annotations
+
+import time
 
 import anyio
 import pytest
 
-from router_core.config import ServerSettings
+from router_core.config import AdmissionSettings, ServerSettings
+from router_core.config_enums import Priority
+from router_core.fair_share import WEIGHT, ShedReason
 from router_core.problems import DependencyError
-from router_server.backpressure import Backpressure
+from router_server.backpressure import Backpressure, Tenant
+
+ACME = Tenant("acme")
 
 
 def backpressure(
-    max_in_flight: int = 2, max_queued: int = 2, timeout_s: float = 1.0
+    max_in_flight: int = 2,
+    max_queued: int = 2,
+    timeout_s: float = 1.0,
+    admission: AdmissionSettings | None = None,
 ) -> Backpressure:
     settings = ServerSettings(
-        max_in_flight=max_in_flight, max_queued=max_queued, queue_timeout_ms=int(timeout_s * 1000)
+        max_in_flight=max_in_flight,
+        max_queued=max_queued,
+        queue_timeout_ms=int(timeout_s * 1000),
+        admission=admission or AdmissionSettings(),
     )
     return Backpressure(lambda: settings)
 
@@ -25,23 +38,46 @@ def resize(g: Backpressure, settings: ServerSettings) -> None:
     g.reconfigured()
 
 
+def org(name: str, priority: Priority = Priority.NORMAL, key: Priority | None = None) -> Tenant:
+    return Tenant(name, WEIGHT[priority], key or priority)
+
+
+async def until(condition: object) -> None:
+    """Let the other tasks run until `condition()` holds (no clock involved)."""
+    assert callable(condition)
+    for _ in range(10_000):
+        if condition():
+            return
+        await anyio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+async def shed_reason(g: Backpressure, tenant: Tenant) -> str:
+    with pytest.raises(DependencyError) as caught:
+        await g.enter(tenant)
+    assert caught.value.status == 503
+    assert caught.value.problem.code == "overloaded"
+    assert caught.value.headers["retry-after"]
+    reason: str = caught.value.extra["reason"]
+    return reason
+
+
 def test_slots_are_handed_over_in_arrival_order() -> None:
     async def main() -> list[int]:
         g = backpressure(max_in_flight=1, max_queued=5)
-        await g.enter()
+        first = await g.enter(ACME)
         order: list[int] = []
 
         async def waiter(i: int) -> None:
-            await g.enter()
+            slot = await g.enter(ACME)
             order.append(i)
-            g.leave()
+            g.leave(slot)
 
         async with anyio.create_task_group() as tg:
             for i in range(4):
                 tg.start_soon(waiter, i)
-                await anyio.sleep(0.01)
-            assert g.queued == 4
-            g.leave()
+                await until(lambda i=i: g.queued == i + 1)
+            g.leave(first)
         assert (g.in_flight, g.queued) == (0, 0)
         return order
 
@@ -51,17 +87,14 @@ def test_slots_are_handed_over_in_arrival_order() -> None:
 def test_a_full_queue_sheds_at_once_with_retry_after() -> None:
     async def main() -> None:
         g = backpressure(max_in_flight=1, max_queued=1)
-        await g.enter()
+        first = await g.enter(ACME)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(g.enter)
-            await anyio.sleep(0.01)
-            with pytest.raises(DependencyError) as caught:
-                await g.enter()
-            assert caught.value.status == 503
-            assert caught.value.problem.code == "overloaded"
-            assert caught.value.headers["retry-after"] == "1"
-            g.leave()
+            tg.start_soon(g.enter, ACME)
+            await until(lambda: g.queued == 1)
+            assert await shed_reason(g, ACME) == "queue_full"
+            g.leave(first)
         assert (g.in_flight, g.shed) == (1, 1)
+        assert g.shed_by_reason == {ShedReason.QUEUE_FULL: 1}
 
     anyio.run(main)
 
@@ -69,12 +102,11 @@ def test_a_full_queue_sheds_at_once_with_retry_after() -> None:
 def test_a_waiter_gives_up_after_the_queue_timeout() -> None:
     async def main() -> None:
         g = backpressure(max_in_flight=1, timeout_s=0.05)
-        await g.enter()
-        with pytest.raises(DependencyError):
-            await g.enter()
+        first = await g.enter(ACME)
+        assert await shed_reason(g, ACME) == "queue_timeout"
         assert (g.in_flight, g.queued, g.shed) == (1, 0, 1)
-        g.leave()
-        await g.enter()  # the slot is free again, nobody is stuck in the queue
+        g.leave(first)
+        await g.enter(ACME)  # the slot is free again, nobody is stuck in the queue
         assert g.in_flight == 1
 
     anyio.run(main)
@@ -83,11 +115,11 @@ def test_a_waiter_gives_up_after_the_queue_timeout() -> None:
 def test_a_cancelled_waiter_leaves_no_slot_behind() -> None:
     async def main() -> None:
         g = backpressure(max_in_flight=1)
-        await g.enter()
+        first = await g.enter(ACME)
         with anyio.move_on_after(0.02):
-            await g.enter()
+            await g.enter(ACME)
         assert (g.in_flight, g.queued) == (1, 0)
-        g.leave()
+        g.leave(first)
         assert g.in_flight == 0
 
     anyio.run(main)
@@ -96,12 +128,11 @@ def test_a_cancelled_waiter_leaves_no_slot_behind() -> None:
 def test_growing_the_cap_wakes_waiters() -> None:
     async def main() -> None:
         g = backpressure(max_in_flight=1, max_queued=4)
-        await g.enter()
+        await g.enter(ACME)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(g.enter)
-            tg.start_soon(g.enter)
-            await anyio.sleep(0.01)
-            assert g.queued == 2
+            tg.start_soon(g.enter, ACME)
+            tg.start_soon(g.enter, ACME)
+            await until(lambda: g.queued == 2)
             resize(g, ServerSettings(max_in_flight=3, max_queued=4, queue_timeout_ms=1000))
         assert (g.in_flight, g.queued) == (3, 0)
 
@@ -111,8 +142,180 @@ def test_growing_the_cap_wakes_waiters() -> None:
 def test_zero_queue_sheds_whenever_full() -> None:
     async def main() -> None:
         g = backpressure(max_in_flight=1, max_queued=0)
-        await g.enter()
-        with pytest.raises(DependencyError):
-            await g.enter()
+        await g.enter(ACME)
+        assert await shed_reason(g, ACME) == "queue_full"
+
+    anyio.run(main)
+
+
+def test_a_flooding_organization_is_shed_while_another_gets_the_next_slots() -> None:
+    """A holds every slot and fills the queue; B arrives: B takes queue places from
+    A's newest waiters, A's new arrivals are shed at once while B waits, and the
+    first freed slot goes to B (the next to A: then each holds its share)."""
+
+    async def main() -> tuple[list[str], Backpressure]:
+        g = backpressure(max_in_flight=2, max_queued=4, timeout_s=30)
+        a, b = org("a"), org("b")
+        held = [await g.enter(a), await g.enter(a)]
+        served: list[str] = []
+        refused: list[str] = []
+
+        async def ask(tenant: Tenant) -> None:
+            try:
+                slot = await g.enter(tenant)
+            except DependencyError as exc:
+                refused.append(f"{tenant.organization}:{exc.extra['reason']}")
+                return
+            served.append(tenant.organization)
+            held.append(slot)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(ask, a)
+            await until(lambda: g.queued == 4)
+            for _ in range(2):
+                tg.start_soon(ask, b)
+            await until(lambda: len(refused) == 2)  # two of A's waiters gave way
+            assert await shed_reason(g, a) == "fair_share"  # A holds its share; B waits
+            g.leave(held.pop(0))
+            g.leave(held.pop(0))
+            await until(lambda: len(served) == 2)
+            assert served == ["b", "a"]
+            while held:
+                g.leave(held.pop())
+                await anyio.sleep(0)
+        assert sorted(refused) == ["a:fair_share", "a:fair_share"]
+        return served, g
+
+    served, g = anyio.run(main)
+    assert sorted(served) == ["a", "a", "b", "b"]
+    status = g.status()
+    assert status["shed_by_reason"] == {
+        "loop_lag": 0, "queue_full": 0, "queue_timeout": 0, "fair_share": 3,
+        "backend_capacity": 0,
+    }  # fmt: skip
+    assert status["organizations"] == {"a": {"in_flight": 0, "queued": 0, "shed": 3}}
+
+
+def test_freed_slots_go_by_organization_weight() -> None:
+    """Both organizations wait, the low-priority one first; then 13 slots free at
+    once. Each goes to the organization with the least (held + 1) / weight: the
+    high-priority one (weight 4) gets about four for each of the low one's (1)."""
+
+    async def main() -> list[str]:
+        g = backpressure(max_in_flight=1, max_queued=20, timeout_s=30)
+        gold, bronze = org("gold", Priority.HIGH), org("bronze", Priority.LOW)
+        await g.enter(org("other"))
+        order: list[str] = []
+
+        async def ask(tenant: Tenant) -> None:
+            await g.enter(tenant)
+            order.append(tenant.organization)
+
+        async with anyio.create_task_group() as tg:
+            for i, tenant in enumerate([bronze] * 5 + [gold] * 8):
+                tg.start_soon(ask, tenant)
+                await until(lambda i=i: g.queued == i + 1)
+            resize(g, ServerSettings(max_in_flight=14, max_queued=20, queue_timeout_ms=30_000))
+        return order
+
+    gold, bronze = "gold", "bronze"
+    assert anyio.run(main) == [
+        gold,
+        gold,
+        gold,
+        bronze,
+        gold,
+        gold,
+        gold,
+        gold,
+        bronze,
+        gold,
+        bronze,
+        bronze,
+        bronze,
+    ]
+
+
+def test_a_high_priority_key_goes_ahead_in_its_organizations_queue() -> None:
+    async def main() -> list[str]:
+        g = backpressure(max_in_flight=1, max_queued=10, timeout_s=30)
+        first = await g.enter(org("acme"))
+        order: list[str] = []
+
+        async def ask(tenant: Tenant, label: str) -> None:
+            slot = await g.enter(tenant)
+            order.append(label)
+            g.leave(slot)
+
+        async with anyio.create_task_group() as tg:
+            for i, key in enumerate([Priority.LOW, Priority.NORMAL, Priority.HIGH] * 2):
+                tg.start_soon(ask, org("acme", key=key), f"{key}{i // 3}")
+                await until(lambda i=i: g.queued == i + 1)
+            g.leave(first)
+        return order
+
+    assert anyio.run(main) == ["high0", "high1", "normal0", "normal1", "low0", "low1"]
+
+
+def test_a_blocked_event_loop_sheds_new_requests_before_anything_else() -> None:
+    """A task blocks the loop (as a CPU-bound request would); the next arrival is
+    refused for lag, and low priority goes first: a high-priority request is still
+    admitted at a lag that sheds a low one."""
+
+    async def main() -> tuple[str, str, Backpressure]:
+        lag = AdmissionSettings(max_loop_lag_ms=100, lag_probe_interval_ms=10, min_in_flight=0)
+        g = backpressure(max_in_flight=100, admission=lag)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(g.run)
+            await until(lambda: g.saturation.sleeping)
+            time.sleep(0.6)  # the loop is blocked: the probe cannot wake
+            low = await shed_reason(g, org("acme", Priority.LOW))
+            normal = await shed_reason(g, org("acme"))
+            tg.cancel_scope.cancel()
+        return low, normal, g
+
+    low, normal, g = anyio.run(main)
+    assert (low, normal) == ("loop_lag", "loop_lag")
+    assert g.in_flight == 0  # nothing was admitted, nothing to give back
+    assert g.shed_by_reason[ShedReason.LOOP_LAG] == 2
+
+
+def test_lag_sheds_low_priority_first() -> None:
+    lag = AdmissionSettings(max_loop_lag_ms=100, min_in_flight=0)
+    g = backpressure(max_in_flight=10, admission=lag)
+    g.saturation.smoothed_s = 0.15  # between the low (50 ms) and high (200 ms) thresholds
+
+    async def main() -> None:
+        assert await shed_reason(g, org("acme", Priority.LOW)) == "loop_lag"
+        assert await shed_reason(g, org("acme")) == "loop_lag"
+        slot = await g.enter(org("acme", Priority.HIGH))
+        g.leave(slot)
+
+    anyio.run(main)
+
+
+def test_a_router_with_little_in_flight_is_not_shed_for_lag() -> None:
+    """Three requests cannot lag a loop by a second themselves: the lag is the
+    host's (or a pause), and refusing the fourth would relieve nothing. At the
+    floor, lag sheds again."""
+    g = backpressure(max_in_flight=10, admission=AdmissionSettings(min_in_flight=4))
+    g.saturation.smoothed_s = 1.0
+
+    async def main() -> str:
+        for _ in range(4):
+            await g.enter(ACME)
+        return await shed_reason(g, ACME)
+
+    assert anyio.run(main) == "loop_lag"
+    assert g.in_flight == 4
+
+
+def test_no_lag_threshold_never_sheds_for_lag() -> None:
+    g = backpressure(max_in_flight=10, admission=AdmissionSettings(max_loop_lag_ms=None))
+    g.saturation.smoothed_s = 60.0
+
+    async def main() -> None:
+        g.leave(await g.enter(ACME))
 
     anyio.run(main)

@@ -206,8 +206,13 @@ RULES = {
 
 
 def _rules(field: attrs.Attribute[Any]) -> str:
-    names = [getattr(check, "__name__", "") for check in field.metadata.get("checks", ())]
-    return "; ".join(RULES[name] for name in names if name in RULES)
+    rules = []
+    for check in field.metadata.get("checks", ()):
+        # A check made for its field (a range) says itself what it allows.
+        rule = getattr(check, "allowed", None) or RULES.get(getattr(check, "__name__", ""))
+        if rule:
+            rules.append(rule)
+    return "; ".join(rules)
 
 
 def hints_of(cls: type) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import attrs
 
 from router_core import keys, routing
 from router_core.config import ApiKey, Model, Organization, RouterConfig
+from router_core.config_enums import Priority
 from router_core.limits.scopes import Scope
 from router_core.problems import Catalog, ClientError
 
@@ -52,6 +53,8 @@ class Principal:
     user: str | None = None
     # The key's model scope ("*" for tokens: the organization's models apply).
     models: tuple[str, ...] = ("*",)
+    # The key's own priority (None: the organization's).
+    key_priority: Priority | None = None
 
     @property
     def kind(self) -> PrincipalKind:
@@ -66,6 +69,11 @@ class Principal:
 
     def allows_model(self, model: str) -> bool:
         return "*" in self.models or model in self.models
+
+    @property
+    def priority(self) -> Priority:
+        """This caller's requests' priority: its key's, else its organization's."""
+        return self.key_priority if self.key_priority is not None else self.org.priority
 
 
 @attrs.frozen
@@ -154,7 +162,7 @@ def authorize(entry: KeyEntry, now: float | None, route: str | None) -> Principa
             f"This API key may not call {route}.",
             extra={"reason": "route_not_allowed"},
         )
-    return Principal(org_name, key.id, org, models=key.models)
+    return Principal(org_name, key.id, org, models=key.models, key_priority=key.priority)
 
 
 def permit_model(principal: Principal, config: RouterConfig, model: str) -> Model:

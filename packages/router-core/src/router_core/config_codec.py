@@ -434,6 +434,12 @@ def check_references(config: RouterConfig, known: _Names | None = None) -> Itera
     for model_name in config.prices:
         if model_name not in known.models:
             yield ConfigProblem(f"prices.{model_name}", f"unknown model {model_name!r}")
+    server = config.server
+    if server.admission.adaptive and server.admission.min_limit > server.max_in_flight:
+        yield ConfigProblem(
+            "server.admission.min_limit",
+            f"must be <= server.max_in_flight ({server.max_in_flight}), the hard cap",
+        )
 
 
 def _check_targets(

@@ -57,6 +57,14 @@ class RedisMode(enum.StrEnum):
     CLUSTER = "cluster"
 
 
+class Priority(enum.StrEnum):
+    """How an organization (or a key) fares when the router is saturated."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class MaxTokensPolicy(enum.StrEnum):
     CLAMP = "clamp"
     REFUSE = "refuse"

@@ -5,9 +5,10 @@ Rules:
   record to store, which holds only its hash.
 - Revocation is immediate and permanent; a revoked key is kept (so its id is
   never reused and audits can name it) but never admitted again.
-- Rotation creates a successor with the same organization, scopes and limits
-  (and no expiry) and makes the old key expire after `overlap_s` (or sooner if it already
-  would), so clients can switch over without an outage.
+- Rotation creates a successor with the same organization, scopes, limits
+  and priority (and no expiry) and makes the old key expire after
+  `overlap_s` (or sooner if it already would), so clients can switch over
+  without an outage.
 - Randomness is the caller's (`secrets.choice`), as is the clock.
 """
 
@@ -20,6 +21,7 @@ import attrs
 from router_core import keys
 from router_core.auth import ManagedKey
 from router_core.config import ApiKey, Limits
+from router_core.config_enums import Priority
 
 NO_LIMITS = Limits()
 
@@ -41,6 +43,7 @@ def create(
     expires_at: float | None = None,
     limits: Limits = NO_LIMITS,
     rotated_from: str | None = None,
+    priority: Priority | None = None,
 ) -> Created:
     key_id = keys.new_key_id(choice)
     plaintext = keys.format_live_key(key_id, keys.new_secret(choice))
@@ -51,6 +54,7 @@ def create(
         models=models,
         routes=routes,
         expires_at=expires_at,
+        priority=priority,
     )
     return Created(plaintext, ManagedKey(organization, api_key, now, actor, rotated_from))
 
@@ -73,6 +77,7 @@ def rotate(
         routes=key.routes,
         limits=key.limits,
         rotated_from=key.id,
+        priority=key.priority,
     )
     ends = now + overlap_s
     if key.expires_at is not None:

@@ -290,6 +290,7 @@ def create_app(
             await credentials.book.refresh()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe_forever, state.health, lambda: state.backends)
+                tg.start_soon(state.backpressure.run)  # event-loop lag, adaptive limit
                 tg.start_soon(state.overrides.follow)
                 tg.start_soon(credentials.book.follow)
                 state.status_sources["keys"] = credentials.book.status

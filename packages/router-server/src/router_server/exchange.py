@@ -2,8 +2,9 @@
 
 Rules:
 - An `Exchange` is made when a request arrives and owns what the request
-  takes, in the order it takes them: its idempotency claim, its in-flight
-  slot, its limit ticket, and (for a stream) the backend response it relays.
+  takes, in the order it takes them: its in-flight slot (taken first, so an
+  overloaded router refuses before any store is asked), its idempotency
+  claim, its limit ticket, and (for a stream) the backend response it relays.
 - `finish(ending)` gives all of them back (the limit ticket and the claim
   settled together) and then writes the usage record, once
   (later calls do nothing), shielded from cancellation: a JSON answer, an
@@ -22,7 +23,7 @@ import attrs
 from router_core.accounting import idempotency as idem
 from router_core.accounting.records import Outcome, TokenCounts
 from router_core.problems import RouterError
-from router_server.backpressure import Backpressure
+from router_server.backpressure import Backpressure, Slot, Tenant
 from router_server.dispatch import Dispatcher, Opened
 from router_server.limits import LimitGate, Ticket
 from router_server.runtime import Runtime
@@ -67,12 +68,22 @@ class Exchange:
     # A relayed stream's backend response, given back when the stream ends.
     opened: Opened | None = None
     _backpressure: Backpressure | None = None
+    _slot: Slot | None = None
     _finished: bool = False
 
     async def enter(self, backpressure: Backpressure) -> None:
-        """Take an in-flight slot (or raise 503 overloaded); `finish` gives it back."""
-        await backpressure.enter()
+        """Take an in-flight slot for the authenticated caller (or raise 503
+        overloaded); `finish` gives it back."""
+        principal = self.trace.principal
+        assert principal is not None
+        self._slot = await backpressure.enter(Tenant.of(principal))
         self._backpressure = backpressure
+
+    def routed(self) -> None:
+        """The router's own part is done (a backend is called next): its latency
+        feeds the adaptive limit."""
+        if self._backpressure is not None and self._slot is not None:
+            self._backpressure.routed(self._slot)
 
     async def finish(self, ending: Ending) -> None:
         """Release everything the request holds and write its record (once)."""
@@ -90,8 +101,8 @@ class Exchange:
                     # spool); the metrics and the ops page count the answer still
                     self.usage.recorder.unrecorded(self.trace, ending.status, ending.reason)
             finally:
-                if self._backpressure is not None:
-                    self._backpressure.leave()
+                if self._backpressure is not None and self._slot is not None:
+                    self._backpressure.leave(self._slot)
 
     async def _settle(self, ending: Ending) -> None:
         """Settle the limits and the idempotency claim, together: with Redis,

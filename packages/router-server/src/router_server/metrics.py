@@ -13,9 +13,11 @@ Rules:
   full) `observe_unrecorded`.
 - The hot path resolves label children once per label tuple and caches them:
   a request costs a dict lookup and a few `inc`/`observe` calls.
-- Component state (backend health and circuits, in-flight, spool, export lag,
-  Redis and Kafka failures) is read at scrape time from the components'
-  own `status()`, so it costs nothing per request.
+- Component state (backend health and circuits, in-flight, the concurrency
+  limit, event-loop lag, sheds by reason, spool, export lag, Redis and Kafka
+  failures) is read at scrape time from the components' own `status()`, so
+  it costs nothing per request. Sheds by organization are
+  `router_request_errors{code="overloaded"}`, from the usage records.
 - Each app has its own registry. The router serves one process per listener
   set (`server.workers` is not forked by `main.py`), so the numbers are the
   process's own and need no multiprocess aggregation.
@@ -221,6 +223,23 @@ class StateCollector(Collector):
             "Requests waiting for a slot.",
             value=backpressure.get("queued", 0),
         )
+        yield GaugeMetricFamily(
+            "router_concurrency_limit",
+            "Requests that may be in flight now (the adaptive limit, or max_in_flight).",
+            value=backpressure.get("limit", 0),
+        )
+        yield GaugeMetricFamily(
+            "router_event_loop_lag_seconds",
+            "How far the event loop runs behind (smoothed); past max_loop_lag_ms it sheds.",
+            value=backpressure.get("loop_lag_ms", 0) / 1000,
+        )
+        shed = CounterMetricFamily(
+            "router_shed_requests", "Requests refused with 503 overloaded, by reason.",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, count in (backpressure.get("shed_by_reason") or {}).items():
+            shed.add_metric([reason], count)
+        yield shed
         usage = s.get("usage") or {}
         spool = usage.get("spool") or {}
         yield GaugeMetricFamily(

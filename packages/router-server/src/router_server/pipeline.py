@@ -1,8 +1,9 @@
 """The request pipeline: one readable path from HTTP request to answer.
 
 authenticate -> read and validate -> resolve model -> admission (shed when
-the usage spool is full; claim the idempotency key, or replay its answer;
-take an in-flight slot, or be shed; admit against limits) -> route ->
+the usage spool is full; take an in-flight slot, or be shed when the router
+is saturated or the caller's organization is over its fair share; claim the
+idempotency key, or replay its answer; admit against limits) -> route ->
 forward with failover, retries and hedging -> answer (JSON, or an SSE relay
 that finishes when the stream ends). Each step raises a `RouterError`, which
 the route renders in its own envelope.
@@ -39,6 +40,7 @@ from router_core.accounting.records import (
 )
 from router_core.auth import KeyIndex, Principal, permit_model
 from router_core.config import Model, RouterConfig
+from router_core.fair_share import ShedReason
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import InferenceRequest
 from router_server import tracing
@@ -167,6 +169,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         assert ticket is not None
         with tracing.span("router.route"):
             candidates = await _route(state, config, inference.model, model, principal)
+        exchange.routed()
         headers = dict(ticket.headers)
         forwarded = _forwarded(inference, ticket.body)
         try:
@@ -238,9 +241,11 @@ def _abandoned(exc: BaseException, counts: TokenCounts) -> Ending:
 async def _admit(
     state: RouterState, exchange: Exchange, headers: Mapping[str, str]
 ) -> idem.StoredResponse | None:
-    """Admission, in order: the spool has room, the idempotency key is ours (or
-    its stored answer is returned, before a slot is taken or a limit charged),
-    an in-flight slot, the limits. The exchange holds what each step took."""
+    """Admission, in order: the spool has room; an in-flight slot (or 503
+    `overloaded` at once: before any store is asked, so a saturated router
+    refuses cheaply); the idempotency key is ours (or its stored answer is
+    returned, before a limit is charged); the limits. The exchange holds what
+    each step took."""
     trace, config = exchange.trace, exchange.runtime.config
     spool = state.usage.recorder.spool
     if not spool.accepting:
@@ -251,11 +256,11 @@ async def _admit(
             "the request was not served. Retry later.",
             headers={"retry-after": "5"},
         )
+    await exchange.enter(state.backpressure)
     claimed = await state.usage.claim(trace, headers, config.idempotency)
     if isinstance(claimed, idem.StoredResponse):
         return claimed
     exchange.claim = claimed
-    await exchange.enter(state.backpressure)
     principal, inference = trace.principal, trace.inference
     assert principal is not None
     assert inference is not None
@@ -299,10 +304,11 @@ async def _route(
                 await state.health.wait_for_capacity()
                 decision = decide()
         if not decision.candidates:
-            state.backpressure.shed += 1
+            state.backpressure.count_shed(ShedReason.BACKEND_CAPACITY, principal.organization)
             raise overloaded(
                 f"Every backend for model {name!r} is at its in-flight cap. Retry shortly.",
                 queue_timeout_s,
+                ShedReason.BACKEND_CAPACITY,
             )
     if not decision.candidates:
         reasons = "; ".join(f"{s.backend}: {s.reason} ({s.detail})" for s in decision.skipped)

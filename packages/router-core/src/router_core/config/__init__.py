@@ -49,6 +49,7 @@ from router_core.config.limits import (
 from router_core.config.models import Backend, Model, ModelPrice, ModelTarget, RouteRule
 from router_core.config.service import (
     AdminListener,
+    AdmissionSettings,
     HealthSettings,
     Listener,
     Listeners,
@@ -76,6 +77,7 @@ __all__ = [
     "PERIOD_US",
     "TOPIC_RE",
     "AdminListener",
+    "AdmissionSettings",
     "ApiKey",
     "AuthSettings",
     "Backend",

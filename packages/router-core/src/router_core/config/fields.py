@@ -67,6 +67,16 @@ def _one_of(kind: type[enum.StrEnum]) -> Any:
     return check
 
 
+def _optional_one_of(kind: type[enum.StrEnum]) -> Any:
+    check = _one_of(kind)
+
+    def optional(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None:
+            check(instance, attribute, value)
+
+    return optional
+
+
 def _url(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
         raise FieldError(attribute.name, "must be an http:// or https:// URL")
@@ -152,3 +162,37 @@ def _positive_at_most(maximum: int, what: str) -> Any:
             raise FieldError(attribute.name, f"must be > 0 and at most {maximum} ({what})")
 
     return check
+
+
+@attrs.frozen
+class _Between:
+    """A number in [low, high] (NaN and infinity fail too); None too if `optional`.
+    `allowed` says so in words (the config reference shows it)."""
+
+    low: float
+    high: float
+    unit: str = ""
+    optional: bool = False
+
+    @property
+    def allowed(self) -> str:
+        shown = [
+            f"{int(b):,}" if float(b).is_integer() else f"{b:g}" for b in (self.low, self.high)
+        ]
+        suffix = f" {self.unit}" if self.unit else ""
+        return f"{shown[0]} to {shown[1]}{suffix}" + (", or null" if self.optional else "")
+
+    def __call__(self, _: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        if value is None and self.optional:
+            return
+        if value is None or not self.low <= value <= self.high:
+            shown = self.allowed.removesuffix(", or null").replace(" to ", " and ", 1)
+            raise FieldError(attribute.name, f"must be between {shown}")
+
+
+def _between(low: float, high: float, unit: str = "") -> Any:
+    return _Between(low, high, unit)
+
+
+def _optional_between(low: float, high: float, unit: str = "") -> Any:
+    return _Between(low, high, unit, optional=True)

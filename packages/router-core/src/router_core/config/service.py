@@ -5,11 +5,13 @@ from __future__ import annotations
 import attrs
 
 from router_core.config.fields import (
+    _between,
     _check_fields,
     _checked,
     _file_path,
     _non_negative,
     _one_of,
+    _optional_between,
     _port,
     _positive,
     _share,
@@ -59,6 +61,40 @@ class Listeners:
 
 
 @attrs.frozen
+class AdmissionSettings:
+    """Admission control from measured saturation, ahead of every reservation
+    (see `router_core.saturation` and `router_core.fair_share`)."""
+
+    # Shed new requests (503 overloaded) while the event loop runs this many
+    # ms behind (smoothed): a saturated router refuses in a few ms instead of
+    # serving everyone late. Low-priority requests are shed at half this lag,
+    # high-priority ones at twice it. null: never shed for lag.
+    max_loop_lag_ms: int | None = _checked(
+        default=100, validator=_optional_between(1, 60_000, "ms")
+    )
+    # Lag sheds only while at least this many requests are in flight: fewer
+    # cannot lag the loop that far themselves (the lag comes from elsewhere:
+    # the host, a pause), and refusing them would relieve nothing.
+    min_in_flight: int = _checked(default=16, validator=_between(0, 1_000_000))
+    # How often the lag is measured: a sleep this long, and how late it wakes.
+    lag_probe_interval_ms: int = _checked(default=50, validator=_between(5, 1_000, "ms"))
+    # Adapt the in-flight limit to the router's own latency (the time from
+    # taking a slot to calling a backend: limits, idempotency, routing), as
+    # Netflix's gradient limit does; server.max_in_flight stays the hard cap.
+    adaptive: bool = False
+    # The adaptive limit never goes below this many requests in flight
+    # (at most server.max_in_flight).
+    min_limit: int = _checked(default=16, validator=_between(1, 1_000_000))
+    # How much the router's latency may grow over its long-run average before
+    # the adaptive limit shrinks: 2.0 tolerates twice the usual latency.
+    tolerance: float = _checked(default=2.0, validator=_between(1, 10))
+    # The adaptive limit is recomputed this often, from that window's latencies.
+    window_ms: int = _checked(default=250, validator=_between(10, 60_000, "ms"))
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
 class ServerSettings:
     """The public server: body size, timeouts, transport, workers, backpressure."""
 
@@ -71,14 +107,17 @@ class ServerSettings:
     transport: Transport = _checked(default=Transport.AIOHTTP, validator=_one_of(Transport))
     # Router processes sharing the listener.
     workers: int = _checked(default=1, validator=_positive)
-    # Backpressure: requests being served at once, over all backends. Past it
-    # a request waits up to queue_timeout_ms among at most max_queued others,
-    # then gets 503 with Retry-After.
+    # Backpressure: requests being served at once, over all backends (the hard
+    # cap; the adaptive limit, when on, may admit fewer). Past it a request
+    # waits up to queue_timeout_ms among at most max_queued others, then gets
+    # 503 with Retry-After. Organizations share slots and queue by priority.
     max_in_flight: int = _checked(default=1024, validator=_positive)
     max_queued: int = _checked(default=256, validator=_non_negative)
     queue_timeout_ms: int = _checked(default=200, validator=_non_negative)
     # How often the config file is checked for changes (SIGHUP reloads at once).
     config_watch_s: float = _checked(default=2.0, validator=_positive)
+    # Shedding from measured saturation: event-loop lag, adaptive limit.
+    admission: AdmissionSettings = AdmissionSettings()
 
     __attrs_post_init__ = _check_fields
 

@@ -16,11 +16,14 @@ from router_core.config.fields import (
     _checked,
     _matches,
     _non_negative,
+    _one_of,
+    _optional_one_of,
     _positive,
     _url,
 )
 from router_core.config.limits import Limits
 from router_core.config_enums import (
+    Priority,
     TokenAlgorithm,
     is_member,
     not_one_of,
@@ -47,6 +50,10 @@ class ApiKey:
     routes: tuple[str, ...] = ("*",)
     # Epoch seconds after which the key is refused (rotation sets it on the old key).
     expires_at: float | None = None
+    # "high", "normal" or "low": this key's requests go ahead of (or behind)
+    # its organization's others in the queue, and are shed for event-loop lag
+    # later (or sooner). null: the organization's priority.
+    priority: Priority | None = _checked(default=None, validator=_optional_one_of(Priority))
 
     __attrs_post_init__ = _check_fields
 
@@ -74,6 +81,12 @@ class Organization:
     model_limits: Mapping[str, Limits] = attrs.field(factory=dict)
     # Limits of each interactive (OIDC) user of this organization, apart.
     user_limits: Limits = Limits()
+    # "high", "normal" or "low": the organization's weight (4, 2, 1) in the
+    # fair shares of in-flight slots and of the queue when the router is at
+    # capacity, and how soon its requests are shed for event-loop lag.
+    priority: Priority = _checked(default=Priority.NORMAL, validator=_one_of(Priority))
+
+    __attrs_post_init__ = _check_fields
 
     def allows(self, model: str) -> bool:
         return "*" in self.models or model in self.models

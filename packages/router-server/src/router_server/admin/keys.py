@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from router_core.config_enums import Priority, is_member, not_one_of
 from router_core.problems import Catalog, ClientError
 from router_server.admin import tls
 from router_server.admin.inputs import _fields, _invalid
@@ -72,7 +73,7 @@ async def create_key(request: Request) -> Response:
     data = _fields(
         await read_json_body(request),
         required={"organization": _STR, "reason": _STR},
-        optional={"models": _LIST, "routes": _LIST, "expires_in_s": _NUM},
+        optional={"models": _LIST, "routes": _LIST, "expires_in_s": _NUM, "priority": _STR},
     )
     organization = data["organization"]
     if organization not in state.config.organizations:
@@ -80,10 +81,14 @@ async def create_key(request: Request) -> Response:
     expires_in = data.get("expires_in_s")
     if expires_in is not None and not expires_in > 0:
         raise _invalid([("expires_in_s", "must be > 0")])
+    priority = data.get("priority")
+    if priority is not None and not is_member(priority, Priority):
+        raise _invalid([("priority", not_one_of(Priority, priority))])
     created = await book.create(
         organization, actor, data["reason"],
         models=_strings(data, "models"), routes=_strings(data, "routes"),
         expires_at=None if expires_in is None else time.time() + float(expires_in),
+        priority=None if priority is None else Priority(priority),
     )  # fmt: skip
     return json_response({**shown(created.managed, time.time()), "key": created.key}, status=201)
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from router_core import key_lifecycle
 from router_core.auth import ManagedKey
 from router_core.config import Limits
+from router_core.config_enums import Priority
 from router_core.key_lifecycle import NO_LIMITS
 from router_server.credentials.store import (
     KeyChange,
@@ -75,11 +76,12 @@ class KeyBook(LiveView[KeyStore]):
         routes: tuple[str, ...] = ("*",),
         expires_at: float | None = None,
         limits: Limits = NO_LIMITS,
+        priority: Priority | None = None,
     ) -> key_lifecycle.Created:
         now = self.clock()
         created = key_lifecycle.create(
             organization, now=now, actor=actor, choice=secrets.choice, models=models,
-            routes=routes, expires_at=expires_at, limits=limits,
+            routes=routes, expires_at=expires_at, limits=limits, priority=priority,
         )  # fmt: skip
         event = _event(now, actor, KeyChange.CREATED, created.managed, reason)
         await self._write([created.managed], event)

@@ -97,6 +97,7 @@ def shown(managed: ManagedKey, now: float) -> dict[str, Any]:
         "state": state,
         "models": list(key.models),
         "routes": list(key.routes),
+        "priority": key.priority,
         "expires_at": key.expires_at,
         "created_at": managed.created_at,
         "created_by": managed.created_by,

@@ -1,0 +1,117 @@
+"""Saturation, measured: the event loop's lag, smoothed, and a gradient concurrency limit.
+
+Rules:
+- Lag: a probe sleeps a known interval; how much later than asked it wakes is
+  one sample. The smoothed lag moves half way to a higher sample (a stall
+  shows within a probe or two, and one slow turn of the loop alone does not
+  shed) and a fifth of the way to a lower one (it stays up while the backlog a
+  stall left behind is worked off). It is never negative and never above the
+  highest sample since it was last 0.
+- A probe that is overdue tells too: how late it already is counts as a
+  sample when higher (`lag_now`), so the first request after a stall sees
+  the stall before the probe has had its turn.
+- Requests are shed for lag above `max_loop_lag` x their priority's factor
+  (high 2, normal 1, low 0.5): low-priority traffic goes first.
+- Gradient limit (after Netflix concurrency-limits' Gradient2): each window's
+  mean latency is compared with the long-run `baseline`;
+  gradient = clamp(tolerance x baseline / latency, 0.5, 1), and the next
+  limit moves from `base` a fifth of the way to base x gradient + sqrt(base)
+  when growing, half of the way when shrinking (overload is answered within
+  a few windows, recovery is careful), clamped to [min_limit, max_limit].
+  `base` is the limit, except when the latency is worse than tolerated:
+  then it is what is in flight, if less (a limit far above use says nothing
+  of capacity, and shrinking from it would take long), and the limit does
+  not grow.
+- The limit only grows while at least half of it is in use: growth that no
+  load earned would leave a limit that was never tried.
+- The baseline follows a lower window latency half way at once and a higher
+  one by 1/600 a window (about two and a half minutes at 250 ms windows): a
+  saturated spell is measured against the latency the router had before it,
+  not against itself, for minutes.
+- No clock: callers pass the samples, in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from router_core.config_enums import Priority
+
+LAG_RISE = 0.5
+LAG_FALL = 0.2
+LAG_FACTOR = {Priority.HIGH: 2.0, Priority.NORMAL: 1.0, Priority.LOW: 0.5}
+
+# The baseline follows a lower latency fast and a higher one slowly (~600 windows).
+BASELINE_FALL = 0.5
+BASELINE_RISE = 1 / 600
+# Growth is smoothed more than shrinking: overload is answered within a few windows.
+GROWTH_SMOOTHING = 0.2
+SHRINK_SMOOTHING = 0.5
+MIN_GRADIENT = 0.5
+
+
+def smooth_lag(current_s: float, sample_s: float) -> float:
+    """The smoothed lag after one more sample."""
+    sample_s = max(0.0, sample_s)
+    weight = LAG_RISE if sample_s > current_s else LAG_FALL
+    return max(0.0, current_s + weight * (sample_s - current_s))
+
+
+def lag_now(smoothed_s: float, overdue_s: float) -> float:
+    """The lag a request sees: the smoothed lag, or what it would become if the
+    probe, `overdue_s` late so far, woke now."""
+    if overdue_s <= smoothed_s:
+        return smoothed_s
+    return smooth_lag(smoothed_s, overdue_s)
+
+
+def lag_threshold(max_loop_lag_s: float, priority: Priority) -> float:
+    return max_loop_lag_s * LAG_FACTOR[priority]
+
+
+@attrs.frozen
+class GradientLimit:
+    """How many requests may be in flight, from how the router's latency moves."""
+
+    limit: float
+    # The long-run average latency; None until a first window was seen.
+    baseline_s: float | None = None
+
+    def admits(self, min_limit: int, max_limit: int) -> int:
+        """The limit in whole requests, within the bounds in force now (a reload may
+        have moved them since the last window)."""
+        low = min(min_limit, max_limit)
+        return max(low, min(max_limit, math.floor(self.limit)))
+
+    def update(
+        self,
+        latency_s: float,
+        in_flight: int,
+        *,
+        min_limit: int,
+        max_limit: int,
+        tolerance: float,
+    ) -> GradientLimit:
+        """The limit after one window whose requests took `latency_s` on average."""
+        low = min(min_limit, max_limit)
+        latency_s = max(latency_s, 1e-9)
+        baseline = latency_s if self.baseline_s is None else self.baseline_s
+        baseline += (BASELINE_RISE if latency_s > baseline else BASELINE_FALL) * (
+            latency_s - baseline
+        )
+        limit = min(float(max_limit), max(float(low), self.limit))
+        gradient = min(1.0, max(MIN_GRADIENT, tolerance * baseline / latency_s))
+        if gradient < 1.0:
+            base = min(limit, max(float(low), float(in_flight)))
+        elif in_flight * 2 < limit:
+            return GradientLimit(limit, baseline)  # no load to earn growth
+        else:
+            base = limit
+        target = base * gradient + math.sqrt(base)
+        if gradient < 1.0:
+            target = min(target, base)  # a latency worse than tolerated never buys growth
+        smoothing = SHRINK_SMOOTHING if gradient < 1.0 else GROWTH_SMOOTHING
+        limit = base + smoothing * (target - base)
+        return GradientLimit(min(float(max_limit), max(float(low), limit)), baseline)

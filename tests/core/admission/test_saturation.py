@@ -1,0 +1,145 @@
+"""The saturation math: smoothed event-loop lag and the gradient concurrency limit."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from router_core.config_enums import Priority
+from router_core.saturation import GradientLimit, lag_now, lag_threshold, smooth_lag
+
+seconds = st.floats(min_value=0, max_value=60, allow_nan=False)
+latencies = st.floats(min_value=1e-6, max_value=10, allow_nan=False)
+limits = st.integers(min_value=1, max_value=5_000)
+tolerances = st.floats(min_value=1, max_value=10, allow_nan=False)
+
+
+@given(current=seconds, sample=st.floats(min_value=-1, max_value=60, allow_nan=False))
+def test_the_smoothed_lag_moves_toward_the_sample_and_never_past_it(
+    current: float, sample: float
+) -> None:
+    after = smooth_lag(current, sample)
+    low, high = sorted((current, max(0.0, sample)))
+    assert low <= after <= high
+    assert after >= 0
+
+
+def test_a_stall_shows_at_once_and_one_slow_turn_alone_does_not_shed() -> None:
+    assert smooth_lag(0.0, 2.0) == 1.0  # a 2 s stall: 1 s of lag after one probe
+    assert smooth_lag(0.0, 0.15) < 0.1  # one 150 ms turn stays under a 100 ms threshold
+    lag = 0.0
+    for _ in range(2):  # ...but two in a row do not
+        lag = smooth_lag(lag, 0.15)
+    assert lag > 0.1
+
+
+def test_the_lag_stays_up_while_a_stalls_backlog_is_worked_off() -> None:
+    lag = smooth_lag(0.0, 2.0)
+    falls = 0
+    while lag > 0.1:
+        lag = smooth_lag(lag, 0.0)
+        falls += 1
+    assert falls == 11  # 11 healthy probes (0.55 s at 50 ms) to fall back under 100 ms
+
+
+@given(smoothed=seconds, overdue=st.floats(min_value=-1, max_value=60, allow_nan=False))
+def test_an_overdue_probe_only_ever_raises_the_lag(smoothed: float, overdue: float) -> None:
+    now = lag_now(smoothed, overdue)
+    assert now >= smoothed
+    assert now == (smoothed if overdue <= smoothed else smooth_lag(smoothed, overdue))
+
+
+def test_low_priority_is_shed_first() -> None:
+    thresholds = [lag_threshold(0.1, p) for p in (Priority.LOW, Priority.NORMAL, Priority.HIGH)]
+    assert thresholds == [0.05, 0.1, 0.2]
+
+
+@given(
+    limit=st.floats(min_value=0, max_value=10_000, allow_nan=False),
+    baseline=st.none() | latencies,
+    latency=latencies,
+    in_flight=st.integers(min_value=0, max_value=10_000),
+    low=limits,
+    high=limits,
+    tolerance=tolerances,
+)
+def test_the_limit_stays_within_its_bounds(
+    limit: float,
+    baseline: float | None,
+    latency: float,
+    in_flight: int,
+    low: int,
+    high: int,
+    tolerance: float,
+) -> None:
+    after = GradientLimit(limit, baseline).update(
+        latency, in_flight, min_limit=low, max_limit=high, tolerance=tolerance
+    )
+    assert min(low, high) <= after.limit <= high
+    assert min(low, high) <= after.admits(low, high) <= high
+    assert after.baseline_s is not None
+    assert after.baseline_s > 0
+
+
+@given(
+    limit=st.integers(min_value=16, max_value=1_000),
+    baseline=latencies,
+    slower=st.floats(min_value=1.01, max_value=100),
+    in_flight=st.integers(min_value=0, max_value=2_000),
+    tolerance=tolerances,
+)
+def test_a_latency_worse_than_tolerated_never_raises_the_limit(
+    limit: int, baseline: float, slower: float, in_flight: int, tolerance: float
+) -> None:
+    latency = baseline * tolerance * slower
+    after = GradientLimit(float(limit), baseline).update(
+        latency, in_flight, min_limit=1, max_limit=5_000, tolerance=tolerance
+    )
+    assert after.limit <= limit
+    # ...and starts from what is in flight when that is less (a limit far above use
+    # says nothing of capacity).
+    assert after.limit <= max(1, min(limit, in_flight))
+
+
+@given(
+    limit=st.integers(min_value=1, max_value=1_000),
+    baseline=latencies,
+    in_flight=st.integers(min_value=0, max_value=2_000),
+    tolerance=tolerances,
+)
+def test_a_usual_latency_never_lowers_the_limit_and_only_use_raises_it(
+    limit: int, baseline: float, in_flight: int, tolerance: float
+) -> None:
+    after = GradientLimit(float(limit), baseline).update(
+        baseline, in_flight, min_limit=1, max_limit=5_000, tolerance=tolerance
+    )
+    assert after.limit >= limit
+    if in_flight * 2 < limit:
+        assert after.limit == limit  # no load earned growth
+    else:
+        assert after.limit == limit + 0.2 * math.sqrt(limit)
+
+
+def test_the_limit_settles_near_what_the_system_can_take() -> None:
+    """A system that takes 50 at once: latency grows with what is in flight above
+    that. Light load first (the baseline is learned), then a flood far beyond it:
+    within a few dozen windows the limit is near 50 x tolerance, not the hard cap."""
+    capacity, tolerance = 50, 2.0
+    gradient = GradientLimit(1024.0)
+    for window in range(130):
+        demand = 5 if window < 100 else 5_000
+        in_flight = min(gradient.admits(4, 1024), demand)
+        latency = 0.01 * max(1.0, in_flight / capacity)
+        gradient = gradient.update(
+            latency, in_flight, min_limit=4, max_limit=1024, tolerance=tolerance
+        )
+    assert capacity <= gradient.admits(4, 1024) <= capacity * tolerance * 1.5
+
+
+def test_the_bounds_in_force_apply_to_a_limit_computed_before() -> None:
+    gradient = GradientLimit(500.0)
+    assert gradient.admits(16, 100) == 100  # the hard cap shrank on a reload
+    assert gradient.admits(600, 1000) == 600
+    assert gradient.admits(600, 400) == 400  # a floor above the cap yields to it
