@@ -97,12 +97,15 @@ class GradientLimit:
         """The limit after one window whose requests took `latency_s` on average."""
         low = min(min_limit, max_limit)
         latency_s = max(latency_s, 1e-9)
-        baseline = latency_s if self.baseline_s is None else self.baseline_s
-        baseline += (BASELINE_RISE if latency_s > baseline else BASELINE_FALL) * (
-            latency_s - baseline
+        previous = latency_s if self.baseline_s is None else self.baseline_s
+        baseline = previous + (BASELINE_RISE if latency_s > previous else BASELINE_FALL) * (
+            latency_s - previous
         )
         limit = min(float(max_limit), max(float(low), self.limit))
-        gradient = min(1.0, max(MIN_GRADIENT, tolerance * baseline / latency_s))
+        # Against the baseline before this window: a slow window must not first
+        # raise the average it is judged by (that could turn a latency worse than
+        # tolerated into growth).
+        gradient = min(1.0, max(MIN_GRADIENT, tolerance * previous / latency_s))
         if gradient < 1.0:
             base = min(limit, max(float(low), float(in_flight)))
         elif in_flight * 2 < limit:
