@@ -154,6 +154,28 @@ class _Base:
         self._recheck: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any:
+        return await self._submit(_Call(args, self._future(), on_orphan=on_orphan))
+
+    async def script(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Arg | Deadline],
+        on_orphan: Orphan | None = None,
+    ) -> Any:
+        call_args = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return await self._submit(
+            _Call(call_args, self._future(), source=script.source, on_orphan=on_orphan)
+        )
+
+    @staticmethod
+    def _future() -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, call: _Call) -> Any:
+        raise NotImplementedError
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -231,25 +253,6 @@ class Pipelined(_Base):
         self.offset = ClockOffset()
         self._pending: list[_Call] = []
         self._scheduled = False
-
-    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any:
-        return await self._submit(_Call(args, self._future(), on_orphan=on_orphan))
-
-    async def script(
-        self,
-        script: LuaScript,
-        keys: Sequence[str],
-        args: Sequence[Arg | Deadline],
-        on_orphan: Orphan | None = None,
-    ) -> Any:
-        call_args = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await self._submit(
-            _Call(call_args, self._future(), source=script.source, on_orphan=on_orphan)
-        )
-
-    @staticmethod
-    def _future() -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
 
     async def _submit(self, call: _Call) -> Any:
         self._check_up()
@@ -357,25 +360,6 @@ class Direct(_Base):
         super().__init__(client)
         self.limit = pipelines * CLUSTER_CALLS_PER_PIPELINE
         self._slots = asyncio.Semaphore(self.limit)
-
-    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any:
-        return await self._submit(_Call(args, self._future(), on_orphan=on_orphan))
-
-    async def script(
-        self,
-        script: LuaScript,
-        keys: Sequence[str],
-        args: Sequence[Arg | Deadline],
-        on_orphan: Orphan | None = None,
-    ) -> Any:
-        call_args = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await self._submit(
-            _Call(call_args, self._future(), source=script.source, on_orphan=on_orphan)
-        )
-
-    @staticmethod
-    def _future() -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
 
     async def _submit(self, call: _Call) -> Any:
         self._check_up()
