@@ -56,6 +56,12 @@ class Catalog:
     PAYLOAD_TOO_LARGE = Problem("payload_too_large", 413, "Request body too large")
     UNSUPPORTED_MEDIA_TYPE = Problem("unsupported_media_type", 415, "Unsupported media type")
     VALIDATION_FAILED = Problem("validation_failed", 422, "Request validation failed")
+    # A request that cannot be translated faithfully to what the backend speaks
+    # (the detail names the feature): refused rather than silently dropped.
+    UNSUPPORTED_FEATURE = Problem("unsupported_feature", 400, "Feature not supported")
+    # A stored response (`/v1/responses/{id}`, `previous_response_id`) that is
+    # not there: never stored, expired, deleted, or another organization's.
+    RESPONSE_NOT_FOUND = Problem("response_not_found", 404, "Response not found")
     # A backend refused the request itself (e.g. context too long); the
     # backend's own 4xx status is passed through.
     BACKEND_REJECTED = Problem("backend_rejected", 400, "Backend rejected the request")
@@ -146,6 +152,39 @@ class Envelope(Enum):
     SEED = "seed"  # /v1/inference: {error, code, ...}
     OPENAI = "openai"  # OpenAI-compatible routes: {"error": {message, type, param, code}}
     PROBLEM = "problem"  # RFC 9457 application/problem+json
+    ANTHROPIC = "anthropic"  # /v1/messages: {"type": "error", "error": {type, message}}
+
+
+# Anthropic's `error.type` by status, and the status it answers for one it has
+# no type of: 5xx is `api_error` (500), except a refusal for load, which is
+# `overloaded_error` (529) so Anthropic SDKs back off as they do for Anthropic.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_OVERLOAD = frozenset({"overloaded", "no_backend_available"})
+
+
+def anthropic_status(error: RouterError) -> int:
+    """The status `error` is answered with on an Anthropic route."""
+    if error.problem.code in _ANTHROPIC_OVERLOAD:
+        return 529
+    status = error.status
+    if status in _ANTHROPIC_TYPES:
+        return status
+    return 400 if status < 500 else 500
+
+
+def anthropic_type(status: int) -> str:
+    return _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
 def render(
@@ -153,6 +192,18 @@ def render(
 ) -> dict[str, Any]:
     """The JSON body for `error` in the route's envelope."""
     problem = error.problem
+    if envelope is Envelope.ANTHROPIC:
+        # Anthropic's envelope has no code field: ours goes alongside, so a
+        # client can still match on it.
+        return {
+            "type": "error",
+            "error": {
+                "type": anthropic_type(anthropic_status(error)),
+                "message": error.detail,
+                "code": problem.code,
+                **error.extra,
+            },
+        }
     if envelope is Envelope.OPENAI:
         return {
             "error": {

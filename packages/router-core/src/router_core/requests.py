@@ -34,6 +34,11 @@ class Operation(enum.Enum):
     CHAT = "chat"
     COMPLETION = "completion"
     EMBEDDING = "embedding"
+    # Anthropic Messages (`/v1/messages`) and OpenAI Responses (`/v1/responses`):
+    # sent as they are to a backend that speaks them, else translated to chat
+    # (router_core.protocols).
+    MESSAGES = "messages"
+    RESPONSES = "responses"
 
     @property
     def backend_path(self) -> str:
@@ -44,7 +49,12 @@ _BACKEND_PATHS = {
     Operation.CHAT: "/chat/completions",
     Operation.COMPLETION: "/completions",
     Operation.EMBEDDING: "/embeddings",
+    Operation.MESSAGES: "/messages",
+    Operation.RESPONSES: "/responses",
 }
+
+# The operations `/v1/inference` takes in its `operation` field.
+INFERENCE_OPERATIONS = (Operation.CHAT, Operation.COMPLETION, Operation.EMBEDDING)
 
 
 @attrs.frozen
@@ -353,6 +363,10 @@ def validate_inference(body: object) -> InferenceRequest:
     try:
         operation = Operation(raw_op)
     except ValueError:
+        operation = Operation.CHAT
+        problems.append(FieldProblem("operation", "must be one of chat, completion, embedding"))
+    if operation not in INFERENCE_OPERATIONS:
+        operation = Operation.CHAT
         problems.append(FieldProblem("operation", "must be one of chat, completion, embedding"))
     payload = body.get("payload")
     stream, max_tokens = False, None

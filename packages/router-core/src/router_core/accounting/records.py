@@ -47,8 +47,11 @@ class TokenCounts:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # Prompt tokens read from the backend's prompt cache, and (Anthropic's
+    # cache_creation_input_tokens) written to it.
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = attrs.field(default=0, kw_only=True)
     # True when the backend reported no usage and the counts are estimates.
     estimated: bool = False
 
