@@ -23,6 +23,7 @@ from router_core.accounting.wire import (
     usage_to_wire,
 )
 from router_core.config_codec import structure
+from router_core.requests import Operation
 
 SCHEMAS = Path(__file__).parents[3] / "schemas"
 USAGE_SCHEMA = jsonschema_rs.validator_for(
@@ -44,7 +45,7 @@ usage_records = st.builds(
     organization=text,
     key_id=text,
     route=st.just("/v1/chat/completions"),
-    operation=st.sampled_from([None, "chat", "completion", "embedding"]),
+    operation=st.sampled_from([None, *(o.value for o in Operation)]),
     model=optional,
     backend=optional,
     backend_model=optional,

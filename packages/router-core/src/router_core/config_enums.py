@@ -33,6 +33,18 @@ class Strategy(enum.StrEnum):
     LEAST_LATENCY = "least_latency"
 
 
+class Protocol(enum.StrEnum):
+    """A wire protocol a backend speaks (`backends.<name>.protocols`)."""
+
+    # OpenAI chat completions, completions and embeddings: every ingress can
+    # be translated to it.
+    OPENAI = "openai"
+    # Anthropic Messages (`/v1/messages`, `/v1/messages/count_tokens`).
+    ANTHROPIC_MESSAGES = "anthropic_messages"
+    # OpenAI Responses (`/v1/responses`).
+    OPENAI_RESPONSES = "openai_responses"
+
+
 class Period(enum.StrEnum):
     SECOND = "second"
     MINUTE = "minute"

@@ -62,6 +62,9 @@ class Catalog:
     # A stored response (`/v1/responses/{id}`, `previous_response_id`) that is
     # not there: never stored, expired, deleted, or another organization's.
     RESPONSE_NOT_FOUND = Problem("response_not_found", 404, "Response not found")
+    RESPONSES_UNAVAILABLE = Problem(
+        "responses_unavailable", 503, "Stored responses cannot be read", "server_error"
+    )
     # A backend refused the request itself (e.g. context too long); the
     # backend's own 4xx status is passed through.
     BACKEND_REJECTED = Problem("backend_rejected", 400, "Backend rejected the request")
@@ -155,9 +158,10 @@ class Envelope(Enum):
     ANTHROPIC = "anthropic"  # /v1/messages: {"type": "error", "error": {type, message}}
 
 
-# Anthropic's `error.type` by status, and the status it answers for one it has
-# no type of: 5xx is `api_error` (500), except a refusal for load, which is
-# `overloaded_error` (529) so Anthropic SDKs back off as they do for Anthropic.
+# Anthropic's `error.type` by status. A 4xx keeps its status (422 is 400, as
+# Anthropic answers invalid requests); a 5xx it has no type of is `api_error`
+# (500), except a refusal for load, which is `overloaded_error` (529), so
+# Anthropic SDKs back off as they do for Anthropic.
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -178,9 +182,11 @@ def anthropic_status(error: RouterError) -> int:
     if error.problem.code in _ANTHROPIC_OVERLOAD:
         return 529
     status = error.status
-    if status in _ANTHROPIC_TYPES:
+    if status == 422:  # Anthropic answers invalid requests with 400
+        return 400
+    if status < 500 or status in _ANTHROPIC_TYPES:
         return status
-    return 400 if status < 500 else 500
+    return 500
 
 
 def anthropic_type(status: int) -> str:

@@ -66,6 +66,9 @@ class InferenceRequest:
     stream: bool = False
     max_tokens: int | None = None
     request_id: str | None = None
+    # Protocol headers passed on to a backend that speaks the request's
+    # protocol natively (`anthropic-version`, `anthropic-beta`).
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
 
 @attrs.frozen
@@ -77,13 +80,13 @@ class FieldProblem:
 Problems = list[FieldProblem]
 
 
-def _join(prefix: str, name: str | int) -> str:
+def join(prefix: str, name: str | int) -> str:
     if isinstance(name, int):
         return f"{prefix}[{name}]"
     return f"{prefix}.{name}" if prefix else name
 
 
-def _type_of(value: object) -> str:
+def type_of(value: object) -> str:
     if value is None:
         return "null"
     return {
@@ -129,29 +132,29 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _require_str(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> str | None:
-    path = _join(prefix, name)
+def require_str(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> str | None:
+    path = join(prefix, name)
     if name not in body:
         out.append(FieldProblem(path, "required"))
         return None
     value = body[name]
     if not isinstance(value, str) or not value:
-        out.append(FieldProblem(path, f"must be a non-empty string, not {_type_of(value)}"))
+        out.append(FieldProblem(path, f"must be a non-empty string, not {type_of(value)}"))
         return None
     return value
 
 
-def _optional_bool(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> bool:
+def optional_bool(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> bool:
     value = body.get(name)
     if value is None:
         return False
     if not isinstance(value, bool):
-        out.append(FieldProblem(_join(prefix, name), f"must be a boolean, not {_type_of(value)}"))
+        out.append(FieldProblem(join(prefix, name), f"must be a boolean, not {type_of(value)}"))
         return False
     return value
 
 
-def _optional_int(
+def optional_int(
     body: Mapping[str, Any], name: str, prefix: str, out: Problems, low: int, high: int
 ) -> int | None:
     value = body.get(name)
@@ -159,59 +162,59 @@ def _optional_int(
         return None
     number = _as_int(value)
     if number is None or not low <= number <= high:
-        out.append(FieldProblem(_join(prefix, name), f"must be an integer from {low} to {high}"))
+        out.append(FieldProblem(join(prefix, name), f"must be an integer from {low} to {high}"))
         return None
     if isinstance(body, dict):
         body[name] = number  # forward 4.0 as 4: backends are stricter than JSON Schema
     return number
 
 
-def _optional_count(
+def optional_count(
     body: Mapping[str, Any], name: str, prefix: str, out: Problems, low: int = 1
 ) -> int | None:
-    return _optional_int(body, name, prefix, out, low, MAX_COUNT)
+    return optional_int(body, name, prefix, out, low, MAX_COUNT)
 
 
-def _optional_range(
+def optional_range(
     body: Mapping[str, Any], name: str, low: float, high: float, prefix: str, out: Problems
 ) -> None:
     value = body.get(name)
     if value is not None and (not _is_number(value) or not low <= value <= high):
-        out.append(FieldProblem(_join(prefix, name), f"must be a number from {low} to {high}"))
+        out.append(FieldProblem(join(prefix, name), f"must be a number from {low} to {high}"))
 
 
 def _check_logit_bias(body: Mapping[str, Any], prefix: str, out: Problems) -> None:
-    path = _join(prefix, "logit_bias")
+    path = join(prefix, "logit_bias")
     value = body.get("logit_bias")
     if value is None:
         return
     if not isinstance(value, dict):
-        out.append(FieldProblem(path, f"must be an object, not {_type_of(value)}"))
+        out.append(FieldProblem(path, f"must be an object, not {type_of(value)}"))
         return
     for token, bias in value.items():
         if not _is_number(bias) or not -100 <= bias <= 100:
-            out.append(FieldProblem(_join(path, token), "must be a number from -100 to 100"))
+            out.append(FieldProblem(join(path, token), "must be a number from -100 to 100"))
 
 
 def _check_sampling(body: Mapping[str, Any], prefix: str, out: Problems) -> None:
     """The sampling numbers chat and completions share, in OpenAI's ranges."""
-    _optional_count(body, "n", prefix, out)
-    _optional_range(body, "temperature", 0, 2, prefix, out)
-    _optional_range(body, "top_p", 0, 1, prefix, out)
-    _optional_range(body, "presence_penalty", -2, 2, prefix, out)
-    _optional_range(body, "frequency_penalty", -2, 2, prefix, out)
-    _optional_int(body, "seed", prefix, out, MIN_SEED, MAX_SEED)
+    optional_count(body, "n", prefix, out)
+    optional_range(body, "temperature", 0, 2, prefix, out)
+    optional_range(body, "top_p", 0, 1, prefix, out)
+    optional_range(body, "presence_penalty", -2, 2, prefix, out)
+    optional_range(body, "frequency_penalty", -2, 2, prefix, out)
+    optional_int(body, "seed", prefix, out, MIN_SEED, MAX_SEED)
     _check_logit_bias(body, prefix, out)
 
 
-def _optional_object(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> None:
+def optional_object(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> None:
     value = body.get(name)
     if value is not None and not isinstance(value, dict):
-        out.append(FieldProblem(_join(prefix, name), f"must be an object, not {_type_of(value)}"))
+        out.append(FieldProblem(join(prefix, name), f"must be an object, not {type_of(value)}"))
 
 
 def _check_messages(body: Mapping[str, Any], prefix: str, out: Problems) -> None:
-    path = _join(prefix, "messages")
+    path = join(prefix, "messages")
     messages = body.get("messages")
     if "messages" not in body:
         out.append(FieldProblem(path, "required"))
@@ -220,14 +223,14 @@ def _check_messages(body: Mapping[str, Any], prefix: str, out: Problems) -> None
         out.append(FieldProblem(path, "must be a non-empty array of messages"))
         return
     for i, message in enumerate(messages):
-        where = _join(path, i)
+        where = join(path, i)
         if not isinstance(message, dict):
-            out.append(FieldProblem(where, f"must be an object, not {_type_of(message)}"))
+            out.append(FieldProblem(where, f"must be an object, not {type_of(message)}"))
             continue
-        _require_str(message, "role", where, out)
+        require_str(message, "role", where, out)
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
-            out.append(FieldProblem(_join(where, "content"), "must be a string, an array or null"))
+            out.append(FieldProblem(join(where, "content"), "must be a string, an array or null"))
 
 
 def _token_ids(value: object) -> list[int] | None:
@@ -262,7 +265,7 @@ def _text_input(value: object) -> object | None:
 
 
 def _check_text_input(body: Mapping[str, Any], name: str, prefix: str, out: Problems) -> None:
-    path = _join(prefix, name)
+    path = join(prefix, name)
     if name not in body:
         out.append(FieldProblem(path, "required"))
         return
@@ -281,13 +284,13 @@ def _check_text_input(body: Mapping[str, Any], name: str, prefix: str, out: Prob
 
 def _check_chat(body: Mapping[str, Any], prefix: str, out: Problems) -> tuple[bool, int | None]:
     _check_messages(body, prefix, out)
-    stream = _optional_bool(body, "stream", prefix, out)
-    max_tokens = _optional_count(body, "max_tokens", prefix, out)
-    max_completion = _optional_count(body, "max_completion_tokens", prefix, out)
+    stream = optional_bool(body, "stream", prefix, out)
+    max_tokens = optional_count(body, "max_tokens", prefix, out)
+    max_completion = optional_count(body, "max_completion_tokens", prefix, out)
     _check_sampling(body, prefix, out)
-    _optional_bool(body, "logprobs", prefix, out)
-    _optional_count(body, "top_logprobs", prefix, out, low=0)
-    _optional_object(body, "stream_options", prefix, out)
+    optional_bool(body, "logprobs", prefix, out)
+    optional_count(body, "top_logprobs", prefix, out, low=0)
+    optional_object(body, "stream_options", prefix, out)
     return stream, max_completion if max_completion is not None else max_tokens
 
 
@@ -295,13 +298,13 @@ def _check_completion(
     body: Mapping[str, Any], prefix: str, out: Problems
 ) -> tuple[bool, int | None]:
     _check_text_input(body, "prompt", prefix, out)
-    stream = _optional_bool(body, "stream", prefix, out)
-    max_tokens = _optional_count(body, "max_tokens", prefix, out)
+    stream = optional_bool(body, "stream", prefix, out)
+    max_tokens = optional_count(body, "max_tokens", prefix, out)
     _check_sampling(body, prefix, out)
-    _optional_count(body, "best_of", prefix, out)
+    optional_count(body, "best_of", prefix, out)
     # The legacy API's logprobs is a count, not chat's boolean.
-    _optional_count(body, "logprobs", prefix, out, low=0)
-    _optional_object(body, "stream_options", prefix, out)
+    optional_count(body, "logprobs", prefix, out, low=0)
+    optional_object(body, "stream_options", prefix, out)
     return stream, max_tokens
 
 
@@ -309,7 +312,7 @@ def _check_embedding(
     body: Mapping[str, Any], prefix: str, out: Problems
 ) -> tuple[bool, int | None]:
     _check_text_input(body, "input", prefix, out)
-    _optional_count(body, "dimensions", prefix, out)
+    optional_count(body, "dimensions", prefix, out)
     return False, None
 
 
@@ -320,7 +323,7 @@ _CHECKS: dict[Operation, Callable[[Mapping[str, Any], str, Problems], tuple[bool
 }
 
 
-def _fail(problems: Problems) -> ClientError:
+def fail(problems: Problems) -> ClientError:
     shown = "; ".join(f"{p.path}: {p.message}" for p in problems)
     return ClientError(
         Catalog.VALIDATION_FAILED,
@@ -330,34 +333,34 @@ def _fail(problems: Problems) -> ClientError:
     )
 
 
-def _not_an_object(body: object) -> ClientError:
-    return _fail([FieldProblem("", f"the body must be a JSON object, not {_type_of(body)}")])
+def not_an_object(body: object) -> ClientError:
+    return fail([FieldProblem("", f"the body must be a JSON object, not {type_of(body)}")])
 
 
 def validate_openai(operation: Operation, body: object) -> InferenceRequest:
     """An OpenAI-compatible body for `operation`, or a 422 listing every problem."""
     if not isinstance(body, dict):
-        raise _not_an_object(body)
+        raise not_an_object(body)
     problems: Problems = []
-    model = _require_str(body, "model", "", problems)
+    model = require_str(body, "model", "", problems)
     stream, max_tokens = _CHECKS[operation](body, "", problems)
     if problems or model is None:
-        raise _fail(problems)
+        raise fail(problems)
     return InferenceRequest(operation, model, body, stream=stream, max_tokens=max_tokens)
 
 
 def validate_inference(body: object) -> InferenceRequest:
     """The platform's own `/v1/inference` body: {request_id, model, operation?, payload}."""
     if not isinstance(body, dict):
-        raise _not_an_object(body)
+        raise not_an_object(body)
     problems: Problems = []
-    request_id = _require_str(body, "request_id", "", problems)
+    request_id = require_str(body, "request_id", "", problems)
     if request_id is not None:
         try:
             request_id = str(uuid.UUID(request_id))
         except ValueError:
             problems.append(FieldProblem("request_id", "must be a UUID"))
-    model = _require_str(body, "model", "", problems)
+    model = require_str(body, "model", "", problems)
     operation = Operation.CHAT
     raw_op = body.get("operation", "chat")
     try:
@@ -373,7 +376,7 @@ def validate_inference(body: object) -> InferenceRequest:
     if "payload" not in body:
         problems.append(FieldProblem("payload", "required"))
     elif not isinstance(payload, dict):
-        problems.append(FieldProblem("payload", f"must be an object, not {_type_of(payload)}"))
+        problems.append(FieldProblem("payload", f"must be an object, not {type_of(payload)}"))
     else:
         stream, max_tokens = _CHECKS[operation](payload, "payload", problems)
         if stream:
@@ -386,7 +389,7 @@ def validate_inference(body: object) -> InferenceRequest:
         if "model" in payload:
             problems.append(FieldProblem("payload.model", "set the model at the top level"))
     if problems or model is None or request_id is None or not isinstance(payload, dict):
-        raise _fail(problems)
+        raise fail(problems)
     forwarded = {**payload, "model": model}
     return InferenceRequest(
         operation, model, forwarded, stream=False, max_tokens=max_tokens, request_id=request_id

@@ -5,7 +5,9 @@ Rules:
   forbidden model is `model_not_found`, naming the models the caller may use.
 - The targets are the first route rule matching the caller's organization or
   key, else the model's own list. A pin override replaces them with one backend.
-- A target is skipped, with the reason recorded, when it is drained by an
+- A target is skipped, with the reason recorded, when it cannot take the
+  request's protocol (`unable`: a backend without `openai` that does not
+  speak it natively), when it is drained by an
   override, its circuit is open (or half-open with its trial slot taken), or
   it is at its in-flight cap.
 - The rest are ordered tier by tier (0 = primary first). Within a tier the
@@ -61,6 +63,7 @@ class SkipReason(enum.StrEnum):
     OVERRIDDEN = "overridden"
     CIRCUIT_OPEN = "circuit_open"
     AT_CAPACITY = "at_capacity"
+    PROTOCOL = "protocol"
 
 
 @attrs.frozen
@@ -124,9 +127,14 @@ def decide(
     rng: random.Random,
     views: Mapping[str, BackendView] | None = None,
     applied: Applied = NO_OVERRIDES,
+    unable: Mapping[str, str] | None = None,
 ) -> RouteChoice:
-    """The ordered candidates for one request, and why any backend was left out."""
+    """The ordered candidates for one request, and why any backend was left out.
+
+    `unable` names the backends that cannot take the request's protocol, with why.
+    """
     views = views or {}
+    unable = unable or {}
     targets, rule = _targets(model, organization, key_id)
     skipped: list[Skipped] = []
     pin = applied.pinned
@@ -146,7 +154,9 @@ def decide(
     for target in targets:
         backend = target.backend
         view = views.get(backend, HEALTHY)
-        if backend in applied.drained:
+        if backend in unable:
+            skipped.append(Skipped(backend, SkipReason.PROTOCOL, unable[backend]))
+        elif backend in applied.drained:
             skipped.append(Skipped(backend, SkipReason.DRAINING, "drained by an override"))
         elif not view.available:
             skipped.append(Skipped(backend, SkipReason.CIRCUIT_OPEN, f"circuit {view.circuit}"))

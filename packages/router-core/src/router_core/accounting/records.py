@@ -99,7 +99,7 @@ class AuditRecord:
     schema: str = AUDIT_SCHEMA
 
 
-def _count(usage: Mapping[str, Any], name: str) -> int:
+def count_of(usage: Mapping[str, Any], name: str) -> int:
     value = usage.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         return 0
@@ -110,32 +110,32 @@ def reported_counts(usage: object) -> TokenCounts | None:
     """The backend's own `usage` object as counts, or None when it gave none."""
     if not isinstance(usage, Mapping):
         return None
-    prompt = _count(usage, "prompt_tokens")
-    completion = _count(usage, "completion_tokens")
+    prompt = count_of(usage, "prompt_tokens")
+    completion = count_of(usage, "completion_tokens")
     prompt_details = usage.get("prompt_tokens_details")
     completion_details = usage.get("completion_tokens_details")
     return TokenCounts(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        total_tokens=_count(usage, "total_tokens") or prompt + completion,
+        total_tokens=count_of(usage, "total_tokens") or prompt + completion,
         cached_tokens=(
-            _count(prompt_details, "cached_tokens") if isinstance(prompt_details, Mapping) else 0
+            count_of(prompt_details, "cached_tokens") if isinstance(prompt_details, Mapping) else 0
         ),
         reasoning_tokens=(
-            _count(completion_details, "reasoning_tokens")
+            count_of(completion_details, "reasoning_tokens")
             if isinstance(completion_details, Mapping)
             else 0
         ),
     )
 
 
-def _text_chars(value: object) -> int:
+def text_chars(value: object) -> int:
     if isinstance(value, str):
         return len(value)
     if isinstance(value, list):
-        return sum(_text_chars(v) for v in value)
+        return sum(text_chars(v) for v in value)
     if isinstance(value, Mapping):
-        return sum(_text_chars(v) for k, v in value.items() if k not in ("type", "role"))
+        return sum(text_chars(v) for k, v in value.items() if k not in ("type", "role"))
     return 0
 
 
@@ -161,11 +161,14 @@ def _token_ids(value: object) -> int:
 def estimated_counts(body: Mapping[str, Any], completion_tokens: int) -> TokenCounts:
     """Counts estimated from the request body when the backend reported none."""
     if "messages" in body:
-        prompt = estimate_tokens(_text_chars(body["messages"]))
+        # Messages' system prompt, and Responses' instructions, are apart.
+        text = text_chars(body["messages"]) + text_chars(body.get("system"))
+        prompt = estimate_tokens(text)
     else:
         given = body.get("prompt", body.get("input"))
         # Text is estimated; token ids need no estimate: one token each.
-        prompt = estimate_tokens(_text_chars(given)) + _token_ids(given)
+        text = text_chars(given) + text_chars(body.get("instructions"))
+        prompt = estimate_tokens(text) + _token_ids(given)
     return TokenCounts(
         prompt_tokens=prompt,
         completion_tokens=completion_tokens,
@@ -199,7 +202,7 @@ def completion_chars(body: Mapping[str, Any]) -> int:
     total = 0
     for choice in choices:
         if isinstance(choice, Mapping):
-            total += _text_chars(choice.get("message")) + _text_chars(choice.get("text"))
+            total += text_chars(choice.get("message")) + text_chars(choice.get("text"))
     return total
 
 

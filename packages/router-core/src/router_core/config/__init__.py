@@ -63,6 +63,7 @@ from router_core.config.usage import (
     DAY_S,
     IdempotencySettings,
     KafkaSettings,
+    ResponsesSettings,
     SpoolSettings,
     UsageSettings,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "Quotas",
     "RateLimit",
     "RedisSettings",
+    "ResponsesSettings",
     "RouteRule",
     "RouterConfig",
     "RoutingSettings",
@@ -143,6 +145,8 @@ class RouterConfig:
     prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
     usage: UsageSettings = UsageSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    # Stored OpenAI Responses (previous_response_id, GET /v1/responses/{id}).
+    responses: ResponsesSettings = ResponsesSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     auth: AuthSettings = AuthSettings()
     # The file format's version.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
 from router_core.config.fields import (
     ENV_RE,
     NAME_RE,
+    FieldError,
     _check_fields,
     _checked,
     _matches,
@@ -21,8 +23,21 @@ from router_core.config.fields import (
     _url,
 )
 from router_core.config_enums import (
+    Protocol,
     Strategy,
+    is_member,
+    not_one_of,
 )
+
+
+def _protocols(_: object, attribute: attrs.Attribute[Any], value: tuple[object, ...]) -> None:
+    if not value:
+        raise FieldError(attribute.name, "must name at least one protocol")
+    for item in value:
+        if not is_member(item, Protocol):
+            raise FieldError(attribute.name, not_one_of(Protocol, item))
+    if len(set(value)) != len(value):
+        raise FieldError(attribute.name, "must not name a protocol twice")
 
 
 @attrs.frozen
@@ -42,6 +57,10 @@ class Backend:
     read_timeout_s: float = _checked(default=60.0, validator=_positive)
     # Requests this backend serves at once; past it, routing picks another or waits.
     max_in_flight: int = _checked(default=256, validator=_positive)
+    # The protocols it speaks natively. A request in another protocol is
+    # translated to OpenAI chat for it, so a backend without `openai` takes
+    # only the protocols it lists.
+    protocols: tuple[Protocol, ...] = _checked(default=(Protocol.OPENAI,), validator=_protocols)
 
     __attrs_post_init__ = _check_fields
 

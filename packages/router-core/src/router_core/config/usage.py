@@ -9,6 +9,7 @@ from router_core.config.fields import (
     NAME_RE,
     TOPIC_RE,
     _at_least,
+    _between,
     _check_fields,
     _checked,
     _fraction,
@@ -97,5 +98,17 @@ class IdempotencySettings:
     in_flight_timeout_s: int = _checked(default=300, validator=_positive)
     # Larger answers are not stored; their key is released after the answer.
     max_body_bytes: int = _checked(default=1 << 20, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class ResponsesSettings:
+    """OpenAI Responses' stored conversations (where: `state`)."""
+
+    # How long a stored response can be read and continued (30 days, as OpenAI).
+    retention_s: int = _checked(default=30 * DAY_S, validator=_between(60, 365 * DAY_S, "s"))
+    # A conversation larger than this (as JSON) is answered but not stored.
+    max_bytes: int = _checked(default=4 << 20, validator=_between(1 << 10, 64 << 20, "bytes"))
 
     __attrs_post_init__ = _check_fields

@@ -83,12 +83,25 @@ def _text_bytes(value: object) -> int:
 def prompt_bound(request: InferenceRequest) -> int:
     """An upper bound of the request's prompt tokens."""
     body = request.body
-    if request.operation is Operation.CHAT:
+    operation = request.operation
+    if operation is Operation.CHAT or operation is Operation.MESSAGES:
         messages = body.get("messages") or []
-        return PER_REQUEST_TOKENS + sum(
+        bound = PER_REQUEST_TOKENS + sum(
             PER_MESSAGE_TOKENS + _text_bytes(m) for m in messages if isinstance(m, Mapping)
         )
-    field = "prompt" if request.operation is Operation.COMPLETION else "input"
+        if operation is Operation.MESSAGES:  # its system prompt and tools are apart
+            bound += PER_MESSAGE_TOKENS + _text_bytes(body.get("system"))
+            bound += _text_bytes(body.get("tools"))
+        return bound
+    if operation is Operation.RESPONSES:
+        items = body.get("input")
+        count = len(items) if isinstance(items, list) else 1
+        return (
+            PER_REQUEST_TOKENS + PER_MESSAGE_TOKENS * (count + 1)
+            + _text_bytes(items) + _text_bytes(body.get("instructions"))
+            + _text_bytes(body.get("tools"))
+        )  # fmt: skip
+    field = "prompt" if operation is Operation.COMPLETION else "input"
     return PER_REQUEST_TOKENS + _text_bytes(body.get(field))
 
 
@@ -259,7 +272,15 @@ def usd(nanos: int) -> float:
     return nanos / NANOS_PER_USD
 
 
-def with_max_tokens(body: Mapping[str, Any], max_tokens: int) -> dict[str, Any]:
-    """The forwarded body, held to `max_tokens` (in the field the client used)."""
-    field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+def with_max_tokens(
+    body: Mapping[str, Any], max_tokens: int, operation: Operation = Operation.CHAT
+) -> dict[str, Any]:
+    """The forwarded body, held to `max_tokens` (in the field the client used,
+    or the one its protocol has)."""
+    if operation is Operation.RESPONSES:
+        field = "max_output_tokens"
+    elif "max_completion_tokens" in body:
+        field = "max_completion_tokens"
+    else:
+        field = "max_tokens"
     return {**body, field: max_tokens}
