@@ -498,7 +498,11 @@ class StreamFromChat:
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }  # fmt: skip
-        return [("message_start", {"type": "message_start", "message": message})]
+        # Anthropic's own streams send a ping after message_start; clients expect to see one.
+        return [
+            ("message_start", {"type": "message_start", "message": message}),
+            ("ping", {"type": "ping"}),
+        ]
 
     def _close(self) -> list[Event]:
         if self.block is None:

@@ -353,6 +353,9 @@ def usage_counts(usage: object) -> TokenCounts | None:
         completion_tokens=output,
         total_tokens=count_of(usage, "total_tokens") or prompt + output,
         cached_tokens=count_of(inputs, "cached_tokens") if isinstance(inputs, Mapping) else 0,
+        cache_write_tokens=(
+            count_of(inputs, "cache_write_tokens") if isinstance(inputs, Mapping) else 0
+        ),
         reasoning_tokens=(
             count_of(outputs, "reasoning_tokens") if isinstance(outputs, Mapping) else 0
         ),
@@ -368,7 +371,10 @@ def responses_usage(usage: object) -> dict[str, Any]:
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": count_of(inputs, "cached_tokens") if isinstance(inputs, Mapping) else 0
+            "cached_tokens": count_of(inputs, "cached_tokens")
+            if isinstance(inputs, Mapping)
+            else 0,
+            "cache_write_tokens": 0,  # chat does not report cache writes
         },
         "output_tokens": output,
         "output_tokens_details": {
@@ -613,6 +619,7 @@ class StreamFromChat:
                 key = ("call", call.get("index", 0))
                 function = call.get("function") or {}
                 if self.open != key:
+                    events += self._close()  # the previous item, with its own call id
                     self._call_id, self._call_name = call.get("id"), function.get("name")
                     item = _call_item("", self._call_id, self._call_name, "", "in_progress")
                     events += self._begin(key, "fc", item)
