@@ -4,7 +4,7 @@ For tests whose subject is what the router decides (limits, routing, usage
 records, error envelopes), not the bytes on the wire: the app gets the
 transport (`create_app(backend_transport=...)`) and no mock backend process
 or socket is involved. The answers are the mock backend's own
-(`router_server.mock_backend.payloads`, one source of fake answers), and each
+(`router_server.mock_backend.protocol.answer`, one source of fake answers), and each
 backend keeps the mock's knobs and counters (`MockConfig`, `MockStats`), so a
 test reads the same `configure()`, `stats()`, `stop()` and `start()` as on a
 `MockBackendProcess`. What only a real socket can show (hangs and timeouts,
@@ -15,26 +15,17 @@ tests keep the real mock server.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import replace
 from typing import Any, Protocol
 
 import anyio
 import httpx
 import orjson
 
-from router_server.mock_backend.payloads import (
-    Completion,
-    RequestError,
-    embeddings_body,
-    error_body,
-    model_object,
-    models_body,
-    parse_chat,
-    parse_text,
-)
+from router_server.mock_backend.native import NativeAnswer
+from router_server.mock_backend.payloads import Completion, RequestError
+from router_server.mock_backend.protocol import POST_ROUTES, answer, error_for
 from router_server.mock_backend.state import MockConfig, MockState, MockStats, updated_config
 
-_POST_PATHS = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
 # Knobs whose effect is on the wire, not in the answer: the real server's.
 _WIRE_KNOBS = {"hang", "truncate_after", "split_tail_bytes", "line_ending", "chunk_delay_ms"}
 
@@ -61,20 +52,14 @@ class Backend(Protocol):
     def kill(self) -> None: ...
 
 
-def _error_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 429:
-        return "rate_limit_error"
-    return "server_error" if status >= 500 else "invalid_request_error"
-
-
 def _json(status: int, body: bytes) -> httpx.Response:
     return httpx.Response(status, content=body, headers={"content-type": "application/json"})
 
 
-def _error(status: int, message: str, code: str, param: str | None = None) -> httpx.Response:
-    return _json(status, error_body(message, _error_type(status), param, code))
+def _error(
+    path: str, status: int, message: str, code: str, param: str | None = None
+) -> httpx.Response:
+    return _json(status, error_for(path, status, message, param, code))
 
 
 class InProcessBackend:
@@ -134,11 +119,11 @@ class InProcessBackend:
             stats.last_traceparent = traceparent
         if "x-router-probe" in request.headers:
             stats.probes += 1
-        is_post = path in _POST_PATHS
+        is_post = path in POST_ROUTES
         if not is_post and path != "/v1/models" and not path.startswith("/v1/models/"):
-            return _error(404, f"unknown path {path}", "not_found")
+            return _error(path, 404, f"unknown path {path}", "not_found")
         if request.method != ("POST" if is_post else "GET"):
-            return _error(405, "method not allowed", "method_not_allowed")
+            return _error(path, 405, "method not allowed", "method_not_allowed")
         body: dict[str, Any] = {}
         if is_post:
             try:
@@ -146,7 +131,7 @@ class InProcessBackend:
             except orjson.JSONDecodeError:
                 parsed = None
             if not isinstance(parsed, dict):
-                return _error(400, "could not parse the JSON body of the request", "invalid_json")
+                return _error(path, 400, "could not parse the JSON body", "invalid_json")
             body = parsed
             if isinstance(model := body.get("model"), str):
                 stats.models_seen[model] = stats.models_seen.get(model, 0) + 1
@@ -154,45 +139,26 @@ class InProcessBackend:
         if config.api_key is not None and request.headers.get("authorization") != (
             f"Bearer {config.api_key}"
         ):
-            return _error(401, "incorrect API key provided", "invalid_api_key")
+            return _error(path, 401, "incorrect API key provided", "invalid_api_key")
         try:
-            answer = self._answer(path, body)
+            answered = answer(path, body, with_usage=not config.omit_usage, models=config.models)
         except RequestError as exc:
-            return _error(400, exc.message, "invalid_request", exc.param)
-        if isinstance(answer, httpx.Response) and answer.status_code != 200:
-            return answer
+            return _error(path, 400, exc.message, "invalid_request", exc.param)
+        if isinstance(answered, tuple) and answered[0] != 200:
+            return _json(*answered)
         if config.latency_ms > 0:
             await anyio.sleep(config.latency_ms / 1000)
         if state.should_fail():
             stats.injected_errors += 1
-            return _error(config.error_status, "mock backend injected error", "mock_error")
-        if isinstance(answer, Completion):
-            stats.streams += 1
-            headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
-            return httpx.Response(200, content=_events(answer), headers=headers)
-        return answer
-
-    def _answer(self, path: str, body: dict[str, Any]) -> Completion | httpx.Response:
-        """A stream to send, or the answer (the mock server's `_build`)."""
-        with_usage = not self.state.config.omit_usage
-        if path in ("/v1/chat/completions", "/v1/completions"):
-            completion = parse_chat(body) if path == "/v1/chat/completions" else parse_text(body)
-            if not completion.stream:
-                return _json(200, completion.body(with_usage=with_usage))
-            return completion if with_usage else replace(completion, include_usage=False)
-        if path == "/v1/embeddings":
-            return _json(200, embeddings_body(body, with_usage=with_usage))
-        models = self.state.config.models
-        if path == "/v1/models":
-            return _json(200, models_body(models))
-        model_id = path.removeprefix("/v1/models/")
-        if model_id not in models:
-            message = f"model {model_id!r} does not exist"
-            return _json(404, error_body(message, "invalid_request_error", "model"))
-        return _json(200, orjson.dumps(model_object(model_id)))
+            return _error(path, config.error_status, "mock backend injected error", "mock_error")
+        if isinstance(answered, tuple):
+            return _json(*answered)
+        stats.streams += 1
+        headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+        return httpx.Response(200, content=_events(answered), headers=headers)
 
 
-async def _events(completion: Completion) -> AsyncIterator[bytes]:
+async def _events(completion: Completion | NativeAnswer) -> AsyncIterator[bytes]:
     for data, _ in completion.events():
         yield data
 

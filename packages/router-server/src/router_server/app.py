@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
@@ -31,10 +32,11 @@ from router_core.config_enums import StateStoreKind
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
-from router_server import openapi, tracing
+from router_server import openapi, protocol_routes, tracing
 from router_server.admin.book import OverrideBook
 from router_server.backends import close_clients, open_clients
 from router_server.backpressure import Backpressure
+from router_server.conversations import Conversations
 from router_server.credentials.store import KeyEvent, event_detail
 from router_server.credentials.verify import open_credentials
 from router_server.dispatch import Dispatcher
@@ -141,6 +143,17 @@ ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/messages", protocol_routes.create_message, methods=["POST"]),
+    Route("/v1/messages/count_tokens", protocol_routes.count_tokens, methods=["POST"]),
+    Route("/v1/responses", protocol_routes.create_response, methods=["POST"]),
+    Route(
+        "/v1/responses/{response_id}", protocol_routes.stored_response, methods=["GET", "DELETE"]
+    ),
+    Route(
+        "/v1/responses/{response_id}/input_items",
+        protocol_routes.response_input_items,
+        methods=["GET"],
+    ),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/status/healthz", healthz, methods=["GET"]),
     Route("/v1/status/readyz", readyz, methods=["GET"]),
@@ -257,6 +270,8 @@ def create_app(
             credentials.book.on_change = _key_audit(usage)
             override_store = stores.override_store()
             _closing(opened, override_store.aclose)
+            response_store = stores.response_store(config.responses.max_bytes)
+            _closing(opened, response_store.aclose)
 
             def current() -> RouterState:
                 assert live is not None
@@ -281,6 +296,9 @@ def create_app(
                 ops=_open_ops(current, usage, config, environ),
                 credentials=credentials,
                 stores=stores,
+                conversations=Conversations(
+                    response_store, lambda: current().runtime.config.responses, time.time
+                ),
             )
             live = state
             tracing.start(config.observability)
@@ -299,6 +317,7 @@ def create_app(
                 tg.start_soon(state.limits.reap_forever, state.rng)
                 state.status_sources["overrides"] = state.overrides.status
                 state.status_sources["usage"] = usage.status
+                state.status_sources["responses"] = state.conversations.status
                 if config_path is not None:
                     reloader = Reloader(Path(config_path), environ, backend_transport)
                     state.status_sources["config"] = reloader.status

@@ -83,13 +83,16 @@ class BackendClient:
             self._targets[path] = target
         return target
 
-    async def open(self, path: str, body: Mapping[str, Any]) -> httpx.Response:
-        """POST `body` and return the response with its body not yet read."""
+    async def open(
+        self, path: str, body: Mapping[str, Any], extra: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        """POST `body` and return the response with its body not yet read; `extra`
+        headers (the client's protocol headers, passed on) go with it."""
         target = self._target(path)
         with tracing.backend_span(self.name) as trace_headers:  # a no-op unless tracing is on
             headers = target.headers
-            if trace_headers:
-                headers = httpx.Headers({**headers, **trace_headers})
+            if trace_headers or extra:
+                headers = httpx.Headers({**headers, **(extra or {}), **(trace_headers or {})})
             request = httpx.Request(
                 "POST",
                 target.url,

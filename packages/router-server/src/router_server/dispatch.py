@@ -9,6 +9,9 @@ Rules:
   A status that moves elsewhere (429, a 4xx about our credential or mapping)
   says nothing about the backend's health; one about the request itself
   counts as a success, and goes back to the caller.
+- Each candidate gets the request in the protocol it speaks: as the client
+  sent it when native, else translated to chat (`router_core.protocols.wire`,
+  once per request); `Opened.wire` says which, for reading the answer.
 - Hedging (non-streamed requests, `hedge_after_ms` on the model): when the
   first attempt has not answered within the delay, the next candidate gets
   the request too, as a second plan that the retry budget must allow; the
@@ -36,7 +39,8 @@ from router_core.attempts import (
     status_failure,
 )
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
-from router_core.requests import InferenceRequest
+from router_core.protocols.wire import to_backend, wire_for
+from router_core.requests import InferenceRequest, Operation
 from router_core.retry_budget import RetryBudget
 from router_core.routing import Candidate
 from router_server.backends import BackendClient, BackendFailure
@@ -51,6 +55,8 @@ class Opened:
     client: BackendClient
     candidate: Candidate
     response: httpx.Response
+    # The protocol the backend was sent the request in, and answers in.
+    wire: Operation = Operation.CHAT
 
 
 @attrs.define
@@ -116,15 +122,22 @@ class Dispatcher:
         self.health.end(client.name)
 
     async def _open(self, request: InferenceRequest, plan: AttemptPlan) -> Opened:
-        path = request.operation.backend_path
         clients = self.clients()
+        bodies: dict[Operation, Mapping[str, Any]] = {}
         while (candidate := plan.next(self.clock(), self.health.available)) is not None:
             backend = candidate.backend
             client = clients[backend]
+            wire = wire_for(request.operation, client.settings.protocols) or request.operation
+            body = bodies.get(wire)
+            if body is None:  # translated at most once, and only if a backend needs it
+                body = bodies[wire] = to_backend(request, wire)
+            headers = request.headers if wire is request.operation else None
             self._begin(client)
             started = self.clock()
             try:
-                response = await client.open(path, {**request.body, "model": candidate.model})
+                response = await client.open(
+                    wire.backend_path, {**body, "model": candidate.model}, headers
+                )
             except BackendFailure as failure:
                 self.health.failed(backend, failure.detail, kind=failure.kind)
                 self._end(client)
@@ -138,7 +151,7 @@ class Dispatcher:
             verdict = judge(status)
             if verdict is StatusVerdict.SERVED:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
-                return Opened(client, candidate, response)
+                return Opened(client, candidate, response, wire)
             detail = await _safe_read(client, response)
             self._end(client)
             # ELSEWHERE (429, a 4xx about our credential or mapping) says

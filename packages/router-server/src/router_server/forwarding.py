@@ -3,49 +3,36 @@
 Rules:
 - Failover (see `dispatch`) happens only before the client has received a
   byte. Once a stream has started, a broken backend ends it with an explicit
-  SSE error event, never a silent truncation: a stream that ends without
-  `[DONE]` is reported as broken too, and its usage outcome is a backend error.
+  error event in the client's protocol, never a silent truncation: a stream
+  that ends before it completes (`[DONE]`, `message_stop`, `response.completed`)
+  is reported as broken too, and its usage outcome is a backend error.
+- What each event becomes is the request's `Relay`'s
+  (`router_core.protocols.relay`): passed on with the public model name, or
+  translated from chat into the client's protocol.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
 
 import anyio
 import attrs
-import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from router_core.problems import Catalog
+from router_core.protocols.relay import Relay
 from router_core.sse import EventSplitter
 from router_server.backends import BackendFailure
 from router_server.dispatch import Opened
-
-
-def _error_event(message: str) -> bytes:
-    error = {
-        "error": {
-            "message": message,
-            "type": "server_error",
-            "param": None,
-            "code": Catalog.BACKEND_ERROR.code,
-        }
-    }
-    return b"data: " + orjson.dumps(error) + b"\n\n"
 
 
 @attrs.define
 class StreamTally:
     """What a relayed stream carried, for settling its limits and its usage record."""
 
-    # Drop the usage-only chunk: the router asked for it, the client did not.
-    strip_usage: bool = False
-    usage: dict[str, Any] | None = None
-    content_events: int = 0
-    done: bool = False
+    # Turns the backend's events into the client's, and keeps their usage.
+    relay: Relay
     # Why the backend's stream failed, if it did (a client leaving is not a failure).
     broken: str | None = None
     # perf_counter() when the first event went out (the record's time to first token).
@@ -70,34 +57,6 @@ class StreamTally:
         self.captured, self.capture_limit = [], limit
 
 
-def _rewrite_event(event: bytes, public_model: str, tally: StreamTally) -> bytes | None:
-    """The event under the public model name, or None to drop it."""
-    if not event.startswith(b"data:"):
-        return event
-    data = event[5:].strip()
-    if data == b"[DONE]":
-        tally.done = True
-        return event
-    if not data.startswith(b"{"):
-        return event
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return event
-    if not isinstance(chunk, dict):
-        return event
-    if isinstance(chunk.get("usage"), dict):
-        tally.usage = chunk["usage"]
-        if tally.strip_usage and not chunk.get("choices"):
-            return None
-    if chunk.get("choices"):
-        tally.content_events += 1
-    if "model" in chunk:
-        chunk["model"] = public_model
-        return b"data: " + orjson.dumps(chunk)
-    return event
-
-
 OnEnd = Callable[[StreamTally], Awaitable[None]]
 
 
@@ -109,13 +68,12 @@ class RelayResponse(StreamingResponse):
     def __init__(
         self,
         opened: Opened,
-        public_model: str,
         headers: Mapping[str, str],
         tally: StreamTally,
         on_end: OnEnd,
     ) -> None:
         super().__init__(
-            relay_events(opened, public_model, tally),
+            relay_events(opened, tally),
             headers={**headers, "cache-control": "no-cache"},
             media_type="text/event-stream",
         )
@@ -132,9 +90,7 @@ class RelayResponse(StreamingResponse):
                 await self.on_end(self.tally)
 
 
-async def relay_events(
-    opened: Opened, public_model: str, tally: StreamTally
-) -> AsyncIterator[bytes]:
+async def relay_events(opened: Opened, tally: StreamTally) -> AsyncIterator[bytes]:
     """The backend's SSE stream, each event passed on as soon as it is complete.
 
     Events completed by the same backend chunk go out in one write: a send
@@ -145,28 +101,24 @@ async def relay_events(
     # whole however its chunks split them (a CRLF may straddle two chunks).
     splitter = EventSplitter()
     backend = opened.candidate.backend
+    relay = tally.relay
     try:
         async for chunk in opened.client.chunks(opened.response):
             events = splitter.feed(chunk)
             if not events:
                 continue
-            ready: list[bytes] = []
-            for event in events:
-                rewritten = _rewrite_event(event, public_model, tally)
-                if rewritten is not None:
-                    ready.append(rewritten + b"\n\n")
-            if ready:
-                data = b"".join(ready)
+            data = b"".join([relay.event(event) for event in events])
+            if data:
                 tally.sent(data)
                 yield data
     except BackendFailure as failure:
         tally.broken = f"stream broke: {failure.detail}"
-        data = _error_event(f"The stream from backend {backend!r} broke: {failure.detail}.")
+        data = relay.broken(f"The stream from backend {backend!r} broke: {failure.detail}.")
         tally.sent(data)
         yield data
         return
-    if not tally.done:
-        tally.broken = "stream ended before [DONE]"
-        data = _error_event(f"The stream from backend {backend!r} ended before completion.")
+    if not relay.done:
+        tally.broken = "stream ended before it completed"
+        data = relay.broken(f"The stream from backend {backend!r} ended before completion.")
         tally.sent(data)
         yield data

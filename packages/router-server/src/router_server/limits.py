@@ -193,7 +193,7 @@ class LimitGate:
             raise denial_error(denial, headers)
         body = request.body
         if plan.max_tokens is not None and plan.max_tokens != request.max_tokens:
-            body = with_max_tokens(body, plan.max_tokens)
+            body = with_max_tokens(body, plan.max_tokens, request.operation)
         return Ticket(plan, admission, headers, body)
 
     async def _admit(self, config: RouterConfig, request_id: str, plan: LimitPlan) -> Admission:

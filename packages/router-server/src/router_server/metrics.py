@@ -44,7 +44,16 @@ LIMIT_CODES = {
     "quota_exceeded": "quota",
     "budget_exceeded": "budget",
 }
-ROUTES = frozenset({"/v1/inference", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+ROUTES = frozenset(
+    {
+        "/v1/inference",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/messages",
+        "/v1/responses",
+    }
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 _CIRCUITS = ("closed", "open", "half_open")

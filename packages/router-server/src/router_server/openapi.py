@@ -48,6 +48,59 @@ _PROBLEM = {
     },
 }
 
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
+}
+# The Anthropic route's statuses (router_core.problems.anthropic_status).
+_ANTHROPIC_ERRORS = (400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 504, 529)
+# Messages and Responses bodies are checked by router_core.protocols, and held
+# to the official SDKs by tests (tests/system/e2e/test_e2e_protocols.py) rather
+# than by a schema here: the document names their required fields only.
+_MESSAGES_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages", "max_tokens"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {"type": "array", "minItems": 1},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
+        "stream": {"type": "boolean"},
+    },
+}
+_COUNT_TOKENS_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "messages": {"type": "array", "minItems": 1},
+    },
+}
+_RESPONSES_REQUEST = {
+    "type": "object",
+    "required": ["model"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"type": ["string", "array"]},
+        "stream": {"type": ["boolean", "null"]},
+        "store": {"type": ["boolean", "null"]},
+        "previous_response_id": {"type": ["string", "null"]},
+    },
+}
+_RESPONSE_ID = {
+    "name": "response_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+
 _MESSAGE = {
     "type": "object",
     "required": ["role"],
@@ -219,6 +272,10 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "OpenAIError": _OPENAI_ERROR,
+    "AnthropicError": _ANTHROPIC_ERROR,
+    "MessagesRequest": _MESSAGES_REQUEST,
+    "CountTokensRequest": _COUNT_TOKENS_REQUEST,
+    "ResponsesRequest": _RESPONSES_REQUEST,
     "InferenceError": _SEED_ERROR,
     "Problem": _PROBLEM,
 }
@@ -253,6 +310,7 @@ def _post(
     media: str,
     *,
     stream: bool = False,
+    codes: tuple[int, ...] = _INFERENCE_ERRORS,
 ) -> dict[str, Any]:
     content: dict[str, Any] = {JSON: {"schema": response}}
     if stream:
@@ -266,9 +324,28 @@ def _post(
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref(request)}}},
             "responses": {
                 "200": {"description": "The backend's answer", "content": content},
-                **_errors(error, media, _INFERENCE_ERRORS),
+                **_errors(error, media, codes),
             },
         }
+    }
+
+
+def _stored_response() -> dict[str, Any]:
+    """`/v1/responses/{response_id}`: read or delete one of the caller's stored responses."""
+    errors = _errors("OpenAIError", JSON, (401, 403, 404, 503))
+
+    def operation(summary: str) -> dict[str, Any]:
+        ok = {"description": "OK", "content": {JSON: {"schema": {"type": "object"}}}}
+        return {
+            "summary": summary,
+            "parameters": [_RESPONSE_ID],
+            "security": [{"bearer": []}, {"apiKey": []}],
+            "responses": {"200": ok, **errors},
+        }
+
+    return {
+        "get": operation("A stored response of the caller's organization"),
+        "delete": operation("Delete a stored response"),
     }
 
 
@@ -333,6 +410,38 @@ def document() -> dict[str, Any]:
                 "OpenAIError",
                 JSON,
             ),
+            "/v1/messages": _post(
+                "Anthropic Messages (native to a backend that speaks it, else translated)",
+                "MessagesRequest",
+                openai_object,
+                "AnthropicError",
+                JSON,
+                stream=True,
+                codes=_ANTHROPIC_ERRORS,
+            ),
+            "/v1/messages/count_tokens": _post(
+                "Anthropic token counting (estimated, and marked so, without a native backend)",
+                "CountTokensRequest",
+                openai_object,
+                "AnthropicError",
+                JSON,
+                codes=_ANTHROPIC_ERRORS,
+            ),
+            "/v1/responses": _post(
+                "OpenAI Responses (conversation state kept by the router)",
+                "ResponsesRequest",
+                openai_object,
+                "OpenAIError",
+                JSON,
+                stream=True,
+            ),
+            "/v1/responses/{response_id}": _stored_response(),
+            "/v1/responses/{response_id}/input_items": {
+                "get": {
+                    **_stored_response()["get"],
+                    "summary": "The input items of a stored response (its conversation so far)",
+                }
+            },
             "/v1/models": _get(
                 "Models the caller's organization may use",
                 _ref("ModelList"),

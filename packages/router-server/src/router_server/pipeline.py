@@ -30,23 +30,19 @@ from starlette.responses import Response
 
 from router_core import routing, usage
 from router_core.accounting import idempotency as idem
-from router_core.accounting.records import (
-    Outcome,
-    TokenCounts,
-    completion_chars,
-    estimate_tokens,
-    outcome_of,
-    token_counts,
-)
+from router_core.accounting.records import Outcome, TokenCounts, outcome_of, token_counts
 from router_core.auth import KeyIndex, Principal, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.fair_share import ShedReason
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
-from router_core.requests import InferenceRequest
+from router_core.protocols.relay import relay_for
+from router_core.protocols.wire import answer_counts, client_answer, stream_counts
+from router_core.requests import InferenceRequest, Operation
 from router_server import tracing
 from router_server.admin.book import OverrideBook
 from router_server.backends import BackendClient
 from router_server.backpressure import Backpressure, overloaded
+from router_server.conversations import Conversations
 from router_server.credentials import verify
 from router_server.dispatch import Dispatcher, Opened
 from router_server.exchange import CLIENT_CLOSED, Ending, Exchange
@@ -83,6 +79,8 @@ class RouterState:
     credentials: verify.Credentials
     # Where limits, idempotency keys, managed keys, nonces and overrides live.
     stores: StateLayer
+    # Stored OpenAI Responses, for previous_response_id and GET /v1/responses/{id}.
+    conversations: Conversations
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
 
@@ -105,9 +103,13 @@ def state_of(request: Request) -> RouterState:
     return state
 
 
-async def authenticate_request(request: Request, state: RouterState, runtime: Runtime) -> Principal:
+async def authenticate_request(
+    request: Request, state: RouterState, runtime: Runtime, route: str | None = None
+) -> Principal:
+    """The caller, allowed `route` (the request's path unless given: a path
+    covered by another route's scope)."""
     return await verify.authenticate_request(
-        request, runtime.config, runtime.keys, state.credentials
+        request, runtime.config, runtime.keys, state.credentials, route=route
     )
 
 
@@ -130,7 +132,25 @@ async def read_json_body(request: Request) -> object:
 
 
 Validator = Callable[[object], InferenceRequest]
-Shaper = Callable[[InferenceRequest, Opened, dict[str, Any], float], Any]
+# (request, opened, backend's answer, latency in ms, the router's request id) -> the body.
+Shaper = Callable[[InferenceRequest, Opened, dict[str, Any], float, str], Any]
+
+# The protocol headers a backend speaking the request's protocol gets.
+_PASSED_ON = {Operation.MESSAGES: ("anthropic-version", "anthropic-beta")}
+
+
+def _passed_on(inference: InferenceRequest, headers: Mapping[str, str]) -> InferenceRequest:
+    names = _PASSED_ON.get(inference.operation)
+    if not names:
+        return inference
+    given = {name: headers[name] for name in names if name in headers}
+    return attrs.evolve(inference, headers=given) if given else inference
+
+
+def answer_id(operation: Operation, request_id: str) -> str:
+    """The id of the answer the router gives (Messages' message, Responses' response)."""
+    prefix = "resp_" if operation is Operation.RESPONSES else "msg_"
+    return prefix + request_id.replace("-", "")
 
 
 async def serve(request: Request, validate: Validator, shape: Shaper) -> Response:
@@ -158,8 +178,13 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
     try:
         with tracing.span("router.auth"):
             principal = trace.principal = await authenticate_request(request, state, runtime)
-        inference = trace.inference = validate(await read_json_body(request))
+        inference = _passed_on(validate(await read_json_body(request)), request.headers)
+        trace.inference = inference
         model = permit_model(principal, config, inference.model)
+        if inference.operation is Operation.RESPONSES:  # the conversation, before limits
+            inference = trace.inference = await state.conversations.expand(
+                principal.organization, inference
+            )
         stored = await _admit(state, exchange, request.headers)
         if stored is not None:  # a retry of a completed request, answered from the store
             backend = dict(stored.headers).get("x-router-backend")
@@ -168,7 +193,9 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         ticket = exchange.ticket
         assert ticket is not None
         with tracing.span("router.route"):
-            candidates = await _route(state, config, inference.model, model, principal)
+            candidates = await route_candidates(
+                state, runtime, inference.operation, inference.model, model, principal
+            )
         exchange.routed()
         headers = dict(ticket.headers)
         forwarded = _forwarded(inference, ticket.body)
@@ -189,16 +216,16 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
             ) from None
         headers["x-router-backend"] = opened.candidate.backend
         latency_ms = (time.perf_counter() - started) * 1000
-        answer = shape(inference, opened, body, latency_ms)
+        counts = answer_counts(inference.body, opened.wire, body)
+        answer = shape(inference, opened, body, latency_ms, request_id)
+        if inference.operation is Operation.RESPONSES:
+            await state.conversations.keep(principal.organization, inference, answer)
         content = _content(config, inference, body)
         _access(request_id, principal, inference, opened, 200, started, content=content)
         # ops: router-added latency = total - backend wait
         total_s = time.perf_counter() - started
         state.ops.requests.observe_backend(path, opened.candidate.backend, total_s, backend_s)
         response = json_response(answer, headers=headers)
-        counts = token_counts(
-            inference.body, body.get("usage"), estimate_tokens(completion_chars(body))
-        )
         await exchange.finish(
             Ending(
                 200, Outcome.SUCCESS, counts=counts, served=True,
@@ -283,17 +310,24 @@ def _storable(response: Response, claim: Claim | None) -> idem.StoredResponse | 
     )
 
 
-async def _route(
-    state: RouterState, config: RouterConfig, name: str, model: Model, principal: Principal
+async def route_candidates(
+    state: RouterState,
+    runtime: Runtime,
+    operation: Operation,
+    name: str,
+    model: Model,
+    principal: Principal,
 ) -> tuple[routing.Candidate, ...]:
     """The candidates for this request; waits (bounded) when every one is full."""
+    config = runtime.config
+    unable = runtime.unable.get(operation)
 
     applied = state.overrides.applicable(name, principal.organization, time.time())
 
     def decide() -> routing.RouteChoice:
         return routing.decide(
             name, model, principal.organization, principal.key_id, state.rng,
-            state.health.views(), applied,
+            state.health.views(), applied, unable,
         )  # fmt: skip
 
     decision = decide()
@@ -336,18 +370,28 @@ async def _stream(
     """Open the stream (failing over before the first byte) and hand it to the relay,
     which finishes the exchange when the stream ends, however it ends."""
     config, trace = exchange.runtime.config, exchange.trace
-    tally = StreamTally()
-    if not _asks_usage(forwarded.body):  # usage records need the counts of every stream
+    strip_usage = False
+    chat = forwarded.operation in (Operation.CHAT, Operation.COMPLETION)
+    if chat and not _asks_usage(forwarded.body):  # usage records need every stream's counts
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
         forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
-        tally.strip_usage = True
-    if exchange.claim is not None:  # keep the events, to replay them to a retry
-        tally.capture(config.idempotency.max_body_bytes)
+        strip_usage = True
     opened = exchange.opened = await state.dispatch.open(
         forwarded, candidates, config.routing.max_attempts
     )
+    relay = relay_for(
+        forwarded.operation, opened.wire, forwarded.model, strip_usage=strip_usage,
+        answer_id=answer_id(forwarded.operation, trace.request_id),
+        created_at=trace.started_at_us // 1_000_000, request=forwarded.body,
+    )  # fmt: skip
+    tally = StreamTally(relay)
+    if exchange.claim is not None:  # keep the events, to replay them to a retry
+        tally.capture(config.idempotency.max_body_bytes)
 
     async def ended(tally: StreamTally) -> None:
+        kept = tally.relay.response
+        if kept is not None and trace.principal is not None:
+            await state.conversations.keep(trace.principal.organization, forwarded, kept)
         ending = _stream_ending(exchange, opened, tally)
         trace.first_byte = tally.first_byte
         if trace.principal is not None:  # the stream's access line, when it ends
@@ -357,7 +401,7 @@ async def _stream(
         await exchange.finish(ending)
 
     headers["x-router-backend"] = opened.candidate.backend
-    return RelayResponse(opened, forwarded.model, headers, tally, ended)
+    return RelayResponse(opened, headers, tally, ended)
 
 
 def _stream_ending(exchange: Exchange, opened: Opened, tally: StreamTally) -> Ending:
@@ -365,9 +409,10 @@ def _stream_ending(exchange: Exchange, opened: Opened, tally: StreamTally) -> En
     assert inference is not None
     # Cancelled or broken before the backend reported usage: count what was
     # relayed (about a token per content event).
-    counts = token_counts(inference.body, tally.usage, tally.content_events)
+    relay = tally.relay
+    counts = stream_counts(inference.body, relay.reported, relay.content_events)
     stored = None
-    if tally.done:
+    if relay.done:
         outcome, code, status = Outcome.SUCCESS, None, 200
         if tally.captured is not None:
             stored = idem.StoredResponse(
@@ -380,7 +425,7 @@ def _stream_ending(exchange: Exchange, opened: Opened, tally: StreamTally) -> En
     else:
         outcome, code, status = Outcome.CLIENT_CANCELLED, None, CLIENT_CLOSED
     return Ending(
-        status, outcome, code, counts, served=tally.content_events > 0,
+        status, outcome, code, counts, served=relay.content_events > 0,
         backend=opened.candidate.backend, backend_model=opened.candidate.model,
         broken=tally.broken, stored=stored,
     )  # fmt: skip
@@ -392,7 +437,11 @@ def _asks_usage(body: Mapping[str, Any]) -> bool:
 
 
 def shape_openai(
-    inference: InferenceRequest, opened: Opened, body: dict[str, Any], latency_ms: float
+    inference: InferenceRequest,
+    opened: Opened,
+    body: dict[str, Any],
+    latency_ms: float,
+    request_id: str,
 ) -> Any:
     """OpenAI routes answer with the backend's body, under the public model name."""
     if "model" in body:
@@ -400,8 +449,28 @@ def shape_openai(
     return body
 
 
+def shape_protocol(
+    inference: InferenceRequest,
+    opened: Opened,
+    body: dict[str, Any],
+    latency_ms: float,
+    request_id: str,
+) -> Any:
+    """Messages and Responses answer in their own protocol, translated back
+    from chat when the backend spoke chat."""
+    return client_answer(
+        inference, opened.wire, body, public_model=inference.model,
+        answer_id=answer_id(inference.operation, request_id),
+        created_at=int(time.time()),
+    )  # fmt: skip
+
+
 def shape_inference(
-    inference: InferenceRequest, opened: Opened, body: dict[str, Any], latency_ms: float
+    inference: InferenceRequest,
+    opened: Opened,
+    body: dict[str, Any],
+    latency_ms: float,
+    request_id: str,
 ) -> Any:
     """`/v1/inference` answers with the completion and a usage summary."""
     if "model" in body:

@@ -18,6 +18,8 @@ import attrs
 
 from router_core.auth import KeyIndex
 from router_core.config import RouterConfig
+from router_core.protocols.wire import unable
+from router_core.requests import Operation
 from router_server.backends import BackendClient
 
 
@@ -27,7 +29,10 @@ class Runtime:
     keys: KeyIndex
     # The clients new requests are sent with; a reload keeps those whose settings stay.
     backends: Mapping[str, BackendClient]
+    # Per operation, the backends that cannot take it (routing skips them), with why.
+    unable: Mapping[Operation, Mapping[str, str]] = attrs.field(factory=dict)
 
     @classmethod
     def build(cls, config: RouterConfig, backends: Mapping[str, BackendClient]) -> Runtime:
-        return cls(config, KeyIndex.from_config(config), dict(backends))
+        cannot = {operation: unable(config, operation) for operation in Operation}
+        return cls(config, KeyIndex.from_config(config), dict(backends), cannot)

@@ -68,12 +68,17 @@ def _signature_refused(reason: str, detail: str) -> ClientError:
 
 
 async def authenticate_request(
-    request: Request, config: RouterConfig, keys: KeyIndex, credentials: Credentials
+    request: Request,
+    config: RouterConfig,
+    keys: KeyIndex,
+    credentials: Credentials,
+    *,
+    route: str | None = None,
 ) -> Principal:
     headers = request.headers
     authorization = headers.get("authorization")
     now = time.time()
-    route = request.url.path
+    route = route or request.url.path
     managed = credentials.book.managed
     if authorization and authorization.lstrip().startswith(signing.SCHEME):
         return await _signed(request, authorization, config, keys, credentials, now)

@@ -8,6 +8,12 @@ Rules:
   concatenates to exactly the non-streamed content.
 - Prompt tokens are whitespace-separated words (+3 per chat message), at
   least 1, so counting needs no tokenizer.
+- Tool calls: a request that offers tools and requires one (chat's
+  `tool_choice` `required` or a named function; Messages' `any` or `tool`;
+  Responses' `required` or a named function) is answered with one call to
+  that tool (the named one, else the first offered), arguments
+  `{"words": <the completion text>}`, streamed one fragment per word. The
+  answer counts as `max_tokens` completion tokens, as text would.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import hashlib
 import itertools
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -59,6 +65,41 @@ def completion_words(n: int) -> tuple[str, ...]:
 @lru_cache(maxsize=256)
 def completion_text(n: int) -> str:
     return " ".join(completion_words(n))
+
+
+def tool_arguments(n: int) -> tuple[str, ...]:
+    """The called tool's arguments as JSON, in fragments: one per word."""
+    words = completion_words(n)
+    pieces = [orjson.dumps(w if i == 0 else " " + w).decode()[1:-1] for i, w in enumerate(words)]
+    return ('{"words":"', *pieces, '"}')
+
+
+def _tool_name(tool: object, nested: bool) -> str | None:
+    if not isinstance(tool, dict):
+        return None
+    holder = tool.get("function") if nested else tool
+    name = holder.get("name") if isinstance(holder, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def required_tool(body: dict[str, Any], protocol: str) -> str | None:
+    """The tool the request requires called (see the module's rules), if any."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    choice = body.get("tool_choice")
+    first = _tool_name(tools[0], nested=protocol == "chat")
+    if protocol == "messages":
+        if not isinstance(choice, dict):
+            return None
+        if choice.get("type") == "any":
+            return first
+        return _tool_name(choice, nested=False) if choice.get("type") == "tool" else None
+    if choice == "required":
+        return first
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return _tool_name(choice, nested=protocol == "chat")
+    return None
 
 
 def _word_count(text: str) -> int:
@@ -156,11 +197,24 @@ class Completion:
     prompt_tokens: int
     stream: bool
     include_usage: bool
+    # The tool the request requires called (chat only), see the module's rules.
+    tool: str | None = None
+
+    def _tool_call(self, call_id: str) -> dict[str, Any]:
+        arguments = "".join(tool_arguments(self.n_out))
+        return {"id": call_id, "type": "function",
+                "function": {"name": self.tool, "arguments": arguments}}  # fmt: skip
 
     def body(self, *, with_usage: bool = True) -> bytes:
         text = completion_text(self.n_out)
         created = int(time.time())
         usage = {"usage": _usage(self.prompt_tokens, self.n_out)} if with_usage else {}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        finish = "stop"
+        if self.tool is not None:
+            message = {"role": "assistant", "content": None,
+                       "tool_calls": [self._tool_call(f"call_mock{next(_ids):012x}")]}  # fmt: skip
+            finish = "tool_calls"
         if self.kind == "chat":
             return orjson.dumps(
                 {
@@ -171,9 +225,9 @@ class Completion:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
+                            "message": message,
                             "logprobs": None,
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     **usage,
@@ -210,20 +264,33 @@ class Completion:
                 event({"delta": {"role": "assistant", "content": ""}, "finish_reason": None}),
                 "head",
             )
-        for i, word in enumerate(completion_words(self.n_out)):
+        if self.tool is not None:
+            yield from self._tool_events(event)
+        for i, word in enumerate(completion_words(self.n_out) if self.tool is None else ()):
             piece = word if i == 0 else " " + word
             if chat:
                 yield event({"delta": {"content": piece}, "finish_reason": None}), "content"
             else:
                 yield event({"text": piece, "finish_reason": None}), "content"
         if chat:
-            yield event({"delta": {}, "finish_reason": "stop"}), "tail"
+            finish = "stop" if self.tool is None else "tool_calls"
+            yield event({"delta": {}, "finish_reason": finish}), "tail"
         else:
             yield event({"text": "", "finish_reason": "stop"}), "tail"
         if self.include_usage:
             usage_chunk = {**base, "choices": [], "usage": _usage(self.prompt_tokens, self.n_out)}
             yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n", "tail"
         yield b"data: [DONE]\n\n", "tail"
+
+    def _tool_events(
+        self, event: Callable[[dict[str, Any]], bytes]
+    ) -> Iterator[tuple[bytes, EventKind]]:
+        call = self._tool_call(f"call_mock{next(_ids):012x}")
+        for i, fragment in enumerate(tool_arguments(self.n_out)):
+            delta: dict[str, Any] = {"index": 0, "function": {"arguments": fragment}}
+            if i == 0:
+                delta = {**call, "index": 0, "function": {"name": self.tool, "arguments": fragment}}
+            yield event({"delta": {"tool_calls": [delta]}, "finish_reason": None}), "content"
 
 
 # SSE line endings the mock can write; events are built with LF, then converted.
@@ -249,8 +316,9 @@ def parse_chat(body: dict[str, Any]) -> Completion:
         raise RequestError("'messages' must be a non-empty array", "messages")
     stream, include_usage = _stream_flags(body)
     return Completion(
-        "chat", model, _max_tokens(body), chat_prompt_tokens(messages), stream, include_usage
-    )
+        "chat", model, _max_tokens(body), chat_prompt_tokens(messages), stream, include_usage,
+        required_tool(body, "chat"),
+    )  # fmt: skip
 
 
 def parse_text(body: dict[str, Any]) -> Completion:

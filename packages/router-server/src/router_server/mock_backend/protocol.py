@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any, cast
@@ -21,6 +21,7 @@ from typing import Any, cast
 import httptools
 import orjson
 
+from .native import MESSAGES_PATHS, NativeAnswer, anthropic_error_body, count_tokens_body
 from .payloads import (
     Completion,
     RequestError,
@@ -37,7 +38,10 @@ from .state import ConfigError, MockState, MockStats, updated_config
 log = logging.getLogger(__name__)
 
 _JSON = b"application/json"
-_POST_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+POST_ROUTES = {
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+    "/v1/messages", "/v1/messages/count_tokens", "/v1/responses",
+}  # fmt: skip
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -72,6 +76,40 @@ class Request:
     traceparent: bytes | None = None
     # Sent by the router's own probes (`x-router-probe`), not by a client.
     probe: bool = False
+    anthropic_version: bytes | None = None
+
+
+def error_for(path: str, status: int, message: str, param: str | None, code: str | None) -> bytes:
+    """An error body in the envelope of the route at `path`."""
+    if path in MESSAGES_PATHS:
+        return anthropic_error_body(status, message)
+    return error_body(message, _error_type(status), param, code)
+
+
+def answer(
+    path: str, body: dict[str, Any], *, with_usage: bool, models: Sequence[str]
+) -> Completion | NativeAnswer | tuple[int, bytes]:
+    """What the mock answers a request on `path`: a stream to run, or (status, body).
+    Shared with the tests' in-process backend."""
+    if path == "/v1/chat/completions" or path == "/v1/completions":
+        completion = parse_chat(body) if path == "/v1/chat/completions" else parse_text(body)
+        if not completion.stream:
+            return 200, completion.body(with_usage=with_usage)
+        return completion if with_usage else replace(completion, include_usage=False)
+    if path == "/v1/embeddings":
+        return 200, embeddings_body(body, with_usage=with_usage)
+    if path == "/v1/messages" or path == "/v1/responses":
+        native = NativeAnswer(path.removeprefix("/v1/"), body, with_usage=with_usage)
+        return native if native.stream else (200, native.body())
+    if path == "/v1/messages/count_tokens":
+        return 200, count_tokens_body(body)
+    if path == "/v1/models":
+        return 200, models_body(models)
+    model_id = path.removeprefix("/v1/models/")
+    if model_id not in models:
+        err = error_body(f"model {model_id!r} does not exist", "invalid_request_error", "model")
+        return 404, err
+    return 200, orjson.dumps(model_object(model_id))
 
 
 class MockHTTPProtocol(asyncio.Protocol):
@@ -84,6 +122,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._authorization: bytes | None = None
         self._traceparent: bytes | None = None
         self._probe = False
+        self._anthropic_version: bytes | None = None
         self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -136,6 +175,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._authorization = None
         self._traceparent = None
         self._probe = False
+        self._anthropic_version = None
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -149,6 +189,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._traceparent = value
         elif name == b"x-router-probe":
             self._probe = True
+        elif name == b"anthropic-version":
+            self._anthropic_version = value
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -171,6 +213,7 @@ class MockHTTPProtocol(asyncio.Protocol):
             http11=parser.get_http_version() == "1.1",
             traceparent=self._traceparent,
             probe=self._probe,
+            anthropic_version=self._anthropic_version,
         )
         if self._task is not None or self._queue:
             self._queue.append(request)
@@ -204,8 +247,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         param: str | None = None,
         extra: bytes = b"",
     ) -> None:
-        body = error_body(message, _error_type(status), param, code)
-        self._reply(request, status, body, extra)
+        self._reply(request, status, error_for(request.path, status, message, param, code), extra)
 
     def _reply_and_close(self, status: int, message: str) -> None:
         # The parser's state is unknown after an error, so the connection cannot be reused.
@@ -235,8 +277,10 @@ class MockHTTPProtocol(asyncio.Protocol):
             stats.last_traceparent = request.traceparent.decode("latin-1")
         if request.probe:
             stats.probes += 1
+        if request.anthropic_version is not None:
+            stats.last_anthropic_version = request.anthropic_version.decode("latin-1")
 
-        is_post = path in _POST_ROUTES
+        is_post = path in POST_ROUTES
         if not is_post and path != "/v1/models" and not path.startswith("/v1/models/"):
             self._reply_error(request, 404, f"unknown path {path}", "not_found")
             return
@@ -259,6 +303,8 @@ class MockHTTPProtocol(asyncio.Protocol):
                     model = body.get("model")
                     if isinstance(model, str):
                         stats.models_seen[model] = stats.models_seen.get(model, 0) + 1
+                    if "previous_response_id" in body:
+                        stats.previous_response_ids += 1
                 else:
                     malformed = "the request body must be a JSON object"
 
@@ -288,9 +334,9 @@ class MockHTTPProtocol(asyncio.Protocol):
         if state.should_fail():
             stats.injected_errors += 1
             status = config.error_status
-            err = error_body("mock backend injected error", _error_type(status), None, "mock_error")
+            err = error_for(path, status, "mock backend injected error", None, "mock_error")
             outcome = (status, err)
-        if isinstance(outcome, Completion):
+        if isinstance(outcome, Completion | NativeAnswer):
             stats.streams += 1
             self._start(self._stream(request, outcome, delay))
         elif delay > 0:
@@ -298,24 +344,12 @@ class MockHTTPProtocol(asyncio.Protocol):
         else:
             self._reply(request, *outcome)
 
-    def _build(self, path: str, body: dict[str, Any]) -> Completion | tuple[int, bytes]:
+    def _build(
+        self, path: str, body: dict[str, Any]
+    ) -> Completion | NativeAnswer | tuple[int, bytes]:
         """A stream to run, or the (status, body) to answer."""
-        with_usage = not self._state.config.omit_usage
-        if path == "/v1/chat/completions" or path == "/v1/completions":
-            completion = parse_chat(body) if path == "/v1/chat/completions" else parse_text(body)
-            if not completion.stream:
-                return 200, completion.body(with_usage=with_usage)
-            return completion if with_usage else replace(completion, include_usage=False)
-        if path == "/v1/embeddings":
-            return 200, embeddings_body(body, with_usage=with_usage)
-        models = self._state.config.models
-        if path == "/v1/models":
-            return 200, models_body(models)
-        model_id = path.removeprefix("/v1/models/")
-        if model_id not in models:
-            err = error_body(f"model {model_id!r} does not exist", "invalid_request_error", "model")
-            return 404, err
-        return 200, orjson.dumps(model_object(model_id))
+        config = self._state.config
+        return answer(path, body, with_usage=not config.omit_usage, models=config.models)
 
     def _handle_control(self, request: Request, path: str) -> None:
         state = self._state
@@ -374,7 +408,9 @@ class MockHTTPProtocol(asyncio.Protocol):
     def _write_piece(transport: asyncio.Transport, data: bytes, chunked: bool) -> None:
         transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
 
-    async def _stream(self, request: Request, completion: Completion, delay: float) -> None:
+    async def _stream(
+        self, request: Request, completion: Completion | NativeAnswer, delay: float
+    ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         transport = self._transport

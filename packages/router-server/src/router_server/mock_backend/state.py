@@ -132,6 +132,10 @@ class MockStats:
     injected_errors: int = 0
     # Requests of the router's own probes (active and trial), among `requests`.
     probes: int = 0
+    # The anthropic-version header of the last request that sent one.
+    last_anthropic_version: str | None = None
+    # Responses requests that named a previous_response_id (the mock keeps no state).
+    previous_response_ids: int = 0
 
 
 @dataclass(slots=True)
@@ -172,6 +176,8 @@ class MockState:
             "streams": s.streams,
             "injected_errors": s.injected_errors,
             "probes": s.probes,
+            "last_anthropic_version": s.last_anthropic_version,
+            "previous_response_ids": s.previous_response_ids,
             "in_flight": self.in_flight,
             "open_connections": len(self.connections),
         }

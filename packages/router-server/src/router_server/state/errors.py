@@ -19,6 +19,8 @@ class Store(enum.StrEnum):
     KEYS = "keys"
     NONCES = "nonces"
     OVERRIDES = "overrides"
+    # Stored OpenAI Responses (previous_response_id, GET /v1/responses/{id}).
+    RESPONSES = "responses"
     # The embedded usage ledger: fed from the spool, never on a request's path.
     LEDGER = "ledger"
 
@@ -33,6 +35,7 @@ _PROBLEMS: dict[Store, Problem] = {
     Store.KEYS: Catalog.KEYS_UNAVAILABLE,
     Store.NONCES: Catalog.CREDENTIALS_UNAVAILABLE,
     Store.OVERRIDES: Catalog.OVERRIDES_UNAVAILABLE,
+    Store.RESPONSES: Catalog.RESPONSES_UNAVAILABLE,
     Store.LEDGER: Catalog.INTERNAL_ERROR,  # no client waits on the ledger
 }
 

@@ -21,6 +21,7 @@ from router_server.limits import LimitStore
 from router_server.state.batch import calls_for
 from router_server.state.redis import RedisClient, open_redis
 from router_server.state.redis_health import redis_health
+from router_server.state.responses import ResponseStore
 from router_server.usage.idempotency_store import IdempotencyStore
 
 # The files of the embedded store, under `state.dir`.
@@ -28,6 +29,7 @@ KEYS_FILE = "keys.sqlite3"
 NONCES_FILE = "nonces.sqlite3"
 OVERRIDES_FILE = "overrides.sqlite3"
 IDEMPOTENCY_FILE = "idempotency.sqlite3"
+RESPONSES_FILE = "responses.sqlite3"
 
 
 class StateLayer:
@@ -99,6 +101,13 @@ class StateLayer:
         if self.redis is None:
             return SqliteIdempotencyStore(self.dir / IDEMPOTENCY_FILE)
         return RedisIdempotencyStore(self.redis, self.timeout_s, calls=self.calls)
+
+    def response_store(self, max_bytes: int) -> ResponseStore:
+        from router_server.state.responses import RedisResponseStore, SqliteResponseStore
+
+        if self.redis is None:
+            return SqliteResponseStore(self.dir / RESPONSES_FILE, max_bytes)
+        return RedisResponseStore(self.redis, self.timeout_s, max_bytes)
 
     def key_store(self) -> KeyStore:
         if self.redis is None:

@@ -1,0 +1,182 @@
+"""Where stored OpenAI Responses live: SQLite for one process, Redis shared by replicas.
+
+Both implement `ResponseStore`, keyed by organization and response id: one
+organization's id never reaches another's entry. An entry expires after the
+`ttl_s` it was put with (`responses.retention_s`); an expired entry is not
+found. In Redis a response is `resp:{<org>}/<id>` (the organization is the
+Cluster hash tag, as for its limits and idempotency keys), with the TTL
+on the key; in SQLite, a row with its expiry, pruned as the store is written.
+A conversation larger than the `max_bytes` given is refused (`TooLarge`)
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+import orjson
+
+from router_server.state.errors import Store
+from router_server.state.redis import RedisClient, redis_guard
+from router_server.state.sqlite import SqliteFile
+
+
+@attrs.frozen
+class StoredResponse:
+    # The Response object as the client got it.
+    response: dict[str, Any]
+    # The conversation up to and including its output (history, input, output items).
+    items: list[dict[str, Any]]
+    created_at: int
+
+
+class TooLarge(ValueError):
+    """The conversation is over the store's size bound; nothing was written."""
+
+
+def _encode(stored: StoredResponse, max_bytes: int) -> bytes:
+    data = orjson.dumps(
+        {"response": stored.response, "items": stored.items, "created_at": stored.created_at}
+    )
+    if len(data) > max_bytes:
+        raise TooLarge(f"the conversation is {len(data)} bytes, over responses.max_bytes")
+    return data
+
+
+def _decode(data: bytes | str) -> StoredResponse:
+    parsed = orjson.loads(data)
+    return StoredResponse(parsed["response"], parsed["items"], parsed["created_at"])
+
+
+class ResponseStore(Protocol):
+    async def put(
+        self, organization: str, response_id: str, stored: StoredResponse, ttl_s: int
+    ) -> None: ...
+
+    async def get(self, organization: str, response_id: str) -> StoredResponse | None: ...
+
+    async def delete(self, organization: str, response_id: str) -> bool:
+        """True when there was one to delete."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+  organization TEXT NOT NULL, id TEXT NOT NULL, entry BLOB NOT NULL,
+  expires_ms INTEGER NOT NULL, PRIMARY KEY (organization, id)
+);
+CREATE INDEX IF NOT EXISTS responses_expiry ON responses (expires_ms);
+"""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SqliteResponseStore:
+    """The embedded store (one process), on the file's one worker thread."""
+
+    # Expired rows are deleted every this many writes, at most this many at once.
+    PRUNE_EVERY = 100
+    PRUNE_BATCH = 1000
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self._file = SqliteFile(path, _SCHEMA, Store.RESPONSES, synchronous="NORMAL")
+        self.max_bytes = max_bytes
+        self._writes = 0
+
+    async def put(
+        self, organization: str, response_id: str, stored: StoredResponse, ttl_s: int
+    ) -> None:
+        data = _encode(stored, self.max_bytes)
+        now = _now_ms()
+        self._writes += 1
+        prune = self._writes % self.PRUNE_EVERY == 0
+
+        def run(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
+                    (organization, response_id, data, now + ttl_s * 1000),
+                )
+                if prune:
+                    db.execute(
+                        "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses "
+                        "WHERE expires_ms <= ? LIMIT ?)",
+                        (now, self.PRUNE_BATCH),
+                    )
+
+        await self._file.call("put", run, create=True, default=None)
+
+    async def get(self, organization: str, response_id: str) -> StoredResponse | None:
+        now = _now_ms()
+
+        def run(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute(
+                "SELECT entry FROM responses WHERE organization = ? AND id = ? AND expires_ms > ?",
+                (organization, response_id, now),
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+        found = await self._file.call("get", run, create=False, default=None)
+        return None if found is None else _decode(found)
+
+    async def delete(self, organization: str, response_id: str) -> bool:
+        now = _now_ms()
+
+        def run(db: sqlite3.Connection) -> bool:
+            with db:
+                gone = db.execute(
+                    "DELETE FROM responses WHERE organization = ? AND id = ? AND expires_ms > ?",
+                    (organization, response_id, now),
+                )
+            return gone.rowcount > 0
+
+        deleted: bool = await self._file.call("delete", run, create=False, default=False)
+        return deleted
+
+    async def aclose(self) -> None:
+        self._file.close()
+
+
+class RedisResponseStore:
+    """Shared by replicas, on the process's one Redis client (which it does not close)."""
+
+    PREFIX = "resp:"
+
+    def __init__(self, client: RedisClient, timeout_s: float, max_bytes: int) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def name(cls, organization: str, response_id: str) -> str:
+        return f"{cls.PREFIX}{{{organization}}}/{response_id}"
+
+    async def put(
+        self, organization: str, response_id: str, stored: StoredResponse, ttl_s: int
+    ) -> None:
+        data = _encode(stored, self.max_bytes)
+        async with redis_guard(Store.RESPONSES, "put", self.timeout_s):
+            await self.client.set(self.name(organization, response_id), data, ex=ttl_s)
+
+    async def get(self, organization: str, response_id: str) -> StoredResponse | None:
+        async with redis_guard(Store.RESPONSES, "get", self.timeout_s):
+            found = await self.client.get(self.name(organization, response_id))
+        if found is None:
+            return None
+        return _decode(found)
+
+    async def delete(self, organization: str, response_id: str) -> bool:
+        async with redis_guard(Store.RESPONSES, "delete", self.timeout_s):
+            gone = await self.client.delete(self.name(organization, response_id))
+        return bool(gone)
+
+    async def aclose(self) -> None:
+        return None
