@@ -8,6 +8,8 @@ request on as it came). Which path the mock served says which happened.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import copy
 import json
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ import pytest
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
-from tests.helpers.support import ACME_KEY, GLOBEX_KEY
+from tests.helpers.support import ACME_KEY, GLOBEX_KEY, eventually
 from tests.helpers.usage_support import schema_errors, wait_ledger
 
 RouterFactory = Callable[..., RouterProcess]
@@ -514,3 +516,45 @@ def test_responses_answered_when_the_store_cannot_keep_them(
     assert "Traceback" not in unavailable.value.response.text
     status = httpx.get(router.url + "/v1/status", headers={"authorization": f"Bearer {ACME_KEY}"})
     assert status.json()["responses"]["not_kept"] == 1
+
+
+def test_every_backend_at_capacity_is_529_on_messages(
+    start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks
+) -> None:
+    """The one backend at its max_in_flight (its request held by a hung mock):
+    the next Messages request is shed as Anthropic sheds, 529 overloaded_error,
+    while the chat route says the same thing as 503."""
+    data = protocol_config(config_data)
+    data["backends"]["mock-native"] = {
+        **data["backends"]["mock-native"], "max_in_flight": 1, "read_timeout_s": 60,
+    }  # fmt: skip
+    router = start_router(data)
+    for mock in mocks:
+        mock.configure(hang=True)
+    headers = {"x-api-key": ACME_KEY, "anthropic-version": "2023-06-01"}
+    body = {"model": "native", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    # The held request stays at the hung mock until the router stops (teardown).
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    with (
+        httpx.Client(base_url=router.url, headers=headers, timeout=30) as client,
+        httpx.Client(base_url=router.url, headers=headers, timeout=120) as holder,
+    ):
+        held = pool.submit(holder.post, "/v1/messages", json=body)
+        assert eventually(lambda: served(mocks, "/v1/messages") == 1, timeout=20)
+        shed = client.post("/v1/messages", json=body)
+        chat = client.post(
+            "/v1/chat/completions",
+            json={"model": "native", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {ACME_KEY}"},
+        )
+        assert not held.done()
+        router.stop()
+        with contextlib.suppress(httpx.HTTPError):
+            held.result(timeout=60)
+    pool.shutdown()
+    assert shed.status_code == 529
+    assert shed.json()["type"] == "error"
+    assert shed.json()["error"]["type"] == "overloaded_error"
+    assert shed.json()["error"]["code"] == "overloaded"  # every backend at capacity
+    assert chat.status_code == 503
+    assert chat.json()["error"]["code"] == "overloaded"
