@@ -103,6 +103,38 @@ def test_another_store_on_the_same_backing_reads_it(make_store: StoreFactory) ->
     run(scenario)
 
 
+def test_concurrent_puts_are_each_kept(make_store: StoreFactory) -> None:
+    """Many puts at once (SQLite writes them together): every one is readable when
+    its put returns, and a put whose caller went away is still written."""
+
+    async def scenario() -> None:
+        store = make_store()
+        ids = [f"resp_c{i}" for i in range(200)]
+
+        async def put_then_get(response_id: str) -> StoredResponse | None:
+            await store.put("acme", response_id, stored(response_id), ttl_s=3600)
+            return await store.get("acme", response_id)
+
+        found = await asyncio.gather(*(put_then_get(i) for i in ids))
+        assert found == [stored(i) for i in ids]
+        abandoned = asyncio.ensure_future(
+            store.put("acme", "resp_gone", stored("resp_gone"), ttl_s=3600)
+        )
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        await asyncio.gather(abandoned, return_exceptions=True)
+        await closed(store)
+        reopened = make_store()
+        for _ in range(100):  # the abandoned write lands on its own
+            if await reopened.get("acme", "resp_gone") is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert await reopened.get("acme", "resp_gone") == stored("resp_gone")
+        await closed(reopened)
+
+    run(scenario)
+
+
 def test_an_entry_expires_after_its_ttl(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = make_store()
@@ -162,6 +194,10 @@ def test_an_unwritable_sqlite_path_is_a_store_failure(tmp_path: Path) -> None:
         store = SqliteResponseStore(blocker / "responses.sqlite3", MAX_BYTES)
         with pytest.raises(StoreUnavailable, match="put"):
             await store.put("acme", "resp_1", stored("resp_1"), ttl_s=60)
+        # Puts written together all fail, and none waits forever.
+        together = [store.put("acme", f"resp_{i}", stored(f"resp_{i}"), ttl_s=60) for i in range(5)]
+        failed = await asyncio.gather(*together, return_exceptions=True)
+        assert all(isinstance(exc, StoreUnavailable) for exc in failed), failed
         # Nothing was ever written: reading finds nothing rather than failing.
         assert await store.get("acme", "resp_1") is None
         await closed(store)

@@ -12,6 +12,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 import attrs
 import orjson
 
-from router_server.state.errors import Store
+from router_server.state.errors import Store, StoreUnavailable
 from router_server.state.redis import RedisClient, redis_guard
 from router_server.state.sqlite import SqliteFile
 
@@ -79,8 +80,28 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# A row of the responses table: organization, id, entry, expires_ms.
+_Row = tuple[str, str, bytes, int]
+
+
+def _settle(batch: list[tuple[_Row, asyncio.Future[None]]], error: BaseException | None) -> None:
+    for _, done in batch:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+
 class SqliteResponseStore:
-    """The embedded store (one process), on the file's one worker thread."""
+    """The embedded store (one process), on the file's one worker thread.
+
+    Writes are coalesced: the puts made while a write is on the thread go
+    together in the next one, one transaction, so a busy router pays one
+    thread hop and one commit for many responses. Each put returns once its
+    row is committed (or raises what the write raised).
+    """
 
     # Expired rows are deleted every this many writes, at most this many at once.
     PRUNE_EVERY = 100
@@ -90,21 +111,47 @@ class SqliteResponseStore:
         self._file = SqliteFile(path, _SCHEMA, Store.RESPONSES, synchronous="NORMAL")
         self.max_bytes = max_bytes
         self._writes = 0
+        self._queued: list[tuple[_Row, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def put(
         self, organization: str, response_id: str, stored: StoredResponse, ttl_s: int
     ) -> None:
-        data = _encode(stored, self.max_bytes)
+        row = (organization, response_id, _encode(stored, self.max_bytes), _now_ms() + ttl_s * 1000)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((row, done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued())
+        # Shielded: a caller that goes away leaves its row to be written.
+        await asyncio.shield(done)
+
+    async def _write_queued(self) -> None:
+        batch: list[tuple[_Row, asyncio.Future[None]]] = []
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    await self._write([row for row, _ in batch])
+                except Exception as exc:  # handed to every put of the batch
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+        except BaseException:  # cancelled (the loop is closing): nobody waits forever
+            gone = StoreUnavailable(Store.RESPONSES, "responses store: the write was cancelled")
+            _settle([*batch, *self._queued], gone)
+            self._queued = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _write(self, rows: list[_Row]) -> None:
         now = _now_ms()
-        self._writes += 1
-        prune = self._writes % self.PRUNE_EVERY == 0
+        before, self._writes = self._writes, self._writes + len(rows)
+        prune = before // self.PRUNE_EVERY != self._writes // self.PRUNE_EVERY
 
         def run(db: sqlite3.Connection) -> None:
             with db:
-                db.execute(
-                    "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
-                    (organization, response_id, data, now + ttl_s * 1000),
-                )
+                db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", rows)
                 if prune:
                     db.execute(
                         "DELETE FROM responses WHERE rowid IN (SELECT rowid FROM responses "
@@ -142,6 +189,8 @@ class SqliteResponseStore:
         return deleted
 
     async def aclose(self) -> None:
+        if self._writer is not None:  # what was put is written before the file closes
+            await asyncio.wait([self._writer])
         self._file.close()
 
 
