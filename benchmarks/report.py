@@ -37,8 +37,15 @@ class Scenario:
     # or "all": every policy on (Redis limits, Redis idempotency keys, ledger,
     # Kafka export); None: the plain routed path (auth only).
     limits: str | None = None
-    # The plain scenario with the same load, which the limits run is compared with.
+    # The plain scenario with the same load, which a limits or protocol run is
+    # compared with.
     base: str | None = None
+    # The client's protocol: "chat" (chat completions), "messages" (Anthropic
+    # Messages) or "responses" (OpenAI Responses).
+    protocol: str = "chat"
+    # Routed to a backend that speaks only chat completions, so the router
+    # translates both ways; otherwise to one that speaks the protocol natively.
+    translated: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,31 @@ def limits_added(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
     return rows
 
 
+def protocol_costs(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """Router CPU per request of each Messages and Responses run over chat's, same load."""
+    rows: list[dict[str, Any]] = []
+    for m in ms:
+        if m.path != "routed" or m.scenario.protocol == "chat" or m.scenario.base is None:
+            continue
+        base = _find(ms, m.scenario.base, "routed")
+        base_cpu = None if base is None else base.router_cpu_us_per_request
+        cost = m.router_cpu_us_per_request
+        rows.append(
+            {
+                "scenario": m.scenario.key,
+                "protocol": m.scenario.protocol,
+                "translated": m.scenario.translated,
+                "base": m.scenario.base,
+                "rps": m.result.rps,
+                "errors": m.result.errors,
+                "cpu_us_per_request": cost,
+                "base_cpu_us_per_request": base_cpu,
+                "cpu_ratio": None if not base_cpu or cost is None else round(cost / base_cpu, 2),
+            }
+        )
+    return rows
+
+
 def _signed(value: float | None, unit: str, digits: int = 0) -> str:
     return "-" if value is None else f"{value:+,.{digits}f}{unit}"
 
@@ -259,6 +291,14 @@ def summary(ms: Sequence[Measurement], transports: Sequence[Measurement], open_k
             flag += " (the mock backend bounds direct streams, not the load generator)"
         out.append(f"direct/routed throughput, {row['scenario']}: {row['ratio']:.1f}x{flag}")
     out.extend(limits_summary(ms))
+    for row in protocol_costs(ms):
+        how = "translated to chat" if row["translated"] else "native"
+        times = "-" if row["cpu_ratio"] is None else f"{row['cpu_ratio']:.2f}x"
+        out.append(
+            f"{row['protocol']} ({how}), {row['scenario']}: router CPU per request {times} "
+            f"{row['base']}'s ({_num(row['cpu_us_per_request'], 0)} vs "
+            f"{_num(row['base_cpu_us_per_request'], 0)} us)"
+        )
     ratio = every_policy_ratio(ms)
     if ratio is not None:
         out.append(
@@ -305,6 +345,7 @@ def write_json(
         "router_added_latency": added_latency(ms, open_key),
         "direct_routed_ratios": ratios(ms),
         "limits_added": limits_added(ms),
+        "protocol_costs": protocol_costs(ms),
         "targets": targets(ms, open_key),
         "every_policy_cpu_ratio": every_policy_ratio(ms),
         **(extra or {}),

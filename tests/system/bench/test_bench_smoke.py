@@ -35,6 +35,14 @@ def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert isinstance(limited["chat-c16-all"]["limit_store_failures"], int)
     assert {row["scenario"] for row in data["limits_added"]} == set(limited)
     assert isinstance(data["every_policy_cpu_ratio"], float)
+    # Messages and Responses, native and translated, each against chat's CPU.
+    costs = {row["scenario"]: row for row in data["protocol_costs"]}
+    assert set(costs) == {
+        f"{protocol}-{kind}-c16"
+        for protocol in ("messages", "responses")
+        for kind in ("native", "translated", "stream-translated")
+    }
+    assert all(isinstance(row["cpu_ratio"], float) for row in costs.values()), costs
     assert data["paced"] is None
     failed = [
         (m["scenario"]["key"], m["path"], m["result"]) for m in measured if m["result"]["errors"]
