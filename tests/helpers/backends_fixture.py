@@ -38,6 +38,7 @@ MOCK_DEFAULTS = {
     "line_ending": "lf",
     "split_tail_bytes": None,
     "omit_usage": False,
+    "retry_after_s": None,
 }
 
 

@@ -448,3 +448,12 @@ def test_explain_lists_the_rule_every_candidate_and_every_skip() -> None:
         ],
     }
     assert json.loads(json.dumps(explained)) == explained
+
+
+def test_a_throttled_backend_is_skipped_and_says_why() -> None:
+    m = Model((target("a"), target("b", tier=1)))
+    views = {"a": BackendView(throttled=True)}
+    d = decide("pub", m, "org", None, random.Random(1), views)
+    assert order(d.candidates) == ["b"]
+    (skip,) = d.skipped
+    assert (skip.backend, skip.reason) == ("a", SkipReason.THROTTLED)

@@ -26,8 +26,10 @@ Rules:
 
 from __future__ import annotations
 
+import email.utils
 import enum
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -74,6 +76,38 @@ def judge(status: int) -> StatusVerdict:
     if status in _ELSEWHERE:
         return StatusVerdict.ELSEWHERE
     return StatusVerdict.CALLER
+
+
+# The statuses whose Retry-After says when the backend takes requests again.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def retry_after_s(headers: Mapping[str, str], now_epoch_s: float, cap_s: float) -> float | None:
+    """How long a backend asked not to be sent requests, at most `cap_s`: from
+    `retry-after-ms` (Azure, OpenAI), else `retry-after` in seconds or as an
+    HTTP date. None when it did not say, or said nothing usable."""
+    if cap_s <= 0:
+        return None
+    seconds: float | None = None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            seconds = float(millis) / 1000
+        except ValueError:
+            seconds = None
+    text = headers.get("retry-after")
+    if seconds is None and text is not None:
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError):
+                return None
+            seconds = when.timestamp() - now_epoch_s
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, cap_s)
 
 
 @attrs.frozen

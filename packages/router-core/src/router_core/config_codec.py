@@ -38,7 +38,8 @@ from router_core.config import (
     Organization,
     RouterConfig,
 )
-from router_core.config_enums import is_member, not_one_of
+from router_core.config.models import DEPLOYMENT_RE
+from router_core.config_enums import BackendKind, Protocol, is_member, not_one_of
 from router_core.limits.gcra import MAX_SCALED_SPAN
 
 
@@ -395,6 +396,7 @@ def check_references(config: RouterConfig, known: _Names | None = None) -> Itera
                 yield ConfigProblem(
                     _join(kind, name), "names are letters, digits and . _ : / - (up to 128)"
                 )
+    yield from _check_backend_kinds(config)
     for model_name, model in config.models.items():
         yield from _check_targets(known, f"models.{model_name}.backends", model.backends)
         for r, route in enumerate(model.routes):
@@ -440,6 +442,46 @@ def check_references(config: RouterConfig, known: _Names | None = None) -> Itera
             "server.admission.min_limit",
             f"must be <= server.max_in_flight ({server.max_in_flight}), the hard cap",
         )
+
+
+def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
+    """Each kind's own settings: present where the kind needs them, nowhere else."""
+    for name, backend in config.backends.items():
+        where = _join("backends", name)
+        azure = backend.azure
+        if backend.kind is not BackendKind.AZURE_OPENAI:
+            if azure is not None:
+                yield ConfigProblem(f"{where}.azure", "only for kind: azure_openai")
+            continue
+        if azure is None:
+            yield ConfigProblem(f"{where}.azure", "required for kind: azure_openai (api_version)")
+            continue
+        credentials = [backend.api_key_env, azure.entra_token_env, azure.entra_token_file]
+        if sum(c is not None for c in credentials) != 1:
+            yield ConfigProblem(
+                where,
+                "an azure_openai backend needs exactly one credential: api_key_env (an API "
+                "key), azure.entra_token_env or azure.entra_token_file (an Entra ID token)",
+            )
+        if backend.protocols != (Protocol.OPENAI,):
+            yield ConfigProblem(
+                f"{where}.protocols",
+                "an azure_openai backend speaks openai only (Messages and Responses are "
+                "translated to chat for it)",
+            )
+    for model_name, model in config.models.items():
+        targets = [*model.backends, *(t for route in model.routes for t in route.backends)]
+        for target in targets:
+            served = config.backends.get(target.backend)
+            if served is None or served.azure is None:
+                continue
+            deployment = served.azure.deployment(target.model or model_name)
+            if not DEPLOYMENT_RE.match(deployment):
+                yield ConfigProblem(
+                    f"models.{model_name}",
+                    f"{deployment!r} is not an Azure deployment name (letters, digits, . _ -, "
+                    f"up to 64): map it in backends.{target.backend}.azure.deployments",
+                )
 
 
 def _check_targets(

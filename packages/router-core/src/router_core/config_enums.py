@@ -33,6 +33,16 @@ class Strategy(enum.StrEnum):
     LEAST_LATENCY = "least_latency"
 
 
+class BackendKind(enum.StrEnum):
+    """What a backend is (`backends.<name>.kind`): how it is addressed and signed."""
+
+    # Any OpenAI-compatible server (vLLM, SGLang, TGI, Ollama, OpenAI itself).
+    OPENAI = "openai"
+    # Azure OpenAI: deployments under a resource endpoint, `api-version` on
+    # every call, an `api-key` header or a Microsoft Entra bearer token.
+    AZURE_OPENAI = "azure_openai"
+
+
 class Protocol(enum.StrEnum):
     """A wire protocol a backend speaks (`backends.<name>.protocols`)."""
 

@@ -53,6 +53,8 @@ class BackendView:
     latency_ms: float | None = None
     # Share of its weight while being re-admitted after recovery (1 = fully).
     ramp: float = 1.0
+    # Asked for no requests for now (its Retry-After); its circuit is not in doubt.
+    throttled: bool = False
 
 
 HEALTHY = BackendView()
@@ -62,6 +64,7 @@ class SkipReason(enum.StrEnum):
     DRAINING = "draining"
     OVERRIDDEN = "overridden"
     CIRCUIT_OPEN = "circuit_open"
+    THROTTLED = "throttled"
     AT_CAPACITY = "at_capacity"
     PROTOCOL = "protocol"
 
@@ -160,6 +163,8 @@ def decide(
             skipped.append(Skipped(backend, SkipReason.DRAINING, "drained by an override"))
         elif not view.available:
             skipped.append(Skipped(backend, SkipReason.CIRCUIT_OPEN, f"circuit {view.circuit}"))
+        elif view.throttled:
+            skipped.append(Skipped(backend, SkipReason.THROTTLED, "its Retry-After has not passed"))
         elif view.in_flight >= view.max_in_flight:
             skipped.append(
                 Skipped(backend, SkipReason.AT_CAPACITY, f"{view.in_flight} in flight (the cap)")

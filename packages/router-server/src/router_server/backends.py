@@ -11,7 +11,9 @@ next backend.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,6 +23,7 @@ import orjson
 
 from router_core.attempts import FailureKind
 from router_core.config import Backend, RouterConfig
+from router_core.config_enums import BackendKind
 from router_server import tracing
 
 
@@ -42,6 +45,41 @@ def _map(backend: str, exc: Exception) -> BackendFailure:
         return BackendFailure(backend, FailureKind.CONNECT, "connection refused or unreachable")
     # The message of a library exception can carry the URL; keep only the type.
     return BackendFailure(backend, FailureKind.PROTOCOL, f"transport error ({type(exc).__name__})")
+
+
+class TokenFile:
+    """A bearer token another process keeps in a file (a sidecar that refreshes an
+    Entra ID token): re-read when the file changes, looked at once a second at most.
+
+    A file that goes missing or unreadable keeps the last token read: the
+    backend refuses it once it expires, which fails the request over. The
+    token never appears in an error or a log.
+    """
+
+    CHECK_EVERY_S = 1.0
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._token: str | None = None
+        self._seen: tuple[int, int, int] | None = None
+        self._next_check = float("-inf")
+
+    def token(self) -> str | None:
+        now = self._clock()
+        if now < self._next_check:
+            return self._token
+        self._next_check = now + self.CHECK_EVERY_S
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if seen != self._seen:
+                text = self.path.read_text(encoding="utf-8").strip()
+                if text:
+                    self._token, self._seen = text, seen
+        except (OSError, UnicodeDecodeError):
+            pass
+        return self._token
 
 
 @attrs.frozen
@@ -69,9 +107,30 @@ class BackendClient:
     settings: Backend
     client: httpx.AsyncClient
     transport: httpx.AsyncBaseTransport
+    # A credential read per call (an Entra token file), else None: the client's
+    # headers already hold it.
+    token_file: TokenFile | None = None
     _targets: dict[str, _Target] = attrs.field(factory=dict, init=False)
     # Requests using this client now; a client replaced by a reload is closed at 0.
     active: int = attrs.field(default=0, init=False)
+
+    def path_for(self, path: str, model: str) -> str:
+        """Where an operation's `path` (/chat/completions, ...) is for `model`."""
+        azure = self.settings.azure
+        if azure is not None:
+            return f"/openai/deployments/{azure.deployment(model)}{path}"
+        return path
+
+    def _auth(self) -> dict[str, str]:
+        """The per-call credential header, if this backend has one."""
+        if self.token_file is None:
+            return {}
+        token = self.token_file.token()
+        if token is None:
+            raise BackendFailure(
+                self.name, FailureKind.CONNECT, "no Entra ID token: the token file is unreadable"
+            )
+        return {"authorization": f"Bearer {token}"}
 
     def _target(self, path: str) -> _Target:
         target = self._targets.get(path)
@@ -91,8 +150,11 @@ class BackendClient:
         target = self._target(path)
         with tracing.backend_span(self.name) as trace_headers:  # a no-op unless tracing is on
             headers = target.headers
-            if trace_headers or extra:
-                headers = httpx.Headers({**headers, **(extra or {}), **(trace_headers or {})})
+            auth = self._auth()
+            if trace_headers or extra or auth:
+                headers = httpx.Headers(
+                    {**headers, **(extra or {}), **(trace_headers or {}), **auth}
+                )
             request = httpx.Request(
                 "POST",
                 target.url,
@@ -132,9 +194,11 @@ class BackendClient:
 
     async def probe(self, timeout_s: float) -> bool:
         """Whether the backend answers HTTP at all (any status below 500)."""
+        path = "/openai/models" if self.settings.kind is BackendKind.AZURE_OPENAI else "/models"
         try:
-            response = await self.client.get("/models", timeout=timeout_s, headers=_PROBE)
-        except httpx.HTTPError:
+            headers = {**_PROBE, **self._auth()}
+            response = await self.client.get(path, timeout=timeout_s, headers=headers)
+        except (httpx.HTTPError, BackendFailure):
             return False
         return response.status_code < 500
 
@@ -148,10 +212,15 @@ class BackendClient:
         body = {**TRIAL_BODY, "model": model}
         try:
             response = await self.client.post(
-                "/chat/completions", json=body, timeout=timeout_s, headers=_TRIAL
+                self.path_for("/chat/completions", model),
+                json=body,
+                timeout=timeout_s,
+                headers={**_TRIAL, **self._auth()},
             )
         except httpx.HTTPError as exc:
             return f"trial probe: {_map(self.name, exc).detail}"
+        except BackendFailure as failure:
+            return f"trial probe: {failure.detail}"
         if response.status_code >= 500:
             return f"trial probe: HTTP {response.status_code}"
         return None
@@ -212,8 +281,22 @@ def open_client(
     """A client for one backend, on a pool of its own of kind `transport`, or
     sending through `given` (which the caller keeps and closes)."""
     headers: dict[str, str] = {}
+    params: dict[str, str] = {}
+    token_file = None
     key = credential(settings, env)
-    if key:
+    azure = settings.azure
+    if azure is not None:
+        # Azure OpenAI: the version on every call; an API key in its own
+        # header, or an Entra ID bearer token (from the environment, or a file
+        # read per call).
+        params["api-version"] = azure.api_version
+        if key:
+            headers["api-key"] = key
+        elif azure.entra_token_env is not None and env.get(azure.entra_token_env):
+            headers["authorization"] = f"Bearer {env[azure.entra_token_env]}"
+        elif azure.entra_token_file is not None:
+            token_file = TokenFile(azure.entra_token_file)
+    elif key:
         headers["authorization"] = f"Bearer {key}"
     timeout = httpx.Timeout(
         connect=settings.connect_timeout_s,
@@ -225,11 +308,12 @@ def open_client(
     client = httpx.AsyncClient(
         base_url=settings.base_url.rstrip("/"),
         headers=headers,
+        params=params,
         timeout=timeout,
         transport=pool,
         trust_env=False,
     )
-    return BackendClient(name, settings, client, pool)
+    return BackendClient(name, settings, client, pool, token_file)
 
 
 def open_clients(

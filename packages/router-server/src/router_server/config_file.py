@@ -40,15 +40,23 @@ def resolve_paths(config: RouterConfig, base: Path) -> RouterConfig:
             admin, cert_file=at(admin.cert_file), key_file=at(admin.key_file),
             ca_file=at(admin.ca_file),
         )  # fmt: skip
+    backends = dict(config.backends)
+    for name, backend in config.backends.items():
+        azure = backend.azure
+        if azure is not None and azure.entra_token_file is not None:
+            azure = attrs.evolve(azure, entra_token_file=at(azure.entra_token_file))
+            backends[name] = attrs.evolve(backend, azure=azure)
     return attrs.evolve(
         config,
+        backends=backends,
         listeners=attrs.evolve(config.listeners, admin=admin),
         state=attrs.evolve(config.state, dir=at(config.state.dir)),
     )
 
 
 def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[ConfigProblem]:
-    """Variables the config names (backend credentials, the Redis URL) not set in `env`."""
+    """Credentials the config names (variables, token files) that are not there, and
+    the Redis URL's and Kafka's variables when those are in use."""
     problems = [
         ConfigProblem(
             f"backends.{name}.api_key_env",
@@ -57,6 +65,29 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
         for name, backend in config.backends.items()
         if backend.api_key_env is not None and not env.get(backend.api_key_env)
     ]
+    for name, backend in config.backends.items():
+        azure = backend.azure
+        if azure is None:
+            continue
+        where = f"backends.{name}.azure"
+        if azure.entra_token_env is not None and not env.get(azure.entra_token_env):
+            problems.append(
+                ConfigProblem(
+                    f"{where}.entra_token_env",
+                    f"environment variable {azure.entra_token_env} is not set",
+                )
+            )
+        if azure.entra_token_file is not None:
+            try:
+                token = Path(azure.entra_token_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                problems.append(
+                    ConfigProblem(f"{where}.entra_token_file", f"cannot read: {reason}")
+                )
+            else:
+                if not token:
+                    problems.append(ConfigProblem(f"{where}.entra_token_file", "is empty"))
     # Services the config names by an environment variable, when in use:
     # (field, variable, why it is needed).
     needed = [

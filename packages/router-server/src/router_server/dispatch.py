@@ -8,7 +8,9 @@ Rules:
   holds one of its in-flight slots until the answer is read or the stream ends.
   A status that moves elsewhere (429, a 4xx about our credential or mapping)
   says nothing about the backend's health; one about the request itself
-  counts as a success, and goes back to the caller.
+  counts as a success, and goes back to the caller. A 429 or 503 with a
+  Retry-After (or retry-after-ms) also keeps the backend out of routing for
+  that long (at most `health.max_retry_after_s`): skipped as `throttled`.
 - Each candidate gets the request in the protocol it speaks: as the client
   sent it when native, else translated to chat (`router_core.protocols.wire`,
   once per request); `Opened.wire` says which, for reading the answer.
@@ -30,12 +32,14 @@ import httpx
 import orjson
 
 from router_core.attempts import (
+    RETRY_AFTER_STATUSES,
     AttemptPlan,
     Failure,
     FailureKind,
     RetryTally,
     StatusVerdict,
     judge,
+    retry_after_s,
     status_failure,
 )
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
@@ -136,7 +140,9 @@ class Dispatcher:
             started = self.clock()
             try:
                 response = await client.open(
-                    wire.backend_path, {**body, "model": candidate.model}, headers
+                    client.path_for(wire.backend_path, candidate.model),
+                    {**body, "model": candidate.model},
+                    headers,
                 )
             except BackendFailure as failure:
                 self.health.failed(backend, failure.detail, kind=failure.kind)
@@ -152,6 +158,11 @@ class Dispatcher:
             if verdict is StatusVerdict.SERVED:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
                 return Opened(client, candidate, response, wire)
+            if status in RETRY_AFTER_STATUSES:
+                cap = self.health.settings.max_retry_after_s
+                wait = retry_after_s(response.headers, time.time(), cap)
+                if wait is not None:
+                    self.health.throttle(backend, wait)
             detail = await _safe_read(client, response)
             self._end(client)
             # ELSEWHERE (429, a 4xx about our credential or mapping) says

@@ -38,10 +38,13 @@ class BackendHealth:
     last_probe_ok: bool | None = None
     requests: int = 0
     failures: int = 0
+    # The monotonic time its last Retry-After runs out.
+    throttled_until: float = float("-inf")
 
     def view(self, now: float, max_in_flight: int) -> BackendView:
         breaker = self.breaker
         return BackendView(
+            throttled=now < self.throttled_until,
             available=breaker.available(now),
             circuit=breaker.state.value,
             in_flight=self.in_flight,
@@ -92,7 +95,19 @@ class Health:
 
     def available(self, backend: str) -> bool:
         state = self.backends.get(backend)
-        return state is not None and state.breaker.available(self.clock())
+        if state is None:
+            return False
+        now = self.clock()
+        return now >= state.throttled_until and state.breaker.available(now)
+
+    def throttle(self, backend: str, seconds: float) -> None:
+        """The backend asked for no requests for `seconds` (its Retry-After)."""
+        state = self.backends.get(backend)
+        if state is not None:
+            state.throttled_until = max(state.throttled_until, self.clock() + seconds)
+            log.info(
+                "backend throttled", extra={"backend": backend, "retry_after_s": round(seconds, 3)}
+            )
 
     # A reload may remove a backend while requests to it are still running:
     # their results are then dropped (the `None` checks below).
@@ -242,6 +257,9 @@ class Health:
             out[name] = {
                 "circuit": circuit.value,
                 "available": breaker.available(now),
+                "throttled_for_s": round(state.throttled_until - now, 3)
+                if now < state.throttled_until
+                else 0,
                 "in_flight": state.in_flight,
                 "max_in_flight": configured[name].max_in_flight,
                 "latency_ewma_ms": None

@@ -46,7 +46,14 @@ from router_core.config.limits import (
     Quotas,
     RateLimit,
 )
-from router_core.config.models import Backend, Model, ModelPrice, ModelTarget, RouteRule
+from router_core.config.models import (
+    AzureSettings,
+    Backend,
+    Model,
+    ModelPrice,
+    ModelTarget,
+    RouteRule,
+)
 from router_core.config.service import (
     AdminListener,
     AdmissionSettings,
@@ -81,6 +88,7 @@ __all__ = [
     "AdmissionSettings",
     "ApiKey",
     "AuthSettings",
+    "AzureSettings",
     "Backend",
     "Budget",
     "FailurePolicy",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +25,7 @@ from router_core.config.fields import (
     _url,
 )
 from router_core.config_enums import (
+    BackendKind,
     Protocol,
     Strategy,
     is_member,
@@ -40,14 +43,66 @@ def _protocols(_: object, attribute: attrs.Attribute[Any], value: tuple[object, 
         raise FieldError(attribute.name, "must not name a protocol twice")
 
 
+# Azure names a deployment with letters, digits, '-', '_' and '.'; it goes in
+# the URL's path, so nothing else may.
+DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+API_VERSION_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$|^v1$|^latest$|^preview$")
+
+
+def _deployments(_: object, attribute: attrs.Attribute[Any], value: Mapping[str, str]) -> None:
+    for model, deployment in value.items():
+        if not DEPLOYMENT_RE.match(deployment):
+            raise FieldError(
+                attribute.name,
+                f"{model}: {deployment!r} is not a deployment name (letters, digits, . _ -, "
+                "up to 64)",
+            )
+
+
+@attrs.frozen
+class AzureSettings:
+    """How an `azure_openai` backend is addressed and authenticated."""
+
+    # The REST API version sent as `api-version` on every call, e.g. 2024-10-21.
+    api_version: str = _checked(
+        validator=_matches(
+            API_VERSION_RE, "an API version such as 2024-10-21 or 2025-04-01-preview"
+        )
+    )
+    # Deployment name by backend model name (a model target's `model`); a model
+    # not listed is sent to the deployment of its own name.
+    deployments: Mapping[str, str] = _checked(factory=dict, validator=_deployments)
+    # Microsoft Entra ID instead of an API key: the environment variable that
+    # holds a bearer token, or a file that holds one (re-read when it changes,
+    # for a sidecar that refreshes it). One of these or `api_key_env`.
+    entra_token_env: str | None = _checked(
+        default=None,
+        validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),
+    )
+    entra_token_file: str | None = None
+
+    __attrs_post_init__ = _check_fields
+
+    def deployment(self, model: str) -> str:
+        return self.deployments.get(model, model)
+
+
 @attrs.frozen
 class Backend:
     """A model server: where it is, its credential, its timeouts and capacity."""
 
-    # The backend's OpenAI-compatible base URL (the router appends /v1/...).
+    # The backend's base URL. `openai`: its OpenAI-compatible base (the router
+    # appends /chat/completions, ...), usually ending in /v1. `azure_openai`:
+    # the resource endpoint, https://RESOURCE.openai.azure.com (the router
+    # appends /openai/deployments/DEPLOYMENT/...).
     base_url: str = _checked(validator=_url)
+    # What the backend is: how it is addressed and authenticated.
+    kind: BackendKind = _checked(default=BackendKind.OPENAI, validator=_one_of(BackendKind))
+    # Required for kind `azure_openai`, and only there.
+    azure: AzureSettings | None = None
     # Name of the environment variable that holds this backend's credential;
-    # the credential itself never appears in the config file.
+    # the credential itself never appears in the config file. Sent as a
+    # bearer token (`openai`) or as the `api-key` header (`azure_openai`).
     api_key_env: str | None = _checked(
         default=None,
         validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),

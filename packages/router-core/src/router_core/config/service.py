@@ -168,6 +168,9 @@ class HealthSettings:
     open_s: float = _checked(default=5.0, validator=_positive)
     # After recovery, the backend's weight ramps from 10% to 100% over this long.
     ramp_s: float = _checked(default=10.0, validator=_non_negative)
+    # A backend that answers 429 or 503 with `Retry-After` (or `retry-after-ms`)
+    # gets no requests for that long, but at most this long; 0 ignores it.
+    max_retry_after_s: float = _checked(default=60.0, validator=_non_negative)
 
     __attrs_post_init__ = _check_fields
 

@@ -199,6 +199,9 @@ class Completion:
     include_usage: bool
     # The tool the request requires called (chat only), see the module's rules.
     tool: str | None = None
+    # Azure OpenAI's first chunk: no choices, only the prompt's content-filter
+    # results (a client that reads choices[0] of every chunk breaks on it).
+    prompt_filter: bool = False
 
     def _tool_call(self, call_id: str) -> dict[str, Any]:
         arguments = "".join(tool_arguments(self.n_out))
@@ -259,6 +262,11 @@ class Completion:
         def event(choice: dict[str, Any]) -> bytes:
             return b"data: " + orjson.dumps({**base, "choices": [{"index": 0, **choice}]}) + b"\n\n"
 
+        if chat and self.prompt_filter:
+            filtered = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                            "hate": {"filtered": False, "severity": "safe"}}}]}  # fmt: skip
+            yield b"data: " + orjson.dumps(filtered) + b"\n\n", "head"
         if chat:
             yield (
                 event({"delta": {"role": "assistant", "content": ""}, "finish_reason": None}),

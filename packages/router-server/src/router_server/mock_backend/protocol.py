@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any, cast
+from urllib.parse import parse_qs
 
 import httptools
 import orjson
@@ -77,6 +79,9 @@ class Request:
     # Sent by the router's own probes (`x-router-probe`), not by a client.
     probe: bool = False
     anthropic_version: bytes | None = None
+    query: str = ""
+    # Azure OpenAI's key header.
+    api_key: bytes | None = None
 
 
 def error_for(path: str, status: int, message: str, param: str | None, code: str | None) -> bytes:
@@ -112,6 +117,21 @@ def answer(
     return 200, orjson.dumps(model_object(model_id))
 
 
+_AZURE_VERSION = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")
+_AZURE_DEPLOYMENT = re.compile(
+    r"^/openai/deployments/([A-Za-z0-9][A-Za-z0-9._-]{0,63})/(chat/completions|completions|embeddings)$"
+)
+_AZURE_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+    "provide a valid key for an active subscription and use a correct regional API endpoint "
+    "for your resource."
+)
+
+
+def _azure_error(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
 class MockHTTPProtocol(asyncio.Protocol):
     def __init__(self, state: MockState) -> None:
         self._state = state
@@ -123,6 +143,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._traceparent: bytes | None = None
         self._probe = False
         self._anthropic_version: bytes | None = None
+        self._api_key: bytes | None = None
         self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -176,6 +197,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._traceparent = None
         self._probe = False
         self._anthropic_version = None
+        self._api_key = None
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -191,6 +213,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._probe = True
         elif name == b"anthropic-version":
             self._anthropic_version = value
+        elif name == b"api-key":
+            self._api_key = value
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -204,9 +228,12 @@ class MockHTTPProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self._parser
+        path, _, query = self._url.partition(b"?")
         request = Request(
             method=parser.get_method(),
-            path=self._url.split(b"?", 1)[0].decode("latin-1"),
+            path=path.decode("latin-1"),
+            query=query.decode("latin-1"),
+            api_key=self._api_key,
             body=b"".join(self._body),
             authorization=self._authorization,
             keep_alive=parser.should_keep_alive(),
@@ -262,14 +289,58 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._handle_control(request, path)
         elif path == "/v1" or path.startswith("/v1/"):
             self._handle_v1(request, path)
+        elif path.startswith("/openai/"):
+            self._handle_azure(request, path)
         else:
             self._reply_error(request, 404, f"unknown path {path}", "not_found")
 
-    def _handle_v1(self, request: Request, path: str) -> None:
+    def _handle_azure(self, request: Request, path: str) -> None:
+        """Azure OpenAI's front: `/openai/deployments/DEPLOYMENT/<op>` and
+        `/openai/models`, each with `api-version`, authenticated by an `api-key`
+        header or an Entra ID bearer token (here: the mock's `api_key` either
+        way). Refusals are Azure's own: 404 without a version, 400 for a
+        version it does not know, 401 for a bad credential."""
+        state = self._state
+        versions = parse_qs(request.query).get("api-version")
+        if not versions:
+            self._reply(request, 404, _azure_error("404", "Resource not found"))
+            return
+        if not _AZURE_VERSION.match(versions[0]):
+            self._reply(request, 400, _azure_error("BadRequest", "API version not supported"))
+            return
+        key = state.config.api_key
+        auth = "api-key" if request.api_key is not None else "bearer"
+        if key is not None and not (
+            request.api_key == key.encode() or request.authorization == b"Bearer " + key.encode()
+        ):
+            self._reply(request, 401, _azure_error("401", _AZURE_DENIED))
+            return
+        stats = state.stats
+        stats.last_api_version, stats.last_azure_auth = versions[0], auth
+        if path == "/openai/models":
+            self._handle_v1(request, "/v1/models", authorized=True)
+            return
+        found = _AZURE_DEPLOYMENT.match(path)
+        if found is None:
+            self._reply(request, 404, _azure_error("404", "Resource not found"))
+            return
+        deployment, operation = found.groups()
+        stats.deployments_seen[deployment] = stats.deployments_seen.get(deployment, 0) + 1
+        self._handle_v1(request, f"/v1/{operation}", authorized=True, deployment=deployment)
+
+    def _handle_v1(
+        self,
+        request: Request,
+        path: str,
+        *,
+        authorized: bool = False,
+        deployment: str | None = None,
+    ) -> None:
         state = self._state
         stats = state.stats
         stats.requests += 1
-        stats.by_path[path] = stats.by_path.get(path, 0) + 1
+        seen = request.path  # Azure's own path, for an Azure request
+        stats.by_path[seen] = stats.by_path.get(seen, 0) + 1
         if request.authorization is not None:
             stats.with_authorization += 1
         if request.traceparent is not None:
@@ -308,9 +379,13 @@ class MockHTTPProtocol(asyncio.Protocol):
                 else:
                     malformed = "the request body must be a JSON object"
 
+        if deployment is not None:  # Azure: the deployment is the model
+            body["model"] = deployment
         config = state.config
-        if config.api_key is not None and request.authorization != b"Bearer " + (
-            config.api_key.encode()
+        if (
+            not authorized
+            and config.api_key is not None
+            and request.authorization != b"Bearer " + config.api_key.encode()
         ):
             self._reply_error(request, 401, "incorrect API key provided", "invalid_api_key")
             return
@@ -326,6 +401,8 @@ class MockHTTPProtocol(asyncio.Protocol):
         if isinstance(outcome, tuple) and outcome[0] != 200:
             self._reply(request, *outcome)
             return
+        if deployment is not None and isinstance(outcome, Completion):
+            outcome = replace(outcome, prompt_filter=True)
 
         if config.hang:
             self._start(asyncio.get_running_loop().create_future())
@@ -335,6 +412,14 @@ class MockHTTPProtocol(asyncio.Protocol):
             stats.injected_errors += 1
             status = config.error_status
             err = error_for(path, status, "mock backend injected error", None, "mock_error")
+            if config.retry_after_s is not None:
+                wait = config.retry_after_s
+                retry = b"retry-after: %d\r\nretry-after-ms: %d\r\n" % (
+                    max(1, round(wait)),
+                    round(wait * 1000),
+                )
+                self._reply(request, status, err, retry)
+                return
             outcome = (status, err)
         if isinstance(outcome, Completion | NativeAnswer):
             stats.streams += 1

@@ -50,7 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each SSE event as two chunks, the second its last N bytes",
     )
     p.add_argument("--omit-usage", action="store_true", help="answer without `usage`")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (Azure paths: 'api-key: KEY' or the bearer)",
+    )
+    p.add_argument(
+        "--retry-after-s",
+        type=float,
+        default=None,
+        help="injected errors carry retry-after (and retry-after-ms)",
+    )
     p.add_argument("--models", default=",".join(MockConfig().models), help="comma-separated ids")
     return p
 
@@ -68,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         "split_tail_bytes": args.split_tail_bytes,
         "omit_usage": args.omit_usage,
         "api_key": args.api_key,
+        "retry_after_s": args.retry_after_s,
         "models": [m.strip() for m in args.models.split(",") if m.strip()],
     }
     return updated_config(MockConfig(), update)

@@ -38,6 +38,9 @@ class MockConfig:
     seed: int = 0
     api_key: str | None = None
     models: tuple[str, ...] = DEFAULT_MODELS
+    # Injected errors carry `retry-after: N` (and `retry-after-ms`), as a
+    # provider's rate-limit answer does.
+    retry_after_s: float | None = None
 
     def public(self) -> dict[str, Any]:
         # The key itself stays out of the control API: tests only need to know it is on.
@@ -54,6 +57,7 @@ class MockConfig:
             "seed": self.seed,
             "api_key_required": self.api_key is not None,
             "models": list(self.models),
+            "retry_after_s": self.retry_after_s,
         }
 
 
@@ -84,7 +88,7 @@ def updated_config(config: MockConfig, update: object) -> MockConfig:
             if key not in _KNOBS:
                 raise ConfigError(f"unknown config key {key!r}")
             changes[key] = getattr(fresh, key)
-        elif key in ("latency_ms", "chunk_delay_ms"):
+        elif key in ("latency_ms", "chunk_delay_ms", "retry_after_s"):
             changes[key] = _number(key, value, 0.0)
         elif key == "error_rate":
             changes[key] = _number(key, value, 0.0, 1.0)
@@ -136,6 +140,11 @@ class MockStats:
     last_anthropic_version: str | None = None
     # Responses requests that named a previous_response_id (the mock keeps no state).
     previous_response_ids: int = 0
+    # Azure OpenAI requests: by deployment, the last api-version, and how the
+    # last one authenticated ("api-key" or "bearer").
+    deployments_seen: dict[str, int] = field(default_factory=dict)
+    last_api_version: str | None = None
+    last_azure_auth: str | None = None
 
 
 @dataclass(slots=True)
@@ -178,6 +187,9 @@ class MockState:
             "probes": s.probes,
             "last_anthropic_version": s.last_anthropic_version,
             "previous_response_ids": s.previous_response_ids,
+            "deployments_seen": s.deployments_seen,
+            "last_api_version": s.last_api_version,
+            "last_azure_auth": s.last_azure_auth,
             "in_flight": self.in_flight,
             "open_connections": len(self.connections),
         }

@@ -1,0 +1,82 @@
+"""Backend kinds: each kind's settings are checked, with their paths, all at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from router_core.config_codec import ConfigInvalid, structure
+from router_core.config_enums import BackendKind
+
+
+def config(backend: dict[str, Any], target: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "backends": {"az": backend},
+        "models": {"gpt-4o": {"backends": [{"backend": "az", **(target or {})}]}},
+    }
+
+
+def azure(**changes: Any) -> dict[str, Any]:
+    backend: dict[str, Any] = {
+        "base_url": "https://example.openai.azure.com",
+        "kind": "azure_openai",
+        "api_key_env": "AZURE_OPENAI_KEY",
+        "azure": {"api_version": "2024-10-21", "deployments": {"gpt-4o": "gpt4o-prod"}},
+    }
+    for key, value in changes.items():
+        if key.startswith("azure_"):
+            backend["azure"][key.removeprefix("azure_")] = value
+        elif value is None:
+            backend.pop(key)
+        else:
+            backend[key] = value
+    return backend
+
+
+def problems(data: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ConfigInvalid) as caught:
+        structure(data)
+    return {p.path: p.message for p in caught.value.problems}
+
+
+def test_an_azure_backend() -> None:
+    backend = structure(config(azure())).backends["az"]
+    assert backend.kind is BackendKind.AZURE_OPENAI
+    assert backend.azure is not None
+    assert backend.azure.deployment("gpt-4o") == "gpt4o-prod"
+    # A model not mapped is its own deployment.
+    assert backend.azure.deployment("gpt-4o-mini") == "gpt-4o-mini"
+
+
+def test_the_default_kind_is_openai_and_takes_no_azure_section() -> None:
+    assert structure(config({"base_url": "http://a/v1"})).backends["az"].kind == "openai"
+    plain = {"base_url": "http://a/v1", "azure": {"api_version": "2024-10-21"}}
+    assert problems(config(plain)) == {"backends.az.azure": "only for kind: azure_openai"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "message"),
+    [
+        ({"azure": None}, "backends.az.azure", "required for kind: azure_openai"),
+        ({"kind": "bedrock"}, "backends.az.kind", "must be one of openai, azure_openai"),
+        ({"azure_api_version": "latest-ish"}, "backends.az.azure.api_version", "an API version"),
+        ({"azure_api_version": 20241021}, "backends.az.azure.api_version", "must be a string"),
+        ({"azure_deployments": {"gpt-4o": "a/b"}}, "backends.az.azure.deployments", "deployment"),
+        ({"azure_entra_token_env": "1BAD"}, "backends.az.azure.entra_token_env", "variable"),
+        ({"azure_region": "westeurope"}, "backends.az.azure.region", "unknown field"),
+        ({"api_key_env": None}, "backends.az", "exactly one credential"),
+        ({"azure_entra_token_file": "/run/token"}, "backends.az", "exactly one credential"),
+        ({"protocols": ["openai", "anthropic_messages"]}, "backends.az.protocols", "openai only"),
+    ],
+)
+def test_azure_mistakes(changes: dict[str, Any], path: str, message: str) -> None:
+    found = problems(config(azure(**changes)))
+    assert path in found, found
+    assert message in found[path]
+
+
+def test_an_unmapped_model_must_be_a_deployment_name() -> None:
+    found = problems(config(azure(), {"model": "models/gpt?4o"}))
+    assert "not an Azure deployment name" in found["models.gpt-4o"]
+    assert "backends.az.azure.deployments" in found["models.gpt-4o"]
