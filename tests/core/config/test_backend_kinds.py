@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from router_core.config_codec import ConfigInvalid, structure
-from router_core.config_enums import BackendKind
+from router_core.config_enums import BackendKind, Protocol
 
 
 def config(backend: dict[str, Any], target: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,3 +80,22 @@ def test_an_unmapped_model_must_be_a_deployment_name() -> None:
     found = problems(config(azure(), {"model": "models/gpt?4o"}))
     assert "not an Azure deployment name" in found["models.gpt-4o"]
     assert "backends.az.azure.deployments" in found["models.gpt-4o"]
+
+
+def test_an_anthropic_backend_speaks_messages_by_default() -> None:
+    data = config({"base_url": "https://api.anthropic.com/v1", "kind": "anthropic"})
+    backend = structure(data).backends["az"]
+    assert backend.kind is BackendKind.ANTHROPIC
+    assert backend.speaks == (Protocol.ANTHROPIC_MESSAGES,)
+    assert backend.anthropic_version == "2023-06-01"
+    # An openai backend still speaks openai unless told otherwise.
+    assert structure(config({"base_url": "http://a/v1"})).backends["az"].speaks == (
+        Protocol.OPENAI,
+    )
+
+
+def test_an_anthropic_backend_speaks_nothing_else() -> None:
+    data = config(
+        {"base_url": "https://api.anthropic.com/v1", "kind": "anthropic", "protocols": ["openai"]}
+    )
+    assert "anthropic_messages only" in problems(data)["backends.az.protocols"]

@@ -35,8 +35,12 @@ EVERY = tuple(Protocol)
         (Operation.MESSAGES, EVERY, Operation.MESSAGES),
         (Operation.RESPONSES, EVERY, Operation.RESPONSES),
         (Operation.MESSAGES, (Protocol.ANTHROPIC_MESSAGES,), Operation.MESSAGES),
-        (Operation.CHAT, (Protocol.ANTHROPIC_MESSAGES,), None),
-        (Operation.RESPONSES, (Protocol.ANTHROPIC_MESSAGES,), None),
+        # An Anthropic backend takes chat and Responses translated to Messages...
+        (Operation.CHAT, (Protocol.ANTHROPIC_MESSAGES,), Operation.MESSAGES),
+        (Operation.RESPONSES, (Protocol.ANTHROPIC_MESSAGES,), Operation.MESSAGES),
+        # ...but nothing Messages has no counterpart for.
+        (Operation.EMBEDDING, (Protocol.ANTHROPIC_MESSAGES,), None),
+        (Operation.COMPLETION, (Protocol.ANTHROPIC_MESSAGES,), None),
         (Operation.MESSAGES, (Protocol.OPENAI_RESPONSES,), None),
     ],
 )
@@ -57,7 +61,8 @@ def test_routing_skips_a_backend_that_cannot_take_the_protocol() -> None:
         }
     )
     assert unable(config, Operation.MESSAGES) == {}
-    cannot = unable(config, Operation.CHAT)
+    assert unable(config, Operation.CHAT) == {}
+    cannot = unable(config, Operation.EMBEDDING)
     assert cannot == {"claude": "speaks anthropic_messages, not openai"}
     choice = decide("m", config.models["m"], "org", None, random.Random(1), unable=cannot)
     assert [c.backend for c in choice.candidates] == ["oai"]

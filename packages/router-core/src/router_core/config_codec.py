@@ -449,6 +449,14 @@ def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
     for name, backend in config.backends.items():
         where = _join("backends", name)
         azure = backend.azure
+        if backend.kind is BackendKind.ANTHROPIC and backend.speaks != (
+            Protocol.ANTHROPIC_MESSAGES,
+        ):
+            yield ConfigProblem(
+                f"{where}.protocols",
+                "an anthropic backend speaks anthropic_messages only (chat and Responses are "
+                "translated to Messages for it)",
+            )
         if backend.kind is not BackendKind.AZURE_OPENAI:
             if azure is not None:
                 yield ConfigProblem(f"{where}.azure", "only for kind: azure_openai")
@@ -463,7 +471,7 @@ def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
                 "an azure_openai backend needs exactly one credential: api_key_env (an API "
                 "key), azure.entra_token_env or azure.entra_token_file (an Entra ID token)",
             )
-        if backend.protocols != (Protocol.OPENAI,):
+        if backend.speaks != (Protocol.OPENAI,):
             yield ConfigProblem(
                 f"{where}.protocols",
                 "an azure_openai backend speaks openai only (Messages and Responses are "

@@ -41,6 +41,8 @@ class BackendKind(enum.StrEnum):
     # Azure OpenAI: deployments under a resource endpoint, `api-version` on
     # every call, an `api-key` header or a Microsoft Entra bearer token.
     AZURE_OPENAI = "azure_openai"
+    # Anthropic's API: Messages, `x-api-key` and `anthropic-version`.
+    ANTHROPIC = "anthropic"
 
 
 class Protocol(enum.StrEnum):

@@ -23,7 +23,7 @@ import orjson
 
 from router_core.attempts import FailureKind
 from router_core.config import Backend, RouterConfig
-from router_core.config_enums import BackendKind
+from router_core.config_enums import BackendKind, Protocol
 from router_server import tracing
 
 
@@ -210,9 +210,13 @@ class BackendClient:
         A model listing proves nothing here: a hung backend can still list.
         """
         body = {**TRIAL_BODY, "model": model}
+        path = "/chat/completions"
+        if Protocol.OPENAI not in self.settings.speaks:  # an Anthropic backend
+            body = {**TRIAL_MESSAGES_BODY, "model": model}
+            path = "/messages"
         try:
             response = await self.client.post(
-                self.path_for("/chat/completions", model),
+                self.path_for(path, model),
                 json=body,
                 timeout=timeout_s,
                 headers={**_TRIAL, **self._auth()},
@@ -236,6 +240,7 @@ TRIAL_BODY = {
     "max_tokens": 1,
     "stream": False,
 }
+TRIAL_MESSAGES_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
 
 
 def _transport(kind: str, settings: Backend) -> httpx.AsyncBaseTransport:
@@ -296,6 +301,10 @@ def open_client(
             headers["authorization"] = f"Bearer {env[azure.entra_token_env]}"
         elif azure.entra_token_file is not None:
             token_file = TokenFile(azure.entra_token_file)
+    elif settings.kind is BackendKind.ANTHROPIC:
+        headers["anthropic-version"] = settings.anthropic_version
+        if key:
+            headers["x-api-key"] = key
     elif key:
         headers["authorization"] = f"Bearer {key}"
     timeout = httpx.Timeout(

@@ -131,7 +131,7 @@ class Dispatcher:
         while (candidate := plan.next(self.clock(), self.health.available)) is not None:
             backend = candidate.backend
             client = clients[backend]
-            wire = wire_for(request.operation, client.settings.protocols) or request.operation
+            wire = wire_for(request.operation, client.settings.speaks) or request.operation
             body = bodies.get(wire)
             if body is None:  # translated at most once, and only if a backend needs it
                 body = bodies[wire] = to_backend(request, wire)

@@ -148,9 +148,13 @@ def _passed_on(inference: InferenceRequest, headers: Mapping[str, str]) -> Infer
 
 
 def answer_id(operation: Operation, request_id: str) -> str:
-    """The id of the answer the router gives (Messages' message, Responses' response)."""
-    prefix = "resp_" if operation is Operation.RESPONSES else "msg_"
+    """The id of the answer the router gives when it writes the answer itself
+    (Messages' message, Responses' response, a chat completion translated back)."""
+    prefix = _ANSWER_PREFIXES.get(operation, "msg_")
     return prefix + request_id.replace("-", "")
+
+
+_ANSWER_PREFIXES = {Operation.RESPONSES: "resp_", Operation.CHAT: "chatcmpl-"}
 
 
 async def serve(request: Request, validate: Validator, shape: Shaper) -> Response:
@@ -443,7 +447,10 @@ def shape_openai(
     latency_ms: float,
     request_id: str,
 ) -> Any:
-    """OpenAI routes answer with the backend's body, under the public model name."""
+    """OpenAI routes answer with the backend's body, under the public model name
+    (translated back from Messages when the backend is an Anthropic one)."""
+    if opened.wire is not inference.operation:
+        return shape_protocol(inference, opened, body, latency_ms, request_id)
     if "model" in body:
         body["model"] = inference.model
     return body
@@ -473,6 +480,8 @@ def shape_inference(
     request_id: str,
 ) -> Any:
     """`/v1/inference` answers with the completion and a usage summary."""
+    if opened.wire is not inference.operation:
+        body = shape_protocol(inference, opened, body, latency_ms, request_id)
     if "model" in body:
         body["model"] = inference.model
     backend = opened.candidate.backend

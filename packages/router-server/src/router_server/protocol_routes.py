@@ -64,7 +64,7 @@ async def count_tokens(request: Request) -> Response:
         return error_response(exc, request.url.path)
     for candidate in candidates:
         client = runtime.backends[candidate.backend]
-        if Protocol.ANTHROPIC_MESSAGES not in client.settings.protocols:
+        if Protocol.ANTHROPIC_MESSAGES not in client.settings.speaks:
             continue
         body = {**counted.body, "model": candidate.model}
         headers = {k: v for k, v in request.headers.items() if k.startswith("anthropic-")}

@@ -33,7 +33,11 @@ from router_core.config_enums import (
 )
 
 
-def _protocols(_: object, attribute: attrs.Attribute[Any], value: tuple[object, ...]) -> None:
+def _protocols(
+    _: object, attribute: attrs.Attribute[Any], value: tuple[object, ...] | None
+) -> None:
+    if value is None:
+        return
     if not value:
         raise FieldError(attribute.name, "must name at least one protocol")
     for item in value:
@@ -92,9 +96,10 @@ class Backend:
     """A model server: where it is, its credential, its timeouts and capacity."""
 
     # The backend's base URL. `openai`: its OpenAI-compatible base (the router
-    # appends /chat/completions, ...), usually ending in /v1. `azure_openai`:
-    # the resource endpoint, https://RESOURCE.openai.azure.com (the router
-    # appends /openai/deployments/DEPLOYMENT/...).
+    # appends /chat/completions, ...), usually ending in /v1. `anthropic`:
+    # https://api.anthropic.com/v1 (the router appends /messages).
+    # `azure_openai`: the resource endpoint, https://RESOURCE.openai.azure.com
+    # (the router appends /openai/deployments/DEPLOYMENT/...).
     base_url: str = _checked(validator=_url)
     # What the backend is: how it is addressed and authenticated.
     kind: BackendKind = _checked(default=BackendKind.OPENAI, validator=_one_of(BackendKind))
@@ -102,7 +107,8 @@ class Backend:
     azure: AzureSettings | None = None
     # Name of the environment variable that holds this backend's credential;
     # the credential itself never appears in the config file. Sent as a
-    # bearer token (`openai`) or as the `api-key` header (`azure_openai`).
+    # bearer token (`openai`), as `x-api-key` (`anthropic`) or as the
+    # `api-key` header (`azure_openai`).
     api_key_env: str | None = _checked(
         default=None,
         validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),
@@ -112,12 +118,24 @@ class Backend:
     read_timeout_s: float = _checked(default=60.0, validator=_positive)
     # Requests this backend serves at once; past it, routing picks another or waits.
     max_in_flight: int = _checked(default=256, validator=_positive)
-    # The protocols it speaks natively. A request in another protocol is
-    # translated to OpenAI chat for it, so a backend without `openai` takes
-    # only the protocols it lists.
-    protocols: tuple[Protocol, ...] = _checked(default=(Protocol.OPENAI,), validator=_protocols)
+    # The protocols it speaks natively; by default its kind's (`openai` and
+    # `azure_openai`: openai; `anthropic`: anthropic_messages). A request in
+    # another protocol is translated for it: Messages and Responses to chat
+    # for an `openai` speaker, chat and Responses to Messages for an
+    # `anthropic_messages` speaker.
+    protocols: tuple[Protocol, ...] | None = _checked(default=None, validator=_protocols)
+    # `anthropic`: the `anthropic-version` header sent when the client sent none.
+    anthropic_version: str = "2023-06-01"
 
     __attrs_post_init__ = _check_fields
+
+    @property
+    def speaks(self) -> tuple[Protocol, ...]:
+        if self.protocols is not None:
+            return self.protocols
+        if self.kind is BackendKind.ANTHROPIC:
+            return (Protocol.ANTHROPIC_MESSAGES,)
+        return (Protocol.OPENAI,)
 
 
 @attrs.frozen

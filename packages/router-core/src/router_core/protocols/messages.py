@@ -612,7 +612,10 @@ def from_chat(body: Mapping[str, Any], *, default_max_tokens: int = 4096) -> dic
     for message in body["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(str(message.get("content") or ""))
+            content = message.get("content")
+            if isinstance(content, list):  # text parts
+                content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+            system.append(str(content or ""))
         elif role == "tool":
             results.append({"type": "tool_result", "tool_use_id": message.get("tool_call_id"),
                             "content": message.get("content") or ""})  # fmt: skip

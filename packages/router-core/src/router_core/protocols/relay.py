@@ -14,7 +14,10 @@ Rules:
 - Native relays pass events through, with the public model name (and, for
   Responses, the router's response id) written over the backend's.
   Translated relays parse OpenAI chat chunks and emit the client's protocol
-  event by event (`router_core.protocols.messages` / `.responses`).
+  event by event (`router_core.protocols.messages` / `.responses`). From an
+  Anthropic backend, Messages events become chat chunks
+  (`chat_over_messages`), and, for a Responses client, those chunks go on
+  through the chat-to-Responses relay.
 - Pure: bytes in, bytes out.
 """
 
@@ -27,7 +30,7 @@ import orjson
 
 from router_core.accounting.records import TokenCounts, reported_counts
 from router_core.problems import Catalog
-from router_core.protocols import messages, responses
+from router_core.protocols import chat_over_messages, messages, responses
 from router_core.requests import Operation
 
 _DATA = b"data:"
@@ -110,15 +113,20 @@ class ChatRelay:
         return event + _END
 
     def broken(self, message: str) -> bytes:
-        error = {
-            "error": {
-                "message": message,
-                "type": "server_error",
-                "param": None,
-                "code": Catalog.BACKEND_ERROR.code,
-            }
+        return _chat_error(message)
+
+
+def _chat_error(message: str) -> bytes:
+    """A chat stream's error event: what OpenAI sends when a stream fails."""
+    error = {
+        "error": {
+            "message": message,
+            "type": "server_error",
+            "param": None,
+            "code": Catalog.BACKEND_ERROR.code,
         }
-        return b"data: " + orjson.dumps(error) + _END
+    }
+    return b"data: " + orjson.dumps(error) + _END
 
 
 class NativeMessagesRelay:
@@ -276,6 +284,71 @@ class ChatToResponsesRelay:
         return b"".join(responses.encode_event(e) for e in self.translator.failed(message))
 
 
+class MessagesToChatRelay:
+    """Anthropic Messages events from the backend, as OpenAI chat chunks."""
+
+    response = None
+
+    def __init__(
+        self, public_model: str, completion_id: str, created_at: int, *, strip_usage: bool
+    ) -> None:
+        self.native = NativeMessagesRelay(public_model)
+        self.translator = chat_over_messages.StreamToChat(
+            model=public_model, completion_id=completion_id, created=created_at
+        )
+        self.strip_usage = strip_usage
+        self.reported: TokenCounts | None = None
+        self.content_events = 0
+        self.done = False
+
+    def event(self, event: bytes) -> bytes:
+        payload = _json(_data(event))
+        if payload is None:
+            return b""
+        self.native.event(event)
+        self.reported, self.content_events = self.native.reported, self.native.content_events
+        kind = payload.get("type")
+        if kind == "error":
+            error = payload.get("error")
+            message = error.get("message") if isinstance(error, Mapping) else None
+            return self.broken(str(message or "the backend's stream failed"))
+        out = [b"data: " + orjson.dumps(c) + _END for c in self.translator.feed(payload)]
+        if kind == "message_stop":
+            self.done = True
+            if not self.strip_usage:
+                out.append(b"data: " + orjson.dumps(self.translator.usage_chunk()) + _END)
+            out.append(b"data: [DONE]" + _END)
+        return b"".join(out)
+
+    def broken(self, message: str) -> bytes:
+        return _chat_error(message)
+
+
+class ThroughChat:
+    """Two relays in a row: the backend's events to chat chunks, and those to the
+    client's protocol. The counts are the first's (the backend's own usage)."""
+
+    def __init__(self, first: Relay, second: Relay) -> None:
+        self.first, self.second = first, second
+        self.reported: TokenCounts | None = None
+        self.content_events = 0
+        self.done = False
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        return self.second.response
+
+    def event(self, event: bytes) -> bytes:
+        chunks = self.first.event(event)
+        self.reported, self.content_events = self.first.reported, self.first.content_events
+        out = b"".join(self.second.event(c) for c in chunks.split(_END) if c)
+        self.done = self.second.done
+        return out
+
+    def broken(self, message: str) -> bytes:
+        return self.second.broken(message)
+
+
 def relay_for(
     operation: Operation,
     wire: Operation,
@@ -288,6 +361,13 @@ def relay_for(
 ) -> Relay:
     """The relay for a stream the client asked for in `operation`'s protocol,
     answered by a backend speaking `wire`'s."""
+    if wire is Operation.MESSAGES and operation is Operation.CHAT:
+        return MessagesToChatRelay(public_model, answer_id, created_at, strip_usage=strip_usage)
+    if wire is Operation.MESSAGES and operation is Operation.RESPONSES:
+        return ThroughChat(
+            MessagesToChatRelay(public_model, answer_id, created_at, strip_usage=False),
+            ChatToResponsesRelay(public_model, answer_id, created_at, request),
+        )
     if operation is wire:
         if operation is Operation.MESSAGES:
             return NativeMessagesRelay(public_model)

@@ -3,11 +3,13 @@
 Rules:
 - Each operation has one native protocol. A backend that lists it in
   `protocols` gets the request as the client sent it; one that speaks
-  `openai` instead gets it translated to chat (`to_backend`); any other
-  cannot take it, and routing skips it with the reason `unable` gives.
+  `openai` instead gets Messages and Responses translated to chat; one that
+  speaks only `anthropic_messages` gets chat and Responses translated to
+  Messages (Responses through chat: `chat_over_messages`). Any other cannot
+  take it, and routing skips it with the reason `unable` gives.
 - An answer is read in the protocol the backend answered in (its `wire`):
-  its usage (`answer_counts`) and the client's body (`client_answer`),
-  translated back when the wire was chat.
+  its usage (`answer_counts`, from the wire's own usage, so Messages' cache
+  writes are kept) and the client's body (`client_answer`), translated back.
 - Ids and times are passed in; nothing here draws or reads them.
 """
 
@@ -24,7 +26,7 @@ from router_core.accounting.records import (
 )
 from router_core.config import RouterConfig
 from router_core.config_enums import Protocol
-from router_core.protocols import messages, responses
+from router_core.protocols import chat_over_messages, messages, responses
 from router_core.requests import InferenceRequest, Operation
 
 NATIVE: Mapping[Operation, Protocol] = {
@@ -43,6 +45,11 @@ def wire_for(operation: Operation, speaks: tuple[Protocol, ...]) -> Operation | 
         return operation
     if Protocol.OPENAI in speaks and operation in (Operation.MESSAGES, Operation.RESPONSES):
         return Operation.CHAT
+    if Protocol.ANTHROPIC_MESSAGES in speaks and operation in (
+        Operation.CHAT,
+        Operation.RESPONSES,
+    ):
+        return Operation.MESSAGES
     return None
 
 
@@ -50,8 +57,8 @@ def unable(config: RouterConfig, operation: Operation) -> dict[str, str]:
     """The backends that cannot take `operation`, each with why (for routing)."""
     out: dict[str, str] = {}
     for name, backend in config.backends.items():
-        if wire_for(operation, backend.protocols) is None:
-            speaks = ", ".join(backend.protocols)
+        if wire_for(operation, backend.speaks) is None:
+            speaks = ", ".join(backend.speaks)
             out[name] = f"speaks {speaks}, not {NATIVE[operation]}"
     return out
 
@@ -69,11 +76,14 @@ def to_backend(request: InferenceRequest, wire: Operation) -> Mapping[str, Any]:
         body = {k: v for k, v in body.items() if k != "previous_response_id"}
         if wire is Operation.RESPONSES:
             return {**body, "store": False}
-        return responses.to_chat(body)
+        chat = responses.to_chat(body)
+        return chat_over_messages.to_messages(chat) if wire is Operation.MESSAGES else chat
     if wire is request.operation:
         return body
     if request.operation is Operation.MESSAGES:
         return messages.to_chat(body)
+    if request.operation is Operation.CHAT and wire is Operation.MESSAGES:
+        return chat_over_messages.to_messages(body)
     raise ValueError(f"{request.operation.value} is not sent as {wire.value}")
 
 
@@ -131,6 +141,14 @@ def client_answer(
 ) -> dict[str, Any]:
     """The body the client gets for a backend's whole `answer` on `wire`."""
     operation = request.operation
+    if wire is Operation.MESSAGES and operation is not Operation.MESSAGES:
+        # An Anthropic backend: read as chat first, then as the client asked.
+        answer = chat_over_messages.chat_from_message(
+            answer, model=public_model, completion_id=answer_id, created=created_at
+        )
+        wire = Operation.CHAT
+        if operation is Operation.CHAT:
+            return answer
     if operation is Operation.MESSAGES and wire is Operation.CHAT:
         return messages.response_from_chat(answer, model=public_model, message_id=answer_id)
     if operation is Operation.RESPONSES and wire is Operation.CHAT:

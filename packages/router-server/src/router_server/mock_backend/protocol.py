@@ -80,8 +80,9 @@ class Request:
     probe: bool = False
     anthropic_version: bytes | None = None
     query: str = ""
-    # Azure OpenAI's key header.
+    # Azure OpenAI's key header, and Anthropic's.
     api_key: bytes | None = None
+    x_api_key: bytes | None = None
 
 
 def error_for(path: str, status: int, message: str, param: str | None, code: str | None) -> bytes:
@@ -144,6 +145,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._probe = False
         self._anthropic_version: bytes | None = None
         self._api_key: bytes | None = None
+        self._x_api_key: bytes | None = None
         self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -198,6 +200,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._probe = False
         self._anthropic_version = None
         self._api_key = None
+        self._x_api_key = None
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -215,6 +218,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._anthropic_version = value
         elif name == b"api-key":
             self._api_key = value
+        elif name == b"x-api-key":
+            self._x_api_key = value
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -234,6 +239,7 @@ class MockHTTPProtocol(asyncio.Protocol):
             path=path.decode("latin-1"),
             query=query.decode("latin-1"),
             api_key=self._api_key,
+            x_api_key=self._x_api_key,
             body=b"".join(self._body),
             authorization=self._authorization,
             keep_alive=parser.should_keep_alive(),
@@ -382,11 +388,17 @@ class MockHTTPProtocol(asyncio.Protocol):
         if deployment is not None:  # Azure: the deployment is the model
             body["model"] = deployment
         config = state.config
-        if (
-            not authorized
-            and config.api_key is not None
-            and request.authorization != b"Bearer " + config.api_key.encode()
-        ):
+        key = None if config.api_key is None else config.api_key.encode()
+        if path in MESSAGES_PATHS and key is not None:
+            # Keyed, the mock is Anthropic's API: `x-api-key` (or a bearer)
+            # and `anthropic-version` on every Messages call.
+            if request.x_api_key != key and request.authorization != b"Bearer " + key:
+                self._reply_error(request, 401, "invalid x-api-key")
+                return
+            if request.anthropic_version is None:
+                self._reply_error(request, 400, "anthropic-version: header is required")
+                return
+        elif not authorized and key is not None and request.authorization != b"Bearer " + key:
             self._reply_error(request, 401, "incorrect API key provided", "invalid_api_key")
             return
         if malformed is not None:
