@@ -133,6 +133,20 @@ def test_cost_is_exact_nano_usd_and_none_without_a_price() -> None:
     assert records.price(config, None, used) is None
 
 
+def test_cache_reads_and_writes_are_charged_at_their_rates() -> None:
+    config = structure(
+        {
+            "backends": {"a": {"base_url": "http://a/v1"}},
+            "models": {"claude": {"backends": [{"backend": "a"}]}},
+            "prices": {"claude": {"input": 3, "output": 15, "cache_read": 0.3,
+                                  "cache_write": 3.75}},
+        }
+    )  # fmt: skip
+    # Anthropic's usage as counts: 100 fresh + 600 read + 300 written = 1000 prompt.
+    used = TokenCounts(1000, 10, 1010, cached_tokens=600, cache_write_tokens=300)
+    assert records.price(config, "claude", used) == 100 * 3000 + 600 * 300 + 300 * 3750 + 150_000
+
+
 def test_outcomes_from_problem_codes() -> None:
     assert records.outcome_of(None) is Outcome.SUCCESS
     assert records.outcome_of("rate_limit_exceeded") is Outcome.DENIED

@@ -120,6 +120,41 @@ def test_max_affordable_is_the_largest_that_fits(
 # --- reservations ---------------------------------------------------------------------
 
 
+def test_cache_reads_and_writes_cost_their_own_rates() -> None:
+    # Anthropic's shape: reads at a tenth of input, writes at 1.25 times.
+    price = price_from_usd_per_million("3", "15", cache_read="0.3", cache_write="3.75")
+    # 1,000 prompt tokens: 600 read from the cache, 300 written to it, 100 fresh.
+    assert cost(price, 1000, 10, cached_tokens=600, cache_write_tokens=300) == (
+        100 * 3000 + 600 * 300 + 300 * 3750 + 10 * 15000
+    )
+    # Without cache rates, cached tokens cost the input rate: nothing changes.
+    plain = price_from_usd_per_million("3", "15")
+    assert cost(plain, 1000, 10, cached_tokens=600, cache_write_tokens=300) == cost(plain, 1000, 10)
+    # A report of more cached tokens than the prompt holds is capped at the prompt.
+    assert cost(price, 10, 0, cached_tokens=50, cache_write_tokens=50) == 10 * 300
+    with pytest.raises(ValueError, match="cached_tokens"):
+        cost(price, 10, 0, cached_tokens=-1)
+
+
+def test_the_worst_case_prices_the_prompt_at_its_dearest_rate() -> None:
+    price = price_from_usd_per_million("3", "15", cache_read="0.3", cache_write="3.75")
+    assert worst_case(price, 1000, 10) == 1000 * 3750 + 10 * 15000
+    assert max_affordable_tokens(price, 1000, 1000 * 3750 + 10 * 15000) == 10
+
+
+@given(
+    st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6),
+    st.integers(0, 10**5), st.integers(0, 10**5), st.integers(0, 10**5), st.integers(0, 10**5),
+)  # fmt: skip
+def test_no_split_of_the_prompt_costs_more_than_the_worst_case(
+    prompt: int, completion: int, read: int, written: int,
+    fresh_rate: int, out_rate: int, read_rate: int, write_rate: int,
+) -> None:  # fmt: skip
+    """What a reservation holds is a true upper bound, however the cache served it."""
+    price = Price(fresh_rate, out_rate, read_rate, write_rate)
+    assert cost(price, prompt, completion, read, written) <= worst_case(price, prompt, completion)
+
+
 def test_reserve_settle_release_by_hand() -> None:
     state = BudgetState()
     first = reserve(state, 600, limit=1000)

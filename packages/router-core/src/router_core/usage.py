@@ -23,6 +23,9 @@ class TokenUsage:
     completion_tokens: int = 0
     total_tokens: int = 0
     reported: bool = False
+    # Of the prompt: tokens read from, and written to, the provider's cache.
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def _count(usage: Mapping[str, Any], name: str) -> int:

@@ -237,7 +237,10 @@ class LimitGate:
         if ticket.admission is None or not ticket.admission.holds:
             return
         holds = ticket.admission.holds
-        used = TokenUsage(counts.prompt_tokens, counts.completion_tokens, counts.total_tokens)
+        used = TokenUsage(
+            counts.prompt_tokens, counts.completion_tokens, counts.total_tokens,
+            cached_tokens=counts.cached_tokens, cache_write_tokens=counts.cache_write_tokens,
+        )  # fmt: skip
         amounts = actuals(ticket.plan, holds, used, served=served)
         if log.isEnabledFor(logging.INFO):
             log.info("settled", extra={

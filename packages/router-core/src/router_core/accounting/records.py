@@ -211,7 +211,13 @@ def price(config: RouterConfig, model: str | None, counts: TokenCounts) -> int |
     model_price = config.prices.get(model) if model is not None else None
     if model_price is None:
         return None
-    return cost(price_of(model_price), counts.prompt_tokens, counts.completion_tokens)
+    return cost(
+        price_of(model_price),
+        counts.prompt_tokens,
+        counts.completion_tokens,
+        counts.cached_tokens,
+        counts.cache_write_tokens,
+    )
 
 
 # Problems that mean a backend failed or refused (everything else is a denial).

@@ -53,6 +53,11 @@ DEPLOYMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 API_VERSION_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$|^v1$|^latest$|^preview$")
 
 
+def _optional_per_million(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _per_million(instance, attribute, value)
+
+
 def _deployments(_: object, attribute: attrs.Attribute[Any], value: Mapping[str, str]) -> None:
     for model, deployment in value.items():
         if not DEPLOYMENT_RE.match(deployment):
@@ -197,5 +202,9 @@ class ModelPrice:
     # USD per million prompt tokens, and per million completion tokens.
     input: Decimal = _checked(validator=_per_million)
     output: Decimal = _checked(default=Decimal(0), validator=_per_million)
+    # USD per million prompt tokens read from, and written to, the provider's
+    # prompt cache (as its usage reports them); unset, they cost `input`.
+    cache_read: Decimal | None = _checked(default=None, validator=_optional_per_million)
+    cache_write: Decimal | None = _checked(default=None, validator=_optional_per_million)
 
     __attrs_post_init__ = _check_fields

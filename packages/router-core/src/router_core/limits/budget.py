@@ -4,6 +4,10 @@ Rules:
 - Prices are whole nano-USD per token. A price in USD per million tokens is
   exact only with at most 3 decimals ($0.15/M is 150 nano-USD per token);
   anything finer, negative, or a float is refused rather than rounded.
+- Prompt tokens served from a provider's cache (`cached`) and written to it
+  (`cache_write`) may have rates of their own; without one they cost the
+  input rate. The worst case prices every prompt token at the highest of the
+  three, since a request may write its whole prompt to the cache.
 - A window's state is `committed` (settled spend) and `reserved` (held for
   requests in flight). `reserve` admits `amount` iff
   committed + reserved + amount <= limit, so that sum never exceeds the
@@ -43,6 +47,28 @@ TOKENS_PER_MILLION = 10**6
 class Price:
     input_nanos_per_token: int = attrs.field(validator=bounded(0))
     output_nanos_per_token: int = attrs.field(validator=bounded(0))
+    # None: such tokens cost the input rate.
+    cache_read_nanos_per_token: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(bounded(0))
+    )
+    cache_write_nanos_per_token: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(bounded(0))
+    )
+
+    @property
+    def cache_read(self) -> int:
+        rate = self.cache_read_nanos_per_token
+        return self.input_nanos_per_token if rate is None else rate
+
+    @property
+    def cache_write(self) -> int:
+        rate = self.cache_write_nanos_per_token
+        return self.input_nanos_per_token if rate is None else rate
+
+    @property
+    def prompt_worst(self) -> int:
+        """The most one prompt token can cost: fresh, read or written."""
+        return max(self.input_nanos_per_token, self.cache_read, self.cache_write)
 
 
 @attrs.frozen
@@ -72,9 +98,16 @@ class ReserveResult:
 def price_from_usd_per_million(
     input: str | Decimal | int,
     output: str | Decimal | int,
+    cache_read: str | Decimal | int | None = None,
+    cache_write: str | Decimal | int | None = None,
 ) -> Price:
     """A Price from USD per million tokens, exactly, e.g. ("2.50", "10") -> (2500, 10000)."""
-    return Price(_nanos_per_token("input price", input), _nanos_per_token("output price", output))
+    return Price(
+        _nanos_per_token("input price", input),
+        _nanos_per_token("output price", output),
+        None if cache_read is None else _nanos_per_token("cache read price", cache_read),
+        None if cache_write is None else _nanos_per_token("cache write price", cache_write),
+    )
 
 
 def _nanos_per_token(what: str, usd_per_million: str | Decimal | int) -> int:
@@ -111,12 +144,28 @@ def _nanos_per_token(what: str, usd_per_million: str | Decimal | int) -> int:
     return int(nanos)
 
 
-def cost(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
-    """What a request costs, in nano-USD, saturated at MAX_SAFE_INTEGER."""
+def cost(
+    price: Price,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> int:
+    """What a request costs, in nano-USD, saturated at MAX_SAFE_INTEGER.
+
+    `prompt_tokens` includes the cached and cache-write tokens; a report of
+    more of those than the prompt holds is capped at the prompt.
+    """
     require_int("prompt_tokens", prompt_tokens, 0)
     require_int("completion_tokens", completion_tokens, 0)
+    require_int("cached_tokens", cached_tokens, 0)
+    require_int("cache_write_tokens", cache_write_tokens, 0)
+    read = min(cached_tokens, prompt_tokens)
+    written = min(cache_write_tokens, prompt_tokens - read)
     total = (
-        price.input_nanos_per_token * prompt_tokens
+        price.input_nanos_per_token * (prompt_tokens - read - written)
+        + price.cache_read * read
+        + price.cache_write * written
         + price.output_nanos_per_token * completion_tokens
     )
     return total if total <= MAX_SAFE_INTEGER else MAX_SAFE_INTEGER
@@ -124,7 +173,12 @@ def cost(price: Price, prompt_tokens: int, completion_tokens: int) -> int:
 
 def worst_case(price: Price, prompt_tokens_upper_bound: int, max_tokens: int) -> int:
     """The most a request can cost: the amount to reserve at admission."""
-    return cost(price, prompt_tokens_upper_bound, max_tokens)
+    require_int("prompt_tokens", prompt_tokens_upper_bound, 0)
+    require_int("max_tokens", max_tokens, 0)
+    total = (
+        price.prompt_worst * prompt_tokens_upper_bound + price.output_nanos_per_token * max_tokens
+    )
+    return total if total <= MAX_SAFE_INTEGER else MAX_SAFE_INTEGER
 
 
 def max_affordable_tokens(price: Price, prompt_tokens: int, remaining: int) -> int | None:
@@ -135,7 +189,7 @@ def max_affordable_tokens(price: Price, prompt_tokens: int, remaining: int) -> i
     """
     require_int("prompt_tokens", prompt_tokens, 0)
     require_int("remaining", remaining, -MAX_SAFE_INTEGER)
-    left = remaining - price.input_nanos_per_token * prompt_tokens
+    left = remaining - price.prompt_worst * prompt_tokens
     if left < 0:
         return -1
     if price.output_nanos_per_token == 0:

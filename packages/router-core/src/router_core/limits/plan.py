@@ -109,7 +109,9 @@ def prompt_bound(request: InferenceRequest) -> int:
 # decimal scaling, span checks) would otherwise run again for every request.
 @functools.lru_cache(maxsize=1024)
 def price_of(model: ModelPrice) -> Price:
-    return price_from_usd_per_million(model.input, model.output)
+    return price_from_usd_per_million(
+        model.input, model.output, model.cache_read, model.cache_write
+    )
 
 
 def _scopes(config: RouterConfig, caller: Scope, model: str) -> list[tuple[Scope, Limits]]:
@@ -262,10 +264,16 @@ def actuals(
     """What each hold settles to: the request if served, its tokens and their cost."""
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
-    spent = cost(plan.price, prompt, completion) if plan.price is not None else 0
+    spent = 0
+    if plan.price is not None:
+        spent = cost(plan.price, prompt, completion, *_cache(usage))
     tokens = min(prompt + completion, MAX_SAFE_INTEGER)
     values = {Measure.REQUESTS: 1 if served else 0, Measure.TOKENS: tokens, Measure.USD: spent}
     return [values[measure_of(h)] for h in holds]
+
+
+def _cache(usage: TokenUsage | None) -> tuple[int, int]:
+    return (usage.cached_tokens, usage.cache_write_tokens) if usage else (0, 0)
 
 
 def usd(nanos: int) -> float:
