@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from router_server.backends import TokenFile
+import anyio
+import httpx
+import pytest
+
+from router_core.attempts import FailureKind
+from router_core.config_codec import structure
+from router_server.backends import BackendFailure, TokenFile, open_client
 
 
 class Clock:
@@ -65,3 +71,37 @@ def test_no_file_ever_is_no_token(tmp_path: Path) -> None:
     assert tokens.token() is None
     (tmp_path / "binary").write_bytes(b"\xff\xfe")
     assert TokenFile(tmp_path / "binary", Clock()).token() is None
+
+
+def test_a_backend_without_a_token_fails_before_sending_anything(tmp_path: Path) -> None:
+    """Never read (the file appeared in no check): the request moves on, and
+    nothing reaches the backend without a credential."""
+    cfg = structure(
+        {
+            "backends": {
+                "az": {
+                    "base_url": "https://res.openai.azure.invalid",
+                    "kind": "azure_openai",
+                    "azure": {"api_version": "2024-10-21",
+                              "entra_token_file": str(tmp_path / "none")},
+                }
+            },
+            "models": {"m": {"backends": [{"backend": "az"}]}},
+        }
+    )  # fmt: skip
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={})
+
+    client = open_client("az", cfg.backends["az"], "httpx", {}, httpx.MockTransport(handler))
+
+    async def call() -> None:
+        await client.open("/openai/deployments/m/chat/completions", {"model": "m"})
+
+    with pytest.raises(BackendFailure) as caught:
+        anyio.run(call)
+    assert caught.value.kind is FailureKind.CONNECT
+    assert "token file" in caught.value.detail
+    assert sent == []

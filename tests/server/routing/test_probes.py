@@ -276,3 +276,59 @@ def test_a_probe_holds_its_client_open_while_it_runs() -> None:
     anyio.run(probe_one, health, backend, 1.0)
     assert held == [1]
     assert backend.active == 0
+
+
+def kinds_config() -> RouterConfig:
+    data = base_config("http://mock-a.invalid/v1", "http://mock-b.invalid/v1")
+    data["health"] = {"failure_threshold": 1, "open_s": 5, "probe_timeout_s": 1}
+    data["backends"]["mock-a"] = {"base_url": "https://api.anthropic.invalid/v1",
+                                  "kind": "anthropic", "api_key_env": "CLAUDE_KEY"}  # fmt: skip
+    data["backends"]["mock-b"] = {
+        "base_url": "https://res.openai.azure.invalid", "kind": "azure_openai",
+        "api_key_env": "AZURE_KEY",
+        "azure": {"api_version": "2024-10-21", "deployments": {"mock-gpt": "gpt4o-prod"}},
+    }  # fmt: skip
+    data["models"]["embed"] = {"backends": [{"backend": "mock-b", "model": "mock-embed"}]}
+    return structure(data)
+
+
+def test_each_kind_is_probed_and_tried_in_its_own_wire() -> None:
+    cfg, clock = kinds_config(), Clock()
+    env = {"CLAUDE_KEY": "claude-secret", "AZURE_KEY": "azure-secret"}
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    clients = {
+        name: open_client(name, cfg.backends[name], "httpx", env, httpx.MockTransport(handler))
+        for name in ("mock-a", "mock-b")
+    }
+    health = Health(lambda: cfg, clock=clock)
+    for name in clients:
+        health.failed(name, "timed out waiting for the backend", kind=FailureKind.TIMEOUT)
+    clock.advance(5)
+    trials_now(health, clients)
+    by_host = {r.url.host: r for r in seen}
+    claude = by_host["api.anthropic.invalid"]
+    assert claude.url.path == "/v1/messages"
+    assert (claude.headers["x-api-key"], claude.headers["anthropic-version"]) == (
+        "claude-secret", "2023-06-01"
+    )  # fmt: skip
+    assert "authorization" not in claude.headers
+    body = orjson.loads(claude.content)
+    assert (body["max_tokens"], body["messages"][0]["role"]) == (1, "user")
+    azure = by_host["res.openai.azure.invalid"]
+    assert azure.url.path == "/openai/deployments/gpt4o-prod/chat/completions"
+    assert azure.url.params["api-version"] == "2024-10-21"
+    assert azure.headers["api-key"] == "azure-secret"
+    # The active probe lists models, in each kind's place.
+    seen.clear()
+
+    async def probe_both() -> list[bool]:
+        return [await c.probe(1.0) for c in clients.values()]
+
+    assert anyio.run(probe_both) == [True, True]
+    assert sorted(r.url.path for r in seen) == ["/openai/models", "/v1/models"]
+    assert all(r.headers.get("x-router-probe") == "active" for r in seen)
