@@ -21,6 +21,7 @@ import anyio
 import httpx
 import orjson
 
+from router_server.mock_backend.gemini import GeminiAnswer
 from router_server.mock_backend.native import NativeAnswer
 from router_server.mock_backend.payloads import Completion, RequestError
 from router_server.mock_backend.protocol import POST_ROUTES, answer, error_for
@@ -158,7 +159,7 @@ class InProcessBackend:
         return httpx.Response(200, content=_events(answered), headers=headers)
 
 
-async def _events(completion: Completion | NativeAnswer) -> AsyncIterator[bytes]:
+async def _events(completion: Completion | NativeAnswer | GeminiAnswer) -> AsyncIterator[bytes]:
     for data, _ in completion.events():
         yield data
 

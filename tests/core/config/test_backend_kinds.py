@@ -94,6 +94,15 @@ def test_an_anthropic_backend_speaks_messages_by_default() -> None:
     )
 
 
+def test_a_gemini_backend_speaks_gemini_and_nobody_else_does() -> None:
+    gemini = {"base_url": "https://generativelanguage.googleapis.com/v1beta", "kind": "gemini"}
+    assert structure(config(gemini)).backends["az"].speaks == (Protocol.GEMINI,)
+    mixed = {**gemini, "protocols": ["gemini", "openai"]}
+    assert "speak only it" in problems(config(mixed))["backends.az.protocols"]
+    pretender = {"base_url": "http://a/v1", "protocols": ["gemini"]}
+    assert "kind: gemini" in problems(config(pretender))["backends.az.protocols"]
+
+
 def test_an_anthropic_backend_speaks_nothing_else() -> None:
     data = config(
         {"base_url": "https://api.anthropic.com/v1", "kind": "anthropic", "protocols": ["openai"]}

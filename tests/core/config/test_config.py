@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from router_core import config_enums
 from router_core.config import ObservabilitySettings, RouterConfig
 from router_core.config_codec import ConfigInvalid, structure, unstructure
-from router_core.config_enums import BackendKind, TracingExporter
+from router_core.config_enums import BackendKind, Protocol, TracingExporter
 
 HASH = "sha256:" + "a" * 64
 
@@ -310,6 +310,8 @@ def test_every_enumerated_setting_refuses_a_typo(
     if member is BackendKind.AZURE_OPENAI:  # a kind with settings of its own gets them
         backend = data["backends"][steps[1]]
         backend.update(api_key_env="AZURE_KEY", azure={"api_version": "2024-10-21"})
+    if member is Protocol.GEMINI:  # spoken by Gemini backends alone
+        data["backends"][steps[1]]["kind"] = "gemini"
     value: Any = structure(data)
     for step in steps:  # the converter hands back the member, not a plain string
         value = (
@@ -320,6 +322,8 @@ def test_every_enumerated_setting_refuses_a_typo(
     assert value is member
     if member is BackendKind.AZURE_OPENAI:
         data["backends"][steps[1]].pop("azure")
+    if member is Protocol.GEMINI:
+        data["backends"][steps[1]].pop("kind")
     typo = member.value[:-1]
     put(data, steps, typo)
     choices = ", ".join(kind)

@@ -288,13 +288,16 @@ def kinds_config() -> RouterConfig:
         "api_key_env": "AZURE_KEY",
         "azure": {"api_version": "2024-10-21", "deployments": {"mock-gpt": "gpt4o-prod"}},
     }  # fmt: skip
+    data["backends"]["mock-g"] = {"base_url": "https://gemini.invalid/v1beta", "kind": "gemini",
+                                  "api_key_env": "GEMINI_KEY"}  # fmt: skip
     data["models"]["embed"] = {"backends": [{"backend": "mock-b", "model": "mock-embed"}]}
+    data["models"]["flash"] = {"backends": [{"backend": "mock-g", "model": "gemini-flash"}]}
     return structure(data)
 
 
 def test_each_kind_is_probed_and_tried_in_its_own_wire() -> None:
     cfg, clock = kinds_config(), Clock()
-    env = {"CLAUDE_KEY": "claude-secret", "AZURE_KEY": "azure-secret"}
+    env = {"CLAUDE_KEY": "claude-secret", "AZURE_KEY": "azure-secret", "GEMINI_KEY": "g-secret"}
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -303,7 +306,7 @@ def test_each_kind_is_probed_and_tried_in_its_own_wire() -> None:
 
     clients = {
         name: open_client(name, cfg.backends[name], "httpx", env, httpx.MockTransport(handler))
-        for name in ("mock-a", "mock-b")
+        for name in ("mock-a", "mock-b", "mock-g")
     }
     health = Health(lambda: cfg, clock=clock)
     for name in clients:
@@ -323,12 +326,16 @@ def test_each_kind_is_probed_and_tried_in_its_own_wire() -> None:
     assert azure.url.path == "/openai/deployments/gpt4o-prod/chat/completions"
     assert azure.url.params["api-version"] == "2024-10-21"
     assert azure.headers["api-key"] == "azure-secret"
+    gemini = by_host["gemini.invalid"]
+    assert gemini.url.path == "/v1beta/models/gemini-flash:generateContent"
+    assert gemini.headers["x-goog-api-key"] == "g-secret"
+    assert orjson.loads(gemini.content)["generationConfig"] == {"maxOutputTokens": 1}
     # The active probe lists models, in each kind's place.
     seen.clear()
 
     async def probe_both() -> list[bool]:
         return [await c.probe(1.0) for c in clients.values()]
 
-    assert anyio.run(probe_both) == [True, True]
-    assert sorted(r.url.path for r in seen) == ["/openai/models", "/v1/models"]
+    assert anyio.run(probe_both) == [True, True, True]
+    assert sorted(r.url.path for r in seen) == ["/openai/models", "/v1/models", "/v1beta/models"]
     assert all(r.headers.get("x-router-probe") == "active" for r in seen)

@@ -457,6 +457,14 @@ def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
                 "an anthropic backend speaks anthropic_messages only (chat and Responses are "
                 "translated to Messages for it)",
             )
+        if (backend.kind is BackendKind.GEMINI) != (Protocol.GEMINI in backend.speaks) or (
+            backend.kind is BackendKind.GEMINI and len(backend.speaks) != 1
+        ):
+            yield ConfigProblem(
+                f"{where}.protocols",
+                "gemini is spoken by kind: gemini backends, and they speak only it (chat, "
+                "Messages and Responses are translated for them)",
+            )
         if backend.kind is not BackendKind.AZURE_OPENAI:
             if azure is not None:
                 yield ConfigProblem(f"{where}.azure", "only for kind: azure_openai")

@@ -43,6 +43,8 @@ class BackendKind(enum.StrEnum):
     AZURE_OPENAI = "azure_openai"
     # Anthropic's API: Messages, `x-api-key` and `anthropic-version`.
     ANTHROPIC = "anthropic"
+    # Google's Gemini API: `generateContent`, `x-goog-api-key`.
+    GEMINI = "gemini"
 
 
 class Protocol(enum.StrEnum):
@@ -55,6 +57,9 @@ class Protocol(enum.StrEnum):
     ANTHROPIC_MESSAGES = "anthropic_messages"
     # OpenAI Responses (`/v1/responses`).
     OPENAI_RESPONSES = "openai_responses"
+    # Google Gemini's `generateContent` (no client route speaks it: chat,
+    # Messages and Responses are translated to it).
+    GEMINI = "gemini"
 
 
 class Period(enum.StrEnum):

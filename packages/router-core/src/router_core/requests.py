@@ -39,6 +39,9 @@ class Operation(enum.Enum):
     # (router_core.protocols).
     MESSAGES = "messages"
     RESPONSES = "responses"
+    # No route takes it: the call to a Google Gemini backend
+    # (`generateContent`) that chat, Messages and Responses are translated to.
+    GEMINI = "gemini"
 
     @property
     def backend_path(self) -> str:
@@ -51,6 +54,7 @@ _BACKEND_PATHS = {
     Operation.EMBEDDING: "/embeddings",
     Operation.MESSAGES: "/messages",
     Operation.RESPONSES: "/responses",
+    Operation.GEMINI: ":generateContent",
 }
 
 # The operations `/v1/inference` takes in its `operation` field.

@@ -114,11 +114,14 @@ class BackendClient:
     # Requests using this client now; a client replaced by a reload is closed at 0.
     active: int = attrs.field(default=0, init=False)
 
-    def path_for(self, path: str, model: str) -> str:
+    def path_for(self, path: str, model: str, *, stream: bool = False) -> str:
         """Where an operation's `path` (/chat/completions, ...) is for `model`."""
         azure = self.settings.azure
         if azure is not None:
             return f"/openai/deployments/{azure.deployment(model)}{path}"
+        if self.settings.kind is BackendKind.GEMINI:
+            method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+            return f"/models/{model}:{method}"
         return path
 
     def _auth(self) -> dict[str, str]:
@@ -209,9 +212,11 @@ class BackendClient:
 
         A model listing proves nothing here: a hung backend can still list.
         """
-        body = {**TRIAL_BODY, "model": model}
+        body: dict[str, Any] = {**TRIAL_BODY, "model": model}
         path = "/chat/completions"
-        if Protocol.OPENAI not in self.settings.speaks:  # an Anthropic backend
+        if Protocol.GEMINI in self.settings.speaks:
+            body, path = TRIAL_GEMINI_BODY, ":generateContent"
+        elif Protocol.OPENAI not in self.settings.speaks:  # an Anthropic backend
             body = {**TRIAL_MESSAGES_BODY, "model": model}
             path = "/messages"
         try:
@@ -241,6 +246,10 @@ TRIAL_BODY = {
     "stream": False,
 }
 TRIAL_MESSAGES_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+TRIAL_GEMINI_BODY = {
+    "contents": [{"role": "user", "parts": [{"text": "ping"}]}],
+    "generationConfig": {"maxOutputTokens": 1},
+}
 
 
 def _transport(kind: str, settings: Backend) -> httpx.AsyncBaseTransport:
@@ -301,6 +310,9 @@ def open_client(
             headers["authorization"] = f"Bearer {env[azure.entra_token_env]}"
         elif azure.entra_token_file is not None:
             token_file = TokenFile(azure.entra_token_file)
+    elif settings.kind is BackendKind.GEMINI:
+        if key:
+            headers["x-goog-api-key"] = key
     elif settings.kind is BackendKind.ANTHROPIC:
         headers["anthropic-version"] = settings.anthropic_version
         if key:

@@ -140,8 +140,8 @@ class Dispatcher:
             started = self.clock()
             try:
                 response = await client.open(
-                    client.path_for(wire.backend_path, candidate.model),
-                    {**body, "model": candidate.model},
+                    client.path_for(wire.backend_path, candidate.model, stream=request.stream),
+                    body if wire is Operation.GEMINI else {**body, "model": candidate.model},
                     headers,
                 )
             except BackendFailure as failure:

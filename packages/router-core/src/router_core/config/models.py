@@ -102,7 +102,9 @@ class Backend:
 
     # The backend's base URL. `openai`: its OpenAI-compatible base (the router
     # appends /chat/completions, ...), usually ending in /v1. `anthropic`:
-    # https://api.anthropic.com/v1 (the router appends /messages).
+    # https://api.anthropic.com/v1 (the router appends /messages). `gemini`:
+    # https://generativelanguage.googleapis.com/v1beta (the router appends
+    # /models/MODEL:generateContent).
     # `azure_openai`: the resource endpoint, https://RESOURCE.openai.azure.com
     # (the router appends /openai/deployments/DEPLOYMENT/...).
     base_url: str = _checked(validator=_url)
@@ -112,8 +114,8 @@ class Backend:
     azure: AzureSettings | None = None
     # Name of the environment variable that holds this backend's credential;
     # the credential itself never appears in the config file. Sent as a
-    # bearer token (`openai`), as `x-api-key` (`anthropic`) or as the
-    # `api-key` header (`azure_openai`).
+    # bearer token (`openai`), as `x-api-key` (`anthropic`), as
+    # `x-goog-api-key` (`gemini`) or as the `api-key` header (`azure_openai`).
     api_key_env: str | None = _checked(
         default=None,
         validator=attrs.validators.optional(_matches(ENV_RE, "an environment variable name")),
@@ -124,7 +126,8 @@ class Backend:
     # Requests this backend serves at once; past it, routing picks another or waits.
     max_in_flight: int = _checked(default=256, validator=_positive)
     # The protocols it speaks natively; by default its kind's (`openai` and
-    # `azure_openai`: openai; `anthropic`: anthropic_messages). A request in
+    # `azure_openai`: openai; `anthropic`: anthropic_messages; `gemini`:
+    # gemini, which no client speaks, so everything is translated). A request in
     # another protocol is translated for it: Messages and Responses to chat
     # for an `openai` speaker, chat and Responses to Messages for an
     # `anthropic_messages` speaker.
@@ -140,6 +143,8 @@ class Backend:
             return self.protocols
         if self.kind is BackendKind.ANTHROPIC:
             return (Protocol.ANTHROPIC_MESSAGES,)
+        if self.kind is BackendKind.GEMINI:
+            return (Protocol.GEMINI,)
         return (Protocol.OPENAI,)
 
 

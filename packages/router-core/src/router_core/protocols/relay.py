@@ -16,8 +16,10 @@ Rules:
   Translated relays parse OpenAI chat chunks and emit the client's protocol
   event by event (`router_core.protocols.messages` / `.responses`). From an
   Anthropic backend, Messages events become chat chunks
-  (`chat_over_messages`), and, for a Responses client, those chunks go on
-  through the chat-to-Responses relay.
+  (`chat_over_messages`); from a Gemini backend, its chunks do
+  (`chat_over_gemini`, whose stream has no end marker: the chunk with a
+  finish reason ends it). For a Messages or Responses client those chat
+  chunks go on through the chat-to-client relay (`ThroughChat`).
 - Pure: bytes in, bytes out.
 """
 
@@ -30,7 +32,7 @@ import orjson
 
 from router_core.accounting.records import TokenCounts, reported_counts
 from router_core.problems import Catalog
-from router_core.protocols import chat_over_messages, messages, responses
+from router_core.protocols import chat_over_gemini, chat_over_messages, messages, responses
 from router_core.requests import Operation
 
 _DATA = b"data:"
@@ -324,6 +326,51 @@ class MessagesToChatRelay:
         return _chat_error(message)
 
 
+def _carries_content(chunk: Mapping[str, Any]) -> bool:
+    delta = chunk["choices"][0]["delta"]
+    return bool(delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
+
+
+class GeminiToChatRelay:
+    """Google Gemini stream chunks from the backend, as OpenAI chat chunks."""
+
+    response = None
+
+    def __init__(
+        self, public_model: str, completion_id: str, created_at: int, *, strip_usage: bool
+    ) -> None:
+        self.translator = chat_over_gemini.StreamToChat(
+            model=public_model, completion_id=completion_id, created=created_at
+        )
+        self.strip_usage = strip_usage
+        self.reported: TokenCounts | None = None
+        self.content_events = 0
+        self.done = False
+
+    def event(self, event: bytes) -> bytes:
+        payload = _json(_data(event))
+        if payload is None or self.done:
+            return b""
+        error = payload.get("error")
+        if isinstance(error, Mapping):
+            return self.broken(str(error.get("message") or "the backend's stream failed"))
+        chunks = self.translator.feed(payload)
+        self.content_events += sum(1 for c in chunks if _carries_content(c))
+        usage = chat_over_gemini.usage_counts(payload.get("usageMetadata"))
+        if usage is not None:
+            self.reported = usage
+        out = [b"data: " + orjson.dumps(c) + _END for c in chunks]
+        if self.translator.finished:
+            self.done = True
+            if not self.strip_usage:
+                out.append(b"data: " + orjson.dumps(self.translator.usage_chunk()) + _END)
+            out.append(b"data: [DONE]" + _END)
+        return b"".join(out)
+
+    def broken(self, message: str) -> bytes:
+        return _chat_error(message)
+
+
 class ThroughChat:
     """Two relays in a row: the backend's events to chat chunks, and those to the
     client's protocol. The counts are the first's (the backend's own usage)."""
@@ -361,13 +408,15 @@ def relay_for(
 ) -> Relay:
     """The relay for a stream the client asked for in `operation`'s protocol,
     answered by a backend speaking `wire`'s."""
-    if wire is Operation.MESSAGES and operation is Operation.CHAT:
-        return MessagesToChatRelay(public_model, answer_id, created_at, strip_usage=strip_usage)
-    if wire is Operation.MESSAGES and operation is Operation.RESPONSES:
+    if wire is Operation.GEMINI or (wire is Operation.MESSAGES and operation is not wire):
+        to_chat = GeminiToChatRelay if wire is Operation.GEMINI else MessagesToChatRelay
+        if operation is Operation.CHAT:
+            return to_chat(public_model, answer_id, created_at, strip_usage=strip_usage)
         return ThroughChat(
-            MessagesToChatRelay(public_model, answer_id, created_at, strip_usage=False),
-            ChatToResponsesRelay(public_model, answer_id, created_at, request),
-        )
+            to_chat(public_model, answer_id, created_at, strip_usage=False),
+            relay_for(operation, Operation.CHAT, public_model, strip_usage=False,
+                      answer_id=answer_id, created_at=created_at, request=request),
+        )  # fmt: skip
     if operation is wire:
         if operation is Operation.MESSAGES:
             return NativeMessagesRelay(public_model)

@@ -26,7 +26,7 @@ from router_core.accounting.records import (
 )
 from router_core.config import RouterConfig
 from router_core.config_enums import Protocol
-from router_core.protocols import chat_over_messages, messages, responses
+from router_core.protocols import chat_over_gemini, chat_over_messages, messages, responses
 from router_core.requests import InferenceRequest, Operation
 
 NATIVE: Mapping[Operation, Protocol] = {
@@ -35,7 +35,10 @@ NATIVE: Mapping[Operation, Protocol] = {
     Operation.EMBEDDING: Protocol.OPENAI,
     Operation.MESSAGES: Protocol.ANTHROPIC_MESSAGES,
     Operation.RESPONSES: Protocol.OPENAI_RESPONSES,
+    Operation.GEMINI: Protocol.GEMINI,
 }
+# What a chat-speaking wire can be sent, translated through chat.
+_THROUGH_CHAT = (Operation.CHAT, Operation.MESSAGES, Operation.RESPONSES)
 
 
 def wire_for(operation: Operation, speaks: tuple[Protocol, ...]) -> Operation | None:
@@ -50,6 +53,8 @@ def wire_for(operation: Operation, speaks: tuple[Protocol, ...]) -> Operation | 
         Operation.RESPONSES,
     ):
         return Operation.MESSAGES
+    if Protocol.GEMINI in speaks and operation in _THROUGH_CHAT:
+        return Operation.GEMINI
     return None
 
 
@@ -77,11 +82,16 @@ def to_backend(request: InferenceRequest, wire: Operation) -> Mapping[str, Any]:
         if wire is Operation.RESPONSES:
             return {**body, "store": False}
         chat = responses.to_chat(body)
+        if wire is Operation.GEMINI:
+            return chat_over_gemini.to_gemini(chat)
         return chat_over_messages.to_messages(chat) if wire is Operation.MESSAGES else chat
     if wire is request.operation:
         return body
     if request.operation is Operation.MESSAGES:
-        return messages.to_chat(body)
+        chat = messages.to_chat(body)
+        return chat_over_gemini.to_gemini(chat) if wire is Operation.GEMINI else chat
+    if request.operation is Operation.CHAT and wire is Operation.GEMINI:
+        return chat_over_gemini.to_gemini(body)
     if request.operation is Operation.CHAT and wire is Operation.MESSAGES:
         return chat_over_messages.to_messages(body)
     raise ValueError(f"{request.operation.value} is not sent as {wire.value}")
@@ -109,7 +119,9 @@ def answer_counts(
 ) -> TokenCounts:
     """The token counts of a whole answer on `wire` (estimated when it has no usage)."""
     usage = answer.get("usage")
-    if wire is Operation.MESSAGES:
+    if wire is Operation.GEMINI:
+        reported = chat_over_gemini.usage_counts(answer.get("usageMetadata"))
+    elif wire is Operation.MESSAGES:
         reported = messages.usage_counts(usage)
     elif wire is Operation.RESPONSES:
         reported = responses.usage_counts(usage)
@@ -117,6 +129,9 @@ def answer_counts(
         return token_counts(request_body, usage, estimate_tokens(completion_chars(answer)))
     if reported is not None:
         return reported
+    if wire is Operation.GEMINI:  # its text, as chat would carry it
+        chat = chat_over_gemini.chat_from_gemini(answer, model="", completion_id="", created=0)
+        return token_counts(request_body, None, estimate_tokens(completion_chars(chat)))
     return token_counts(request_body, None, estimate_tokens(_native_text_chars(answer)))
 
 
@@ -141,11 +156,16 @@ def client_answer(
 ) -> dict[str, Any]:
     """The body the client gets for a backend's whole `answer` on `wire`."""
     operation = request.operation
-    if wire is Operation.MESSAGES and operation is not Operation.MESSAGES:
-        # An Anthropic backend: read as chat first, then as the client asked.
-        answer = chat_over_messages.chat_from_message(
-            answer, model=public_model, completion_id=answer_id, created=created_at
+    if wire is Operation.GEMINI or (
+        wire is Operation.MESSAGES and operation is not Operation.MESSAGES
+    ):
+        # Anthropic and Gemini backends: read as chat first, then as the client asked.
+        read = (
+            chat_over_gemini.chat_from_gemini
+            if wire is Operation.GEMINI
+            else chat_over_messages.chat_from_message
         )
+        answer = read(answer, model=public_model, completion_id=answer_id, created=created_at)
         wire = Operation.CHAT
         if operation is Operation.CHAT:
             return answer

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 import httptools
 import orjson
 
+from .gemini import GEMINI_PATHS, STREAM, GeminiAnswer, gemini_error_body
 from .native import MESSAGES_PATHS, NativeAnswer, anthropic_error_body, count_tokens_body
 from .payloads import (
     Completion,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 _JSON = b"application/json"
 POST_ROUTES = {
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-    "/v1/messages", "/v1/messages/count_tokens", "/v1/responses",
+    "/v1/messages", "/v1/messages/count_tokens", "/v1/responses", *GEMINI_PATHS,
 }  # fmt: skip
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -80,21 +81,24 @@ class Request:
     probe: bool = False
     anthropic_version: bytes | None = None
     query: str = ""
-    # Azure OpenAI's key header, and Anthropic's.
+    # Azure OpenAI's key header, Anthropic's and Google's.
     api_key: bytes | None = None
     x_api_key: bytes | None = None
+    goog_api_key: bytes | None = None
 
 
 def error_for(path: str, status: int, message: str, param: str | None, code: str | None) -> bytes:
     """An error body in the envelope of the route at `path`."""
     if path in MESSAGES_PATHS:
         return anthropic_error_body(status, message)
+    if path in GEMINI_PATHS:
+        return gemini_error_body(status, message)
     return error_body(message, _error_type(status), param, code)
 
 
 def answer(
     path: str, body: dict[str, Any], *, with_usage: bool, models: Sequence[str]
-) -> Completion | NativeAnswer | tuple[int, bytes]:
+) -> Completion | NativeAnswer | GeminiAnswer | tuple[int, bytes]:
     """What the mock answers a request on `path`: a stream to run, or (status, body).
     Shared with the tests' in-process backend."""
     if path == "/v1/chat/completions" or path == "/v1/completions":
@@ -109,6 +113,10 @@ def answer(
         return native if native.stream else (200, native.body())
     if path == "/v1/messages/count_tokens":
         return 200, count_tokens_body(body)
+    if path in GEMINI_PATHS:
+        model = str(body.pop("model", ""))  # from the URL (see _handle_gemini)
+        gemini = GeminiAnswer(body, model, stream=path == STREAM, with_usage=with_usage)
+        return gemini if gemini.stream else (200, gemini.body())
     if path == "/v1/models":
         return 200, models_body(models)
     model_id = path.removeprefix("/v1/models/")
@@ -118,6 +126,14 @@ def answer(
     return 200, orjson.dumps(model_object(model_id))
 
 
+_GEMINI_METHOD = re.compile(
+    r"^/v1beta/models/([A-Za-z0-9._-]+):(generateContent|streamGenerateContent)$"
+)
+_GEMINI_BAD_KEY = "API key not valid. Please pass a valid API key."
+_GEMINI_UNREGISTERED = (
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API."
+)
 _AZURE_VERSION = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")
 _AZURE_DEPLOYMENT = re.compile(
     r"^/openai/deployments/([A-Za-z0-9][A-Za-z0-9._-]{0,63})/(chat/completions|completions|embeddings)$"
@@ -146,6 +162,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._anthropic_version: bytes | None = None
         self._api_key: bytes | None = None
         self._x_api_key: bytes | None = None
+        self._goog_api_key: bytes | None = None
         self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -201,6 +218,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._anthropic_version = None
         self._api_key = None
         self._x_api_key = None
+        self._goog_api_key = None
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -220,6 +238,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._api_key = value
         elif name == b"x-api-key":
             self._x_api_key = value
+        elif name == b"x-goog-api-key":
+            self._goog_api_key = value
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -240,6 +260,7 @@ class MockHTTPProtocol(asyncio.Protocol):
             query=query.decode("latin-1"),
             api_key=self._api_key,
             x_api_key=self._x_api_key,
+            goog_api_key=self._goog_api_key,
             body=b"".join(self._body),
             authorization=self._authorization,
             keep_alive=parser.should_keep_alive(),
@@ -297,6 +318,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._handle_v1(request, path)
         elif path.startswith("/openai/"):
             self._handle_azure(request, path)
+        elif path.startswith("/v1beta/"):
+            self._handle_gemini(request, path)
         else:
             self._reply_error(request, 404, f"unknown path {path}", "not_found")
 
@@ -333,6 +356,37 @@ class MockHTTPProtocol(asyncio.Protocol):
         deployment, operation = found.groups()
         stats.deployments_seen[deployment] = stats.deployments_seen.get(deployment, 0) + 1
         self._handle_v1(request, f"/v1/{operation}", authorized=True, deployment=deployment)
+
+    def _handle_gemini(self, request: Request, path: str) -> None:
+        """Google's Gemini API: `/v1beta/models/MODEL:generateContent` (and
+        `:streamGenerateContent?alt=sse`) and `/v1beta/models`, with the key
+        as `x-goog-api-key` or `?key=`, refused as Google does: 403 without a
+        key, 400 for a wrong one."""
+        query = parse_qs(request.query)
+        key = self._state.config.api_key
+        given = request.goog_api_key
+        if given is None and "key" in query:
+            given = query["key"][0].encode()
+        if key is not None and given is None:
+            self._reply(request, 403, gemini_error_body(403, _GEMINI_UNREGISTERED))
+            return
+        if key is not None and given != key.encode():
+            self._reply(request, 400, gemini_error_body(400, _GEMINI_BAD_KEY))
+            return
+        if path == "/v1beta/models" and request.method == b"GET":
+            models = [{"name": f"models/{m}"} for m in self._state.config.models]
+            self._reply(request, 200, orjson.dumps({"models": models}))
+            return
+        found = _GEMINI_METHOD.match(path)
+        if found is None:
+            self._reply(request, 404, gemini_error_body(404, f"unknown path {path}"))
+            return
+        model, method = found.groups()
+        if method == "streamGenerateContent" and query.get("alt") != ["sse"]:
+            message = "the mock streams only as server-sent events (alt=sse)"
+            self._reply(request, 400, gemini_error_body(400, message))
+            return
+        self._handle_v1(request, f"/v1beta/{method}", authorized=True, deployment=model)
 
     def _handle_v1(
         self,
@@ -433,7 +487,7 @@ class MockHTTPProtocol(asyncio.Protocol):
                 self._reply(request, status, err, retry)
                 return
             outcome = (status, err)
-        if isinstance(outcome, Completion | NativeAnswer):
+        if isinstance(outcome, Completion | NativeAnswer | GeminiAnswer):
             stats.streams += 1
             self._start(self._stream(request, outcome, delay))
         elif delay > 0:
@@ -443,7 +497,7 @@ class MockHTTPProtocol(asyncio.Protocol):
 
     def _build(
         self, path: str, body: dict[str, Any]
-    ) -> Completion | NativeAnswer | tuple[int, bytes]:
+    ) -> Completion | NativeAnswer | GeminiAnswer | tuple[int, bytes]:
         """A stream to run, or the (status, body) to answer."""
         config = self._state.config
         return answer(path, body, with_usage=not config.omit_usage, models=config.models)
@@ -506,7 +560,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
 
     async def _stream(
-        self, request: Request, completion: Completion | NativeAnswer, delay: float
+        self, request: Request, completion: Completion | NativeAnswer | GeminiAnswer, delay: float
     ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
