@@ -36,6 +36,9 @@ TEST_DEPS = [
     "jsonschema-rs>=0.20",
     # Traces are tested with the SDK's in-memory exporter (inference-router-server[tracing]).
     "opentelemetry-sdk>=1.25",
+    # Bedrock backends are tested signed and decoded by botocore
+    # (inference-router-server[bedrock]); the mock verifies the signatures with it.
+    "botocore>=1.34",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [

@@ -21,10 +21,8 @@ import anyio
 import httpx
 import orjson
 
-from router_server.mock_backend.gemini import GeminiAnswer
-from router_server.mock_backend.native import NativeAnswer
-from router_server.mock_backend.payloads import Completion, RequestError
-from router_server.mock_backend.protocol import POST_ROUTES, answer, error_for
+from router_server.mock_backend.payloads import RequestError
+from router_server.mock_backend.protocol import POST_ROUTES, Streamed, answer, error_for
 from router_server.mock_backend.state import MockConfig, MockState, MockStats, updated_config
 
 # Knobs whose effect is on the wire, not in the answer: the real server's.
@@ -159,7 +157,7 @@ class InProcessBackend:
         return httpx.Response(200, content=_events(answered), headers=headers)
 
 
-async def _events(completion: Completion | NativeAnswer | GeminiAnswer) -> AsyncIterator[bytes]:
+async def _events(completion: Streamed) -> AsyncIterator[bytes]:
     for data, _ in completion.events():
         yield data
 

@@ -59,7 +59,7 @@ def test_the_default_kind_is_openai_and_takes_no_azure_section() -> None:
     ("changes", "path", "message"),
     [
         ({"azure": None}, "backends.az.azure", "required for kind: azure_openai"),
-        ({"kind": "bedrock"}, "backends.az.kind", "must be one of openai, azure_openai"),
+        ({"kind": "vertex"}, "backends.az.kind", "must be one of openai, azure_openai"),
         ({"azure_api_version": "latest-ish"}, "backends.az.azure.api_version", "an API version"),
         ({"azure_api_version": 20241021}, "backends.az.azure.api_version", "must be a string"),
         ({"azure_deployments": {"gpt-4o": "a/b"}}, "backends.az.azure.deployments", "deployment"),
@@ -108,3 +108,20 @@ def test_an_anthropic_backend_speaks_nothing_else() -> None:
         {"base_url": "https://api.anthropic.com/v1", "kind": "anthropic", "protocols": ["openai"]}
     )
     assert "anthropic_messages only" in problems(data)["backends.az.protocols"]
+
+
+def test_a_bedrock_backend_needs_its_region_and_no_api_key() -> None:
+    bedrock = {"base_url": "https://bedrock-runtime.us-east-1.amazonaws.com", "kind": "bedrock",
+               "bedrock": {"region": "us-east-1"}}  # fmt: skip
+    backend = structure(config(bedrock)).backends["az"]
+    assert backend.speaks == (Protocol.BEDROCK,)
+    assert backend.bedrock is not None
+    assert backend.bedrock.region == "us-east-1"
+    no_region = {k: v for k, v in bedrock.items() if k != "bedrock"}
+    assert "required for kind: bedrock" in problems(config(no_region))["backends.az.bedrock"]
+    keyed = {**bedrock, "api_key_env": "AWS_KEY"}
+    assert "standard AWS credentials" in problems(config(keyed))["backends.az.api_key_env"]
+    elsewhere = {"base_url": "http://a/v1", "bedrock": {"region": "us-east-1"}}
+    assert problems(config(elsewhere))["backends.az.bedrock"] == "only for kind: bedrock"
+    bad = {**bedrock, "bedrock": {"region": "Mars"}}
+    assert "AWS region" in problems(config(bad))["backends.az.bedrock.region"]

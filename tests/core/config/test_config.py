@@ -312,6 +312,8 @@ def test_every_enumerated_setting_refuses_a_typo(
         backend.update(api_key_env="AZURE_KEY", azure={"api_version": "2024-10-21"})
     if member is Protocol.GEMINI:  # spoken by Gemini backends alone
         data["backends"][steps[1]]["kind"] = "gemini"
+    if member in (BackendKind.BEDROCK, Protocol.BEDROCK):  # signed for a region
+        data["backends"][steps[1]].update(kind="bedrock", bedrock={"region": "us-east-1"})
     value: Any = structure(data)
     for step in steps:  # the converter hands back the member, not a plain string
         value = (
@@ -324,6 +326,11 @@ def test_every_enumerated_setting_refuses_a_typo(
         data["backends"][steps[1]].pop("azure")
     if member is Protocol.GEMINI:
         data["backends"][steps[1]].pop("kind")
+    if member is BackendKind.BEDROCK:
+        data["backends"][steps[1]].pop("bedrock")
+    if member is Protocol.BEDROCK:
+        for key in ("kind", "bedrock"):
+            data["backends"][steps[1]].pop(key)
     typo = member.value[:-1]
     put(data, steps, typo)
     choices = ", ".join(kind)

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import orjson
+import pytest
 
 from router_core.attempts import FailureKind
 from router_core.config import RouterConfig
@@ -292,10 +293,17 @@ def kinds_config() -> RouterConfig:
                                   "api_key_env": "GEMINI_KEY"}  # fmt: skip
     data["models"]["embed"] = {"backends": [{"backend": "mock-b", "model": "mock-embed"}]}
     data["models"]["flash"] = {"backends": [{"backend": "mock-g", "model": "gemini-flash"}]}
+    data["backends"]["mock-w"] = {"base_url": "https://bedrock.invalid", "kind": "bedrock",
+                                  "bedrock": {"region": "eu-west-1"}}  # fmt: skip
+    data["models"]["sonnet"] = {"backends": [{"backend": "mock-w", "model": "claude:0"}]}
     return structure(data)
 
 
-def test_each_kind_is_probed_and_tried_in_its_own_wire() -> None:
+def test_each_kind_is_probed_and_tried_in_its_own_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3cret",
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     cfg, clock = kinds_config(), Clock()
     env = {"CLAUDE_KEY": "claude-secret", "AZURE_KEY": "azure-secret", "GEMINI_KEY": "g-secret"}
     seen: list[httpx.Request] = []
@@ -306,7 +314,7 @@ def test_each_kind_is_probed_and_tried_in_its_own_wire() -> None:
 
     clients = {
         name: open_client(name, cfg.backends[name], "httpx", env, httpx.MockTransport(handler))
-        for name in ("mock-a", "mock-b", "mock-g")
+        for name in ("mock-a", "mock-b", "mock-g", "mock-w")
     }
     health = Health(lambda: cfg, clock=clock)
     for name in clients:
@@ -330,12 +338,25 @@ def test_each_kind_is_probed_and_tried_in_its_own_wire() -> None:
     assert gemini.url.path == "/v1beta/models/gemini-flash:generateContent"
     assert gemini.headers["x-goog-api-key"] == "g-secret"
     assert orjson.loads(gemini.content)["generationConfig"] == {"maxOutputTokens": 1}
+    bedrock = by_host["bedrock.invalid"]
+    assert bedrock.url.path == "/model/claude:0/converse"
+    assert bedrock.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/bedrock/aws4_request" in bedrock.headers["authorization"]
+    assert orjson.loads(bedrock.content)["inferenceConfig"] == {"maxTokens": 1}
+    assert "s3cret" not in str(bedrock.headers)
     # The active probe lists models, in each kind's place.
     seen.clear()
 
     async def probe_both() -> list[bool]:
         return [await c.probe(1.0) for c in clients.values()]
 
-    assert anyio.run(probe_both) == [True, True, True]
-    assert sorted(r.url.path for r in seen) == ["/openai/models", "/v1/models", "/v1beta/models"]
+    assert anyio.run(probe_both) == [True, True, True, True]
+    assert sorted(r.url.path for r in seen) == [
+        "/",
+        "/openai/models",
+        "/v1/models",
+        "/v1beta/models",
+    ]
+    signed = next(r for r in seen if r.url.host == "bedrock.invalid")
+    assert signed.headers["authorization"].startswith("AWS4-HMAC-SHA256")
     assert all(r.headers.get("x-router-probe") == "active" for r in seen)

@@ -444,6 +444,10 @@ def check_references(config: RouterConfig, known: _Names | None = None) -> Itera
         )
 
 
+# Protocols only one kind speaks, and that kind speaks nothing else.
+_PROVIDER_PROTOCOLS = {BackendKind.GEMINI: Protocol.GEMINI, BackendKind.BEDROCK: Protocol.BEDROCK}
+
+
 def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
     """Each kind's own settings: present where the kind needs them, nowhere else."""
     for name, backend in config.backends.items():
@@ -457,13 +461,27 @@ def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
                 "an anthropic backend speaks anthropic_messages only (chat and Responses are "
                 "translated to Messages for it)",
             )
-        if (backend.kind is BackendKind.GEMINI) != (Protocol.GEMINI in backend.speaks) or (
-            backend.kind is BackendKind.GEMINI and len(backend.speaks) != 1
-        ):
+        for kind, protocol in _PROVIDER_PROTOCOLS.items():
+            own = backend.kind is kind
+            if own != (protocol in backend.speaks) or (own and len(backend.speaks) != 1):
+                yield ConfigProblem(
+                    f"{where}.protocols",
+                    f"{protocol} is spoken by kind: {kind} backends, and they speak only it "
+                    "(chat, Messages and Responses are translated for them)",
+                )
+        if (backend.kind is BackendKind.BEDROCK) != (backend.bedrock is not None):
             yield ConfigProblem(
-                f"{where}.protocols",
-                "gemini is spoken by kind: gemini backends, and they speak only it (chat, "
-                "Messages and Responses are translated for them)",
+                f"{where}.bedrock",
+                "required for kind: bedrock (region)"
+                if backend.bedrock is None
+                else "only for kind: bedrock",
+            )
+        if backend.kind is BackendKind.BEDROCK and backend.api_key_env is not None:
+            yield ConfigProblem(
+                f"{where}.api_key_env",
+                "a bedrock backend signs with the standard AWS credentials (AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY, a web identity token file, a profile, or the "
+                "instance's role), not an API key",
             )
         if backend.kind is not BackendKind.AZURE_OPENAI:
             if azure is not None:

@@ -45,6 +45,8 @@ class BackendKind(enum.StrEnum):
     ANTHROPIC = "anthropic"
     # Google's Gemini API: `generateContent`, `x-goog-api-key`.
     GEMINI = "gemini"
+    # AWS Bedrock's Converse API, SigV4-signed (the `bedrock` extra).
+    BEDROCK = "bedrock"
 
 
 class Protocol(enum.StrEnum):
@@ -60,6 +62,8 @@ class Protocol(enum.StrEnum):
     # Google Gemini's `generateContent` (no client route speaks it: chat,
     # Messages and Responses are translated to it).
     GEMINI = "gemini"
+    # AWS Bedrock's Converse and ConverseStream (likewise reached through chat).
+    BEDROCK = "bedrock"
 
 
 class Period(enum.StrEnum):

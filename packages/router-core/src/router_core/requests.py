@@ -42,6 +42,8 @@ class Operation(enum.Enum):
     # No route takes it: the call to a Google Gemini backend
     # (`generateContent`) that chat, Messages and Responses are translated to.
     GEMINI = "gemini"
+    # Nor this one: the call to an AWS Bedrock backend (Converse).
+    BEDROCK = "bedrock"
 
     @property
     def backend_path(self) -> str:
@@ -55,6 +57,7 @@ _BACKEND_PATHS = {
     Operation.MESSAGES: "/messages",
     Operation.RESPONSES: "/responses",
     Operation.GEMINI: ":generateContent",
+    Operation.BEDROCK: "/converse",
 }
 
 # The operations `/v1/inference` takes in its `operation` field.

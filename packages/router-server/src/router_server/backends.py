@@ -14,7 +14,8 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import anyio
 import attrs
@@ -24,7 +25,11 @@ import orjson
 from router_core.attempts import FailureKind
 from router_core.config import Backend, RouterConfig
 from router_core.config_enums import BackendKind, Protocol
+from router_core.sse import EventSplitter
 from router_server import tracing
+
+if TYPE_CHECKING:
+    from router_server.aws import EventStreamSplitter, Signer
 
 
 class BackendFailure(Exception):
@@ -110,6 +115,8 @@ class BackendClient:
     # A credential read per call (an Entra token file), else None: the client's
     # headers already hold it.
     token_file: TokenFile | None = None
+    # Bedrock: every call is SigV4-signed over its URL and bytes.
+    signer: Signer | None = None
     _targets: dict[str, _Target] = attrs.field(factory=dict, init=False)
     # Requests using this client now; a client replaced by a reload is closed at 0.
     active: int = attrs.field(default=0, init=False)
@@ -122,10 +129,32 @@ class BackendClient:
         if self.settings.kind is BackendKind.GEMINI:
             method = "streamGenerateContent?alt=sse" if stream else "generateContent"
             return f"/models/{model}:{method}"
+        if self.settings.kind is BackendKind.BEDROCK:
+            # An inference profile's ARN holds '/', which must not split the
+            # path; ':' stays as it is, since aiohttp would unquote it after
+            # signing and the signature would no longer match the path sent.
+            return f"/model/{quote(model, safe=':')}/converse{'-stream' if stream else ''}"
         return path
 
-    def _auth(self) -> dict[str, str]:
-        """The per-call credential header, if this backend has one."""
+    def splitter(self) -> EventSplitter | EventStreamSplitter:
+        """What cuts this backend's stream into events: SSE, or Bedrock's frames."""
+        if self.settings.kind is BackendKind.BEDROCK:
+            from router_server.aws import EventStreamSplitter
+
+            return EventStreamSplitter()
+        return EventSplitter()
+
+    def _auth(self, method: str, url: str, content: bytes) -> dict[str, str]:
+        """The per-call credential headers, if this backend has any."""
+        if self.signer is not None:
+            from router_server.aws import NoCredentials
+
+            try:
+                return self.signer.headers(method, url, content)
+            except NoCredentials:
+                raise BackendFailure(
+                    self.name, FailureKind.CONNECT, "no AWS credentials to sign with"
+                ) from None
         if self.token_file is None:
             return {}
         token = self.token_file.token()
@@ -151,9 +180,10 @@ class BackendClient:
         """POST `body` and return the response with its body not yet read; `extra`
         headers (the client's protocol headers, passed on) go with it."""
         target = self._target(path)
+        content = orjson.dumps(body)
         with tracing.backend_span(self.name) as trace_headers:  # a no-op unless tracing is on
             headers = target.headers
-            auth = self._auth()
+            auth = self._auth("POST", str(target.url), content)
             if trace_headers or extra or auth:
                 headers = httpx.Headers(
                     {**headers, **(extra or {}), **(trace_headers or {}), **auth}
@@ -162,7 +192,7 @@ class BackendClient:
                 "POST",
                 target.url,
                 headers=headers,
-                content=orjson.dumps(body),
+                content=content,
                 extensions=target.extensions,
             )
             try:
@@ -195,12 +225,31 @@ class BackendClient:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        timeout_s: float,
+    ) -> httpx.Response:
+        """A probe's call, with the backend's per-call credentials."""
+        content = b"" if body is None else orjson.dumps(body)
+        request = self.client.build_request(
+            method,
+            path,
+            content=content,
+            headers={**headers, "content-type": "application/json"},
+            timeout=timeout_s,
+        )
+        request.headers.update(self._auth(method, str(request.url), content))
+        return await self.client.send(request)
+
     async def probe(self, timeout_s: float) -> bool:
         """Whether the backend answers HTTP at all (any status below 500)."""
-        path = "/openai/models" if self.settings.kind is BackendKind.AZURE_OPENAI else "/models"
+        path = _PROBE_PATHS.get(self.settings.kind, "/models")
         try:
-            headers = {**_PROBE, **self._auth()}
-            response = await self.client.get(path, timeout=timeout_s, headers=headers)
+            response = await self._send("GET", path, None, _PROBE, timeout_s)
         except (httpx.HTTPError, BackendFailure):
             return False
         return response.status_code < 500
@@ -216,16 +265,13 @@ class BackendClient:
         path = "/chat/completions"
         if Protocol.GEMINI in self.settings.speaks:
             body, path = TRIAL_GEMINI_BODY, ":generateContent"
+        elif Protocol.BEDROCK in self.settings.speaks:
+            body, path = TRIAL_CONVERSE_BODY, "/converse"
         elif Protocol.OPENAI not in self.settings.speaks:  # an Anthropic backend
             body = {**TRIAL_MESSAGES_BODY, "model": model}
             path = "/messages"
         try:
-            response = await self.client.post(
-                self.path_for(path, model),
-                json=body,
-                timeout=timeout_s,
-                headers={**_TRIAL, **self._auth()},
-            )
+            response = await self._send("POST", self.path_for(path, model), body, _TRIAL, timeout_s)
         except httpx.HTTPError as exc:
             return f"trial probe: {_map(self.name, exc).detail}"
         except BackendFailure as failure:
@@ -246,6 +292,13 @@ TRIAL_BODY = {
     "stream": False,
 }
 TRIAL_MESSAGES_BODY = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+TRIAL_CONVERSE_BODY = {
+    "messages": [{"role": "user", "content": [{"text": "ping"}]}],
+    "inferenceConfig": {"maxTokens": 1},
+}
+# Where each kind's active probe looks (default: the OpenAI-style model list).
+# Bedrock's runtime lists nothing: any answer below 500 from its root will do.
+_PROBE_PATHS = {BackendKind.AZURE_OPENAI: "/openai/models", BackendKind.BEDROCK: "/"}
 TRIAL_GEMINI_BODY = {
     "contents": [{"role": "user", "parts": [{"text": "ping"}]}],
     "generationConfig": {"maxOutputTokens": 1},
@@ -325,6 +378,11 @@ def open_client(
         write=settings.read_timeout_s,
         pool=settings.connect_timeout_s,
     )
+    signer = None
+    if settings.bedrock is not None:
+        from router_server.aws import Signer
+
+        signer = Signer(settings.bedrock.region)
     pool = _transport(transport, settings) if given is None else _Borrowed(given)
     client = httpx.AsyncClient(
         base_url=settings.base_url.rstrip("/"),
@@ -334,7 +392,7 @@ def open_client(
         transport=pool,
         trust_env=False,
     )
-    return BackendClient(name, settings, client, pool, token_file)
+    return BackendClient(name, settings, client, pool, token_file, signer)
 
 
 def open_clients(

@@ -11,6 +11,7 @@ import yaml
 
 from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid, ConfigProblem, structure
+from router_core.config_enums import BackendKind
 from router_server.admin.tls import check_admin_listener
 
 
@@ -107,6 +108,20 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
     return problems
 
 
+def missing_extras(config: RouterConfig) -> list[ConfigProblem]:
+    """Backend kinds whose optional dependencies are not installed, naming the extra."""
+    from router_server import aws
+
+    return [
+        ConfigProblem(
+            f"backends.{name}.kind",
+            f"kind bedrock needs the bedrock extra (botocore): {aws.EXTRA}",
+        )
+        for name, backend in config.backends.items()
+        if backend.kind is BackendKind.BEDROCK and not aws.available()
+    ]
+
+
 def load(
     path: str | Path, env: Mapping[str, str] | None = None, *, check_env: bool = True
 ) -> RouterConfig:
@@ -130,7 +145,7 @@ def load(
 
     def outside(config: RouterConfig) -> list[ConfigProblem]:
         config = resolve_paths(config, base)  # certificates are read where the file says
-        problems = missing_credentials(config, environ)
+        problems = missing_credentials(config, environ) + missing_extras(config)
         admin = config.listeners.admin
         if admin is not None:
             problems += check_admin_listener(admin, config.listeners.public)

@@ -21,8 +21,9 @@ import attrs
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from router_core.attempts import FailureKind
 from router_core.protocols.relay import Relay
-from router_core.sse import EventSplitter
+from router_server.aws import FramingError
 from router_server.backends import BackendFailure
 from router_server.dispatch import Opened
 
@@ -99,12 +100,15 @@ async def relay_events(opened: Opened, tally: StreamTally) -> AsyncIterator[byte
     """
     # Events come out LF-terminated whatever line ends the backend used, and
     # whole however its chunks split them (a CRLF may straddle two chunks).
-    splitter = EventSplitter()
+    splitter = opened.client.splitter()
     backend = opened.candidate.backend
     relay = tally.relay
     try:
         async for chunk in opened.client.chunks(opened.response):
-            events = splitter.feed(chunk)
+            try:
+                events = splitter.feed(chunk)
+            except FramingError as exc:  # Bedrock's frames: a checksum that fails
+                raise BackendFailure(backend, FailureKind.PROTOCOL, f"bad frame ({exc})") from None
             if not events:
                 continue
             data = b"".join([relay.event(event) for event in events])

@@ -49,6 +49,7 @@ from router_core.config.limits import (
 from router_core.config.models import (
     AzureSettings,
     Backend,
+    BedrockSettings,
     Model,
     ModelPrice,
     ModelTarget,
@@ -90,6 +91,7 @@ __all__ = [
     "AuthSettings",
     "AzureSettings",
     "Backend",
+    "BedrockSettings",
     "Budget",
     "FailurePolicy",
     "FieldError",

@@ -96,6 +96,19 @@ class AzureSettings:
         return self.deployments.get(model, model)
 
 
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+
+
+@attrs.frozen
+class BedrockSettings:
+    """Where a `bedrock` backend is: the AWS region its requests are signed for."""
+
+    # The region of the Bedrock runtime endpoint, e.g. us-east-1.
+    region: str = _checked(validator=_matches(REGION_RE, "an AWS region such as us-east-1"))
+
+    __attrs_post_init__ = _check_fields
+
+
 @attrs.frozen
 class Backend:
     """A model server: where it is, its credential, its timeouts and capacity."""
@@ -104,7 +117,10 @@ class Backend:
     # appends /chat/completions, ...), usually ending in /v1. `anthropic`:
     # https://api.anthropic.com/v1 (the router appends /messages). `gemini`:
     # https://generativelanguage.googleapis.com/v1beta (the router appends
-    # /models/MODEL:generateContent).
+    # /models/MODEL:generateContent). `bedrock`: the runtime endpoint,
+    # https://bedrock-runtime.REGION.amazonaws.com (the router appends
+    # /model/MODEL/converse; requests are SigV4-signed with the credentials
+    # of the standard AWS chain, never `api_key_env`).
     # `azure_openai`: the resource endpoint, https://RESOURCE.openai.azure.com
     # (the router appends /openai/deployments/DEPLOYMENT/...).
     base_url: str = _checked(validator=_url)
@@ -112,6 +128,8 @@ class Backend:
     kind: BackendKind = _checked(default=BackendKind.OPENAI, validator=_one_of(BackendKind))
     # Required for kind `azure_openai`, and only there.
     azure: AzureSettings | None = None
+    # Required for kind `bedrock`, and only there.
+    bedrock: BedrockSettings | None = None
     # Name of the environment variable that holds this backend's credential;
     # the credential itself never appears in the config file. Sent as a
     # bearer token (`openai`), as `x-api-key` (`anthropic`), as
@@ -145,6 +163,8 @@ class Backend:
             return (Protocol.ANTHROPIC_MESSAGES,)
         if self.kind is BackendKind.GEMINI:
             return (Protocol.GEMINI,)
+        if self.kind is BackendKind.BEDROCK:
+            return (Protocol.BEDROCK,)
         return (Protocol.OPENAI,)
 
 

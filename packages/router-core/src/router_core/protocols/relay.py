@@ -32,7 +32,13 @@ import orjson
 
 from router_core.accounting.records import TokenCounts, reported_counts
 from router_core.problems import Catalog
-from router_core.protocols import chat_over_gemini, chat_over_messages, messages, responses
+from router_core.protocols import (
+    chat_over_bedrock,
+    chat_over_gemini,
+    chat_over_messages,
+    messages,
+    responses,
+)
 from router_core.requests import Operation
 
 _DATA = b"data:"
@@ -331,32 +337,49 @@ def _carries_content(chunk: Mapping[str, Any]) -> bool:
     return bool(delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
 
 
-class GeminiToChatRelay:
-    """Google Gemini stream chunks from the backend, as OpenAI chat chunks."""
+class _StreamToChat(Protocol):
+    finished: bool
+
+    def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def usage_chunk(self) -> dict[str, Any]: ...
+
+
+class _ProviderToChatRelay:
+    """A provider's stream (Gemini's chunks, Bedrock's decoded events), as OpenAI
+    chat chunks, ending where the translator says the provider's stream ends."""
 
     response = None
 
     def __init__(
         self, public_model: str, completion_id: str, created_at: int, *, strip_usage: bool
     ) -> None:
-        self.translator = chat_over_gemini.StreamToChat(
-            model=public_model, completion_id=completion_id, created=created_at
-        )
+        self.translator = self._translator(public_model, completion_id, created_at)
         self.strip_usage = strip_usage
         self.reported: TokenCounts | None = None
         self.content_events = 0
         self.done = False
 
+    def _translator(self, model: str, completion_id: str, created: int) -> _StreamToChat:
+        raise NotImplementedError
+
+    def _error(self, payload: Mapping[str, Any]) -> str | None:
+        """The provider's error message if `payload` is an error, else None."""
+        raise NotImplementedError
+
+    def _counts(self, payload: Mapping[str, Any]) -> TokenCounts | None:
+        raise NotImplementedError
+
     def event(self, event: bytes) -> bytes:
         payload = _json(_data(event))
         if payload is None or self.done:
             return b""
-        error = payload.get("error")
-        if isinstance(error, Mapping):
-            return self.broken(str(error.get("message") or "the backend's stream failed"))
+        error = self._error(payload)
+        if error is not None:
+            return self.broken(error)
         chunks = self.translator.feed(payload)
         self.content_events += sum(1 for c in chunks if _carries_content(c))
-        usage = chat_over_gemini.usage_counts(payload.get("usageMetadata"))
+        usage = self._counts(payload)
         if usage is not None:
             self.reported = usage
         out = [b"data: " + orjson.dumps(c) + _END for c in chunks]
@@ -369,6 +392,43 @@ class GeminiToChatRelay:
 
     def broken(self, message: str) -> bytes:
         return _chat_error(message)
+
+
+class GeminiToChatRelay(_ProviderToChatRelay):
+    """Google Gemini stream chunks from the backend, as OpenAI chat chunks."""
+
+    def _translator(self, model: str, completion_id: str, created: int) -> _StreamToChat:
+        return chat_over_gemini.StreamToChat(
+            model=model, completion_id=completion_id, created=created
+        )
+
+    def _error(self, payload: Mapping[str, Any]) -> str | None:
+        error = payload.get("error")
+        if not isinstance(error, Mapping):
+            return None
+        return str(error.get("message") or "the backend's stream failed")
+
+    def _counts(self, payload: Mapping[str, Any]) -> TokenCounts | None:
+        return chat_over_gemini.usage_counts(payload.get("usageMetadata"))
+
+
+class BedrockToChatRelay(_ProviderToChatRelay):
+    """AWS Bedrock ConverseStream events (decoded by the server), as OpenAI chat chunks."""
+
+    def _translator(self, model: str, completion_id: str, created: int) -> _StreamToChat:
+        return chat_over_bedrock.StreamToChat(
+            model=model, completion_id=completion_id, created=created
+        )
+
+    def _error(self, payload: Mapping[str, Any]) -> str | None:
+        if payload.get("type") != "exception":
+            return None
+        return f"{payload.get('exception')}: {payload.get('message') or 'the stream failed'}"
+
+    def _counts(self, payload: Mapping[str, Any]) -> TokenCounts | None:
+        if payload.get("type") != "metadata":
+            return None
+        return chat_over_bedrock.usage_counts(payload.get("usage"))
 
 
 class ThroughChat:
@@ -396,6 +456,12 @@ class ThroughChat:
         return self.second.broken(message)
 
 
+_TO_CHAT: Mapping[Operation, type[_ProviderToChatRelay]] = {
+    Operation.GEMINI: GeminiToChatRelay,
+    Operation.BEDROCK: BedrockToChatRelay,
+}
+
+
 def relay_for(
     operation: Operation,
     wire: Operation,
@@ -408,8 +474,9 @@ def relay_for(
 ) -> Relay:
     """The relay for a stream the client asked for in `operation`'s protocol,
     answered by a backend speaking `wire`'s."""
-    if wire is Operation.GEMINI or (wire is Operation.MESSAGES and operation is not wire):
-        to_chat = GeminiToChatRelay if wire is Operation.GEMINI else MessagesToChatRelay
+    via_chat = _TO_CHAT.get(wire)
+    if via_chat is not None or (wire is Operation.MESSAGES and operation is not wire):
+        to_chat = via_chat or MessagesToChatRelay
         if operation is Operation.CHAT:
             return to_chat(public_model, answer_id, created_at, strip_usage=strip_usage)
         return ThroughChat(

@@ -15,8 +15,10 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import attrs
 
 from router_core.accounting.records import (
     TokenCounts,
@@ -26,7 +28,13 @@ from router_core.accounting.records import (
 )
 from router_core.config import RouterConfig
 from router_core.config_enums import Protocol
-from router_core.protocols import chat_over_gemini, chat_over_messages, messages, responses
+from router_core.protocols import (
+    chat_over_bedrock,
+    chat_over_gemini,
+    chat_over_messages,
+    messages,
+    responses,
+)
 from router_core.requests import InferenceRequest, Operation
 
 NATIVE: Mapping[Operation, Protocol] = {
@@ -36,9 +44,35 @@ NATIVE: Mapping[Operation, Protocol] = {
     Operation.MESSAGES: Protocol.ANTHROPIC_MESSAGES,
     Operation.RESPONSES: Protocol.OPENAI_RESPONSES,
     Operation.GEMINI: Protocol.GEMINI,
+    Operation.BEDROCK: Protocol.BEDROCK,
 }
 # What a chat-speaking wire can be sent, translated through chat.
 _THROUGH_CHAT = (Operation.CHAT, Operation.MESSAGES, Operation.RESPONSES)
+
+
+@attrs.frozen
+class _ViaChat:
+    """A provider's codec: chat requests to its wire, its answers back to chat."""
+
+    request: Callable[[Mapping[str, Any]], dict[str, Any]]
+    # (answer, *, model, completion_id, created) -> a chat completion
+    answer: Callable[..., dict[str, Any]]
+    counts: Callable[[Mapping[str, Any]], TokenCounts | None]
+
+
+# Wires no client speaks: everything reaches them through chat.
+_VIA_CHAT: Mapping[Operation, _ViaChat] = {
+    Operation.GEMINI: _ViaChat(
+        chat_over_gemini.to_gemini,
+        chat_over_gemini.chat_from_gemini,
+        lambda answer: chat_over_gemini.usage_counts(answer.get("usageMetadata")),
+    ),
+    Operation.BEDROCK: _ViaChat(
+        chat_over_bedrock.to_converse,
+        chat_over_bedrock.chat_from_converse,
+        lambda answer: chat_over_bedrock.usage_counts(answer.get("usage")),
+    ),
+}
 
 
 def wire_for(operation: Operation, speaks: tuple[Protocol, ...]) -> Operation | None:
@@ -53,8 +87,9 @@ def wire_for(operation: Operation, speaks: tuple[Protocol, ...]) -> Operation | 
         Operation.RESPONSES,
     ):
         return Operation.MESSAGES
-    if Protocol.GEMINI in speaks and operation in _THROUGH_CHAT:
-        return Operation.GEMINI
+    for wire in _VIA_CHAT:
+        if NATIVE[wire] in speaks and operation in _THROUGH_CHAT:
+            return wire
     return None
 
 
@@ -81,20 +116,28 @@ def to_backend(request: InferenceRequest, wire: Operation) -> Mapping[str, Any]:
         body = {k: v for k, v in body.items() if k != "previous_response_id"}
         if wire is Operation.RESPONSES:
             return {**body, "store": False}
-        chat = responses.to_chat(body)
-        if wire is Operation.GEMINI:
-            return chat_over_gemini.to_gemini(chat)
-        return chat_over_messages.to_messages(chat) if wire is Operation.MESSAGES else chat
-    if wire is request.operation:
+    elif wire is request.operation:
         return body
-    if request.operation is Operation.MESSAGES:
-        chat = messages.to_chat(body)
-        return chat_over_gemini.to_gemini(chat) if wire is Operation.GEMINI else chat
-    if request.operation is Operation.CHAT and wire is Operation.GEMINI:
-        return chat_over_gemini.to_gemini(body)
-    if request.operation is Operation.CHAT and wire is Operation.MESSAGES:
-        return chat_over_messages.to_messages(body)
+    chat = _as_chat(request.operation, body)
+    if wire is Operation.CHAT and chat is not None:
+        return chat
+    if wire is Operation.MESSAGES and chat is not None:
+        return chat_over_messages.to_messages(chat)
+    codec = _VIA_CHAT.get(wire)
+    if codec is not None and chat is not None:
+        return codec.request(chat)
     raise ValueError(f"{request.operation.value} is not sent as {wire.value}")
+
+
+def _as_chat(operation: Operation, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The request as chat completions, for a wire reached through chat."""
+    if operation is Operation.CHAT:
+        return body
+    if operation is Operation.MESSAGES:
+        return messages.to_chat(body)
+    if operation is Operation.RESPONSES:
+        return responses.to_chat(body)
+    return None
 
 
 def _native_text_chars(answer: Mapping[str, Any]) -> int:
@@ -119,8 +162,9 @@ def answer_counts(
 ) -> TokenCounts:
     """The token counts of a whole answer on `wire` (estimated when it has no usage)."""
     usage = answer.get("usage")
-    if wire is Operation.GEMINI:
-        reported = chat_over_gemini.usage_counts(answer.get("usageMetadata"))
+    codec = _VIA_CHAT.get(wire)
+    if codec is not None:
+        reported = codec.counts(answer)
     elif wire is Operation.MESSAGES:
         reported = messages.usage_counts(usage)
     elif wire is Operation.RESPONSES:
@@ -129,8 +173,8 @@ def answer_counts(
         return token_counts(request_body, usage, estimate_tokens(completion_chars(answer)))
     if reported is not None:
         return reported
-    if wire is Operation.GEMINI:  # its text, as chat would carry it
-        chat = chat_over_gemini.chat_from_gemini(answer, model="", completion_id="", created=0)
+    if codec is not None:  # its text, as chat would carry it
+        chat = codec.answer(answer, model="", completion_id="", created=0)
         return token_counts(request_body, None, estimate_tokens(completion_chars(chat)))
     return token_counts(request_body, None, estimate_tokens(_native_text_chars(answer)))
 
@@ -156,15 +200,10 @@ def client_answer(
 ) -> dict[str, Any]:
     """The body the client gets for a backend's whole `answer` on `wire`."""
     operation = request.operation
-    if wire is Operation.GEMINI or (
-        wire is Operation.MESSAGES and operation is not Operation.MESSAGES
-    ):
-        # Anthropic and Gemini backends: read as chat first, then as the client asked.
-        read = (
-            chat_over_gemini.chat_from_gemini
-            if wire is Operation.GEMINI
-            else chat_over_messages.chat_from_message
-        )
+    codec = _VIA_CHAT.get(wire)
+    if codec is not None or (wire is Operation.MESSAGES and operation is not Operation.MESSAGES):
+        # Anthropic, Gemini and Bedrock backends: read as chat, then as the client asked.
+        read = codec.answer if codec is not None else chat_over_messages.chat_from_message
         answer = read(answer, model=public_model, completion_id=answer_id, created=created_at)
         wire = Operation.CHAT
         if operation is Operation.CHAT:

@@ -18,11 +18,13 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any, cast
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import httptools
 import orjson
 
+from . import bedrock
+from .bedrock import BEDROCK_PATHS, BedrockAnswer, bedrock_error_body
 from .gemini import GEMINI_PATHS, STREAM, GeminiAnswer, gemini_error_body
 from .native import MESSAGES_PATHS, NativeAnswer, anthropic_error_body, count_tokens_body
 from .payloads import (
@@ -44,7 +46,12 @@ _JSON = b"application/json"
 POST_ROUTES = {
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
     "/v1/messages", "/v1/messages/count_tokens", "/v1/responses", *GEMINI_PATHS,
+    *BEDROCK_PATHS,
 }  # fmt: skip
+# What an answer the mock streams can be.
+Streamed = Completion | NativeAnswer | GeminiAnswer | BedrockAnswer
+# The headers a SigV4 signature may cover, kept for the Bedrock front.
+_SIGNABLE = frozenset({b"host", b"x-amz-date", b"x-amz-security-token", b"content-type"})
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -85,6 +92,8 @@ class Request:
     api_key: bytes | None = None
     x_api_key: bytes | None = None
     goog_api_key: bytes | None = None
+    # Headers a signature may cover (host, x-amz-*, content-type), by name.
+    signable: dict[str, str] | None = None
 
 
 def error_for(path: str, status: int, message: str, param: str | None, code: str | None) -> bytes:
@@ -93,12 +102,14 @@ def error_for(path: str, status: int, message: str, param: str | None, code: str
         return anthropic_error_body(status, message)
     if path in GEMINI_PATHS:
         return gemini_error_body(status, message)
+    if path in BEDROCK_PATHS:
+        return bedrock_error_body(status, message)
     return error_body(message, _error_type(status), param, code)
 
 
 def answer(
     path: str, body: dict[str, Any], *, with_usage: bool, models: Sequence[str]
-) -> Completion | NativeAnswer | GeminiAnswer | tuple[int, bytes]:
+) -> Streamed | tuple[int, bytes]:
     """What the mock answers a request on `path`: a stream to run, or (status, body).
     Shared with the tests' in-process backend."""
     if path == "/v1/chat/completions" or path == "/v1/completions":
@@ -113,6 +124,10 @@ def answer(
         return native if native.stream else (200, native.body())
     if path == "/v1/messages/count_tokens":
         return 200, count_tokens_body(body)
+    if path in BEDROCK_PATHS:
+        body.pop("model", None)  # from the URL (see _handle_bedrock)
+        converse = BedrockAnswer(body, stream=path == bedrock.STREAM, with_usage=with_usage)
+        return converse if converse.stream else (200, converse.body())
     if path in GEMINI_PATHS:
         model = str(body.pop("model", ""))  # from the URL (see _handle_gemini)
         gemini = GeminiAnswer(body, model, stream=path == STREAM, with_usage=with_usage)
@@ -126,6 +141,7 @@ def answer(
     return 200, orjson.dumps(model_object(model_id))
 
 
+_BEDROCK_METHOD = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
 _GEMINI_METHOD = re.compile(
     r"^/v1beta/models/([A-Za-z0-9._-]+):(generateContent|streamGenerateContent)$"
 )
@@ -163,6 +179,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._api_key: bytes | None = None
         self._x_api_key: bytes | None = None
         self._goog_api_key: bytes | None = None
+        self._signable: dict[str, str] = {}
         self._expect_continue = False
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -219,6 +236,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         self._api_key = None
         self._x_api_key = None
         self._goog_api_key = None
+        self._signable = {}
         self._expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -240,6 +258,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._x_api_key = value
         elif name == b"x-goog-api-key":
             self._goog_api_key = value
+        if name in _SIGNABLE:
+            self._signable[name.decode()] = value.decode("latin-1")
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
 
@@ -261,6 +281,7 @@ class MockHTTPProtocol(asyncio.Protocol):
             api_key=self._api_key,
             x_api_key=self._x_api_key,
             goog_api_key=self._goog_api_key,
+            signable=self._signable,
             body=b"".join(self._body),
             authorization=self._authorization,
             keep_alive=parser.should_keep_alive(),
@@ -320,6 +341,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._handle_azure(request, path)
         elif path.startswith("/v1beta/"):
             self._handle_gemini(request, path)
+        elif path.startswith("/model/"):
+            self._handle_bedrock(request, path)
         else:
             self._reply_error(request, 404, f"unknown path {path}", "not_found")
 
@@ -356,6 +379,33 @@ class MockHTTPProtocol(asyncio.Protocol):
         deployment, operation = found.groups()
         stats.deployments_seen[deployment] = stats.deployments_seen.get(deployment, 0) + 1
         self._handle_v1(request, f"/v1/{operation}", authorized=True, deployment=deployment)
+
+    def _handle_bedrock(self, request: Request, path: str) -> None:
+        """AWS Bedrock's runtime: `/model/MODEL/converse` and `/converse-stream`,
+        SigV4-signed with the mock's key as the secret (see `bedrock`)."""
+        found = _BEDROCK_METHOD.match(path)
+        if found is None or request.method != b"POST":
+            self._reply(request, 404, bedrock_error_body(404, f"unknown operation {path}"))
+            return
+        key = self._state.config.api_key
+        signed = request.signable or {}
+        if key is not None:
+            query = f"?{request.query}" if request.query else ""
+            url = f"http://{signed.get('host', '')}{path}{query}"
+            headers = {**signed, "authorization": (request.authorization or b"").decode()}
+            problem = bedrock.signature_problem("POST", url, headers, request.body, key)
+            if problem is not None:
+                self._state.stats.refused_signatures += 1
+                kind = (
+                    "MissingAuthenticationTokenException"
+                    if problem == "Missing Authentication Token"
+                    else "InvalidSignatureException"
+                )
+                extra = b"x-amzn-errortype: " + kind.encode() + b"\r\n"
+                self._reply(request, 403, bedrock_error_body(403, problem), extra)
+                return
+        model, method = found.groups()
+        self._handle_v1(request, f"/bedrock/{method}", authorized=True, deployment=unquote(model))
 
     def _handle_gemini(self, request: Request, path: str) -> None:
         """Google's Gemini API: `/v1beta/models/MODEL:generateContent` (and
@@ -487,7 +537,7 @@ class MockHTTPProtocol(asyncio.Protocol):
                 self._reply(request, status, err, retry)
                 return
             outcome = (status, err)
-        if isinstance(outcome, Completion | NativeAnswer | GeminiAnswer):
+        if isinstance(outcome, Streamed):
             stats.streams += 1
             self._start(self._stream(request, outcome, delay))
         elif delay > 0:
@@ -495,9 +545,7 @@ class MockHTTPProtocol(asyncio.Protocol):
         else:
             self._reply(request, *outcome)
 
-    def _build(
-        self, path: str, body: dict[str, Any]
-    ) -> Completion | NativeAnswer | GeminiAnswer | tuple[int, bytes]:
+    def _build(self, path: str, body: dict[str, Any]) -> Streamed | tuple[int, bytes]:
         """A stream to run, or the (status, body) to answer."""
         config = self._state.config
         return answer(path, body, with_usage=not config.omit_usage, models=config.models)
@@ -559,9 +607,7 @@ class MockHTTPProtocol(asyncio.Protocol):
     def _write_piece(transport: asyncio.Transport, data: bytes, chunked: bool) -> None:
         transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
 
-    async def _stream(
-        self, request: Request, completion: Completion | NativeAnswer | GeminiAnswer, delay: float
-    ) -> None:
+    async def _stream(self, request: Request, completion: Streamed, delay: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         transport = self._transport
@@ -569,7 +615,10 @@ class MockHTTPProtocol(asyncio.Protocol):
         # HTTP/1.0 has no chunked encoding: the end of the body is the end of the connection.
         chunked = request.http11
         keep_alive = chunked and request.keep_alive
-        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        content_type = getattr(completion, "content_type", b"text/event-stream")
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: %b\r\ncache-control: no-cache\r\n" % (
+            content_type
+        )
         if chunked:
             head += b"transfer-encoding: chunked\r\n"
         if not keep_alive:
@@ -590,7 +639,8 @@ class MockHTTPProtocol(asyncio.Protocol):
                 return
             if transport.is_closing():
                 return
-            data = with_line_ending(data, config.line_ending)
+            if not getattr(completion, "binary", False):  # frames are bytes, not lines
+                data = with_line_ending(data, config.line_ending)
             split = config.split_tail_bytes
             if split is not None and split < len(data):
                 # The head, then (after the chunk delay, so that even a reader

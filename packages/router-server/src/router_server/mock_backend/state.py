@@ -145,6 +145,8 @@ class MockStats:
     deployments_seen: dict[str, int] = field(default_factory=dict)
     last_api_version: str | None = None
     last_azure_auth: str | None = None
+    # Bedrock calls refused for a missing or wrong SigV4 signature.
+    refused_signatures: int = 0
 
 
 @dataclass(slots=True)
@@ -190,6 +192,7 @@ class MockState:
             "deployments_seen": s.deployments_seen,
             "last_api_version": s.last_api_version,
             "last_azure_auth": s.last_azure_auth,
+            "refused_signatures": s.refused_signatures,
             "in_flight": self.in_flight,
             "open_connections": len(self.connections),
         }
