@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from router_core.accounting.records import TokenCounts, count_of
-from router_core.problems import Catalog, ClientError
+from router_core.protocols import chat_answer, chat_request
 
 _TRANSLATED = frozenset(
     {"model", "messages", "max_tokens", "max_completion_tokens", "stop", "temperature", "top_p",
@@ -71,20 +71,7 @@ _IMAGE_FORMATS = {
 }
 
 
-def _unsupported(feature: str, param: str) -> ClientError:
-    return ClientError(
-        Catalog.UNSUPPORTED_FEATURE,
-        f"{feature} cannot be sent to this model's backend, which speaks AWS Bedrock Converse.",
-        param=param,
-    )
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return ""
+_refuse = chat_request.refusal("AWS Bedrock Converse")
 
 
 def _image(part: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -93,7 +80,7 @@ def _image(part: Mapping[str, Any], where: str) -> dict[str, Any]:
         mime, _, data = url[5:].partition(";base64,")
         if mime in _IMAGE_FORMATS:
             return {"image": {"format": _IMAGE_FORMATS[mime], "source": {"bytes": data}}}
-    raise _unsupported("An image that is not a base64 data: URL of PNG, JPEG, GIF or WebP", where)
+    raise _refuse("An image that is not a base64 data: URL of PNG, JPEG, GIF or WebP", where)
 
 
 def _user_blocks(content: object, where: str) -> list[dict[str, Any]]:
@@ -107,50 +94,25 @@ def _user_blocks(content: object, where: str) -> list[dict[str, Any]]:
         elif kind == "image_url":
             blocks.append(_image(part, f"{where}.content[{i}]"))
         else:
-            raise _unsupported(f"A content part of type {kind!r}", f"{where}.content[{i}]")
+            raise _refuse(f"A content part of type {kind!r}", f"{where}.content[{i}]")
     return blocks
 
 
-def _input(call: Mapping[str, Any], where: str) -> dict[str, Any]:
-    text = (call.get("function") or {}).get("arguments") or "{}"
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise ClientError(
-            Catalog.VALIDATION_FAILED, "A tool call's arguments must be a JSON object.", param=where
-        )
-    return parsed
-
-
 def _result(content: object) -> list[dict[str, Any]]:
-    text = _text(content)
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        parsed = None
-    return [{"json": parsed}] if isinstance(parsed, dict) else [{"text": text}]
+    text = chat_request.text_of(content)
+    parsed = chat_request.json_object(text)
+    return [{"json": parsed}] if parsed is not None else [{"text": text}]
 
 
 def _check(body: Mapping[str, Any]) -> None:
-    for field, value in body.items():
-        if field in _TRANSLATED:
-            continue
-        if field in _NEUTRAL and value in _NEUTRAL[field]:
-            continue
-        raise _unsupported(f"The field {field!r}", field)
-    for i, tool in enumerate(body.get("tools") or ()):
-        if not isinstance(tool, Mapping) or tool.get("type") != "function":
-            raise _unsupported("A tool that is not a function", f"tools[{i}]")
+    chat_request.check(body, _TRANSLATED, _NEUTRAL, _refuse)
     if body.get("tool_choice") == "none" and body.get("tools"):
-        raise _unsupported('tool_choice "none" with tools offered', "tool_choice")
+        raise _refuse('tool_choice "none" with tools offered', "tool_choice")
 
 
 def _conversation(messages: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    system: list[dict[str, Any]] = []
+    system, rest = chat_request.turns(messages, _refuse)
     turns: list[dict[str, Any]] = []
-    begun = False
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
         if turns and turns[-1]["role"] == role:
@@ -158,36 +120,29 @@ def _conversation(messages: Sequence[Any]) -> tuple[list[dict[str, Any]], list[d
         else:
             turns.append({"role": role, "content": blocks})
 
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
+    for where, message in rest:
         role = message.get("role")
-        if "name" in message:
-            raise _unsupported("A message's name", f"{where}.name")
-        if role in ("system", "developer"):
-            if begun:
-                raise _unsupported("A system message after the conversation has begun", where)
-            system.append({"text": _text(message.get("content"))})
-            continue
-        begun = True
         if role == "user":
             add("user", _user_blocks(message.get("content"), where))
         elif role == "assistant":
             blocks: list[dict[str, Any]] = []
-            said = _text(message.get("content"))
+            said = chat_request.text_of(message.get("content"))
             if said:
                 blocks.append({"text": said})
             for j, call in enumerate(message.get("tool_calls") or ()):
                 blocks.append({"toolUse": {
                     "toolUseId": str(call.get("id")),
                     "name": str((call.get("function") or {}).get("name", "")),
-                    "input": _input(call, f"{where}.tool_calls[{j}].function.arguments"),
+                    "input": chat_request.arguments(
+                        call, f"{where}.tool_calls[{j}].function.arguments"
+                    ),
                 }})  # fmt: skip
             add("assistant", blocks or [{"text": ""}])
         elif role == "tool":
             result = {"toolUseId": str(message.get("tool_call_id")),
                       "content": _result(message.get("content"))}  # fmt: skip
             add("user", [{"toolResult": result}])
-    return system, turns
+    return [{"text": text} for text in system], turns
 
 
 def to_converse(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -204,9 +159,9 @@ def to_converse(body: Mapping[str, Any]) -> dict[str, Any]:
     for theirs, ours in (("temperature", "temperature"), ("top_p", "topP")):
         if body.get(theirs) is not None:
             config[ours] = body[theirs]
-    stop = body.get("stop")
+    stop = chat_request.stop_sequences(body)
     if stop is not None:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        config["stopSequences"] = stop
     if config:
         out["inferenceConfig"] = config
     tools = body.get("tools")
@@ -290,34 +245,24 @@ def chat_from_converse(
             reasoning = block["reasoningContent"].get("reasoningText") or {}
             if isinstance(reasoning.get("text"), str):
                 thoughts.append(reasoning["text"])
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
-    if thoughts:
-        reply["reasoning_content"] = "".join(thoughts)
-    if calls:
-        reply["tool_calls"] = calls
     finish = finish_reason(answer.get("stopReason"))
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
-        "usage": chat_usage(answer.get("usage")),
-    }
+    return chat_answer.completion(
+        completion_id=completion_id, created=created, model=model, text=text,
+        thoughts=thoughts, calls=calls, finish=finish, usage=chat_usage(answer.get("usage")),
+    )  # fmt: skip
 
 
 class StreamToChat:
     """ConverseStream events in (each `{"type": <event type>, ...payload}`), chat chunks out."""
 
     def __init__(self, *, model: str, completion_id: str, created: int) -> None:
-        self.base = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                     "model": model}  # fmt: skip
+        self.chunks = chat_answer.Chunks(model=model, completion_id=completion_id, created=created)
         self.tools: dict[int, int] = {}  # Converse block index -> chat tool call index
         self.usage: object = None
         self.finished = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return self.chunks.chunk(delta, finish)
 
     def feed(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
@@ -356,7 +301,7 @@ class StreamToChat:
         return []
 
     def usage_chunk(self) -> dict[str, Any]:
-        return {**self.base, "choices": [], "usage": chat_usage(self.usage)}
+        return self.chunks.usage(chat_usage(self.usage))
 
 
 __all__ = [

@@ -42,6 +42,7 @@ import orjson
 
 from router_core.accounting.records import TokenCounts, count_of
 from router_core.problems import Catalog, ClientError
+from router_core.protocols import chat_answer, chat_request
 
 _TRANSLATED = frozenset(
     {"model", "messages", "max_tokens", "max_completion_tokens", "stop", "temperature", "top_p",
@@ -70,22 +71,7 @@ _FINISH = {
 _MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
 
-def _unsupported(feature: str, param: str) -> ClientError:
-    return ClientError(
-        Catalog.UNSUPPORTED_FEATURE,
-        f"{feature} cannot be sent to this model's backend, which speaks Google Gemini.",
-        param=param,
-    )
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(p.get("text", "")) for p in content if isinstance(p, Mapping)
-        )  # text parts
-    return ""
+_refuse = chat_request.refusal("Google Gemini")
 
 
 def _image(part: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,55 +93,29 @@ def _user_parts(content: object, where: str) -> list[dict[str, Any]]:
         elif kind == "image_url":
             parts.append(_image(part))
         else:
-            raise _unsupported(f"A content part of type {kind!r}", f"{where}.content[{i}]")
+            raise _refuse(f"A content part of type {kind!r}", f"{where}.content[{i}]")
     return parts
 
 
-def _arguments(call: Mapping[str, Any], where: str) -> dict[str, Any]:
-    text = (call.get("function") or {}).get("arguments") or "{}"
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        raise ClientError(
-            Catalog.VALIDATION_FAILED, "A tool call's arguments must be a JSON object.", param=where
-        )
-    return parsed
-
-
 def _tool_response(content: object) -> dict[str, Any]:
-    text = _text(content)
-    try:
-        parsed = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        parsed = None
-    return parsed if isinstance(parsed, dict) else {"content": text}
+    text = chat_request.text_of(content)
+    return chat_request.json_object(text) or {"content": text}
 
 
 def _check(body: Mapping[str, Any]) -> None:
-    for field, value in body.items():
-        if field in _TRANSLATED:
-            continue
-        if field in _NEUTRAL and value in _NEUTRAL[field]:
-            continue
-        raise _unsupported(f"The field {field!r}", field)
-    for i, tool in enumerate(body.get("tools") or ()):
-        if not isinstance(tool, Mapping) or tool.get("type") != "function":
-            raise _unsupported("A tool that is not a function", f"tools[{i}]")
+    chat_request.check(body, _TRANSLATED, _NEUTRAL, _refuse)
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("type") not in (
         "text", "json_object", "json_schema",
     ):  # fmt: skip
-        raise _unsupported("This response_format", "response_format")
+        raise _refuse("This response_format", "response_format")
 
 
 def _contents(messages: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The system instruction's parts and the conversation, turns of one role merged."""
-    system: list[dict[str, Any]] = []
+    system, rest = chat_request.turns(messages, _refuse)
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id -> function name
-    begun = False
 
     def add(role: str, parts: list[dict[str, Any]]) -> None:
         if contents and contents[-1]["role"] == role:
@@ -163,28 +123,19 @@ def _contents(messages: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[
         else:
             contents.append({"role": role, "parts": parts})
 
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
+    for where, message in rest:
         role = message.get("role")
-        if "name" in message:
-            raise _unsupported("A message's name", f"{where}.name")
-        if role in ("system", "developer"):
-            if begun:
-                raise _unsupported("A system message after the conversation has begun", where)
-            system.append({"text": _text(message.get("content"))})
-            continue
-        begun = True
         if role == "user":
             add("user", _user_parts(message.get("content"), where))
         elif role == "assistant":
             parts: list[dict[str, Any]] = []
-            said = _text(message.get("content"))
+            said = chat_request.text_of(message.get("content"))
             if said:
                 parts.append({"text": said})
             for j, call in enumerate(message.get("tool_calls") or ()):
                 name = str((call.get("function") or {}).get("name", ""))
                 names[str(call.get("id"))] = name
-                args = _arguments(call, f"{where}.tool_calls[{j}].function.arguments")
+                args = chat_request.arguments(call, f"{where}.tool_calls[{j}].function.arguments")
                 parts.append({"functionCall": {"name": name, "args": args}})
             add("model", parts or [{"text": ""}])
         elif role == "tool":
@@ -197,7 +148,7 @@ def _contents(messages: Sequence[Any]) -> tuple[list[dict[str, Any]], list[dict[
                 )
             response = _tool_response(message.get("content"))
             add("user", [{"functionResponse": {"name": names[call_id], "response": response}}])
-    return system, contents
+    return [{"text": text} for text in system], contents
 
 
 def to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,9 +168,9 @@ def to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
                          ("frequency_penalty", "frequencyPenalty")):  # fmt: skip
         if body.get(theirs) is not None:
             config[ours] = body[theirs]
-    stop = body.get("stop")
+    stop = chat_request.stop_sequences(body)
     if stop is not None:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        config["stopSequences"] = stop
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("type") != "text":
         config["responseMimeType"] = "application/json"
@@ -321,20 +272,12 @@ def chat_from_gemini(
             calls.append(call)
         elif isinstance(part.get("text"), str):
             (thoughts if part.get("thought") else text).append(part["text"])
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
-    if thoughts:
-        reply["reasoning_content"] = "".join(thoughts)
-    if calls:
-        reply["tool_calls"] = calls
     finish = finish_reason(candidate.get("finishReason"), called=bool(calls))
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
-        "usage": chat_usage(answer.get("usageMetadata")),
-    }
+    usage = chat_usage(answer.get("usageMetadata"))
+    return chat_answer.completion(
+        completion_id=completion_id, created=created, model=model, text=text,
+        thoughts=thoughts, calls=calls, finish=finish, usage=usage,
+    )  # fmt: skip
 
 
 class StreamToChat:
@@ -342,15 +285,14 @@ class StreamToChat:
 
     def __init__(self, *, model: str, completion_id: str, created: int) -> None:
         self.completion_id = completion_id
-        self.base = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                     "model": model}  # fmt: skip
+        self.chunks = chat_answer.Chunks(model=model, completion_id=completion_id, created=created)
         self.started = False
         self.calls = 0
         self.usage: object = None
         self.finished = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return self.chunks.chunk(delta, finish)
 
     def feed(self, answer: Mapping[str, Any]) -> list[dict[str, Any]]:
         out = [] if self.started else [self._chunk({"role": "assistant", "content": ""})]
@@ -373,7 +315,7 @@ class StreamToChat:
         return out
 
     def usage_chunk(self) -> dict[str, Any]:
-        return {**self.base, "choices": [], "usage": chat_usage(self.usage)}
+        return self.chunks.usage(chat_usage(self.usage))
 
 
 __all__ = [

@@ -35,8 +35,7 @@ from typing import Any
 import orjson
 
 from router_core.accounting.records import count_of
-from router_core.problems import Catalog, ClientError
-from router_core.protocols import messages
+from router_core.protocols import chat_answer, chat_request, messages
 
 DEFAULT_MAX_TOKENS = 4096
 # Fields translated (by `messages.from_chat`) or the router's own.
@@ -66,40 +65,15 @@ _FINISH = {
 }
 
 
-def _unsupported(feature: str, param: str) -> ClientError:
-    return ClientError(
-        Catalog.UNSUPPORTED_FEATURE,
-        f"{feature} cannot be sent to this model's backend, which speaks Anthropic Messages.",
-        param=param,
-    )
+_refuse = chat_request.refusal("Anthropic Messages")
 
 
 def _check(body: Mapping[str, Any]) -> None:
-    for field, value in body.items():
-        if field in _TRANSLATED:
-            continue
-        if field in _NEUTRAL and value in _NEUTRAL[field]:
-            continue
-        raise _unsupported(f"The field {field!r}", field)
+    chat_request.check(body, _TRANSLATED, _NEUTRAL, _refuse)
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and temperature > 1:
-        raise _unsupported("A temperature above 1", "temperature")
-    begun = False
-    for i, message in enumerate(body.get("messages") or ()):
-        if not isinstance(message, Mapping):
-            continue
-        if "name" in message:
-            raise _unsupported("A message's name", f"messages[{i}].name")
-        if message.get("role") in ("system", "developer"):
-            if begun:
-                raise _unsupported(
-                    "A system message after the conversation has begun", f"messages[{i}]"
-                )
-        else:
-            begun = True
-    for i, tool in enumerate(body.get("tools") or ()):
-        if not isinstance(tool, Mapping) or tool.get("type") != "function":
-            raise _unsupported("A tool that is not a function", f"tools[{i}]")
+        raise _refuse("A temperature above 1", "temperature")
+    chat_request.turns(body.get("messages") or (), _refuse)  # a late system prompt, a name
 
 
 def to_messages(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,42 +130,25 @@ def chat_from_message(
             call = _tool_call(block, len(calls))
             del call["index"]
             calls.append(call)
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
-    if thinking:
-        reply["reasoning_content"] = "".join(thinking)
-    if calls:
-        reply["tool_calls"] = calls
     finish = finish_reason(message.get("stop_reason"))
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": reply,
-                "finish_reason": finish,
-            }
-        ],
-        "usage": chat_usage(message.get("usage")),
-    }
+    return chat_answer.completion(
+        completion_id=completion_id, created=created, model=model, text=text,
+        thoughts=thinking, calls=calls, finish=finish, usage=chat_usage(message.get("usage")),
+    )  # fmt: skip
 
 
 class StreamToChat:
     """Anthropic stream events in (as parsed `data`), chat completion chunks out."""
 
     def __init__(self, *, model: str, completion_id: str, created: int) -> None:
-        self.base = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                     "model": model}  # fmt: skip
+        self.chunks = chat_answer.Chunks(model=model, completion_id=completion_id, created=created)
         self.usage: dict[str, Any] = {}
         # Anthropic's block index -> the chat tool call's index.
         self.tools: dict[int, int] = {}
         self.finish: str | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return {**self.base, "choices": [choice]}
+        return self.chunks.chunk(delta, finish)
 
     def _merge(self, usage: object) -> None:
         if isinstance(usage, Mapping):
@@ -241,7 +198,7 @@ class StreamToChat:
 
     def usage_chunk(self) -> dict[str, Any]:
         """The chunk with the whole stream's usage, chat's last before [DONE]."""
-        return {**self.base, "choices": [], "usage": chat_usage(self.usage)}
+        return self.chunks.usage(chat_usage(self.usage))
 
 
 __all__ = [
