@@ -39,6 +39,9 @@ TEST_DEPS = [
     # Bedrock backends are tested signed and decoded by botocore
     # (inference-router-server[bedrock]); the mock verifies the signatures with it.
     "botocore>=1.34",
+    # Vertex AI backends mint tokens with google-auth (inference-router-server[vertex]);
+    # the tests make their service account keys with cryptography (its dependency).
+    "google-auth>=2.20",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [

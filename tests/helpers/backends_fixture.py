@@ -39,6 +39,7 @@ MOCK_DEFAULTS = {
     "split_tail_bytes": None,
     "omit_usage": False,
     "retry_after_s": None,
+    "google_public_key": None,
 }
 
 

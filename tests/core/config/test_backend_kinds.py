@@ -59,7 +59,7 @@ def test_the_default_kind_is_openai_and_takes_no_azure_section() -> None:
     ("changes", "path", "message"),
     [
         ({"azure": None}, "backends.az.azure", "required for kind: azure_openai"),
-        ({"kind": "vertex"}, "backends.az.kind", "must be one of openai, azure_openai"),
+        ({"kind": "vertex_ai"}, "backends.az.kind", "must be one of openai, azure_openai"),
         ({"azure_api_version": "latest-ish"}, "backends.az.azure.api_version", "an API version"),
         ({"azure_api_version": 20241021}, "backends.az.azure.api_version", "must be a string"),
         ({"azure_deployments": {"gpt-4o": "a/b"}}, "backends.az.azure.deployments", "deployment"),
@@ -125,3 +125,21 @@ def test_a_bedrock_backend_needs_its_region_and_no_api_key() -> None:
     assert problems(config(elsewhere))["backends.az.bedrock"] == "only for kind: bedrock"
     bad = {**bedrock, "bedrock": {"region": "Mars"}}
     assert "AWS region" in problems(config(bad))["backends.az.bedrock.region"]
+
+
+def test_a_vertex_backend_speaks_its_publishers_protocol() -> None:
+    place = {"project": "my-project", "location": "us-east5"}
+    vertex: dict[str, Any] = {
+        "base_url": "https://us-east5-aiplatform.googleapis.com/v1", "kind": "vertex",
+        "vertex": place,
+    }  # fmt: skip
+    assert structure(config(vertex)).backends["az"].speaks == (Protocol.GEMINI,)
+    claude = {**vertex, "vertex": {**place, "publisher": "anthropic"}}
+    assert structure(config(claude)).backends["az"].speaks == (Protocol.ANTHROPIC_MESSAGES,)
+    keyed = {**vertex, "api_key_env": "K"}
+    assert "service account" in problems(config(keyed))["backends.az"]
+    bare = {k: v for k, v in vertex.items() if k != "vertex"}
+    assert "required for kind: vertex" in problems(config(bare))["backends.az.vertex"]
+    bad = {**vertex, "vertex": {"project": "X", "location": "moon"}}
+    found = problems(config(bad))
+    assert {"backends.az.vertex.project", "backends.az.vertex.location"} <= set(found)

@@ -238,6 +238,8 @@ def everything() -> dict[str, Any]:
     data["state"] = {"redis": {}}
     for section in ("server", "health", "routing", "idempotency", "observability"):
         data[section] = {}
+    vertex = {"project": "my-project", "location": "us-central1"}
+    data["backends"]["v"] = {"base_url": "https://v/v1", "kind": "vertex", "vertex": vertex}
     return data
 
 
@@ -297,6 +299,24 @@ def test_the_search_finds_every_enumerated_setting() -> None:
     assert "models.gpt-4o.strategy" in {dotted(steps) for steps, _ in PLACES}
 
 
+# What a backend of each kind, or speaking each provider's protocol, needs beside it.
+KIND_NEEDS: dict[object, dict[str, Any]] = {
+    BackendKind.AZURE_OPENAI: {"api_key_env": "AZURE_KEY", "azure": {"api_version": "2024-10-21"}},
+    BackendKind.BEDROCK: {"bedrock": {"region": "us-east-1"}},
+    BackendKind.VERTEX: {"vertex": {"project": "my-project", "location": "us-central1"}},
+    Protocol.GEMINI: {"kind": "gemini"},
+    Protocol.BEDROCK: {"kind": "bedrock", "bedrock": {"region": "us-east-1"}},
+}
+
+
+def fit_backend(data: dict[str, Any], steps: Steps, member: object) -> None:
+    """A backend's kind or protocol under test: the backend holds only what the
+    member needs beside it (None: nothing)."""
+    if steps[0] != "backends" or steps[2] not in ("kind", "protocols"):
+        return
+    data["backends"][steps[1]] = {"base_url": "https://b/v1", **KIND_NEEDS.get(member, {})}
+
+
 @pytest.mark.parametrize(
     ("steps", "kind", "member"),
     [(steps, kind, member) for steps, kind in PLACES for member in kind],
@@ -306,14 +326,8 @@ def test_every_enumerated_setting_refuses_a_typo(
     steps: Steps, kind: type[StrEnum], member: StrEnum
 ) -> None:
     data = everything()
+    fit_backend(data, steps, member)
     put(data, steps, member.value)
-    if member is BackendKind.AZURE_OPENAI:  # a kind with settings of its own gets them
-        backend = data["backends"][steps[1]]
-        backend.update(api_key_env="AZURE_KEY", azure={"api_version": "2024-10-21"})
-    if member is Protocol.GEMINI:  # spoken by Gemini backends alone
-        data["backends"][steps[1]]["kind"] = "gemini"
-    if member in (BackendKind.BEDROCK, Protocol.BEDROCK):  # signed for a region
-        data["backends"][steps[1]].update(kind="bedrock", bedrock={"region": "us-east-1"})
     value: Any = structure(data)
     for step in steps:  # the converter hands back the member, not a plain string
         value = (
@@ -322,15 +336,7 @@ def test_every_enumerated_setting_refuses_a_typo(
             else getattr(value, step)
         )
     assert value is member
-    if member is BackendKind.AZURE_OPENAI:
-        data["backends"][steps[1]].pop("azure")
-    if member is Protocol.GEMINI:
-        data["backends"][steps[1]].pop("kind")
-    if member is BackendKind.BEDROCK:
-        data["backends"][steps[1]].pop("bedrock")
-    if member is Protocol.BEDROCK:
-        for key in ("kind", "bedrock"):
-            data["backends"][steps[1]].pop(key)
+    fit_backend(data, steps, None)  # the typo alone, in a backend that needs nothing else
     typo = member.value[:-1]
     put(data, steps, typo)
     choices = ", ".join(kind)
@@ -347,6 +353,7 @@ def test_no_other_value_passes_for_a_choice(
     if isinstance(value, str) and value in {m.value for m in kind}:
         return
     data = everything()
+    fit_backend(data, steps, None)
     put(data, steps, value)  # type: ignore[arg-type]
     (problem,) = problems_of(data)
     assert problem.startswith(f"{dotted(steps)}: must be one of {', '.join(kind)}, not ")

@@ -461,7 +461,24 @@ def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
                 "an anthropic backend speaks anthropic_messages only (chat and Responses are "
                 "translated to Messages for it)",
             )
+        vertex = backend.kind is BackendKind.VERTEX
+        if vertex != (backend.vertex is not None):
+            yield ConfigProblem(
+                f"{where}.vertex",
+                "required for kind: vertex (project, location)"
+                if backend.vertex is None
+                else "only for kind: vertex",
+            )
+        if vertex and (backend.api_key_env is not None or backend.protocols is not None):
+            yield ConfigProblem(
+                where,
+                "a vertex backend authenticates with its service account (vertex."
+                "credentials_file) and speaks what its publisher does: no api_key_env or "
+                "protocols",
+            )
         for kind, protocol in _PROVIDER_PROTOCOLS.items():
+            if vertex:  # it speaks what its publisher does (see Backend.speaks)
+                break
             own = backend.kind is kind
             if own != (protocol in backend.speaks) or (own and len(backend.speaks) != 1):
                 yield ConfigProblem(

@@ -47,6 +47,16 @@ class BackendKind(enum.StrEnum):
     GEMINI = "gemini"
     # AWS Bedrock's Converse API, SigV4-signed (the `bedrock` extra).
     BEDROCK = "bedrock"
+    # Google Cloud Vertex AI: Gemini or Anthropic models, with a service
+    # account's OAuth tokens (the `vertex` extra).
+    VERTEX = "vertex"
+
+
+class VertexPublisher(enum.StrEnum):
+    """Whose models a `vertex` backend serves (`backends.<name>.vertex.publisher`)."""
+
+    GOOGLE = "google"  # Gemini: generateContent
+    ANTHROPIC = "anthropic"  # Claude: Messages through rawPredict
 
 
 class Protocol(enum.StrEnum):

@@ -30,6 +30,10 @@ from router_server import tracing
 
 if TYPE_CHECKING:
     from router_server.aws import EventStreamSplitter, Signer
+    from router_server.google import ServiceAccountToken
+
+# What Claude on Vertex AI wants in the body instead of a model name.
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 
 
 class BackendFailure(Exception):
@@ -117,6 +121,8 @@ class BackendClient:
     token_file: TokenFile | None = None
     # Bedrock: every call is SigV4-signed over its URL and bytes.
     signer: Signer | None = None
+    # Vertex AI: a service account's access token on every call.
+    google_token: ServiceAccountToken | None = None
     _targets: dict[str, _Target] = attrs.field(factory=dict, init=False)
     # Requests using this client now; a client replaced by a reload is closed at 0.
     active: int = attrs.field(default=0, init=False)
@@ -129,12 +135,32 @@ class BackendClient:
         if self.settings.kind is BackendKind.GEMINI:
             method = "streamGenerateContent?alt=sse" if stream else "generateContent"
             return f"/models/{model}:{method}"
+        vertex = self.settings.vertex
+        if vertex is not None:
+            base = (
+                f"/projects/{vertex.project}/locations/{vertex.location}"
+                f"/publishers/{vertex.publisher}/models/{quote(model, safe='@')}"
+            )
+            if vertex.publisher == "anthropic":
+                return f"{base}:{'streamRawPredict' if stream else 'rawPredict'}"
+            return f"{base}:{'streamGenerateContent?alt=sse' if stream else 'generateContent'}"
         if self.settings.kind is BackendKind.BEDROCK:
             # An inference profile's ARN holds '/', which must not split the
             # path; ':' stays as it is, since aiohttp would unquote it after
             # signing and the signature would no longer match the path sent.
             return f"/model/{quote(model, safe=':')}/converse{'-stream' if stream else ''}"
         return path
+
+    def prepare(self, body: Mapping[str, Any], model: str) -> Mapping[str, Any]:
+        """`body` as this backend takes it: with the model named in it, or (when
+        the model is in the URL) without."""
+        speaks = self.settings.speaks
+        if Protocol.GEMINI in speaks or Protocol.BEDROCK in speaks:
+            return body
+        if self.settings.vertex is not None:  # Claude on Vertex AI
+            kept = {k: v for k, v in body.items() if k != "model"}
+            return {**kept, "anthropic_version": VERTEX_ANTHROPIC_VERSION}
+        return {**body, "model": model}
 
     def splitter(self) -> EventSplitter | EventStreamSplitter:
         """What cuts this backend's stream into events: SSE, or Bedrock's frames."""
@@ -144,8 +170,15 @@ class BackendClient:
             return EventStreamSplitter()
         return EventSplitter()
 
-    def _auth(self, method: str, url: str, content: bytes) -> dict[str, str]:
+    async def _auth(self, method: str, url: str, content: bytes) -> dict[str, str]:
         """The per-call credential headers, if this backend has any."""
+        if self.google_token is not None:
+            from router_server.google import MintFailed
+
+            try:
+                return {"authorization": f"Bearer {await self.google_token.token()}"}
+            except MintFailed as exc:
+                raise BackendFailure(self.name, FailureKind.CONNECT, str(exc)) from None
         if self.signer is not None:
             from router_server.aws import NoCredentials
 
@@ -183,7 +216,7 @@ class BackendClient:
         content = orjson.dumps(body)
         with tracing.backend_span(self.name) as trace_headers:  # a no-op unless tracing is on
             headers = target.headers
-            auth = self._auth("POST", str(target.url), content)
+            auth = await self._auth("POST", str(target.url), content)
             if trace_headers or extra or auth:
                 headers = httpx.Headers(
                     {**headers, **(extra or {}), **(trace_headers or {}), **auth}
@@ -242,7 +275,7 @@ class BackendClient:
             headers={**headers, "content-type": "application/json"},
             timeout=timeout_s,
         )
-        request.headers.update(self._auth(method, str(request.url), content))
+        request.headers.update(await self._auth(method, str(request.url), content))
         return await self.client.send(request)
 
     async def probe(self, timeout_s: float) -> bool:
@@ -270,8 +303,9 @@ class BackendClient:
         elif Protocol.OPENAI not in self.settings.speaks:  # an Anthropic backend
             body = {**TRIAL_MESSAGES_BODY, "model": model}
             path = "/messages"
+        sent = self.prepare(body, model)
         try:
-            response = await self._send("POST", self.path_for(path, model), body, _TRIAL, timeout_s)
+            response = await self._send("POST", self.path_for(path, model), sent, _TRIAL, timeout_s)
         except httpx.HTTPError as exc:
             return f"trial probe: {_map(self.name, exc).detail}"
         except BackendFailure as failure:
@@ -298,7 +332,11 @@ TRIAL_CONVERSE_BODY = {
 }
 # Where each kind's active probe looks (default: the OpenAI-style model list).
 # Bedrock's runtime lists nothing: any answer below 500 from its root will do.
-_PROBE_PATHS = {BackendKind.AZURE_OPENAI: "/openai/models", BackendKind.BEDROCK: "/"}
+_PROBE_PATHS = {
+    BackendKind.AZURE_OPENAI: "/openai/models",
+    BackendKind.BEDROCK: "/",
+    BackendKind.VERTEX: "/",
+}
 TRIAL_GEMINI_BODY = {
     "contents": [{"role": "user", "parts": [{"text": "ping"}]}],
     "generationConfig": {"maxOutputTokens": 1},
@@ -383,6 +421,12 @@ def open_client(
         from router_server.aws import Signer
 
         signer = Signer(settings.bedrock.region)
+    google_token = None
+    if settings.vertex is not None:
+        from router_server.google import ServiceAccountToken
+
+        key = settings.vertex.credentials_file or env.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+        google_token = ServiceAccountToken(key)
     pool = _transport(transport, settings) if given is None else _Borrowed(given)
     client = httpx.AsyncClient(
         base_url=settings.base_url.rstrip("/"),
@@ -392,7 +436,7 @@ def open_client(
         transport=pool,
         trust_env=False,
     )
-    return BackendClient(name, settings, client, pool, token_file, signer)
+    return BackendClient(name, settings, client, pool, token_file, signer, google_token)
 
 
 def open_clients(

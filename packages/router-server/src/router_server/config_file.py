@@ -47,6 +47,10 @@ def resolve_paths(config: RouterConfig, base: Path) -> RouterConfig:
         if azure is not None and azure.entra_token_file is not None:
             azure = attrs.evolve(azure, entra_token_file=at(azure.entra_token_file))
             backends[name] = attrs.evolve(backend, azure=azure)
+        vertex = backend.vertex
+        if vertex is not None and vertex.credentials_file is not None:
+            vertex = attrs.evolve(vertex, credentials_file=at(vertex.credentials_file))
+            backends[name] = attrs.evolve(backend, vertex=vertex)
     return attrs.evolve(
         config,
         backends=backends,
@@ -89,6 +93,23 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
             else:
                 if not token:
                     problems.append(ConfigProblem(f"{where}.entra_token_file", "is empty"))
+    for name, backend in config.backends.items():
+        vertex = backend.vertex
+        if vertex is None:
+            continue
+        key = vertex.credentials_file or env.get("GOOGLE_APPLICATION_CREDENTIALS")
+        where = f"backends.{name}.vertex.credentials_file"
+        if not key:
+            problems.append(
+                ConfigProblem(where, "not set, and neither is GOOGLE_APPLICATION_CREDENTIALS")
+            )
+            continue
+        from router_server.google import MintFailed, read_key
+
+        try:
+            read_key(key)
+        except MintFailed as exc:
+            problems.append(ConfigProblem(where, str(exc)))
     # Services the config names by an environment variable, when in use:
     # (field, variable, why it is needed).
     needed = [
@@ -110,16 +131,20 @@ def missing_credentials(config: RouterConfig, env: Mapping[str, str]) -> list[Co
 
 def missing_extras(config: RouterConfig) -> list[ConfigProblem]:
     """Backend kinds whose optional dependencies are not installed, naming the extra."""
-    from router_server import aws
+    from router_server import aws, google
 
-    return [
-        ConfigProblem(
-            f"backends.{name}.kind",
-            f"kind bedrock needs the bedrock extra (botocore): {aws.EXTRA}",
-        )
-        for name, backend in config.backends.items()
-        if backend.kind is BackendKind.BEDROCK and not aws.available()
-    ]
+    needs = {
+        BackendKind.BEDROCK: (aws.available, f"the bedrock extra (botocore): {aws.EXTRA}"),
+        BackendKind.VERTEX: (google.available, f"the vertex extra (google-auth): {google.EXTRA}"),
+    }
+    problems = []
+    for name, backend in config.backends.items():
+        need = needs.get(backend.kind)
+        if need is not None and not need[0]():
+            problems.append(
+                ConfigProblem(f"backends.{name}.kind", f"kind {backend.kind} needs {need[1]}")
+            )
+    return problems
 
 
 def load(

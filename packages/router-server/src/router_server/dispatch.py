@@ -141,7 +141,7 @@ class Dispatcher:
             try:
                 response = await client.open(
                     client.path_for(wire.backend_path, candidate.model, stream=request.stream),
-                    body if wire is Operation.GEMINI else {**body, "model": candidate.model},
+                    client.prepare(body, candidate.model),
                     headers,
                 )
             except BackendFailure as failure:

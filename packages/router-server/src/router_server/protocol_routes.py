@@ -64,8 +64,8 @@ async def count_tokens(request: Request) -> Response:
         return error_response(exc, request.url.path)
     for candidate in candidates:
         client = runtime.backends[candidate.backend]
-        if Protocol.ANTHROPIC_MESSAGES not in client.settings.speaks:
-            continue
+        if Protocol.ANTHROPIC_MESSAGES not in client.settings.speaks or client.settings.vertex:
+            continue  # Claude on Vertex AI counts elsewhere: estimated here
         body = {**counted.body, "model": candidate.model}
         headers = {k: v for k, v in request.headers.items() if k.startswith("anthropic-")}
         try:

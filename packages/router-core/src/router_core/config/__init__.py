@@ -54,6 +54,7 @@ from router_core.config.models import (
     ModelPrice,
     ModelTarget,
     RouteRule,
+    VertexSettings,
 )
 from router_core.config.service import (
     AdminListener,
@@ -119,6 +120,7 @@ __all__ = [
     "SpoolSettings",
     "StateSettings",
     "UsageSettings",
+    "VertexSettings",
 ]
 
 # The file format this router reads; a newer file may mean settings it does not know.

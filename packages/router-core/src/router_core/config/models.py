@@ -28,6 +28,7 @@ from router_core.config_enums import (
     BackendKind,
     Protocol,
     Strategy,
+    VertexPublisher,
     is_member,
     not_one_of,
 )
@@ -109,6 +110,28 @@ class BedrockSettings:
     __attrs_post_init__ = _check_fields
 
 
+PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+LOCATION_RE = re.compile(r"^([a-z]+-[a-z]+[0-9]+|global|us|eu)$")
+
+
+@attrs.frozen
+class VertexSettings:
+    """Where a `vertex` backend is, whose models it serves, and its service account."""
+
+    # The Google Cloud project and location (region) of the endpoint.
+    project: str = _checked(validator=_matches(PROJECT_RE, "a Google Cloud project id"))
+    location: str = _checked(validator=_matches(LOCATION_RE, "a location such as us-east5"))
+    # google: Gemini models (generateContent); anthropic: Claude (Messages).
+    publisher: VertexPublisher = _checked(
+        default=VertexPublisher.GOOGLE, validator=_one_of(VertexPublisher)
+    )
+    # The service account's JSON key file; unset, GOOGLE_APPLICATION_CREDENTIALS
+    # names it. OAuth tokens are minted from it and refreshed before they expire.
+    credentials_file: str | None = None
+
+    __attrs_post_init__ = _check_fields
+
+
 @attrs.frozen
 class Backend:
     """A model server: where it is, its credential, its timeouts and capacity."""
@@ -130,6 +153,8 @@ class Backend:
     azure: AzureSettings | None = None
     # Required for kind `bedrock`, and only there.
     bedrock: BedrockSettings | None = None
+    # Required for kind `vertex`, and only there.
+    vertex: VertexSettings | None = None
     # Name of the environment variable that holds this backend's credential;
     # the credential itself never appears in the config file. Sent as a
     # bearer token (`openai`), as `x-api-key` (`anthropic`), as
@@ -165,6 +190,10 @@ class Backend:
             return (Protocol.GEMINI,)
         if self.kind is BackendKind.BEDROCK:
             return (Protocol.BEDROCK,)
+        if self.kind is BackendKind.VERTEX and self.vertex is not None:
+            if self.vertex.publisher is VertexPublisher.ANTHROPIC:
+                return (Protocol.ANTHROPIC_MESSAGES,)
+            return (Protocol.GEMINI,)
         return (Protocol.OPENAI,)
 
 

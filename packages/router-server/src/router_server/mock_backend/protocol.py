@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote
 import httptools
 import orjson
 
-from . import bedrock
+from . import bedrock, vertex
 from .bedrock import BEDROCK_PATHS, BedrockAnswer, bedrock_error_body
 from .gemini import GEMINI_PATHS, STREAM, GeminiAnswer, gemini_error_body
 from .native import MESSAGES_PATHS, NativeAnswer, anthropic_error_body, count_tokens_body
@@ -335,6 +335,10 @@ class MockHTTPProtocol(asyncio.Protocol):
         path = request.path
         if path.startswith("/_mock/"):
             self._handle_control(request, path)
+        elif path.startswith("/v1/projects/"):
+            self._handle_vertex(request, path)
+        elif path == "/token" and request.method == b"POST":
+            self._handle_token(request)
         elif path == "/v1" or path.startswith("/v1/"):
             self._handle_v1(request, path)
         elif path.startswith("/openai/"):
@@ -379,6 +383,60 @@ class MockHTTPProtocol(asyncio.Protocol):
         deployment, operation = found.groups()
         stats.deployments_seen[deployment] = stats.deployments_seen.get(deployment, 0) + 1
         self._handle_v1(request, f"/v1/{operation}", authorized=True, deployment=deployment)
+
+    def _handle_token(self, request: Request) -> None:
+        state = self._state
+        key = state.config.google_public_key
+        host = (request.signable or {}).get("host", "")
+        problem = "no service account configured" if key is None else None
+        if key is not None:
+            problem = vertex.token_problem(request.body, host, key)
+        if problem is not None:
+            self._reply(request, 400, vertex.oauth_error(problem))
+            return
+        state.stats.tokens_issued += 1
+        token = f"ya29.mock{len(state.tokens) + 1:06d}"
+        state.tokens.add(token)
+        self._reply(request, 200, vertex.token_body(token))
+
+    def _handle_vertex(self, request: Request, path: str) -> None:
+        """Vertex AI: Gemini and Claude models under a project and location."""
+        found = vertex.VERTEX_METHOD.match(path)
+        if found is None or request.method != b"POST":
+            self._reply(request, 404, gemini_error_body(404, f"unknown path {path}"))
+            return
+        state = self._state
+        if state.config.google_public_key is not None:
+            given = (request.authorization or b"").removeprefix(b"Bearer ").decode("latin-1")
+            if given not in state.tokens:
+                state.stats.refused_tokens += 1
+                self._reply(request, 401, gemini_error_body(401, vertex.UNAUTHENTICATED))
+                return
+        _, _, publisher, model, method = found.groups()
+        if publisher == "google":
+            if method == "streamGenerateContent" and parse_qs(request.query).get("alt") != ["sse"]:
+                message = "the mock streams only as server-sent events (alt=sse)"
+                self._reply(request, 400, gemini_error_body(400, message))
+                return
+            self._handle_v1(request, f"/v1beta/{method}", authorized=True, deployment=model)
+            return
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            body = None
+        if (
+            not isinstance(body, dict)
+            or body.get("anthropic_version") != vertex.VERTEX_ANTHROPIC_VERSION
+        ):
+            message = "anthropic_version: vertex-2023-10-16 is required in the body"
+            self._reply(request, 400, anthropic_error_body(400, message))
+            return
+        if "model" in body:
+            self._reply(
+                request, 400, anthropic_error_body(400, "model: Extra inputs are not permitted")
+            )
+            return
+        self._handle_v1(request, "/v1/messages", authorized=True, deployment=model)
 
     def _handle_bedrock(self, request: Request, path: str) -> None:
         """AWS Bedrock's runtime: `/model/MODEL/converse` and `/converse-stream`,
@@ -493,7 +551,7 @@ class MockHTTPProtocol(asyncio.Protocol):
             body["model"] = deployment
         config = state.config
         key = None if config.api_key is None else config.api_key.encode()
-        if path in MESSAGES_PATHS and key is not None:
+        if path in MESSAGES_PATHS and key is not None and not authorized:
             # Keyed, the mock is Anthropic's API: `x-api-key` (or a bearer)
             # and `anthropic-version` on every Messages call.
             if request.x_api_key != key and request.authorization != b"Bearer " + key:

@@ -41,6 +41,9 @@ class MockConfig:
     # Injected errors carry `retry-after: N` (and `retry-after-ms`), as a
     # provider's rate-limit answer does.
     retry_after_s: float | None = None
+    # The PEM public key of the service account whose assertions /token takes
+    # (Vertex AI); set, Vertex paths want a token the mock issued.
+    google_public_key: str | None = None
 
     def public(self) -> dict[str, Any]:
         # The key itself stays out of the control API: tests only need to know it is on.
@@ -58,6 +61,7 @@ class MockConfig:
             "api_key_required": self.api_key is not None,
             "models": list(self.models),
             "retry_after_s": self.retry_after_s,
+            "google_public_key_set": self.google_public_key is not None,
         }
 
 
@@ -106,6 +110,10 @@ def updated_config(config: MockConfig, update: object) -> MockConfig:
             if value not in LINE_ENDINGS:
                 raise ConfigError(f"line_ending must be one of {', '.join(LINE_ENDINGS)}")
             changes[key] = value
+        elif key == "google_public_key":
+            if not isinstance(value, str) or "PUBLIC KEY" not in value:
+                raise ConfigError("google_public_key must be a PEM public key")
+            changes[key] = value
         elif key == "api_key":
             if not isinstance(value, str) or not value:
                 raise ConfigError("api_key must be a non-empty string")
@@ -147,6 +155,9 @@ class MockStats:
     last_azure_auth: str | None = None
     # Bedrock calls refused for a missing or wrong SigV4 signature.
     refused_signatures: int = 0
+    # Access tokens the /token endpoint issued, and calls refused for lacking one.
+    tokens_issued: int = 0
+    refused_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -159,6 +170,8 @@ class MockState:
     # Live gauges, not reset by /_mock/reset: they describe the present, not history.
     in_flight: int = 0
     connections: set[asyncio.Transport] = field(default_factory=set)
+    # Access tokens the mock issued (Vertex AI); kept across /_mock/reset.
+    tokens: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.rng.seed(self.config.seed)
@@ -193,6 +206,8 @@ class MockState:
             "last_api_version": s.last_api_version,
             "last_azure_auth": s.last_azure_auth,
             "refused_signatures": s.refused_signatures,
+            "tokens_issued": s.tokens_issued,
+            "refused_tokens": s.refused_tokens,
             "in_flight": self.in_flight,
             "open_connections": len(self.connections),
         }
