@@ -166,7 +166,9 @@ def test_a_key_the_token_endpoint_refuses_fails_over_and_sends_nothing(
     start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> None:
     path, _ = service_account(tmp_path, root(mocks[1]) + "/token")
-    _, other = service_account(tmp_path / "..", root(mocks[1]) + "/token")
+    elsewhere = tmp_path / "another-account"
+    elsewhere.mkdir()
+    _, other = service_account(elsewhere, root(mocks[1]) + "/token")
     mocks[1].configure(google_public_key=other)  # not the router's key
     router = start_router(vertex_config(config_data, mocks, path))
     with oai(router) as client:
