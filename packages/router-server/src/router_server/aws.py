@@ -55,7 +55,11 @@ class Signer:
             ) from None
 
         self.region = region
-        self._credentials: Any = botocore.session.Session().get_credentials()
+        try:
+            self._credentials: Any = botocore.session.Session().get_credentials()
+        except Exception:  # a malformed profile, say: every call then fails, unsent
+            logging.getLogger("router.backends").warning("AWS credentials could not be resolved")
+            self._credentials = None
 
     def headers(self, method: str, url: str, body: bytes) -> dict[str, str]:
         """The headers that sign a `method` of `url` with `body` (JSON) now."""

@@ -64,8 +64,18 @@ class ServiceAccountToken:
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         from google.auth import crypt  # the vertex extra
 
-        self.info = read_key(path)
-        self._signer = crypt.RSASigner.from_service_account_info(self.info)  # type: ignore[no-untyped-call]
+        # A key that went missing since start-up (or a reload's check) fails
+        # each call, not the client's construction.
+        self._broken: MintFailed | None = None
+        self.info: dict[str, Any] = {}
+        self._signer: Any = None
+        try:
+            self.info = read_key(path)
+            self._signer = crypt.RSASigner.from_service_account_info(self.info)  # type: ignore[no-untyped-call]
+        except MintFailed as exc:
+            self._broken = exc
+        except ValueError:  # a private key that does not parse
+            self._broken = MintFailed("the service account's private key does not parse")
         self._clock = clock
         self._token: str | None = None
         self._expires_at = 0.0
@@ -73,6 +83,8 @@ class ServiceAccountToken:
         self.minted = 0
 
     async def token(self) -> str:
+        if self._broken is not None:
+            raise self._broken
         if self._token is not None and self._clock() < self._expires_at - REFRESH_BEFORE_S:
             return self._token
         async with self._lock:  # one mint for every call that needs one
