@@ -26,6 +26,8 @@ from router_server.process import RouterProcess
 
 from tests.helpers.support import ACME_KEY, BACKEND_SECRET, BACKEND_SECRET_ENV
 from tests.helpers.usage_support import schema_errors, wait_ledger
+from tests.system.providers import support
+from tests.system.providers.support import oai
 
 RouterFactory = Callable[..., RouterProcess]
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -63,13 +65,8 @@ def router(start_router: RouterFactory, config_data: dict[str, Any], mocks: Mock
     return start_router(claude_config(config_data, mocks))
 
 
-def oai(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(api_key=ACME_KEY, base_url=router.url + "/v1", max_retries=0, timeout=30)
-
-
 def served(mock: MockBackendProcess, path: str = MESSAGES) -> int:
-    count: int = mock.stats()["by_path"].get(path, 0)
-    return count
+    return support.served(mock, path)
 
 
 def test_chat_is_sent_as_messages_with_anthropics_headers(

@@ -16,7 +16,6 @@ from typing import Any
 
 import anthropic
 import httpx
-import openai
 import pytest
 
 from router_core.config_codec import ConfigInvalid
@@ -32,17 +31,13 @@ from tests.helpers.support import (
     write_config,
 )
 from tests.helpers.usage_support import schema_errors, wait_ledger
+from tests.system.providers.support import oai, root
 
 RouterFactory = Callable[..., RouterProcess]
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 VERSION = "2024-10-21"
 TOKEN_ENV = "ROUTER_TEST_ENTRA_TOKEN"
 CHAT_PATH = "/openai/deployments/gpt4o-prod/chat/completions"
-
-
-def root(mock: MockBackendProcess) -> str:
-    """The resource endpoint: Azure's paths start at the host, not at /v1."""
-    return mock.url.removesuffix("/v1")
 
 
 def azure_config(config_data: dict[str, Any], mocks: Mocks, **credential: Any) -> dict[str, Any]:
@@ -74,10 +69,6 @@ def azure_config(config_data: dict[str, Any], mocks: Mocks, **credential: Any) -
 @pytest.fixture
 def router(start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks) -> RouterProcess:
     return start_router(azure_config(config_data, mocks, api_key_env=BACKEND_SECRET_ENV))
-
-
-def oai(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(api_key=ACME_KEY, base_url=router.url + "/v1", max_retries=0, timeout=30)
 
 
 def test_chat_goes_to_the_deployment_with_the_version_and_key(

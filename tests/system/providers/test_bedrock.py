@@ -18,7 +18,6 @@ from typing import Any
 
 import anthropic
 import httpx
-import openai
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -33,6 +32,7 @@ from router_server.process import RouterProcess
 
 from tests.helpers.support import ACME_KEY, BACKEND_SECRET, write_config
 from tests.helpers.usage_support import schema_errors, wait_ledger
+from tests.system.providers.support import oai, root, served
 
 RouterFactory = Callable[..., RouterProcess]
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -46,10 +46,6 @@ LOOKUP: ChatCompletionFunctionToolParam = {
         "parameters": {"type": "object", "properties": {"words": {"type": "string"}}},
     },
 }
-
-
-def root(mock: MockBackendProcess) -> str:
-    return mock.url.removesuffix("/v1")
 
 
 def aws_env(tmp_path: Path, secret: str | None = BACKEND_SECRET) -> dict[str, str]:
@@ -89,15 +85,6 @@ def router(
     start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
 ) -> RouterProcess:
     return start_router(bedrock_config(config_data, mocks), env=aws_env(tmp_path))
-
-
-def oai(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(api_key=ACME_KEY, base_url=router.url + "/v1", max_retries=0, timeout=30)
-
-
-def served(mock: MockBackendProcess, path: str) -> int:
-    count: int = mock.stats()["by_path"].get(path, 0)
-    return count
 
 
 def test_chat_is_signed_and_sent_to_converse(

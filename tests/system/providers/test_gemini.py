@@ -26,6 +26,7 @@ from router_server.process import RouterProcess
 
 from tests.helpers.support import ACME_KEY, BACKEND_SECRET, BACKEND_SECRET_ENV
 from tests.helpers.usage_support import schema_errors, wait_ledger
+from tests.system.providers.support import oai, root, served
 
 RouterFactory = Callable[..., RouterProcess]
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -38,10 +39,6 @@ LOOKUP: ChatCompletionFunctionToolParam = {
         "parameters": {"type": "object", "properties": {"words": {"type": "string"}}},
     },
 }
-
-
-def root(mock: MockBackendProcess) -> str:
-    return mock.url.removesuffix("/v1")
 
 
 def gemini_config(config_data: dict[str, Any], mocks: Mocks) -> dict[str, Any]:
@@ -65,15 +62,6 @@ def gemini_config(config_data: dict[str, Any], mocks: Mocks) -> dict[str, Any]:
 @pytest.fixture
 def router(start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks) -> RouterProcess:
     return start_router(gemini_config(config_data, mocks))
-
-
-def oai(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(api_key=ACME_KEY, base_url=router.url + "/v1", max_retries=0, timeout=30)
-
-
-def served(mock: MockBackendProcess, path: str) -> int:
-    count: int = mock.stats()["by_path"].get(path, 0)
-    return count
 
 
 def test_chat_goes_to_generate_content(router: RouterProcess, mocks: Mocks, tmp_path: Path) -> None:

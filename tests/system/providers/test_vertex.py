@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import openai
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,16 +30,13 @@ from router_server.process import RouterProcess
 
 from tests.helpers.support import ACME_KEY, write_config
 from tests.helpers.usage_support import wait_ledger
+from tests.system.providers.support import oai, root, served
 
 RouterFactory = Callable[..., RouterProcess]
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 PREFIX = "/v1/projects/my-project/locations/{location}/publishers/{publisher}/models/{model}"
 GEMINI = PREFIX.format(location="us-central1", publisher="google", model="gemini-2.5-flash")
 CLAUDE = PREFIX.format(location="us-east5", publisher="anthropic", model="claude-sonnet-4@20250514")
-
-
-def root(mock: MockBackendProcess) -> str:
-    return mock.url.removesuffix("/v1")
 
 
 def service_account(directory: Path, token_uri: str) -> tuple[Path, str]:
@@ -98,15 +94,6 @@ def router(
     start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks, key: Path
 ) -> RouterProcess:
     return start_router(vertex_config(config_data, mocks, key))
-
-
-def oai(router: RouterProcess) -> openai.OpenAI:
-    return openai.OpenAI(api_key=ACME_KEY, base_url=router.url + "/v1", max_retries=0, timeout=30)
-
-
-def served(mock: MockBackendProcess, path: str) -> int:
-    count: int = mock.stats()["by_path"].get(path, 0)
-    return count
 
 
 def test_gemini_on_vertex_with_a_minted_token(
