@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from router_server.state.batch import Deadline, Pipelined, RedisDown, calls_for
 from router_server.state.redis import LuaScript
@@ -67,6 +67,66 @@ async def test_a_thousand_concurrent_calls_share_two_connections(redis_url: str)
         await client.delete(key)
         await calls.aclose()
         await client.aclose()
+
+
+async def test_an_error_reply_fails_its_own_call_only(redis_url: str) -> None:
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(redis_url, client_name=name, retry=Retry(NoBackoff(), 0))
+    calls = Pipelined(client, pipelines=1)
+    other = redis_client(redis_url)
+    text, count = f"text:{name}", f"count:{name}"
+    try:
+        await other.set(text, "not a number")
+        replies = await asyncio.gather(
+            calls.command("INCR", count),
+            calls.command("INCR", text),
+            calls.command("GET", text),
+            return_exceptions=True,
+        )
+        assert replies[0] == 1
+        # Redis' own error, as redis-py raises it; the calls around it answer.
+        assert isinstance(replies[1], ResponseError)
+        assert not isinstance(replies[1], RedisConnectionError)
+        assert replies[2] == b"not a number"
+        # The connection goes on: the next call uses it, and Redis is not down.
+        assert await calls.command("INCR", count) == 2
+        assert calls.status()["down"] is False
+        assert await _connections(redis_url, name) == 1
+    finally:
+        await other.delete(text, count)
+        await other.aclose()
+        await calls.aclose()
+        await client.aclose()
+
+
+async def test_a_connection_redis_closes_fails_its_calls_and_the_next_reconnects(
+    redis_url: str,
+) -> None:
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(redis_url, client_name=name, retry=Retry(NoBackoff(), 0))
+    calls = Pipelined(client, pipelines=1)
+    probe = redis_client(redis_url)
+    try:
+        assert await calls.command("PING") == b"PONG"
+        await probe.execute_command("CLIENT", "KILL", "SKIPME", "YES", "TYPE", "normal")
+        # The call on the closed connection fails (it is not sent again: a
+        # retried script could charge twice), and Redis counts as down.
+        with pytest.raises(RedisConnectionError):
+            await calls.command("PING")
+        assert await _eventually(lambda: _answers(calls))
+        # A new connection of ours, and the pool's one that PINGed until Redis answered.
+        assert await _connections(redis_url, name) <= 2
+    finally:
+        await calls.aclose()
+        await probe.aclose()
+        await client.aclose()
+
+
+async def _answers(calls: Pipelined) -> bool:
+    try:
+        return bool(await calls.command("PING") == b"PONG")
+    except RedisError:
+        return False
 
 
 async def test_a_deadline_is_on_the_stores_clock(redis_url: str) -> None:

@@ -44,10 +44,11 @@ class RedisSettings:
     # follow limits.on_store_failure at once until Redis answers a PING again.
     # A limit decision's own budget is measured on Redis' side (limits.timeout_ms).
     timeout_ms: int = _checked(default=2000, validator=_positive)
-    # Connections this process may open to Redis (to each node in a cluster).
-    # The request path (limits, idempotency keys, nonces) uses at most
-    # `pipelines` of them, whatever the load; the rest serve the change feeds,
-    # the admin API and health checks.
+    # Connections this process may open to Redis (to each node in a cluster)
+    # for the change feeds, the admin API and health checks (and, on a cluster,
+    # the request path). On standalone and Sentinel the request path (limits,
+    # idempotency keys, nonces) has its own `pipelines` connections on top,
+    # whatever the load.
     max_connections: int = _checked(default=1000, validator=_positive)
     # Pipelines in flight at once on the request path: the Redis calls of
     # concurrent requests go together in the next free one, so round trips per

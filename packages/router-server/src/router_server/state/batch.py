@@ -3,7 +3,8 @@
 Rules:
 - `Pipelined` (standalone and Sentinel) sends every call made while no
   pipeline is free in the next pipeline: at most `pipelines` are in flight,
-  each on one pooled connection. The request path therefore never needs
+  each on a connection of its own (opened by redis-py's connection class,
+  then read by hiredis directly: `_Wire`). The request path therefore never needs
   more connections than that, however many requests are in flight, and
   round trips per request fall as load rises. `Direct` (Cluster, whose
   pipelines redis-py splits per node) sends each call alone, at most
@@ -36,14 +37,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
+import hiredis
+from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     from router_server.state.redis import LuaScript, RedisClient
@@ -253,6 +258,11 @@ class Pipelined(_Base):
         self.offset = ClockOffset()
         self._pending: list[_Call] = []
         self._scheduled = False
+        # Our connections not in a pipeline now (at most `pipelines` in all).
+        self._idle: list[_Wire] = []
+        self.timeout_s: float = (
+            client.connection_pool.connection_kwargs.get("socket_timeout") or 2.0
+        )
 
     async def _submit(self, call: _Call) -> Any:
         self._check_up()
@@ -311,43 +321,133 @@ class Pipelined(_Base):
                 call.future.set_result(reply)
 
     async def _pipeline(self, commands: Sequence[Sequence[Arg | Deadline]]) -> list[Any]:
-        """Write `commands` at once on one pooled connection and read their replies.
+        """Write `commands` at once on one of our connections and read their replies.
 
-        Not redis-py's Pipeline: it would cost a third more CPU per call here
-        (retries we turned off, observability hooks, reply callbacks), and the
-        replies we need are Redis' own (a script's array, SET's OK or nil)."""
-        pool = self.pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        Not redis-py's Pipeline, nor its per-command `read_response`: each would
+        cost several times the CPU of the call itself here (a timeout context
+        per reply, retries we turned off, observability hooks, reply callbacks).
+        A `_Wire` reads the whole batch with hiredis as the bytes arrive."""
+        wire = self._idle.pop() if self._idle else await self._open()
+        # Only now, with a connection (a new one may have taken a while to
+        # open): the deadlines count from the write.
+        written_us = _now_us()
+        offset = self.offset.estimate()
+        at_us = None if offset is None else written_us + offset
+        sampling = self.offset.due(written_us)
+        packed: list[Sequence[Arg]] = [("TIME",)] if sampling else []
+        packed += [_resolved(args, at_us) for args in commands]
+        self.round_trips += 1
         try:
-            # Only now, with a connection (a new one may have taken a while to
-            # open): the deadlines count from the write.
-            written_us = _now_us()
-            offset = self.offset.estimate()
-            at_us = None if offset is None else written_us + offset
-            sampling = self.offset.due(written_us)
-            packed: list[Sequence[Arg]] = [("TIME",)] if sampling else []
-            packed += [_resolved(args, at_us) for args in commands]
-            self.round_trips += 1
-            await connection.send_packed_command(
-                connection.pack_commands(packed), check_health=False
-            )
-            replies: list[Any] = []
-            for _ in packed:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # this command's error; the connection is fine
-                    replies.append(exc)
+            replies = await wire.call(packed, self.timeout_s)
         except BaseException:
-            await connection.disconnect()
+            wire.close()
             raise
-        finally:
-            await pool.release(connection)
+        self._idle.append(wire)
         if not sampling:
             return replies
         head = replies[0]
         if not isinstance(head, Exception):
             self.offset.sample(written_us, int(head[0]) * 1_000_000 + int(head[1]))
         return replies[1:]
+
+    async def _open(self) -> _Wire:
+        """A new connection, its handshake (AUTH, SELECT, HELLO; on Sentinel,
+        the master's address) made by redis-py's own connection class; it is
+        ours, not the pool's, from then on."""
+        pool = self.pool
+        connection = pool.connection_class(**pool.connection_kwargs)
+        await connection.connect()  # type: ignore[no-untyped-call]
+        return _Wire.take_over(connection)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        idle, self._idle = self._idle, []
+        for wire in idle:
+            wire.close()
+
+
+@attrs.define(eq=False)
+class _Batch:
+    expected: int
+    future: asyncio.Future[list[Any]]
+    replies: list[Any] = attrs.field(factory=list)
+
+
+class _Wire(asyncio.Protocol):
+    """A connection whose replies hiredis reads as they arrive, a batch at once.
+
+    Error replies become redis-py's exceptions (`NoScriptError`, `ResponseError`,
+    ...), as its parser would make them; READONLY (a Sentinel master demoted
+    under us) fails the connection, as redis-py's Sentinel connection does, so
+    the next one asks the Sentinels again."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        # Kept: a StreamWriter closes its transport when collected.
+        self.writer = writer
+        self.transport = cast(asyncio.Transport, writer.transport)
+        self.reader = hiredis.Reader()
+        self.batches: deque[_Batch] = deque()
+        self.lost: Exception | None = None
+
+    @classmethod
+    def take_over(cls, connection: Any) -> _Wire:
+        # The stream redis-py opened, handshake done and nothing left unread;
+        # the connection object forgets it (so it neither reads nor closes it).
+        writer: asyncio.StreamWriter = connection._writer
+        connection._reader = connection._writer = None
+        wire = cls(writer)
+        wire.transport.set_protocol(wire)
+        return wire
+
+    async def call(self, commands: Sequence[Sequence[Arg]], timeout_s: float) -> list[Any]:
+        if self.lost is not None:
+            raise self.lost
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.batches.append(_Batch(len(commands), future))
+        transport = self.transport
+        pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
+        transport.write(b"".join(pack(tuple(c)) for c in commands))
+        try:
+            async with asyncio.timeout(timeout_s):
+                replies = await future
+        except TimeoutError:
+            raise RedisTimeoutError(f"Redis did not answer within {timeout_s:g} s") from None
+        for i, reply in enumerate(replies):
+            if isinstance(reply, hiredis.ReplyError):
+                error = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+                if isinstance(error, ReadOnlyError):
+                    raise RedisConnectionError("the master is now a replica")
+                replies[i] = error
+        return replies
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        batches = self.batches
+        while batches:
+            reply = reader.gets()
+            if reply is False:
+                return
+            batch = batches[0]
+            batch.replies.append(reply)
+            if len(batch.replies) == batch.expected:
+                batches.popleft()
+                if not batch.future.done():
+                    batch.future.set_result(batch.replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = RedisConnectionError(
+            "Redis closed the connection"
+            if exc is None
+            else f"connection lost ({type(exc).__name__})"
+        )
+        batches, self.batches = self.batches, deque()
+        for batch in batches:
+            if not batch.future.done():
+                batch.future.set_exception(self.lost)
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 class Direct(_Base):
