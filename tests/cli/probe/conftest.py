@@ -28,7 +28,9 @@ def live_router(
 ) -> Callable[..., RouterProcess]:
     """A ready router on `config_data` (acme with a rate limit), or on the config given."""
 
-    def start(data: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> RouterProcess:
+    def start(
+        data: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> RouterProcess:
         router = start_router(with_limits(config_data) if data is None else data, env)
         assert router.wait_ready(), "the router did not become ready"
         return router

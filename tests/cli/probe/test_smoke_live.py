@@ -53,7 +53,8 @@ def test_a_healthy_deployment_passes_every_check(
     code, report, err = smoke(capsys, router.url, "--model", "chat")
     assert code == Exit.OK, report
     assert statuses(report) == dict.fromkeys(CHECKS, "pass")
-    assert report["passed"] is True and report["failed"] == []
+    assert report["passed"] is True
+    assert report["failed"] == []
     assert detail(report, "limits").startswith("x-ratelimit-limit-requests: 1000")
     assert "then [DONE]" in detail(report, "stream")
     assert "all 8 checks passed" in err
@@ -101,7 +102,8 @@ def test_a_refused_key_fails_models_and_skips_what_needs_it(
     assert code == Exit.FAILED
     found = statuses(report)
     assert found["models"] == "fail"
-    assert "401" in detail(report, "models") and "the key was refused" in detail(report, "models")
+    assert "401" in detail(report, "models")
+    assert "the key was refused" in detail(report, "models")
     assert [found[n] for n in ("chat", "limits", "stream")] == ["skip"] * 3
     assert [found[n] for n in ("healthz", "readyz", "status", "metrics")] == ["pass"] * 4
 
@@ -124,7 +126,8 @@ def test_a_failing_backend_fails_chat_and_stream(
     mocks[1].configure(error_rate=1.0, error_status=400)  # b-only: served by mock-b alone
     code, report, _ = smoke(capsys, router.url, "--model", "b-only")
     assert code == Exit.FAILED
-    assert "chat" in report["failed"] and "stream" in report["failed"]
+    assert "chat" in report["failed"]
+    assert "stream" in report["failed"]
     assert detail(report, "chat").startswith("/v1/chat/completions: 4")  # the router's status
     assert statuses(report)["limits"] == "skip"
 
@@ -137,14 +140,18 @@ def test_metrics_unreachable_or_behind_the_ops_token(
     router = live_router(with_ops_token(with_limits(config_data)), {OPS_TOKEN_ENV: OPS_TOKEN})
     nowhere = f"http://127.0.0.1:{free_port()}/metrics"
     code, report, _ = smoke(capsys, router.url, "--model", "chat", "--metrics-url", nowhere)
-    assert code == Exit.FAILED and report["failed"] == ["metrics"]
+    assert code == Exit.FAILED
+    assert report["failed"] == ["metrics"]
     assert detail(report, "metrics").startswith(f"{nowhere}: cannot connect")
 
     code, report, _ = smoke(capsys, router.url, "--model", "chat")
-    assert code == Exit.FAILED and report["failed"] == ["metrics"]
+    assert code == Exit.FAILED
+    assert report["failed"] == ["metrics"]
     assert "pass --ops-token-env" in detail(report, "metrics")
 
-    code, report, err = smoke(capsys, router.url, "--model", "chat", "--ops-token-env", OPS_TOKEN_ENV)
+    code, report, err = smoke(
+        capsys, router.url, "--model", "chat", "--ops-token-env", OPS_TOKEN_ENV
+    )
     assert code == Exit.OK, report
     assert OPS_TOKEN not in json.dumps(report) + err
 
@@ -155,7 +162,14 @@ def test_an_unset_ops_token_variable_or_no_key_is_a_usage_error(
     monkeypatch.delenv("ROUTER_API_KEY", raising=False)
     assert main(["smoke", "http://127.0.0.1:1"]) == Exit.USAGE
     assert "no API key" in capsys.readouterr().err
-    args = ["smoke", "http://127.0.0.1:1", "--key", ACME_KEY, "--ops-token-env", "ROUTER_TEST_UNSET"]
+    args = [
+        "smoke",
+        "http://127.0.0.1:1",
+        "--key",
+        ACME_KEY,
+        "--ops-token-env",
+        "ROUTER_TEST_UNSET",
+    ]
     assert main(args) == Exit.USAGE
     assert "ROUTER_TEST_UNSET, which is not set" in capsys.readouterr().err
     assert main(["smoke", "ftp://x", "--key", ACME_KEY]) == Exit.USAGE
