@@ -95,6 +95,8 @@ class Runner:
                 sample = self._sample(response, latency_ms, None)
         except httpx.HTTPError as exc:
             sample = slo.Sample((loop.time() - due) * 1000, http.transport_error(exc, self.secrets))
+        except (ValueError, UnicodeDecodeError) as exc:  # an answer httpx could not decode
+            sample = slo.Sample((loop.time() - due) * 1000, f"bad answer: {type(exc).__name__}")
         finally:
             self.in_flight -= 1
         self.samples.append(sample)
@@ -252,6 +254,9 @@ def run(args: argparse.Namespace) -> int:
     except _Refused as exc:
         print(f"router loadtest: {root}: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:
+        print("router loadtest: interrupted; nothing judged", file=sys.stderr)
+        return 130
     verdicts = slo.judge(runner.samples, runner.unsent, targets)
     out = slo.summary(
         runner.samples, runner.unsent, targets, verdicts, rate=args.rate, duration_s=args.duration
