@@ -12,6 +12,10 @@ router usage reconcile --client-log FILE [--topic T --bootstrap HOST:PORT]
 router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--format json] [--seed N]
                                 replay a trace through the routing, limit and budget rules offline
 router demo [--config FILE]     mock backends + the router, and a request through it
+router smoke URL [--key K]      a deployment checked end to end (status, models, chat, stream,
+                                limit headers, metrics)
+router loadtest URL --rate R --duration S [--stream]
+                                fixed-rate load, judged against the SLOs
 router --version
 
 Exit codes, one per kind of failure and the same for every command: docs/cli.md, "Exit codes".
@@ -25,6 +29,7 @@ from collections.abc import Sequence
 
 from router_cli import DISTRIBUTION, keys, simulate, usage
 from router_cli.failures import config_problems
+from router_cli.probe import loadtest, smoke
 from router_core.config_codec import ConfigInvalid
 from router_server.exit_codes import Exit
 
@@ -124,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     usage.add_commands(commands)
+    smoke.add_parser(commands)
+    loadtest.add_parser(commands)
     return parser
 
 

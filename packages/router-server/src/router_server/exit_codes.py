@@ -21,3 +21,6 @@ class Exit(enum.IntEnum):
     UNAVAILABLE = 3
     # `router usage reconcile` ran and the records disagree with the client log.
     DIFFERENT = 4
+    # `router smoke` or `router loadtest` ran against a deployment, and a check
+    # or an SLO failed; the output names which.
+    FAILED = 5

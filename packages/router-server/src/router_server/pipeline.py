@@ -219,6 +219,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
                 f"The request did not complete within {config.server.request_timeout_s:g} s.",
             ) from None
         headers["x-router-backend"] = opened.candidate.backend
+        headers["server-timing"] = server_timing(time.perf_counter() - started, backend_s)
         latency_ms = (time.perf_counter() - started) * 1000
         counts = answer_counts(inference.body, opened.wire, body)
         answer = shape(inference, opened, body, latency_ms, request_id)
@@ -260,6 +261,15 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         ending = _abandoned(exc, token_counts(asked.body, None, 0) if asked else TokenCounts())
         await exchange.finish(ending)
         raise
+
+
+def server_timing(total_s: float, backend_s: float) -> str:
+    """The `Server-Timing` field (W3C Server Timing, durations in ms): `router`,
+    the router's own share (auth, limits, routing, translation), and `backend`,
+    the wait on backends (every attempt, failovers and hedges included), so a
+    client or `router loadtest` can tell one from the other per request."""
+    router_ms = max(0.0, total_s - backend_s) * 1000
+    return f"router;dur={router_ms:.3f}, backend;dur={backend_s * 1000:.3f}"
 
 
 def _abandoned(exc: BaseException, counts: TokenCounts) -> Ending:
@@ -380,9 +390,11 @@ async def _stream(
         options = {**(forwarded.body.get("stream_options") or {}), "include_usage": True}
         forwarded = attrs.evolve(forwarded, body={**forwarded.body, "stream_options": options})
         strip_usage = True
+    sent = time.perf_counter()
     opened = exchange.opened = await state.dispatch.open(
         forwarded, candidates, config.routing.max_attempts
     )
+    opened_at = time.perf_counter()
     relay = relay_for(
         forwarded.operation, opened.wire, forwarded.model, strip_usage=strip_usage,
         answer_id=answer_id(forwarded.operation, trace.request_id),
@@ -405,6 +417,8 @@ async def _stream(
         await exchange.finish(ending)
 
     headers["x-router-backend"] = opened.candidate.backend
+    # A stream's timing covers its start: accept to the backend's answer opening.
+    headers["server-timing"] = server_timing(opened_at - trace.started, opened_at - sent)
     return RelayResponse(opened, headers, tally, ended)
 
 

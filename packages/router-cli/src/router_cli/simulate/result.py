@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
+from router_cli.probe.slo import nearest_rank
 from router_core.limits.budget import NANOS_PER_USD
 
 # Why a request got no answer: the router's own problem codes, plus
@@ -99,9 +99,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p99": None}
     ordered = sorted(values)
-    n = len(ordered)
-
-    def rank(q: float) -> float:
-        return round(ordered[max(0, math.ceil(q * n) - 1)], 3)
-
-    return {"p50": rank(0.50), "p99": rank(0.99)}
+    return {
+        "p50": round(nearest_rank(ordered, 0.50), 3),
+        "p99": round(nearest_rank(ordered, 0.99), 3),
+    }

@@ -1,0 +1,1 @@
+"""`router smoke` and `router loadtest`: checks of a running deployment over HTTP."""
