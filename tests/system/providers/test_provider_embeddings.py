@@ -242,3 +242,27 @@ def test_a_wrong_aws_secret_is_refused_by_the_signature_check(
     assert len(answer.data) == 1
     assert mocks[1].stats()["refused_signatures"] >= 1
     assert served(mocks[0], LOCAL) == 1
+
+
+def test_the_platform_contract_embeds_through_a_provider_too(
+    router: RouterProcess, mocks: Mocks, tmp_path: Path
+) -> None:
+    body = {
+        "request_id": "6f1c2a4e-1d2b-4c3d-9e8f-0a1b2c3d4e5f",
+        "model": "titan",
+        "operation": "embedding",
+        "payload": {"input": ["a b", "c"]},
+    }
+    reply = httpx.post(
+        router.url + "/v1/inference", json=body,
+        headers={"authorization": f"Bearer {ACME_KEY}"}, timeout=30,
+    )  # fmt: skip
+    assert reply.status_code == 200
+    answer = reply.json()
+    assert answer["backend"] == "bedrock"
+    assert [d["embedding"] for d in answer["output"]["data"]] == [
+        pytest.approx(vector("a b", 1024)), pytest.approx(vector("c", 1024)),
+    ]  # fmt: skip
+    assert answer["usage"]["prompt_tokens"] == 3
+    assert served(mocks[1], INVOKE_TITAN) == 2
+    assert record(tmp_path)["client_request_id"] == body["request_id"]
