@@ -37,7 +37,7 @@ counts = st.builds(
 )
 text = st.text(min_size=1, max_size=30)
 optional = st.one_of(st.none(), text)
-BACKEND_ONLY = (Operation.GEMINI, Operation.BEDROCK)
+BACKEND_ONLY = (Operation.GEMINI, Operation.BEDROCK, Operation.PROVIDER_EMBEDDING)
 usage_records = st.builds(
     UsageRecord,
     record_id=st.uuids().map(str),
@@ -46,8 +46,8 @@ usage_records = st.builds(
     organization=text,
     key_id=text,
     route=st.just("/v1/chat/completions"),
-    # Every operation a route takes (Gemini's and Bedrock's are backend calls,
-    # never a record's).
+    # Every operation a route takes (Gemini's, Bedrock's and providers' embedding
+    # calls are backend calls, never a record's).
     operation=st.sampled_from([None, *(o.value for o in Operation if o not in BACKEND_ONLY)]),
     model=optional,
     backend=optional,

@@ -44,6 +44,10 @@ class Operation(enum.Enum):
     GEMINI = "gemini"
     # Nor this one: the call to an AWS Bedrock backend (Converse).
     BEDROCK = "bedrock"
+    # Nor this: embeddings to a provider with its own embedding call (Gemini's
+    # embedContent, Vertex AI's predict, Bedrock's InvokeModel), as the calls
+    # of `protocols.embeddings_over_providers`.
+    PROVIDER_EMBEDDING = "provider_embedding"
 
     @property
     def backend_path(self) -> str:
@@ -58,6 +62,7 @@ _BACKEND_PATHS = {
     Operation.RESPONSES: "/responses",
     Operation.GEMINI: ":generateContent",
     Operation.BEDROCK: "/converse",
+    Operation.PROVIDER_EMBEDDING: "/embeddings",
 }
 
 # The operations `/v1/inference` takes in its `operation` field.

@@ -151,6 +151,19 @@ class BackendClient:
             return f"/model/{quote(model, safe=':')}/converse{'-stream' if stream else ''}"
         return path
 
+    def call_path(self, method: str, model: str) -> str:
+        """Where a provider's own `method` for `model` is: Gemini's and Vertex AI's
+        `:embedContent` / `:batchEmbedContents` / `:predict`, Bedrock's `/invoke`."""
+        vertex = self.settings.vertex
+        if vertex is not None:
+            return (
+                f"/projects/{vertex.project}/locations/{vertex.location}"
+                f"/publishers/{vertex.publisher}/models/{quote(model, safe='@')}:{method}"
+            )
+        if self.settings.kind is BackendKind.BEDROCK:
+            return f"/model/{quote(model, safe=':')}/{method}"
+        return f"/models/{model}:{method}"
+
     def prepare(self, body: Mapping[str, Any], model: str) -> Mapping[str, Any]:
         """`body` as this backend takes it: with the model named in it, or (when
         the model is in the URL) without."""

@@ -14,6 +14,8 @@ Rules:
 - Each candidate gets the request in the protocol it speaks: as the client
   sent it when native, else translated to chat (`router_core.protocols.wire`,
   once per request); `Opened.wire` says which, for reading the answer.
+  Embeddings to a provider with its own embedding call go as that call (or
+  calls: `provider_embeddings`), cut for each candidate's model.
 - Hedging (non-streamed requests, `hedge_after_ms` on the model): when the
   first attempt has not answered within the delay, the next candidate gets
   the request too, as a second plan that the retry budget must allow; the
@@ -43,12 +45,14 @@ from router_core.attempts import (
     status_failure,
 )
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
+from router_core.protocols import embeddings_over_providers as embeddings
 from router_core.protocols.wire import to_backend, wire_for
 from router_core.requests import InferenceRequest, Operation
 from router_core.retry_budget import RetryBudget
 from router_core.routing import Candidate
 from router_server.backends import BackendClient, BackendFailure
 from router_server.health import Health
+from router_server.provider_embeddings import send_calls
 
 
 @attrs.define
@@ -132,6 +136,10 @@ class Dispatcher:
             backend = candidate.backend
             client = clients[backend]
             wire = wire_for(request.operation, client.settings.speaks) or request.operation
+            embed = None
+            if wire is Operation.PROVIDER_EMBEDDING:  # cut per model: its family's calls
+                family = embeddings.family_of(client.settings, candidate.model)
+                embed = family, embeddings.calls(request.body, family, candidate.model)
             body = bodies.get(wire)
             if body is None:  # translated at most once, and only if a backend needs it
                 body = bodies[wire] = to_backend(request, wire)
@@ -139,11 +147,14 @@ class Dispatcher:
             self._begin(client)
             started = self.clock()
             try:
-                response = await client.open(
-                    client.path_for(wire.backend_path, candidate.model, stream=request.stream),
-                    client.prepare(body, candidate.model),
-                    headers,
-                )
+                if embed is not None:
+                    response = await send_calls(client, *embed, candidate.model)
+                else:
+                    response = await client.open(
+                        client.path_for(wire.backend_path, candidate.model, stream=request.stream),
+                        client.prepare(body, candidate.model),
+                        headers,
+                    )
             except BackendFailure as failure:
                 self.health.failed(backend, failure.detail, kind=failure.kind)
                 self._end(client)

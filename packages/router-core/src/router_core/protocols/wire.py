@@ -32,6 +32,7 @@ from router_core.protocols import (
     chat_over_bedrock,
     chat_over_gemini,
     chat_over_messages,
+    embeddings_over_providers,
     messages,
     responses,
 )
@@ -45,6 +46,7 @@ NATIVE: Mapping[Operation, Protocol] = {
     Operation.RESPONSES: Protocol.OPENAI_RESPONSES,
     Operation.GEMINI: Protocol.GEMINI,
     Operation.BEDROCK: Protocol.BEDROCK,
+    Operation.PROVIDER_EMBEDDING: Protocol.OPENAI,
 }
 # What a chat-speaking wire can be sent, translated through chat.
 _THROUGH_CHAT = (Operation.CHAT, Operation.MESSAGES, Operation.RESPONSES)
@@ -90,6 +92,10 @@ def wire_for(operation: Operation, speaks: tuple[Protocol, ...]) -> Operation | 
     for wire in _VIA_CHAT:
         if NATIVE[wire] in speaks and operation in _THROUGH_CHAT:
             return wire
+    if operation is Operation.EMBEDDING and (
+        Protocol.GEMINI in speaks or Protocol.BEDROCK in speaks
+    ):
+        return Operation.PROVIDER_EMBEDDING
     return None
 
 
@@ -110,6 +116,10 @@ def to_backend(request: InferenceRequest, wire: Operation) -> Mapping[str, Any]:
     translated faithfully to chat.
     """
     body = request.body
+    if wire is Operation.PROVIDER_EMBEDDING:
+        # Cut into calls per candidate, since the body depends on the model
+        # (`embeddings_over_providers.calls`).
+        return body
     if request.operation is Operation.RESPONSES:
         # The router keeps the conversation: `input` already holds it whole
         # (see router_server.conversations), so the backend keeps nothing.
@@ -161,6 +171,8 @@ def answer_counts(
     request_body: Mapping[str, Any], wire: Operation, answer: Mapping[str, Any]
 ) -> TokenCounts:
     """The token counts of a whole answer on `wire` (estimated when it has no usage)."""
+    if wire is Operation.PROVIDER_EMBEDDING:
+        return embeddings_over_providers.counts(request_body, answer)
     usage = answer.get("usage")
     codec = _VIA_CHAT.get(wire)
     if codec is not None:
@@ -200,6 +212,8 @@ def client_answer(
 ) -> dict[str, Any]:
     """The body the client gets for a backend's whole `answer` on `wire`."""
     operation = request.operation
+    if wire is Operation.PROVIDER_EMBEDDING:
+        return embeddings_over_providers.to_openai(request.body, answer, public_model=public_model)
     codec = _VIA_CHAT.get(wire)
     if codec is not None or (wire is Operation.MESSAGES and operation is not Operation.MESSAGES):
         # Anthropic, Gemini and Bedrock backends: read as chat, then as the client asked.

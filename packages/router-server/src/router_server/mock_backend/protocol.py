@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote
 import httptools
 import orjson
 
-from . import bedrock, vertex
+from . import bedrock, embeddings, vertex
 from .bedrock import BEDROCK_PATHS, BedrockAnswer, bedrock_error_body
 from .gemini import GEMINI_PATHS, STREAM, GeminiAnswer, gemini_error_body
 from .native import MESSAGES_PATHS, NativeAnswer, anthropic_error_body, count_tokens_body
@@ -46,7 +46,7 @@ _JSON = b"application/json"
 POST_ROUTES = {
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
     "/v1/messages", "/v1/messages/count_tokens", "/v1/responses", *GEMINI_PATHS,
-    *BEDROCK_PATHS,
+    *BEDROCK_PATHS, *embeddings.EMBED_PATHS,
 }  # fmt: skip
 # What an answer the mock streams can be.
 Streamed = Completion | NativeAnswer | GeminiAnswer | BedrockAnswer
@@ -100,9 +100,9 @@ def error_for(path: str, status: int, message: str, param: str | None, code: str
     """An error body in the envelope of the route at `path`."""
     if path in MESSAGES_PATHS:
         return anthropic_error_body(status, message)
-    if path in GEMINI_PATHS:
+    if path in GEMINI_PATHS or path in embeddings.GOOGLE_EMBED_PATHS:
         return gemini_error_body(status, message)
-    if path in BEDROCK_PATHS:
+    if path in BEDROCK_PATHS or path == embeddings.BEDROCK_INVOKE:
         return bedrock_error_body(status, message)
     return error_body(message, _error_type(status), param, code)
 
@@ -124,6 +124,8 @@ def answer(
         return native if native.stream else (200, native.body())
     if path == "/v1/messages/count_tokens":
         return 200, count_tokens_body(body)
+    if path in embeddings.EMBED_PATHS:
+        return embeddings.answer(path, body, str(body.pop("model", "")))  # the URL's model
     if path in BEDROCK_PATHS:
         body.pop("model", None)  # from the URL (see _handle_bedrock)
         converse = BedrockAnswer(body, stream=path == bedrock.STREAM, with_usage=with_usage)
@@ -141,9 +143,10 @@ def answer(
     return 200, orjson.dumps(model_object(model_id))
 
 
-_BEDROCK_METHOD = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
+_BEDROCK_METHOD = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke)$")
 _GEMINI_METHOD = re.compile(
-    r"^/v1beta/models/([A-Za-z0-9._-]+):(generateContent|streamGenerateContent)$"
+    r"^/v1beta/models/([A-Za-z0-9._-]+)"
+    r":(generateContent|streamGenerateContent|embedContent|batchEmbedContents)$"
 )
 _GEMINI_BAD_KEY = "API key not valid. Please pass a valid API key."
 _GEMINI_UNREGISTERED = (
@@ -413,6 +416,12 @@ class MockHTTPProtocol(asyncio.Protocol):
                 self._reply(request, 401, gemini_error_body(401, vertex.UNAUTHENTICATED))
                 return
         _, _, publisher, model, method = found.groups()
+        if method == "predict":
+            if publisher != "google":
+                self._reply(request, 404, gemini_error_body(404, f"unknown path {path}"))
+                return
+            self._handle_v1(request, embeddings.VERTEX_PREDICT, authorized=True, deployment=model)
+            return
         if publisher == "google":
             if method == "streamGenerateContent" and parse_qs(request.query).get("alt") != ["sse"]:
                 message = "the mock streams only as server-sent events (alt=sse)"

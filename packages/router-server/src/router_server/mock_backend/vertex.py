@@ -12,7 +12,8 @@ Rules:
   as Anthropic Messages, wanting `anthropic_version: vertex-2023-10-16` in
   the body and no `model`. With a public key set, every such call needs
   `Authorization: Bearer` with a token the mock issued, else 401
-  UNAUTHENTICATED, as Google answers.
+  UNAUTHENTICATED, as Google answers. `publishers/google/models/M:predict`
+  is Vertex's text embeddings (see `embeddings`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import orjson
 VERTEX_METHOD = re.compile(
     r"^/v1/projects/([a-z][a-z0-9-]+)/locations/([a-z0-9-]+)/publishers/(google|anthropic)"
     r"/models/([A-Za-z0-9@._-]+)"
-    r":(generateContent|streamGenerateContent|rawPredict|streamRawPredict)$"
+    r":(generateContent|streamGenerateContent|rawPredict|streamRawPredict|predict)$"
 )
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
