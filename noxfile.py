@@ -42,6 +42,11 @@ TEST_DEPS = [
     # Vertex AI backends mint tokens with google-auth (inference-router-server[vertex]);
     # the tests make their service account keys with cryptography (its dependency).
     "google-auth>=2.20",
+    # The Helm chart (deploy/helm/router) is rendered by Helm's own engine, the
+    # Go SDK bound through ctypes (no helm binary installs from an index), and
+    # its manifests validated offline against the Kubernetes API schemas.
+    "helm-python-sdk>=0.2.2",
+    "kubernetes-validate>=1.31",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [
