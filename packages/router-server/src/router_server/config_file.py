@@ -12,6 +12,7 @@ import yaml
 from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid, ConfigProblem, structure
 from router_core.config_enums import BackendKind
+from router_server import environment
 from router_server.admin.tls import check_admin_listener
 
 
@@ -156,7 +157,9 @@ def load(
     variables, and the admin listener's certificate files.
 
     Relative file paths in it are resolved against the file's directory
-    (`resolve_paths`), for the server and every command alike.
+    (`resolve_paths`), for the server and every command alike; `ROUTER_DATA_DIR`
+    in the environment replaces `state.dir` (a container's writable volume,
+    when the file sits on a read-only mount).
     """
     path = Path(path)
     try:
@@ -178,4 +181,8 @@ def load(
 
     # Checked in the same pass as the file, so one run lists every problem.
     config = structure(parse_yaml(text, str(path)), outside if check_env else None)
-    return resolve_paths(config, base)
+    config = resolve_paths(config, base)
+    data_dir = environment.data_dir(environ)
+    if data_dir is not None:
+        config = attrs.evolve(config, state=attrs.evolve(config.state, dir=data_dir))
+    return config

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import resource
 import signal
 import socket
@@ -20,7 +21,7 @@ from hypercorn.utils import LifespanFailureError
 
 from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
-from router_server import DISTRIBUTION, config_file, http_refusals, logs
+from router_server import DISTRIBUTION, config_file, environment, http_refusals, logs
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
@@ -59,9 +60,19 @@ def _version() -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="router-server", description=__doc__)
     parser.add_argument("--version", action="version", version=f"router-server {_version()}")
-    parser.add_argument("--config", required=True, help="path to the YAML config file")
-    parser.add_argument("--host", help="override listeners.public.host")
-    parser.add_argument("--port", type=int, help="override listeners.public.port")
+    default_config = environment.config_path(os.environ)
+    parser.add_argument(
+        "--config",
+        required=default_config is None,
+        default=default_config,
+        help=f"path to the YAML config file (default: ${environment.CONFIG})",
+    )
+    parser.add_argument(
+        "--host", help=f"override listeners.public.host (default: ${environment.HOST})"
+    )
+    parser.add_argument(
+        "--port", type=int, help=f"override listeners.public.port (default: ${environment.PORT})"
+    )
     parser.add_argument(
         "--log-level",
         type=_log_level,
@@ -210,6 +221,12 @@ def _allow_open_files() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level, access_log=not args.no_access_log)
+    try:  # a flag wins (its variable is then not read); then the variable; then the file
+        host_env = None if args.host else environment.host(os.environ)
+        port_env = None if args.port is not None else environment.port(os.environ)
+    except environment.BadVariable as exc:
+        print(f"router-server: {exc}", file=sys.stderr)
+        return Exit.USAGE
     try:
         config = config_file.load(args.config)
     except ConfigInvalid as exc:
@@ -218,8 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return Exit.INVALID
     admin = config.listeners.admin
-    host = args.host or config.listeners.public.host
-    port = config.listeners.public.port if args.port is None else args.port
+    host = args.host or host_env or config.listeners.public.host
+    port = args.port if args.port is not None else port_env
+    port = config.listeners.public.port if port is None else port
     addresses = [(host, port)] + ([] if admin is None else [(admin.host, admin.port)])
     unbound = [why for h, p in addresses if (why := _cannot_bind(h, p)) is not None]
     if unbound:
