@@ -13,12 +13,12 @@ from router_server.usage.sink import UsageSink
 
 @contextlib.asynccontextmanager
 async def open_usage(
-    config: RouterConfig, env: Mapping[str, str], stores: StateLayer
+    config: RouterConfig, env: Mapping[str, str], stores: StateLayer, *, slot: int = 0
 ) -> AsyncIterator[UsageSink]:
     """The sink, closed on the way out (`sink.aclose()`) whatever fails after it
     opened, or while it opened. The lifespan runs `sink.run()` in its task group
     and `drain()` before cancelling it."""
-    recorder = Recorder.open(config, env)
+    recorder = Recorder.open(config, env, slot=slot)
     try:
         store = stores.idempotency_store()
     except BaseException:
