@@ -13,16 +13,24 @@ import signal
 import sqlite3
 import subprocess
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from router_core.accounting.frames import FrameKind
+from router_core.accounting.records import Outcome, TokenCounts, UsageRecord
+from router_core.accounting.wire import usage_to_wire
+from router_core.config import SpoolSettings
+from router_core.workers import spool_name
 from router_server.process import RouterProcess
+from router_server.usage.spool import Spool
 
 from tests.helpers.support import (
     ACME_KEY,
@@ -301,3 +309,29 @@ def test_sighup_to_the_supervisor_reloads_every_worker(group: Group) -> None:
     models = httpx.get(f"{group.url}/v1/models", headers=auth(ACME_KEY)).json()["data"]
     assert "chat-renamed" in {m["id"] for m in models}
     assert group.workers_up() == 2  # nobody died of the signal
+
+
+def test_a_removed_slots_spool_is_drained_by_the_smaller_group(group: Group) -> None:
+    # Records a third worker appended but never exported (the group ran with
+    # --workers 3 and stopped before draining), found by a group of two.
+    orphan = group.data_dir / spool_name(2)
+    spool = Spool.open(orphan, SpoolSettings(), ["ledger"])
+    ids = [f"orphan-{i}" for i in range(5)]
+    for request_id in ids:
+        record = UsageRecord(
+            record_id=str(uuid.uuid4()), request_id=request_id, client_request_id=None,
+            organization="acme", key_id="acme1", route="/v1/chat/completions",
+            operation="chat", model="chat", backend="mock-a", backend_model="mock-gpt",
+            stream=False, started_at_us=1_796_000_000_000_000,
+            finished_at_us=1_796_000_000_100_000, latency_ms=100.0, ttft_ms=None,
+            status=200, outcome=Outcome.SUCCESS, reason=None, usage=TokenCounts(1, 1, 2),
+            cost_nano_usd=None, router_instance="gone:1",
+        )  # fmt: skip
+        spool.append(FrameKind.USAGE, orjson.dumps(usage_to_wire(record)), 1_796_000_000_000_000)
+    spool.close()
+    group.start()
+    assert eventually(lambda: set(ids) <= set(group.ledger_request_ids()), DEADLINE_S, step=0.2)
+    assert max(group.ledger_request_ids().values()) == 1
+    # Acknowledged: the spool holds nothing the ledger has yet to read.
+    cursor = int((orphan / "cursor.ledger").read_text())
+    assert cursor == sum(p.stat().st_size for p in orphan.glob("*.spool"))

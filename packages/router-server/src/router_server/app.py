@@ -62,7 +62,7 @@ from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime
 from router_server.settlements import OUTBOX_FILE, SettlementOutbox
 from router_server.state.layer import StateLayer
-from router_server.usage.setup import open_usage
+from router_server.usage.setup import drain_removed_slots, open_usage
 from router_server.usage.sink import UsageSink
 
 
@@ -321,6 +321,8 @@ def create_app(
                 tg.start_soon(credentials.book.follow)
                 state.status_sources["keys"] = credentials.book.status
                 tg.start_soon(usage.run)
+                if worker is not None and worker.slot == 0:
+                    tg.start_soon(drain_removed_slots, config, environ, worker.count)
                 tg.start_soon(state.limits.replay_forever)
                 tg.start_soon(state.limits.reap_forever, state.rng)
                 state.status_sources["overrides"] = state.overrides.status

@@ -18,6 +18,8 @@ Rules:
   replaced in its slot; the replacement opens the slot's spool and drains
   what the dead one appended (the ledger and Kafka dedupe by record id).
   A slot that keeps failing before it is ready is retried with backoff.
+  Slots a smaller group no longer has are drained by worker 0 at start-up
+  (`usage.setup.drain_removed_slots`).
 - A worker that exits before the whole group was ever ready is a start-up
   failure (a store down, a spool that cannot be opened): the others are
   stopped and the supervisor exits with that worker's code, its message
