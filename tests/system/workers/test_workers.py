@@ -335,3 +335,34 @@ def test_a_removed_slots_spool_is_drained_by_the_smaller_group(group: Group) -> 
     # Acknowledged: the spool holds nothing the ledger has yet to read.
     cursor = int((orphan / "cursor.ledger").read_text())
     assert cursor == sum(p.stat().st_size for p in orphan.glob("*.spool"))
+
+
+def test_group_metrics_behind_the_ops_token_need_it_and_pass_it_to_the_peers(
+    tmp_path: Path, config_data: dict[str, Any], backend_env: dict[str, str], redis_url: str
+) -> None:
+    token = "ops-" + "T" * 32
+    data = patient_backends(config_data)
+    data["observability"] = {"ops_token_env": "ROUTER_TEST_WORKERS_OPS"}
+    env = {**backend_env, REDIS_ENV: redis_url, "ROUTER_TEST_WORKERS_OPS": token}
+    group = Group(tmp_path, data, env)
+    try:
+        group.router.start()
+        assert httpx.get(f"{group.url}/metrics", timeout=10).status_code == 401
+
+        def up() -> float:
+            answer = httpx.get(
+                f"{group.url}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=10
+            )
+            assert answer.status_code == 200
+            return sum(
+                s.value
+                for family in text_string_to_metric_families(answer.text)
+                for s in family.samples
+                if s.name == "router_worker_up"
+            )
+
+        # Each peer answers the token it was handed (a peer refusing it is "down").
+        assert eventually(lambda: up() == 2, DEADLINE_S)
+        assert token not in (tmp_path / "router.log").read_text()
+    finally:
+        group.close()
