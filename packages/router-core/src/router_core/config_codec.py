@@ -39,8 +39,9 @@ from router_core.config import (
     RouterConfig,
 )
 from router_core.config.models import DEPLOYMENT_RE
-from router_core.config_enums import BackendKind, Protocol, is_member, not_one_of
+from router_core.config_enums import BackendKind, Protocol, StateStoreKind, is_member, not_one_of
 from router_core.limits.gcra import MAX_SCALED_SPAN
+from router_core.workers import embedded_refusal
 
 
 @attrs.frozen
@@ -437,6 +438,12 @@ def check_references(config: RouterConfig, known: _Names | None = None) -> Itera
         if model_name not in known.models:
             yield ConfigProblem(f"prices.{model_name}", f"unknown model {model_name!r}")
     server = config.server
+    if (
+        server.workers is not None
+        and server.workers > 1
+        and config.state.store == StateStoreKind.EMBEDDED
+    ):
+        yield ConfigProblem("server.workers", embedded_refusal(server.workers))
     if server.admission.adaptive and server.admission.min_limit > server.max_in_flight:
         yield ConfigProblem(
             "server.admission.min_limit",

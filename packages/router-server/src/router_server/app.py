@@ -40,6 +40,7 @@ from router_server.conversations import Conversations
 from router_server.credentials.store import KeyEvent, event_detail
 from router_server.credentials.verify import open_credentials
 from router_server.dispatch import Dispatcher
+from router_server.group import WorkerSlot
 from router_server.health import Health
 from router_server.limits import LimitGate, LimitStore
 from router_server.metrics import StateCollector
@@ -61,7 +62,7 @@ from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime
 from router_server.settlements import OUTBOX_FILE, SettlementOutbox
 from router_server.state.layer import StateLayer
-from router_server.usage.setup import open_usage
+from router_server.usage.setup import drain_removed_slots, open_usage
 from router_server.usage.sink import UsageSink
 
 
@@ -234,6 +235,7 @@ def create_app(
     config_path: str | Path | None = None,
     state_ready: Callable[[RouterState], None] | None = None,
     backend_transport: httpx.AsyncBaseTransport | None = None,
+    worker: WorkerSlot | None = None,
 ) -> Starlette:
     """The router as an ASGI app. Backend clients open when the app starts.
 
@@ -244,6 +246,8 @@ def create_app(
     probes included), before and after a reload: tests pass an
     `httpx.MockTransport` answering as the backends would. The caller keeps
     it and closes it; by default each backend has a pool of its own.
+    `worker`: this process's slot among `router serve --workers N` (its own
+    usage spool, the group's /metrics).
     """
 
     @contextlib.asynccontextmanager
@@ -264,7 +268,8 @@ def create_app(
             if stores.kind == StateStoreKind.REDIS:
                 outbox = SettlementOutbox(stores.dir / OUTBOX_FILE)
                 opened.callback(outbox.close)
-            usage = await opened.enter_async_context(open_usage(config, environ, stores))
+            slot = 0 if worker is None else worker.slot
+            usage = await opened.enter_async_context(open_usage(config, environ, stores, slot=slot))
             credentials = open_credentials(stores)
             _closing(opened, credentials.aclose)
             credentials.book.on_change = _key_audit(usage)
@@ -283,7 +288,9 @@ def create_app(
             state = RouterState(
                 runtime=Runtime.build(config, backends),
                 health=health,
-                limits=LimitGate(store, stores.kind, outbox),
+                limits=LimitGate(
+                    store, stores.kind, outbox, processes=1 if worker is None else worker.count
+                ),
                 backpressure=Backpressure(lambda: current().runtime.config.server),
                 dispatch=Dispatcher(
                     health,
@@ -299,6 +306,7 @@ def create_app(
                 conversations=Conversations(
                     response_store, lambda: current().runtime.config.responses, time.time
                 ),
+                worker=worker,
             )
             live = state
             tracing.start(config.observability)
@@ -313,6 +321,8 @@ def create_app(
                 tg.start_soon(credentials.book.follow)
                 state.status_sources["keys"] = credentials.book.status
                 tg.start_soon(usage.run)
+                if worker is not None and worker.slot == 0:
+                    tg.start_soon(drain_removed_slots, config, environ, worker.count)
                 tg.start_soon(state.limits.replay_forever)
                 tg.start_soon(state.limits.reap_forever, state.rng)
                 state.status_sources["overrides"] = state.overrides.status

@@ -6,9 +6,10 @@ a store cannot: clamping max_tokens to the budget left, and what to do when
 the shared store does not answer in time.
 
 Failure policy (`limits.on_store_failure`), per kind of limit:
-- fail_open (rate limits' default): decide against this replica's local
-  share, the limit divided by `limits.expected_replicas`, so the total over
-  all replicas stays bounded; quotas or budgets set to fail_open are skipped.
+- fail_open (rate limits' default): decide against this process's local
+  share, the limit divided by `limits.expected_replicas` times the workers
+  of a replica, so the total over all replicas stays bounded; quotas or
+  budgets set to fail_open are skipped.
 - fail_closed (quotas' and budgets' default): refuse with 503.
 Every decision taken that way is counted in `failure_decisions`.
 
@@ -170,6 +171,9 @@ class LimitGate:
     reaped: int = 0
     # Settlements neither the store nor the outbox took (the disk failed too).
     settlements_lost: int = 0
+    # Router processes on this replica (`--workers`): each takes its share of
+    # a replica's local share while the store is down.
+    processes: int = 1
 
     async def admit(
         self, config: RouterConfig, request_id: str, caller: Scope, request: InferenceRequest
@@ -227,7 +231,7 @@ class LimitGate:
                 "that is not answering); try again shortly.",
                 headers={"retry-after": "1"},
             )
-        share = config.limits.expected_replicas
+        share = config.limits.expected_replicas * self.processes
         local_specs = [_local_share(s, share) for s in plan.specs if isinstance(s, RateSpec)]
         return await self.local.admit(request_id, local_specs)
 

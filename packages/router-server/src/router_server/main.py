@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from hypercorn.asyncio import serve
@@ -21,13 +22,16 @@ from hypercorn.utils import LifespanFailureError
 
 from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
+from router_core.workers import WorkersRefused, worker_count
 from router_server import DISTRIBUTION, config_file, environment, http_refusals, logs
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
 from router_server.exit_codes import Exit
+from router_server.group import WorkerSlot
 from router_server.pipeline import RouterState
 from router_server.usage.spool import SpoolError
+from router_server.workers import Supervisor, WorkerSpec, listen_socket, usable_cores
 
 log = logging.getLogger("router.server")
 
@@ -84,6 +88,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-access-log", action="store_true", help="do not log a line per request"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="router processes sharing the listener (default: server.workers, else one per "
+        "usable core with state.store redis, one with the embedded store)",
+    )
+    # Internal: set by the supervisor on each worker it starts (see `workers`).
+    parser.add_argument("--worker", type=WorkerSpec.parse, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -159,13 +172,20 @@ async def _serve(
 
 
 async def _serve_admin(
-    shared: SharedRouter, admin: AdminListener, stop: asyncio.Event, failures: list[str]
+    shared: SharedRouter,
+    admin: AdminListener,
+    stop: asyncio.Event,
+    failures: list[str],
+    fd: int = -1,
 ) -> None:
     # Same process and event loop: the admin app serves the public app's state,
     # so it starts once that is open. (Started before, its lifespan would be left
     # waiting, and cancelled mid-start, should the public app fail to open.)
     await shared.wait()
-    await _serve(create_admin_app(shared), admin_hypercorn_config(admin), stop, failures)
+    hc = admin_hypercorn_config(admin)
+    if fd >= 0:  # a worker: the supervisor's socket
+        hc.bind = [f"fd://{fd}"]
+    await _serve(create_admin_app(shared), hc, stop, failures)
 
 
 def _announce(config: RouterConfig, host: str, port: int) -> None:
@@ -175,27 +195,51 @@ def _announce(config: RouterConfig, host: str, port: int) -> None:
         print(f"admin API (mutual TLS) on https://{admin.host}:{admin.port}", flush=True)
 
 
-async def run(config: RouterConfig, host: str, port: int, path: str) -> None:
+def _follow_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Event) -> None:
+    """Stop gracefully once the supervisor is gone (its end of the pipe closes)."""
+
+    def gone() -> None:
+        loop.remove_reader(fd)
+        stop.set()
+
+    loop.add_reader(fd, gone)
+
+
+async def run(
+    config: RouterConfig, host: str, port: int, path: str, worker: WorkerSpec | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     shared = SharedRouter()
+    slot = None
+    if worker is not None:
+        slot = WorkerSlot(worker.slot, worker.count, Path(worker.run_dir))
+        _follow_lifeline(loop, worker.lifeline_fd, stop)
 
     def ready(state: RouterState) -> None:
         shared.set(state)
         # Only now: the app's resources are open (hypercorn binds right after,
         # and the addresses were checked before anything started).
-        _announce(config, host, port)
+        if worker is None:
+            _announce(config, host, port)
+        else:  # the supervisor announces the group once every worker is ready
+            os.write(worker.ready_fd, f"{worker.slot},{os.getpid()}\n".encode())
 
-    app = create_app(config, config_path=path, state_ready=ready)
+    app = create_app(config, config_path=path, state_ready=ready, worker=slot)
+    public = hypercorn_config(config, host, port)
+    if worker is not None and slot is not None:
+        # The supervisor's socket, and this worker's own for its peers (`group`).
+        public.bind = [f"fd://{worker.public_fd}", f"unix:{slot.own_socket}"]
     failures: list[str] = []
     try:
         async with asyncio.TaskGroup() as servers:
-            servers.create_task(_serve(app, hypercorn_config(config, host, port), stop, failures))
+            servers.create_task(_serve(app, public, stop, failures))
             admin = config.listeners.admin
             if admin is not None:
-                servers.create_task(_serve_admin(shared, admin, stop, failures))
+                admin_fd = -1 if worker is None else worker.admin_fd
+                servers.create_task(_serve_admin(shared, admin, stop, failures, admin_fd))
     except* CannotStart as group:
         raise CannotStart("; ".join(str(e) for e in group.exceptions)) from None
     if failures:
@@ -238,11 +282,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.host or host_env or config.listeners.public.host
     port = args.port if args.port is not None else port_env
     port = config.listeners.public.port if port is None else port
+    if args.worker is not None:
+        # Until the app listens for it: a worker still starting reads the file anyway.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        return _run_process(config, host, port, args.config, args.worker)
+    try:
+        count = worker_count(config, args.workers, usable_cores())
+    except WorkersRefused as exc:
+        print(f"router-server: {exc}", file=sys.stderr)
+        return Exit.USAGE
     addresses = [(host, port)] + ([] if admin is None else [(admin.host, admin.port)])
     unbound = [why for h, p in addresses if (why := _cannot_bind(h, p)) is not None]
     if unbound:
         print(f"router-server: {'; '.join(unbound)}", file=sys.stderr)
         return Exit.UNAVAILABLE
+    if count > 1:
+        return _supervise(config, args, host, port, count)
+    return _run_process(config, host, port, args.config, None)
+
+
+def _supervise(
+    config: RouterConfig, args: argparse.Namespace, host: str, port: int, count: int
+) -> int:
+    """Bind the listeners here, then run `count` workers on them (see `workers`)."""
+    backlog = hypercorn_config(config, host, port).backlog
+    admin = config.listeners.admin
+    opened: list[socket.socket] = []
+    try:
+        opened.append(listen_socket(host, port, backlog))
+        if admin is not None:
+            opened.append(listen_socket(admin.host, admin.port, backlog))
+    except OSError as exc:
+        for sock in opened:
+            sock.close()
+        print(f"router-server: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return Exit.UNAVAILABLE
+    public = opened[0]
+    bound_port = public.getsockname()[1]
+    command = [
+        sys.executable, "-m", "router_server", "--config", args.config,
+        "--host", host, "--port", str(bound_port), "--log-level", args.log_level,
+        *(["--no-access-log"] if args.no_access_log else []),
+    ]  # fmt: skip
+
+    def announce() -> None:
+        print(f"router listening on http://{host}:{bound_port} ({count} workers)", flush=True)
+        if admin is not None:
+            print(f"admin API (mutual TLS) on https://{admin.host}:{admin.port}", flush=True)
+
+    try:
+        return Supervisor(command, count, public, opened[1] if admin else None, announce).run()
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def _run_process(
+    config: RouterConfig, host: str, port: int, path: str, worker: WorkerSpec | None
+) -> int:
+    """Serve in this process: the only one, or one worker of a group."""
     # A request allocates thousands of short-lived objects; at CPython's default
     # young-generation threshold (700) the cycle collector ran several times per
     # request, ~10% of the router's CPU (see benchmarks/). Cycles are still
@@ -257,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         runner = uvloop.run
     try:
-        runner(run(config, host, port, args.config))
+        runner(run(config, host, port, path, worker))
     except CannotListen as exc:
         print(f"router-server: {exc}", file=sys.stderr)
         return Exit.UNAVAILABLE

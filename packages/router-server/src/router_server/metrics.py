@@ -18,9 +18,11 @@ Rules:
   failures) is read at scrape time from the components' own `status()`, so
   it costs nothing per request. Sheds by organization are
   `router_request_errors{code="overloaded"}`, from the usage records.
-- Each app has its own registry. The router serves one process per listener
-  set (`server.workers` is not forked by `main.py`), so the numbers are the
-  process's own and need no multiprocess aggregation.
+- Each app has its own registry, with the process's own numbers. Under
+  `router serve --workers N` the route adds the peers' (`group`): each
+  worker's samples under a `worker` label, rather than prometheus-client's
+  multiprocess mode, which would leave the scrape-time component state
+  above to the one worker that answered.
 """
 
 from __future__ import annotations

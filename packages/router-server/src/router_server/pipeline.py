@@ -47,6 +47,7 @@ from router_server.credentials import verify
 from router_server.dispatch import Dispatcher, Opened
 from router_server.exchange import CLIENT_CLOSED, Ending, Exchange
 from router_server.forwarding import RelayResponse, StreamTally
+from router_server.group import WorkerSlot
 from router_server.health import Health
 from router_server.limits import LimitGate
 from router_server.ops import Ops
@@ -83,6 +84,8 @@ class RouterState:
     conversations: Conversations
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
+    # This process's slot in `router serve --workers N`; None: a single process.
+    worker: WorkerSlot | None = None
 
     # The running snapshot's parts, for readers outside a request (status, admin).
     @property

@@ -16,6 +16,8 @@ Rules:
   backpressure is told, so that waiters get in if its caps grew.
 - Some settings only take effect on restart (listeners, workers, the
   stores, the usage spool, the body limit); a change to them is logged as such.
+- Under `router serve --workers N` each worker reloads on its own: the
+  supervisor passes SIGHUP to every worker, and each watches the file.
 """
 
 from __future__ import annotations

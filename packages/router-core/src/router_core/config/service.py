@@ -105,8 +105,11 @@ class ServerSettings:
     request_timeout_s: float = _checked(default=60.0, validator=_positive)
     # "aiohttp" (default, fastest) or "httpx" (httpx's own transport).
     transport: Transport = _checked(default=Transport.AIOHTTP, validator=_one_of(Transport))
-    # Router processes sharing the listener.
-    workers: int = _checked(default=1, validator=_positive)
+    # Router processes sharing the listener (`router serve --workers N` wins
+    # over this). null: one per usable core with state.store redis, one with
+    # the embedded store, which refuses more (its limits live in one process's
+    # memory: N workers would each admit the whole limit).
+    workers: int | None = _checked(default=None, validator=_optional_between(1, 1024))
     # Backpressure: requests being served at once, over all backends (the hard
     # cap; the adaptive limit, when on, may admit fewer). Past it a request
     # waits up to queue_timeout_ms among at most max_queued others, then gets

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from router_core.problems import Catalog, ClientError
+from router_server.group import LOCAL_SCRAPE, group_metrics, single_status
 from router_server.metrics import CONTENT_TYPE, render
 from router_server.ops import status as probes
 from router_server.pipeline import RouterState, state_of
@@ -42,7 +43,12 @@ async def metrics(request: Request) -> Response:
     state = state_of(request)
     if state.ops.token is not None and not _authorized(request, state.ops.token):
         return _denied(request)
-    return Response(render(state.ops.registry), media_type=CONTENT_TYPE)
+    body = render(state.ops.registry)
+    if state.worker is not None and LOCAL_SCRAPE not in request.headers:
+        # Any worker answers for the group (see `group`); the peers check the token too.
+        forwarded = {k: v for k, v in request.headers.items() if k == "authorization"}
+        body = await group_metrics(state.worker, body, forwarded)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 async def components(state: RouterState) -> dict[str, Any]:
@@ -76,6 +82,8 @@ async def status(request: Request) -> Response:
                 "hedges": state.dispatch.hedges,
             },
             "limits": state.limits.status(),
+            # Which process answered: its pid and its slot among the box's workers.
+            "process": single_status() if state.worker is None else state.worker.status(),
             **{name: source() for name, source in state.status_sources.items()},
         }
     )

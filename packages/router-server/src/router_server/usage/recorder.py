@@ -30,6 +30,7 @@ from router_core.accounting.records import (
 from router_core.accounting.wire import audit_to_wire, usage_to_wire
 from router_core.config import RouterConfig, UsageSettings
 from router_core.config_enums import Fsync
+from router_core.workers import spool_name
 from router_server.usage import ledger as ledger_module
 from router_server.usage.kafka_export import KafkaExporter
 from router_server.usage.spool import Spool
@@ -68,11 +69,13 @@ class Recorder:
     observers: list[Observer] = attrs.field(factory=list)
 
     @classmethod
-    def open(cls, config: RouterConfig, env: Mapping[str, str]) -> Recorder:
+    def open(cls, config: RouterConfig, env: Mapping[str, str], *, slot: int = 0) -> Recorder:
+        """The recorder of worker `slot` (0: a single process): its own spool,
+        the ledger and topic every worker shares (both dedupe by record id)."""
         usage = config.usage
         root = Path(config.state.dir)
         readers = (["ledger"] if usage.ledger else []) + (["kafka"] if usage.kafka else [])
-        spool = Spool.open(root / "spool", usage.spool, readers)
+        spool = Spool.open(root / spool_name(slot), usage.spool, readers)
         try:
             if spool.recovery.torn or spool.recovery.corrupt:
                 log.error("usage spool recovered with damage", extra=attrs.asdict(spool.recovery))
