@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -149,3 +152,15 @@ def patient_backends(config: dict[str, Any]) -> dict[str, Any]:
         backend.update(connect_timeout_s=10, read_timeout_s=60)
     data["server"] = {**data.get("server", {}), "request_timeout_s": 60}
     return data
+
+
+def run_server(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`router-server` where it should refuse to start (so it exits by itself)."""
+    return subprocess.run(
+        [sys.executable, "-m", "router_server", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -22,19 +22,7 @@ from router_server.mock_backend.process import free_port
 from router_server.process import RouterProcess
 from router_server.usage.spool import SpoolError
 
-from tests.helpers.support import CHAT, auth, with_data_dir, write_config
-
-
-def run_server(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`router-server` where it should refuse to start (so it exits by itself)."""
-    return subprocess.run(
-        [sys.executable, "-m", "router_server", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.helpers.support import CHAT, auth, run_server, with_data_dir, write_config
 
 
 def test_an_unknown_log_level_is_one_line_naming_the_choices(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +9,7 @@ import httpx
 
 from router_server.mock_backend.process import free_port
 
-from tests.helpers.support import with_data_dir, write_config
-
-
-def run_server(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "router_server", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.helpers.support import run_server, with_data_dir, write_config
 
 
 def test_more_workers_than_one_on_the_embedded_store_is_refused_naming_the_fixes(
