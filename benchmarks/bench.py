@@ -210,7 +210,8 @@ def router_config(
     kafka: bool = False,
 ) -> dict[str, Any]:
     backend = {"connect_timeout_s": 2, "read_timeout_s": 30, "max_in_flight": 512}
-    server: dict[str, Any] = {"max_body_bytes": 1_048_576, "request_timeout_s": 30}
+    # One process (the bench measures one router core).
+    server: dict[str, Any] = {"max_body_bytes": 1_048_576, "request_timeout_s": 30, "workers": 1}
     if transport is not None:
         server["transport"] = transport
     organization: dict[str, Any] = {

@@ -63,6 +63,9 @@ def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Router
 
     def start(data: dict[str, Any], env: dict[str, str] | None = None) -> RouterProcess:
         data = with_data_dir(data, tmp_path / f"router-{len(started)}-data")
+        # One process, unless the test asks for workers: the tests' subject is
+        # one router (its pid, its status), not a group.
+        data = {**data, "server": {"workers": 1, **data.get("server", {})}}
         path = write_config(tmp_path / f"router-{len(started)}.yaml", data)
         logs.append((tmp_path / f"router-{len(started)}.log").open("wb"))
         router = RouterProcess(path, env={**backend_env, **(env or {})}, log=logs[-1])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from router_server.mock_backend.process import free_port
+from router_server.workers import cgroup_cpu_limit, usable_cores
 
 from tests.helpers.support import run_server, with_data_dir, write_config
 
@@ -58,3 +60,25 @@ def test_the_embedded_default_runs_one_process_whatever_the_cores(
     router = start_router(config_data)
     process = httpx.get(f"{router.url}/v1/status").json()["process"]
     assert process == {"pid": router.pid, "worker": 0, "workers": 1}
+
+
+def test_a_cgroup_cpu_limit_caps_the_default_worker_count(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: 2 workers at most
+    assert cgroup_cpu_limit(cpu_max) == 2
+    assert 1 <= usable_cores(cpu_max) <= 2
+    cpu_max.write_text("50000 100000\n")  # half a CPU: still one worker
+    assert cgroup_cpu_limit(cpu_max) == 1
+    assert usable_cores(cpu_max) == 1
+
+
+def test_no_cgroup_cpu_limit_leaves_the_affinity(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cores = len(os.sched_getaffinity(0))
+    cpu_max.write_text("max 100000\n")
+    assert cgroup_cpu_limit(cpu_max) is None
+    assert usable_cores(cpu_max) == cores
+    # Unreadable or garbled: the affinity alone, never an error.
+    assert usable_cores(tmp_path / "absent") == cores
+    cpu_max.write_text("not numbers\n")
+    assert usable_cores(cpu_max) == cores

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import shutil
@@ -60,13 +61,31 @@ _STOP_TIMEOUT_S = 60.0  # hypercorn's graceful timeout, then the spool's drain
 _MAX_BACKOFF_S = 30.0
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, which taskset and
-    container CPU sets narrow), not the machine's count."""
+# cgroup v2's CPU bandwidth limit of this process's group (a container's CPU limit).
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CPU_MAX) -> int:
+    """The cores this process may run on: its affinity (which taskset and
+    container CPU sets narrow), and no more than its cgroup's CPU limit rounded
+    up (a pod limited to 2 CPUs on a 64-core node runs 2 workers, not 64)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cpu_max)
+    return cores if limit is None else max(1, min(cores, limit))
+
+
+def cgroup_cpu_limit(cpu_max: Path = CPU_MAX) -> int | None:
+    """`cpu.max`'s quota over its period, rounded up; None when unlimited or unknown."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota == "max":
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def listen_socket(host: str, port: int, backlog: int) -> socket.socket:

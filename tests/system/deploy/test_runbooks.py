@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ALERTS = ROOT / "examples" / "prometheus-alerts.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks"
 FAILURE_MODES = {

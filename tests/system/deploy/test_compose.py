@@ -13,7 +13,7 @@ import yaml
 
 from router_server import config_file, environment
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy"
 
 

@@ -17,7 +17,7 @@ import yaml
 from router_core.config_codec import structure
 from router_server import environment
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "deploy" / "helm" / "router"
 VALUES = ["values.yaml", "values-staging.yaml", "values-production.yaml"]
 KUBERNETES = "1.31.0"  # the oldest version the chart is checked against
