@@ -5,7 +5,8 @@
     python3 dev.py lint docs tests  # ruff, mypy, the docs site, then the whole test suite
     python3 dev.py docs         # the docs site, built strictly into site/
     python3 dev.py bench        # the benchmark
-    python3 dev.py system-deps  # as root: Debian's chromium and prometheus (promtool)
+    python3 dev.py system-deps  # as root: Debian's chromium, prometheus (promtool), podman
+    python3 dev.py image        # as root, with podman: build the container image and run it
 
 Creates .venv-dev/ holding nox (and uv, which nox uses to build its session
 environments quickly), then runs `nox -s SESSION...`. Arguments after `--`
@@ -55,8 +56,16 @@ def ensure_tools() -> None:
 
 
 # Debian packages the tests use when present (they skip with the reason when not):
-# the browser for the operator page's test, promtool to check the alert rules.
-SYSTEM_DEPS = {"chromium": "chromium", "promtool": "prometheus"}
+# the browser for the operator page's test, promtool to check the alert rules;
+# and what `dev.py image` builds the container image with (no registry needed).
+SYSTEM_DEPS = {
+    "chromium": "chromium",
+    "promtool": "prometheus",
+    "podman": "podman",
+    "runc": "runc",
+    "mmdebstrap": "mmdebstrap",
+}
+IMAGE_TOOLS = ("podman", "runc", "mmdebstrap")
 
 
 def system_deps() -> int:
@@ -78,6 +87,20 @@ def system_deps() -> int:
     return failed
 
 
+def image() -> int:
+    """Build the container image from Debian's packages and run it until healthy
+    (deploy/image/build-offline.sh); skipped, saying why, without root or podman."""
+    missing = [tool for tool in IMAGE_TOOLS if shutil.which(tool) is None]
+    if os.name != "posix" or os.geteuid() != 0 or missing:
+        why = f"{', '.join(missing)} not installed" if missing else "needs root"
+        print(f"dev.py: not building the image ({why}; see docs/deployment.md)", file=sys.stderr)
+        return 0
+    script = ROOT / "deploy" / "image" / "build-offline.sh"
+    env = {**os.environ, "PYTHON": sys.executable}
+    bash = shutil.which("bash") or "/bin/bash"
+    return subprocess.run([bash, str(script)], cwd=ROOT, env=env).returncode
+
+
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):
         print("dev.py: Python 3.11 or newer is required", file=sys.stderr)
@@ -87,6 +110,8 @@ def main(argv: list[str]) -> int:
         return 2
     if argv == ["system-deps"]:
         return system_deps()
+    if argv == ["image"]:
+        return image()
     split = argv.index("--") if "--" in argv else len(argv)
     sessions, rest = argv[:split], argv[split:]
     ensure_tools()
