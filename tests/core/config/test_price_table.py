@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -194,3 +195,12 @@ def test_the_highest_is_taken_field_by_field() -> None:
     assert _highest([dear_output, dear_input]) == ModelPrice(
         input=Decimal(4), output=Decimal(30), cache_read=Decimal(4), cache_write=Decimal(5)
     )
+
+
+def test_the_docs_list_every_shipped_id_and_its_source() -> None:
+    limits = (Path(__file__).resolve().parents[3] / "docs" / "limits.md").read_text()
+    section = limits.split("## Shipped prices", 1)[1].split("\n## ", 1)[0]
+    for entry in SHIPPED:
+        assert f"`{entry.model}`" in section, entry.model
+        assert entry.source in section
+        assert entry.taken in section
