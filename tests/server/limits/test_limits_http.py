@@ -271,8 +271,10 @@ def test_limit_config_problems_have_paths(config_data: dict[str, Any]) -> None:
     with pytest.raises(ConfigInvalid) as missing:
         structure(data)
     assert [str(p) for p in missing.value.problems] == [
-        "prices.embed: required: organizations.acme has a budget that covers this model",
-        "prices.b-only: required: organizations.acme has a budget that covers this model",
+        "prices.embed: required: organizations.acme has a budget that covers this model "
+        "(the shipped price table has no price for 'mock-embed')",
+        "prices.b-only: required: organizations.acme has a budget that covers this model "
+        "(the shipped price table has no price for 'mock-gpt-b')",
     ]
 
 

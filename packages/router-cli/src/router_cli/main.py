@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from router_cli import DISTRIBUTION, keys, simulate, usage
 from router_cli.failures import config_problems
 from router_cli.probe import loadtest, smoke
+from router_core.config import RouterConfig
 from router_core.config_codec import ConfigInvalid
 from router_server import environment
 from router_server.exit_codes import Exit
@@ -51,7 +52,34 @@ def _config_validate(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({len(config.backends)} backends, {len(config.models)} models, "
         f"{len(config.organizations)} organizations, {keys_count} keys)"
     )
+    for line in _shipped_price_lines(args.file, config):
+        print(line)
     return Exit.OK
+
+
+def _shipped_price_lines(file: str, config: RouterConfig) -> list[str]:
+    """Which models the shipped price table prices (`prices` in the file names the rest)."""
+    from pathlib import Path
+
+    from router_core.price_table import price_choices
+    from router_server import config_file
+
+    data = config_file.parse_yaml(Path(file).read_text(encoding="utf-8"), file)
+    section = data.get("prices") if isinstance(data, dict) else None
+    configured = frozenset(section) if isinstance(section, dict) else frozenset()
+    lines = []
+    for name, choice in price_choices(config, configured).items():
+        if choice.source != "shipped" or choice.price is None:
+            continue
+        price = choice.price
+        ids = ", ".join(f"{e.provider} {e.model}" for e in choice.entries)
+        taken = sorted({e.taken for e in choice.entries})
+        lines.append(
+            f"prices.{name}: shipped price of {ids} (read {', '.join(taken)}): USD per million "
+            f"tokens input {price.input}, output {price.output}, cache read {price.cache_read}, "
+            f"cache write {price.cache_write}"
+        )
+    return lines
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ from router_core.config import (
 from router_core.config.models import DEPLOYMENT_RE
 from router_core.config_enums import BackendKind, Protocol, StateStoreKind, is_member, not_one_of
 from router_core.limits.gcra import MAX_SCALED_SPAN
+from router_core.price_table import shipped_choice, with_shipped_prices
 from router_core.workers import embedded_refusal
 
 
@@ -84,7 +85,8 @@ def _strict(converter: cattrs.Converter) -> None:
 
     def structure_decimal(value: object, _: type) -> Decimal:
         # YAML reads 0.15 as a float; its repr is the text the user wrote.
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        # A Decimal: what `unstructure` gives back (so structure(unstructure(c)) == c).
+        if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
             raise TypeError(f"must be a number, not {type(value).__name__}")
         try:
             number = Decimal(str(value))
@@ -333,7 +335,12 @@ def structure(data: object, extra_checks: ExtraChecks | None = None) -> RouterCo
         raise ConfigInvalid([ConfigProblem("", "the config must be a mapping at the top level")])
     config, problems, cut = _salvage(data)
     if config is not None:
-        later = list(check_references(config, _Names.of_data(data) if cut else None))
+        config = with_shipped_prices(config)
+        known = None
+        if cut:
+            names = _Names.of_data(data)
+            known = attrs.evolve(names, prices=names.prices | frozenset(config.prices))
+        later = list(check_references(config, known))
         if extra_checks is not None:
             later += extra_checks(config)
         problems += [p for p in later if not _about_cut(p.path, cut)]
@@ -590,8 +597,19 @@ def _check_prices(
         if model_name not in known.prices:
             yield ConfigProblem(
                 f"prices.{model_name}",
-                f"required: organizations.{org_name} has a budget that covers this model",
+                f"required: organizations.{org_name} has a budget that covers this model"
+                + _no_shipped_price(config, model_name),
             )
+
+
+def _no_shipped_price(config: RouterConfig, model_name: str) -> str:
+    """Why the shipped table gave `model_name` no price (for the problem's message)."""
+    if not config.pricing.shipped:
+        return " (pricing.shipped is false, so only prices count)"
+    unknown = shipped_choice(config, model_name).unknown
+    if not unknown:
+        return ""
+    return " (the shipped price table has no price for " + ", ".join(map(repr, unknown)) + ")"
 
 
 def unstructure(config: RouterConfig) -> dict[str, Any]:

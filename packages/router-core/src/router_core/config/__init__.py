@@ -53,6 +53,7 @@ from router_core.config.models import (
     Model,
     ModelPrice,
     ModelTarget,
+    PricingSettings,
     RouteRule,
     VertexSettings,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "ObservabilitySettings",
     "OidcIssuer",
     "Organization",
+    "PricingSettings",
     "Quotas",
     "RateLimit",
     "RedisSettings",
@@ -153,8 +155,11 @@ class RouterConfig:
     state: StateSettings = StateSettings()
     limits: LimitSettings = LimitSettings()
     routing: RoutingSettings = RoutingSettings()
-    # USD per million tokens, by public model name; needed where a budget applies.
+    # USD per million tokens, by public model name; needed where a budget applies,
+    # unless the shipped table prices the model (see `pricing`).
     prices: Mapping[str, ModelPrice] = attrs.field(factory=dict)
+    # Whether the shipped price table fills in models `prices` does not name.
+    pricing: PricingSettings = PricingSettings()
     usage: UsageSettings = UsageSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     # Stored OpenAI Responses (previous_response_id, GET /v1/responses/{id}).

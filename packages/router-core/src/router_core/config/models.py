@@ -262,3 +262,15 @@ class ModelPrice:
     cache_write: Decimal | None = _checked(default=None, validator=_optional_per_million)
 
     __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
+class PricingSettings:
+    """Where a public model's price comes from when `prices` does not name it."""
+
+    # Use the price table shipped with the router (router_core.price_table:
+    # Anthropic's Claude API models, with the page and date each was read)
+    # for a model whose backends all send to a model id in it; when they send
+    # to several, the highest rate per field. `prices` always wins. false:
+    # only `prices` counts, so a budget needs a price there for every model.
+    shipped: bool = True
