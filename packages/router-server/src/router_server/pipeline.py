@@ -158,7 +158,9 @@ def answer_id(operation: Operation, request_id: str) -> str:
 
 
 _ANSWER_PREFIXES = {
-    Operation.RESPONSES: "resp_", Operation.CHAT: "chatcmpl-", Operation.COMPLETION: "cmpl-"
+    Operation.RESPONSES: "resp_",
+    Operation.CHAT: "chatcmpl-",
+    Operation.COMPLETION: "cmpl-",
 }
 
 

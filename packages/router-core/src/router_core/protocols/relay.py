@@ -531,9 +531,7 @@ def relay_for(
             return NativeResponsesRelay(public_model, answer_id)
         return ChatRelay(public_model, strip_usage=strip_usage)
     if operation is Operation.COMPLETION:
-        return ChatToCompletionsRelay(
-            public_model, answer_id, created_at, strip_usage=strip_usage
-        )
+        return ChatToCompletionsRelay(public_model, answer_id, created_at, strip_usage=strip_usage)
     if operation is Operation.MESSAGES:
         return ChatToMessagesRelay(public_model, answer_id)
     if operation is Operation.RESPONSES:
