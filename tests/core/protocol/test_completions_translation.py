@@ -164,9 +164,9 @@ def test_a_stream_reads_as_completion_chunks_one_by_one(
               for k in chat_chunks(c, cut)]  # fmt: skip
     chunks[-1]["usage"] = chat_answer(c)["usage"]
     out = b"".join(relay.event(b"data: " + orjson.dumps(k)) for k in chunks)
-    assert not relay.done
+    before_done = relay.done
     out += relay.event(b"data: [DONE]")
-    assert relay.done
+    assert (before_done, relay.done) == (False, True)
     frames = _frames(out)
     assert frames[-1] == b"data: [DONE]"
     relayed = [orjson.loads(f.removeprefix(b"data: ")) for f in frames[:-1]]
