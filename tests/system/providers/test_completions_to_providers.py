@@ -3,7 +3,8 @@ hosted provider kind, against the mock playing each one.
 
 Anthropic, Gemini and Bedrock backends get the request as chat, translated
 on to their own wire; the answer (whole or streamed) comes back as a text
-completion. Azure OpenAI takes completions as they are, at its deployment.
+completion; so do Vertex AI's (both publishers). Azure OpenAI takes
+completions as they are, at its deployment.
 A field chat cannot carry is a 400 in OpenAI's envelope; a provider's
 overload moves the request to a backend of another kind.
 """
@@ -28,6 +29,7 @@ from tests.system.providers.test_anthropic import claude_config
 from tests.system.providers.test_azure_openai import azure_config
 from tests.system.providers.test_bedrock import CONVERSE, aws_env, bedrock_config
 from tests.system.providers.test_gemini import GENERATE, STREAM, gemini_config
+from tests.system.providers.test_vertex import CLAUDE, GEMINI, service_account, vertex_config
 
 RouterFactory = Callable[..., RouterProcess]
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
@@ -200,3 +202,33 @@ def test_an_overloaded_provider_fails_over_to_another_kind(
         "completion", "gemini-a", "success"
     )  # fmt: skip
     assert record["usage"]["completion_tokens"] == 3
+
+
+@pytest.fixture
+def vertex_router(
+    start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
+) -> RouterProcess:
+    key, public = service_account(tmp_path, root(mocks[1]) + "/token")
+    mocks[1].configure(google_public_key=public)
+    return start_router(vertex_config(config_data, mocks, key))
+
+
+@pytest.mark.parametrize(("model", "path"), [("flash", GEMINI), ("sonnet", CLAUDE)])
+def test_vertex_takes_completions_for_either_publisher(
+    vertex_router: RouterProcess, mocks: Mocks, model: str, path: str
+) -> None:
+    gemini = model == "flash"
+    with oai(vertex_router) as client:
+        reply = client.completions.create(model=model, prompt="hi", max_tokens=3)
+        chunks = list(
+            client.completions.create(model=model, prompt="hi", max_tokens=2, stream=True)
+        )
+    assert (reply.object, reply.model, reply.choices[0].text) == (
+        "text_completion", model, "mock token alpha"
+    )  # fmt: skip
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "mock token"
+    whole, streamed = (
+        (":generateContent", ":streamGenerateContent") if gemini
+        else (":rawPredict", ":streamRawPredict")
+    )  # fmt: skip
+    assert (served(mocks[1], path + whole), served(mocks[1], path + streamed)) == (1, 1)
