@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
-from tests.helpers.support import BACKEND_SECRET, BACKEND_SECRET_ENV
+from tests.helpers.support import ACME_KEY, BACKEND_SECRET, BACKEND_SECRET_ENV
 from tests.helpers.usage_support import schema_errors, wait_ledger
 from tests.system.providers.support import oai, root, served
 from tests.system.providers.test_anthropic import claude_config
@@ -99,6 +100,30 @@ def test_without_max_tokens_the_completions_default_of_16_is_sent(
     # The mock answers as many words as it is allowed tokens.
     assert reply.usage.completion_tokens == 16
     assert len(reply.choices[0].text.split()) == 16
+
+
+def test_the_platform_contract_takes_a_completion_through_a_provider(
+    router: RouterProcess, mocks: Mocks, tmp_path: Path
+) -> None:
+    body = {
+        "request_id": "0b6a1f0e-3c4d-4e5f-8a9b-1c2d3e4f5a6b",
+        "model": "gemini-flash",
+        "operation": "completion",
+        "payload": {"prompt": "hi", "max_tokens": 2},
+    }
+    reply = httpx.post(
+        router.url + "/v1/inference", json=body,
+        headers={"authorization": f"Bearer {ACME_KEY}"}, timeout=30,
+    )  # fmt: skip
+    assert reply.status_code == 200
+    answer = reply.json()
+    assert answer["backend"] == "gemini"
+    assert answer["output"]["object"] == "text_completion"
+    assert answer["output"]["choices"][0]["text"] == "mock token"
+    assert answer["usage"]["completion_tokens"] == 2
+    assert served(mocks[1], GENERATE) == 1
+    (record,) = wait_ledger(tmp_path / "router-0-data", 1)
+    assert (record["client_request_id"], record["operation"]) == (body["request_id"], "completion")
 
 
 @pytest.mark.parametrize("include_usage", [True, False])
