@@ -219,7 +219,6 @@ def test_a_malformed_answer_is_a_backend_error(answers: list[object]) -> None:
 def test_the_wire_takes_embeddings_to_providers_and_reads_them_back() -> None:
     for speaks in ((Protocol.GEMINI,), (Protocol.BEDROCK,)):
         assert wire_for(Operation.EMBEDDING, speaks) is Operation.PROVIDER_EMBEDDING
-        assert wire_for(Operation.COMPLETION, speaks) is None
     request = InferenceRequest(Operation.EMBEDDING, "pub", {"model": "pub", "input": "a b"})
     _, combined = run(F.TITAN, request.body)
     answer = client_answer(

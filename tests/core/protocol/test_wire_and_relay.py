@@ -35,12 +35,19 @@ EVERY = tuple(Protocol)
         (Operation.MESSAGES, EVERY, Operation.MESSAGES),
         (Operation.RESPONSES, EVERY, Operation.RESPONSES),
         (Operation.MESSAGES, (Protocol.ANTHROPIC_MESSAGES,), Operation.MESSAGES),
-        # An Anthropic backend takes chat and Responses translated to Messages...
+        # An Anthropic backend takes chat, completions and Responses translated
+        # to Messages...
         (Operation.CHAT, (Protocol.ANTHROPIC_MESSAGES,), Operation.MESSAGES),
+        (Operation.COMPLETION, (Protocol.ANTHROPIC_MESSAGES,), Operation.MESSAGES),
         (Operation.RESPONSES, (Protocol.ANTHROPIC_MESSAGES,), Operation.MESSAGES),
         # ...but nothing Messages has no counterpart for.
         (Operation.EMBEDDING, (Protocol.ANTHROPIC_MESSAGES,), None),
-        (Operation.COMPLETION, (Protocol.ANTHROPIC_MESSAGES,), None),
+        # Completions reach Gemini and Bedrock through chat, and go as they are
+        # to an OpenAI-speaking backend (Azure OpenAI included).
+        (Operation.COMPLETION, (Protocol.GEMINI,), Operation.GEMINI),
+        (Operation.COMPLETION, (Protocol.BEDROCK,), Operation.BEDROCK),
+        (Operation.COMPLETION, OPENAI, Operation.COMPLETION),
+        (Operation.COMPLETION, (Protocol.OPENAI_RESPONSES,), None),
         (Operation.MESSAGES, (Protocol.OPENAI_RESPONSES,), None),
     ],
 )

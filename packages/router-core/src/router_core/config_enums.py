@@ -70,7 +70,7 @@ class Protocol(enum.StrEnum):
     # OpenAI Responses (`/v1/responses`).
     OPENAI_RESPONSES = "openai_responses"
     # Google Gemini's `generateContent` (no client route speaks it: chat,
-    # Messages and Responses are translated to it).
+    # completions, Messages and Responses are translated to it).
     GEMINI = "gemini"
     # AWS Bedrock's Converse and ConverseStream (likewise reached through chat).
     BEDROCK = "bedrock"

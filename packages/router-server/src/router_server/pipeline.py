@@ -157,7 +157,11 @@ def answer_id(operation: Operation, request_id: str) -> str:
     return prefix + request_id.replace("-", "")
 
 
-_ANSWER_PREFIXES = {Operation.RESPONSES: "resp_", Operation.CHAT: "chatcmpl-"}
+_ANSWER_PREFIXES = {
+    Operation.RESPONSES: "resp_",
+    Operation.CHAT: "chatcmpl-",
+    Operation.COMPLETION: "cmpl-",
+}
 
 
 async def serve(request: Request, validate: Validator, shape: Shaper) -> Response:

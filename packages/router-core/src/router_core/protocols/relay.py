@@ -18,8 +18,8 @@ Rules:
   Anthropic backend, Messages events become chat chunks
   (`chat_over_messages`); from a Gemini backend, its chunks do
   (`chat_over_gemini`, whose stream has no end marker: the chunk with a
-  finish reason ends it). For a Messages or Responses client those chat
-  chunks go on through the chat-to-client relay (`ThroughChat`).
+  finish reason ends it). For a completions, Messages or Responses client
+  those chat chunks go on through the chat-to-client relay (`ThroughChat`).
 - Pure: bytes in, bytes out.
 """
 
@@ -36,6 +36,7 @@ from router_core.protocols import (
     chat_over_bedrock,
     chat_over_gemini,
     chat_over_messages,
+    completions,
     messages,
     responses,
 )
@@ -292,6 +293,45 @@ class ChatToResponsesRelay:
         return b"".join(responses.encode_event(e) for e in self.translator.failed(message))
 
 
+class ChatToCompletionsRelay:
+    """OpenAI chat chunks from the backend, as legacy completion chunks; the
+    usage chunk is dropped when the client did not ask for it."""
+
+    response = None
+
+    def __init__(
+        self, public_model: str, completion_id: str, created_at: int, *, strip_usage: bool
+    ) -> None:
+        self.chat = ChatRelay(public_model, strip_usage=False)
+        self.translator = completions.StreamFromChat(
+            model=public_model, completion_id=completion_id, created=created_at
+        )
+        self.strip_usage = strip_usage
+        self.content_events = 0
+        self.done = False
+        self.reported: TokenCounts | None = None
+
+    def event(self, event: bytes) -> bytes:
+        data = _data(event)
+        if data == _DONE:
+            self.done = True
+            return b"data: [DONE]" + _END
+        chunk = _json(data)
+        if chunk is None:
+            return b""
+        self.chat.event(event)
+        self.reported, self.content_events = self.chat.reported, self.chat.content_events
+        if "error" in chunk and not chunk.get("choices"):
+            return event + _END  # the stream's error event, as OpenAI sends it
+        out = self.translator.feed(chunk)
+        if out is None or (self.strip_usage and not out["choices"]):
+            return b""
+        return b"data: " + orjson.dumps(out) + _END
+
+    def broken(self, message: str) -> bytes:
+        return _chat_error(message)
+
+
 class MessagesToChatRelay:
     """Anthropic Messages events from the backend, as OpenAI chat chunks."""
 
@@ -481,7 +521,7 @@ def relay_for(
             return to_chat(public_model, answer_id, created_at, strip_usage=strip_usage)
         return ThroughChat(
             to_chat(public_model, answer_id, created_at, strip_usage=False),
-            relay_for(operation, Operation.CHAT, public_model, strip_usage=False,
+            relay_for(operation, Operation.CHAT, public_model, strip_usage=strip_usage,
                       answer_id=answer_id, created_at=created_at, request=request),
         )  # fmt: skip
     if operation is wire:
@@ -490,6 +530,8 @@ def relay_for(
         if operation is Operation.RESPONSES:
             return NativeResponsesRelay(public_model, answer_id)
         return ChatRelay(public_model, strip_usage=strip_usage)
+    if operation is Operation.COMPLETION:
+        return ChatToCompletionsRelay(public_model, answer_id, created_at, strip_usage=strip_usage)
     if operation is Operation.MESSAGES:
         return ChatToMessagesRelay(public_model, answer_id)
     if operation is Operation.RESPONSES:

@@ -4,9 +4,12 @@ Rules:
 - Each operation has one native protocol. A backend that lists it in
   `protocols` gets the request as the client sent it; one that speaks
   `openai` instead gets Messages and Responses translated to chat; one that
-  speaks only `anthropic_messages` gets chat and Responses translated to
-  Messages (Responses through chat: `chat_over_messages`). Any other cannot
-  take it, and routing skips it with the reason `unable` gives.
+  speaks only `anthropic_messages` gets chat, completions and Responses
+  translated to Messages (completions and Responses through chat:
+  `chat_over_messages`); Gemini and Bedrock backends get the same through
+  chat (`_VIA_CHAT`). Legacy completions reach a non-OpenAI wire as chat
+  (`completions`). Any other cannot take it, and routing skips it with the
+  reason `unable` gives.
 - An answer is read in the protocol the backend answered in (its `wire`):
   its usage (`answer_counts`, from the wire's own usage, so Messages' cache
   writes are kept) and the client's body (`client_answer`), translated back.
@@ -32,6 +35,7 @@ from router_core.protocols import (
     chat_over_bedrock,
     chat_over_gemini,
     chat_over_messages,
+    completions,
     embeddings_over_providers,
     messages,
     responses,
@@ -49,7 +53,7 @@ NATIVE: Mapping[Operation, Protocol] = {
     Operation.PROVIDER_EMBEDDING: Protocol.OPENAI,
 }
 # What a chat-speaking wire can be sent, translated through chat.
-_THROUGH_CHAT = (Operation.CHAT, Operation.MESSAGES, Operation.RESPONSES)
+_THROUGH_CHAT = (Operation.CHAT, Operation.COMPLETION, Operation.MESSAGES, Operation.RESPONSES)
 
 
 @attrs.frozen
@@ -86,6 +90,7 @@ def wire_for(operation: Operation, speaks: tuple[Protocol, ...]) -> Operation | 
         return Operation.CHAT
     if Protocol.ANTHROPIC_MESSAGES in speaks and operation in (
         Operation.CHAT,
+        Operation.COMPLETION,
         Operation.RESPONSES,
     ):
         return Operation.MESSAGES
@@ -147,6 +152,8 @@ def _as_chat(operation: Operation, body: Mapping[str, Any]) -> Mapping[str, Any]
         return messages.to_chat(body)
     if operation is Operation.RESPONSES:
         return responses.to_chat(body)
+    if operation is Operation.COMPLETION:
+        return completions.to_chat(body)
     return None
 
 
@@ -222,6 +229,10 @@ def client_answer(
         wire = Operation.CHAT
         if operation is Operation.CHAT:
             return answer
+    if operation is Operation.COMPLETION and wire is Operation.CHAT:
+        return completions.from_chat(
+            answer, model=public_model, completion_id=answer_id, created=created_at
+        )
     if operation is Operation.MESSAGES and wire is Operation.CHAT:
         return messages.response_from_chat(answer, model=public_model, message_id=answer_id)
     if operation is Operation.RESPONSES and wire is Operation.CHAT:
