@@ -20,7 +20,7 @@ import pytest
 from router_server import config_file, environment
 from router_server.mock_backend.process import free_port, terminate
 
-from tests.helpers.support import CHAT, auth, write_config
+from tests.helpers.support import CHAT, auth, with_data_dir, write_config
 
 # The variables a developer's shell might already hold: each test sets its own.
 CLEAN = {name: "" for name in ("ROUTER_CONFIG", "ROUTER_HOST", "ROUTER_PORT", "ROUTER_DATA_DIR")}
@@ -131,7 +131,7 @@ def test_flags_win_over_the_variables(
 def test_a_bad_port_variable_is_one_line_naming_it(
     config_data: dict[str, Any], backend_env: dict[str, str], tmp_path: Path, value: str, why: str
 ) -> None:
-    path = write_config(tmp_path / "router.yaml", config_data)
+    path = write_config(tmp_path / "router.yaml", with_data_dir(config_data, tmp_path / "data"))
     result = subprocess.run(
         [sys.executable, "-m", "router_cli", "serve"],
         env=_env(backend_env, ROUTER_CONFIG=str(path), ROUTER_PORT=value),
@@ -139,7 +139,7 @@ def test_a_bad_port_variable_is_one_line_naming_it(
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"router-server: ROUTER_PORT={why}"]
-    assert not (tmp_path / "router-data").exists()  # nothing was opened
+    assert not (tmp_path / "data").exists()  # nothing was opened
 
 
 def test_without_a_config_flag_or_variable_the_command_line_is_wrong(tmp_path: Path) -> None:

@@ -226,8 +226,9 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
                 f"The request did not complete within {config.server.request_timeout_s:g} s.",
             ) from None
         headers["x-router-backend"] = opened.candidate.backend
-        headers["server-timing"] = server_timing(time.perf_counter() - started, backend_s)
-        latency_ms = (time.perf_counter() - started) * 1000
+        elapsed_s = time.perf_counter() - started
+        headers["server-timing"] = server_timing(elapsed_s, backend_s)
+        latency_ms = elapsed_s * 1000
         counts = answer_counts(inference.body, opened.wire, body)
         answer = shape(inference, opened, body, latency_ms, request_id)
         if inference.operation is Operation.RESPONSES:
