@@ -101,7 +101,7 @@ def test_validate_prints_every_problem_in_one_run(tmp_path: Path) -> None:
     assert sorted(line.strip() for line in lines) == [
         "backends.a.api_key_env: environment variable ROUTER_TEST_DEFINITELY_UNSET is not set",
         "models.gpt-4o.backends[1].backend: unknown backend 'azure'; defined: a",
-        "models.gpt-4o.strategy: must be one of weighted, least_latency, not 'fastest'",
+        "models.gpt-4o.strategy: must be one of weighted, least_latency, least_load, not 'fastest'",
         "observability.tracing_exporter: must be one of otlp, console, memory, "
         "not 'consle' (did you mean 'console'?)",
         "organizations.acme.models: unknown model 'gpt-5'",

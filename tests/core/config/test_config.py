@@ -147,7 +147,7 @@ def test_mistakes_of_every_kind_are_reported_in_one_pass() -> None:
         "backends.b.base_url: must be an http:// or https:// URL",
         "models.gpt-4o.backends[2].backend: unknown backend 'azure'; defined: a, b",
         "models.gpt-4o.hedge_after_ms: must be > 0",
-        "models.gpt-4o.strategy: must be one of weighted, least_latency, not 'fastest'",
+        "models.gpt-4o.strategy: must be one of weighted, least_latency, least_load, not 'fastest'",
         "observability.tracing_exporter: must be one of otlp, console, memory, "
         "not 'consle' (did you mean 'console'?)",
         "organizations.acme.limits.requests.per: must be one of second, minute, hour, "

@@ -146,7 +146,28 @@ def test_a_route_needs_backends() -> None:
         (
             ("models", "gpt", "strategy"),
             "fastest",
-            "models.gpt.strategy: must be one of weighted, least_latency, not 'fastest'",
+            "models.gpt.strategy: "
+            "must be one of weighted, least_latency, least_load, not 'fastest'",
+        ),
+        (
+            ("models", "gpt", "affinity"),
+            {"load_factor": 1},
+            "models.gpt.affinity.load_factor: must be > 1",
+        ),
+        (
+            ("models", "gpt", "affinity"),
+            {"block_chars": 0},
+            "models.gpt.affinity.block_chars: must be > 0",
+        ),
+        (
+            ("models", "gpt", "affinity"),
+            {"session_header": "x session"},
+            "models.gpt.affinity.session_header: must be an HTTP header name (or empty: none)",
+        ),
+        (
+            ("backends", "a", "max_outstanding_tokens"),
+            0,
+            "backends.a.max_outstanding_tokens: must be > 0",
         ),
         (("routing", "max_attempts"), 0, "routing.max_attempts: must be > 0"),
         (("routing", "retry_budget_ratio"), -0.1, "routing.retry_budget_ratio: must be >= 0"),

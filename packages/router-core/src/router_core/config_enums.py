@@ -31,6 +31,7 @@ class TracingExporter(enum.StrEnum):
 class Strategy(enum.StrEnum):
     WEIGHTED = "weighted"
     LEAST_LATENCY = "least_latency"
+    LEAST_LOAD = "least_load"
 
 
 class BackendKind(enum.StrEnum):

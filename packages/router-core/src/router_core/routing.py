@@ -16,19 +16,31 @@ Rules:
   with weights from the config or a weight override, scaled by the backend's
   ramp while it is being re-admitted after recovery. `least_latency` then
   puts the lower-latency of the first two first (power of two choices).
+- `least_load` scores each backend's load (`load_score`: the fullest of its
+  in-flight requests against its cap, its outstanding tokens against its
+  token capacity, and the load its own metrics report, 0 = idle, 1 = full).
+  Backends at or past 1 go after every other; of the rest, the less loaded
+  of the first two weighted picks goes first (power of two choices: good
+  across replicas that do not share their counts, where always taking the
+  least loaded would send them all to the same backend).
+- With affinity (`router_core.affinity`), the request's home backend goes
+  first when its load is within the bound, else the next one in its
+  prefix's rendezvous order that is; the rest follow in the strategy's order.
 - Every decision explains itself: which rule applied, the candidates in
-  order, and each skipped backend with why. Randomness is passed in.
+  order with their load, each skipped backend with why, and affinity's
+  home, depth and spills. Randomness is passed in.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from router_core.affinity import AffinityChoice, AffinityRequest, choose
 from router_core.config import Model, ModelTarget, Organization, RouterConfig
 from router_core.overrides import NO_OVERRIDES, Applied
 from router_core.problems import Catalog, ClientError
@@ -55,9 +67,27 @@ class BackendView:
     ramp: float = 1.0
     # Asked for no requests for now (its Retry-After); its circuit is not in doubt.
     throttled: bool = False
+    # Tokens of the requests in flight (each: its prompt bound plus its most
+    # output), and how many the backend takes at once (None: no token cap).
+    outstanding_tokens: int = 0
+    max_outstanding_tokens: int | None = None
+    # The load the backend's own metrics report (0 = idle, 1 = full), None
+    # when it has none or they are stale.
+    reported_load: float | None = None
 
 
 HEALTHY = BackendView()
+
+
+def load_score(view: BackendView) -> float:
+    """How full a backend is, 0 = idle, 1 = full: the fullest of its request
+    slots, its token capacity and what its own metrics report."""
+    score = view.in_flight / view.max_in_flight
+    if view.max_outstanding_tokens:
+        score = max(score, view.outstanding_tokens / view.max_outstanding_tokens)
+    if view.reported_load is not None:
+        score = max(score, view.reported_load)
+    return score
 
 
 class SkipReason(enum.StrEnum):
@@ -85,18 +115,26 @@ class RouteChoice:
     skipped: tuple[Skipped, ...]
     # Which targets applied: "model", "routes[N]" or "override:<id>".
     rule: str
+    # Each candidate's load score (`least_load` or affinity only).
+    loads: Mapping[str, float] = attrs.field(factory=dict)
+    affinity: AffinityChoice | None = None
 
     def explain(self) -> dict[str, Any]:
-        return {
+        explained: dict[str, Any] = {
             "rule": self.rule,
             "candidates": [
-                {"backend": c.backend, "model": c.model, "tier": c.tier} for c in self.candidates
+                {"backend": c.backend, "model": c.model, "tier": c.tier}
+                | ({"load": round(self.loads[c.backend], 4)} if c.backend in self.loads else {})
+                for c in self.candidates
             ],
             "skipped": [
                 {"backend": s.backend, "reason": str(s.reason), "detail": s.detail}
                 for s in self.skipped
             ],
         }
+        if self.affinity is not None:
+            explained["affinity"] = self.affinity.explain()
+        return explained
 
     def only_capacity_skips(self) -> bool:
         """No candidate, but some backend was skipped for being full (others may
@@ -131,10 +169,12 @@ def decide(
     views: Mapping[str, BackendView] | None = None,
     applied: Applied = NO_OVERRIDES,
     unable: Mapping[str, str] | None = None,
+    affinity: AffinityRequest | None = None,
 ) -> RouteChoice:
     """The ordered candidates for one request, and why any backend was left out.
 
-    `unable` names the backends that cannot take the request's protocol, with why.
+    `unable` names the backends that cannot take the request's protocol, with
+    why; `affinity`, the request's prefix blocks when its model has affinity on.
     """
     views = views or {}
     unable = unable or {}
@@ -177,14 +217,27 @@ def decide(
                 else (target.weight)
             )
             eligible.append((target, weight * view.ramp))
+    by_load = model.strategy == "least_load" or affinity is not None
+    loads = {t.backend: load_score(views.get(t.backend, HEALTHY)) for t, _ in eligible if by_load}
     ordered: list[Candidate] = []
+    chosen: AffinityChoice | None = None
     for tier in sorted({t.tier for t, _ in eligible}):
         in_tier = [(t, w) for t, w in eligible if t.tier == tier]
         picks = _weighted_order(in_tier, rng)
         if model.strategy == "least_latency":
-            picks = _two_choices(picks, views)
+            picks = _two_choices(picks, lambda t: _latency(views, t))
+        elif model.strategy == "least_load":
+            picks = _least_load(picks, loads)
+        if affinity is not None and chosen is None:
+            chosen = choose(
+                affinity,
+                {t.backend: loads[t.backend] for t in picks},
+                {t.backend: 1 / views.get(t.backend, HEALTHY).max_in_flight for t in picks},
+            )
+            if chosen is not None:
+                picks.sort(key=lambda t: t.backend != chosen.chosen)  # stable: the rest keep order
         ordered.extend(Candidate(t.backend, t.model or public_name, t.tier) for t in picks)
-    return RouteChoice(tuple(ordered), tuple(skipped), rule)
+    return RouteChoice(tuple(ordered), tuple(skipped), rule, loads, chosen)
 
 
 def _targets(
@@ -217,17 +270,26 @@ def _weighted_order(
     return [weighted[i][0] for _, i in keyed]
 
 
-def _two_choices(picks: list[ModelTarget], views: Mapping[str, BackendView]) -> list[ModelTarget]:
-    """Of the first two weighted picks, the faster first; a backend with no
-    latency yet counts as fastest, so it gets measured."""
+def _latency(views: Mapping[str, BackendView], target: ModelTarget) -> float:
+    """A backend with no latency yet counts as fastest, so it gets measured."""
+    view = views.get(target.backend, HEALTHY)
+    return 0.0 if view.latency_ms is None else view.latency_ms
+
+
+def _two_choices(
+    picks: list[ModelTarget], cost: Callable[[ModelTarget], float]
+) -> list[ModelTarget]:
+    """Of the first two weighted picks, the cheaper first."""
     if len(picks) < 2:
         return picks
-
-    def latency(target: ModelTarget) -> float:
-        view = views.get(target.backend, HEALTHY)
-        return 0.0 if view.latency_ms is None else view.latency_ms
-
     first, second = picks[0], picks[1]
-    if latency(second) < latency(first):
+    if cost(second) < cost(first):
         return [second, first, *picks[2:]]
     return picks
+
+
+def _least_load(picks: list[ModelTarget], loads: Mapping[str, float]) -> list[ModelTarget]:
+    """Full backends last; of the others, the less loaded of the first two first."""
+    free = [t for t in picks if loads[t.backend] < 1.0]
+    full = sorted((t for t in picks if loads[t.backend] >= 1.0), key=lambda t: loads[t.backend])
+    return _two_choices(free, lambda t: loads[t.backend]) + full

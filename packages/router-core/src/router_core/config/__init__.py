@@ -47,6 +47,7 @@ from router_core.config.limits import (
     RateLimit,
 )
 from router_core.config.models import (
+    AffinitySettings,
     AzureSettings,
     Backend,
     BedrockSettings,
@@ -89,6 +90,7 @@ __all__ = [
     "TOPIC_RE",
     "AdminListener",
     "AdmissionSettings",
+    "AffinitySettings",
     "ApiKey",
     "AuthSettings",
     "AzureSettings",

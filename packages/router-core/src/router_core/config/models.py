@@ -59,6 +59,19 @@ def _optional_per_million(instance: object, attribute: attrs.Attribute[Any], val
         _per_million(instance, attribute, value)
 
 
+def _above_one(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not 1 < value < float("inf"):
+        raise FieldError(attribute.name, "must be > 1")
+
+
+_HEADER_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]*")
+
+
+def _header_name(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _HEADER_RE.fullmatch(value):
+        raise FieldError(attribute.name, "must be an HTTP header name (or empty: none)")
+
+
 def _deployments(_: object, attribute: attrs.Attribute[Any], value: Mapping[str, str]) -> None:
     for model, deployment in value.items():
         if not DEPLOYMENT_RE.match(deployment):
@@ -168,6 +181,10 @@ class Backend:
     read_timeout_s: float = _checked(default=60.0, validator=_positive)
     # Requests this backend serves at once; past it, routing picks another or waits.
     max_in_flight: int = _checked(default=256, validator=_positive)
+    # Tokens it works on at once (each request in flight counts its prompt
+    # bound plus its most output): `least_load` and affinity count a backend
+    # this full as loaded as one at `max_in_flight`. Unset: requests only.
+    max_outstanding_tokens: int | None = _checked(default=None, validator=_optional_positive)
     # The protocols it speaks natively; by default its kind's (`openai` and
     # `azure_openai`: openai; `anthropic`: anthropic_messages; `gemini`:
     # gemini, which no client speaks, so everything is translated). A request in
@@ -231,14 +248,41 @@ class RouteRule:
 
 
 @attrs.frozen
+class AffinitySettings:
+    """Prefix affinity: prompts that share a prefix go to the backend that
+    likely holds it in its KV cache, within a load bound."""
+
+    # The prompt is hashed in blocks of this many characters (of its
+    # canonical JSON text); a prompt shorter than one block has no affinity.
+    block_chars: int = _checked(default=512, validator=_positive)
+    # Only the first this many blocks are hashed: the prefixes worth keeping together.
+    max_blocks: int = _checked(default=64, validator=_positive)
+    # The home backend keeps a request while its load is at most this many
+    # times the mean load of the candidates (plus one request); past it the
+    # request spills to the next backend of the prefix. Must exceed 1.
+    load_factor: float = _checked(default=1.25, validator=_above_one)
+    # A request carrying this header pins to a backend by the header's value
+    # (a session), before any prompt prefix counts. Empty: no session header.
+    session_header: str = _checked(default="x-session-id", validator=_header_name)
+    # How many recent blocks each router process remembers the backend of.
+    index_blocks: int = _checked(default=100_000, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
+@attrs.frozen
 class Model:
     """A public model name: its backends, how to choose among them, per-caller routes."""
 
     # The backends serving this public model name.
     backends: tuple[ModelTarget, ...] = _checked(validator=_non_empty)
     # weighted: random by weight; least_latency: of two weighted picks, the
-    # one with the lower latency average (power of two choices).
+    # one with the lower latency average (power of two choices); least_load:
+    # of two weighted picks, the less loaded (in flight and outstanding tokens
+    # against the backend's capacity, or its reported metrics), full ones last.
     strategy: Strategy = _checked(default=Strategy.WEIGHTED, validator=_one_of(Strategy))
+    # Prefix affinity (for self-hosted servers with a prefix cache). Off unless set.
+    affinity: AffinitySettings | None = None
     # The first rule matching the caller's organization or key replaces `backends`.
     routes: tuple[RouteRule, ...] = ()
     # Non-streamed requests only: if the first backend has not answered after
