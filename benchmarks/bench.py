@@ -103,6 +103,9 @@ ALL_KAFKA: dict[str, Any] = {
     "enable_idempotence": False,
     "create_topics": True,
 }
+# `--server JSON`: settings merged into every router's `server` (for example
+# the admission control's), set once by main().
+SERVER_SETTINGS: dict[str, Any] = {}
 # The paced backend's in-flight cap: far above any N the bench runs, so the
 # router's own admission control, not a backend cap, is what refuses.
 PACED_MAX_IN_FLIGHT = 100_000
@@ -214,6 +217,7 @@ def router_config(
     server: dict[str, Any] = {"max_body_bytes": 1_048_576, "request_timeout_s": 30, "workers": 1}
     if transport is not None:
         server["transport"] = transport
+    server.update(SERVER_SETTINGS)
     organization: dict[str, Any] = {
         "models": ["*"],
         "keys": [{"id": "demo", "hash": hash_key(API_KEY)}],
@@ -562,6 +566,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
     parser.add_argument(
+        "--server",
+        type=json.loads,
+        default={},
+        help="JSON merged into every router's `server` settings, e.g. "
+        '\'{"admission": {"adaptive": true}, "queue_timeout_ms": 20}\'',
+    )
+    parser.add_argument(
         "--workers-compare",
         action="store_true",
         help="only compare 1 worker on 1 core with 2 workers on 2 cores (Redis store)",
@@ -622,6 +633,10 @@ def paced_progress(run: paced.PacedRun) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if not isinstance(args.server, dict):
+        print("bench: --server must be a JSON object", file=sys.stderr)
+        return 2
+    SERVER_SETTINGS.update(args.server)
     if args.loadgen == "wrk" and not wrk_runner.available():
         print("bench: --loadgen wrk but wrk is not on PATH", file=sys.stderr)
         return 2

@@ -47,6 +47,8 @@ CONTENT = b'"content":"'
 EMPTY_CONTENT = b'"content":""'
 # Kept of a refusal's body, to read its problem code.
 MAX_ERROR_BODY = 65_536
+# The longest server-directed pause honoured (the openai SDK's bound).
+MAX_RETRY_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,10 @@ class StreamSpec:
     warmup_s: float
     idempotency_keys: bool = False
     timeout_s: float = 60.0  # one whole stream
-    # After an answer that is not 200, the connection waits this long before its
-    # next request: a closed loop would otherwise retry refusals in a hot loop.
+    # After an answer that is not 200, the connection waits as the openai SDK
+    # does: the answer's `retry-after-ms`, else its `retry-after` (seconds),
+    # when one is there and at most MAX_RETRY_AFTER_S; else this long (a closed
+    # loop would otherwise retry refusals in a hot loop).
     refusal_pause_s: float = 0.1
     # A process (the router) whose CPU time is read at the window's start and end.
     watch_pid: int | None = None
@@ -142,6 +146,29 @@ class Exchange:
         self.error_body = b""
         self.error_code: str | None = None
         self.done = False
+        # The pause the answer asked for (retry-after-ms wins over retry-after).
+        self.retry_after_s: float | None = None
+        self._retry_after_ms = False
+
+    def header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name not in (b"retry-after", b"retry-after-ms") or self._retry_after_ms:
+            return
+        try:
+            number = float(value)
+        except ValueError:
+            return  # an HTTP date: not sent by the router
+        if name == b"retry-after-ms":
+            self.retry_after_s, self._retry_after_ms = number / 1000, True
+        else:
+            self.retry_after_s = number
+
+    def pause_s(self, default_s: float) -> float:
+        """How long the connection waits before its next request after this answer."""
+        asked = self.retry_after_s
+        if asked is not None and 0 < asked <= MAX_RETRY_AFTER_S:
+            return asked
+        return default_s
 
     def body(self, data: bytes, now: float) -> None:
         if self.status != 200:
@@ -212,6 +239,10 @@ class StreamConnection(asyncio.Protocol):
             self._fail(ConnectionError(f"bad response: {exc}"))
             if self.transport is not None:
                 self.transport.abort()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.header(name, value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -301,7 +332,7 @@ async def run(spec: StreamSpec) -> StreamResult:
             failure = await conn.run(payloads.next(), exchange, spec.timeout_s)
             exchange.finish(time.perf_counter(), failure)
             if failure is not None or exchange.status != 200:
-                await asyncio.sleep(spec.refusal_pause_s)
+                await asyncio.sleep(exchange.pause_s(spec.refusal_pause_s))
         if conn is not None:
             conn.close()
 

@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router_core.config_enums import Priority
-from router_core.saturation import GradientLimit, lag_now, lag_threshold, smooth_lag
+from router_core.saturation import (
+    GradientLimit,
+    expected_wait_s,
+    lag_now,
+    lag_threshold,
+    smooth_hold,
+    smooth_lag,
+)
 
 seconds = st.floats(min_value=0, max_value=60, allow_nan=False)
 latencies = st.floats(min_value=1e-6, max_value=10, allow_nan=False)
@@ -144,3 +151,14 @@ def test_the_bounds_in_force_apply_to_a_limit_computed_before() -> None:
     assert gradient.admits(16, 100) == 100  # the hard cap shrank on a reload
     assert gradient.admits(600, 1000) == 600
     assert gradient.admits(600, 400) == 400  # a floor above the cap yields to it
+
+
+def test_the_expected_wait_follows_littles_law() -> None:
+    assert expected_wait_s(0, None, 4) is None  # nothing measured: wait
+    assert expected_wait_s(0, 2.0, 0) is None
+    assert expected_wait_s(0, 2.0, 4) == 0.5  # a slot frees every 0.5 s
+    assert expected_wait_s(3, 2.0, 4) == 2.0  # the fourth in line waits for four
+    hold = smooth_hold(None, 10.0)
+    assert hold == 10.0
+    assert smooth_hold(hold, 0.0) == 8.0  # a fifth of the way
+    assert smooth_hold(hold, -1.0) == 8.0  # a clock step back counts as 0

@@ -319,3 +319,80 @@ def test_no_lag_threshold_never_sheds_for_lag() -> None:
         g.leave(await g.enter(ACME))
 
     anyio.run(main)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked(max_in_flight: int = 2, timeout_s: float = 1.0) -> tuple[Backpressure, FakeClock]:
+    clock = FakeClock()
+    g = backpressure(max_in_flight=max_in_flight, max_queued=10, timeout_s=timeout_s)
+    g.clock = clock
+    return g, clock
+
+
+def test_a_request_that_would_wait_past_the_timeout_is_refused_at_once() -> None:
+    async def main() -> None:
+        g, clock = clocked()
+        slots = [await g.enter(ACME), await g.enter(ACME)]
+        clock.now = 10.0
+        g.leave(slots.pop())  # held 10 s: with 2 in flight a slot frees about every 5 s
+        slots.append(await g.enter(ACME))
+        with pytest.raises(DependencyError) as caught:
+            await g.enter(ACME)
+        assert caught.value.extra["reason"] == "queue_timeout"
+        assert "about 5000 ms to free, past the 1000 ms queue timeout" in caught.value.detail
+        # Refused without queueing: nobody waits, nothing was held for it.
+        assert (g.in_flight, g.queued, g.shed) == (2, 0, 1)
+
+    anyio.run(main)
+
+
+def test_a_request_whose_wait_fits_the_timeout_queues_and_gets_the_next_slot() -> None:
+    async def main() -> None:
+        g, clock = clocked()
+        slots = [await g.enter(ACME), await g.enter(ACME)]
+        clock.now = 0.5
+        g.leave(slots.pop())  # a slot frees about every 0.25 s: a 1 s queue is worth it
+        slots.append(await g.enter(ACME))
+        got: list[object] = []
+
+        async def waiter() -> None:
+            got.append(await g.enter(ACME))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await until(lambda: g.queued == 1)
+            g.leave(slots.pop())
+        assert len(got) == 1
+        assert g.shed == 0
+
+    anyio.run(main)
+
+
+def test_only_the_waiters_ahead_in_its_own_organization_count_against_a_request() -> None:
+    async def main() -> None:
+        g, clock = clocked(max_in_flight=2, timeout_s=1.0)
+        slots = [await g.enter(ACME), await g.enter(ACME)]
+        clock.now = 0.8
+        g.leave(slots.pop())  # a slot frees about every 0.4 s
+        slots.append(await g.enter(ACME))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(g.enter, ACME)
+            await until(lambda: g.queued == 1)
+            # acme's next one would wait for 2 slots (0.8 s), its third for 3 (1.2 s):
+            tg.start_soon(g.enter, ACME)
+            await until(lambda: g.queued == 2)
+            assert await shed_reason(g, ACME) == "queue_timeout"
+            # Another organization is not refused for acme's queue: it waits.
+            tg.start_soon(g.enter, org("globex"))
+            await until(lambda: g.queued == 3)
+            tg.cancel_scope.cancel()
+        assert g.shed == 1
+
+    anyio.run(main)

@@ -28,6 +28,12 @@ Rules:
   one by 1/600 a window (about two and a half minutes at 250 ms windows): a
   saturated spell is measured against the latency the router had before it,
   not against itself, for minutes.
+- Expected wait (Little's law): with `in_flight` slots each held for `hold`
+  on average (smoothed a fifth of the way to each slot's hold time), a slot
+  frees every hold / in_flight; a waiter with `ahead` others before it waits
+  about (ahead + 1) x hold / in_flight. A request that would so wait past
+  the queue timeout is refused at once instead of after it (unknown until a
+  first slot was given back: it waits).
 - No clock: callers pass the samples, in seconds.
 """
 
@@ -50,6 +56,8 @@ BASELINE_RISE = 1 / 600
 GROWTH_SMOOTHING = 0.2
 SHRINK_SMOOTHING = 0.5
 MIN_GRADIENT = 0.5
+# The mean hold time moves a fifth of the way to each slot's.
+HOLD_SMOOTHING = 0.2
 
 
 def smooth_lag(current_s: float, sample_s: float) -> float:
@@ -65,6 +73,22 @@ def lag_now(smoothed_s: float, overdue_s: float) -> float:
     if overdue_s <= smoothed_s:
         return smoothed_s
     return smooth_lag(smoothed_s, overdue_s)
+
+
+def smooth_hold(current_s: float | None, sample_s: float) -> float:
+    """The smoothed time a slot is held, after one more slot was given back."""
+    sample_s = max(0.0, sample_s)
+    if current_s is None:
+        return sample_s
+    return current_s + HOLD_SMOOTHING * (sample_s - current_s)
+
+
+def expected_wait_s(ahead: int, hold_s: float | None, in_flight: int) -> float | None:
+    """How long a new waiter with `ahead` waiters before it waits for a slot
+    (None: nothing measured yet)."""
+    if hold_s is None or in_flight <= 0:
+        return None
+    return (ahead + 1) * hold_s / in_flight
 
 
 def lag_threshold(max_loop_lag_s: float, priority: Priority) -> float:

@@ -12,6 +12,13 @@ Rules:
   waits for at most `queue_timeout_ms`, or is shed, by the fair shares of
   `router_core.fair_share`: one organization's flood takes the place of
   nobody else's, and priority (organization, then key) weighs in.
+- A request that would wait past `queue_timeout_ms` by the expected wait
+  (`router_core.saturation.expected_wait_s`: the waiters of its own
+  organization and priority or higher before it, by the mean time a slot
+  is held over the slots in flight) is refused at once, not after the timeout: the
+  same answer, without holding the client and a queue place for nothing.
+  Other organizations' waiters are not counted: the fair shares may serve
+  this one first, and a flood elsewhere must not refuse it.
 - A freed slot is handed to the next waiter (in_flight is counted for it
   before it wakes), so nobody can jump the queue.
 - Every shed is counted by reason and by organization (organizations are
@@ -38,7 +45,7 @@ from router_core.config import ServerSettings
 from router_core.config_enums import Priority
 from router_core.fair_share import Action, Load, ShedReason
 from router_core.problems import Catalog, DependencyError
-from router_core.saturation import lag_threshold
+from router_core.saturation import expected_wait_s, lag_threshold, smooth_hold
 from router_server.saturation import Saturation
 
 # Organizations listed by name in the status, the busiest first.
@@ -110,6 +117,7 @@ class Backpressure:
     every call (`settings`), so a reload needs no copy patched here."""
 
     settings: Callable[[], ServerSettings]
+    clock: Callable[[], float] = time.monotonic
     saturation: Saturation = attrs.field(init=False)
     in_flight: int = 0
     queued: int = 0
@@ -119,6 +127,8 @@ class Backpressure:
     # computed over these at every hand-over).
     _orgs: dict[str, _Org] = attrs.field(factory=dict, init=False)
     _numbers: itertools.count[int] = attrs.field(factory=itertools.count, init=False)
+    # The smoothed time a slot is held (taken to given back).
+    hold_s: float | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.saturation = Saturation(lambda: self.settings())
@@ -142,7 +152,7 @@ class Backpressure:
 
     def routed(self, slot: Slot) -> None:
         """The router's own part of a request is done (a backend is being called)."""
-        self.saturation.observe(time.monotonic() - slot.taken_at)
+        self.saturation.observe(self.clock() - slot.taken_at)
 
     async def enter(self, tenant: Tenant) -> Slot:
         """Take a slot, or raise 503 `overloaded`; pair with `leave()`."""
@@ -171,18 +181,37 @@ class Backpressure:
         if verdict.action is Action.SHED:
             assert verdict.reason is not None
             raise self._refuse(tenant, verdict.reason, self._at_capacity(verdict.reason), timeout_s)
+        wait_s = self._expected_wait_s(tenant)
+        if wait_s is not None and wait_s > timeout_s:
+            raise self._refuse(
+                tenant, ShedReason.QUEUE_TIMEOUT,
+                f"The router is at capacity {self._where()}: a slot would take about "
+                f"{wait_s * 1000:.0f} ms to free, past the {timeout_s * 1000:g} ms queue "
+                "timeout. Retry shortly.",
+                timeout_s,
+            )  # fmt: skip
         if verdict.evict is not None:
             self._evict(verdict.evict)
         return await self._wait(tenant, timeout_s)
+
+    def _expected_wait_s(self, tenant: Tenant) -> float | None:
+        org = self._orgs.get(tenant.organization)
+        rank = fair_share.RANK[tenant.priority]
+        ahead = sum(len(q) for q in org.waiting[: rank + 1]) if org is not None else 0
+        return expected_wait_s(ahead, self.hold_s, self.in_flight)
 
     def capacity(self) -> int:
         return self.saturation.limit()
 
     def leave(self, slot: Slot) -> None:
+        self.hold_s = smooth_hold(self.hold_s, self.clock() - slot.taken_at)
+        self._release(slot.organization)
+
+    def _release(self, organization: str) -> None:
         self.in_flight -= 1
-        org = self._orgs[slot.organization]
+        org = self._orgs[organization]
         org.holding -= 1
-        self._forget_if_idle(slot.organization)
+        self._forget_if_idle(organization)
         self._hand_over()
 
     def count_shed(self, reason: ShedReason, organization: str) -> None:
@@ -195,7 +224,7 @@ class Backpressure:
         org = self._org(tenant)
         org.holding += 1
         self.in_flight += 1
-        return Slot(tenant.organization, time.monotonic())
+        return Slot(tenant.organization, self.clock())
 
     def _org(self, tenant: Tenant) -> _Org:
         org = self._orgs.get(tenant.organization)
@@ -215,7 +244,7 @@ class Backpressure:
             self._give_up(waiter)
             raise
         if waiter.turn.is_set() and waiter.shed is None:
-            return Slot(tenant.organization, time.monotonic())
+            return Slot(tenant.organization, self.clock())
         if not waiter.turn.is_set():
             self._remove(waiter)
         reason = waiter.shed or ShedReason.QUEUE_TIMEOUT
@@ -231,7 +260,7 @@ class Backpressure:
         if not waiter.turn.is_set():
             self._remove(waiter)
         elif waiter.shed is None:  # a slot was handed over as we left: pass it on
-            self.leave(Slot(waiter.tenant.organization, 0.0))
+            self._release(waiter.tenant.organization)
 
     def _remove(self, waiter: _Waiter) -> None:
         name = waiter.tenant.organization
@@ -277,8 +306,11 @@ class Backpressure:
         self.count_shed(reason, tenant.organization)
         return overloaded(detail, wait_s, reason)
 
+    def _where(self) -> str:
+        return f"({self.in_flight} requests in flight, {self.queued} waiting)"
+
     def _at_capacity(self, reason: ShedReason) -> str:
-        where = f"({self.in_flight} requests in flight, {self.queued} waiting)"
+        where = self._where()
         if reason is ShedReason.FAIR_SHARE:
             return (
                 f"The router is at capacity {where} and this organization holds its "
