@@ -36,6 +36,8 @@ def _request(body: dict[str, Any]) -> InferenceRequest:
         ({"prompt": ["one", "two"]}, "prompt"),
         ({"prompt": [1, 2, 3]}, "prompt"),
         ({"prompt": [[1], [2]]}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": [""]}, "prompt"),
         ({"echo": True}, "echo"),
         ({"logprobs": 0}, "logprobs"),
         ({"logprobs": 5}, "logprobs"),

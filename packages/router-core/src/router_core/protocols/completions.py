@@ -8,7 +8,8 @@ Rules:
   `user`, `seed`, `n`, the penalties and `logit_bias` keep their names (the
   provider's codec then refuses what it cannot express, as for chat).
   - Refused with a 400 `unsupported_feature` naming the field: several
-    prompts, token-array prompts, `echo: true`, any `logprobs`, `best_of`
+    prompts, token-array prompts, an empty prompt (a chat message with no
+    text, which Anthropic, Gemini and Bedrock refuse), `echo: true`, any `logprobs`, `best_of`
     above 1, a non-empty `suffix`, and any field the completions API does
     not have.
   - A request without `max_tokens` is sent with 16, the completions API's
@@ -58,10 +59,12 @@ def _refuse(feature: str, param: str) -> ClientError:
 
 def _prompt(prompt: object) -> str:
     """The one prompt's text (the request is validated: one of OpenAI's four forms)."""
-    if isinstance(prompt, str):
-        return prompt
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        return prompt[0]
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        if not prompt:
+            raise _refuse("An empty prompt", "prompt")
+        return prompt
     if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
         raise _refuse("Several prompts in one request", "prompt")
     raise _refuse("A prompt of token ids", "prompt")
