@@ -227,3 +227,43 @@ def test_the_wire_takes_embeddings_to_providers_and_reads_them_back() -> None:
     )  # fmt: skip
     assert answer["data"][0]["embedding"] == fake_vector("a b")
     assert answer_counts(request.body, Operation.PROVIDER_EMBEDDING, combined).prompt_tokens == 2
+
+
+def test_input_type_becomes_each_familys_own_setting() -> None:
+    (one,) = ep.calls(
+        {"input": "q", "input_type": "search_query"}, F.GEMINI, "gemini-embedding-001"
+    )
+    assert one.body["taskType"] == "RETRIEVAL_QUERY"
+    (batch,) = ep.calls(
+        {"input": ["a", "b"], "input_type": "semantic_similarity"}, F.GEMINI, "gemini-embedding-001"
+    )
+    assert [r["taskType"] for r in batch.body["requests"]] == ["SEMANTIC_SIMILARITY"] * 2
+    (vertex,) = ep.calls(
+        {"input": ["a"], "input_type": "search_document"}, F.VERTEX, "text-embedding-005"
+    )
+    assert vertex.body["instances"] == [{"content": "a", "task_type": "RETRIEVAL_DOCUMENT"}]
+    (cohere,) = ep.calls({"input": ["a"], "input_type": "clustering"}, F.COHERE, COHERE)
+    assert cohere.body == {"texts": ["a"], "input_type": "clustering"}
+    # Unset: the provider's default (Cohere requires one: search_document).
+    (plain,) = ep.calls({"input": "q"}, F.GEMINI, "gemini-embedding-001")
+    assert "taskType" not in plain.body
+
+
+@pytest.mark.parametrize(
+    ("family", "model", "value", "names"),
+    [
+        (F.COHERE, COHERE, "semantic_similarity", "search_query, search_document"),
+        (F.GEMINI, "gemini-embedding-001", "RETRIEVAL_QUERY", "code_retrieval_query"),
+        (F.VERTEX, "text-embedding-005", 3, "fact_verification"),
+        (F.TITAN, TITAN, "search_query", "input_type"),
+    ],
+)
+def test_an_input_type_the_family_has_not_is_a_400_naming_it(
+    family: ep.Family, model: str, value: object, names: str
+) -> None:
+    with pytest.raises(ClientError) as caught:
+        ep.calls({"input": "a", "input_type": value}, family, model)
+    assert caught.value.problem.code == "unsupported_feature"
+    assert caught.value.problem.status == 400
+    assert caught.value.param == "input_type"
+    assert names in caught.value.detail

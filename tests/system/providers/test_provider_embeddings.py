@@ -22,7 +22,12 @@ import openai
 import pytest
 
 from router_server.mock_backend import MockBackendProcess
-from router_server.mock_backend.embeddings import COHERE_DIMENSIONS, GEMINI_DIMENSIONS, vector
+from router_server.mock_backend.embeddings import (
+    COHERE_DIMENSIONS,
+    GEMINI_DIMENSIONS,
+    typed,
+    vector,
+)
 from router_server.process import RouterProcess
 
 from tests.helpers.support import ACME_KEY, BACKEND_SECRET, BACKEND_SECRET_ENV
@@ -178,6 +183,26 @@ def test_cohere_takes_the_list_in_one_call(
 
 
 @pytest.mark.parametrize(
+    ("model", "path", "sent", "dimensions"),
+    [
+        ("gemini-embed", BATCH, "RETRIEVAL_QUERY", GEMINI_DIMENSIONS),
+        ("vertex-embed", PREDICT, "RETRIEVAL_QUERY", GEMINI_DIMENSIONS),
+        ("cohere", INVOKE_COHERE, "search_query", COHERE_DIMENSIONS),
+    ],
+)
+def test_input_type_reaches_each_provider_as_its_own_setting(
+    router: RouterProcess, mocks: Mocks, model: str, path: str, sent: str, dimensions: int
+) -> None:
+    with oai(router) as client:
+        answer = client.embeddings.create(
+            model=model, input=["where is it"], extra_body={"input_type": "search_query"}
+        )
+    # The mock's vector is that of TYPE:text when the provider got the type.
+    assert answer.data[0].embedding == pytest.approx(vector(typed("where is it", sent), dimensions))
+    assert served(mocks[1], path) == 1
+
+
+@pytest.mark.parametrize(
     ("model", "extra", "param"),
     [
         ("gemini-embed", {"input": [[1, 2, 3]]}, "input"),
@@ -185,6 +210,8 @@ def test_cohere_takes_the_list_in_one_call(
         ("cohere", {"input": "hi", "dimensions": 256}, "dimensions"),
         ("vertex-embed", {"input": "hi", "extra_body": {"truncate": "END"}}, "truncate"),
         ("llama-embed", {"input": "hi"}, "model"),
+        ("titan", {"input": "hi", "extra_body": {"input_type": "search_query"}}, "input_type"),
+        ("cohere", {"input": "hi", "extra_body": {"input_type": "code"}}, "input_type"),
     ],
 )
 def test_what_a_provider_cannot_take_is_a_400_naming_it(

@@ -17,6 +17,15 @@ Rules:
   `dimensions`, which takes 256, 512 or 1024) and is refused where it has
   none (Titan v1, Cohere). `user` is dropped (no family has it); any other
   field the translation does not know is refused by name.
+- `input_type` (the router's own field, in the spirit of Cohere's) says what
+  the texts are for: `search_query`, `search_document`, `classification`,
+  `clustering`, and for Gemini and Vertex AI also `semantic_similarity`,
+  `question_answering`, `fact_verification` and `code_retrieval_query`.
+  It becomes Gemini's `taskType` (`search_*` as `RETRIEVAL_*`), Vertex AI's
+  per-instance `task_type`, Cohere's `input_type`; a value the family has
+  not (and any value for Titan, which has no such setting) is a 400 naming
+  it. Unset: the provider's default, and `search_document` for Cohere,
+  whose API requires one.
 - Vectors come back as floats, or packed as little-endian float32 in
   base64 when the client asked `encoding_format: base64` (what the openai
   SDK asks by default, then decodes), as OpenAI's API answers.
@@ -69,7 +78,25 @@ COHERE_BATCH = 96
 TITAN_V2_DIMENSIONS = (256, 512, 1024)
 # Known families by Bedrock model id, after any cross-region prefix (us., eu., ...).
 _BEDROCK_FAMILIES = (("amazon.titan-embed-text-", Family.TITAN), ("cohere.embed-", Family.COHERE))
-_KNOWN = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+_KNOWN = frozenset({"model", "input", "dimensions", "encoding_format", "user", "input_type"})
+# `input_type` values each family takes, with the provider's own name for it.
+_COHERE_TYPES = ("search_query", "search_document", "classification", "clustering")
+_GOOGLE_TYPES = (
+    *_COHERE_TYPES, "semantic_similarity", "question_answering", "fact_verification",
+    "code_retrieval_query",
+)  # fmt: skip
+_TASK_TYPES = {
+    t: {"search_query": "RETRIEVAL_QUERY", "search_document": "RETRIEVAL_DOCUMENT"}.get(
+        t, t.upper()
+    )
+    for t in _GOOGLE_TYPES
+}
+INPUT_TYPES: Mapping[Family, Mapping[str, str]] = {
+    Family.GEMINI: _TASK_TYPES,
+    Family.VERTEX: _TASK_TYPES,
+    Family.COHERE: {t: t for t in _COHERE_TYPES},
+    Family.TITAN: {},
+}
 _PROVIDERS = {
     Family.GEMINI: "Gemini's embedContent",
     Family.VERTEX: "Vertex AI's predict",
@@ -135,6 +162,24 @@ def _dimensions(body: Mapping[str, Any], family: Family, model: str) -> int | No
     return int(dimensions)
 
 
+def _input_type(body: Mapping[str, Any], family: Family) -> str | None:
+    """The family's name for the request's `input_type` (None: not given)."""
+    given = body.get("input_type")
+    if given is None:
+        return None
+    known = INPUT_TYPES[family]
+    if isinstance(given, str) and given in known:
+        return known[given]
+    if not known:
+        raise chat_request.refusal(_PROVIDERS[family])("The field 'input_type'", "input_type")
+    raise ClientError(
+        Catalog.UNSUPPORTED_FEATURE,
+        f"input_type {given!r} cannot be sent to {_PROVIDERS[family]}, which takes "
+        f"{', '.join(known)}.",
+        param="input_type",
+    )
+
+
 def _check(body: Mapping[str, Any], family: Family) -> None:
     refuse = chat_request.refusal(_PROVIDERS[family])
     chat_request.check(body, _KNOWN, {}, refuse)
@@ -158,11 +203,14 @@ def calls(body: Mapping[str, Any], family: Family, model: str) -> tuple[EmbedCal
     _check(body, family)
     texts = _texts(body, family)
     dimensions = _dimensions(body, family, model)
+    input_type = _input_type(body, family)
     if family is Family.GEMINI:
         if len(texts) == 1 and not isinstance(body.get("input"), list):
             call: dict[str, Any] = {"content": {"parts": [{"text": texts[0]}]}}
             if dimensions is not None:
                 call["outputDimensionality"] = dimensions
+            if input_type is not None:
+                call["taskType"] = input_type
             return (EmbedCall("embedContent", call),)
         out = []
         for chunk in _chunks(texts, GEMINI_BATCH):
@@ -174,6 +222,8 @@ def calls(body: Mapping[str, Any], family: Family, model: str) -> tuple[EmbedCal
                 }
                 if dimensions is not None:
                     one["outputDimensionality"] = dimensions
+                if input_type is not None:
+                    one["taskType"] = input_type
                 requests.append(one)
             out.append(EmbedCall("batchEmbedContents", {"requests": requests}))
         return tuple(out)
@@ -183,7 +233,7 @@ def calls(body: Mapping[str, Any], family: Family, model: str) -> tuple[EmbedCal
         return tuple(
             EmbedCall(
                 "predict",
-                {"instances": [{"content": t} for t in chunk]}
+                {"instances": [_vertex_instance(t, input_type) for t in chunk]}
                 | ({"parameters": parameters} if parameters else {}),
             )
             for chunk in _chunks(texts, size)
@@ -195,9 +245,16 @@ def calls(body: Mapping[str, Any], family: Family, model: str) -> tuple[EmbedCal
             extra["dimensions"] = dimensions
         return tuple(EmbedCall("invoke", {"inputText": t, **extra}) for t in texts)
     return tuple(
-        EmbedCall("invoke", {"texts": chunk, "input_type": "search_document"})
+        EmbedCall("invoke", {"texts": chunk, "input_type": input_type or "search_document"})
         for chunk in _chunks(texts, COHERE_BATCH)
     )
+
+
+def _vertex_instance(text: str, task_type: str | None) -> dict[str, Any]:
+    instance: dict[str, Any] = {"content": text}
+    if task_type is not None:
+        instance["task_type"] = task_type
+    return instance
 
 
 def combined(family: Family, answers: Sequence[object]) -> dict[str, Any]:

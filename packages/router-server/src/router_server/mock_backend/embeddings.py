@@ -16,9 +16,15 @@ Rules:
   `{embedding, inputTextTokenCount}`. Cohere (`cohere.embed-*`): `{texts}`
   (1 to 96) with a required `input_type`, answered `{embeddings, id,
   response_type, texts}`. Any other model is a ValidationException.
+- Gemini's `taskType` and Vertex AI's per-instance `task_type` must be one
+  of Google's TaskType names (else the provider's 400); Cohere's
+  `input_type` one of its four.
 - A vector is a function of its text alone (SHAKE-128 of it), so a test can
   tell which vector answers which input, and a shorter one is a prefix of
-  a longer one. Token counts are the text's words.
+  a longer one; with a task or input type (other than Cohere's
+  `search_document`, the router's default there) it is the vector of
+  `TYPE:text`, so a test can tell the type arrived. Token counts are the
+  text's words.
 - A refusal is the provider's own envelope, with its status.
 """
 
@@ -43,6 +49,24 @@ GEMINI_DIMENSIONS = 768
 TITAN_DIMENSIONS = 1024
 COHERE_DIMENSIONS = 1024
 Answer = tuple[int, bytes]
+# Google's TaskType names (ai.google.dev/api/rest/v1beta/TaskType).
+TASK_TYPES = frozenset(
+    {"TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
+     "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION",
+     "CODE_RETRIEVAL_QUERY"}
+)  # fmt: skip
+COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
+
+
+def typed(text: str, kind: object) -> str:
+    """The text a vector is made of: `TYPE:text` when a task or input type was given."""
+    return text if kind is None else f"{kind}:{text}"
+
+
+def _task_type(value: object, where: str) -> object:
+    if value is not None and value not in TASK_TYPES:
+        raise Refused(f"Invalid value at '{where}' (type.googleapis.com/TaskType), {value!r}")
+    return value
 
 
 class Refused(Exception):
@@ -85,7 +109,8 @@ def _gemini(path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
         size = _dimensions(
             body.get("outputDimensionality"), GEMINI_DIMENSIONS, "output_dimensionality"
         )
-        return {"embedding": {"values": vector(text, size)}}
+        kind = _task_type(body.get("taskType"), "task_type")
+        return {"embedding": {"values": vector(typed(text, kind), size)}}
     requests = body.get("requests")
     if not isinstance(requests, list) or not requests:
         raise Refused("* requests: must not be empty")
@@ -102,7 +127,8 @@ def _gemini(path: str, body: dict[str, Any], model: str) -> dict[str, Any]:
         size = _dimensions(
             one.get("outputDimensionality"), GEMINI_DIMENSIONS, f"{where}.output_dimensionality"
         )
-        out.append({"values": vector(text, size)})
+        kind = _task_type(one.get("taskType"), f"{where}.task_type")
+        out.append({"values": vector(typed(text, kind), size)})
     return {"embeddings": out}
 
 
@@ -125,8 +151,10 @@ def _vertex(body: dict[str, Any], model: str) -> dict[str, Any]:
         text = instance.get("content") if isinstance(instance, dict) else None
         if not isinstance(text, str):
             raise Refused(f"instances[{i}].content: must be a string")
+        kind = _task_type(instance.get("task_type"), f"instances[{i}].task_type")
         stats = {"token_count": words(text), "truncated": False}
-        predictions.append({"embeddings": {"values": vector(text, size), "statistics": stats}})
+        values = vector(typed(text, kind), size)
+        predictions.append({"embeddings": {"values": values, "statistics": stats}})
     chars = sum(len(str(i.get("content"))) for i in instances)
     return {"predictions": predictions, "metadata": {"billableCharacterCount": chars}}
 
@@ -157,11 +185,12 @@ def _cohere(body: dict[str, Any]) -> dict[str, Any]:
         raise Refused("Malformed input request: texts must hold 1 to 96 strings")
     if not all(isinstance(t, str) for t in texts):
         raise Refused("Malformed input request: texts must hold strings")
-    if body.get("input_type") not in ("search_document", "search_query", "classification",
-                                      "clustering"):  # fmt: skip
+    kind = body.get("input_type")
+    if kind not in COHERE_INPUT_TYPES:
         raise Refused("Malformed input request: #: required key [input_type] not found")
+    shown = None if kind == "search_document" else kind
     return {
-        "embeddings": [vector(t, COHERE_DIMENSIONS) for t in texts],
+        "embeddings": [vector(typed(t, shown), COHERE_DIMENSIONS) for t in texts],
         "id": "mock-" + hashlib.sha256(orjson.dumps(texts)).hexdigest()[:16],
         "response_type": "embeddings_floats",
         "texts": texts,
