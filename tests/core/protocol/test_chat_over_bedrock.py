@@ -33,6 +33,7 @@ STOPS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "content_
         ({"seed": 1}, "seed"),
         ({"top_k": 5}, "top_k"),
         ({"user": "u1"}, "user"),
+        ({"safety_settings": [{"category": "C", "threshold": "T"}]}, "safety_settings"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"},
          "tool_choice"),

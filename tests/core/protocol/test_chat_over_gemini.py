@@ -227,3 +227,10 @@ def test_an_error_chunk_ends_the_stream_as_chats_error() -> None:
     out = relay.event(b"data: " + orjson.dumps(error))
     assert orjson.loads(out[6:])["error"]["message"] == "The model is overloaded."
     assert not relay.done
+
+
+def test_safety_settings_become_gemini_safety_settings() -> None:
+    settings = [{"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_NONE"}]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "safety_settings": settings}  # fmt: skip
+    assert cg.to_gemini(body)["safetySettings"] == settings

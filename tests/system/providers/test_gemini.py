@@ -19,7 +19,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionFunctionToolParam
+from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMessageParam
 
 from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
@@ -223,3 +223,68 @@ def test_the_mock_refuses_as_google_does(mocks: Mocks) -> None:
     by_query = httpx.post(url, params={"key": BACKEND_SECRET}, json=body, timeout=10)
     assert by_query.status_code == 200
     assert by_query.json()["candidates"][0]["finishReason"] == "STOP"
+
+
+STRICT = [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_LOW_AND_ABOVE"}]
+RELAXED = [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_ONLY_HIGH"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_safety_settings_reach_gemini(router: RouterProcess, mocks: Mocks, stream: bool) -> None:
+    """The mock blocks an answer under its strictest threshold, as Gemini's filter
+    does: content_filter shows the settings arrived; a relaxed one answers."""
+    hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    with oai(router) as client:
+        if stream:
+            chunks = list(
+                client.chat.completions.create(
+                    model="gemini-flash", messages=hi, max_tokens=3, stream=True,
+                    extra_body={"safety_settings": STRICT},
+                )
+            )  # fmt: skip
+            finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+            assert finishes[-1] == "content_filter"
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+        else:
+            blocked = client.chat.completions.create(
+                model="gemini-flash", messages=hi, max_tokens=3,
+                extra_body={"safety_settings": STRICT},
+            )  # fmt: skip
+            assert blocked.choices[0].finish_reason == "content_filter"
+            assert not blocked.choices[0].message.content
+        relaxed = client.chat.completions.create(
+            model="gemini-flash", messages=hi, max_tokens=3,
+            extra_body={"safety_settings": RELAXED},
+        )  # fmt: skip
+    assert relaxed.choices[0].message.content == "mock token alpha"
+    assert (served(mocks[1], STREAM), served(mocks[1], GENERATE)) == ((1, 1) if stream else (0, 2))
+
+
+@pytest.mark.parametrize(
+    ("settings", "param"),
+    [
+        ({"category": "HARM_CATEGORY_HARASSMENT"}, "safety_settings"),
+        ([{"category": "HARM_CATEGORY_HARASSMENT"}], "safety_settings[0]"),
+        ([{"category": "", "threshold": "OFF"}], "safety_settings[0]"),
+    ],
+)
+def test_malformed_safety_settings_are_a_422_at_their_place(
+    router: RouterProcess, mocks: Mocks, settings: object, param: str
+) -> None:
+    with oai(router) as client, pytest.raises(openai.UnprocessableEntityError) as caught:
+        client.chat.completions.create(
+            model="gemini-flash", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"safety_settings": settings},
+        )  # fmt: skip
+    assert isinstance(caught.value.body, dict)
+    assert (caught.value.body["code"], caught.value.body["param"]) == ("validation_failed", param)
+    assert served(mocks[1], GENERATE) == 0
+
+
+def test_an_unknown_safety_category_is_geminis_own_400(router: RouterProcess) -> None:
+    with oai(router) as client, pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="gemini-flash", messages=[{"role": "user", "content": "hi"}],
+            extra_body={"safety_settings": [{"category": "HARM_X", "threshold": "OFF"}]},
+        )  # fmt: skip
+    assert "safety_settings[0].category" in str(caught.value)

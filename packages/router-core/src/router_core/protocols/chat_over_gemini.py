@@ -19,6 +19,10 @@ Rules:
   - sampling and length settings go in `generationConfig`;
     `response_format` JSON becomes `responseMimeType` (and
     `responseSchema`).
+  - `safety_settings` (the router's own field: a list of `{category,
+    threshold}` with Gemini's names, such as HARM_CATEGORY_HARASSMENT and
+    BLOCK_ONLY_HIGH) becomes `safetySettings`; Gemini checks the names.
+    Every other backend kind refuses the field by name.
 - `chat_from_gemini` and `StreamToChat` translate the answer:
   - text parts become the content, `thought` parts `reasoning_content`, and
     `functionCall` parts tool calls. Gemini gives calls no id, so they are
@@ -47,7 +51,7 @@ from router_core.protocols import chat_answer, chat_request
 _TRANSLATED = frozenset(
     {"model", "messages", "max_tokens", "max_completion_tokens", "stop", "temperature", "top_p",
      "top_k", "seed", "presence_penalty", "frequency_penalty", "response_format", "tools",
-     "tool_choice", "stream", "stream_options", "user"}
+     "tool_choice", "stream", "stream_options", "user", "safety_settings"}
 )  # fmt: skip
 _NEUTRAL: Mapping[str, tuple[object, ...]] = {
     "n": (1, None),
@@ -100,6 +104,32 @@ def _user_parts(content: object, where: str) -> list[dict[str, Any]]:
 def _tool_response(content: object) -> dict[str, Any]:
     text = chat_request.text_of(content)
     return chat_request.json_object(text) or {"content": text}
+
+
+def _safety_settings(value: object) -> list[dict[str, str]]:
+    """`safety_settings` as Gemini's `safetySettings`: objects of two strings each."""
+    if not isinstance(value, list):
+        raise ClientError(
+            Catalog.VALIDATION_FAILED,
+            "safety_settings must be a list of {category, threshold} objects.",
+            param="safety_settings",
+        )
+    out = []
+    for i, setting in enumerate(value):
+        if not (
+            isinstance(setting, Mapping)
+            and set(setting) == {"category", "threshold"}
+            and all(isinstance(setting[k], str) and setting[k] for k in setting)
+        ):
+            raise ClientError(
+                Catalog.VALIDATION_FAILED,
+                "Each safety setting is an object of exactly two non-empty strings, "
+                "category and threshold (Gemini's names, such as "
+                "HARM_CATEGORY_HARASSMENT and BLOCK_ONLY_HIGH).",
+                param=f"safety_settings[{i}]",
+            )
+        out.append({"category": setting["category"], "threshold": setting["threshold"]})
+    return out
 
 
 def _check(body: Mapping[str, Any]) -> None:
@@ -179,6 +209,8 @@ def to_gemini(body: Mapping[str, Any]) -> dict[str, Any]:
             config["responseSchema"] = schema
     if config:
         out["generationConfig"] = config
+    if body.get("safety_settings") is not None:
+        out["safetySettings"] = _safety_settings(body["safety_settings"])
     tools = body.get("tools")
     if tools:
         declarations = []

@@ -12,6 +12,11 @@ Rules:
 - Streams (`streamGenerateContent?alt=sse`) send one chunk per word, each a
   partial answer with the usage so far, and a last chunk with the
   `finishReason`; like Gemini, there is no end marker.
+- `safetySettings` must use Google's HarmCategory and HarmBlockThreshold
+  names (else a 400, as Gemini answers). A setting at BLOCK_LOW_AND_ABOVE,
+  the strictest, blocks the answer: a candidate with no content and
+  `finishReason: SAFETY` (one chunk when streamed), as Gemini answers a
+  prompt its filter stops.
 - Errors come in Google's envelope: `{"error": {"code", "message", "status"}}`.
 """
 
@@ -50,6 +55,45 @@ _STATUSES = {
 def gemini_error_body(status: int, message: str) -> bytes:
     kind = _STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
     return orjson.dumps({"error": {"code": status, "message": message, "status": kind}})
+
+
+# Google's HarmCategory (the Gemini API's) and HarmBlockThreshold names.
+HARM_CATEGORIES = frozenset(
+    {"HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+     "HARM_CATEGORY_DANGEROUS_CONTENT", "HARM_CATEGORY_CIVIC_INTEGRITY"}
+)  # fmt: skip
+THRESHOLDS = frozenset(
+    {"HARM_BLOCK_THRESHOLD_UNSPECIFIED", "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE",
+     "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF"}
+)  # fmt: skip
+
+
+def _blocked(settings: object) -> bool:
+    """Whether the safety settings block the answer (invalid ones are a 400)."""
+    if settings is None:
+        return False
+    if not isinstance(settings, list):
+        raise RequestError("Invalid value at 'safety_settings'", "safetySettings")
+    strict = False
+    for i, setting in enumerate(settings):
+        category = setting.get("category") if isinstance(setting, dict) else None
+        threshold = setting.get("threshold") if isinstance(setting, dict) else None
+        if category not in HARM_CATEGORIES:
+            raise RequestError(
+                f"Invalid value at 'safety_settings[{i}].category' "
+                f"(type.googleapis.com/google.ai.generativelanguage.v1beta.HarmCategory), "
+                f"{category!r}",
+                "safetySettings",
+            )
+        if threshold not in THRESHOLDS:
+            raise RequestError(
+                f"Invalid value at 'safety_settings[{i}].threshold' "
+                f"(type.googleapis.com/google.ai.generativelanguage.v1beta.SafetySetting."
+                f"HarmBlockThreshold), {threshold!r}",
+                "safetySettings",
+            )
+        strict = strict or threshold == "BLOCK_LOW_AND_ABOVE"
+    return strict
 
 
 def _texts(parts: object) -> str:
@@ -91,6 +135,7 @@ class GeminiAnswer:
         self.stream = stream
         self.with_usage = with_usage
         self.function = _function(body)
+        self.blocked = _blocked(body.get("safetySettings"))
 
     def _usage(self, produced: int) -> dict[str, int]:
         return {"promptTokenCount": self.prompt_tokens, "candidatesTokenCount": produced,
@@ -105,7 +150,16 @@ class GeminiAnswer:
             answer["usageMetadata"] = self._usage(produced)
         return orjson.dumps(answer)
 
+    def _blocked_answer(self) -> bytes:
+        candidate = {"finishReason": "SAFETY", "index": 0}
+        answer: dict[str, Any] = {"candidates": [candidate], "modelVersion": self.model}
+        if self.with_usage:
+            answer["usageMetadata"] = self._usage(0)
+        return orjson.dumps(answer)
+
     def body(self) -> bytes:
+        if self.blocked:
+            return self._blocked_answer()
         if self.function is not None:
             call = {"functionCall": {"name": self.function,
                                      "args": {"words": completion_text(self.n_out)}}}  # fmt: skip
@@ -113,6 +167,9 @@ class GeminiAnswer:
         return self._answer([{"text": completion_text(self.n_out)}], "STOP", self.n_out)
 
     def events(self) -> Iterator[tuple[bytes, str]]:
+        if self.blocked:
+            yield b"data: " + self._blocked_answer() + b"\n\n", "content"
+            return
         if self.function is not None:
             yield b"data: " + self.body() + b"\n\n", "content"
             return
