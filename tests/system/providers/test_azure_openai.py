@@ -245,3 +245,102 @@ def test_a_missing_entra_token_is_a_start_up_error(
     assert paths == {
         "backends.azure.azure.entra_token_env": f"environment variable {TOKEN_ENV} is not set"
     }
+
+
+RESPONSES_PATH = "/openai/v1/responses"
+
+
+def responses_config(config_data: dict[str, Any], mocks: Mocks) -> dict[str, Any]:
+    """The Azure backend also speaking its v1 Responses API."""
+    data = azure_config(config_data, mocks, api_key_env=BACKEND_SECRET_ENV)
+    data["backends"]["azure"]["protocols"] = ["openai", "openai_responses"]
+    return data
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_go_natively_to_azures_v1_api(
+    start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks, tmp_path: Path,
+    stream: bool,
+) -> None:  # fmt: skip
+    router = start_router(responses_config(config_data, mocks))
+    with oai(router) as client:
+        if stream:
+            with client.responses.stream(model="gpt-4o", input="hi", max_output_tokens=3) as events:
+                streamed = events.get_final_response()
+            text, model = streamed.output_text, streamed.model
+        else:
+            answer = client.responses.create(model="gpt-4o", input="hi", max_output_tokens=3)
+            text, model = answer.output_text, answer.model
+    assert (text, model) == ("mock token alpha", "gpt-4o")
+    stats = mocks[1].stats()
+    # The v1 API: one path for every deployment, named by the body's model, and
+    # no dated api-version.
+    assert stats["by_path"].get(RESPONSES_PATH) == 1
+    assert CHAT_PATH not in stats["by_path"]
+    assert stats["deployments_seen"] == {"gpt4o-prod": 1}
+    assert (stats["last_api_version"], stats["last_azure_auth"]) == ("v1", "api-key")
+    (record,) = wait_ledger(tmp_path / "router-0-data", 1)
+    assert schema_errors(record) == []
+    assert (record["operation"], record["backend"], record["outcome"]) == (
+        "responses", "azure", "success",
+    )  # fmt: skip
+    assert record["usage"]["completion_tokens"] == 3
+
+
+def test_a_conversation_continues_on_azure_and_chat_keeps_its_deployment_path(
+    start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks
+) -> None:
+    router = start_router(responses_config(config_data, mocks))
+    with oai(router) as client:
+        first = client.responses.create(model="gpt-4o", input="hi", max_output_tokens=2)
+        second = client.responses.create(
+            model="gpt-4o", input="and then?", previous_response_id=first.id, max_output_tokens=2
+        )
+        chat = client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+    assert second.previous_response_id == first.id
+    assert chat.choices[0].message.content == "mock token"
+    stats = mocks[1].stats()
+    assert (stats["by_path"].get(RESPONSES_PATH), stats["by_path"].get(CHAT_PATH)) == (2, 1)
+    assert stats["last_api_version"] == VERSION  # chat still sends the dated version
+
+
+def test_responses_fail_over_from_a_throttled_azure(
+    start_router: RouterFactory, config_data: dict[str, Any], mocks: Mocks
+) -> None:
+    router = start_router(responses_config(config_data, mocks))
+    mock_a, azure = mocks
+    azure.configure(error_rate=1.0, error_status=429)
+    with oai(router) as client:
+        answer = client.responses.create(model="failover", input="hi", max_output_tokens=2)
+    assert answer.output_text == "mock token"
+    assert azure.stats()["by_path"].get(RESPONSES_PATH) == 1
+    # mock-a speaks only chat: the Responses request went to it translated.
+    assert mock_a.stats()["by_path"].get("/v1/chat/completions") == 1
+
+
+def test_the_mocks_v1_api_refuses_as_azure_does(mocks: Mocks) -> None:
+    url = f"{root(mocks[1])}{RESPONSES_PATH}"
+    key = {"api-key": BACKEND_SECRET}
+    body = {"model": "gpt4o-prod", "input": "hi"}
+    dated = httpx.post(url, params={"api-version": VERSION}, json=body, headers=key, timeout=10)
+    assert dated.status_code == 400
+    no_model = httpx.post(url, json={"input": "hi"}, headers=key, timeout=10)
+    assert no_model.status_code == 404
+    wrong_key = httpx.post(url, json=body, headers={"api-key": "x"}, timeout=10)
+    assert wrong_key.status_code == 401
+    ok = httpx.post(url, json=body, headers=key, timeout=10)
+    assert ok.status_code == 200
+    assert ok.json()["object"] == "response"
+
+
+def test_an_azure_backend_speaking_messages_is_a_config_error(
+    config_data: dict[str, Any], mocks: Mocks, tmp_path: Path
+) -> None:
+    data = responses_config(config_data, mocks)
+    data["backends"]["azure"]["protocols"] = ["openai", "anthropic_messages"]
+    with pytest.raises(ConfigInvalid) as caught:
+        load(write_config(tmp_path / "a.yaml", data), env={BACKEND_SECRET_ENV: "x"})
+    paths = {p.path: p.message for p in caught.value.problems}
+    assert "openai_responses too when listed" in paths["backends.azure.protocols"]

@@ -44,6 +44,10 @@ from router_core.limits.gcra import MAX_SCALED_SPAN
 from router_core.price_table import shipped_choice, with_shipped_prices
 from router_core.workers import embedded_refusal
 
+# What an azure_openai backend may speak: chat and the rest natively, and its v1
+# Responses API when listed.
+_AZURE_PROTOCOLS = frozenset({Protocol.OPENAI, Protocol.OPENAI_RESPONSES})
+
 
 @attrs.frozen
 class ConfigProblem:
@@ -528,11 +532,11 @@ def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:
                 "an azure_openai backend needs exactly one credential: api_key_env (an API "
                 "key), azure.entra_token_env or azure.entra_token_file (an Entra ID token)",
             )
-        if backend.speaks != (Protocol.OPENAI,):
+        if Protocol.OPENAI not in backend.speaks or not set(backend.speaks) <= _AZURE_PROTOCOLS:
             yield ConfigProblem(
                 f"{where}.protocols",
-                "an azure_openai backend speaks openai only (Messages and Responses are "
-                "translated to chat for it)",
+                "an azure_openai backend speaks openai, and openai_responses too when listed "
+                "(Azure's v1 Responses API); Messages are translated to chat for it",
             )
     for model_name, model in config.models.items():
         targets = [*model.backends, *(t for route in model.routes for t in route.backends)]

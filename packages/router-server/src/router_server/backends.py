@@ -25,6 +25,7 @@ import orjson
 from router_core.attempts import FailureKind
 from router_core.config import Backend, RouterConfig
 from router_core.config_enums import BackendKind, Protocol
+from router_core.requests import Operation
 from router_core.sse import EventSplitter
 from router_server import tracing
 
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 
 # What Claude on Vertex AI wants in the body instead of a model name.
 VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+# Azure OpenAI's v1 API (no dated api-version; the deployment is the body's
+# `model`), where its Responses API is.
+AZURE_V1 = "/openai/v1/"
+AZURE_V1_RESPONSES = AZURE_V1 + "responses"
+AZURE_RESPONSES_OPERATION = Operation.RESPONSES.backend_path
 
 
 class BackendFailure(Exception):
@@ -131,6 +137,8 @@ class BackendClient:
         """Where an operation's `path` (/chat/completions, ...) is for `model`."""
         azure = self.settings.azure
         if azure is not None:
+            if path == AZURE_RESPONSES_OPERATION:  # the v1 API: the deployment is in the body
+                return AZURE_V1_RESPONSES
             return f"/openai/deployments/{azure.deployment(model)}{path}"
         if self.settings.kind is BackendKind.GEMINI:
             method = "streamGenerateContent?alt=sse" if stream else "generateContent"
@@ -173,6 +181,8 @@ class BackendClient:
         if self.settings.vertex is not None:  # Claude on Vertex AI
             kept = {k: v for k, v in body.items() if k != "model"}
             return {**kept, "anthropic_version": VERTEX_ANTHROPIC_VERSION}
+        if self.settings.azure is not None:  # Azure's v1 API reads the deployment there
+            return {**body, "model": self.settings.azure.deployment(model)}
         return {**body, "model": model}
 
     def splitter(self) -> EventSplitter | EventStreamSplitter:
@@ -214,6 +224,8 @@ class BackendClient:
         target = self._targets.get(path)
         if target is None:
             template = self.client.build_request("POST", path)
+            if path.startswith(AZURE_V1):  # Azure's v1 API takes no dated api-version
+                template.url = template.url.copy_remove_param("api-version")
             headers = httpx.Headers(self.client.headers)
             headers["content-type"] = "application/json"
             target = _Target(template.url, headers, template.extensions)

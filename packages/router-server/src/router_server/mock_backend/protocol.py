@@ -157,6 +157,7 @@ _AZURE_VERSION = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")
 _AZURE_DEPLOYMENT = re.compile(
     r"^/openai/deployments/([A-Za-z0-9][A-Za-z0-9._-]{0,63})/(chat/completions|completions|embeddings)$"
 )
+_AZURE_DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _AZURE_DENIED = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
     "provide a valid key for an active subscription and use a correct regional API endpoint "
@@ -361,10 +362,15 @@ class MockHTTPProtocol(asyncio.Protocol):
         version it does not know, 401 for a bad credential."""
         state = self._state
         versions = parse_qs(request.query).get("api-version")
-        if not versions:
+        v1 = path.startswith("/openai/v1/")
+        if v1:  # the v1 API: no dated version (only `preview`, for preview features)
+            if versions and versions[0] != "preview":
+                self._reply(request, 400, _azure_error("BadRequest", "API version not supported"))
+                return
+        elif not versions:
             self._reply(request, 404, _azure_error("404", "Resource not found"))
             return
-        if not _AZURE_VERSION.match(versions[0]):
+        elif not _AZURE_VERSION.match(versions[0]):
             self._reply(request, 400, _azure_error("BadRequest", "API version not supported"))
             return
         key = state.config.api_key
@@ -375,7 +381,11 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._reply(request, 401, _azure_error("401", _AZURE_DENIED))
             return
         stats = state.stats
-        stats.last_api_version, stats.last_azure_auth = versions[0], auth
+        stats.last_api_version = versions[0] if versions else "v1"
+        stats.last_azure_auth = auth
+        if v1:
+            self._handle_azure_v1(request, path)
+            return
         if path == "/openai/models":
             self._handle_v1(request, "/v1/models", authorized=True)
             return
@@ -386,6 +396,23 @@ class MockHTTPProtocol(asyncio.Protocol):
         deployment, operation = found.groups()
         stats.deployments_seen[deployment] = stats.deployments_seen.get(deployment, 0) + 1
         self._handle_v1(request, f"/v1/{operation}", authorized=True, deployment=deployment)
+
+    def _handle_azure_v1(self, request: Request, path: str) -> None:
+        """The v1 API's Responses: `/openai/v1/responses`, the deployment named by
+        the body's `model` (an unknown or missing one is Azure's 404)."""
+        if path != "/openai/v1/responses":
+            self._reply(request, 404, _azure_error("404", "Resource not found"))
+            return
+        try:
+            model = orjson.loads(request.body).get("model")
+        except (orjson.JSONDecodeError, AttributeError):
+            model = None
+        if not isinstance(model, str) or not _AZURE_DEPLOYMENT_NAME.match(model):
+            self._reply(request, 404, _azure_error("DeploymentNotFound", "Deployment not found"))
+            return
+        stats = self._state.stats
+        stats.deployments_seen[model] = stats.deployments_seen.get(model, 0) + 1
+        self._handle_v1(request, "/v1/responses", authorized=True, deployment=model)
 
     def _handle_token(self, request: Request) -> None:
         state = self._state
