@@ -67,7 +67,12 @@ def test_the_default_kind_is_openai_and_takes_no_azure_section() -> None:
         ({"azure_region": "westeurope"}, "backends.az.azure.region", "unknown field"),
         ({"api_key_env": None}, "backends.az", "exactly one credential"),
         ({"azure_entra_token_file": "/run/token"}, "backends.az", "exactly one credential"),
-        ({"protocols": ["openai", "anthropic_messages"]}, "backends.az.protocols", "openai only"),
+        (
+            {"protocols": ["openai", "anthropic_messages"]},
+            "backends.az.protocols",
+            "openai_responses too when listed",
+        ),
+        ({"protocols": ["openai_responses"]}, "backends.az.protocols", "speaks openai,"),
     ],
 )
 def test_azure_mistakes(changes: dict[str, Any], path: str, message: str) -> None:
