@@ -43,6 +43,7 @@ from router_server.dispatch import Dispatcher
 from router_server.group import WorkerSlot
 from router_server.health import Health
 from router_server.limits import LimitGate, LimitStore
+from router_server.load_scraper import LoadScraper
 from router_server.metrics import StateCollector
 from router_server.middleware import RouterMiddleware
 from router_server.ops import Ops
@@ -316,6 +317,8 @@ def create_app(
             await credentials.book.refresh()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe_forever, state.health, lambda: state.backends)
+                # Backends' own load metrics (those with `load_metrics`), off the request path.
+                tg.start_soon(LoadScraper(state.health, backend_transport).run)
                 tg.start_soon(state.backpressure.run)  # event-loop lag, adaptive limit
                 tg.start_soon(state.overrides.follow)
                 tg.start_soon(credentials.book.follow)
