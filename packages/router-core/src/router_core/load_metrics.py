@@ -75,7 +75,9 @@ def parse(text: str, server: LoadMetricsFormat) -> LoadSample:
             continue
         brace, space = line.find("{"), line.find(" ")
         end = brace if brace != -1 and (space == -1 or brace < space) else space
-        if end <= 0:
+        if end == -1:  # a name alone: no value
+            end = len(line)
+        if end == 0:
             continue
         kind = series.get(line[:end])
         if kind is None:
