@@ -34,6 +34,7 @@ from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
 from router_server import openapi, protocol_routes, tracing
 from router_server.admin.book import OverrideBook
+from router_server.affinity import Affinity
 from router_server.backends import close_clients, open_clients
 from router_server.backpressure import Backpressure
 from router_server.conversations import Conversations
@@ -307,6 +308,7 @@ def create_app(
                 conversations=Conversations(
                     response_store, lambda: current().runtime.config.responses, time.time
                 ),
+                affinity=Affinity(lambda: current().runtime.config),
                 worker=worker,
             )
             live = state
@@ -331,6 +333,7 @@ def create_app(
                 state.status_sources["overrides"] = state.overrides.status
                 state.status_sources["usage"] = usage.status
                 state.status_sources["responses"] = state.conversations.status
+                state.status_sources["affinity"] = state.affinity.status
                 if config_path is not None:
                     reloader = Reloader(Path(config_path), environ, backend_transport)
                     state.status_sources["config"] = reloader.status
