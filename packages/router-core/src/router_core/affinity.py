@@ -39,6 +39,10 @@ from router_core.requests import Operation
 _DIGEST_BYTES = 8
 
 
+# One encoder for every part: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def prompt_text(operation: Operation, body: Mapping[str, Any], limit: int | None = None) -> str:
     """The canonical text of a request's prompt, in the order a model server
     would see (and cache) it; '' for an operation with no prompt to cache.
@@ -68,7 +72,7 @@ def prompt_text(operation: Operation, body: Mapping[str, Any], limit: int | None
             continue
         if limit is not None and length >= limit:
             break
-        text = json.dumps(part, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _CANONICAL.encode(part)
         rendered.append(text)
         length += len(text)
     return "".join(rendered)
