@@ -104,14 +104,19 @@ def test_failed_and_hedged_attempts_give_their_tokens_back(
     outstanding tokens."""
     config = least_load(config_data)
     config["models"]["chat"]["hedge_after_ms"] = 50
+    config["models"]["chat"]["backends"][0]["weight"] = 1000  # mock-a
     client = make_client(config)
-    mocks[0].configure(error_rate=1.0)
-    assert set(used(client, 6)) == {"mock-b"}  # every mock-a attempt failed over
-    mocks[0].configure(error_rate=0, latency_ms=SLOW_MS)
-    # Hedged: whichever is tried first, mock-b answers and mock-a's attempt is cancelled.
+    mocks[0].configure(latency_ms=SLOW_MS)
+    # Hedged: whichever is tried first, mock-b answers and mock-a's attempt is
+    # cancelled; mock-a's weight makes it the first pick (both idle) nearly always.
     assert set(used(client, 4)) == {"mock-b"}
+    assert client.get("/v1/status").json()["retries"]["hedges"] > 0
     assert eventually(lambda: backends(client)["mock-a"]["outstanding_tokens"] == 0)
+    mocks[0].configure(latency_ms=0, error_rate=1.0)
+    assert set(used(client, 6)) == {"mock-b"}  # every mock-a attempt failed over
+    assert backends(client)["mock-a"]["failures"] > 0
     assert all(b["in_flight"] == 0 for b in backends(client).values())
+    assert all(b["outstanding_tokens"] == 0 for b in backends(client).values())
 
 
 def test_a_client_gone_mid_stream_gives_its_tokens_back(
