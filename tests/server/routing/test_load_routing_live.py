@@ -65,12 +65,12 @@ def least_load(config: dict[str, Any], **backend_settings: Any) -> dict[str, Any
 def test_outstanding_tokens_count_every_request_in_flight_and_none_after(
     make_client: AppFactory, config_data: dict[str, Any], mocks: Mocks
 ) -> None:
-    """N slow requests held at once: the view shows N and the sum of their
+    """16 slow requests held at once: the view shows N and the sum of their
     tokens (prompt bound + max_tokens), streamed or not, and 0 once they end."""
     client = make_client(least_load(config_data))
     for mock in mocks:
         mock.configure(latency_ms=SLOW_MS)
-    bodies = [{**CHAT, "max_tokens": 10 + i, "stream": i % 2 == 1} for i in range(8)]
+    bodies = [{**CHAT, "max_tokens": 10 + i, "stream": i % 2 == 1} for i in range(16)]
     expected = sum(
         outstanding_tokens(validate_openai(Operation.CHAT, body), 4096) for body in bodies
     )
@@ -90,10 +90,10 @@ def test_outstanding_tokens_count_every_request_in_flight_and_none_after(
             sum(b["outstanding_tokens"] for b in status.values()),
         )
 
-    assert eventually(lambda: totals() == (8, expected), timeout=SLOW_MS / 1000)
+    assert eventually(lambda: totals() == (16, expected), timeout=SLOW_MS / 1000)
     for thread in threads:
         thread.join()
-    assert codes == [200] * 8
+    assert codes == [200] * 16
     assert totals() == (0, 0)
 
 
