@@ -205,6 +205,16 @@ def test_a_route_needs_backends() -> None:
             {"format": "tgi", "timeout_s": 3},
             "backends.a.load_metrics.timeout_s: must be at most interval_s (1)",
         ),
+        (
+            ("backends", "a"),
+            {
+                "base_url": "https://api.anthropic.com/v1",
+                "kind": "anthropic",
+                "load_metrics": {"format": "vllm"},
+            },
+            "backends.a.load_metrics: only for kind: openai (a self-hosted vLLM, SGLang or "
+            "TGI server), not kind: anthropic",
+        ),
         (("routing", "max_attempts"), 0, "routing.max_attempts: must be > 0"),
         (("routing", "retry_budget_ratio"), -0.1, "routing.retry_budget_ratio: must be >= 0"),
         (("routing", "retry_min_per_s"), -1, "routing.retry_min_per_s: must be >= 0"),

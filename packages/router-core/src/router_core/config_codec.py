@@ -464,13 +464,20 @@ _PROVIDER_PROTOCOLS = {BackendKind.GEMINI: Protocol.GEMINI, BackendKind.BEDROCK:
 
 
 def _check_load_metrics(config: RouterConfig) -> Iterator[ConfigProblem]:
-    """A metrics reading must outlive the interval it is read at, and its read
-    must end within that interval (else reads would pile up)."""
+    """Only a self-hosted server has load metrics to read; a reading must
+    outlive the interval it is read at, and a read must end within that
+    interval (else reads would pile up)."""
     for name, backend in config.backends.items():
         metrics = backend.load_metrics
         if metrics is None:
             continue
         where = f"{_join('backends', name)}.load_metrics"
+        if backend.kind is not BackendKind.OPENAI:
+            yield ConfigProblem(
+                where,
+                "only for kind: openai (a self-hosted vLLM, SGLang or TGI server), not "
+                f"kind: {backend.kind}",
+            )
         if metrics.stale_after_s <= metrics.interval_s:
             yield ConfigProblem(
                 f"{where}.stale_after_s",
