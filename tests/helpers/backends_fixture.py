@@ -41,6 +41,7 @@ MOCK_DEFAULTS = {
     "retry_after_s": None,
     "google_public_key": None,
     "metrics": None,
+    "metrics_max_running": None,
     "metrics_running": None,
     "metrics_waiting": None,
     "metrics_cache_usage": None,

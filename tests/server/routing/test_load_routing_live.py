@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from router_core.config_enums import LoadMetricsFormat
 from router_core.limits.plan import outstanding_tokens
-from router_core.load_metrics import parse
+from router_core.load_metrics import LoadSample, parse
 from router_core.requests import Operation, validate_openai
 from router_server.mock_backend import MockBackendProcess
 
@@ -296,6 +296,26 @@ def test_a_reload_starts_and_stops_scraping(
         stopped = mock_a.stats()["metrics_reads"]
         # Still stopped a few intervals later (with a scraper, reads would grow by 5 a second).
         assert not eventually(lambda: mock_a.stats()["metrics_reads"] > stopped + 2, timeout=1.5)
+
+
+def test_the_mock_queues_past_its_running_cap() -> None:
+    """Live, the mock reports what it is answering: up to metrics_max_running
+    as running, the rest as waiting, as a server at its batch limit would."""
+    with MockBackendProcess(["--latency-ms", str(SLOW_MS)]) as mock:
+        mock.configure(metrics_max_running=2)
+        chat = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
+        threads = in_background(
+            [lambda: httpx.post(mock.url + "/chat/completions", json=chat, timeout=30)] * 3
+        )
+
+        def sample() -> LoadSample:
+            page = httpx.get(mock.url.removesuffix("/v1") + "/metrics").text
+            return parse(page, LoadMetricsFormat.VLLM)
+
+        assert eventually(lambda: sample() == LoadSample(2.0, 1.0, 0.0), SLOW_MS / 1000)
+        for thread in threads:
+            thread.join()
+        assert sample() == LoadSample(0.0, 0.0, 0.0)
 
 
 def test_the_mock_answers_vllm_metrics() -> None:

@@ -46,9 +46,11 @@ class MockConfig:
     # (Vertex AI); set, Vertex paths want a token the mock issued.
     google_public_key: str | None = None
     # GET /metrics (vLLM's names): "live" reports the requests being answered
-    # as running; "fixed" reports metrics_running / metrics_waiting; "hang"
-    # never answers; "garbage" answers a page that is no metrics at all.
+    # as running (past metrics_max_running, the rest as waiting); "fixed"
+    # reports metrics_running / metrics_waiting; "hang" never answers;
+    # "garbage" answers a page that is no metrics at all.
     metrics: str = "live"
+    metrics_max_running: int | None = None
     metrics_running: int = 0
     metrics_waiting: int = 0
     metrics_cache_usage: float = 0.0
@@ -73,6 +75,7 @@ class MockConfig:
             "retry_after_s": self.retry_after_s,
             "google_public_key_set": self.google_public_key is not None,
             "metrics": self.metrics,
+            "metrics_max_running": self.metrics_max_running,
             "metrics_running": self.metrics_running,
             "metrics_waiting": self.metrics_waiting,
             "metrics_cache_usage": self.metrics_cache_usage,
@@ -125,7 +128,7 @@ def updated_config(config: MockConfig, update: object) -> MockConfig:
             changes[key] = value
         elif key in ("truncate_after", "seed"):
             changes[key] = _integer(key, value, 0)
-        elif key == "split_tail_bytes":
+        elif key in ("split_tail_bytes", "metrics_max_running"):
             changes[key] = _integer(key, value, 1)
         elif key == "line_ending":
             if value not in LINE_ENDINGS:
@@ -216,9 +219,11 @@ class MockState:
         config = self.config
         if config.metrics == "garbage":
             return b"<html><body>502 Bad Gateway</body></html>\n"
-        live = config.metrics == "live"
-        running = self.in_flight if live else config.metrics_running
-        waiting = 0 if live else config.metrics_waiting
+        running, waiting = config.metrics_running, config.metrics_waiting
+        if config.metrics == "live":
+            cap = config.metrics_max_running
+            running = self.in_flight if cap is None else min(self.in_flight, cap)
+            waiting = self.in_flight - running
         pad = b""
         if config.metrics_pad_bytes:
             line = b"# " + b"x" * 77 + b"\n"
