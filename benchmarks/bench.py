@@ -26,6 +26,12 @@ load: routed natively (to a backend declared with both protocols) and
 translated (to one that speaks only chat completions), streamed translated
 too; the summary gives each one's router CPU per request over chat's.
 
+The routing runs (`--routing`, routing_bench.py) send a chat with a shared
+4 KB system prompt at 16 connections to one router's two models over the
+same two backends, weighted and least_load with prefix affinity, and give
+the router CPU per request of the strategy over weighted, with the decision
+alone timed in-process.
+
 The paced-streaming scenario (`--paced`, paced.py) runs N streamed chats at
 once against a mock backend that paces its tokens, routed with every policy on
 and direct, at 1x and 2x the N that saturates the router's core.
@@ -49,6 +55,7 @@ from typing import Any, Protocol, Self
 
 import paced
 import report
+import routing_bench
 import wrk_runner
 from loadgen import Result, Spec
 from report import Measurement, Scenario
@@ -165,6 +172,21 @@ def scenarios(rate: float) -> list[Scenario]:
     ]
 
 
+def routing_scenarios() -> list[Scenario]:
+    """Weighted, then least_load with prefix affinity, on the same prefix-heavy chat."""
+    prefix = routing_bench.PREFIX_CHARS
+    return [
+        Scenario(
+            "fleet-weighted-c16", "chat, 4 KB prefix, weighted", "fleet-weighted",
+            stream=False, concurrency=16, prefix_chars=prefix,
+        ),
+        Scenario(
+            "fleet-affinity-c16", "chat, 4 KB prefix, least_load+aff.", "fleet-affinity",
+            stream=False, concurrency=16, prefix_chars=prefix, base="fleet-weighted-c16",
+        ),
+    ]  # fmt: skip
+
+
 def limit_scenarios(plan: Sequence[Scenario], stores: Sequence[str]) -> list[Scenario]:
     """The routed-only limits runs: each a copy of a plain scenario, compared with it."""
     by_key = {s.key: s for s in plan}
@@ -239,6 +261,9 @@ def router_config(
         },
         "organizations": {"bench": organization},
     }
+    fleet = routing_bench.fleet_config(fast.url, backend)
+    config["backends"].update(fleet["backends"])
+    config["models"].update(fleet["models"])
     if limits is not None:
         organization["limits"] = BENCH_LIMITS
         config["state"] = {**config.get("state", {}), **STORE_SETTINGS[limits]["state"]}
@@ -298,7 +323,13 @@ def running_router(
             yield Target(
                 "routed",
                 f"{router.url}/v1",
-                {"fast": "bench-fast", "slow": "bench-slow", NATIVE_BACKEND: "bench-native"},
+                {
+                    "fast": "bench-fast",
+                    "slow": "bench-slow",
+                    NATIVE_BACKEND: "bench-native",
+                    "fleet-weighted": routing_bench.WEIGHTED_MODEL,
+                    "fleet-affinity": routing_bench.AFFINITY_MODEL,
+                },
                 {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
                 router_pid=router.pid,
                 transport=transport,
@@ -408,13 +439,16 @@ def paced_routed_target(routed: Target, pinning: Pinning) -> paced.StreamTarget:
     )
 
 
-def request_body(protocol: str, model: str, stream: bool) -> str:
-    """One request of the protocol: the same question and output bound in each."""
+def request_body(protocol: str, model: str, stream: bool, prefix_chars: int = 0) -> str:
+    """One request of the protocol: the same question and output bound in each
+    (chat after a shared system prompt when `prefix_chars`)."""
     question = "Say hello to the benchmark."
     body: dict[str, Any] = {"model": model}
     if protocol == "responses":
         # Kept (`store` defaults to true), as a client that omits it is answered.
         body |= {"input": question, "max_output_tokens": 16}
+    elif prefix_chars:
+        body |= {"messages": routing_bench.request_messages(question), "max_tokens": 16}
     else:  # chat completions and Messages share this shape
         body |= {"messages": [{"role": "user", "content": question}], "max_tokens": 16}
     if stream:
@@ -450,7 +484,7 @@ def measure(scenario: Scenario, target: Target, settings: Settings) -> Measureme
     model = target.models[NATIVE_BACKEND if native else scenario.backend]
     spec = Spec(
         url=f"{target.base_url}{PROTOCOL_PATHS[scenario.protocol]}",
-        body=request_body(scenario.protocol, model, scenario.stream),
+        body=request_body(scenario.protocol, model, scenario.stream, scenario.prefix_chars),
         headers={**target.headers, **PROTOCOL_HEADERS.get(scenario.protocol, {})},
         duration_s=settings.duration_s,
         warmup_s=0.0,
@@ -539,6 +573,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(LIMITS),
         help="limit stores to run the routed path with (comma-separated: none = the plain "
         "routed runs, memory, redis; direct runs always run)",
+    )
+    parser.add_argument(
+        "--routing",
+        choices=("on", "off", "only"),
+        default="on",
+        help="the routing-strategy runs (weighted vs least_load with prefix affinity): on, "
+        "off, or only them",
     )
     parser.add_argument(
         "--paced",
@@ -661,10 +702,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.paced_n is not None and args.paced_n < 1:
         print("bench: --paced-n must be at least 1", file=sys.stderr)
         return 2
-    closed_loop = args.paced != "only"
+    closed_loop = args.paced != "only" and args.routing != "only"
     if not closed_loop:
         stores, transports = [], []
-    with_paced = args.paced != "off"
+    if args.routing == "only":
+        stores = ["none"]
+    with_paced = args.paced != "off" and args.routing != "only"
     # The router with every policy on serves the `all` row and the paced runs.
     every_policy = "all" in stores or with_paced
     redis: Redis | None = None
@@ -699,9 +742,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load generator: {settings.loadgen_name} (closed loop), loadgen.py (open loop)")
     print(f"router: hypercorn + uvloop, 1 process, {default_transport} transport, auth on")
     print(f"limits runs (routed): {', '.join(stores) or 'none'}")
-    print(f"paced streaming: {args.paced}; Kafka export of the every-policy runs: {kafka_note}")
+    paced_note = args.paced if with_paced else "off"
+    print(f"paced streaming: {paced_note}; Kafka export of the every-policy runs: {kafka_note}")
+    print(f"routing runs (weighted vs least_load + affinity): {args.routing}")
     plan = scenarios(args.rate) if closed_loop else []
     limited_plan = limit_scenarios(plan, stores)
+    routing_plan = routing_scenarios() if args.routing != "off" and "none" in stores else []
+    decision: dict[str, float] | None = None
     options = paced_options(args, settings, args.quick) if with_paced else None
     measurements: list[Measurement] = []
     compared: list[Measurement] = []
@@ -741,6 +788,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if target is not None:
                         measurements.append(measure(scenario, target, settings))
                         progress(measurements[-1])
+            if routed is not None:  # routed only: the two strategies, one router
+                for scenario in routing_plan:
+                    measurements.append(measure(scenario, routed, settings))
+                    progress(measurements[-1])
+        if routing_plan:
+            decision = routing_bench.decision_costs(2_000 if args.quick else 20_000)
         # Right after the plain runs, which they are compared with.
         for store in ("memory", "redis"):
             runs = [s for s in limited_plan if s.limits == store]
@@ -784,7 +837,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print(report.table(measurements))
         print()
-        print(report.summary(measurements, compared, OPEN_LOOP))
+        if plan:  # the summary's ratios and targets are of the closed-loop plan
+            print(report.summary(measurements, compared, OPEN_LOOP))
+        for line in report.routing_summary(measurements, decision):
+            print(line)
     if paced_report is not None:
         print()
         print(paced.table(paced_report))
@@ -815,8 +871,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "usage_kafka": ALL_KAFKA if kafka is not None else None,
         } if every_policy else None,
         "paced": args.paced,
+        "routing": args.routing,
     }  # fmt: skip
-    extra = {"paced": paced_report.document() if paced_report is not None else None}
+    extra = {
+        "paced": paced_report.document() if paced_report is not None else None,
+        "routing_decision_us": decision,
+    }
     path = report.write_json(
         args.output_dir, machine, run_settings, measurements, compared, OPEN_LOOP, extra
     )

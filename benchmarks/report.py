@@ -46,6 +46,9 @@ class Scenario:
     # Routed to a backend that speaks only chat completions, so the router
     # translates both ways; otherwise to one that speaks the protocol natively.
     translated: bool = False
+    # A shared system prompt of this many characters before the question
+    # (the routing runs: what prefix affinity hashes).
+    prefix_chars: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,8 @@ def protocol_costs(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
     for m in ms:
         if m.path != "routed" or m.scenario.protocol == "chat" or m.scenario.base is None:
             continue
+        if m.scenario.prefix_chars:  # a routing run: see routing_costs
+            continue
         base = _find(ms, m.scenario.base, "routed")
         base_cpu = None if base is None else base.router_cpu_us_per_request
         cost = m.router_cpu_us_per_request
@@ -226,6 +231,54 @@ def protocol_costs(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# Per request, what least_load with prefix affinity may cost over weighted routing.
+TARGET_ROUTING_US = 30.0
+
+
+def routing_costs(ms: Sequence[Measurement]) -> list[dict[str, Any]]:
+    """Router CPU per request of each routing-strategy run over its base's (weighted)."""
+    rows: list[dict[str, Any]] = []
+    for m in ms:
+        if m.path != "routed" or not m.scenario.prefix_chars or m.scenario.base is None:
+            continue
+        base = _find(ms, m.scenario.base, "routed")
+        base_cpu = None if base is None else base.router_cpu_us_per_request
+        cost = m.router_cpu_us_per_request
+        rows.append(
+            {
+                "scenario": m.scenario.key,
+                "base": m.scenario.base,
+                "prefix_chars": m.scenario.prefix_chars,
+                "rps": m.result.rps,
+                "base_rps": None if base is None else base.result.rps,
+                "cpu_us_per_request": cost,
+                "base_cpu_us_per_request": base_cpu,
+                "cpu_us_added": None
+                if cost is None or base_cpu is None
+                else round(cost - base_cpu, 1),
+            }
+        )
+    return rows
+
+
+def routing_summary(ms: Sequence[Measurement], decision: dict[str, float] | None) -> list[str]:
+    out: list[str] = []
+    for row in routing_costs(ms):
+        out.append(
+            f"least_load + prefix affinity over weighted, {row['scenario']} "
+            f"({row['prefix_chars']:,}-char shared prefix): router CPU per request "
+            f"{_signed(row['cpu_us_added'], ' us', 1)} ({_num(row['cpu_us_per_request'], 0)} vs "
+            f"{_num(row['base_cpu_us_per_request'], 0)} us)"
+        )
+    if decision is not None:
+        out.append(
+            f"routing decision alone (in-process): weighted {decision['weighted']:.1f} us, "
+            f"least_load + affinity {decision['least_load_affinity']:.1f} us, "
+            f"{decision['difference']:+.1f} us (target <= {TARGET_ROUTING_US:g} us)"
+        )
+    return out
 
 
 def _signed(value: float | None, unit: str, digits: int = 0) -> str:
@@ -346,6 +399,7 @@ def write_json(
         "direct_routed_ratios": ratios(ms),
         "limits_added": limits_added(ms),
         "protocol_costs": protocol_costs(ms),
+        "routing_costs": routing_costs(ms),
         "targets": targets(ms, open_key),
         "every_policy_cpu_ratio": every_policy_ratio(ms),
         **(extra or {}),

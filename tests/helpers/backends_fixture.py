@@ -40,6 +40,12 @@ MOCK_DEFAULTS = {
     "omit_usage": False,
     "retry_after_s": None,
     "google_public_key": None,
+    "metrics": None,
+    "metrics_max_running": None,
+    "metrics_running": None,
+    "metrics_waiting": None,
+    "metrics_cache_usage": None,
+    "metrics_pad_bytes": None,
 }
 
 

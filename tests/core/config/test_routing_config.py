@@ -169,6 +169,52 @@ def test_a_route_needs_backends() -> None:
             0,
             "backends.a.max_outstanding_tokens: must be > 0",
         ),
+        (
+            ("backends", "a", "load_metrics"),
+            {"format": "triton"},
+            "backends.a.load_metrics.format: must be one of vllm, sglang, tgi, not 'triton'",
+        ),
+        (
+            ("backends", "a", "load_metrics"),
+            {"format": "vllm", "url": "a:9000/metrics"},
+            "backends.a.load_metrics.url: must be an http:// or https:// URL",
+        ),
+        (
+            ("backends", "a", "load_metrics"),
+            {"format": "vllm", "interval_s": 0},
+            "backends.a.load_metrics.interval_s: must be > 0",
+        ),
+        (
+            ("backends", "a", "load_metrics"),
+            {"format": "vllm", "max_bytes": -1},
+            "backends.a.load_metrics.max_bytes: must be > 0",
+        ),
+        (
+            ("backends", "a", "load_metrics"),
+            {"format": "sglang", "timeout_s": 0},
+            "backends.a.load_metrics.timeout_s: must be > 0",
+        ),
+        (
+            ("backends", "a", "load_metrics"),
+            {"format": "tgi", "stale_after_s": 1, "interval_s": 1},
+            "backends.a.load_metrics.stale_after_s: must be more than interval_s (1): every "
+            "reading would go stale before the next",
+        ),
+        (
+            ("backends", "a", "load_metrics"),
+            {"format": "tgi", "timeout_s": 3},
+            "backends.a.load_metrics.timeout_s: must be at most interval_s (1)",
+        ),
+        (
+            ("backends", "a"),
+            {
+                "base_url": "https://api.anthropic.com/v1",
+                "kind": "anthropic",
+                "load_metrics": {"format": "vllm"},
+            },
+            "backends.a.load_metrics: only for kind: openai (a self-hosted vLLM, SGLang or "
+            "TGI server), not kind: anthropic",
+        ),
         (("routing", "max_attempts"), 0, "routing.max_attempts: must be > 0"),
         (("routing", "retry_budget_ratio"), -0.1, "routing.retry_budget_ratio: must be >= 0"),
         (("routing", "retry_min_per_s"), -1, "routing.retry_min_per_s: must be >= 0"),

@@ -44,6 +44,11 @@ def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     }
     assert all(isinstance(row["cpu_ratio"], float) for row in costs.values()), costs
     assert data["paced"] is None
+    # The routing runs: least_load with prefix affinity against weighted, and
+    # the decision alone in-process.
+    assert [row["scenario"] for row in data["routing_costs"]] == ["fleet-affinity-c16"]
+    assert isinstance(data["routing_costs"][0]["cpu_us_added"], float)
+    assert isinstance(data["routing_decision_us"]["difference"], float)
     failed = [
         (m["scenario"]["key"], m["path"], m["result"]) for m in measured if m["result"]["errors"]
     ]

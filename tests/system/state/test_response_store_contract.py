@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from router_core.config_enums import RedisMode
@@ -67,6 +68,24 @@ def test_put_get_delete(make_store: StoreFactory) -> None:
         assert await store.delete("acme", "resp_1") is True
         assert await store.delete("acme", "resp_1") is False
         assert await store.get("acme", "resp_1") is None
+        await closed(store)
+
+    run(scenario)
+
+
+def test_a_response_keeps_the_conversation_it_belongs_to(make_store: StoreFactory) -> None:
+    """Affinity pins a conversation's turns by its name: kept with each turn,
+    on every store; an entry without one (kept before) reads back as None."""
+
+    async def scenario() -> None:
+        store = make_store()
+        turn = attrs.evolve(stored("resp_2"), conversation="conv_1")
+        await store.put("acme", "resp_2", turn, ttl_s=3600)
+        assert (await store.get("acme", "resp_2")) == turn
+        await store.put("acme", "resp_3", stored("resp_3"), ttl_s=3600)
+        found = await store.get("acme", "resp_3")
+        assert found is not None
+        assert found.conversation is None
         await closed(store)
 
     run(scenario)

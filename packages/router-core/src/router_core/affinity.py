@@ -39,9 +39,17 @@ from router_core.requests import Operation
 _DIGEST_BYTES = 8
 
 
-def prompt_text(operation: Operation, body: Mapping[str, Any]) -> str:
+# One encoder for every part: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def prompt_text(operation: Operation, body: Mapping[str, Any], limit: int | None = None) -> str:
     """The canonical text of a request's prompt, in the order a model server
-    would see (and cache) it; '' for an operation with no prompt to cache."""
+    would see (and cache) it; '' for an operation with no prompt to cache.
+
+    With `limit`, parts past the first `limit` characters are not rendered
+    (the text may be longer, never shorter than `limit` when the prompt is):
+    only the prefix worth hashing is paid for."""
     parts: list[object]
     if operation is Operation.CHAT:
         parts = list(_items(body.get("tools"))) + list(_items(body.get("messages")))
@@ -57,11 +65,17 @@ def prompt_text(operation: Operation, body: Mapping[str, Any]) -> str:
         return ""
     # One JSON text per part, so that a later part never changes an earlier
     # part's text: a conversation's next turn extends its previous prompt.
-    return "".join(
-        json.dumps(p, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        for p in parts
-        if p is not None
-    )
+    rendered: list[str] = []
+    length = 0
+    for part in parts:
+        if part is None:
+            continue
+        if limit is not None and length >= limit:
+            break
+        text = _CANONICAL.encode(part)
+        rendered.append(text)
+        length += len(text)
+    return "".join(rendered)
 
 
 def _items(value: object) -> Iterable[object]:

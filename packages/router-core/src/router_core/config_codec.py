@@ -409,6 +409,7 @@ def check_references(config: RouterConfig, known: _Names | None = None) -> Itera
                     _join(kind, name), "names are letters, digits and . _ : / - (up to 128)"
                 )
     yield from _check_backend_kinds(config)
+    yield from _check_load_metrics(config)
     for model_name, model in config.models.items():
         yield from _check_targets(known, f"models.{model_name}.backends", model.backends)
         for r, route in enumerate(model.routes):
@@ -464,6 +465,33 @@ def check_references(config: RouterConfig, known: _Names | None = None) -> Itera
 
 # Protocols only one kind speaks, and that kind speaks nothing else.
 _PROVIDER_PROTOCOLS = {BackendKind.GEMINI: Protocol.GEMINI, BackendKind.BEDROCK: Protocol.BEDROCK}
+
+
+def _check_load_metrics(config: RouterConfig) -> Iterator[ConfigProblem]:
+    """Only a self-hosted server has load metrics to read; a reading must
+    outlive the interval it is read at, and a read must end within that
+    interval (else reads would pile up)."""
+    for name, backend in config.backends.items():
+        metrics = backend.load_metrics
+        if metrics is None:
+            continue
+        where = f"{_join('backends', name)}.load_metrics"
+        if backend.kind is not BackendKind.OPENAI:
+            yield ConfigProblem(
+                where,
+                "only for kind: openai (a self-hosted vLLM, SGLang or TGI server), not "
+                f"kind: {backend.kind}",
+            )
+        if metrics.stale_after_s <= metrics.interval_s:
+            yield ConfigProblem(
+                f"{where}.stale_after_s",
+                f"must be more than interval_s ({metrics.interval_s:g}): every reading would "
+                "go stale before the next",
+            )
+        if metrics.timeout_s > metrics.interval_s:
+            yield ConfigProblem(
+                f"{where}.timeout_s", f"must be at most interval_s ({metrics.interval_s:g})"
+            )
 
 
 def _check_backend_kinds(config: RouterConfig) -> Iterator[ConfigProblem]:

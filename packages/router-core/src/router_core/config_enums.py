@@ -53,6 +53,14 @@ class BackendKind(enum.StrEnum):
     VERTEX = "vertex"
 
 
+class LoadMetricsFormat(enum.StrEnum):
+    """Whose Prometheus metrics a backend serves (`backends.<name>.load_metrics.format`)."""
+
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    TGI = "tgi"
+
+
 class VertexPublisher(enum.StrEnum):
     """Whose models a `vertex` backend serves (`backends.<name>.vertex.publisher`)."""
 

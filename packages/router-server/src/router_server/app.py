@@ -34,6 +34,7 @@ from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
 from router_server import openapi, protocol_routes, tracing
 from router_server.admin.book import OverrideBook
+from router_server.affinity import Affinity
 from router_server.backends import close_clients, open_clients
 from router_server.backpressure import Backpressure
 from router_server.conversations import Conversations
@@ -43,6 +44,7 @@ from router_server.dispatch import Dispatcher
 from router_server.group import WorkerSlot
 from router_server.health import Health
 from router_server.limits import LimitGate, LimitStore
+from router_server.load_scraper import LoadScraper
 from router_server.metrics import StateCollector
 from router_server.middleware import RouterMiddleware
 from router_server.ops import Ops
@@ -306,6 +308,7 @@ def create_app(
                 conversations=Conversations(
                     response_store, lambda: current().runtime.config.responses, time.time
                 ),
+                affinity=Affinity(lambda: current().runtime.config),
                 worker=worker,
             )
             live = state
@@ -316,6 +319,8 @@ def create_app(
             await credentials.book.refresh()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(probe_forever, state.health, lambda: state.backends)
+                # Backends' own load metrics (those with `load_metrics`), off the request path.
+                tg.start_soon(LoadScraper(state.health, backend_transport).run)
                 tg.start_soon(state.backpressure.run)  # event-loop lag, adaptive limit
                 tg.start_soon(state.overrides.follow)
                 tg.start_soon(credentials.book.follow)
@@ -328,6 +333,7 @@ def create_app(
                 state.status_sources["overrides"] = state.overrides.status
                 state.status_sources["usage"] = usage.status
                 state.status_sources["responses"] = state.conversations.status
+                state.status_sources["affinity"] = state.affinity.status
                 if config_path is not None:
                     reloader = Reloader(Path(config_path), environ, backend_transport)
                     state.status_sources["config"] = reloader.status

@@ -12,6 +12,9 @@ Rules:
   replica) gets the conversation whole. An id that is not the caller's
   organization's (never stored, expired, deleted, another tenant's) is 404
   `response_not_found`: one organization can never read another's.
+- Each stored response names its conversation: the id of the conversation's
+  first response, the same for every turn (`expand` returns it), so that
+  affinity can pin a conversation's turns to one backend.
 - A response that cannot be kept (the store down or the conversation over
   `responses.max_bytes`) is still answered; it is counted (`not_kept`) and
   logged, and a later `previous_response_id` to it is 404.
@@ -52,25 +55,36 @@ class Conversations:
     kept: int = 0
     not_kept: int = 0
 
-    async def expand(self, organization: str, request: InferenceRequest) -> InferenceRequest:
-        """`request` with its `previous_response_id`'s conversation before its input."""
+    async def expand(
+        self, organization: str, request: InferenceRequest
+    ) -> tuple[InferenceRequest, str | None]:
+        """`request` with its `previous_response_id`'s conversation before its
+        input, and that conversation's id (None: a request that starts one)."""
         previous = request.body.get("previous_response_id")
         if not isinstance(previous, str):
-            return request
+            return request, None
         stored = await self.store.get(organization, previous)
         if stored is None:
             raise _not_found(previous, "previous_response_id")
         body = {**responses.expand(request.body, stored.items), "previous_response_id": previous}
-        return attrs.evolve(request, body=body)
+        # A response kept before conversations were named starts its own.
+        return attrs.evolve(request, body=body), stored.conversation or previous
 
     async def keep(
-        self, organization: str, request: InferenceRequest, response: Mapping[str, Any]
+        self,
+        organization: str,
+        request: InferenceRequest,
+        response: Mapping[str, Any],
+        conversation: str | None = None,
     ) -> None:
-        """Keep `response` (answered to `request`, already expanded) for later turns."""
+        """Keep `response` (answered to `request`, already expanded, in
+        `conversation`: None when it starts one) for later turns."""
         if request.body.get("store") is False or not isinstance(response.get("id"), str):
             return
         items = [*responses.input_items(request.body), *responses.output_items(response)]
-        stored = StoredResponse(dict(response), items, int(self.clock()))
+        stored = StoredResponse(
+            dict(response), items, int(self.clock()), conversation or response["id"]
+        )
         try:
             await self.store.put(organization, response["id"], stored, self.settings().retention_s)
         except (StoreUnavailable, TooLarge) as exc:

@@ -5,7 +5,9 @@ Rules:
   attempt plan's (router_core.attempts, which `router simulate` drives too):
   this module performs the attempts and reports what happened on each.
 - Every attempt feeds the backend's circuit breaker and latency average, and
-  holds one of its in-flight slots until the answer is read or the stream ends.
+  holds one of its in-flight slots, and the request's outstanding tokens
+  (prompt bound plus most output), until the answer is read or the stream
+  ends, is cancelled or loses a hedge: `_begin` and `_end` pair on every path.
   A status that moves elsewhere (429, a 4xx about our credential or mapping)
   says nothing about the backend's health; one about the request itself
   counts as a success, and goes back to the caller. A 429 or 503 with a
@@ -44,6 +46,7 @@ from router_core.attempts import (
     retry_after_s,
     status_failure,
 )
+from router_core.limits.plan import outstanding_tokens
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.protocols import embeddings_over_providers as embeddings
 from router_core.protocols.wire import to_backend, wire_for
@@ -65,6 +68,8 @@ class Opened:
     response: httpx.Response
     # The protocol the backend was sent the request in, and answers in.
     wire: Operation = Operation.CHAT
+    # The outstanding tokens the attempt holds of the backend until `done`.
+    tokens: int = 0
 
 
 @attrs.define
@@ -114,24 +119,25 @@ class Dispatcher:
         backend = opened.candidate.backend
         if broken is not None:
             self.health.failed(backend, broken, answered=True)
-        self._end(opened.client)
+        self._end(opened.client, opened.tokens)
 
     def _plan(
         self, request: InferenceRequest, candidates: Sequence[Candidate], max_attempts: int
     ) -> AttemptPlan:
         return AttemptPlan(request.model, candidates, max_attempts, self.budget, self.tally)
 
-    def _begin(self, client: BackendClient) -> None:
+    def _begin(self, client: BackendClient, tokens: int) -> None:
         client.active += 1
-        self.health.begin(client.name)
+        self.health.begin(client.name, tokens)
 
-    def _end(self, client: BackendClient) -> None:
+    def _end(self, client: BackendClient, tokens: int) -> None:
         client.active -= 1
-        self.health.end(client.name)
+        self.health.end(client.name, tokens)
 
     async def _open(self, request: InferenceRequest, plan: AttemptPlan) -> Opened:
         clients = self.clients()
         bodies: dict[Operation, Mapping[str, Any]] = {}
+        tokens = outstanding_tokens(request, self.health.config().limits.default_max_tokens)
         while (candidate := plan.next(self.clock(), self.health.available)) is not None:
             backend = candidate.backend
             client = clients[backend]
@@ -144,7 +150,7 @@ class Dispatcher:
             if body is None:  # translated at most once, and only if a backend needs it
                 body = bodies[wire] = to_backend(request, wire)
             headers = request.headers if wire is request.operation else None
-            self._begin(client)
+            self._begin(client, tokens)
             started = self.clock()
             try:
                 if embed is not None:
@@ -157,25 +163,27 @@ class Dispatcher:
                     )
             except BackendFailure as failure:
                 self.health.failed(backend, failure.detail, kind=failure.kind)
-                self._end(client)
+                self._end(client, tokens)
                 if plan.failed(Failure(backend, failure.kind, failure.detail, failure.status)):
                     continue
                 raise plan.problem() from None
             except BaseException:
-                self._end(client)
+                self._end(client, tokens)
                 raise
             status = response.status_code
             verdict = judge(status)
             if verdict is StatusVerdict.SERVED:
                 self.health.succeeded(backend, (self.clock() - started) * 1000)
-                return Opened(client, candidate, response, wire)
+                return Opened(client, candidate, response, wire, tokens)
             if status in RETRY_AFTER_STATUSES:
                 cap = self.health.settings.max_retry_after_s
                 wait = retry_after_s(response.headers, time.time(), cap)
                 if wait is not None:
                     self.health.throttle(backend, wait)
-            detail = await _safe_read(client, response)
-            self._end(client)
+            try:
+                detail = await _safe_read(client, response)
+            finally:
+                self._end(client, tokens)
             # ELSEWHERE (429, a 4xx about our credential or mapping) says
             # nothing about the backend's health: no verdict.
             if verdict is StatusVerdict.FAILED:

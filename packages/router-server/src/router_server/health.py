@@ -1,4 +1,4 @@
-"""Backend health: a circuit breaker, a latency average and an in-flight count per backend.
+"""Backend health: a circuit breaker, a latency average and live load per backend.
 
 The rules live in `router_core.breaker`; this module feeds them the monotonic
 clock, the results of real requests (passive), of probes on an interval
@@ -25,6 +25,7 @@ import attrs
 from router_core.attempts import UNREACHABLE, FailureKind
 from router_core.breaker import Breaker, Circuit, Ewma
 from router_core.config import Backend, HealthSettings, RouterConfig
+from router_core.load_metrics import LoadSample
 from router_core.routing import BackendView
 
 log = logging.getLogger("router.health")
@@ -35,22 +36,39 @@ class BackendHealth:
     breaker: Breaker
     latency: Ewma = attrs.field(factory=Ewma)
     in_flight: int = 0
+    # The tokens of the requests in flight (each: prompt bound plus most output).
+    outstanding_tokens: int = 0
+    # The last reading of the backend's own metrics, and its monotonic time.
+    reported: LoadSample | None = None
+    reported_load: float | None = None
+    reported_at: float = float("-inf")
+    scrape_failures: dict[str, int] = attrs.field(factory=dict)
     last_probe_ok: bool | None = None
     requests: int = 0
     failures: int = 0
     # The monotonic time its last Retry-After runs out.
     throttled_until: float = float("-inf")
 
-    def view(self, now: float, max_in_flight: int) -> BackendView:
+    def fresh_load(self, now: float, settings: Backend) -> float | None:
+        """The reported load, unless it is stale (or the backend reports none)."""
+        metrics = settings.load_metrics
+        if metrics is None or now - self.reported_at > metrics.stale_after_s:
+            return None
+        return self.reported_load
+
+    def view(self, now: float, settings: Backend) -> BackendView:
         breaker = self.breaker
         return BackendView(
             throttled=now < self.throttled_until,
             available=breaker.available(now),
             circuit=breaker.state.value,
             in_flight=self.in_flight,
-            max_in_flight=max_in_flight,
+            max_in_flight=settings.max_in_flight,
             latency_ms=self.latency.value,
             ramp=breaker.ramp(now),
+            outstanding_tokens=self.outstanding_tokens,
+            max_outstanding_tokens=settings.max_outstanding_tokens,
+            reported_load=self.fresh_load(now, settings),
         )
 
 
@@ -88,10 +106,7 @@ class Health:
     def views(self) -> dict[str, BackendView]:
         now = self.clock()
         configured = self.config().backends
-        return {
-            name: state.view(now, configured[name].max_in_flight)
-            for name, state in self.backends.items()
-        }
+        return {name: state.view(now, configured[name]) for name, state in self.backends.items()}
 
     def available(self, backend: str) -> bool:
         state = self.backends.get(backend)
@@ -112,21 +127,41 @@ class Health:
     # A reload may remove a backend while requests to it are still running:
     # their results are then dropped (the `None` checks below).
 
-    def begin(self, backend: str) -> None:
+    def begin(self, backend: str, tokens: int = 0) -> None:
+        """An attempt starts: it holds one request and `tokens` of the backend."""
         state = self.backends.get(backend)
         if state is None:
             return
         state.in_flight += 1
+        state.outstanding_tokens += tokens
         state.requests += 1
 
-    def end(self, backend: str) -> None:
-        """The request no longer occupies the backend (its verdict may come earlier)."""
+    def end(self, backend: str, tokens: int = 0) -> None:
+        """The request no longer occupies the backend (its verdict may come earlier);
+        `tokens` as given to its `begin`."""
         state = self.backends.get(backend)
         if state is not None:
             state.in_flight = max(0, state.in_flight - 1)
+            state.outstanding_tokens = max(0, state.outstanding_tokens - tokens)
         if self._freed is not None:
             self._freed.set()
             self._freed = None
+
+    def reported(self, backend: str, sample: LoadSample) -> None:
+        """A reading of the backend's own metrics, taken now."""
+        state = self.backends.get(backend)
+        settings = self.config().backends.get(backend)
+        if state is None or settings is None:
+            return
+        state.reported = sample
+        state.reported_load = sample.load(settings.max_in_flight)
+        state.reported_at = self.clock()
+
+    def scrape_failed(self, backend: str, reason: str) -> None:
+        """A read of its metrics failed (`reason`: one of a few words, for a metric label)."""
+        state = self.backends.get(backend)
+        if state is not None:
+            state.scrape_failures[reason] = state.scrape_failures.get(reason, 0) + 1
 
     def succeeded(self, backend: str, latency_ms: float) -> None:
         state = self.backends.get(backend)
@@ -231,6 +266,22 @@ class Health:
                        "reason": breaker.last_failure},
             )  # fmt: skip
 
+    @staticmethod
+    def _load_status(now: float, state: BackendHealth, settings: Backend) -> dict[str, Any]:
+        if settings.load_metrics is None:
+            return {}
+        sample = state.reported
+        return {
+            "reported_load": state.fresh_load(now, settings),
+            "load_metrics": {
+                "running": None if sample is None else sample.running,
+                "waiting": None if sample is None else sample.waiting,
+                "cache_usage": None if sample is None else sample.cache_usage,
+                "age_s": None if sample is None else round(now - state.reported_at, 3),
+                "failures": dict(state.scrape_failures),
+            },
+        }
+
     def unserved_models(self, config: RouterConfig) -> list[str]:
         """Models none of whose backends could take a request now."""
         views = self.views()
@@ -262,6 +313,9 @@ class Health:
                 else 0,
                 "in_flight": state.in_flight,
                 "max_in_flight": configured[name].max_in_flight,
+                "outstanding_tokens": state.outstanding_tokens,
+                "max_outstanding_tokens": configured[name].max_outstanding_tokens,
+                **self._load_status(now, state, configured[name]),
                 "latency_ewma_ms": None
                 if state.latency.value is None
                 else round(state.latency.value, 3),

@@ -218,12 +218,19 @@ class StateCollector(Collector):
         backend_in_flight = GaugeMetricFamily(
             "router_backend_in_flight", "Requests in flight to the backend.", labels=["backend"]
         )
+        outstanding = GaugeMetricFamily(
+            "router_backend_outstanding_tokens",
+            "Tokens of the requests in flight to the backend (prompt bound plus most output).",
+            labels=["backend"],
+        )
         for name, health in s["backends"].items():
             up.add_metric([name], 1.0 if health["available"] else 0.0)
             for state in _CIRCUITS:
                 circuit.add_metric([name, state], 1.0 if health["circuit"] == state else 0.0)
             backend_in_flight.add_metric([name], health["in_flight"])
-        yield from (up, circuit, backend_in_flight)
+            outstanding.add_metric([name], health.get("outstanding_tokens", 0))
+        yield from (up, circuit, backend_in_flight, outstanding)
+        yield from _load_metrics(s["backends"])
         backpressure = s["backpressure"]
         yield GaugeMetricFamily(
             "router_in_flight_requests", "Requests holding an in-flight slot.",
@@ -301,6 +308,38 @@ class StateCollector(Collector):
             "router_kafka_errors", "Failed attempts to export usage records to Kafka.",
             value=kafka.get("failures", 0),
         )  # fmt: skip
+
+
+def _load_metrics(backends: Mapping[str, Any]) -> Iterable[Any]:
+    """What the backends with `load_metrics` report of their own load (the
+    last reading, while it is fresh), and how their reads failed."""
+    load = GaugeMetricFamily(
+        "router_backend_reported_load",
+        "The load the backend's own metrics report (0 idle, 1 full), while fresh.",
+        labels=["backend"],
+    )
+    reported = GaugeMetricFamily(
+        "router_backend_load_metric",
+        "The backend's last reading of its own metrics: running, waiting, cache_usage.",
+        labels=["backend", "metric"],
+    )
+    failures = CounterMetricFamily(
+        "router_backend_load_scrape_failures",
+        "Reads of a backend's metrics that failed, by reason.",
+        labels=["backend", "reason"],
+    )
+    for name, health in backends.items():
+        metrics = health.get("load_metrics")
+        if metrics is None:
+            continue
+        if health.get("reported_load") is not None:
+            load.add_metric([name], health["reported_load"])
+        for metric in ("running", "waiting", "cache_usage"):
+            if metrics[metric] is not None:
+                reported.add_metric([name, metric], metrics[metric])
+        for reason, count in metrics["failures"].items():
+            failures.add_metric([name, reason], count)
+    yield from (load, reported, failures)
 
 
 def render(registry: CollectorRegistry) -> bytes:

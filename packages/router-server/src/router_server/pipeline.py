@@ -31,6 +31,7 @@ from starlette.responses import Response
 from router_core import routing, usage
 from router_core.accounting import idempotency as idem
 from router_core.accounting.records import Outcome, TokenCounts, outcome_of, token_counts
+from router_core.affinity import AffinityRequest
 from router_core.auth import KeyIndex, Principal, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.fair_share import ShedReason
@@ -40,6 +41,7 @@ from router_core.protocols.wire import answer_counts, client_answer, stream_coun
 from router_core.requests import InferenceRequest, Operation
 from router_server import tracing
 from router_server.admin.book import OverrideBook
+from router_server.affinity import NO_PINNING, Affinity, Pinning
 from router_server.backends import BackendClient
 from router_server.backpressure import Backpressure, overloaded
 from router_server.conversations import Conversations
@@ -82,6 +84,8 @@ class RouterState:
     stores: StateLayer
     # Stored OpenAI Responses, for previous_response_id and GET /v1/responses/{id}.
     conversations: Conversations
+    # Prefix and session affinity: where each model's recent prompts were served.
+    affinity: Affinity
     # More components for /v1/status, by name (config reload, overrides, ...).
     status_sources: dict[str, Callable[[], object]] = attrs.field(factory=dict)
     # This process's slot in `router serve --workers N`; None: a single process.
@@ -192,10 +196,14 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         inference = _passed_on(validate(await read_json_body(request)), request.headers)
         trace.inference = inference
         model = permit_model(principal, config, inference.model)
+        conversation, starts = None, False
         if inference.operation is Operation.RESPONSES:  # the conversation, before limits
-            inference = trace.inference = await state.conversations.expand(
+            inference, conversation = await state.conversations.expand(
                 principal.organization, inference
             )
+            trace.inference = inference
+            if conversation is None:  # this turn starts one: named now, for affinity
+                conversation, starts = "conv_" + request_id.replace("-", ""), True
         stored = await _admit(state, exchange, request.headers)
         if stored is not None:  # a retry of a completed request, answered from the store
             backend = dict(stored.headers).get("x-router-backend")
@@ -204,22 +212,30 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         ticket = exchange.ticket
         assert ticket is not None
         with tracing.span("router.route"):
+            pinning = state.affinity.request(
+                inference.model, model, inference, request.headers,
+                principal.organization, conversation, starts=starts,
+            )  # fmt: skip
             candidates = await route_candidates(
-                state, runtime, inference.operation, inference.model, model, principal
-            )
+                state, runtime, inference.operation, inference.model, model, principal,
+                pinning.routing, request_id,
+            )  # fmt: skip
         exchange.routed()
         headers = dict(ticket.headers)
         forwarded = _forwarded(inference, ticket.body)
         try:
             with anyio.fail_after(config.server.request_timeout_s):
                 if inference.stream:  # the relay finishes the exchange when the stream ends
-                    return await _stream(state, exchange, forwarded, candidates, headers)
+                    return await _stream(
+                        state, exchange, forwarded, candidates, headers, pinning, conversation
+                    )
                 hedge = model.hedge_after_ms / 1000 if model.hedge_after_ms else None
                 sent = time.perf_counter()
                 opened, body = await state.dispatch.fetch(
                     forwarded, candidates, hedge, config.routing.max_attempts
                 )
                 backend_s = time.perf_counter() - sent
+                state.affinity.served(pinning, opened.candidate.backend)
         except TimeoutError:
             raise DependencyError(
                 Catalog.REQUEST_TIMEOUT,
@@ -232,7 +248,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         counts = answer_counts(inference.body, opened.wire, body)
         answer = shape(inference, opened, body, latency_ms, request_id)
         if inference.operation is Operation.RESPONSES:
-            await state.conversations.keep(principal.organization, inference, answer)
+            await state.conversations.keep(principal.organization, inference, answer, conversation)
         content = _content(config, inference, body)
         _access(request_id, principal, inference, opened, 200, started, content=content)
         # ops: router-added latency = total - backend wait
@@ -339,18 +355,24 @@ async def route_candidates(
     name: str,
     model: Model,
     principal: Principal,
+    affinity: AffinityRequest | None = None,
+    request_id: str | None = None,
 ) -> tuple[routing.Candidate, ...]:
-    """The candidates for this request; waits (bounded) when every one is full."""
+    """The candidates for this request; waits (bounded) when every one is full.
+    The decision's explanation goes to the access log at debug level."""
     config = runtime.config
     unable = runtime.unable.get(operation)
 
     applied = state.overrides.applicable(name, principal.organization, time.time())
 
     def decide() -> routing.RouteChoice:
-        return routing.decide(
+        choice = routing.decide(
             name, model, principal.organization, principal.key_id, state.rng,
-            state.health.views(), applied, unable,
+            state.health.views(), applied, unable, affinity,
         )  # fmt: skip
+        if log.isEnabledFor(logging.DEBUG):
+            _explained(request_id, name, model, choice, affinity)
+        return choice
 
     decision = decide()
     if decision.only_capacity_skips():
@@ -376,6 +398,29 @@ async def route_candidates(
     return decision.candidates
 
 
+def _explained(
+    request_id: str | None,
+    name: str,
+    model: Model,
+    choice: routing.RouteChoice,
+    affinity: AffinityRequest | None,
+) -> None:
+    """The routing decision, for the debug access log: candidates with their
+    load, skipped backends with why, affinity's home and spills, and the
+    request's block hashes (never its prompt)."""
+    explained = choice.explain()
+    if affinity is not None and "affinity" in explained:
+        explained["affinity"]["blocks"] = len(affinity.blocks)
+        explained["affinity"]["first_block"] = affinity.blocks[0]
+    log.debug(
+        "routed",
+        extra={
+            "request_id": request_id, "model": name, "strategy": str(model.strategy),
+            "routing": explained,
+        },
+    )  # fmt: skip
+
+
 def _forwarded(inference: InferenceRequest, body: Mapping[str, Any]) -> InferenceRequest:
     if body is inference.body:
         return inference
@@ -388,6 +433,8 @@ async def _stream(
     forwarded: InferenceRequest,
     candidates: tuple[routing.Candidate, ...],
     headers: dict[str, str],
+    pinning: Pinning = NO_PINNING,
+    conversation: str | None = None,
 ) -> Response:
     """Open the stream (failing over before the first byte) and hand it to the relay,
     which finishes the exchange when the stream ends, however it ends."""
@@ -403,6 +450,7 @@ async def _stream(
         forwarded, candidates, config.routing.max_attempts
     )
     opened_at = time.perf_counter()
+    state.affinity.served(pinning, opened.candidate.backend)
     relay = relay_for(
         forwarded.operation, opened.wire, forwarded.model, strip_usage=strip_usage,
         answer_id=answer_id(forwarded.operation, trace.request_id),
@@ -415,7 +463,9 @@ async def _stream(
     async def ended(tally: StreamTally) -> None:
         kept = tally.relay.response
         if kept is not None and trace.principal is not None:
-            await state.conversations.keep(trace.principal.organization, forwarded, kept)
+            await state.conversations.keep(
+                trace.principal.organization, forwarded, kept, conversation
+            )
         ending = _stream_ending(exchange, opened, tally)
         trace.first_byte = tally.first_byte
         if trace.principal is not None:  # the stream's access line, when it ends

@@ -26,6 +26,7 @@ from router_core.config.fields import (
 )
 from router_core.config_enums import (
     BackendKind,
+    LoadMetricsFormat,
     Protocol,
     Strategy,
     VertexPublisher,
@@ -145,6 +146,36 @@ class VertexSettings:
     __attrs_post_init__ = _check_fields
 
 
+def _optional_url(instance: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None:
+        _url(instance, attribute, value)
+
+
+@attrs.frozen
+class LoadMetricsSettings:
+    """Where and how often to read a self-hosted server's own load (its
+    Prometheus metrics), for `least_load` and affinity."""
+
+    # Whose metrics: vllm (vllm:num_requests_running, vllm:num_requests_waiting,
+    # vllm:kv_cache_usage_perc or the older vllm:gpu_cache_usage_perc), sglang
+    # (sglang:num_running_reqs, sglang:num_queue_reqs, sglang:token_usage) or
+    # tgi (tgi_batch_current_size, tgi_queue_size).
+    format: LoadMetricsFormat = _checked(validator=_one_of(LoadMetricsFormat))
+    # The metrics page; unset: the origin of `base_url` with /metrics. No
+    # credential is sent with it.
+    url: str | None = _checked(default=None, validator=_optional_url)
+    # Seconds between two reads of the page.
+    interval_s: float = _checked(default=1.0, validator=_positive)
+    # A reading older than this is not used: routing goes by the router's own counts.
+    stale_after_s: float = _checked(default=5.0, validator=_positive)
+    # A read taking longer is abandoned (and counted as failed).
+    timeout_s: float = _checked(default=0.5, validator=_positive)
+    # A page larger than this is refused (and counted as failed).
+    max_bytes: int = _checked(default=1_048_576, validator=_positive)
+
+    __attrs_post_init__ = _check_fields
+
+
 @attrs.frozen
 class Backend:
     """A model server: where it is, its credential, its timeouts and capacity."""
@@ -185,6 +216,9 @@ class Backend:
     # bound plus its most output): `least_load` and affinity count a backend
     # this full as loaded as one at `max_in_flight`. Unset: requests only.
     max_outstanding_tokens: int | None = _checked(default=None, validator=_optional_positive)
+    # Read the server's own load from its metrics page (self-hosted vLLM,
+    # SGLang or TGI); the load it reports counts with the router's own counts.
+    load_metrics: LoadMetricsSettings | None = None
     # The protocols it speaks natively; by default its kind's (`openai` and
     # `azure_openai`: openai; `anthropic`: anthropic_messages; `gemini`:
     # gemini, which no client speaks, so everything is translated). A request in

@@ -105,6 +105,17 @@ def prompt_bound(request: InferenceRequest) -> int:
     return PER_REQUEST_TOKENS + _text_bytes(body.get(field))
 
 
+def outstanding_tokens(request: InferenceRequest, default_max_tokens: int) -> int:
+    """The tokens a request in flight holds of its backend (`least_load`): its
+    prompt bound plus its most output (`default_max_tokens` when it sets no
+    max_tokens; nothing for an embedding)."""
+    bound = prompt_bound(request)
+    if request.operation is Operation.EMBEDDING:
+        return bound
+    most = request.max_tokens if request.max_tokens is not None else default_max_tokens
+    return min(bound + most, MAX_SAFE_INTEGER)
+
+
 # Cached: a config has a handful of prices and rates, and the conversions (exact
 # decimal scaling, span checks) would otherwise run again for every request.
 @functools.lru_cache(maxsize=1024)

@@ -343,6 +343,8 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._handle_vertex(request, path)
         elif path == "/token" and request.method == b"POST":
             self._handle_token(request)
+        elif path == "/metrics" and request.method == b"GET":
+            self._handle_metrics(request)
         elif path == "/v1" or path.startswith("/v1/"):
             self._handle_v1(request, path)
         elif path.startswith("/openai/"):
@@ -353,6 +355,25 @@ class MockHTTPProtocol(asyncio.Protocol):
             self._handle_bedrock(request, path)
         else:
             self._reply_error(request, 404, f"unknown path {path}", "not_found")
+
+    def _handle_metrics(self, request: Request) -> None:
+        """Prometheus text, vLLM's names; "hang" leaves the request unanswered
+        (the connection stays open until the client gives up)."""
+        state = self._state
+        state.stats.metrics_reads += 1
+        if state.config.metrics == "hang":
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        body = state.metrics_page()
+        head = b"%bcontent-type: text/plain; version=0.0.4\r\ncontent-length: %d\r\n" % (
+            _status_line(200),
+            len(body),
+        )
+        transport.write(head + b"\r\n" + body)
+        if not request.keep_alive:
+            transport.close()
 
     def _handle_azure(self, request: Request, path: str) -> None:
         """Azure OpenAI's front: `/openai/deployments/DEPLOYMENT/<op>` and

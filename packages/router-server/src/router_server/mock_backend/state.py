@@ -14,6 +14,7 @@ from typing import Any
 from .payloads import LINE_ENDINGS
 
 DEFAULT_MODELS = ("mock-gpt", "mock-embed")
+METRICS_MODES = ("live", "fixed", "hang", "garbage")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,17 @@ class MockConfig:
     # The PEM public key of the service account whose assertions /token takes
     # (Vertex AI); set, Vertex paths want a token the mock issued.
     google_public_key: str | None = None
+    # GET /metrics (vLLM's names): "live" reports the requests being answered
+    # as running (past metrics_max_running, the rest as waiting); "fixed"
+    # reports metrics_running / metrics_waiting; "hang" never answers;
+    # "garbage" answers a page that is no metrics at all.
+    metrics: str = "live"
+    metrics_max_running: int | None = None
+    metrics_running: int = 0
+    metrics_waiting: int = 0
+    metrics_cache_usage: float = 0.0
+    # Comment lines of this many bytes in all before the samples (a large page).
+    metrics_pad_bytes: int = 0
 
     def public(self) -> dict[str, Any]:
         # The key itself stays out of the control API: tests only need to know it is on.
@@ -62,6 +74,12 @@ class MockConfig:
             "models": list(self.models),
             "retry_after_s": self.retry_after_s,
             "google_public_key_set": self.google_public_key is not None,
+            "metrics": self.metrics,
+            "metrics_max_running": self.metrics_max_running,
+            "metrics_running": self.metrics_running,
+            "metrics_waiting": self.metrics_waiting,
+            "metrics_cache_usage": self.metrics_cache_usage,
+            "metrics_pad_bytes": self.metrics_pad_bytes,
         }
 
 
@@ -94,8 +112,14 @@ def updated_config(config: MockConfig, update: object) -> MockConfig:
             changes[key] = getattr(fresh, key)
         elif key in ("latency_ms", "chunk_delay_ms", "retry_after_s"):
             changes[key] = _number(key, value, 0.0)
-        elif key == "error_rate":
+        elif key in ("error_rate", "metrics_cache_usage"):
             changes[key] = _number(key, value, 0.0, 1.0)
+        elif key in ("metrics_running", "metrics_waiting", "metrics_pad_bytes"):
+            changes[key] = _integer(key, value, 0)
+        elif key == "metrics":
+            if value not in METRICS_MODES:
+                raise ConfigError(f"metrics must be one of {', '.join(METRICS_MODES)}")
+            changes[key] = value
         elif key == "error_status":
             changes[key] = _integer(key, value, 400, 599)
         elif key in ("hang", "omit_usage"):
@@ -104,7 +128,7 @@ def updated_config(config: MockConfig, update: object) -> MockConfig:
             changes[key] = value
         elif key in ("truncate_after", "seed"):
             changes[key] = _integer(key, value, 0)
-        elif key == "split_tail_bytes":
+        elif key in ("split_tail_bytes", "metrics_max_running"):
             changes[key] = _integer(key, value, 1)
         elif key == "line_ending":
             if value not in LINE_ENDINGS:
@@ -144,6 +168,8 @@ class MockStats:
     injected_errors: int = 0
     # Requests of the router's own probes (active and trial), among `requests`.
     probes: int = 0
+    # Reads of GET /metrics (not among `requests`).
+    metrics_reads: int = 0
     # The anthropic-version header of the last request that sent one.
     last_anthropic_version: str | None = None
     # Responses requests that named a previous_response_id (the mock keeps no state).
@@ -188,6 +214,30 @@ class MockState:
         # Draw even at rate 1.0 so the sequence for a seed does not depend on the rate.
         return self.rng.random() < rate
 
+    def metrics_page(self) -> bytes:
+        """GET /metrics as a vLLM server writes it (the `metrics` knob says what)."""
+        config = self.config
+        if config.metrics == "garbage":
+            return b"<html><body>502 Bad Gateway</body></html>\n"
+        running, waiting = config.metrics_running, config.metrics_waiting
+        if config.metrics == "live":
+            cap = config.metrics_max_running
+            running = self.in_flight if cap is None else min(self.in_flight, cap)
+            waiting = self.in_flight - running
+        pad = b""
+        if config.metrics_pad_bytes:
+            line = b"# " + b"x" * 77 + b"\n"
+            pad = line * (config.metrics_pad_bytes // len(line) + 1)
+        labels = b'{model_name="mock-gpt"}'
+        return pad + b"".join(
+            b"# TYPE %b gauge\n%b%b %b\n" % (name, name, labels, repr(float(value)).encode())
+            for name, value in (
+                (b"vllm:num_requests_running", running),
+                (b"vllm:num_requests_waiting", waiting),
+                (b"vllm:kv_cache_usage_perc", config.metrics_cache_usage),
+            )
+        )
+
     def stats_body(self) -> dict[str, Any]:
         s = self.stats
         return {
@@ -200,6 +250,7 @@ class MockState:
             "streams": s.streams,
             "injected_errors": s.injected_errors,
             "probes": s.probes,
+            "metrics_reads": s.metrics_reads,
             "last_anthropic_version": s.last_anthropic_version,
             "previous_response_ids": s.previous_response_ids,
             "deployments_seen": s.deployments_seen,

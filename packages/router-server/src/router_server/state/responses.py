@@ -33,6 +33,9 @@ class StoredResponse:
     # The conversation up to and including its output (history, input, output items).
     items: list[dict[str, Any]]
     created_at: int
+    # The id of the conversation's first response (every turn of one
+    # conversation has the same): what pins its turns to one backend.
+    conversation: str | None = None
 
 
 class TooLarge(ValueError):
@@ -40,9 +43,14 @@ class TooLarge(ValueError):
 
 
 def _encode(stored: StoredResponse, max_bytes: int) -> bytes:
-    data = orjson.dumps(
-        {"response": stored.response, "items": stored.items, "created_at": stored.created_at}
-    )
+    entry: dict[str, Any] = {
+        "response": stored.response,
+        "items": stored.items,
+        "created_at": stored.created_at,
+    }
+    if stored.conversation is not None:
+        entry["conversation"] = stored.conversation
+    data = orjson.dumps(entry)
     if len(data) > max_bytes:
         raise TooLarge(f"the conversation is {len(data)} bytes, over responses.max_bytes")
     return data
@@ -50,7 +58,9 @@ def _encode(stored: StoredResponse, max_bytes: int) -> bytes:
 
 def _decode(data: bytes | str) -> StoredResponse:
     parsed = orjson.loads(data)
-    return StoredResponse(parsed["response"], parsed["items"], parsed["created_at"])
+    return StoredResponse(
+        parsed["response"], parsed["items"], parsed["created_at"], parsed.get("conversation")
+    )
 
 
 class ResponseStore(Protocol):
