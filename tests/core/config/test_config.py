@@ -240,6 +240,8 @@ def everything() -> dict[str, Any]:
         data[section] = {}
     vertex = {"project": "my-project", "location": "us-central1"}
     data["backends"]["v"] = {"base_url": "https://v/v1", "kind": "vertex", "vertex": vertex}
+    data["backends"]["a"]["load_metrics"] = {"format": "vllm"}
+    data["models"]["gpt-4o"]["affinity"] = {}
     return data
 
 
