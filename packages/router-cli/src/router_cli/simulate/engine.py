@@ -23,6 +23,17 @@ Rules:
   when the plan allows it; a timeout does not (504: the request may still be
   running). The request's limits are settled when it ends: actual tokens and
   spend if served, nothing if not.
+- A backend modelled as a model server (`servers`) queues an attempt that
+  finds its slots full; the attempt's time is its wait, its prefill (less
+  what the server's prefix cache holds) and its decode, and a slot freed
+  starts the next attempt waiting. Routing sees what the live router sees:
+  its own in-flight and outstanding-token counts, and for affinity a
+  `PrefixIndex` per model, recorded when a backend serves a request.
+- A request's blocks for affinity are its session's when it has one and the
+  model names a `session_header` (a session pins before any prefix counts),
+  else its prompt's (`prompts.prompt_of`, hashed by the model's settings).
+- With `explain`, each request's routing decision (`RouteChoice.explain()`)
+  and its outcome go to the callback when it ends.
 - Randomness comes from one seeded `random.Random`: one seed, one result.
 """
 
@@ -38,9 +49,12 @@ from router_cli.simulate import limit_gate
 from router_cli.simulate.backends import ERRORED, OK, TIMED_OUT, Backends
 from router_cli.simulate.faults import NO_FAULTS, World
 from router_cli.simulate.ledger import LimitLedger, SimLedger
+from router_cli.simulate.prompts import prompt_of
 from router_cli.simulate.result import Result
+from router_cli.simulate.servers import Job
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
+from router_core.affinity import AffinityRequest, PrefixIndex, prefix_blocks, session_blocks
 from router_core.attempts import UNREACHABLE, AttemptPlan, Failure, FailureKind, status_failure
 from router_core.auth import KeyIndex, Principal, check_access, permit_model
 from router_core.config import Model, RouterConfig
@@ -69,7 +83,9 @@ ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
 # probe falling due and of its answer, and of an early probe that a refused
 # connection asked for (their `request` is the backend's name, and for a
 # trial's answer also the trial's number and its failure).
-_DEADLINE, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, -1, -2, -3, -4
+# An attempt waiting in a server's queue for longer than the router waits, and
+# a server's slot free for the next attempt in its queue.
+_DEADLINE, _QUEUE_TIMEOUT, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, 5, -1, -2, -3, -4
 _PROBES = (_PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE)
 
 
@@ -77,15 +93,21 @@ class _Request:
     """One request in flight (plain slots: there may be a million of them)."""
 
     __slots__ = (
+        "affinity",
         "arrival_us",
         "attempts",
         "backend",
+        "decision",
+        "first_token_us",
         "holds",
+        "job",
         "model",
         "org",
         "plan",
         "price",
         "record",
+        "text",
+        "tokens",
     )  # fmt: skip
 
     def __init__(self, record: TraceRecord, org: str) -> None:
@@ -99,6 +121,15 @@ class _Request:
         # The attempt plan, and the backend of the attempt in flight.
         self.attempts: AttemptPlan | None = None
         self.backend = ""
+        # Its prompt's text (built once, when a cache or affinity needs it).
+        self.text: str | None = None
+        # Its prompt tokens plus its max output: what it counts in outstanding tokens.
+        self.tokens = 0
+        self.affinity: tuple[str, ...] = ()
+        # The attempt's job on a server, and when its first token comes.
+        self.job: Job | None = None
+        self.first_token_us = 0
+        self.decision: dict[str, Any] | None = None
 
 
 class Simulation:
@@ -108,8 +139,16 @@ class Simulation:
         world: World = NO_FAULTS,
         seed: int = 0,
         ledger: LimitLedger | None = None,
+        explain: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
+        self.explain = explain
+        self._indexes = {
+            name: PrefixIndex(model.affinity.index_blocks)
+            for name, model in config.models.items()
+            if model.affinity is not None
+        }
+        self._default_max_tokens = config.limits.default_max_tokens
         self.world = world
         self.rng = random.Random(seed)
         self.ledger = (
@@ -123,6 +162,7 @@ class Simulation:
         self.total_in_flight = 0
         self.retries = RetryBudget(lambda: config.routing)
         self.result = Result(tuple(config.backends))
+        self.result.slots = {n: s.model.slots for n, s in self.backends.servers.items()}
         self._events: list[tuple[int, int, Any, int, int]] = []
         self._seq = 0
         self._t0: int | None = None
@@ -163,7 +203,7 @@ class Simulation:
         while events:
             at, _, request, outcome, spent = heapq.heappop(events)
             if outcome not in _PROBES:
-                self._ended(request, outcome, spent, at)
+                self._attempt_ended(request, outcome, spent, at)
 
     def _push(self, at: int, outcome: int, request: Any, spent: int) -> None:
         self._seq += 1
@@ -192,7 +232,7 @@ class Simulation:
                 breaker.end_trial(self._seconds(at), trial, failure is None, failure or "")
                 self._plan_trial(backend, at)
             else:
-                self._ended(request, outcome, spent, at)
+                self._attempt_ended(request, outcome, spent, at)
 
     def _seconds(self, at_us: int) -> float:
         return (at_us - (self._t0 or 0)) / 1e6
@@ -280,9 +320,32 @@ class Simulation:
                 return
             request.plan, request.holds = plan, holds
         seconds = self._seconds(now)
-        decision = routing.decide(
-            model_name, resolved, org_name, key_id, self.rng, self.backends.views(seconds)
+        record_max = record.max_tokens
+        request.tokens = record.prompt_tokens + (
+            record_max if record_max is not None else self._default_max_tokens
         )
+        affinity = None
+        settings = resolved.affinity
+        if settings is not None:
+            if record.session is not None and settings.session_header:
+                request.affinity = session_blocks(record.session)
+            else:
+                text = self._text(request)
+                request.affinity = prefix_blocks(text, settings.block_chars, settings.max_blocks)
+            affinity = AffinityRequest(
+                request.affinity, self._indexes.get(model_name), settings.load_factor
+            )
+        decision = routing.decide(
+            model_name,
+            resolved,
+            org_name,
+            key_id,
+            self.rng,
+            self.backends.views(seconds),
+            affinity=affinity,
+        )
+        if self.explain is not None:
+            request.decision = decision.explain()
         if not decision.candidates:
             # Every backend full: the router waits a moment for a slot, then sheds
             # (the wait is not modelled). Otherwise no backend can take it.
@@ -313,16 +376,88 @@ class Simulation:
                 self.result.requests_failed_over += 1
         self._attempt(request, candidate.backend, start)
 
+    def _text(self, request: _Request) -> str:
+        if request.text is None:
+            request.text = prompt_of(request.record)
+        return request.text
+
     def _attempt(self, request: _Request, backend: str, start: int) -> None:
         request.backend = backend
-        self.backends.begin(backend)
+        request.job = None
+        backends = self.backends
+        backends.begin(backend, request.tokens)
         self.result.attempts[backend] += 1
         offset = start - (self._t0 or 0)
-        outcome, spent = self.backends.outcome(backend, offset, self._completion(request))
         deadline = request.arrival_us + self._request_timeout_us
+        server = backends.servers.get(backend)
+        if server is not None:
+            forced, spent = backends.fault(backend, offset)
+            if forced == OK:
+                self._enqueue(request, backend, start, spent, deadline)
+                return
+            outcome = forced
+        else:
+            completion = self._completion(request)
+            outcome, spent = backends.outcome(backend, offset, completion)
+            # Its first token comes after its latency, before the rest of the tokens.
+            per_token = self.world.model_of(backend).per_token_ms
+            request.first_token_us = start + max(0, spent - round(per_token * completion * 1000))
         if start + spent > deadline:
             outcome, spent = _DEADLINE, max(0, deadline - start)
         self._push(start + spent, outcome, request, spent)
+
+    # -- model servers -----------------------------------------------------
+
+    def _enqueue(
+        self, request: _Request, backend: str, start: int, added_us: int, deadline: int
+    ) -> None:
+        """Queue the attempt on the backend's server; start it if a slot is free."""
+        server = self.backends.servers[backend]
+        blocks = server.blocks(self._text(request)) if server.model.cache_blocks else ()
+        # A latency fault delays the request on its way: it reaches the queue later.
+        completion = self._completion(request)
+        job = Job(request, start + added_us, request.record.prompt_tokens, completion, blocks)
+        request.job = job
+        # The router stops waiting at its read timeout or the request's deadline.
+        give_up = min(start + self.backends.read_timeout_us[backend], deadline)
+        server.queue.append(job)
+        self._push(give_up, _QUEUE_TIMEOUT, job, give_up - start)
+        self._start_jobs(backend, job.enqueued_us)
+
+    def _start_jobs(self, backend: str, now: int) -> None:
+        """Start the attempts waiting on the backend's server while it has free slots."""
+        server = self.backends.servers[backend]
+        result = self.result
+        while server.free():
+            job = server.next_job()
+            if job is None:
+                return
+            job.started = True
+            request: _Request = job.request
+            at = max(now, job.enqueued_us)
+            hit = server.cached(job.blocks)
+            server.remember(job.blocks)
+            text_chars = len(request.text or "")
+            hit_tokens = server.hit_tokens(job.prompt_tokens, text_chars, hit)
+            prefill = server.prefill_us(job.prompt_tokens, hit_tokens)
+            decode = server.decode_us(job.completion, server.running)
+            server.running += 1
+            result.prompt_tokens[backend] += job.prompt_tokens
+            result.cached_tokens[backend] += hit_tokens
+            request.first_token_us = at + prefill
+            end = at + prefill + decode
+            give_up = min(
+                job.enqueued_us + self.backends.read_timeout_us[backend],
+                request.arrival_us + self._request_timeout_us,
+            )
+            outcome = OK
+            if end > give_up:
+                deadline = request.arrival_us + self._request_timeout_us
+                outcome = _DEADLINE if give_up == deadline else TIMED_OUT
+                end = max(at, give_up)
+            result.busy_us[backend] += end - at
+            attempt_start = job.enqueued_us
+            self._push(end, outcome, request, end - attempt_start)
 
     def _completion(self, request: _Request) -> int:
         record = request.record
@@ -332,10 +467,34 @@ class Simulation:
         cap = request.plan.max_tokens if request.plan is not None else None
         return completion if cap is None or completion <= cap else cap
 
+    def _attempt_ended(self, request: Any, outcome: int, spent: int, at: int) -> None:
+        """An attempt's end event: a server's slot frees, or a queued attempt is given up."""
+        if outcome == _QUEUE_TIMEOUT:
+            job: Job = request  # this event's payload is the job
+            if job.started or job.cancelled:
+                return  # it left the queue in time: its own end is coming
+            job.cancelled = True
+            request = job.request
+            deadline = request.arrival_us + self._request_timeout_us
+            outcome = _DEADLINE if at >= deadline else TIMED_OUT
+            request.job = None
+            self._ended(request, outcome, spent, at)
+            return
+        if request.job is None:
+            self._ended(request, outcome, spent, at)
+            return
+        backend = request.backend
+        server = self.backends.servers[backend]
+        server.running -= 1
+        request.job = None
+        self._ended(request, outcome, spent, at)
+        self._start_jobs(backend, at)
+
     def _ended(self, request: _Request, outcome: int, spent: int, at: int) -> None:
         backend = request.backend
         backends = self.backends
-        backends.end(backend)
+        backends.end(backend, request.tokens)
+        self.result.last_end_us = max(self.result.last_end_us or at, at)
         breaker = backends.breakers[backend]
         seconds = self._seconds(at)
         if outcome == OK:
@@ -368,6 +527,13 @@ class Simulation:
         completion = self._completion(request)
         result.served[backend] += 1
         result.latencies_ms[backend].append((at - request.arrival_us) / 1000)
+        result.ttft_ms[backend].append((request.first_token_us - request.arrival_us) / 1000)
+        if request.affinity:
+            index = self._indexes.get(request.model)
+            if index is not None:
+                index.record(request.affinity, backend)
+        if self.explain is not None:
+            self._explained(request, "served", at)
         if request.price is None:
             result.unpriced += 1
         else:
@@ -378,8 +544,30 @@ class Simulation:
 
     def _fail(self, request: _Request, reason: str, at: int) -> None:
         self.result.denials[reason] += 1
+        if self.explain is not None:
+            self._explained(request, reason, at)
         if request.holds and request.plan is not None:
             self.limits.settle(request.plan, request.holds, None, served=False, now_us=at)
+
+    def _explained(self, request: _Request, outcome: str, at: int) -> None:
+        """The request's line of the explanation output."""
+        assert self.explain is not None
+        record = request.record
+        line: dict[str, Any] = {
+            "line": record.line,
+            "ts": record.ts_us / 1e6,
+            "model": record.model,
+            "outcome": outcome,
+        }
+        if outcome == "served":
+            line["backend"] = request.backend
+            line["ttft_ms"] = (request.first_token_us - request.arrival_us) / 1000
+        line["latency_ms"] = (at - request.arrival_us) / 1000
+        if request.decision is not None:
+            line["route"] = request.decision
+        if request.attempts is not None and request.attempts.attempts > 1:
+            line["attempts"] = request.attempts.attempts
+        self.explain(line)
 
 
 def _failure(backend: str, outcome: int) -> Failure:
