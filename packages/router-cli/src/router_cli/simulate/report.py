@@ -68,3 +68,40 @@ def render(summary: dict[str, Any], console: Console, elapsed_s: float | None = 
         f"Modelled latency of served requests: p50 {_ms(latency['p50'])} ms, "
         f"p99 {_ms(latency['p99'])} ms"
     )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render_comparison(
+    summaries: dict[str, dict[str, Any]], console: Console, elapsed_s: float | None = None
+) -> None:
+    """One row per strategy: its latencies, cache hit rate and each backend's utilisation."""
+    first = next(iter(summaries.values()))
+    line = (
+        f"{first['requests']:,} requests over {first['trace_seconds']:,.1f} s of trace, "
+        f"replayed under {len(summaries)} strategies"
+    )
+    if elapsed_s is not None:
+        line += f" (simulated in {elapsed_s:.2f} s)"
+    console.print(line)
+    table = Table(title="Strategies", title_justify="left")
+    columns = ["strategy", "served", "denied", "p50 TTFT ms", "p99 TTFT ms", "p50 ms", "p99 ms",
+               "cache hits"]  # fmt: skip
+    backends = list(first["backends"])
+    for column in (*columns, *(f"{name} util" for name in backends)):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for name, summary in summaries.items():
+        table.add_row(
+            name,
+            f"{summary['served']:,}",
+            f"{summary['denied']:,}",
+            _ms(summary["ttft_ms"]["p50"]),
+            _ms(summary["ttft_ms"]["p99"]),
+            _ms(summary["latency_ms"]["p50"]),
+            _ms(summary["latency_ms"]["p99"]),
+            _share(summary["cache_hit_rate"]),
+            *(_share(summary["backends"][b]["utilisation"]) for b in backends),
+        )
+    console.print(table)
