@@ -157,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
     elif strategies is None:
         render(summary, Console(), elapsed)
     else:
-        render_comparison(summary["strategies"], Console(), elapsed)
+        # A column per strategy: wider than a terminal's default 80 if need be.
+        console = Console()
+        render_comparison(summary["strategies"], Console(width=max(console.width, 120)), elapsed)
     return Exit.OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -77,7 +78,7 @@ def _share(value: float | None) -> str:
 def render_comparison(
     summaries: dict[str, dict[str, Any]], console: Console, elapsed_s: float | None = None
 ) -> None:
-    """One row per strategy: its latencies, cache hit rate and each backend's utilisation."""
+    """One column per strategy: its latencies, cache hit rate and each backend's utilisation."""
     first = next(iter(summaries.values()))
     line = (
         f"{first['requests']:,} requests over {first['trace_seconds']:,.1f} s of trace, "
@@ -87,21 +88,24 @@ def render_comparison(
         line += f" (simulated in {elapsed_s:.2f} s)"
     console.print(line)
     table = Table(title="Strategies", title_justify="left")
-    columns = ["strategy", "served", "denied", "p50 TTFT ms", "p99 TTFT ms", "p50 ms", "p99 ms",
-               "cache hits"]  # fmt: skip
-    backends = list(first["backends"])
-    for column in (*columns, *(f"{name} util" for name in backends)):
-        table.add_column(column, justify="left" if column == "strategy" else "right")
-    for name, summary in summaries.items():
-        table.add_row(
-            name,
-            f"{summary['served']:,}",
-            f"{summary['denied']:,}",
-            _ms(summary["ttft_ms"]["p50"]),
-            _ms(summary["ttft_ms"]["p99"]),
-            _ms(summary["latency_ms"]["p50"]),
-            _ms(summary["latency_ms"]["p99"]),
-            _share(summary["cache_hit_rate"]),
-            *(_share(summary["backends"][b]["utilisation"]) for b in backends),
-        )
+    table.add_column("")
+    for name in summaries:
+        table.add_column(name, justify="right", no_wrap=True)
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("served", lambda s: f"{s['served']:,}"),
+        ("denied", lambda s: f"{s['denied']:,}"),
+        ("TTFT p50 ms", lambda s: _ms(s["ttft_ms"]["p50"])),
+        ("TTFT p99 ms", lambda s: _ms(s["ttft_ms"]["p99"])),
+        ("latency p50 ms", lambda s: _ms(s["latency_ms"]["p50"])),
+        ("latency p99 ms", lambda s: _ms(s["latency_ms"]["p99"])),
+        ("cache hit rate", lambda s: _share(s["cache_hit_rate"])),
+    ]
+    for backend in first["backends"]:
+        rows.append((f"{backend} utilisation", _utilisation(backend)))
+    for label, cell in rows:
+        table.add_row(label, *(cell(summary) for summary in summaries.values()))
     console.print(table)
+
+
+def _utilisation(backend: str) -> Callable[[dict[str, Any]], str]:
+    return lambda summary: _share(summary["backends"][backend]["utilisation"])
