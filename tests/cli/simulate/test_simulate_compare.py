@@ -188,18 +188,20 @@ def test_bad_segments_and_sessions_are_named_by_line(tmp_path: Path) -> None:
         + head + '"prompt_tokens": 10, "segments": [["sys", 0]]}\n'
         + head + '"prompt_tokens": 10, "segments": [["sys", 2, 3]]}\n'
         + head + '"prompt_tokens": 10, "session": 7}\n'
+        + head + '"prompt_tokens": 10, "answer": ""}\n'
     )  # fmt: skip
     done = simulate("--config", str(FLEET), "--trace", str(trace))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     lines = done.stderr.splitlines()
-    assert lines[0] == f"{trace}: 6 problem(s)"
+    assert lines[0] == f"{trace}: 7 problem(s)"
     assert lines[1] == (f"  {trace}:2: segments add up to 11 tokens, more than prompt_tokens (10)")
     assert lines[2].startswith(f"  {trace}:3: segments must be a list of [id, tokens] pairs")
     assert lines[3].startswith(f"  {trace}:4: segments[0] must be [id, tokens] with a non-empty")
     assert lines[4].startswith(f"  {trace}:5: segments[0] must be")
     assert lines[5].startswith(f"  {trace}:6: segments[0] must be")
     assert lines[6] == f"  {trace}:7: session must be a non-empty string, not 7"
+    assert lines[7] == f'  {trace}:8: answer must be a non-empty string, not ""'
 
 
 def test_prefix_traces_are_deterministic_and_extend_each_turn() -> None:
@@ -236,13 +238,12 @@ def test_prefix_traces_are_deterministic_and_extend_each_turn() -> None:
         for before, after in itertools.pairwise(turns):
             n = len(before["segments"])
             assert after["segments"][:n] == before["segments"]
-            assert after["segments"][n] == [
-                f"{before['session']}.answer-{n // 2}",
-                before["completion_tokens"],
-            ]
+            assert after["segments"][n] == [before["answer"], before["completion_tokens"]]
+            assert before["answer"] == f"{before['session']}.answer-{n // 2}"
             assert len(after["segments"]) == n + 2
     singles = [r for r in first if "session" not in r]
     assert singles
+    assert not any("answer" in r for r in singles)
     assert all(len(r["segments"]) == 2 for r in singles)
 
 

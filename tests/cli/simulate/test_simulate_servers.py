@@ -69,6 +69,27 @@ def test_prefill_then_decode_and_a_cache_hit_shortens_the_prefill() -> None:
     assert result.cache_hit_rate() == round(spared / 2000, 4)
 
 
+def test_a_generated_answer_is_cached_for_the_next_turn() -> None:
+    first = TraceRecord(
+        T0 * S, "acme1", None, "a-only", 1000, 100, None, "chat", 1, (("system", 1000),),
+        None, "answer-1",
+    )  # fmt: skip
+    turn = (("system", 1000), ("answer-1", 100), ("user-2", 100))
+    second = srec(30, 1200, 1, turn, line=2)
+    result = run(one_backend(), [first, second], SERVER)
+    # The second prompt starts with the first turn and its answer: every
+    # whole block of those is cached, and spares its share of the prompt.
+    answered = prompt_of(srec(0, 1100, 1, turn[:2]))
+    second_text = prompt_of(second)
+    assert second_text.startswith(answered)
+    cached_chars = len(answered) // 256 * 256
+    assert result.cached_tokens["a"] == round(1200 * cached_chars / len(second_text))
+    assert result.cached_tokens["a"] > 1050
+    # Without the answer's id, only the first turn's prompt is cached.
+    forgotten = run(one_backend(), [first._replace(answer=None), second], SERVER)
+    assert forgotten.cached_tokens["a"] < 1000
+
+
 def test_a_different_prefix_misses_and_speed_scales_every_token() -> None:
     faults = SERVER.replace("cache_block_chars: 256}", "cache_block_chars: 256, speed: 0.5}")
     records = [srec(0, 400, 5, (("one", 400),), line=1), srec(10, 400, 5, (("two", 400),), line=2)]

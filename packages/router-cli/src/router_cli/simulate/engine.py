@@ -49,7 +49,7 @@ from router_cli.simulate import limit_gate
 from router_cli.simulate.backends import ERRORED, OK, TIMED_OUT, Backends
 from router_cli.simulate.faults import NO_FAULTS, World
 from router_cli.simulate.ledger import LimitLedger, SimLedger
-from router_cli.simulate.prompts import prompt_of
+from router_cli.simulate.prompts import answered_of, prompt_of
 from router_cli.simulate.result import Result
 from router_cli.simulate.servers import Job
 from router_cli.simulate.trace import TraceRecord
@@ -486,6 +486,9 @@ class Simulation:
         backend = request.backend
         server = self.backends.servers[backend]
         server.running -= 1
+        if outcome == OK and request.record.answer is not None and server.model.cache_blocks:
+            # It generated its answer: the answer's blocks follow the prompt's.
+            server.remember(server.blocks(answered_of(request.record)))
         request.job = None
         self._ended(request, outcome, spent, at)
         self._start_jobs(backend, at)

@@ -6,7 +6,8 @@ Rules:
   derived from its id alone (`CHARS_PER_TOKEN` characters a token), so
   segments of the same id are the same text wherever they appear; the
   prompt's tokens beyond its segments are one last message of text unique
-  to the line.
+  to the line. A completion with an `answer` id is that segment after the
+  prompt (`answered_of`): what its server caches once it has generated it.
 - The messages become the prompt's canonical text as the router makes it
   (`router_core.affinity.prompt_text` of a chat request): the simulator
   hashes what the live router would hash.
@@ -33,6 +34,19 @@ def segment_text(segment: str, tokens: int) -> str:
 
 
 def prompt_of(record: TraceRecord) -> str:
+    return prompt_text(Operation.CHAT, {"messages": _messages(record)})
+
+
+def answered_of(record: TraceRecord) -> str:
+    """The prompt followed by its answer (a record with an `answer` id)."""
+    messages = _messages(record)
+    if record.answer is not None:
+        content = segment_text(record.answer, record.completion_tokens)
+        messages.append({"role": "user", "content": content})
+    return prompt_text(Operation.CHAT, {"messages": messages})
+
+
+def _messages(record: TraceRecord) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": segment_text(segment, tokens)}
         for segment, tokens in record.segments
@@ -41,4 +55,4 @@ def prompt_of(record: TraceRecord) -> str:
     if rest > 0:
         own = f"\x00line {record.line} at {record.ts_us}"
         messages.append({"role": "user", "content": segment_text(own, rest)})
-    return prompt_text(Operation.CHAT, {"messages": messages})
+    return messages

@@ -13,7 +13,9 @@ Rules (each parameter is a field of `faults.ServerModel`):
     holds the leading blocks the server has seen: the hit is the run of
     the prompt's first blocks found there, as a share of its text, applied
     to its prompt tokens. A prompt's blocks go into the cache when its
-    prefill starts (least recently used evicted past `cache_blocks`).
+    prefill starts, and those of its answer after the prompt (when the trace
+    names it: `answer`) when its decode ends, as vLLM's and SGLang's caches
+    keep generated tokens (least recently used evicted past `cache_blocks`).
   - decode: `decode_ms_per_token` per output token, times
     1 + `batch_slowdown` x (requests on the other slots when it starts):
     a decode step of a fuller batch takes longer. The rate is fixed when the

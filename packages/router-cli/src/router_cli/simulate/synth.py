@@ -95,7 +95,8 @@ def prefix_records(
     weight 1/(i+1), so a few are hot). A share `sessions` of conversations are
     multi-turn (2 to `MAX_TURNS` turns, `THINK_S` apart on average, with one
     `session` id), and each turn's prompt is the previous turn's prompt, its
-    answer and a new user message: its `segments` extend the previous turn's.
+    answer and a new user message: its `segments` extend the previous turn's
+    (and a turn with one to come names its `answer`'s segment).
     The others are one request. Every prompt is exactly its segments."""
     if prompts < 1:
         raise ValueError("a prefix-heavy trace needs at least one system prompt")
@@ -166,7 +167,8 @@ def _turn(
         record["session"] = state["id"]
     state["turns_left"] -= 1
     if state["turns_left"] > 0:
-        segments.append([f"{state['id']}.answer-{turn}", answer])
+        record["answer"] = f"{state['id']}.answer-{turn}"
+        segments.append([record["answer"], answer])
         heapq.heappush(pending, (ts + rng.expovariate(1 / THINK_S), next(counter), state))
     return record
 

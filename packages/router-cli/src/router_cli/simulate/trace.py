@@ -22,6 +22,9 @@ Fields of a line (anything else is an error, so a typo is not silently ignored):
   prompt, or a conversation's earlier turns). Their tokens add up to at most
   `prompt_tokens`; the rest of the prompt is text of this request's own.
   Without it the whole prompt is the request's own.
+- `answer` (optional): the segment id the completion has where a later
+  prompt repeats it (a conversation's next turn): the server that generated
+  it keeps it in its prefix cache after the prompt.
 - `session` (optional): a non-empty string, the conversation the request
   belongs to (the live router reads it from the model's `session_header`).
 - `id` (optional): a label, ignored.
@@ -44,7 +47,7 @@ MAX_TOKENS = 10**9
 OPERATIONS = ("chat", "completion", "embedding")
 FIELDS = frozenset(
     ("ts", "key", "org", "model", "prompt_tokens", "completion_tokens", "max_tokens", "operation",
-     "segments", "session")
+     "segments", "session", "answer")
 )  # fmt: skip
 # Segments of one prompt at most (a conversation of this many messages is a mistake).
 MAX_SEGMENTS = 1000
@@ -67,6 +70,7 @@ class TraceRecord(NamedTuple):
     # The prompt's leading segments, (id, tokens) each; () when it has none.
     segments: tuple[tuple[str, int], ...] = ()
     session: str | None = None
+    answer: str | None = None
 
 
 class TraceInvalid(Exception):
@@ -151,9 +155,10 @@ def parse_line(raw: bytes | str, line: int) -> TraceRecord:
     assert prompt is not None
     assert completion is not None
     segments = _segments(data.get("segments"), prompt) if "segments" in data else ()
-    session = data.get("session")
-    if session is not None and (type(session) is not str or not session):
-        raise _LineError(f"session must be a non-empty string, not {_show(session)}")
+    session, answer = data.get("session"), data.get("answer")
+    for name, value in (("session", session), ("answer", answer)):
+        if value is not None and (type(value) is not str or not value):
+            raise _LineError(f"{name} must be a non-empty string, not {_show(value)}")
     return TraceRecord(
         ts_us,
         key,
@@ -166,6 +171,7 @@ def parse_line(raw: bytes | str, line: int) -> TraceRecord:
         line,
         segments,
         session,
+        answer,
     )
 
 
