@@ -136,6 +136,10 @@ def test_explain_without_strategies_and_a_failed_request(tmp_path: Path) -> None
     trace.write_text(
         '{"ts": 1772442000, "key": "acme1", "model": "a-only", "prompt_tokens": 1, '
         '"completion_tokens": 2}\n'
+        '{"ts": 1772442001, "key": "revoked1", "model": "a-only", "prompt_tokens": 1, '
+        '"completion_tokens": 2}\n'
+        '{"ts": 1772442002, "key": "acme1", "model": "nope", "prompt_tokens": 1, '
+        '"completion_tokens": 2}\n'
     )
     explained = tmp_path / "explain.jsonl"
     done = simulate(
@@ -143,7 +147,12 @@ def test_explain_without_strategies_and_a_failed_request(tmp_path: Path) -> None
         "--explain", str(explained),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    (line,) = [json.loads(x) for x in explained.read_text().splitlines()]
+    line, revoked, unknown = [json.loads(x) for x in explained.read_text().splitlines()]
+    # Refused before routing: no decision to explain, but the reason.
+    assert revoked == {"line": 2, "ts": 1772442001.0, "model": "a-only",
+                       "outcome": "unauthenticated"}  # fmt: skip
+    assert unknown["outcome"] == "model_not_found"
+    assert "route" not in unknown
     assert "strategy" not in line
     assert line["outcome"] == "backend_error"
     assert line["route"]["candidates"][0]["backend"] == "a"

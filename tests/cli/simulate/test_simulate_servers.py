@@ -160,6 +160,22 @@ def test_faults_still_apply_to_a_server() -> None:
     assert result.denials["backend_error"] == 1
 
 
+def test_a_down_server_fails_over_and_a_trial_probe_readmits_it() -> None:
+    faults = SERVER.replace("slots: 1", "slots: 8") + (
+        "faults:\n  - {backend: a, kind: down, start_s: 10, end_s: 20}\n"
+    )
+    records = [srec(i * 0.5, 10, 5, line=i, model="chat") for i in range(1, 121)]
+    decisions: list[dict[str, Any]] = []
+    config = one_backend()
+    result = Simulation(config, parse_world(faults, config), 0, explain=decisions.append).run(
+        records
+    )
+    assert result.served_total == 120  # b takes what a refuses
+    assert all(d["backend"] == "b" for d in decisions if T0 + 11 <= d["ts"] < T0 + 20)
+    # Once up again, a trial probe (one token, not queued) closes its circuit.
+    assert any(d["backend"] == "a" for d in decisions if d["ts"] >= T0 + 30)
+
+
 def two_servers(strategy: str, affinity: dict[str, Any] | None = None) -> RouterConfig:
     data = copy.deepcopy(config_data())
     model: dict[str, Any] = {

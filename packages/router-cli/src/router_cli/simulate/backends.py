@@ -135,7 +135,15 @@ class Backends:
     def trial(self, backend: str, offset_us: int, timeout_us: int) -> tuple[str | None, int]:
         """A trial probe of `backend` at `offset_us`: its failure (None: it
         answered) and how long it takes (µs)."""
-        outcome, spent = self.outcome(backend, offset_us, 1)
+        server = self.world.model_of(backend).server
+        if server is not None:
+            # A server takes a probe's one token at once (it does not queue it).
+            outcome, spent = self.fault(backend, offset_us)
+            if outcome == OK:
+                one = server.prefill_ms_per_token + server.decode_ms_per_token
+                spent += round(one * 1000 / server.speed)
+        else:
+            outcome, spent = self.outcome(backend, offset_us, 1)
         if outcome == TIMED_OUT or spent > timeout_us:
             return "trial probe: timed out waiting for the backend", timeout_us
         if outcome == FAILED:

@@ -83,8 +83,8 @@ ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
 # probe falling due and of its answer, and of an early probe that a refused
 # connection asked for (their `request` is the backend's name, and for a
 # trial's answer also the trial's number and its failure).
-# An attempt waiting in a server's queue for longer than the router waits, and
-# a server's slot free for the next attempt in its queue.
+# An attempt still in a server's queue when the router stops waiting for it
+# (its `request` is the server's `Job`).
 _DEADLINE, _QUEUE_TIMEOUT, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, 5, -1, -2, -3, -4
 _PROBES = (_PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE)
 
@@ -276,7 +276,7 @@ class Simulation:
             if record.key is not None:
                 entry = self.keys.get(record.key)
                 if entry is None:
-                    self.result.denials["unauthenticated"] += 1
+                    self._refuse(record, "unauthenticated")
                     return None
                 principal, model = check_access(
                     entry, config, now=record.ts_us / 1e6, route=ROUTES[record.operation],
@@ -286,25 +286,31 @@ class Simulation:
             org_name = record.org or ""
             organization = config.organizations.get(org_name)
             if organization is None:
-                self.result.denials["unauthenticated"] += 1
+                self._refuse(record, "unauthenticated")
                 return None
             # A trace that does not know keys: the organization's rules alone apply.
             principal = Principal(org_name, "", organization)
             return principal, permit_model(principal, config, record.model), Scope(org_name)
         except ClientError as refused:
             code = refused.problem.code
-            self.result.denials[_REFUSAL_CODES.get(code, code)] += 1
+            self._refuse(record, _REFUSAL_CODES.get(code, code))
             return None
+
+    def _refuse(self, record: TraceRecord, reason: str) -> None:
+        """A request refused before routing (by its key, limits or the global cap)."""
+        self.result.denials[reason] += 1
+        if self.explain is not None:
+            line = {"line": record.line, "ts": record.ts_us / 1e6, "model": record.model}
+            self.explain(line | {"outcome": reason})
 
     def _admit(self, record: TraceRecord, now: int) -> None:
         config = self.config
-        denials = self.result.denials
         authorized = self._authorize(record)
         if authorized is None:
             return
         principal, resolved, caller = authorized
         if self.total_in_flight >= config.server.max_in_flight:
-            denials["overloaded"] += 1
+            self._refuse(record, "overloaded")
             return
         model_name = record.model
         org_name = principal.organization
@@ -316,7 +322,7 @@ class Simulation:
                 caller, record, f"r{self.result.requests}", now
             )
             if refusal is not None:
-                denials[_DENIAL_CODES[refusal.limit_type]] += 1
+                self._refuse(record, _DENIAL_CODES[refusal.limit_type])
                 return
             request.plan, request.holds = plan, holds
         seconds = self._seconds(now)
@@ -416,10 +422,11 @@ class Simulation:
         blocks = server.blocks(self._text(request)) if server.model.cache_blocks else ()
         # A latency fault delays the request on its way: it reaches the queue later.
         completion = self._completion(request)
-        job = Job(request, start + added_us, request.record.prompt_tokens, completion, blocks)
-        request.job = job
         # The router stops waiting at its read timeout or the request's deadline.
         give_up = min(start + self.backends.read_timeout_us[backend], deadline)
+        job = Job(request, start + added_us, request.record.prompt_tokens, completion, blocks)
+        job.give_up_us = give_up
+        request.job = job
         server.queue.append(job)
         self._push(give_up, _QUEUE_TIMEOUT, job, give_up - start)
         self._start_jobs(backend, job.enqueued_us)
@@ -446,18 +453,14 @@ class Simulation:
             result.cached_tokens[backend] += hit_tokens
             request.first_token_us = at + prefill
             end = at + prefill + decode
-            give_up = min(
-                job.enqueued_us + self.backends.read_timeout_us[backend],
-                request.arrival_us + self._request_timeout_us,
-            )
+            give_up = job.give_up_us
             outcome = OK
             if end > give_up:
                 deadline = request.arrival_us + self._request_timeout_us
-                outcome = _DEADLINE if give_up == deadline else TIMED_OUT
+                outcome = _DEADLINE if give_up >= deadline else TIMED_OUT
                 end = max(at, give_up)
             result.busy_us[backend] += end - at
-            attempt_start = job.enqueued_us
-            self._push(end, outcome, request, end - attempt_start)
+            self._push(end, outcome, request, end - job.enqueued_us)
 
     def _completion(self, request: _Request) -> int:
         record = request.record

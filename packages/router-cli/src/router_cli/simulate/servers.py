@@ -39,7 +39,8 @@ class Job:
     """One attempt waiting for, or running on, a server's slot."""
 
     __slots__ = (
-        "blocks", "cancelled", "completion", "enqueued_us", "prompt_tokens", "request", "started"
+        "blocks", "cancelled", "completion", "enqueued_us", "give_up_us", "prompt_tokens",
+        "request", "started",
     )  # fmt: skip
 
     def __init__(
@@ -56,6 +57,8 @@ class Job:
         self.prompt_tokens = prompt_tokens
         self.completion = completion
         self.blocks = blocks
+        # When the router stops waiting for it (its read timeout or deadline).
+        self.give_up_us = 2**62
         self.started = False
         self.cancelled = False
 
