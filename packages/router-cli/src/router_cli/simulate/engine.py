@@ -29,9 +29,9 @@ Rules:
   starts the next attempt waiting. Routing sees what the live router sees:
   its own in-flight and outstanding-token counts, and for affinity a
   `PrefixIndex` per model, recorded when a backend serves a request.
-- A request's blocks for affinity are its session's when it has one and the
-  model names a `session_header` (a session pins before any prefix counts),
-  else its prompt's (`prompts.prompt_of`, hashed by the model's settings).
+- A request's blocks for affinity are the core's `request_blocks`: its
+  prompt's (`prompts.prompt_of`, hashed by the model's settings), then its
+  session's when it has one and the model names a `session_header`.
 - With `explain`, each request's routing decision (`RouteChoice.explain()`)
   and its outcome go to the callback when it ends.
 - Randomness comes from one seeded `random.Random`: one seed, one result.
@@ -54,7 +54,7 @@ from router_cli.simulate.result import Result
 from router_cli.simulate.servers import Job
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
-from router_core.affinity import AffinityRequest, PrefixIndex, prefix_blocks, session_blocks
+from router_core.affinity import AffinityRequest, PrefixIndex, prefix_blocks, request_blocks
 from router_core.attempts import UNREACHABLE, AttemptPlan, Failure, FailureKind, status_failure
 from router_core.auth import KeyIndex, Principal, check_access, permit_model
 from router_core.config import Model, RouterConfig
@@ -333,11 +333,10 @@ class Simulation:
         affinity = None
         settings = resolved.affinity
         if settings is not None:
-            if record.session is not None and settings.session_header:
-                request.affinity = session_blocks(record.session)
-            else:
-                text = self._text(request)
-                request.affinity = prefix_blocks(text, settings.block_chars, settings.max_blocks)
+            text = self._text(request)
+            prompt = prefix_blocks(text, settings.block_chars, settings.max_blocks)
+            session = record.session if settings.session_header else None
+            request.affinity = request_blocks(prompt, session)
             affinity = AffinityRequest(
                 request.affinity, self._indexes.get(model_name), settings.load_factor
             )
