@@ -111,6 +111,8 @@ def test_explain_writes_each_decision(tmp_path: Path) -> None:
         assert line["outcome"] == "served"
         assert line["line"] in trace_lines
         assert 0 <= line["ttft_ms"] <= line["latency_ms"]
+        assert 0 <= line["queued_ms"] <= line["ttft_ms"]
+        assert line["cached_tokens"] >= 0
         route = line["route"]
         assert route["rule"] == "model"
         assert {c["backend"] for c in route["candidates"]} == {"gpu-1", "gpu-2", "gpu-3", "gpu-4"}
@@ -157,6 +159,7 @@ def test_explain_without_strategies_and_a_failed_request(tmp_path: Path) -> None
     assert line["outcome"] == "backend_error"
     assert line["route"]["candidates"][0]["backend"] == "a"
     assert "backend" not in line
+    assert "cached_tokens" not in line
 
 
 def test_an_unknown_strategy_is_a_usage_error(tmp_path: Path) -> None:

@@ -118,6 +118,11 @@ def test_a_full_server_queues_and_ttft_includes_the_wait() -> None:
     result = run(one_backend(), records, SERVER)
     # One slot: each waits for the ones before (200 ms, then 300 ms more).
     assert result.ttft_ms["a"] == [100.0, 400.0, 550.0]
+    explained: list[dict[str, Any]] = []
+    config = one_backend()
+    Simulation(config, parse_world(SERVER, config), explain=explained.append).run(records)
+    assert [x["queued_ms"] for x in explained] == [0.0, 200.0, 500.0]
+    assert [x["cached_tokens"] for x in explained] == [0, 0, 0]
     assert result.latencies_ms["a"] == [200.0, 500.0, 650.0]
     # Busy all the time from the first arrival to the last answer.
     assert result.utilisation("a") == 1.0

@@ -97,6 +97,7 @@ class _Request:
         "arrival_us",
         "attempts",
         "backend",
+        "cached",
         "decision",
         "first_token_us",
         "holds",
@@ -105,6 +106,7 @@ class _Request:
         "org",
         "plan",
         "price",
+        "queued_us",
         "record",
         "text",
         "tokens",
@@ -129,6 +131,10 @@ class _Request:
         # The attempt's job on a server, and when its first token comes.
         self.job: Job | None = None
         self.first_token_us = 0
+        # On a server: how long its last attempt waited for a slot, and the
+        # prompt tokens its cache spared (None: not on a server).
+        self.queued_us = 0
+        self.cached: int | None = None
         self.decision: dict[str, Any] | None = None
 
 
@@ -451,6 +457,8 @@ class Simulation:
             result.prompt_tokens[backend] += job.prompt_tokens
             result.cached_tokens[backend] += hit_tokens
             request.first_token_us = at + prefill
+            request.queued_us = at - job.enqueued_us
+            request.cached = hit_tokens
             end = at + prefill + decode
             give_up = job.give_up_us
             outcome = OK
@@ -567,6 +575,9 @@ class Simulation:
         if outcome == "served":
             line["backend"] = request.backend
             line["ttft_ms"] = (request.first_token_us - request.arrival_us) / 1000
+            if request.cached is not None:
+                line["queued_ms"] = request.queued_us / 1000
+                line["cached_tokens"] = request.cached
         line["latency_ms"] = (at - request.arrival_us) / 1000
         if request.decision is not None:
             line["route"] = request.decision
