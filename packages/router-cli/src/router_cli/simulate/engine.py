@@ -50,6 +50,7 @@ from router_cli.simulate.backends import ERRORED, OK, TIMED_OUT, Backends
 from router_cli.simulate.faults import NO_FAULTS, World
 from router_cli.simulate.ledger import LimitLedger, SimLedger
 from router_cli.simulate.prompts import answered_of, prompt_of
+from router_cli.simulate.request import Request, refused_line
 from router_cli.simulate.result import Result
 from router_cli.simulate.servers import Job
 from router_cli.simulate.trace import TraceRecord
@@ -59,10 +60,9 @@ from router_core.attempts import UNREACHABLE, AttemptPlan, Failure, FailureKind,
 from router_core.auth import KeyIndex, Principal, check_access, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.limits.admission import LimitType
-from router_core.limits.budget import Price, cost
+from router_core.limits.budget import cost
 from router_core.limits.integers import US_PER_S
-from router_core.limits.ledger import Hold
-from router_core.limits.plan import LimitPlan, price_of
+from router_core.limits.plan import price_of
 from router_core.limits.scopes import Scope
 from router_core.problems import ClientError
 from router_core.retry_budget import RetryBudget
@@ -87,55 +87,6 @@ ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
 # (its `request` is the server's `Job`).
 _DEADLINE, _QUEUE_TIMEOUT, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, 5, -1, -2, -3, -4
 _PROBES = (_PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE)
-
-
-class _Request:
-    """One request in flight (plain slots: there may be a million of them)."""
-
-    __slots__ = (
-        "affinity",
-        "arrival_us",
-        "attempts",
-        "backend",
-        "cached",
-        "decision",
-        "first_token_us",
-        "holds",
-        "job",
-        "model",
-        "org",
-        "plan",
-        "price",
-        "queued_us",
-        "record",
-        "text",
-        "tokens",
-    )  # fmt: skip
-
-    def __init__(self, record: TraceRecord, org: str) -> None:
-        self.record = record
-        self.org = org
-        self.arrival_us = record.ts_us
-        self.model = record.model
-        self.plan: LimitPlan | None = None
-        self.holds: tuple[Hold, ...] = ()
-        self.price: Price | None = None
-        # The attempt plan, and the backend of the attempt in flight.
-        self.attempts: AttemptPlan | None = None
-        self.backend = ""
-        # Its prompt's text (built once, when a cache or affinity needs it).
-        self.text: str | None = None
-        # Its prompt tokens plus its max output: what it counts in outstanding tokens.
-        self.tokens = 0
-        self.affinity: tuple[str, ...] = ()
-        # The attempt's job on a server, and when its first token comes.
-        self.job: Job | None = None
-        self.first_token_us = 0
-        # On a server: how long its last attempt waited for a slot, and the
-        # prompt tokens its cache spared (None: not on a server).
-        self.queued_us = 0
-        self.cached: int | None = None
-        self.decision: dict[str, Any] | None = None
 
 
 class Simulation:
@@ -306,8 +257,7 @@ class Simulation:
         """A request refused before routing (by its key, limits or the global cap)."""
         self.result.denials[reason] += 1
         if self.explain is not None:
-            line = {"line": record.line, "ts": record.ts_us / 1e6, "model": record.model}
-            self.explain(line | {"outcome": reason})
+            self.explain(refused_line(record, reason))
 
     def _admit(self, record: TraceRecord, now: int) -> None:
         config = self.config
@@ -321,7 +271,7 @@ class Simulation:
         model_name = record.model
         org_name = principal.organization
         key_id = record.key
-        request = _Request(record, org_name)
+        request = Request(record, org_name)
         request.price = self._prices.get(model_name)
         if self.limits.applies(caller, model_name):
             plan, refusal, holds = self.limits.admit(
@@ -370,7 +320,7 @@ class Simulation:
         )
         self._next_attempt(request, now)
 
-    def _next_attempt(self, request: _Request, start: int) -> None:
+    def _next_attempt(self, request: Request, start: int) -> None:
         """Start the attempt the plan says, or end the request with its problem."""
         attempts = request.attempts
         assert attempts is not None
@@ -387,12 +337,12 @@ class Simulation:
                 self.result.requests_failed_over += 1
         self._attempt(request, candidate.backend, start)
 
-    def _text(self, request: _Request) -> str:
+    def _text(self, request: Request) -> str:
         if request.text is None:
             request.text = prompt_of(request.record)
         return request.text
 
-    def _attempt(self, request: _Request, backend: str, start: int) -> None:
+    def _attempt(self, request: Request, backend: str, start: int) -> None:
         request.backend = backend
         request.job = None
         backends = self.backends
@@ -420,17 +370,18 @@ class Simulation:
     # -- model servers -----------------------------------------------------
 
     def _enqueue(
-        self, request: _Request, backend: str, start: int, added_us: int, deadline: int
+        self, request: Request, backend: str, start: int, added_us: int, deadline: int
     ) -> None:
         """Queue the attempt on the backend's server; start it if a slot is free."""
         server = self.backends.servers[backend]
-        blocks = server.blocks(self._text(request)) if server.model.cache_blocks else ()
-        # A latency fault delays the request on its way: it reaches the queue later.
-        completion = self._completion(request)
+        text = self._text(request) if server.model.cache_blocks else ""
         # The router stops waiting at its read timeout or the request's deadline.
         give_up = min(start + self.backends.read_timeout_us[backend], deadline)
-        job = Job(request, start + added_us, request.record.prompt_tokens, completion, blocks)
-        job.give_up_us = give_up
+        # A latency fault delays the request on its way: it reaches the queue later.
+        job = Job(
+            request, start + added_us, give_up, request.record.prompt_tokens,
+            self._completion(request), text, server.blocks(text),
+        )  # fmt: skip
         request.job = job
         server.queue.append(job)
         self._push(give_up, _QUEUE_TIMEOUT, job, give_up - start)
@@ -440,36 +391,22 @@ class Simulation:
         """Start the attempts waiting on the backend's server while it has free slots."""
         server = self.backends.servers[backend]
         result = self.result
-        while server.free():
-            job = server.next_job()
-            if job is None:
-                return
-            job.started = True
-            request: _Request = job.request
-            at = max(now, job.enqueued_us)
-            hit = server.cached(job.blocks)
-            server.remember(job.blocks)
-            text_chars = len(request.text or "")
-            hit_tokens = server.hit_tokens(job.prompt_tokens, text_chars, hit)
-            prefill = server.prefill_us(job.prompt_tokens, hit_tokens)
-            decode = server.decode_us(job.completion, server.running)
-            server.running += 1
+        while (started := server.start_next(now)) is not None:
+            job, run = started
+            request: Request = job.request
             result.prompt_tokens[backend] += job.prompt_tokens
-            result.cached_tokens[backend] += hit_tokens
-            request.first_token_us = at + prefill
-            request.queued_us = at - job.enqueued_us
-            request.cached = hit_tokens
-            end = at + prefill + decode
-            give_up = job.give_up_us
+            result.cached_tokens[backend] += run.cached_tokens
+            result.busy_us[backend] += run.end_us - run.start_us
+            request.first_token_us = run.first_token_us
+            request.queued_us = run.start_us - job.enqueued_us
+            request.cached = run.cached_tokens
             outcome = OK
-            if end > give_up:
+            if run.given_up:
                 deadline = request.arrival_us + self._request_timeout_us
-                outcome = _DEADLINE if give_up >= deadline else TIMED_OUT
-                end = max(at, give_up)
-            result.busy_us[backend] += end - at
-            self._push(end, outcome, request, end - job.enqueued_us)
+                outcome = _DEADLINE if job.give_up_us >= deadline else TIMED_OUT
+            self._push(run.end_us, outcome, request, run.end_us - job.enqueued_us)
 
-    def _completion(self, request: _Request) -> int:
+    def _completion(self, request: Request) -> int:
         record = request.record
         if record.operation == "embedding":
             return 0
@@ -503,7 +440,7 @@ class Simulation:
         self._ended(request, outcome, spent, at)
         self._start_jobs(backend, at)
 
-    def _ended(self, request: _Request, outcome: int, spent: int, at: int) -> None:
+    def _ended(self, request: Request, outcome: int, spent: int, at: int) -> None:
         backend = request.backend
         backends = self.backends
         backends.end(backend, request.tokens)
@@ -534,7 +471,7 @@ class Simulation:
         self.total_in_flight -= 1
         self._fail(request, attempts.problem().problem.code, at)
 
-    def _served(self, request: _Request, backend: str, at: int) -> None:
+    def _served(self, request: Request, backend: str, at: int) -> None:
         result = self.result
         record = request.record
         completion = self._completion(request)
@@ -555,35 +492,16 @@ class Simulation:
             usage = TokenUsage(record.prompt_tokens, completion, record.prompt_tokens + completion)
             self.limits.settle(request.plan, request.holds, usage, served=True, now_us=at)
 
-    def _fail(self, request: _Request, reason: str, at: int) -> None:
+    def _fail(self, request: Request, reason: str, at: int) -> None:
         self.result.denials[reason] += 1
         if self.explain is not None:
             self._explained(request, reason, at)
         if request.holds and request.plan is not None:
             self.limits.settle(request.plan, request.holds, None, served=False, now_us=at)
 
-    def _explained(self, request: _Request, outcome: str, at: int) -> None:
-        """The request's line of the explanation output."""
+    def _explained(self, request: Request, outcome: str, at: int) -> None:
         assert self.explain is not None
-        record = request.record
-        line: dict[str, Any] = {
-            "line": record.line,
-            "ts": record.ts_us / 1e6,
-            "model": record.model,
-            "outcome": outcome,
-        }
-        if outcome == "served":
-            line["backend"] = request.backend
-            line["ttft_ms"] = (request.first_token_us - request.arrival_us) / 1000
-            if request.cached is not None:
-                line["queued_ms"] = request.queued_us / 1000
-                line["cached_tokens"] = request.cached
-        line["latency_ms"] = (at - request.arrival_us) / 1000
-        if request.decision is not None:
-            line["route"] = request.decision
-        if request.attempts is not None and request.attempts.attempts > 1:
-            line["attempts"] = request.attempts.attempts
-        self.explain(line)
+        self.explain(request.explanation(outcome, at))
 
 
 def _failure(backend: str, outcome: int) -> Failure:

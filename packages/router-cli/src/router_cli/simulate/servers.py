@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from router_cli.simulate.faults import ServerModel
 from router_core.affinity import prefix_blocks
@@ -40,27 +40,42 @@ class Job:
 
     __slots__ = (
         "blocks", "cancelled", "completion", "enqueued_us", "give_up_us", "prompt_tokens",
-        "request", "started",
+        "request", "started", "text_chars",
     )  # fmt: skip
 
     def __init__(
         self,
         request: Any,
         enqueued_us: int,
+        give_up_us: int,
         prompt_tokens: int,
         completion: int,
+        text: str,
         blocks: Sequence[str],
     ) -> None:
         # The engine's request whose attempt this is.
         self.request = request
         self.enqueued_us = enqueued_us
+        # When the router stops waiting for it (its read timeout or deadline).
+        self.give_up_us = give_up_us
         self.prompt_tokens = prompt_tokens
         self.completion = completion
+        self.text_chars = len(text)
         self.blocks = blocks
-        # When the router stops waiting for it (its read timeout or deadline).
-        self.give_up_us = 2**62
         self.started = False
         self.cancelled = False
+
+
+class Run(NamedTuple):
+    """A job started on a slot: when, what the cache spared, and when it ends."""
+
+    start_us: int
+    cached_tokens: int
+    first_token_us: int
+    end_us: int
+    # It would end past `give_up_us`: the router has gone by then, and the
+    # server drops it at `end_us` (= then).
+    given_up: bool
 
 
 class Server:
@@ -122,3 +137,23 @@ class Server:
             if not job.cancelled:
                 return job
         return None
+
+    def start_next(self, now_us: int) -> tuple[Job, Run] | None:
+        """Start the next job waiting, if a slot is free: its blocks go into the cache."""
+        if not self.free():
+            return None
+        job = self.next_job()
+        if job is None:
+            return None
+        job.started = True
+        at = max(now_us, job.enqueued_us)
+        hit = self.cached(job.blocks)
+        self.remember(job.blocks)
+        cached = self.hit_tokens(job.prompt_tokens, job.text_chars, hit)
+        first_token = at + self.prefill_us(job.prompt_tokens, cached)
+        end = first_token + self.decode_us(job.completion, self.running)
+        self.running += 1
+        given_up = end > job.give_up_us
+        if given_up:
+            end = max(at, job.give_up_us)
+        return job, Run(at, cached, first_token, end, given_up)
