@@ -281,3 +281,24 @@ def test_a_config_without_keys_cannot_be_synthesised() -> None:
         org["keys"] = []
     with pytest.raises(ValueError, match="no valid API keys"):
         list(prefix_records(structure(data), 1, rate=1, start=0, seed=0, prompts=1, sessions=0))
+
+
+def test_out_of_range_server_parameters_exit_1_by_line(tmp_path: Path) -> None:
+    faults = tmp_path / "servers.yaml"
+    faults.write_text(
+        "default:\n  server: {slots: 16, speed: 1}\n"
+        "backends:\n  gpu-4: {server: {slots: 0, cache_blocks: -1}}\n"
+        "  gpu-9: {server: {}}\n"
+    )
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("")
+    done = simulate("--config", str(FLEET), "--trace", str(trace), "--faults", str(faults))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"{faults}: 3 problem(s)",
+        f"  {faults}:4: backends.gpu-4.server.slots: must be an integer from 1 to 100,000, not 0",
+        f"  {faults}:4: backends.gpu-4.server.cache_blocks: must be an integer from 0 to "
+        "100,000,000, not -1",
+        f"  {faults}:5: backends.gpu-9: not a backend of the config",
+    ]

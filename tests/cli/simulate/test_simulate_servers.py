@@ -7,6 +7,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from router_cli.simulate import FaultsInvalid, Simulation, TraceRecord, parse_world
 from router_cli.simulate.prompts import prompt_of
@@ -241,9 +243,9 @@ def test_a_session_pins_its_turns() -> None:
 @pytest.mark.parametrize(
     ("server", "message"),
     [
-        ("{slots: 0}", "default.server.slots: must be an integer from 1 to 100000, not 0"),
-        ("{slots: 2.5}", "default.server.slots: must be an integer from 1 to 100000, not 2.5"),
-        ("{speed: 0}", "default.server.speed: must be a number from 0.001 to 1000, not 0"),
+        ("{slots: 0}", "default.server.slots: must be an integer from 1 to 100,000, not 0"),
+        ("{slots: 2.5}", "default.server.slots: must be an integer from 1 to 100,000, not 2.5"),
+        ("{speed: 0}", "default.server.speed: must be a number from 0.001 to 1,000, not 0"),
         ("{batch_slowdown: -1}", "default.server.batch_slowdown: must be a number from 0 to 10"),
         ("{cache_block_chars: 8}", "default.server.cache_block_chars: must be an integer from 16"),
         ("{prefill_ms_per_token: true}", "default.server.prefill_ms_per_token: must be a number"),
@@ -270,3 +272,60 @@ def test_a_server_takes_no_fixed_latency_and_backends_inherit_the_default() -> N
     assert a is not None
     assert b is not None
     assert (a.slots, a.speed, b.slots, b.speed) == (4, 2.0, 4, 0.5)
+
+
+arrivals = st.lists(
+    st.tuples(
+        st.floats(0, 20),  # arrival, s
+        st.integers(0, 3000),  # prompt tokens
+        st.integers(0, 300),  # output tokens
+        st.sampled_from(["sys-a", "sys-b", None]),  # a shared prefix, or none
+        st.sampled_from(["pair", "a-only"]),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(
+    arrivals,
+    st.integers(1, 4),
+    st.sampled_from(["weighted", "least_latency", "least_load"]),
+    st.booleans(),
+)
+def test_the_server_model_keeps_its_books(
+    trace: list[tuple[float, int, int, str | None, str]],
+    slots: int,
+    strategy: str,
+    with_affinity: bool,
+) -> None:
+    records = []
+    for n, (t_s, prompt, completion, prefix, model) in enumerate(
+        sorted(trace, key=lambda r: r[0]), 1
+    ):
+        segments = ((prefix, prompt),) if prefix is not None and prompt else ()
+        records.append(srec(t_s, prompt, completion, segments, line=n, model=model))
+    faults = SERVER.replace("slots: 1", f"slots: {slots}").replace(
+        "cache_blocks: 1000", "cache_blocks: 40"
+    )
+    config = two_servers(strategy, {"block_chars": 256} if with_affinity else None)
+    explained: list[dict[str, Any]] = []
+    simulation = Simulation(config, parse_world(faults, config), 1, explain=explained.append)
+    result = simulation.run(records)
+    # Every request ends once, served or denied with a reason.
+    assert len(explained) == len(records)
+    assert result.served_total + sum(result.denials.values()) == len(records)
+    for line in explained:
+        if line["outcome"] == "served":
+            # Its first token comes after its wait and before its last.
+            assert 0 <= line["queued_ms"] <= line["ttft_ms"] <= line["latency_ms"]
+    for backend in ("a", "b"):
+        utilisation = result.utilisation(backend)
+        assert utilisation is not None
+        assert 0 <= utilisation <= 1
+        assert 0 <= result.cached_tokens[backend] <= result.prompt_tokens[backend]
+    # Nothing is left running, queued or counted in flight.
+    backends = simulation.backends
+    assert all(s.running == 0 and s.next_job() is None for s in backends.servers.values())
+    assert set(backends.in_flight.values()) == {0}
+    assert set(backends.outstanding.values()) == {0}

@@ -224,7 +224,7 @@ def _server(
             problems.add(
                 data.line,
                 _join(path, name),
-                f"must be {kind} from {low:g} to {high:g}, not {value!r}",
+                f"must be {kind} from {low:,} to {high:,}, not {value!r}",
             )
             continue
         given[name] = value if integer else float(value)
