@@ -190,3 +190,31 @@ def test_a_hot_prefix_spills_from_its_loaded_home() -> None:
 def test_sessions_hash_apart_from_prompts() -> None:
     assert affinity.session_blocks("s1") == affinity.session_blocks("s1")
     assert affinity.session_blocks("s1") != affinity.session_blocks("s2")
+
+
+def test_a_session_pins_and_a_new_one_follows_its_prompt() -> None:
+    prompt = affinity.prefix_blocks("x" * 64, 16, 8)
+    blocks = affinity.request_blocks(prompt, "s1")
+    assert blocks == (*prompt, *affinity.session_blocks("s1"))
+    assert affinity.request_blocks(prompt, None) == prompt
+    assert affinity.request_blocks(prompt, "") == prompt
+    backends = ["a", "b", "c", "d"]
+    idle = dict.fromkeys(backends, 0.0)
+    share = dict.fromkeys(backends, 0.01)
+    index = affinity.PrefixIndex()
+    # Never seen: the prompt's first block decides, as without a session.
+    first = affinity.choose(affinity.AffinityRequest(blocks, index), idle, share)
+    assert first is not None
+    assert first.chosen == affinity.rendezvous_order(prompt[0], backends)[0]
+    # The prompt was served elsewhere, the session here: the session wins.
+    other = next(b for b in backends if b != first.chosen)
+    index.record(prompt, other)
+    index.record(affinity.session_blocks("s1"), first.chosen)
+    again = affinity.choose(affinity.AffinityRequest(blocks, index), idle, share)
+    assert again is not None
+    assert again.chosen == first.chosen
+    # Another session of the same prompt goes where the prompt was served.
+    new = affinity.request_blocks(prompt, "s2")
+    third = affinity.choose(affinity.AffinityRequest(new, index), idle, share)
+    assert third is not None
+    assert third.chosen == other

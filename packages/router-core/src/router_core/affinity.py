@@ -9,7 +9,11 @@ Rules:
   no prefix worth keeping in a cache and gets none.
 - A session (the `x-session-id` header, or the conversation of Responses'
   `previous_response_id`) is one block of its own, hashed from its id, so a
-  session's turns go to one backend.
+  session's turns go to one backend. A request's blocks are its prompt's,
+  then its session's (`request_blocks`): the session's block, the last, is
+  looked up first, so a known session pins; a new session's first turn goes
+  where its prompt's prefix does (by the prompt's first block), so that
+  sessions sharing a system prompt do not scatter it over every backend.
 - The home of a request is the backend that served the longest known prefix
   of it (a bounded `PrefixIndex` of recent requests, per process); when none
   is known, it is the first block's rendezvous (highest random weight) pick
@@ -97,6 +101,13 @@ def session_blocks(session: str) -> tuple[str, ...]:
     """A session's single block: its id, hashed apart from any prompt's."""
     digest = hashlib.blake2b(session.encode(), digest_size=_DIGEST_BYTES, person=b"session")
     return (digest.hexdigest(),)
+
+
+def request_blocks(prompt: Sequence[str], session: str | None) -> tuple[str, ...]:
+    """A request's blocks for affinity: its prompt's, then its session's (if any)."""
+    if not session:
+        return tuple(prompt)
+    return (*prompt, *session_blocks(session))
 
 
 def rendezvous_order(block: str, backends: Sequence[str]) -> list[str]:

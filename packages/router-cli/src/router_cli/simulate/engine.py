@@ -23,6 +23,17 @@ Rules:
   when the plan allows it; a timeout does not (504: the request may still be
   running). The request's limits are settled when it ends: actual tokens and
   spend if served, nothing if not.
+- A backend modelled as a model server (`servers`) queues an attempt that
+  finds its slots full; the attempt's time is its wait, its prefill (less
+  what the server's prefix cache holds) and its decode, and a slot freed
+  starts the next attempt waiting. Routing sees what the live router sees:
+  its own in-flight and outstanding-token counts, and for affinity a
+  `PrefixIndex` per model, recorded when a backend serves a request.
+- A request's blocks for affinity are the core's `request_blocks`: its
+  prompt's (`prompts.prompt_of`, hashed by the model's settings), then its
+  session's when it has one and the model names a `session_header`.
+- With `explain`, each request's routing decision (`RouteChoice.explain()`)
+  and its outcome go to the callback when it ends.
 - Randomness comes from one seeded `random.Random`: one seed, one result.
 """
 
@@ -38,17 +49,20 @@ from router_cli.simulate import limit_gate
 from router_cli.simulate.backends import ERRORED, OK, TIMED_OUT, Backends
 from router_cli.simulate.faults import NO_FAULTS, World
 from router_cli.simulate.ledger import LimitLedger, SimLedger
+from router_cli.simulate.prompts import answered_of, prompt_of
+from router_cli.simulate.request import Request, refused_line
 from router_cli.simulate.result import Result
+from router_cli.simulate.servers import Job
 from router_cli.simulate.trace import TraceRecord
 from router_core import routing
+from router_core.affinity import AffinityRequest, PrefixIndex, prefix_blocks, request_blocks
 from router_core.attempts import UNREACHABLE, AttemptPlan, Failure, FailureKind, status_failure
 from router_core.auth import KeyIndex, Principal, check_access, permit_model
 from router_core.config import Model, RouterConfig
 from router_core.limits.admission import LimitType
-from router_core.limits.budget import Price, cost
+from router_core.limits.budget import cost
 from router_core.limits.integers import US_PER_S
-from router_core.limits.ledger import Hold
-from router_core.limits.plan import LimitPlan, price_of
+from router_core.limits.plan import price_of
 from router_core.limits.scopes import Scope
 from router_core.problems import ClientError
 from router_core.retry_budget import RetryBudget
@@ -69,36 +83,10 @@ ROUTES = {"chat": "/v1/chat/completions", "completion": "/v1/completions",
 # probe falling due and of its answer, and of an early probe that a refused
 # connection asked for (their `request` is the backend's name, and for a
 # trial's answer also the trial's number and its failure).
-_DEADLINE, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, -1, -2, -3, -4
+# An attempt still in a server's queue when the router stops waiting for it
+# (its `request` is the server's `Job`).
+_DEADLINE, _QUEUE_TIMEOUT, _PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE = 3, 5, -1, -2, -3, -4
 _PROBES = (_PROBE, _TRIAL, _TRIAL_END, _EARLY_PROBE)
-
-
-class _Request:
-    """One request in flight (plain slots: there may be a million of them)."""
-
-    __slots__ = (
-        "arrival_us",
-        "attempts",
-        "backend",
-        "holds",
-        "model",
-        "org",
-        "plan",
-        "price",
-        "record",
-    )  # fmt: skip
-
-    def __init__(self, record: TraceRecord, org: str) -> None:
-        self.record = record
-        self.org = org
-        self.arrival_us = record.ts_us
-        self.model = record.model
-        self.plan: LimitPlan | None = None
-        self.holds: tuple[Hold, ...] = ()
-        self.price: Price | None = None
-        # The attempt plan, and the backend of the attempt in flight.
-        self.attempts: AttemptPlan | None = None
-        self.backend = ""
 
 
 class Simulation:
@@ -108,8 +96,16 @@ class Simulation:
         world: World = NO_FAULTS,
         seed: int = 0,
         ledger: LimitLedger | None = None,
+        explain: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
+        self.explain = explain
+        self._indexes = {
+            name: PrefixIndex(model.affinity.index_blocks)
+            for name, model in config.models.items()
+            if model.affinity is not None
+        }
+        self._default_max_tokens = config.limits.default_max_tokens
         self.world = world
         self.rng = random.Random(seed)
         self.ledger = (
@@ -123,6 +119,7 @@ class Simulation:
         self.total_in_flight = 0
         self.retries = RetryBudget(lambda: config.routing)
         self.result = Result(tuple(config.backends))
+        self.result.slots = {n: s.model.slots for n, s in self.backends.servers.items()}
         self._events: list[tuple[int, int, Any, int, int]] = []
         self._seq = 0
         self._t0: int | None = None
@@ -163,7 +160,7 @@ class Simulation:
         while events:
             at, _, request, outcome, spent = heapq.heappop(events)
             if outcome not in _PROBES:
-                self._ended(request, outcome, spent, at)
+                self._attempt_ended(request, outcome, spent, at)
 
     def _push(self, at: int, outcome: int, request: Any, spent: int) -> None:
         self._seq += 1
@@ -192,7 +189,7 @@ class Simulation:
                 breaker.end_trial(self._seconds(at), trial, failure is None, failure or "")
                 self._plan_trial(backend, at)
             else:
-                self._ended(request, outcome, spent, at)
+                self._attempt_ended(request, outcome, spent, at)
 
     def _seconds(self, at_us: int) -> float:
         return (at_us - (self._t0 or 0)) / 1e6
@@ -236,7 +233,7 @@ class Simulation:
             if record.key is not None:
                 entry = self.keys.get(record.key)
                 if entry is None:
-                    self.result.denials["unauthenticated"] += 1
+                    self._refuse(record, "unauthenticated")
                     return None
                 principal, model = check_access(
                     entry, config, now=record.ts_us / 1e6, route=ROUTES[record.operation],
@@ -246,43 +243,70 @@ class Simulation:
             org_name = record.org or ""
             organization = config.organizations.get(org_name)
             if organization is None:
-                self.result.denials["unauthenticated"] += 1
+                self._refuse(record, "unauthenticated")
                 return None
             # A trace that does not know keys: the organization's rules alone apply.
             principal = Principal(org_name, "", organization)
             return principal, permit_model(principal, config, record.model), Scope(org_name)
         except ClientError as refused:
             code = refused.problem.code
-            self.result.denials[_REFUSAL_CODES.get(code, code)] += 1
+            self._refuse(record, _REFUSAL_CODES.get(code, code))
             return None
+
+    def _refuse(self, record: TraceRecord, reason: str) -> None:
+        """A request refused before routing (by its key, limits or the global cap)."""
+        self.result.denials[reason] += 1
+        if self.explain is not None:
+            self.explain(refused_line(record, reason))
 
     def _admit(self, record: TraceRecord, now: int) -> None:
         config = self.config
-        denials = self.result.denials
         authorized = self._authorize(record)
         if authorized is None:
             return
         principal, resolved, caller = authorized
         if self.total_in_flight >= config.server.max_in_flight:
-            denials["overloaded"] += 1
+            self._refuse(record, "overloaded")
             return
         model_name = record.model
         org_name = principal.organization
         key_id = record.key
-        request = _Request(record, org_name)
+        request = Request(record, org_name)
         request.price = self._prices.get(model_name)
         if self.limits.applies(caller, model_name):
             plan, refusal, holds = self.limits.admit(
                 caller, record, f"r{self.result.requests}", now
             )
             if refusal is not None:
-                denials[_DENIAL_CODES[refusal.limit_type]] += 1
+                self._refuse(record, _DENIAL_CODES[refusal.limit_type])
                 return
             request.plan, request.holds = plan, holds
         seconds = self._seconds(now)
-        decision = routing.decide(
-            model_name, resolved, org_name, key_id, self.rng, self.backends.views(seconds)
+        record_max = record.max_tokens
+        request.tokens = record.prompt_tokens + (
+            record_max if record_max is not None else self._default_max_tokens
         )
+        affinity = None
+        settings = resolved.affinity
+        if settings is not None:
+            text = self._text(request)
+            prompt = prefix_blocks(text, settings.block_chars, settings.max_blocks)
+            session = record.session if settings.session_header else None
+            request.affinity = request_blocks(prompt, session)
+            affinity = AffinityRequest(
+                request.affinity, self._indexes.get(model_name), settings.load_factor
+            )
+        decision = routing.decide(
+            model_name,
+            resolved,
+            org_name,
+            key_id,
+            self.rng,
+            self.backends.views(seconds),
+            affinity=affinity,
+        )
+        if self.explain is not None:
+            request.decision = decision.explain()
         if not decision.candidates:
             # Every backend full: the router waits a moment for a slot, then sheds
             # (the wait is not modelled). Otherwise no backend can take it.
@@ -296,7 +320,7 @@ class Simulation:
         )
         self._next_attempt(request, now)
 
-    def _next_attempt(self, request: _Request, start: int) -> None:
+    def _next_attempt(self, request: Request, start: int) -> None:
         """Start the attempt the plan says, or end the request with its problem."""
         attempts = request.attempts
         assert attempts is not None
@@ -313,18 +337,76 @@ class Simulation:
                 self.result.requests_failed_over += 1
         self._attempt(request, candidate.backend, start)
 
-    def _attempt(self, request: _Request, backend: str, start: int) -> None:
+    def _text(self, request: Request) -> str:
+        if request.text is None:
+            request.text = prompt_of(request.record)
+        return request.text
+
+    def _attempt(self, request: Request, backend: str, start: int) -> None:
         request.backend = backend
-        self.backends.begin(backend)
+        request.job = None
+        backends = self.backends
+        backends.begin(backend, request.tokens)
         self.result.attempts[backend] += 1
         offset = start - (self._t0 or 0)
-        outcome, spent = self.backends.outcome(backend, offset, self._completion(request))
         deadline = request.arrival_us + self._request_timeout_us
+        server = backends.servers.get(backend)
+        if server is not None:
+            forced, spent = backends.fault(backend, offset)
+            if forced == OK:
+                self._enqueue(request, backend, start, spent, deadline)
+                return
+            outcome = forced
+        else:
+            completion = self._completion(request)
+            outcome, spent = backends.outcome(backend, offset, completion)
+            # Its first token comes after its latency, before the rest of the tokens.
+            per_token = self.world.model_of(backend).per_token_ms
+            request.first_token_us = start + max(0, spent - round(per_token * completion * 1000))
         if start + spent > deadline:
             outcome, spent = _DEADLINE, max(0, deadline - start)
         self._push(start + spent, outcome, request, spent)
 
-    def _completion(self, request: _Request) -> int:
+    # -- model servers -----------------------------------------------------
+
+    def _enqueue(
+        self, request: Request, backend: str, start: int, added_us: int, deadline: int
+    ) -> None:
+        """Queue the attempt on the backend's server; start it if a slot is free."""
+        server = self.backends.servers[backend]
+        text = self._text(request) if server.model.cache_blocks else ""
+        # The router stops waiting at its read timeout or the request's deadline.
+        give_up = min(start + self.backends.read_timeout_us[backend], deadline)
+        # A latency fault delays the request on its way: it reaches the queue later.
+        job = Job(
+            request, start + added_us, give_up, request.record.prompt_tokens,
+            self._completion(request), text, server.blocks(text),
+        )  # fmt: skip
+        request.job = job
+        server.queue.append(job)
+        self._push(give_up, _QUEUE_TIMEOUT, job, give_up - start)
+        self._start_jobs(backend, job.enqueued_us)
+
+    def _start_jobs(self, backend: str, now: int) -> None:
+        """Start the attempts waiting on the backend's server while it has free slots."""
+        server = self.backends.servers[backend]
+        result = self.result
+        while (started := server.start_next(now)) is not None:
+            job, run = started
+            request: Request = job.request
+            result.prompt_tokens[backend] += job.prompt_tokens
+            result.cached_tokens[backend] += run.cached_tokens
+            result.busy_us[backend] += run.end_us - run.start_us
+            request.first_token_us = run.first_token_us
+            request.queued_us = run.start_us - job.enqueued_us
+            request.cached = run.cached_tokens
+            outcome = OK
+            if run.given_up:
+                deadline = request.arrival_us + self._request_timeout_us
+                outcome = _DEADLINE if job.give_up_us >= deadline else TIMED_OUT
+            self._push(run.end_us, outcome, request, run.end_us - job.enqueued_us)
+
+    def _completion(self, request: Request) -> int:
         record = request.record
         if record.operation == "embedding":
             return 0
@@ -332,10 +414,37 @@ class Simulation:
         cap = request.plan.max_tokens if request.plan is not None else None
         return completion if cap is None or completion <= cap else cap
 
-    def _ended(self, request: _Request, outcome: int, spent: int, at: int) -> None:
+    def _attempt_ended(self, request: Any, outcome: int, spent: int, at: int) -> None:
+        """An attempt's end event: a server's slot frees, or a queued attempt is given up."""
+        if outcome == _QUEUE_TIMEOUT:
+            job: Job = request  # this event's payload is the job
+            if job.started or job.cancelled:
+                return  # it left the queue in time: its own end is coming
+            job.cancelled = True
+            request = job.request
+            deadline = request.arrival_us + self._request_timeout_us
+            outcome = _DEADLINE if at >= deadline else TIMED_OUT
+            request.job = None
+            self._ended(request, outcome, spent, at)
+            return
+        if request.job is None:
+            self._ended(request, outcome, spent, at)
+            return
+        backend = request.backend
+        server = self.backends.servers[backend]
+        server.running -= 1
+        if outcome == OK and request.record.answer is not None and server.model.cache_blocks:
+            # It generated its answer: the answer's blocks follow the prompt's.
+            server.remember(server.blocks(answered_of(request.record)))
+        request.job = None
+        self._ended(request, outcome, spent, at)
+        self._start_jobs(backend, at)
+
+    def _ended(self, request: Request, outcome: int, spent: int, at: int) -> None:
         backend = request.backend
         backends = self.backends
-        backends.end(backend)
+        backends.end(backend, request.tokens)
+        self.result.last_end_us = max(self.result.last_end_us or at, at)
         breaker = backends.breakers[backend]
         seconds = self._seconds(at)
         if outcome == OK:
@@ -362,12 +471,19 @@ class Simulation:
         self.total_in_flight -= 1
         self._fail(request, attempts.problem().problem.code, at)
 
-    def _served(self, request: _Request, backend: str, at: int) -> None:
+    def _served(self, request: Request, backend: str, at: int) -> None:
         result = self.result
         record = request.record
         completion = self._completion(request)
         result.served[backend] += 1
         result.latencies_ms[backend].append((at - request.arrival_us) / 1000)
+        result.ttft_ms[backend].append((request.first_token_us - request.arrival_us) / 1000)
+        if request.affinity:
+            index = self._indexes.get(request.model)
+            if index is not None:
+                index.record(request.affinity, backend)
+        if self.explain is not None:
+            self._explained(request, "served", at)
         if request.price is None:
             result.unpriced += 1
         else:
@@ -376,10 +492,16 @@ class Simulation:
             usage = TokenUsage(record.prompt_tokens, completion, record.prompt_tokens + completion)
             self.limits.settle(request.plan, request.holds, usage, served=True, now_us=at)
 
-    def _fail(self, request: _Request, reason: str, at: int) -> None:
+    def _fail(self, request: Request, reason: str, at: int) -> None:
         self.result.denials[reason] += 1
+        if self.explain is not None:
+            self._explained(request, reason, at)
         if request.holds and request.plan is not None:
             self.limits.settle(request.plan, request.holds, None, served=False, now_us=at)
+
+    def _explained(self, request: Request, outcome: str, at: int) -> None:
+        assert self.explain is not None
+        self.explain(request.explanation(outcome, at))
 
 
 def _failure(backend: str, outcome: int) -> Failure:

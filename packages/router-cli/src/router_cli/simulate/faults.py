@@ -20,6 +20,20 @@ to the end), in seconds after the trace's first request:
 - `latency`: `added_ms` more per request (past the backend's `read_timeout_s`,
   an attempt times out).
 Active probes fail while a backend is down, hung or erroring.
+
+A backend with a `server` mapping (its own, or the default's, which its own
+fields override) is modelled as a model server instead of a fixed latency
+(`latency_ms` and `per_token_ms` do not apply to it):
+
+```yaml
+default:
+  server: {slots: 16, prefill_ms_per_token: 0.1, decode_ms_per_token: 20,
+           batch_slowdown: 0.01, cache_blocks: 4096, cache_block_chars: 256, speed: 1}
+backends:
+  gpu-old: {server: {speed: 0.5}}                # every token takes twice as long
+```
+
+See `backends.Server` for what each field represents.
 """
 
 from __future__ import annotations
@@ -43,9 +57,44 @@ class FaultKind(enum.Enum):
 
 
 @attrs.frozen
+class ServerModel:
+    """A model server (vLLM, SGLang, TGI): batch slots, a queue, per-token costs
+    and a prefix cache. Defaults: an 8B-class model on one GPU."""
+
+    # Requests it runs at once (its batch); the rest wait in its queue, first come first served.
+    slots: int = 16
+    # Prefill: ms per prompt token not found in its prefix cache.
+    prefill_ms_per_token: float = 0.1
+    # Decode: ms per output token of a request running alone.
+    decode_ms_per_token: float = 20.0
+    # Each other request in the batch when it starts makes its decode this much slower.
+    batch_slowdown: float = 0.01
+    # Its prefix (KV) cache: how many blocks it holds (least recently used
+    # evicted; 0: no cache), and how many characters of the prompt's text a block is.
+    cache_blocks: int = 4096
+    cache_block_chars: int = 256
+    # Its speed relative to the others (0.5: every token takes twice as long).
+    speed: float = 1.0
+
+
+# Each field's type and range: (integer, low, high).
+SERVER_FIELDS: dict[str, tuple[bool, float, float]] = {
+    "slots": (True, 1, 100_000),
+    "prefill_ms_per_token": (False, 0, 10_000),
+    "decode_ms_per_token": (False, 0, 100_000),
+    "batch_slowdown": (False, 0, 10),
+    "cache_blocks": (True, 0, 100_000_000),
+    "cache_block_chars": (True, 16, 1_000_000),
+    "speed": (False, 0.001, 1000),
+}
+
+
+@attrs.frozen
 class BackendModel:
     latency_ms: float = 200.0
     per_token_ms: float = 0.0
+    # A model server instead of a fixed latency (None: a fixed latency).
+    server: ServerModel | None = None
 
 
 @attrs.frozen
@@ -136,14 +185,50 @@ def _check_keys(data: _Map, allowed: Sequence[str], path: str, problems: _Proble
             )
 
 
-def _backend_model(data: object, path: str, line: int, problems: _Problems) -> BackendModel:
+def _backend_model(
+    data: object, path: str, line: int, problems: _Problems, base: ServerModel | None = None
+) -> BackendModel:
     if not isinstance(data, _Map):
         problems.add(line, path, "must be a mapping like {latency_ms: 200, per_token_ms: 0}")
         return BackendModel()
-    _check_keys(data, ("latency_ms", "per_token_ms"), path, problems)
+    _check_keys(data, ("latency_ms", "per_token_ms", "server"), path, problems)
+    server = base
+    if "server" in data:
+        server = _server(data["server"], _join(path, "server"), data.line, problems, base)
+        for fixed in ("latency_ms", "per_token_ms"):
+            if fixed in data:
+                problems.add(data.line, _join(path, fixed), "is for backends without a server")
     latency = _number(data, "latency_ms", path, problems, default=200.0, low=0)
     per_token = _number(data, "per_token_ms", path, problems, default=0.0, low=0)
-    return BackendModel(latency or 0.0, per_token or 0.0)
+    return BackendModel(latency or 0.0, per_token or 0.0, server)
+
+
+def _server(
+    data: object, path: str, line: int, problems: _Problems, base: ServerModel | None
+) -> ServerModel | None:
+    if not isinstance(data, _Map):
+        problems.add(line, path, "must be a mapping like {slots: 16, speed: 1}")
+        return base
+    _check_keys(data, tuple(SERVER_FIELDS), path, problems)
+    given: dict[str, Any] = {}
+    for name, (integer, low, high) in SERVER_FIELDS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        kind = "an integer" if integer else "a number"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if integer else int | float)
+            or not low <= value <= high
+        ):
+            problems.add(
+                data.line,
+                _join(path, name),
+                f"must be {kind} from {low:,} to {high:,}, not {value!r}",
+            )
+            continue
+        given[name] = value if integer else float(value)
+    return attrs.evolve(base or ServerModel(), **given)
 
 
 def _fault(data: object, path: str, line: int, config: RouterConfig, problems: _Problems) -> Fault:
@@ -201,6 +286,7 @@ def parse_world(text: str, config: RouterConfig, source: str = "faults") -> Worl
         raise FaultsInvalid([f"{source}:1: must be a mapping with default, backends, faults"])
     _check_keys(data, ("default", "backends", "refused_ms", "faults"), "", problems)
     default = _backend_model(data.get("default", _Map()), "default", data.line, problems)
+    base = default.server
     models: dict[str, BackendModel] = {}
     backends = data.get("backends") or _Map()
     if not isinstance(backends, _Map):
@@ -210,7 +296,7 @@ def parse_world(text: str, config: RouterConfig, source: str = "faults") -> Worl
         line = value.line if isinstance(value, _Map) else backends.line
         if name not in config.backends:
             problems.add(line, f"backends.{name}", "not a backend of the config")
-        models[str(name)] = _backend_model(value, f"backends.{name}", line, problems)
+        models[str(name)] = _backend_model(value, f"backends.{name}", line, problems, base)
     refused = _number(data, "refused_ms", "", problems, default=1.0, low=0)
     faults: list[Fault] = []
     listed = data.get("faults") or []

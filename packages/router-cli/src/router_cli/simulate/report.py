@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -68,3 +69,43 @@ def render(summary: dict[str, Any], console: Console, elapsed_s: float | None = 
         f"Modelled latency of served requests: p50 {_ms(latency['p50'])} ms, "
         f"p99 {_ms(latency['p99'])} ms"
     )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def render_comparison(
+    summaries: dict[str, dict[str, Any]], console: Console, elapsed_s: float | None = None
+) -> None:
+    """One column per strategy: its latencies, cache hit rate and each backend's utilisation."""
+    first = next(iter(summaries.values()))
+    line = (
+        f"{first['requests']:,} requests over {first['trace_seconds']:,.1f} s of trace, "
+        f"replayed under {len(summaries)} strategies"
+    )
+    if elapsed_s is not None:
+        line += f" (simulated in {elapsed_s:.2f} s)"
+    console.print(line)
+    table = Table(title="Strategies", title_justify="left")
+    table.add_column("")
+    for name in summaries:
+        table.add_column(name, justify="right", no_wrap=True)
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("served", lambda s: f"{s['served']:,}"),
+        ("denied", lambda s: f"{s['denied']:,}"),
+        ("TTFT p50 ms", lambda s: _ms(s["ttft_ms"]["p50"])),
+        ("TTFT p99 ms", lambda s: _ms(s["ttft_ms"]["p99"])),
+        ("latency p50 ms", lambda s: _ms(s["latency_ms"]["p50"])),
+        ("latency p99 ms", lambda s: _ms(s["latency_ms"]["p99"])),
+        ("cache hit rate", lambda s: _share(s["cache_hit_rate"])),
+    ]
+    for backend in first["backends"]:
+        rows.append((f"{backend} utilisation", _utilisation(backend)))
+    for label, cell in rows:
+        table.add_row(label, *(cell(summary) for summary in summaries.values()))
+    console.print(table)
+
+
+def _utilisation(backend: str) -> Callable[[dict[str, Any]], str]:
+    return lambda summary: _share(summary["backends"][backend]["utilisation"])

@@ -46,12 +46,43 @@ class Result:
     requests_failed_over: int = 0
     # Modelled latency of each served request, arrival to answer, in ms, by backend.
     latencies_ms: dict[str, list[float]] = attrs.field()
+    # Modelled time to first token of each served request, by backend.
+    ttft_ms: dict[str, list[float]] = attrs.field()
     first_ts_us: int | None = None
     last_ts_us: int | None = None
+    # When the last attempt ended (the simulated span runs to it).
+    last_end_us: int | None = None
+    # Model servers only: slots, slot-µs in use, prompt tokens started and
+    # the share of them found in the prefix cache.
+    slots: dict[str, int] = attrs.field(factory=dict)
+    busy_us: Counter[str] = attrs.field(factory=Counter)
+    prompt_tokens: Counter[str] = attrs.field(factory=Counter)
+    cached_tokens: Counter[str] = attrs.field(factory=Counter)
 
     @latencies_ms.default
     def _no_latencies(self) -> dict[str, list[float]]:
         return {name: [] for name in self.backends}
+
+    @ttft_ms.default
+    def _no_ttft(self) -> dict[str, list[float]]:
+        return {name: [] for name in self.backends}
+
+    def utilisation(self, backend: str) -> float | None:
+        """Share of the server's slot-time in use from the first arrival to the last end."""
+        slots = self.slots.get(backend)
+        if slots is None or self.first_ts_us is None:
+            return None
+        span = max(self.last_end_us or 0, self.last_ts_us or 0) - self.first_ts_us
+        return round(self.busy_us[backend] / (slots * span), 4) if span > 0 else 0.0
+
+    def cache_hit_rate(self, backend: str | None = None) -> float | None:
+        """Share of prompt tokens found in the prefix cache (None: no model server)."""
+        if not self.slots:
+            return None
+        names = [backend] if backend is not None else list(self.slots)
+        prompt = sum(self.prompt_tokens[n] for n in names)
+        cached = sum(self.cached_tokens[n] for n in names)
+        return round(cached / prompt, 4) if prompt else 0.0
 
     @property
     def served_total(self) -> int:
@@ -76,6 +107,9 @@ class Result:
                     "attempts": self.attempts[name],
                     "failed_attempts": self.failed_attempts[name],
                     "latency_ms": percentiles(self.latencies_ms[name]),
+                    "ttft_ms": percentiles(self.ttft_ms[name]),
+                    "utilisation": self.utilisation(name),
+                    "cache_hit_rate": self.cache_hit_rate(name) if name in self.slots else None,
                 }
                 for name in self.backends
             },
@@ -87,6 +121,8 @@ class Result:
             "failovers": self.failovers,
             "requests_failed_over": self.requests_failed_over,
             "latency_ms": percentiles([v for values in self.latencies_ms.values() for v in values]),
+            "ttft_ms": percentiles([v for values in self.ttft_ms.values() for v in values]),
+            "cache_hit_rate": self.cache_hit_rate(),
         }
 
 

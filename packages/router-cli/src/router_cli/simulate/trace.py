@@ -15,6 +15,18 @@ Fields of a line (anything else is an error, so a typo is not silently ignored):
 - `max_tokens` (optional): integer >= 1, the request's own; without it the
   router reserves `limits.default_max_tokens` when a token or spend limit applies.
 - `operation` (optional): `chat` (default), `completion` or `embedding`.
+- `segments` (optional): what the prompt starts with, for the backends'
+  prefix caches and affinity: a list of `[id, tokens]` pairs, each one
+  message of that many tokens whose text is derived from its id alone (so
+  two requests with a segment of the same id share that text: a system
+  prompt, or a conversation's earlier turns). Their tokens add up to at most
+  `prompt_tokens`; the rest of the prompt is text of this request's own.
+  Without it the whole prompt is the request's own.
+- `answer` (optional): the segment id the completion has where a later
+  prompt repeats it (a conversation's next turn): the server that generated
+  it keeps it in its prefix cache after the prompt.
+- `session` (optional): a non-empty string, the conversation the request
+  belongs to (the live router reads it from the model's `session_header`).
 - `id` (optional): a label, ignored.
 
 Timestamps must not go backwards. A bad line stops the run with every
@@ -34,8 +46,11 @@ MAX_PROBLEMS = 20
 MAX_TOKENS = 10**9
 OPERATIONS = ("chat", "completion", "embedding")
 FIELDS = frozenset(
-    ("ts", "key", "org", "model", "prompt_tokens", "completion_tokens", "max_tokens", "operation")
-)
+    ("ts", "key", "org", "model", "prompt_tokens", "completion_tokens", "max_tokens", "operation",
+     "segments", "session", "answer")
+)  # fmt: skip
+# Segments of one prompt at most (a conversation of this many messages is a mistake).
+MAX_SEGMENTS = 1000
 _ALLOWED = FIELDS | {"id"}
 # Latest instant the limits accept (2**52 µs after the epoch, in 2112).
 _MAX_TS_S = 2**52 / 1_000_000
@@ -52,6 +67,10 @@ class TraceRecord(NamedTuple):
     max_tokens: int | None
     operation: str
     line: int
+    # The prompt's leading segments, (id, tokens) each; () when it has none.
+    segments: tuple[tuple[str, int], ...] = ()
+    session: str | None = None
+    answer: str | None = None
 
 
 class TraceInvalid(Exception):
@@ -135,6 +154,11 @@ def parse_line(raw: bytes | str, line: int) -> TraceRecord:
     max_tokens = _count(data, "max_tokens", 1, required=False)
     assert prompt is not None
     assert completion is not None
+    segments = _segments(data.get("segments"), prompt) if "segments" in data else ()
+    session, answer = data.get("session"), data.get("answer")
+    for name, value in (("session", session), ("answer", answer)):
+        if value is not None and (type(value) is not str or not value):
+            raise _LineError(f"{name} must be a non-empty string, not {_show(value)}")
     return TraceRecord(
         ts_us,
         key,
@@ -145,7 +169,38 @@ def parse_line(raw: bytes | str, line: int) -> TraceRecord:
         max_tokens,
         str(operation),
         line,
+        segments,
+        session,
+        answer,
     )
+
+
+def _segments(value: object, prompt_tokens: int) -> tuple[tuple[str, int], ...]:
+    shape = 'a list of [id, tokens] pairs like [["system-1", 1200], ["turn-1", 80]]'
+    if type(value) is not list or len(value) > MAX_SEGMENTS:
+        raise _LineError(f"segments must be {shape} (at most {MAX_SEGMENTS}), not {_show(value)}")
+    segments: list[tuple[str, int]] = []
+    total = 0
+    for i, item in enumerate(value):
+        if (
+            type(item) is not list
+            or len(item) != 2
+            or type(item[0]) is not str
+            or not item[0]
+            or type(item[1]) is not int
+            or not 1 <= item[1] <= MAX_TOKENS
+        ):
+            raise _LineError(
+                f"segments[{i}] must be [id, tokens] with a non-empty id and tokens from 1 "
+                f"to {MAX_TOKENS:,}, not {_show(item)}"
+            )
+        segments.append((item[0], item[1]))
+        total += item[1]
+    if total > prompt_tokens:
+        raise _LineError(
+            f"segments add up to {total:,} tokens, more than prompt_tokens ({prompt_tokens:,})"
+        )
+    return tuple(segments)
 
 
 def read_trace(lines: Iterable[bytes | str], source: str = "trace") -> Iterator[TraceRecord]:
