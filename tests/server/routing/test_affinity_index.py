@@ -59,8 +59,8 @@ def test_a_reload_keeps_a_models_index_while_it_keeps_affinity() -> None:
 
 
 def test_what_a_request_goes_by() -> None:
-    """The session header first, then the conversation, then the prompt; a
-    short prompt with neither has nothing to go by."""
+    """Its prompt's blocks, then one session block: the session header's, else
+    the conversation's; a short prompt with neither has nothing to go by."""
     affinity = Affinity(lambda: running)
     running = structure(config())
     model = running.models["chat"]
@@ -68,23 +68,26 @@ def test_what_a_request_goes_by() -> None:
     session = affinity.request("chat", model, chat("hi"), {"x-session-id": "s1"}, "acme")
     other_org = affinity.request("chat", model, chat("hi"), {"x-session-id": "s1"}, "globex")
     talk = affinity.request("chat", model, chat("hi"), {}, "acme", "conv_1")
+    both = affinity.request("chat", model, chat("hi"), {"x-session-id": "s1"}, "acme", "conv_1")
     assert prompt.routing is not None
     assert session.routing is not None
     assert talk.routing is not None
     assert other_org.routing is not None
-    assert len(session.routing.blocks) == 1
+    assert both.routing is not None
+    blocks = prompt.routing.blocks
+    # The prompt's blocks first, the session's last (looked up first: it pins).
+    assert session.routing.blocks[:-1] == blocks
+    assert talk.routing.blocks[:-1] == blocks
+    assert len(session.routing.blocks) == len(blocks) + 1
     assert session.routing.blocks != other_org.routing.blocks
     assert talk.routing.blocks != session.routing.blocks
-    # A first turn goes by its prompt, and records its conversation too.
-    first = affinity.request("chat", model, chat("hi"), {}, "acme", "conv_1", starts=True)
-    assert first.routing is not None
-    assert first.routing.blocks == prompt.routing.blocks
-    assert first.recorded == prompt.routing.blocks + talk.routing.blocks
+    assert both.routing.blocks == session.routing.blocks  # the header wins
+    assert talk.recorded == talk.routing.blocks
     short = validate_openai(
         Operation.CHAT, {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
     )
     assert affinity.request("chat", model, short, {}, "acme").routing is None
-    started = affinity.request("chat", model, short, {}, "acme", "conv_2", starts=True)
+    started = affinity.request("chat", model, short, {}, "acme", "conv_2")
     assert started.routing is not None
     assert len(started.routing.blocks) == 1
     plain = affinity.request("plain", running.models["plain"], chat("hi"), {}, "acme")

@@ -3,16 +3,16 @@
 Rules:
 - Only models with `affinity` set take part; for the others nothing is
   hashed and no index is kept.
-- A request's blocks: its session header's value (`affinity.session_header`)
-  when it sends one, else its Responses conversation (named when its first
-  turn is kept, the same for every turn), each hashed with the caller's
-  organization as one session block; else its prompt's prefix blocks. Only
-  the first `max_blocks` blocks of the prompt are rendered and hashed.
-- A Responses turn that starts a conversation goes by its prompt's prefix
-  when it has one (shared instructions), else by its new conversation's
-  block; either way the conversation's block is recorded where it was
-  served, so the next turns follow it there (on another replica, the
-  block's rendezvous home, the same for every later turn).
+- A request's blocks (`router_core.affinity.request_blocks`, as the
+  simulator's): its prompt's prefix blocks (only the first `max_blocks`
+  blocks are rendered and hashed), then one session block: its session
+  header's value (`affinity.session_header`) when it sends one, else its
+  Responses conversation (named when its first turn is kept, the same for
+  every turn), each hashed with the caller's organization. The session's
+  block is looked up first, so a known session pins to where it was
+  served; a new one goes where its prompt's prefix does, so sessions that
+  share a system prompt keep it on one backend, and replicas that have not
+  seen the session send it to the prefix's rendezvous home alike.
 - One `PrefixIndex` per model per process, sized by `index_blocks`; a
   reload keeps a model's index (resized) while the model keeps affinity.
   A block is recorded once a backend has answered the request (2xx): its
@@ -30,7 +30,7 @@ from router_core.affinity import (
     PrefixIndex,
     prefix_blocks,
     prompt_text,
-    session_blocks,
+    request_blocks,
 )
 from router_core.config import Model, RouterConfig
 from router_core.requests import InferenceRequest
@@ -77,38 +77,28 @@ class Affinity:
         headers: Mapping[str, str],
         organization: str,
         conversation: str | None = None,
-        *,
-        starts: bool = False,
     ) -> Pinning:
         """This request's affinity (routing None when its model has none or the
         request has nothing to go by: a short prompt, no session).
-        `conversation`: its Responses conversation; `starts`: this turn starts it."""
+        `conversation`: its Responses conversation."""
         settings = model.affinity
         if settings is None:
             return NO_PINNING
         index = self.index(name)
         header = settings.session_header
         session = headers.get(header) if header else None
-        talk = (
-            session_blocks(f"{organization}\x00conversation\x00{conversation}")
-            if conversation is not None
-            else ()
-        )
-        recorded: tuple[str, ...] = ()
         if session:
-            blocks = session_blocks(f"{organization}\x00session\x00{session}")
-        elif talk and not starts:
-            blocks = talk
+            key: str | None = f"{organization}\x00session\x00{session}"
+        elif conversation is not None:
+            key = f"{organization}\x00conversation\x00{conversation}"
         else:
-            size = settings.block_chars
-            text = prompt_text(inference.operation, inference.body, size * settings.max_blocks)
-            blocks = prefix_blocks(text, size, settings.max_blocks) or talk
-            recorded = talk if blocks is not talk else ()
+            key = None
+        size = settings.block_chars
+        text = prompt_text(inference.operation, inference.body, size * settings.max_blocks)
+        blocks = request_blocks(prefix_blocks(text, size, settings.max_blocks), key)
         if not blocks:
             return Pinning(None, index)
-        return Pinning(
-            AffinityRequest(blocks, index, settings.load_factor), index, blocks + recorded
-        )
+        return Pinning(AffinityRequest(blocks, index, settings.load_factor), index, blocks)
 
     @staticmethod
     def served(pinning: Pinning, backend: str) -> None:

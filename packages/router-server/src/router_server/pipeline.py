@@ -196,14 +196,14 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         inference = _passed_on(validate(await read_json_body(request)), request.headers)
         trace.inference = inference
         model = permit_model(principal, config, inference.model)
-        conversation, starts = None, False
+        conversation = None
         if inference.operation is Operation.RESPONSES:  # the conversation, before limits
             inference, conversation = await state.conversations.expand(
                 principal.organization, inference
             )
             trace.inference = inference
             if conversation is None:  # this turn starts one: named now, for affinity
-                conversation, starts = "conv_" + request_id.replace("-", ""), True
+                conversation = "conv_" + request_id.replace("-", "")
         stored = await _admit(state, exchange, request.headers)
         if stored is not None:  # a retry of a completed request, answered from the store
             backend = dict(stored.headers).get("x-router-backend")
@@ -214,7 +214,7 @@ async def _serve(request: Request, validate: Validator, shape: Shaper) -> Respon
         with tracing.span("router.route"):
             pinning = state.affinity.request(
                 inference.model, model, inference, request.headers,
-                principal.organization, conversation, starts=starts,
+                principal.organization, conversation,
             )  # fmt: skip
             candidates = await route_candidates(
                 state, runtime, inference.operation, inference.model, model, principal,
