@@ -1,10 +1,12 @@
 """Prices the router ships for common hosted models, and how a public model gets one.
 
 Rules:
-- Only a price read on the provider's own pricing page is shipped, with that
-  page's URL and the date it was read; a smaller honest table beats a big
-  guessed one. Entries are keyed by (backend kind, the model id a route sends
-  upstream), because the same id can cost differently at another provider.
+- Only a price read on the provider's own pages (its pricing page, or the
+  model's own page) is shipped, with that page's URL and the date it was read;
+  a smaller honest table beats a big guessed one. A retired model is not
+  shipped, nor one whose price ModelPrice cannot express. Entries are
+  keyed by (backend kind, the model id a route sends upstream), because the
+  same id can cost differently at another provider.
 - `prices.<public model>` in the config always wins. A public model with no
   configured price takes the shipped price of the upstream model ids its
   routes (its `backends` and every `routes[].backends`) send to; when they
