@@ -15,8 +15,17 @@ from router_core.config_enums import BackendKind
 from router_core.price_table import BY_ID, SHIPPED, _highest, price_choices, upstream_ids
 
 OPUS_45 = "claude-opus-4-5-20251101"
-OPUS_41 = "claude-opus-4-1"
 HAIKU_45 = "claude-haiku-4-5"
+FABLE_51 = "claude-fable-5-1"
+# The newest ids, each read on Anthropic's own pages: input, 5m cache write,
+# cache hit, output (USD per million tokens).
+NEWEST = {
+    "claude-opus-5-5": ("4", "5", "0.20", "20"),
+    "claude-sonnet-5-5": ("2", "2.50", "0.10", "10"),
+    FABLE_51: ("10", "12.50", "0.25", "50"),
+    "claude-opus-5": ("5", "6.25", "0.50", "25"),
+    "claude-sonnet-5": ("2", "2.50", "0.20", "10"),
+}
 
 
 def config(**models: Any) -> dict[str, Any]:
@@ -78,12 +87,67 @@ def test_anthropics_published_rates() -> None:
     assert (opus.input, opus.cache_write, opus.cache_read, opus.output) == tuple(
         map(Decimal, ("5", "6.25", "0.50", "25"))
     )
-    old = BY_ID[(BackendKind.ANTHROPIC, OPUS_41)].price
-    assert (old.input, old.cache_write, old.cache_read, old.output) == tuple(
-        map(Decimal, ("15", "18.75", "1.50", "75"))
-    )
+    # Opus 5.5's cache hit is 0.05x input, Fable 5.1's 0.025x: read, not derived.
+    for model, rates in NEWEST.items():
+        price = BY_ID[(BackendKind.ANTHROPIC, model)].price
+        got = (price.input, price.cache_write, price.cache_read, price.output)
+        assert got == tuple(map(Decimal, rates)), model
     # An alias costs what its dated id does.
     assert BY_ID[(BackendKind.ANTHROPIC, "claude-opus-4-5")].price == opus
+
+
+def test_the_newest_models_resolve_for_an_anthropic_route() -> None:
+    # One public model per newest id, each routed to the `anthropic` backend.
+    models = {f"m{i}": {"backends": [on("claude", model)]} for i, model in enumerate(NEWEST)}
+    loaded = structure(config(**models))
+    choices = price_choices(loaded, configured=())
+    for i, (model, rates) in enumerate(NEWEST.items()):
+        choice = choices[f"m{i}"]
+        assert choice.source == "shipped", model
+        assert [(e.provider, e.model) for e in choice.entries] == [(BackendKind.ANTHROPIC, model)]
+        assert choice.price == ModelPrice(
+            input=Decimal(rates[0]),
+            cache_write=Decimal(rates[1]),
+            cache_read=Decimal(rates[2]),
+            output=Decimal(rates[3]),
+        )
+        assert loaded.prices[f"m{i}"] == choice.price
+        assert choice.entries[0].source.startswith("https://platform.claude.com/docs/")
+
+
+def test_opus_and_sonnet_5_5_together_take_the_dearer_rate_per_field() -> None:
+    # Sonnet 5.5's cache hit is cheaper than Opus 5.5's, and so is the rest:
+    # the highest per field is Opus 5.5's price.
+    data = config(
+        mixed={"backends": [on("claude", "claude-sonnet-5-5"), on("claude", "claude-opus-5-5")]}
+    )
+    loaded = structure(data)
+    assert loaded.prices["mixed"] == BY_ID[(BackendKind.ANTHROPIC, "claude-opus-5-5")].price
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        # Retired on the Claude API (Anthropic's pricing page; Sonnet 4.5's own
+        # page gives November 30, 2026), or not confirmed available.
+        "claude-opus-4-1-20250805",
+        "claude-opus-4-1",
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-5",
+        "claude-3-5-haiku-20241022",
+        "claude-3-haiku-20240307",
+        # Priced by prompt length, or with cache rates not read on Anthropic's pages.
+        "claude-haiku-5-5",
+        "claude-fable-5-2",
+    ],
+)
+def test_a_dropped_or_left_out_id_is_not_priced(model: str) -> None:
+    assert (BackendKind.ANTHROPIC, model) not in BY_ID
+    data = budgeted(config(old={"backends": [on("claude", model)]}), ["old"])
+    assert problems(data) == {
+        "prices.old": "required: organizations.acme has a budget that covers this model "
+        f"(the shipped price table has no price for '{model}')"
+    }
 
 
 def test_a_model_routed_to_a_known_id_gets_its_shipped_price() -> None:
@@ -95,8 +159,8 @@ def test_a_model_routed_to_a_known_id_gets_its_shipped_price() -> None:
 
 
 def test_the_public_name_is_the_upstream_id_when_a_target_names_none() -> None:
-    loaded = structure(config(**{OPUS_41: {"backends": [on("claude")]}}))
-    assert loaded.prices[OPUS_41].output == Decimal(75)
+    loaded = structure(config(**{FABLE_51: {"backends": [on("claude")]}}))
+    assert loaded.prices[FABLE_51].output == Decimal(50)
 
 
 def test_a_configured_price_wins() -> None:
@@ -110,15 +174,15 @@ def test_several_ids_take_the_highest_rate_per_field() -> None:
     data = config(
         mixed={
             "backends": [on("claude", HAIKU_45)],
-            "routes": [{"organizations": ["acme"], "backends": [on("claude", OPUS_41)]}],
+            "routes": [{"organizations": ["acme"], "backends": [on("claude", FABLE_51)]}],
         }
     )
     data["organizations"] = {"acme": {"models": ["*"]}}
     loaded = structure(data)
-    opus_41 = BY_ID[(BackendKind.ANTHROPIC, OPUS_41)].price
-    assert loaded.prices["mixed"] == opus_41
+    fable = BY_ID[(BackendKind.ANTHROPIC, FABLE_51)].price
+    assert loaded.prices["mixed"] == fable
     choice = price_choices(loaded, configured=())["mixed"]
-    assert sorted(e.model for e in choice.entries) == sorted([HAIKU_45, OPUS_41])
+    assert sorted(e.model for e in choice.entries) == sorted([HAIKU_45, FABLE_51])
 
 
 def test_a_target_the_table_does_not_know_leaves_the_model_unpriced() -> None:
