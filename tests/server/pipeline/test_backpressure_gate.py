@@ -12,7 +12,7 @@ from router_core.config import AdmissionSettings, ServerSettings
 from router_core.config_enums import Priority
 from router_core.fair_share import WEIGHT, ShedReason
 from router_core.problems import DependencyError
-from router_server.backpressure import Backpressure, Tenant
+from router_server.backpressure import Backpressure, Tenant, overloaded
 
 ACME = Tenant("acme")
 
@@ -396,3 +396,19 @@ def test_only_the_waiters_ahead_in_its_own_organization_count_against_a_request(
         assert g.shed == 1
 
     anyio.run(main)
+
+
+def test_retries_of_refusals_are_spread_over_two_seconds() -> None:
+    """Retry-After is whole seconds; retry-after-ms (read first by the openai
+    SDK) spreads clients refused together over that second and the next."""
+    spreads = set()
+    for _ in range(200):
+        headers = overloaded("full", 0.2, ShedReason.LOOP_LAG).headers
+        assert headers["retry-after"] == "1"
+        spreads.add(int(headers["retry-after-ms"]))
+    assert min(spreads) >= 1000
+    assert max(spreads) <= 2000
+    assert len(spreads) > 50  # spread, not one value
+    longer = overloaded("full", 2.5, ShedReason.QUEUE_TIMEOUT).headers
+    assert longer["retry-after"] == "3"
+    assert 3000 <= int(longer["retry-after-ms"]) <= 6000

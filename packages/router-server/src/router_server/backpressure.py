@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -53,10 +54,15 @@ STATUS_ORGANIZATIONS = 20
 
 
 def overloaded(detail: str, wait_s: float, reason: ShedReason) -> DependencyError:
+    """503 `overloaded`. `Retry-After` is whole seconds (at least 1); `retry-after-ms`
+    (which the openai SDK reads first) spreads the retries over that second and
+    the next, so that clients refused together do not all come back together."""
+    seconds = max(1, math.ceil(wait_s))
+    spread_ms = round(seconds * 1000 * (1 + random.random()))
     return DependencyError(
         Catalog.OVERLOADED,
         detail,
-        headers={"retry-after": str(max(1, math.ceil(wait_s)))},
+        headers={"retry-after": str(seconds), "retry-after-ms": str(spread_ms)},
         extra={"reason": reason.value},
     )
 
