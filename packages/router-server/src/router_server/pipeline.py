@@ -31,10 +31,8 @@ from starlette.responses import Response
 from router_core import routing, usage
 from router_core.accounting import idempotency as idem
 from router_core.accounting.records import Outcome, TokenCounts, outcome_of, token_counts
-from router_core.affinity import AffinityRequest
 from router_core.auth import KeyIndex, Principal, permit_model
-from router_core.config import Model, RouterConfig
-from router_core.fair_share import ShedReason
+from router_core.config import RouterConfig
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.protocols.relay import relay_for
 from router_core.protocols.wire import answer_counts, client_answer, stream_counts
@@ -43,7 +41,8 @@ from router_server import tracing
 from router_server.admin.book import OverrideBook
 from router_server.affinity import NO_PINNING, Affinity, Pinning
 from router_server.backends import BackendClient
-from router_server.backpressure import Backpressure, overloaded
+from router_server.backpressure import Backpressure
+from router_server.candidates import route_candidates
 from router_server.conversations import Conversations
 from router_server.credentials import verify
 from router_server.dispatch import Dispatcher, Opened
@@ -346,79 +345,6 @@ def _storable(response: Response, claim: Claim | None) -> idem.StoredResponse | 
         tuple((k, v) for k, v in response.headers.items() if k == "x-router-backend"),
         bytes(memoryview(response.body)),
     )
-
-
-async def route_candidates(
-    state: RouterState,
-    runtime: Runtime,
-    operation: Operation,
-    name: str,
-    model: Model,
-    principal: Principal,
-    affinity: AffinityRequest | None = None,
-    request_id: str | None = None,
-) -> tuple[routing.Candidate, ...]:
-    """The candidates for this request; waits (bounded) when every one is full.
-    The decision's explanation goes to the access log at debug level."""
-    config = runtime.config
-    unable = runtime.unable.get(operation)
-
-    applied = state.overrides.applicable(name, principal.organization, time.time())
-
-    def decide() -> routing.RouteChoice:
-        choice = routing.decide(
-            name, model, principal.organization, principal.key_id, state.rng,
-            state.health.views(), applied, unable, affinity,
-        )  # fmt: skip
-        if log.isEnabledFor(logging.DEBUG):
-            _explained(request_id, name, model, choice, affinity)
-        return choice
-
-    decision = decide()
-    if decision.only_capacity_skips():
-        queue_timeout_s = config.server.queue_timeout_ms / 1000
-        with anyio.move_on_after(queue_timeout_s):
-            while not decision.candidates:
-                await state.health.wait_for_capacity()
-                decision = decide()
-        if not decision.candidates:
-            state.backpressure.count_shed(ShedReason.BACKEND_CAPACITY, principal.organization)
-            raise overloaded(
-                f"Every backend for model {name!r} is at its in-flight cap. Retry shortly.",
-                queue_timeout_s,
-                ShedReason.BACKEND_CAPACITY,
-            )
-    if not decision.candidates:
-        reasons = "; ".join(f"{s.backend}: {s.reason} ({s.detail})" for s in decision.skipped)
-        raise DependencyError(
-            Catalog.NO_BACKEND_AVAILABLE,
-            f"No backend can take model {name!r} now: {reasons}.",
-            headers={"retry-after": str(max(1, round(config.health.open_s)))},
-        )
-    return decision.candidates
-
-
-def _explained(
-    request_id: str | None,
-    name: str,
-    model: Model,
-    choice: routing.RouteChoice,
-    affinity: AffinityRequest | None,
-) -> None:
-    """The routing decision, for the debug access log: candidates with their
-    load, skipped backends with why, affinity's home and spills, and the
-    request's block hashes (never its prompt)."""
-    explained = choice.explain()
-    if affinity is not None and "affinity" in explained:
-        explained["affinity"]["blocks"] = len(affinity.blocks)
-        explained["affinity"]["first_block"] = affinity.blocks[0]
-    log.debug(
-        "routed",
-        extra={
-            "request_id": request_id, "model": name, "strategy": str(model.strategy),
-            "routing": explained,
-        },
-    )  # fmt: skip
 
 
 def _forwarded(inference: InferenceRequest, body: Mapping[str, Any]) -> InferenceRequest:

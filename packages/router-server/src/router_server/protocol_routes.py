@@ -27,11 +27,11 @@ from router_core.problems import RouterError
 from router_core.protocols import messages
 from router_core.protocols.responses import validate_responses
 from router_server.backends import BackendFailure
+from router_server.candidates import route_candidates
 from router_server.conversations import input_items_page
 from router_server.pipeline import (
     authenticate_request,
     read_json_body,
-    route_candidates,
     serve,
     shape_protocol,
     state_of,
