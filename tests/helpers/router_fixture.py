@@ -7,7 +7,7 @@ process keeps its data under the test's `tmp_path` (`support.with_data_dir`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,14 +61,18 @@ def start_router(tmp_path: Path, backend_env: dict[str, str]) -> Iterator[Router
     started: list[RouterProcess] = []
     logs: list[IO[bytes]] = []
 
-    def start(data: dict[str, Any], env: dict[str, str] | None = None) -> RouterProcess:
+    def start(
+        data: dict[str, Any], env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> RouterProcess:
         data = with_data_dir(data, tmp_path / f"router-{len(started)}-data")
         # One process, unless the test asks for workers: the tests' subject is
         # one router (its pid, its status), not a group.
         data = {**data, "server": {"workers": 1, **data.get("server", {})}}
         path = write_config(tmp_path / f"router-{len(started)}.yaml", data)
         logs.append((tmp_path / f"router-{len(started)}.log").open("wb"))
-        router = RouterProcess(path, env={**backend_env, **(env or {})}, log=logs[-1])
+        router = RouterProcess(
+            path, env={**backend_env, **(env or {})}, log=logs[-1], args=list(args)
+        )
         started.append(router)
         return router.start()
 

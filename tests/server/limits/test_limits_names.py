@@ -66,7 +66,7 @@ def test_the_settled_line_names_what_each_hold_counted(
         "budget": {"per_day": 1},
     }
     app = limited(data)
-    with caplog.at_level(logging.INFO, logger="router.limits"):
+    with caplog.at_level(logging.DEBUG, logger="router.limits"):
         answer = app.client.post("/v1/chat/completions", json=CHAT, headers=auth())
     assert answer.status_code == 200
     usage = answer.json()["usage"]

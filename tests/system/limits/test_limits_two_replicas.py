@@ -14,6 +14,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,15 @@ def redis_config(config_data: dict[str, Any], timeout_ms: int = 100, **acme: Any
     return data
 
 
-def two_routers(start_router: Any, data: dict[str, Any], url: str) -> list[RouterProcess]:
+def two_routers(
+    start_router: Any, data: dict[str, Any], url: str, args: Sequence[str] = ()
+) -> list[RouterProcess]:
     env = {"ROUTER_REDIS_URL": url}
-    return [start_router(data, env), start_router(data, env)]
+    return [start_router(data, env, args), start_router(data, env, args)]
+
+
+# The "settled" line, which the spend is summed from, is logged at debug level.
+DEBUG_LOG = ("--log-level", "debug")
 
 
 def chat(content: str = "hello", **extra: Any) -> dict[str, Any]:
@@ -125,7 +132,7 @@ def test_budget_holds_under_concurrent_streams_with_cancellations(
     # the difference.
     budget_nanos = 20_000_000
     data = redis_config(config_data, timeout_ms=1000, limits={"budget": {"per_day": "0.02"}})
-    routers = two_routers(start_router, data, redis_url)
+    routers = two_routers(start_router, data, redis_url, DEBUG_LOG)
     for mock in mocks:
         mock.configure(chunk_delay_ms=5)
     rng = random.Random(3)

@@ -145,7 +145,8 @@ def test_a_frozen_redis_and_a_killed_router_leave_nothing_reserved_or_lost(
         "b-only": {"input": 1, "output": 2},
     }
     data["organizations"]["acme"]["limits"] = {"budget": {"total": 10}}
-    router = start_router(data, {"ROUTER_REDIS_URL": own_redis.url})
+    # Debug: the "settled" lines the spend is summed from are logged at that level.
+    router = start_router(data, {"ROUTER_REDIS_URL": own_redis.url}, ("--log-level", "debug"))
     for mock in mocks:
         mock.configure(chunk_delay_ms=100)  # about 1.2 s per stream
 

@@ -246,8 +246,10 @@ class LimitGate:
             cached_tokens=counts.cached_tokens, cache_write_tokens=counts.cache_write_tokens,
         )  # fmt: skip
         amounts = actuals(ticket.plan, holds, used, served=served)
-        if log.isEnabledFor(logging.INFO):
-            log.info("settled", extra={
+        # DEBUG: a line per request on top of the access line costs every
+        # request tens of µs; the usage record carries the same counts.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("settled", extra={
                 "request_id": holds[0].id,
                 "served": served,
                 "charged": {measure_of(h).value: a for h, a in zip(holds, amounts, strict=True)},
