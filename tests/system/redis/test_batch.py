@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from router_server.state.batch import Deadline, Pipelined, RedisDown, calls_for
+from router_server.state.batch import Deadline, Pipelined, RedisDown, _Call, calls_for
 from router_server.state.redis import LuaScript
 
 from tests.helpers.redis_server import RedisServer, redis_binary, redis_client
@@ -181,6 +181,28 @@ async def test_the_reply_of_a_caller_that_went_is_handed_on(redis_url: str) -> N
         assert await client.get(key) == b"1"
     finally:
         await client.delete(key)
+        await calls.aclose()
+        await client.aclose()
+
+
+async def test_a_reply_that_arrived_as_its_caller_went_is_handed_on(redis_url: str) -> None:
+    """The race the batcher cannot see: the reply is in the call's future, and the
+    caller is cancelled before it wakes to read it."""
+    client = redis_client(redis_url)
+    calls = calls_for(client, pipelines=1)
+    orphans: list[Any] = []
+    try:
+        call = _Call(
+            ("PING",), asyncio.get_running_loop().create_future(), on_orphan=orphans.append
+        )
+        task = asyncio.ensure_future(calls._wait(call))  # type: ignore[attr-defined]
+        await asyncio.sleep(0)  # the caller waits on the future
+        call.future.set_result(7)
+        task.cancel()  # before it wakes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert orphans == [7]
+    finally:
         await calls.aclose()
         await client.aclose()
 

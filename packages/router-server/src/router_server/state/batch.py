@@ -187,11 +187,19 @@ class _Base:
         task.add_done_callback(self._tasks.discard)
 
     async def _wait(self, call: _Call) -> Any:
-        """The call's reply; a caller that goes first leaves it to `on_orphan`."""
+        """The call's reply; a caller that goes first leaves it to `on_orphan`.
+
+        No shield (it costs a future and two callbacks a call): a caller that
+        goes cancels the call's future with it, and the batcher hands the reply
+        it then reads to `on_orphan` (`_deliver`). A reply that arrived just
+        before the caller went (the future done, the caller not yet woken) is
+        handed over here."""
+        future = call.future
         try:
-            return await asyncio.shield(call.future)
+            return await future
         except asyncio.CancelledError:
-            call.future.add_done_callback(_orphaned(call))
+            if future.done() and not future.cancelled() and future.exception() is None:
+                _orphan(call, future.result())
             raise
 
     def _failed(self, exc: BaseException) -> None:
@@ -233,16 +241,29 @@ class _Base:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _orphaned(call: _Call) -> Callable[[asyncio.Future[Any]], None]:
-    def done(future: asyncio.Future[Any]) -> None:
-        if call.on_orphan is None or future.cancelled() or future.exception() is not None:
-            return
-        try:
-            call.on_orphan(future.result())
-        except Exception:
-            log.exception("orphaned reply not handled")
+def _orphan(call: _Call, reply: Any) -> None:
+    """Hand the reply of a call whose caller went to its `on_orphan`."""
+    if call.on_orphan is None:
+        return
+    try:
+        call.on_orphan(reply)
+    except Exception:
+        log.exception("orphaned reply not handled")
 
-    return done
+
+def _deliver(call: _Call, reply: Any) -> None:
+    """Answer `call` with `reply` (a value or an exception); a caller that went
+    (its future cancelled) leaves a value to `on_orphan`."""
+    future = call.future
+    if future.cancelled():
+        if not isinstance(reply, Exception):
+            _orphan(call, reply)
+    elif future.done():
+        return
+    elif isinstance(reply, Exception):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)
 
 
 class Pipelined(_Base):
@@ -313,12 +334,7 @@ class Pipelined(_Base):
             for (i, _), reply in zip(missing, await self._pipeline(again), strict=True):
                 replies[i] = reply
         for call, reply in zip(batch, replies, strict=True):
-            if call.future.done():
-                continue
-            if isinstance(reply, Exception):
-                call.future.set_exception(reply)
-            else:
-                call.future.set_result(reply)
+            _deliver(call, reply)
 
     async def _pipeline(self, commands: Sequence[Sequence[Arg | Deadline]]) -> list[Any]:
         """Write `commands` at once on one of our connections and read their replies.
@@ -478,9 +494,9 @@ class Direct(_Base):
                 except NoScriptError:
                     reply = await self.client.execute_command("EVAL", call.source or "", *args[2:])
             except Exception as exc:
-                call.future.set_exception(exc)
+                _deliver(call, exc)
                 return
-            call.future.set_result(reply)
+            _deliver(call, reply)
 
 
 def calls_for(client: RedisClient, *, pipelines: int) -> Calls:
