@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import orjson
 
 from router_core.problems import Catalog, ClientError
 
@@ -122,11 +123,14 @@ def encode_entry(entry: Entry) -> bytes:
             "headers": [list(h) for h in response.headers],
             "body": base64.b64encode(response.body).decode(),
         }
-    return json.dumps(data, separators=(",", ":")).encode()
+    # orjson: the same compact JSON as json.dumps(separators=(",", ":")) would
+    # write (non-ASCII as UTF-8 rather than escaped), at a fraction of the cost;
+    # entries either wrote read back the same.
+    return orjson.dumps(data)
 
 
 def decode_entry(raw: bytes | str) -> Entry:
-    data = json.loads(raw)
+    data = orjson.loads(raw)
     response: Mapping[str, Any] | None = data.get("response")
     stored = None
     if response is not None:
