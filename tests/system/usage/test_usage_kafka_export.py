@@ -11,17 +11,21 @@ answered request's record, none twice after dedupe by record id.
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from router_cli.main import main as router_cli
 from router_server.process import RouterProcess
 
 from tests.helpers.kafka_broker import KafkaBroker
-from tests.helpers.support import eventually, with_changes
+from tests.helpers.support import ACME_KEY, GLOBEX_KEY, auth, eventually, with_changes
 from tests.helpers.usage_support import (
     Load,
     data_dir,
@@ -176,3 +180,73 @@ def test_broker_frozen_mid_load_loses_nothing(
         f"\nbroker frozen 10 s: {frozen['kafka']['pending_records']} records pending "
         f"(lag {frozen['kafka']['lag_s']} s); {len(load.answered)} answered, {len(seen)} delivered"
     )
+
+
+def raw_messages(
+    bootstrap: str, topic: str
+) -> list[tuple[int, bytes | None, dict[str, bytes], Any]]:
+    """(partition, key, headers, record) of every message in `topic`, in offset
+    order within each partition."""
+
+    async def read() -> list[tuple[int, bytes | None, dict[str, bytes], Any]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()
+            assigned = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            consumer.assign(assigned)
+            await consumer.seek_to_beginning(*assigned)
+            ends = await consumer.end_offsets(assigned)
+            out: list[tuple[int, bytes | None, dict[str, bytes], Any]] = []
+            remaining = {tp for tp in assigned if ends[tp] > 0}
+            while remaining:
+                for tp, messages in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                    out += [
+                        (tp.partition, m.key, dict(m.headers), orjson.loads(m.value or b"null"))
+                        for m in messages
+                    ]
+                    if messages and messages[-1].offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+            return out
+        finally:
+            await consumer.stop()
+
+    return anyio.run(read)
+
+
+def test_each_organization_is_one_partition_keyed_and_in_order(
+    start_router: Any, config_data: dict[str, Any], mocks: Mocks, kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The exporter's own batches keep what `send` per record gave: the message key
+    is the organization, so each organization's records are on one partition, in
+    the order the router wrote them, each with its record id as a header."""
+    router, topic = start(start_router, config_data, kafka_bootstrap, tmp_path / "u")
+    sent: list[tuple[str, str]] = []
+    with httpx.Client(base_url=router.url, timeout=10) as client:
+        for i in range(60):
+            organization, key = ("acme", ACME_KEY) if i % 3 else ("globex", GLOBEX_KEY)
+            request_id = str(uuid.UUID(int=i))
+            payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+            answer = client.post(
+                "/v1/inference",
+                json={"model": "chat", "request_id": request_id, "payload": payload},
+                headers=auth(key),
+            )
+            assert answer.status_code == 200, answer.text
+            sent.append((organization, request_id))
+    assert eventually(lambda: drained(router), timeout=30)
+    messages = [m for m in raw_messages(kafka_bootstrap, topic) if m[3]["route"] == "/v1/inference"]
+    assert len(messages) == 60
+    for _, message_key, headers, record in messages:
+        assert message_key == record["organization"].encode()
+        assert headers["record_id"] == record["record_id"].encode()
+    for organization in ("acme", "globex"):
+        mine = [m for m in messages if m[3]["organization"] == organization]
+        assert len({m[0] for m in mine}) == 1  # one partition
+        expected = [r for o, r in sent if o == organization]
+        assert [m[3]["client_request_id"] for m in mine] == expected  # in order
