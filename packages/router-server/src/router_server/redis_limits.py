@@ -56,6 +56,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 
+import attrs
 from redis.exceptions import RedisError, ResponseError
 
 from router_core.limits.admission import (
@@ -100,6 +101,9 @@ OPEN_HOLDS_TIMEOUT_S = 10.0
 # REAP_BATCH holds a call, and runs again on a window while it does.
 REAP_SCAN_COUNT = 1000
 REAP_BATCH = 1000
+# Spec layouts kept (a config has a bounded set of limits, but each OIDC user
+# of an organization with user limits has its own): past this, started afresh.
+MAX_LAYOUTS = 65_536
 
 _DUPLICATE_KEY = "DUPLICATE_KEY"
 _WINDOW_SUFFIX = re.compile(r":\d+\Z")
@@ -125,6 +129,17 @@ def hash_tag(key: str) -> str:
     if "{" in tag or "}" in tag:
         raise ValueError(f"limit key {key!r}: braces are reserved for Redis hash tags")
     return tag
+
+
+@attrs.frozen
+class _Layout:
+    """A spec's part of admit.lua's keys and arguments, but its cost."""
+
+    tag: str
+    state_key: str
+    # The arguments before the cost, and the one after it.
+    head: tuple[str | int, ...]
+    space: str
 
 
 class RedisLimitStore:
@@ -158,6 +173,7 @@ class RedisLimitStore:
         self._settle_script = LuaScript(client, holds + _script("settle.lua"), calls)
         # The reaper is no request's: it calls Redis directly.
         self._reap_script = LuaScript(client, holds + _script("reap.lua"))
+        self._layouts: dict[tuple[object, ...], _Layout] = {}
         # Admissions answered after their caller went, released since.
         self.released = 0
         self._releases: set[asyncio.Task[None]] = set()
@@ -191,18 +207,23 @@ class RedisLimitStore:
             require_int("now", now_us, 0, MAX_NOW_US)
         if deadline_us is not None:
             require_int("deadline", deadline_us, 0, MAX_NOW_US)
-        names = [storage_key(spec.key) for spec in specs]
-        for spec, name in zip(specs, names, strict=True):
-            bind(spec, name, None)  # validates as MemoryLedger would
-        tag = self._common_tag(names)
-        keys = [self._name(tag, "s", name) for name in names]
+        layouts = [self._layout(spec) for spec in specs]
+        tags = {layout.tag for layout in layouts}
+        if len(tags) > 1:
+            raise ValueError(
+                f"one request's limit keys must share one organization (Redis hash tag), "
+                f"got {sorted(tags)}"
+            )
+        keys = [layout.state_key for layout in layouts]
         deadline: str | int | Deadline = "" if deadline_us is None else deadline_us
         if deadline_us is None and self._budget_us is not None:
             deadline = Deadline(self._budget_us)
         args: list[str | int | Deadline] = ["" if now_us is None else now_us, request_id]
         args += [self._total_hold_ttl_us, deadline, self._hold_ttl_us]
-        for spec, name in zip(specs, names, strict=True):
-            args.extend(self._spec_args(tag, spec, name))
+        for spec, layout in zip(specs, layouts, strict=True):
+            require_int("cost", spec.cost, 0)  # the layout checked the rest
+            args += layout.head
+            args += (spec.cost, layout.space)
 
         def orphaned(reply: list[int]) -> None:
             if reply[1] != _RAN_LATE:  # (one that ran late holds nothing)
@@ -332,15 +353,6 @@ class RedisLimitStore:
             return None
         return rest[1:close], rest[close + 4 :]
 
-    def _common_tag(self, names: Sequence[str]) -> str:
-        tags = {hash_tag(name) for name in names}
-        if len(tags) > 1:
-            raise ValueError(
-                f"one request's limit keys must share one organization (Redis hash tag), "
-                f"got {sorted(tags)}"
-            )
-        return tags.pop() if tags else ""
-
     @staticmethod
     def _hold_tag(key: str) -> str:
         # A hold is on a window: its key is the spec key plus ':<window id>'.
@@ -356,13 +368,31 @@ class RedisLimitStore:
             names.append(self._name(self._hold_tag(key), "s", key))
         return names
 
-    def _spec_args(self, tag: str, spec: Spec, name: str) -> list[str | int]:
+    def _layout(self, spec: Spec) -> _Layout:
+        """What admit.lua is sent for `spec`, but its cost: fixed by the config,
+        so made once per limit (validated as MemoryLedger would) and kept."""
+        static = (
+            type(spec), spec.key, spec.limit,
+            spec.kind if isinstance(spec, RateSpec) else spec.window,
+        )  # fmt: skip
+        layout = self._layouts.get(static)
+        if layout is not None:
+            return layout
+        name = storage_key(spec.key)
+        bind(spec, name, None)  # validates as MemoryLedger would
+        tag = hash_tag(name)
+        head: tuple[str | int, ...]
         if isinstance(spec, RateSpec):
             limit = spec.limit
-            return [spec.kind.value, limit.rate, limit.period_us, limit.burst, spec.cost, ""]
-        kind = "quota" if isinstance(spec, QuotaSpec) else "budget"
-        space = f"{self._prefix}{{{tag}}}:"
-        return [kind, spec.limit, spec.window.value, 0, spec.cost, space]
+            head, space = (spec.kind.value, limit.rate, limit.period_us, limit.burst), ""
+        else:
+            kind = "quota" if isinstance(spec, QuotaSpec) else "budget"
+            head, space = (kind, spec.limit, spec.window.value, 0), f"{self._prefix}{{{tag}}}:"
+        layout = _Layout(tag, self._name(tag, "s", name), head, space)
+        if len(self._layouts) >= MAX_LAYOUTS:  # (users' scopes are unbounded)
+            self._layouts.clear()
+        self._layouts[static] = layout
+        return layout
 
     @asynccontextmanager
     async def _guard(self, operation: str, timeout_s: float | None = None) -> AsyncIterator[None]:
