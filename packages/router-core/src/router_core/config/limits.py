@@ -71,7 +71,8 @@ class Budget:
         return any(v is not None for v in (self.per_day, self.per_month, self.total))
 
 
-@attrs.frozen
+# Its hash is kept: the limit planner looks a scope's limits up on every request.
+@attrs.frozen(cache_hash=True)
 class Limits:
     """Limits of one scope: an organization, an API key, or an organization's model."""
 

@@ -21,18 +21,17 @@ Rules:
 
 from __future__ import annotations
 
+import enum
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from router_core.config import (
     PERIOD_US,
-    Budget,
     Limits,
     ModelPrice,
-    Quotas,
     RateLimit,
     RouterConfig,
 )
@@ -157,33 +156,55 @@ def _gcra(limit: RateLimit) -> GcraLimit:
     return GcraLimit(limit.rate, PERIOD_US[limit.per], limit.burst or limit.rate)
 
 
-def _quota_specs(scope: Scope, quotas: Quotas, tokens: int) -> list[Spec]:
-    wanted = [
-        (Measure.REQUESTS, WindowKind.DAY, quotas.requests_per_day, 1),
-        (Measure.REQUESTS, WindowKind.MONTH, quotas.requests_per_month, 1),
-        (Measure.TOKENS, WindowKind.DAY, quotas.tokens_per_day, tokens),
-        (Measure.TOKENS, WindowKind.MONTH, quotas.tokens_per_month, tokens),
-    ]
-    # The config does not bound a quota; one past 2**53 - 1 cannot be reached
-    # either, so it is kept at that, where the limit arithmetic is exact.
-    return [
-        window_spec(LimitKey(scope, measure, window), min(limit, MAX_SAFE_INTEGER), amount)
-        for measure, window, limit, amount in wanted
-        if limit is not None
-    ]
+class _Cost(enum.Enum):
+    """What a planned limit is charged at admission: the request, its worst-case
+    tokens, or their worst-case cost."""
+
+    REQUEST = "request"
+    TOKENS = "tokens"
+    SPEND = "spend"
 
 
-def _budget_specs(scope: Scope, budget: Budget, amount: int) -> list[Spec]:
-    wanted = [
+# One limit of a scope, but its cost: how to make its spec, its key, its limit,
+# and what it is charged.
+_Planned = tuple[Callable[[LimitKey, Any, int], Spec], LimitKey, Any, _Cost]
+
+
+# Cached: a scope's limits come from the config, and only the costs differ from
+# one request to the next. The keys are then the same objects every time, so
+# the stores' lookups by key (`ledger.storage_key`, the Redis layouts) find
+# them by identity.
+@functools.lru_cache(maxsize=4096)
+def _planned(scope: Scope, limits: Limits) -> tuple[_Planned, ...]:
+    planned: list[_Planned] = []
+    if limits.requests is not None:
+        key = LimitKey(scope, Measure.REQUESTS)
+        planned.append((rate_spec, key, _gcra(limits.requests), _Cost.REQUEST))
+    if limits.tokens is not None:
+        key = LimitKey(scope, Measure.TOKENS)
+        planned.append((rate_spec, key, _gcra(limits.tokens), _Cost.TOKENS))
+    quotas = limits.quotas
+    for measure, window, limit, charged in (
+        (Measure.REQUESTS, WindowKind.DAY, quotas.requests_per_day, _Cost.REQUEST),
+        (Measure.REQUESTS, WindowKind.MONTH, quotas.requests_per_month, _Cost.REQUEST),
+        (Measure.TOKENS, WindowKind.DAY, quotas.tokens_per_day, _Cost.TOKENS),
+        (Measure.TOKENS, WindowKind.MONTH, quotas.tokens_per_month, _Cost.TOKENS),
+    ):
+        if limit is not None:
+            # The config does not bound a quota; one past 2**53 - 1 cannot be
+            # reached either, so it is kept at that, where the arithmetic is exact.
+            key = LimitKey(scope, measure, window)
+            planned.append((window_spec, key, min(limit, MAX_SAFE_INTEGER), charged))
+    budget = limits.budget
+    for window, usd in (
         (WindowKind.DAY, budget.per_day),
         (WindowKind.MONTH, budget.per_month),
         (WindowKind.TOTAL, budget.total),
-    ]
-    return [
-        window_spec(LimitKey(scope, Measure.USD, window), int(usd * NANOS_PER_USD), amount)
-        for window, usd in wanted
-        if usd is not None
-    ]
+    ):
+        if usd is not None:
+            key = LimitKey(scope, Measure.USD, window)
+            planned.append((window_spec, key, int(usd * NANOS_PER_USD), _Cost.SPEND))
+    return tuple(planned)
 
 
 def limit_scopes(
@@ -249,15 +270,14 @@ def plan_for(
     # every limit either way.
     tokens = min(bound + completion, MAX_SAFE_INTEGER)
     spend = worst_case(price, bound, completion) if price is not None else 0
-    specs: list[Spec] = []
-    for scope, limits in scopes:
-        if limits.requests is not None:
-            specs.append(rate_spec(LimitKey(scope, Measure.REQUESTS), _gcra(limits.requests), 1))
-        if limits.tokens is not None:
-            specs.append(rate_spec(LimitKey(scope, Measure.TOKENS), _gcra(limits.tokens), tokens))
-        specs.extend(_quota_specs(scope, limits.quotas, tokens))
-        if price is not None:
-            specs.extend(_budget_specs(scope, limits.budget, spend))
+    costs = {_Cost.REQUEST: 1, _Cost.TOKENS: tokens, _Cost.SPEND: spend}
+    specs = [
+        make(key, limit, costs[charged])
+        for scope, limits in scopes
+        for make, key, limit, charged in _planned(scope, limits)
+        # A budget applies once the model has a price.
+        if price is not None or charged is not _Cost.SPEND
+    ]
     return LimitPlan(tuple(specs), output_cap, bound, price)
 
 
