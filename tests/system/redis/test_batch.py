@@ -259,3 +259,41 @@ async def test_a_frozen_redis_is_down_after_the_socket_timeout() -> None:
         finally:
             await calls.aclose()
             await client.aclose()
+
+
+async def test_a_callers_wait_ends_at_its_timeout_and_the_late_reply_is_handed_on() -> None:
+    """A call's own `timeout_s` ends its caller's wait (TimeoutError) long before
+    the wire's timeout marks Redis down; the call still runs, and its reply, read
+    late, goes to `on_orphan`. Calls given no timeout wait for the reply."""
+    with RedisServer(redis_binary()) as server:
+        client = redis_client(server.url, timeout_ms=30_000)
+        calls = calls_for(client, pipelines=1)
+        key = f"late:{uuid.uuid4().hex}"
+        orphans: list[Any] = []
+        try:
+            await calls.command("PING")
+            server.pause()
+            try:
+                bounded = [
+                    asyncio.ensure_future(
+                        calls.command("INCR", key, on_orphan=orphans.append, timeout_s=0.2)
+                    )
+                    for _ in range(3)
+                ]
+                unbounded = asyncio.ensure_future(calls.command("INCR", key))
+                done, _ = await asyncio.wait(bounded, timeout=20)
+                assert done == set(bounded)
+                assert all(isinstance(t.exception(), TimeoutError) for t in bounded)
+                assert not unbounded.done()
+                assert not calls.status()["down"]  # late, not down
+            finally:
+                server.resume()
+            assert await unbounded == 4  # after the three it did not wait for
+
+            async def handed_on() -> bool:
+                return sorted(orphans) == [1, 2, 3]
+
+            assert await _eventually(handed_on)
+        finally:
+            await calls.aclose()
+            await client.aclose()

@@ -229,8 +229,10 @@ class RedisLimitStore:
             if reply[1] != _RAN_LATE:  # (one that ran late holds nothing)
                 self._release(_admission(request_id, specs, reply))
 
-        async with self._guard("admit"):
-            reply = await self._admit_script(keys=keys, args=args, on_orphan=orphaned)
+        async with self._guard("admit", timed=False):
+            reply = await self._admit_script(
+                keys=keys, args=args, on_orphan=orphaned, timeout_s=self._timeout_s
+            )
         return _admission(request_id, specs, reply)
 
     def _release(self, admission: Admission) -> None:
@@ -267,8 +269,8 @@ class RedisLimitStore:
             keys += self._window_keys(tag, hold.key)
             args += [hold.id, hold.kind.value, hold.amount, hold.expire_at_us, actual]
         for keys, args in batches.values():
-            async with self._guard("settle"):
-                await self._settle_script(keys=keys, args=args)
+            async with self._guard("settle", timed=False):
+                await self._settle_script(keys=keys, args=args, timeout_s=self._timeout_s)
 
     async def reap(self, now_us: int | None = None) -> int:
         """Reap every hold past its lifetime, on every master (SCAN); returns how many.
@@ -395,11 +397,19 @@ class RedisLimitStore:
         return layout
 
     @asynccontextmanager
-    async def _guard(self, operation: str, timeout_s: float | None = None) -> AsyncIterator[None]:
-        """Bound the wait, and turn every Redis failure into StoreUnavailable."""
+    async def _guard(
+        self, operation: str, timeout_s: float | None = None, *, timed: bool = True
+    ) -> AsyncIterator[None]:
+        """Bound the wait, and turn every Redis failure into StoreUnavailable.
+
+        `timed=False`: the script call is given the timeout itself (one timer
+        for every call in the batching caller, not one each)."""
         timeout_s = self._timeout_s if timeout_s is None else timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
+            if timed:
+                async with asyncio.timeout(timeout_s):
+                    yield
+            else:
                 yield
         except TimeoutError as exc:
             raise StoreUnavailable(

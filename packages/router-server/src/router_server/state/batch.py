@@ -28,6 +28,10 @@ Rules:
   then fail at once with `RedisDown` until a PING answers (tried every
   `RECHECK_S`), so a dead store costs each request nothing, and a slow loop
   (whose replies are read late, but arrive) never marks it down.
+- A call's `timeout_s` bounds its caller's wait (TimeoutError), from when it
+  is made, whether it is still queued or written: one timer sweeps every
+  call's wait (within `SWEEP_S`), cheaper than a timeout per call. The call
+  itself still goes ahead, and its reply goes to `on_orphan`.
 - Errors reach callers as redis-py raised them (`RedisError`, `OSError`); each
   store's guard turns them into `StoreUnavailable`.
 """
@@ -37,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -61,6 +66,8 @@ RECHECK_S = 0.25
 OFFSET_EPOCH_US = 30_000_000
 # How often a pipeline starts with TIME, to sample the store's clock.
 OFFSET_SAMPLE_US = 100_000
+# How often at most the callers' waits are checked: a wait ends up to this late.
+SWEEP_S = 0.01
 # Calls per pipeline at most: a bigger backlog goes in the next pipelines.
 MAX_BATCH = 1024
 # Concurrent single calls per pipeline slot on a cluster (no pipelining there).
@@ -111,7 +118,9 @@ class ClockOffset:
 class Calls(Protocol):
     """How a store sends its request-path commands."""
 
-    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any: ...
+    async def command(
+        self, *args: Arg, on_orphan: Orphan | None = None, timeout_s: float | None = None
+    ) -> Any: ...
 
     async def script(
         self,
@@ -119,6 +128,7 @@ class Calls(Protocol):
         keys: Sequence[str],
         args: Sequence[Arg | Deadline],
         on_orphan: Orphan | None = None,
+        timeout_s: float | None = None,
     ) -> Any: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -136,6 +146,10 @@ class _Call:
     # The script's source, sent whole (EVAL) where EVALSHA finds no script.
     source: str | None = None
     on_orphan: Orphan | None = None
+    # How long its caller waits (None: until the reply, or the wire's timeout).
+    timeout_s: float | None = None
+    # The caller's wait ended (TimeoutError): the reply goes to `on_orphan`.
+    expired: bool = False
 
 
 def _now_us() -> int:
@@ -158,9 +172,16 @@ class _Base:
         self.round_trips = 0
         self._recheck: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The callers' waits by length, each a queue of (ends at, call), swept
+        # every SWEEP_S at most.
+        self._waits: dict[float, deque[tuple[float, weakref.ref[_Call]]]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
-    async def command(self, *args: Arg, on_orphan: Orphan | None = None) -> Any:
-        return await self._submit(_Call(args, self._future(), on_orphan=on_orphan))
+    async def command(
+        self, *args: Arg, on_orphan: Orphan | None = None, timeout_s: float | None = None
+    ) -> Any:
+        call = _Call(args, self._future(), on_orphan=on_orphan, timeout_s=timeout_s)
+        return await self._submit(call)
 
     async def script(
         self,
@@ -168,10 +189,55 @@ class _Base:
         keys: Sequence[str],
         args: Sequence[Arg | Deadline],
         on_orphan: Orphan | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
         call_args = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        return await self._submit(
-            _Call(call_args, self._future(), source=script.source, on_orphan=on_orphan)
+        call = _Call(
+            call_args, self._future(), source=script.source, on_orphan=on_orphan,
+            timeout_s=timeout_s,
+        )  # fmt: skip
+        return await self._submit(call)
+
+    def _bound(self, call: _Call) -> None:
+        """End the caller's wait after `call.timeout_s` (TimeoutError), within SWEEP_S.
+
+        One timer for every call, not one each (an asyncio.timeout costs about
+        5 µs a call on the request path): the waits of one length end in the
+        order they began, so each length's are a queue, swept from the front."""
+        timeout_s = call.timeout_s
+        if timeout_s is None:
+            return
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout_s
+        waits = self._waits.get(timeout_s)
+        if waits is None:
+            waits = self._waits[timeout_s] = deque()
+        # Weakly: a call answered in time is garbage long before its wait ends.
+        waits.append((ends, weakref.ref(call)))
+        if self._sweeper is None:
+            self._sweeper = loop.call_at(ends, self._sweep)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest: float | None = None
+        for waits in self._waits.values():
+            while waits and waits[0][0] <= now:
+                call = waits.popleft()[1]()
+                if call is None:
+                    continue
+                future = call.future
+                if not future.done():
+                    call.expired = True
+                    future.set_exception(
+                        TimeoutError(f"Redis did not answer within {call.timeout_s:g} s")
+                    )
+            if waits and (earliest is None or waits[0][0] < earliest):
+                earliest = waits[0][0]
+        # Finished calls are dropped as their time comes; the next sweep is at
+        # the earliest wait's end, but not sooner than SWEEP_S from now.
+        self._sweeper = (
+            None if earliest is None else loop.call_at(max(earliest, now + SWEEP_S), self._sweep)
         )
 
     @staticmethod
@@ -235,6 +301,9 @@ class _Base:
         }
 
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         tasks = [*self._tasks, *([self._recheck] if self._recheck else [])]
         for task in tasks:
             task.cancel()
@@ -255,7 +324,7 @@ def _deliver(call: _Call, reply: Any) -> None:
     """Answer `call` with `reply` (a value or an exception); a caller that went
     (its future cancelled) leaves a value to `on_orphan`."""
     future = call.future
-    if future.cancelled():
+    if future.cancelled() or call.expired:
         if not isinstance(reply, Exception):
             _orphan(call, reply)
     elif future.done():
@@ -288,6 +357,7 @@ class Pipelined(_Base):
     async def _submit(self, call: _Call) -> Any:
         self._check_up()
         self.calls += 1
+        self._bound(call)
         self._pending.append(call)
         if not self._scheduled:
             self._scheduled = True
@@ -480,6 +550,7 @@ class Direct(_Base):
     async def _submit(self, call: _Call) -> Any:
         self._check_up()
         self.calls += 1
+        self._bound(call)
         self._spawn(self._send(call))
         return await self._wait(call)
 

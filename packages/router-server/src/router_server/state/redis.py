@@ -133,26 +133,38 @@ class LuaScript:
         keys: Sequence[str] = (),
         args: Sequence[str | int | bytes | Deadline] = (),
         on_orphan: Orphan | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
+        """The script's reply; past `timeout_s` (None: no bound of its own),
+        TimeoutError."""
         if self.calls is not None:
-            return await self.calls.script(self, keys, args, on_orphan)
+            return await self.calls.script(self, keys, args, on_orphan, timeout_s)
         plain = [a for a in args if not isinstance(a, Deadline)]
         if len(plain) != len(args):
             raise TypeError("a deadline needs the coalescing caller")
-        try:
-            return await self.client.evalsha(self.sha, len(keys), *keys, *plain)
-        except NoScriptError:
-            return await self.client.eval(self.source, len(keys), *keys, *plain)
+        async with asyncio.timeout(timeout_s):
+            try:
+                return await self.client.evalsha(self.sha, len(keys), *keys, *plain)
+            except NoScriptError:
+                return await self.client.eval(self.source, len(keys), *keys, *plain)
 
 
 @asynccontextmanager
-async def redis_guard(store: Store, operation: str, timeout_s: float) -> AsyncIterator[None]:
+async def redis_guard(
+    store: Store, operation: str, timeout_s: float, *, timed: bool = True
+) -> AsyncIterator[None]:
     """Bound a store's Redis call by `timeout_s` and turn its failures into
-    `StoreUnavailable` (the error's class name only: its text may carry an address)."""
+    `StoreUnavailable` (the error's class name only: its text may carry an address).
+
+    `timed=False`: the call is bounded by `timeout_s` itself (a `LuaScript`
+    given it), and raises TimeoutError past it."""
     try:
         # asyncio's own timeout: anyio's costs several times as much, on every
         # request-path Redis call.
-        async with asyncio.timeout(timeout_s):
+        if timed:
+            async with asyncio.timeout(timeout_s):
+                yield
+        else:
             yield
     except TimeoutError as exc:
         raise StoreUnavailable(

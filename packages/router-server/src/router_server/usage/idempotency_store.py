@@ -158,11 +158,12 @@ class RedisIdempotencyStore:
                 self._releases.add(task)
                 task.add_done_callback(self._releases.discard)
 
-        async with redis_guard(Store.IDEMPOTENCY, "claim", self.timeout_s):
+        async with redis_guard(Store.IDEMPOTENCY, "claim", self.timeout_s, timed=False):
             found = await self._claim(
                 keys=[self.name(key)],
                 args=[encode_entry(entry), lease_s * 1000],
                 on_orphan=orphaned,
+                timeout_s=self.timeout_s,
             )
         return None if found is None else decode_entry(found)
 
@@ -178,8 +179,10 @@ class RedisIdempotencyStore:
 
     async def _update(self, key: str, owner: str, value: bytes, ttl_ms: int) -> None:
         marker = f'"owner":"{owner}"'
-        async with redis_guard(Store.IDEMPOTENCY, "update", self.timeout_s):
-            await self._owned(keys=[self.name(key)], args=[marker, value, ttl_ms])
+        async with redis_guard(Store.IDEMPOTENCY, "update", self.timeout_s, timed=False):
+            await self._owned(
+                keys=[self.name(key)], args=[marker, value, ttl_ms], timeout_s=self.timeout_s
+            )
 
     async def aclose(self) -> None:
         return None
