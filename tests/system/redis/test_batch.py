@@ -274,6 +274,8 @@ async def test_a_callers_wait_ends_at_its_timeout_and_the_late_reply_is_handed_o
             await calls.command("PING")
             server.pause()
             try:
+                # A longer wait first: the shorter ones behind it still end on time.
+                longer = asyncio.ensure_future(calls.command("INCR", key, timeout_s=60))
                 bounded = [
                     asyncio.ensure_future(
                         calls.command("INCR", key, on_orphan=orphans.append, timeout_s=0.2)
@@ -285,13 +287,15 @@ async def test_a_callers_wait_ends_at_its_timeout_and_the_late_reply_is_handed_o
                 assert done == set(bounded)
                 assert all(isinstance(t.exception(), TimeoutError) for t in bounded)
                 assert not unbounded.done()
+                assert not longer.done()
                 assert not calls.status()["down"]  # late, not down
             finally:
                 server.resume()
-            assert await unbounded == 4  # after the three it did not wait for
+            assert await longer == 1
+            assert await unbounded == 5  # after the three it did not wait for
 
             async def handed_on() -> bool:
-                return sorted(orphans) == [1, 2, 3]
+                return sorted(orphans) == [2, 3, 4]
 
             assert await _eventually(handed_on)
         finally:

@@ -214,8 +214,14 @@ class _Base:
             waits = self._waits[timeout_s] = deque()
         # Weakly: a call answered in time is garbage long before its wait ends.
         waits.append((ends, weakref.ref(call)))
-        if self._sweeper is None:
-            self._sweeper = loop.call_at(ends, self._sweep)
+        # A wait shorter than the others may end before the next sweep.
+        if self._sweeper is None or ends < self._sweeper.when():
+            self._schedule_sweep(loop, ends)
+
+    def _schedule_sweep(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._sweeper = loop.call_at(at, self._sweep)
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -236,9 +242,9 @@ class _Base:
                 earliest = waits[0][0]
         # Finished calls are dropped as their time comes; the next sweep is at
         # the earliest wait's end, but not sooner than SWEEP_S from now.
-        self._sweeper = (
-            None if earliest is None else loop.call_at(max(earliest, now + SWEEP_S), self._sweep)
-        )
+        self._sweeper = None
+        if earliest is not None:
+            self._schedule_sweep(loop, max(earliest, now + SWEEP_S))
 
     @staticmethod
     def _future() -> asyncio.Future[Any]:
