@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from router_core.config_enums import Priority
 from router_core.saturation import (
     GradientLimit,
+    busy_limit,
     expected_wait_s,
     lag_now,
     lag_threshold,
@@ -162,3 +163,61 @@ def test_the_expected_wait_follows_littles_law() -> None:
     assert hold == 10.0
     assert smooth_hold(hold, 0.0) == 8.0  # a fifth of the way
     assert smooth_hold(hold, -1.0) == 8.0  # a clock step back counts as 0
+
+
+busy_shares = st.floats(min_value=0, max_value=4, allow_nan=False)
+targets = st.floats(min_value=0.1, max_value=1, allow_nan=False)
+in_flights = st.floats(min_value=0, max_value=10_000, allow_nan=False)
+
+
+@given(
+    limit=st.none() | st.floats(min_value=0, max_value=10_000, allow_nan=False),
+    in_flight=in_flights, busy=busy_shares, target=targets, low=limits, high=limits,
+)  # fmt: skip
+def test_the_busy_limit_stays_within_its_bounds(
+    limit: float | None, in_flight: float, busy: float, target: float, low: int, high: int
+) -> None:
+    after = busy_limit(limit, in_flight, busy, target=target, min_limit=low, max_limit=high)
+    assert min(low, high) <= after <= high
+
+
+@given(in_flight=in_flights, busy=busy_shares, target=targets)
+def test_over_the_target_the_limit_drops_to_what_fits_and_never_grows(
+    in_flight: float, busy: float, target: float
+) -> None:
+    after = busy_limit(500.0, in_flight, busy, target=target, min_limit=1, max_limit=1_000)
+    if busy > target:
+        assert after <= 500.0
+        assert after == max(1.0, min(500.0, in_flight * target / busy))
+    else:
+        assert after >= 500.0
+
+
+def test_the_busy_limit_drops_at_once_to_the_measured_fit() -> None:
+    # 400 streams kept the router 100 % busy: at 80 %, 320 fit.
+    assert busy_limit(None, 400, 1.0, target=0.8, min_limit=16, max_limit=1024) == 320
+    # ...never below the floor.
+    assert busy_limit(320, 10, 1.0, target=0.8, min_limit=16, max_limit=1024) == 16
+
+
+def test_under_the_target_only_a_limit_in_use_grows() -> None:
+    # 300 in flight against a limit of 320, 60 % busy at an 80 % target: 400
+    # would fit; the limit moves half way.
+    assert busy_limit(320, 300, 0.6, target=0.8, min_limit=16, max_limit=1024) == 360
+    # An idle router's few requests say nothing of its capacity: no move.
+    assert busy_limit(320, 5, 0.02, target=0.8, min_limit=16, max_limit=1024) == 320
+    # Growth is at least one request a window, and never past the cap.
+    assert busy_limit(320, 320, 0.7999, target=0.8, min_limit=16, max_limit=1024) == 321
+    assert busy_limit(1000, 1000, 0.1, target=0.8, min_limit=16, max_limit=1024) == 1024
+
+
+def test_the_busy_limit_settles_where_the_cpu_meets_the_target() -> None:
+    """A router whose requests cost 0.4 % of a core each, 1,000 clients: the limit
+    settles at the 200 that keep it 80 % busy, and the CPU never stays above."""
+    limit: float | None = None
+    for _ in range(100):
+        in_flight = min(1000.0, limit if limit is not None else 1024.0)
+        busy = in_flight * 0.004
+        limit = busy_limit(limit, in_flight, busy, target=0.8, min_limit=16, max_limit=1024)
+    assert limit is not None
+    assert 199 <= limit <= 201

@@ -401,6 +401,7 @@ def test_admission_defaults_never_shed_a_healthy_loop_and_keep_the_adaptive_limi
     assert admission.lag_probe_interval_ms == 50
     assert admission.min_in_flight == 16
     assert admission.adaptive is False
+    assert admission.max_busy_percent is None
     loaded = structure(config())
     assert loaded.organizations["acme"].priority == "normal"
     assert loaded.organizations["acme"].keys[0].priority is None
@@ -410,13 +411,20 @@ def test_admission_and_priorities_load() -> None:
     data = config()
     data["server"] = {
         "max_in_flight": 64,
-        "admission": {"max_loop_lag_ms": None, "adaptive": True, "min_limit": 64, "tolerance": 1.5},
+        "admission": {
+            "max_loop_lag_ms": None,
+            "adaptive": True,
+            "min_limit": 64,
+            "tolerance": 1.5,
+            "max_busy_percent": 80,
+        },
     }
     data["organizations"]["acme"]["priority"] = "high"
     data["organizations"]["globex"]["keys"][0]["priority"] = "low"
     loaded = structure(data)
     assert loaded.server.admission.max_loop_lag_ms is None
     assert loaded.server.admission.min_limit == 64
+    assert loaded.server.admission.max_busy_percent == 80
     assert loaded.organizations["acme"].priority == "high"
     assert loaded.organizations["globex"].keys[0].priority == "low"
     assert structure(unstructure(loaded)) == loaded
@@ -427,6 +435,7 @@ def test_bad_admission_values_are_all_refused_with_their_paths() -> None:
     data["server"]["admission"] = {
         "max_loop_lag_ms": 0, "lag_probe_interval_ms": 2, "min_limit": 0,
         "tolerance": 0.5, "window_ms": 100_000, "adaptive": "sometimes", "min_in_flight": -1,
+        "max_busy_percent": 101,
     }  # fmt: skip
     data["organizations"]["acme"]["priority"] = "urgent"
     data["organizations"]["acme"]["keys"][0]["priority"] = 3
@@ -435,6 +444,7 @@ def test_bad_admission_values_are_all_refused_with_their_paths() -> None:
         "organizations.acme.priority: must be one of high, normal, low, not 'urgent'",
         "server.admission.adaptive: must be true or false, not str",
         "server.admission.lag_probe_interval_ms: must be between 5 and 1,000 ms",
+        "server.admission.max_busy_percent: must be between 10 and 100 %",
         "server.admission.max_loop_lag_ms: must be between 1 and 60,000 ms",
         "server.admission.min_in_flight: must be between 0 and 1,000,000",
         "server.admission.min_limit: must be between 1 and 1,000,000",

@@ -412,3 +412,61 @@ def test_retries_of_refusals_are_spread_over_two_seconds() -> None:
     longer = overloaded("full", 2.5, ShedReason.QUEUE_TIMEOUT).headers
     assert longer["retry-after"] == "3"
     assert 3000 <= int(longer["retry-after-ms"]) <= 6000
+
+
+def busy(percent: int, window_ms: int = 20, min_limit: int = 1) -> AdmissionSettings:
+    return AdmissionSettings(
+        max_loop_lag_ms=None, max_busy_percent=percent, window_ms=window_ms,
+        lag_probe_interval_ms=5, min_limit=min_limit,
+    )  # fmt: skip
+
+
+def test_a_router_busier_than_its_target_admits_only_what_fits() -> None:
+    """20 requests hold slots while a task keeps the loop's core busy (as their
+    streams would): each window the busy limit drops to what fits in 10 % of a
+    core at the measured cost, below the 20 in flight, so the next arrival is
+    refused at once (no queue). Idle again, the 20 in use earn it back."""
+
+    async def main() -> tuple[float, int, str, int]:
+        g = backpressure(max_in_flight=100, max_queued=0, admission=busy(10))
+        slots = [await g.enter(ACME) for _ in range(20)]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(g.run)
+            for _ in range(200):  # keep the CPU busy until a window has measured it
+                burn_until = time.process_time() + 0.005
+                while time.process_time() < burn_until:
+                    pass
+                await anyio.sleep(0)
+                if g.capacity() < 20:
+                    break
+            measured = g.saturation.busy or 0.0  # None: never measured (fails below)
+            shrunk = g.capacity()
+            reason = await shed_reason(g, ACME)
+            # Idle: the CPU falls under the target while the 20 are still in.
+            with anyio.fail_after(30):
+                while g.capacity() <= 20:
+                    await anyio.sleep(0.01)
+            grown = g.capacity()
+            tg.cancel_scope.cancel()
+        for slot in slots:
+            g.leave(slot)
+        return measured, shrunk, reason, grown
+
+    measured, shrunk, reason, grown = anyio.run(main)
+    assert measured > 0.1
+    assert shrunk < 20
+    assert reason == "queue_full"
+    assert grown > 20
+
+
+def test_the_busy_limit_caps_capacity_only_while_it_is_on() -> None:
+    g = backpressure(max_in_flight=100, admission=busy(80, min_limit=4))
+    g.saturation.busy_limit = 2.5
+    assert g.capacity() == 4  # never below min_limit
+    g.saturation.busy_limit = 30.0
+    assert g.capacity() == 30
+    resize(g, ServerSettings(max_in_flight=10, admission=busy(80, min_limit=4)))
+    assert g.capacity() == 10  # never above max_in_flight
+    resize(g, ServerSettings(max_in_flight=100, admission=AdmissionSettings()))
+    assert g.capacity() == 100  # off: no busy limit, whatever was measured
+    assert g.status()["max_busy_percent"] is None

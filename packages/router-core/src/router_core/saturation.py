@@ -34,6 +34,17 @@ Rules:
   about (ahead + 1) x hold / in_flight. A request that would so wait past
   the queue timeout is refused at once instead of after it (unknown until a
   first slot was given back: it waits).
+- Busy limit: the router's CPU time over a window, as a share of one core
+  (`busy`), says how much of its capacity the requests in flight use. Their
+  cost is about proportional to their number (a stream costs per event, a
+  short request per second it is in flight, by Little's law), so the
+  requests that fit at `target` are about in_flight x target / busy. Above
+  the target the limit drops to that at once (never below `min_limit`): the
+  cost of what is already in is measured, not guessed. At or below it, while
+  the limit is in use (at least 90 % of it in flight), it moves half way up
+  to that (at least by 1, never above `max_limit`); a limit not in use does
+  not move: an idle router's few requests would extrapolate its fixed costs
+  into a limit no load ever tried.
 - No clock: callers pass the samples, in seconds.
 """
 
@@ -58,6 +69,10 @@ SHRINK_SMOOTHING = 0.5
 MIN_GRADIENT = 0.5
 # The mean hold time moves a fifth of the way to each slot's.
 HOLD_SMOOTHING = 0.2
+# The busy limit grows half way to its estimate a window, while this share of
+# it is in use.
+BUSY_GROWTH = 0.5
+BUSY_IN_USE = 0.9
 
 
 def smooth_lag(current_s: float, sample_s: float) -> float:
@@ -89,6 +104,28 @@ def expected_wait_s(ahead: int, hold_s: float | None, in_flight: int) -> float |
     if hold_s is None or in_flight <= 0:
         return None
     return (ahead + 1) * hold_s / in_flight
+
+
+def busy_limit(
+    limit: float | None,
+    in_flight: float,
+    busy: float,
+    *,
+    target: float,
+    min_limit: int,
+    max_limit: int,
+) -> float:
+    """The in-flight limit after a window in which `in_flight` requests (on
+    average) kept the router `busy` (CPU time over wall time; `target` is the
+    share allowed). `limit` None: no window yet, the limit starts at the cap."""
+    low = float(min(min_limit, max_limit))
+    current = float(max_limit) if limit is None else min(float(max_limit), max(low, limit))
+    fits = in_flight * target / max(busy, 1e-9)
+    if busy > target:
+        current = min(current, fits)
+    elif in_flight >= BUSY_IN_USE * current and fits > current:
+        current += max(1.0, BUSY_GROWTH * (fits - current))
+    return min(float(max_limit), max(low, current))
 
 
 def lag_threshold(max_loop_lag_s: float, priority: Priority) -> float:

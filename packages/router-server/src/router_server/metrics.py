@@ -243,9 +243,18 @@ class StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "router_concurrency_limit",
-            "Requests that may be in flight now (the adaptive limit, or max_in_flight).",
+            "Requests that may be in flight now: max_in_flight, or less by the adaptive "
+            "or busy limit.",
             value=backpressure.get("limit", 0),
         )
+        busy = backpressure.get("busy_percent")
+        if busy is not None:
+            yield GaugeMetricFamily(
+                "router_cpu_busy_ratio",
+                "The router process's CPU time over the last admission window, as a share "
+                "of one core; past max_busy_percent the in-flight limit shrinks.",
+                value=busy / 100,
+            )
         yield GaugeMetricFamily(
             "router_event_loop_lag_seconds",
             "How far the event loop runs behind (smoothed); past max_loop_lag_ms it sheds.",

@@ -10,6 +10,12 @@ Rules:
   reports how long the router's own part took (slot taken to backend
   called: limits, idempotency, routing); each `window_ms` their mean updates
   the gradient limit. Without it, the limit is `server.max_in_flight`.
+- With `server.admission.max_busy_percent`, each `window_ms` the process's
+  CPU time over the window's wall time (`busy`) and the mean number in
+  flight over the probe's wake-ups move the busy limit
+  (`router_core.saturation.busy_limit`).
+- The capacity is the least of `server.max_in_flight`, the adaptive limit and
+  the busy limit, those that are on.
 - Everything is read from the running config on every call: a reload
   changes the interval, the threshold and the bounds without a restart.
 - Time is `time.monotonic()`, passed to the core as numbers.
@@ -17,6 +23,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -24,7 +31,7 @@ import anyio
 import attrs
 
 from router_core.config import ServerSettings
-from router_core.saturation import GradientLimit, lag_now, smooth_lag
+from router_core.saturation import GradientLimit, busy_limit, lag_now, smooth_lag
 
 
 @attrs.define
@@ -35,11 +42,18 @@ class Saturation:
     # The adaptive limit (None until adaptive admission has seen a window).
     gradient: GradientLimit | None = None
     windows: int = 0
+    # The busy limit (None until a window was measured with it on), and the
+    # share of a core the router used over the last window.
+    busy_limit: float | None = None
+    busy: float | None = None
     # When the sleeping probe is due to wake (None: it is not sleeping).
     _due: float | None = None
     _latency_sum: float = 0.0
     _latency_count: int = 0
     _window_started: float | None = None
+    _cpu_started: float = 0.0
+    _in_flight_sum: int = 0
+    _in_flight_samples: int = 0
 
     @property
     def sleeping(self) -> bool:
@@ -55,10 +69,13 @@ class Saturation:
     def limit(self) -> int:
         """Requests that may be in flight now: the adaptive limit, or the hard cap."""
         settings = self.settings()
+        admission = settings.admission
         cap = settings.max_in_flight
-        if not settings.admission.adaptive or self.gradient is None:
-            return cap
-        return self.gradient.admits(settings.admission.min_limit, cap)
+        if admission.adaptive and self.gradient is not None:
+            cap = self.gradient.admits(admission.min_limit, cap)
+        if admission.max_busy_percent is not None and self.busy_limit is not None:
+            cap = min(cap, max(min(admission.min_limit, cap), math.floor(self.busy_limit)))
+        return cap
 
     def observe(self, latency_s: float) -> None:
         """One request's own latency (slot taken to backend called)."""
@@ -76,17 +93,46 @@ class Saturation:
             now = time.monotonic()
             self.smoothed_s = smooth_lag(self.smoothed_s, now - self._due)
             self._due = None
-            ended = self._window_ends(now, admission.window_ms / 1000)
-            if ended and self._update_limit(in_flight()):
+            flying = in_flight()
+            self._in_flight_sum += flying
+            self._in_flight_samples += 1
+            window_s = self._window_ends(now, admission.window_ms / 1000)
+            if window_s is None:
+                continue
+            moved = self._update_busy(window_s, time.process_time())
+            if self._update_limit(flying) or moved:
                 limit_changed()
 
-    def _window_ends(self, now: float, window_s: float) -> bool:
+    def _window_ends(self, now: float, window_s: float) -> float | None:
+        """The wall time of the window that ended now (None: it goes on)."""
         if self._window_started is None:
-            self._window_started = now
-        if now - self._window_started < window_s:
-            return False
+            self._window_started, self._cpu_started = now, time.process_time()
+            self._in_flight_sum = self._in_flight_samples = 0
+            return None
+        elapsed = now - self._window_started
+        if elapsed < window_s:
+            return None
         self._window_started = now
-        return True
+        return elapsed
+
+    def _update_busy(self, wall_s: float, cpu_now: float) -> bool:
+        """A window ended: the CPU share it took moves the busy limit (True: moved)."""
+        cpu_s, self._cpu_started = cpu_now - self._cpu_started, cpu_now
+        samples = max(1, self._in_flight_samples)
+        flying = self._in_flight_sum / samples
+        self._in_flight_sum = self._in_flight_samples = 0
+        self.busy = cpu_s / wall_s
+        settings = self.settings()
+        admission = settings.admission
+        if admission.max_busy_percent is None:
+            self.busy_limit = None
+            return False
+        before = self.limit()
+        self.busy_limit = busy_limit(
+            self.busy_limit, flying, self.busy, target=admission.max_busy_percent / 100,
+            min_limit=admission.min_limit, max_limit=settings.max_in_flight,
+        )  # fmt: skip
+        return self.limit() != before
 
     def _update_limit(self, in_flight: int) -> bool:
         """A window ended: fold its latencies into the limit (True: the limit moved)."""
@@ -118,5 +164,7 @@ class Saturation:
             "max_loop_lag_ms": admission.max_loop_lag_ms,
             "adaptive": admission.adaptive,
             "limit": self.limit(),
+            "max_busy_percent": admission.max_busy_percent,
+            "busy_percent": None if self.busy is None else round(self.busy * 100, 1),
             "latency_baseline_ms": None if baseline is None else round(baseline * 1000, 3),
         }

@@ -76,14 +76,20 @@ class AdmissionSettings:
     # cannot lag the loop that far themselves (the lag comes from elsewhere:
     # the host, a pause), and refusing them would relieve nothing.
     min_in_flight: int = _checked(default=16, validator=_between(0, 1_000_000))
+    # Keep the router's CPU (its process's CPU time, as a share of one core)
+    # under this: each window_ms, the in-flight limit drops to what fits in
+    # this share at the measured cost of what is in flight, and grows back
+    # while it is in use and the CPU is under it. Past the limit requests
+    # queue (queue_timeout_ms) or are refused at once. null: no such limit.
+    max_busy_percent: int | None = _checked(default=None, validator=_optional_between(10, 100, "%"))
     # How often the lag is measured: a sleep this long, and how late it wakes.
     lag_probe_interval_ms: int = _checked(default=50, validator=_between(5, 1_000, "ms"))
     # Adapt the in-flight limit to the router's own latency (the time from
     # taking a slot to calling a backend: limits, idempotency, routing), as
     # Netflix's gradient limit does; server.max_in_flight stays the hard cap.
     adaptive: bool = False
-    # The adaptive limit never goes below this many requests in flight
-    # (at most server.max_in_flight).
+    # Neither the adaptive nor the busy limit goes below this many requests
+    # in flight (at most server.max_in_flight).
     min_limit: int = _checked(default=16, validator=_between(1, 1_000_000))
     # How much the router's latency may grow over its long-run average before
     # the adaptive limit shrinks: 2.0 tolerates twice the usual latency.
