@@ -342,7 +342,12 @@ def _deliver(call: _Call, reply: Any) -> None:
 
 
 class Pipelined(_Base):
-    """Standalone and Sentinel: one pipeline per batch of calls, `pipelines` at once."""
+    """Standalone and Sentinel: one pipeline per batch of calls, `pipelines` at once.
+
+    Written from the loop callback that gathered the batch, and answered from
+    the connection's `data_received`: a call costs its caller two loop turns
+    (one to gather, one to wake), not a task's. Only opening a connection
+    takes a task."""
 
     def __init__(self, client: Redis, *, pipelines: int) -> None:
         if pipelines < 1:
@@ -354,8 +359,11 @@ class Pipelined(_Base):
         self.offset = ClockOffset()
         self._pending: list[_Call] = []
         self._scheduled = False
-        # Our connections not in a pipeline now (at most `pipelines` in all).
+        # Our connections not in a pipeline now (at most `pipelines` in all),
+        # and every one open, to close them all.
         self._idle: list[_Wire] = []
+        self._wires: set[_Wire] = set()
+        self._closed = False
         self.timeout_s: float = (
             client.connection_pool.connection_kwargs.get("socket_timeout") or 2.0
         )
@@ -372,75 +380,126 @@ class Pipelined(_Base):
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._closed:
+            self._fail_pending()
+            return
         while self._pending and self.in_flight < self.pipelines:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             self.in_flight += 1
-            self._spawn(self._send(batch))
+            if self._idle:
+                self._write(self._idle.pop(), batch)
+            else:
+                self._spawn(self._open_then_write(batch))
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _open_then_write(self, batch: list[_Call]) -> None:
         try:
-            await self._run(batch)
+            wire = await self._open()
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                self._failed(exc)
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(exc if isinstance(exc, Exception) else RedisDown())
+            self._done(None, batch, exc)
             if not isinstance(exc, Exception):
                 raise
-        finally:
-            self.in_flight -= 1
-            if self.down:
-                self._fail_pending()
-            elif self._pending:
-                self._flush()
+            return
+        self._wires.add(wire)
+        self._write(wire, batch)
+
+    def _write(self, wire: _Wire, batch: list[_Call]) -> None:
+        """Write `batch` at once on `wire`; `_answered` gets the replies.
+
+        Not redis-py's Pipeline, nor its per-command `read_response`: each would
+        cost several times the CPU of the call itself here (a timeout context
+        per reply, retries we turned off, observability hooks, reply callbacks).
+        The deadlines count from this write (a new connection may have taken a
+        while to open)."""
+        written_us = _now_us()
+        sampling = self.offset.due(written_us)
+        packed: list[Sequence[Arg]] = [("TIME",)] if sampling else []
+        packed += self._resolve_all([c.args for c in batch], written_us)
+        self.round_trips += 1
+        wire.send(
+            packed, self.timeout_s,
+            lambda replies: self._answered(wire, batch, replies, written_us if sampling else None),
+        )  # fmt: skip
+
+    def _resolve_all(
+        self, commands: Sequence[Sequence[Arg | Deadline]], written_us: int
+    ) -> list[list[Arg]]:
+        offset = self.offset.estimate()
+        at_us = None if offset is None else written_us + offset
+        return [_resolved(args, at_us) for args in commands]
+
+    def _answered(
+        self,
+        wire: _Wire,
+        batch: list[_Call],
+        replies: list[Any] | Exception,
+        sampled_at: int | None,
+    ) -> None:
+        if isinstance(replies, Exception):
+            self._done(wire, batch, replies)
+            return
+        if sampled_at is not None:
+            head, replies = replies[0], replies[1:]
+            if not isinstance(head, Exception):
+                self.offset.sample(sampled_at, int(head[0]) * 1_000_000 + int(head[1]))
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if not missing:
+            self._done(wire, batch, replies)
+            return
+        # NOSCRIPT: the script did not run, so sending it whole cannot apply it twice.
+        again = self._resolve_all(
+            [("EVAL", batch[i].source or "", *batch[i].args[2:]) for i in missing], _now_us()
+        )
+        self.round_trips += 1
+        wire.send(
+            again, self.timeout_s,
+            lambda sent: self._resent(wire, batch, replies, missing, sent),
+        )  # fmt: skip
+
+    def _resent(
+        self,
+        wire: _Wire,
+        batch: list[_Call],
+        replies: list[Any],
+        missing: list[int],
+        sent: list[Any] | Exception,
+    ) -> None:
+        if isinstance(sent, Exception):
+            self._done(wire, batch, sent)
+            return
+        for i, reply in zip(missing, sent, strict=True):
+            replies[i] = reply
+        self._done(wire, batch, replies)
+
+    def _done(
+        self, wire: _Wire | None, batch: list[_Call], replies: list[Any] | BaseException
+    ) -> None:
+        """`batch` answered (or failed): its calls get their replies, its
+        connection goes back idle (or closed), and the next batch goes."""
+        self.in_flight -= 1
+        if isinstance(replies, BaseException):
+            if wire is not None:
+                wire.close()
+                self._wires.discard(wire)
+            if isinstance(replies, Exception):
+                self._failed(replies)
+            error = replies if isinstance(replies, Exception) else RedisDown("closed")
+            for call in batch:
+                _deliver(call, error)
+        else:
+            assert wire is not None
+            self._idle.append(wire)
+            for call, reply in zip(batch, replies, strict=True):
+                _deliver(call, reply)
+        if self.down:
+            self._fail_pending()
+        elif self._pending:
+            self._flush()
 
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, []
         for call in pending:
             if not call.future.done():
                 call.future.set_exception(RedisDown("Redis failed and has not answered since"))
-
-    async def _run(self, batch: list[_Call]) -> None:
-        replies = await self._pipeline([c.args for c in batch])
-        missing = [(i, c) for i, c in enumerate(batch) if isinstance(replies[i], NoScriptError)]
-        if missing:
-            # NOSCRIPT: the script did not run, so sending it whole cannot apply it twice.
-            again = [("EVAL", c.source or "", *c.args[2:]) for _, c in missing]
-            for (i, _), reply in zip(missing, await self._pipeline(again), strict=True):
-                replies[i] = reply
-        for call, reply in zip(batch, replies, strict=True):
-            _deliver(call, reply)
-
-    async def _pipeline(self, commands: Sequence[Sequence[Arg | Deadline]]) -> list[Any]:
-        """Write `commands` at once on one of our connections and read their replies.
-
-        Not redis-py's Pipeline, nor its per-command `read_response`: each would
-        cost several times the CPU of the call itself here (a timeout context
-        per reply, retries we turned off, observability hooks, reply callbacks).
-        A `_Wire` reads the whole batch with hiredis as the bytes arrive."""
-        wire = self._idle.pop() if self._idle else await self._open()
-        # Only now, with a connection (a new one may have taken a while to
-        # open): the deadlines count from the write.
-        written_us = _now_us()
-        offset = self.offset.estimate()
-        at_us = None if offset is None else written_us + offset
-        sampling = self.offset.due(written_us)
-        packed: list[Sequence[Arg]] = [("TIME",)] if sampling else []
-        packed += [_resolved(args, at_us) for args in commands]
-        self.round_trips += 1
-        try:
-            replies = await wire.call(packed, self.timeout_s)
-        except BaseException:
-            wire.close()
-            raise
-        self._idle.append(wire)
-        if not sampling:
-            return replies
-        head = replies[0]
-        if not isinstance(head, Exception):
-            self.offset.sample(written_us, int(head[0]) * 1_000_000 + int(head[1]))
-        return replies[1:]
 
     async def _open(self) -> _Wire:
         """A new connection, its handshake (AUTH, SELECT, HELLO; on Sentinel,
@@ -452,16 +511,21 @@ class Pipelined(_Base):
         return _Wire.take_over(connection)
 
     async def aclose(self) -> None:
+        self._closed = True
         await super().aclose()
-        idle, self._idle = self._idle, []
-        for wire in idle:
-            wire.close()
+        wires, self._wires, self._idle = self._wires, set(), []
+        for wire in wires:
+            wire.fail(RedisDown("the caller closed"))
+
+
+Answer = Callable[[list[Any] | Exception], None]
 
 
 @attrs.define(eq=False)
 class _Batch:
     expected: int
-    future: asyncio.Future[list[Any]]
+    answer: Answer
+    timer: asyncio.TimerHandle
     replies: list[Any] = attrs.field(factory=list)
 
 
@@ -471,14 +535,16 @@ class _Wire(asyncio.Protocol):
     Error replies become redis-py's exceptions (`NoScriptError`, `ResponseError`,
     ...), as its parser would make them; READONLY (a Sentinel master demoted
     under us) fails the connection, as redis-py's Sentinel connection does, so
-    the next one asks the Sentinels again."""
+    the next one asks the Sentinels again. A batch not wholly answered within
+    its timeout fails the connection too: a reply read after that could not
+    be told from the next batch's."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         # Kept: a StreamWriter closes its transport when collected.
         self.writer = writer
         self.transport = cast(asyncio.Transport, writer.transport)
         self.reader = hiredis.Reader()
-        self.batches: deque[_Batch] = deque()
+        self.waiting: deque[_Batch] = deque()
         self.lost: Exception | None = None
 
     @classmethod
@@ -491,52 +557,61 @@ class _Wire(asyncio.Protocol):
         wire.transport.set_protocol(wire)
         return wire
 
-    async def call(self, commands: Sequence[Sequence[Arg]], timeout_s: float) -> list[Any]:
+    def send(self, commands: Sequence[Sequence[Arg]], timeout_s: float, answer: Answer) -> None:
+        """Write `commands`; `answer` gets their replies, or the error that
+        ended the connection first (at once, if it already had)."""
         if self.lost is not None:
-            raise self.lost
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.batches.append(_Batch(len(commands), future))
-        transport = self.transport
+            answer(self.lost)
+            return
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out, timeout_s)
+        self.waiting.append(_Batch(len(commands), answer, timer))
         pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
-        transport.write(b"".join(pack(tuple(c)) for c in commands))
-        try:
-            async with asyncio.timeout(timeout_s):
-                replies = await future
-        except TimeoutError:
-            raise RedisTimeoutError(f"Redis did not answer within {timeout_s:g} s") from None
-        for i, reply in enumerate(replies):
-            if isinstance(reply, hiredis.ReplyError):
-                error = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
-                if isinstance(error, ReadOnlyError):
-                    raise RedisConnectionError("the master is now a replica")
-                replies[i] = error
-        return replies
+        self.transport.write(b"".join(pack(tuple(c)) for c in commands))
+
+    def _timed_out(self, timeout_s: float) -> None:
+        self.fail(RedisTimeoutError(f"Redis did not answer within {timeout_s:g} s"))
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
         reader.feed(data)
-        batches = self.batches
-        while batches:
+        waiting = self.waiting
+        while waiting:
             reply = reader.gets()
             if reply is False:
                 return
-            batch = batches[0]
+            if isinstance(reply, hiredis.ReplyError):
+                reply = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+                if isinstance(reply, ReadOnlyError):
+                    self.fail(RedisConnectionError("the master is now a replica"))
+                    return
+            batch = waiting[0]
             batch.replies.append(reply)
             if len(batch.replies) == batch.expected:
-                batches.popleft()
-                if not batch.future.done():
-                    batch.future.set_result(batch.replies)
+                waiting.popleft()
+                batch.timer.cancel()
+                try:
+                    batch.answer(batch.replies)
+                except Exception:
+                    log.exception("redis replies not handled")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RedisConnectionError(
-            "Redis closed the connection"
-            if exc is None
-            else f"connection lost ({type(exc).__name__})"
+        self.fail(
+            RedisConnectionError(
+                "Redis closed the connection"
+                if exc is None
+                else f"connection lost ({type(exc).__name__})"
+            )
         )
-        batches, self.batches = self.batches, deque()
-        for batch in batches:
-            if not batch.future.done():
-                batch.future.set_exception(self.lost)
+
+    def fail(self, error: Exception) -> None:
+        """Close the connection; the batches waiting on it get `error`."""
+        if self.lost is None:
+            self.lost = error
+        self.transport.close()
+        waiting, self.waiting = self.waiting, deque()
+        for batch in waiting:
+            batch.timer.cancel()
+            batch.answer(error)
 
     def close(self) -> None:
         self.transport.close()
