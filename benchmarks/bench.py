@@ -233,6 +233,7 @@ def router_config(
     limits: str | None = None,
     paced_url: str | None = None,
     kafka: bool = False,
+    server_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     backend = {"connect_timeout_s": 2, "read_timeout_s": 30, "max_in_flight": 512}
     # One process (the bench measures one router core).
@@ -240,6 +241,7 @@ def router_config(
     if transport is not None:
         server["transport"] = transport
     server.update(SERVER_SETTINGS)
+    server.update(server_settings or {})
     organization: dict[str, Any] = {
         "models": ["*"],
         "keys": [{"id": "demo", "hash": hash_key(API_KEY)}],
@@ -292,11 +294,12 @@ def running_router(
     limits: str | None = None,
     env: Mapping[str, str] | None = None,
     paced_url: str | None = None,
+    server_settings: Mapping[str, Any] | None = None,
 ) -> Iterator[Target]:
     port = free_port("127.0.0.1")
     config_path = workdir / f"router-{label}.yaml"
     kafka = env is not None and "ROUTER_KAFKA_BOOTSTRAP" in env
-    config = router_config(port, fast, slow, transport, limits, paced_url, kafka)
+    config = router_config(port, fast, slow, transport, limits, paced_url, kafka, server_settings)
     # Usage records (spool + SQLite ledger) on, as in production; each run its own.
     config["state"] = {**config.get("state", {}), "dir": str(workdir / f"usage-{label}")}
     # JSON is YAML: no YAML writer needed.
@@ -826,6 +829,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         options,
                         paced_progress,
                     )
+            if paced_report is not None and paced_mock is not None:
+                # 2x again, on a router that sheds what its core cannot serve.
+                with running_router(
+                    workdir, fast, slow, default_transport, pinning, access_log,
+                    "limits-all-shedding", limits="all", env=env, paced_url=paced_mock.url,
+                    server_settings=paced.SHEDDING_SERVER,
+                ) as shedding:  # fmt: skip
+                    paced.run_shedding(paced_report, paced_routed_target(shedding, pinning))
+                    paced_progress(paced_report.runs[-1])
         by_key = {s.key: s for s in plan}
         for transport in transports:
             with running_router(

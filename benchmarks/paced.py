@@ -14,7 +14,11 @@ Runs, each on both paths unless said otherwise:
   core, it no longer keeps the backend's pace, or an answer other than 200
   comes back (`saturated`); the saturating N is estimated from the steps
   (`saturating_n`);
-- 1x and 2x that N.
+- 1x and 2x that N;
+- 2x shed (routed only): 2x again, on a router whose admission control sheds
+  what its core cannot serve (SHEDDING_SERVER: the busy limit, no queue),
+  to show what admitted streams keep when it is on. The targets are checked
+  on both 2x runs: the defaults (no busy limit) and this one.
 
 Each routed run reads the router's GET /v1/status before and after: the limits
 counters `failure_decisions` and `settle_failures` (decisions taken, and
@@ -51,6 +55,14 @@ RAMP_MIN_PACE = 0.9
 # Targets of issue 13, on one router core.
 TARGET_REFUSAL_P99_MS = 20.0
 TARGET_TTFT_P99_RATIO = 3.0
+# The `server` settings of the 2x shed run: an in-flight limit that keeps the
+# router's core under 80 % busy (measured each 100 ms), refusing at once above
+# it (docs/routing.md, "Admission control").
+SHEDDING_SERVER: dict[str, Any] = {
+    "admission": {"max_busy_percent": 80, "window_ms": 100},
+    "queue_timeout_ms": 0,
+}
+SHED_RUN = "2x shed"
 # Problem codes that mean "the store did not answer in time".
 STORE_FAILURE_CODES = ("limits_unavailable", "idempotency_unavailable")
 
@@ -295,6 +307,13 @@ def run_scenario(
     return PacedReport(options, n, source, steps, runs)
 
 
+def run_shedding(report: PacedReport, shedding: StreamTarget) -> None:
+    """The 2x run again against `shedding` (a router on SHEDDING_SERVER)."""
+    o = report.options
+    n = 2 * report.saturating_n
+    report.runs.append(measure(SHED_RUN, shedding, n, o, o.duration_s, o.warmup_s))
+
+
 def _find(runs: Sequence[PacedRun], run: str, path: str) -> PacedRun | None:
     return next((r for r in runs if r.run == run and r.path == path), None)
 
@@ -323,11 +342,14 @@ def targets(runs: Sequence[PacedRun]) -> list[dict[str, Any]]:
         float(sum(store_failures(r) for r in routed)) if routed else None,
         0,
     )
-    loaded, unloaded = _find(runs, "2x", "routed"), _find(runs, "unloaded", "routed")
-    if loaded is not None:
+    unloaded = _find(runs, "unloaded", "routed")
+    for run, note in (("2x", "defaults"), (SHED_RUN, "busy limit on")):
+        loaded = _find(runs, run, "routed")
+        if loaded is None:
+            continue
         refusals = loaded.result.refusal_ms
         check(
-            "refusal p99 ms at 2x",
+            f"refusal p99 ms at 2x ({note})",
             refusals["p99"] if refusals["count"] else None,
             TARGET_REFUSAL_P99_MS,
             vacuous=True,
@@ -336,7 +358,7 @@ def targets(runs: Sequence[PacedRun]) -> list[dict[str, Any]]:
             base = unloaded.result.ttft_ms["p99"]
             ratio = loaded.result.ttft_ms["p99"] / base if base else None
             check(
-                "TTFT p99 at 2x / unloaded TTFT p99",
+                f"TTFT p99 at 2x / unloaded TTFT p99 ({note})",
                 None if ratio is None else round(ratio, 2),
                 TARGET_TTFT_P99_RATIO,
             )
