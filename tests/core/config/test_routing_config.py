@@ -437,6 +437,7 @@ def test_bad_admission_values_are_all_refused_with_their_paths() -> None:
         "tolerance": 0.5, "window_ms": 100_000, "adaptive": "sometimes", "min_in_flight": -1,
         "max_busy_percent": 101,
     }  # fmt: skip
+    data["server"]["keep_alive_timeout_s"] = 0
     data["organizations"]["acme"]["priority"] = "urgent"
     data["organizations"]["acme"]["keys"][0]["priority"] = 3
     assert problems_of(data) == [
@@ -450,6 +451,7 @@ def test_bad_admission_values_are_all_refused_with_their_paths() -> None:
         "server.admission.min_limit: must be between 1 and 1,000,000",
         "server.admission.tolerance: must be between 1 and 10",
         "server.admission.window_ms: must be between 10 and 60,000 ms",
+        "server.keep_alive_timeout_s: must be between 1 and 3,600 s",
     ]
 
 

@@ -23,7 +23,7 @@ from hypercorn.utils import LifespanFailureError
 from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
 from router_core.workers import WorkersRefused, worker_count
-from router_server import DISTRIBUTION, config_file, environment, http_refusals, logs
+from router_server import DISTRIBUTION, config_file, environment, http_idle, http_refusals, logs
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
@@ -105,7 +105,7 @@ def hypercorn_config(config: RouterConfig, host: str, port: int) -> HypercornCon
     hc.bind = [f"{host}:{port}"]
     hc.accesslog = None  # the router writes its own structured line per request
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our JSON handler
-    hc.keep_alive_timeout = 75  # above common load balancers' idle timeouts
+    hc.keep_alive_timeout = config.server.keep_alive_timeout_s
     # Connections waiting to be accepted (hypercorn's default, 100, drops a
     # burst's SYNs: clients then wait a second to retry); the kernel caps it
     # at net.core.somaxconn.
@@ -348,6 +348,7 @@ def _run_process(
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
     _allow_open_files()
     http_refusals.install()  # requests h11 cannot parse get a body and an x-request-id
+    http_idle.install()  # keep-alive timeouts on a timer, not tasks per request
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform

@@ -123,6 +123,10 @@ class ServerSettings:
     max_in_flight: int = _checked(default=1024, validator=_positive)
     max_queued: int = _checked(default=256, validator=_non_negative)
     queue_timeout_ms: int = _checked(default=200, validator=_non_negative)
+    # How long an idle keep-alive connection of a client stays open (read at
+    # start): keep it above the idle timeout of any load balancer in front,
+    # so the balancer, not the router, closes it.
+    keep_alive_timeout_s: float = _checked(default=75.0, validator=_between(1, 3600, "s"))
     # How often the config file is checked for changes (SIGHUP reloads at once).
     config_watch_s: float = _checked(default=2.0, validator=_positive)
     # Shedding from measured saturation: event-loop lag, adaptive limit.
