@@ -167,3 +167,46 @@ def test_failures_release_the_key_so_a_retry_is_served(
     retry = httpx.post(second.url + CHAT_PATH, json=chat(), headers=headers)
     assert retry.status_code == 200
     assert "idempotent-replayed" not in retry.headers
+
+
+def test_a_replay_wins_over_the_quota_and_neither_it_nor_a_conflict_is_charged(
+    start_router: Any, config_data: dict[str, Any], mocks: Mocks, redis_url: str, tmp_path: Path
+) -> None:
+    """The claim and the limits are asked at once; the claim's outcome decides
+    as if asked first: a replay is answered (not charged) even past the quota,
+    and a 409 gives back the admission taken alongside it."""
+    data = with_changes(config_data)
+    data["organizations"]["acme"]["limits"] = {"quotas": {"requests_per_day": 3}}
+    first, second = replicas(start_router, data, redis_url, tmp_path)
+    keyed = {**auth(), "idempotency-key": "quota-" + uuid.uuid4().hex}
+
+    def post(router: RouterProcess, headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(router.url + CHAT_PATH, json=chat(), headers=headers, timeout=10)
+
+    assert post(first, keyed).status_code == 200  # 1 of 3
+    retry = post(second, keyed)
+    assert retry.headers.get("idempotent-replayed") == "true"  # not charged
+
+    # A duplicate while the original is in flight: 409, its admission given back.
+    for mock in mocks:
+        mock.configure(latency_ms=1000)
+    slow = {**auth(), "idempotency-key": "slow-" + uuid.uuid4().hex}
+
+    async def duplicates() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            urls = [r.url + CHAT_PATH for r in (first, second)]
+            return list(
+                await asyncio.gather(*(client.post(u, json=chat(), headers=slow) for u in urls))
+            )
+
+    assert sorted(a.status_code for a in asyncio.run(duplicates())) == [200, 409]  # 2 of 3
+    for mock in mocks:
+        mock.configure(latency_ms=0)
+    assert post(first, auth()).status_code == 200  # 3 of 3: neither the replay nor the 409 counted
+    over = post(second, auth())
+    assert over.status_code == 402, over.text
+    assert over.json()["error"]["code"] == "quota_exceeded"
+    # Past the quota, a retry of an answered request still gets its answer.
+    again = post(second, keyed)
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"

@@ -16,6 +16,8 @@ claim and a relayed backend, with an `Ending` this module decides.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -55,7 +57,7 @@ from router_server.ops import Ops
 from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime
 from router_server.state.layer import StateLayer
-from router_server.usage.sink import UsageSink, replayed
+from router_server.usage.sink import UsageSink, has_key, replayed
 from router_server.usage.trace import Claim, UsageTrace
 
 log = logging.getLogger("router.access")
@@ -307,9 +309,15 @@ async def _admit(
 ) -> idem.StoredResponse | None:
     """Admission, in order: the spool has room; an in-flight slot (or 503
     `overloaded` at once: before any store is asked, so a saturated router
-    refuses cheaply); the idempotency key is ours (or its stored answer is
-    returned, before a limit is charged); the limits. The exchange holds what
-    each step took."""
+    refuses cheaply); then the idempotency key is ours (or its stored answer
+    is returned) and the limits admit the request. The exchange holds what
+    each step took.
+
+    The claim and the limits are asked at once (with Redis, in one pipeline):
+    the claim's outcome decides first, as if it had been asked first. A stored
+    answer is replayed and a refused claim (409, 422, 503) answered even when
+    the limits refused too; a ticket taken meanwhile is on the exchange, so
+    `finish` gives it back unserved (a replay is not charged)."""
     trace, config = exchange.trace, exchange.runtime.config
     spool = state.usage.recorder.spool
     if not spool.accepting:
@@ -321,18 +329,47 @@ async def _admit(
             headers={"retry-after": "5"},
         )
     await exchange.enter(state.backpressure)
-    claimed = await state.usage.claim(trace, headers, config.idempotency)
-    if isinstance(claimed, idem.StoredResponse):
-        return claimed
-    exchange.claim = claimed
     principal, inference = trace.principal, trace.inference
     assert principal is not None
     assert inference is not None
-    with tracing.span("router.limits"):
-        exchange.ticket = await state.limits.admit(
-            config, trace.request_id, principal.limit_scope, inference
-        )
-    return None
+    claiming = None
+    if has_key(inference, headers):
+        claim = state.usage.claim(trace, headers, config.idempotency)
+        claiming = asyncio.get_running_loop().create_task(claim)
+    try:
+        with tracing.span("router.limits"):
+            exchange.ticket = await state.limits.admit(
+                config, trace.request_id, principal.limit_scope, inference
+            )
+    except Exception:
+        if claiming is None:
+            raise
+        claimed = await _claimed(exchange, claiming)
+        if isinstance(claimed, idem.StoredResponse):
+            return claimed
+        raise
+    except BaseException:  # cancelled: whatever the claim took is given back
+        if claiming is not None:
+            with contextlib.suppress(Exception):
+                await _claimed(exchange, claiming)
+        raise
+    if claiming is None:
+        return None
+    claimed = await _claimed(exchange, claiming)
+    return claimed if isinstance(claimed, idem.StoredResponse) else None
+
+
+async def _claimed(
+    exchange: Exchange, claiming: asyncio.Task[Claim | idem.StoredResponse | None]
+) -> Claim | idem.StoredResponse | None:
+    """The claim's outcome, waited for even while the request is cancelled: a
+    key it took is then on the exchange, for `finish` to release. Raises the
+    claim's refusal."""
+    with anyio.CancelScope(shield=True):
+        claimed = await claiming
+    if isinstance(claimed, Claim):
+        exchange.claim = claimed
+    return claimed
 
 
 def _storable(response: Response, claim: Claim | None) -> idem.StoredResponse | None:

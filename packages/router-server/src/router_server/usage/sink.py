@@ -22,6 +22,7 @@ from router_core.accounting import idempotency as idem
 from router_core.config import IdempotencySettings
 from router_core.config_enums import StateStoreKind
 from router_core.problems import Catalog, DependencyError
+from router_core.requests import InferenceRequest
 from router_server.state.errors import StoreUnavailable
 from router_server.usage.idempotency_store import IdempotencyStore
 from router_server.usage.recorder import Recorder
@@ -32,6 +33,12 @@ def replayed(stored: idem.StoredResponse) -> Response:
     """A stored answer, sent again to a retry of its request."""
     headers = {**dict(stored.headers), "idempotent-replayed": "true"}
     return Response(stored.body, stored.status, headers, media_type=stored.content_type)
+
+
+def has_key(inference: InferenceRequest, headers: Mapping[str, str]) -> bool:
+    """Whether the request carries an idempotency key (its own `request_id`,
+    or an Idempotency-Key header), so its answer is claimed and kept."""
+    return inference.request_id is not None or "idempotency-key" in headers
 
 
 @attrs.define
@@ -53,12 +60,11 @@ class UsageSink:
         inference, principal = trace.inference, trace.principal
         assert inference is not None
         assert principal is not None
+        if not has_key(inference, headers):
+            return None
         key = inference.request_id
         if key is None:
-            header = headers.get("idempotency-key")
-            if header is None:
-                return None
-            key = idem.check_key(header)
+            key = idem.check_key(headers["idempotency-key"])
         trace.client_request_id = key
         claim = Claim(
             key,
