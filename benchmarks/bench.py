@@ -653,11 +653,14 @@ def workers_compare(args: argparse.Namespace, settings: Settings) -> int:
 def paced_options(args: argparse.Namespace, settings: Settings, quick: bool) -> paced.PacedOptions:
     n = args.paced_n if args.paced_n is not None else (QUICK_PACED_N if quick else None)
     default_tokens = QUICK_PACED_TOKENS if quick else PACED_TOKENS
+    tokens = args.paced_tokens or default_tokens
     return paced.PacedOptions(
-        tokens=args.paced_tokens or default_tokens,
+        tokens=tokens,
         chunk_delay_ms=args.paced_chunk_delay_ms,
         duration_s=settings.duration_s,
-        warmup_s=settings.warmup_s,
+        warmup_s=settings.warmup_s
+        if quick
+        else paced.steady_warmup_s(tokens, args.paced_chunk_delay_ms, settings.warmup_s),
         ramp_duration_s=settings.duration_s if quick else args.paced_ramp_duration,
         ramp_warmup_s=settings.warmup_s if quick else min(settings.warmup_s, 1.0),
         n=n,

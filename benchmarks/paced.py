@@ -67,6 +67,14 @@ SHED_RUN = "2x shed"
 STORE_FAILURE_CODES = ("limits_unavailable", "idempotency_unavailable")
 
 
+def steady_warmup_s(tokens: int, chunk_delay_ms: float, warmup_s: float) -> float:
+    """The warm-up of the unloaded, 1x and 2x runs: at least two streams' lifetimes
+    (tokens x delay), so their window opens on a steady state. The connections
+    start spread over half the warm-up, all at once at first; the busy limit
+    of the 2x shed run starts at the cap and settles within a few windows."""
+    return max(warmup_s, 2 * tokens * chunk_delay_ms / 1000)
+
+
 @dataclass(frozen=True)
 class PacedOptions:
     tokens: int  # content tokens per stream (the request's max_tokens)
