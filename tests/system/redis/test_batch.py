@@ -99,7 +99,7 @@ async def test_an_error_reply_fails_its_own_call_only(redis_url: str) -> None:
         await client.aclose()
 
 
-async def test_a_connection_redis_closes_fails_its_calls_and_the_next_reconnects(
+async def test_a_connection_redis_closes_while_idle_is_replaced_without_a_failure(
     redis_url: str,
 ) -> None:
     name = f"batch-{uuid.uuid4().hex[:8]}"
@@ -108,11 +108,46 @@ async def test_a_connection_redis_closes_fails_its_calls_and_the_next_reconnects
     probe = redis_client(redis_url)
     try:
         assert await calls.command("PING") == b"PONG"
+        assert calls.status()["connections"] == 1
+        # As Redis' `timeout` or a restart does to an idle connection.
         await probe.execute_command("CLIENT", "KILL", "SKIPME", "YES", "TYPE", "normal")
-        # The call on the closed connection fails (it is not sent again: a
-        # retried script could charge twice), and Redis counts as down.
+
+        async def forgotten() -> bool:
+            return bool(calls.status()["connections"] == 0)
+
+        assert await _eventually(forgotten)
+        # The next call opens a new connection: nothing failed, Redis is not down.
+        assert await calls.command("PING") == b"PONG"
+        assert calls.status()["failures"] == 0
+        assert calls.status()["down"] is False
+        assert await _connections(redis_url, name) == 1
+    finally:
+        await calls.aclose()
+        await probe.aclose()
+        await client.aclose()
+
+
+async def test_a_connection_lost_with_calls_in_flight_fails_them_and_the_next_reconnects(
+    redis_url: str,
+) -> None:
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(redis_url, client_name=name, retry=Retry(NoBackoff(), 0))
+    calls = Pipelined(client, pipelines=1)
+    probe = redis_client(redis_url)
+    try:
+        assert await calls.command("PING") == b"PONG"
+        # Killed while a call waits on it (BLPOP holds it in flight): the call
+        # fails (it is not sent again: a retried script could charge twice),
+        # and Redis counts as down until a PING answers.
+        waiting = asyncio.ensure_future(calls.command("BLPOP", f"empty:{name}", 30))
+
+        async def written() -> bool:
+            return calls.in_flight == 1
+
+        assert await _eventually(written)
+        await probe.execute_command("CLIENT", "KILL", "SKIPME", "YES", "TYPE", "normal")
         with pytest.raises(RedisConnectionError):
-            await calls.command("PING")
+            await waiting
         assert await _eventually(lambda: _answers(calls))
         # A new connection of ours, and the pool's one that PINGed until Redis answered.
         assert await _connections(redis_url, name) <= 2

@@ -27,6 +27,7 @@ router process: a hypercorn that changes these methods fails it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,6 +36,8 @@ import hypercorn.asyncio.run
 from hypercorn.asyncio.task_group import TaskGroup
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
+
+log = logging.getLogger("router.server")
 
 # The idle timers of each server's connections, for its termination.
 _IDLE: weakref.WeakKeyDictionary[WorkerContext, set[_IdleTimer]] = weakref.WeakKeyDictionary()
@@ -55,7 +58,10 @@ def _idle_of(context: WorkerContext) -> set[_IdleTimer]:
 async def _close_on_termination(context: WorkerContext, idle: set[_IdleTimer]) -> None:
     await context.terminated.wait()
     for timer in list(idle):
-        timer.expire()
+        try:
+            timer.expire()
+        except Exception:  # one connection's failure leaves the others to close
+            log.exception("idle connection not closed at shutdown")
 
 
 class _IdleTimer:
@@ -72,6 +78,8 @@ class _IdleTimer:
         server = self._server
 
         def fire() -> None:
+            if server.writer.is_closing():
+                return  # closing already (its task group may have ended)
             task_group.spawn(action)
 
         if server.context.terminated.is_set():

@@ -366,7 +366,9 @@ async def _claimed(
     key it took is then on the exchange, for `finish` to release. Raises the
     claim's refusal."""
     with anyio.CancelScope(shield=True):
-        claimed = await claiming
+        # asyncio's shield too: a task cancelled by asyncio itself (the server
+        # past its graceful timeout) does not leave the claim's end unread.
+        claimed = await asyncio.shield(claiming)
     if isinstance(claimed, Claim):
         exchange.claim = claimed
     return claimed

@@ -27,7 +27,9 @@ Rules:
   on a cluster, where a lost master costs only its own slots' calls). Calls
   then fail at once with `RedisDown` until a PING answers (tried every
   `RECHECK_S`), so a dead store costs each request nothing, and a slow loop
-  (whose replies are read late, but arrive) never marks it down.
+  (whose replies are read late, but arrive) never marks it down. A
+  connection closed while idle (Redis' `timeout`, a restart) is dropped, and
+  the next batch opens another: no call fails for it.
 - A call's `timeout_s` bounds its caller's wait (TimeoutError), from when it
   is made, whether it is still queued or written: one timer sweeps every
   call's wait (within `SWEEP_S`), cheaper than a timeout per call. The call
@@ -399,8 +401,16 @@ class Pipelined(_Base):
             if not isinstance(exc, Exception):
                 raise
             return
+        wire.on_lost = self._forget
         self._wires.add(wire)
         self._write(wire, batch)
+
+    def _forget(self, wire: _Wire) -> None:
+        """A connection closed (by Redis, or a failure): never used again. One
+        that closed while idle (Redis' `timeout`, a restart) fails no call."""
+        self._wires.discard(wire)
+        if wire in self._idle:
+            self._idle.remove(wire)
 
     def _write(self, wire: _Wire, batch: list[_Call]) -> None:
         """Write `batch` at once on `wire`; `_answered` gets the replies.
@@ -501,6 +511,9 @@ class Pipelined(_Base):
             if not call.future.done():
                 call.future.set_exception(RedisDown("Redis failed and has not answered since"))
 
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "connections": len(self._wires)}
+
     async def _open(self) -> _Wire:
         """A new connection, its handshake (AUTH, SELECT, HELLO; on Sentinel,
         the master's address) made by redis-py's own connection class; it is
@@ -511,11 +524,13 @@ class Pipelined(_Base):
         return _Wire.take_over(connection)
 
     async def aclose(self) -> None:
+        # The wires first: a batch in flight then fails as closed, not later
+        # as a timeout that would mark Redis down and start a recheck.
         self._closed = True
-        await super().aclose()
         wires, self._wires, self._idle = self._wires, set(), []
         for wire in wires:
             wire.fail(RedisDown("the caller closed"))
+        await super().aclose()
 
 
 Answer = Callable[[list[Any] | Exception], None]
@@ -546,6 +561,8 @@ class _Wire(asyncio.Protocol):
         self.reader = hiredis.Reader()
         self.waiting: deque[_Batch] = deque()
         self.lost: Exception | None = None
+        # Told once, when the connection closes.
+        self.on_lost: Callable[[_Wire], None] | None = None
 
     @classmethod
     def take_over(cls, connection: Any) -> _Wire:
@@ -563,10 +580,18 @@ class _Wire(asyncio.Protocol):
         if self.lost is not None:
             answer(self.lost)
             return
+        pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
+        try:
+            data = b"".join(pack(tuple(c)) for c in commands)
+        except Exception as exc:  # an argument hiredis cannot send: nothing written
+            answer(exc)
+            return
         timer = asyncio.get_running_loop().call_later(timeout_s, self._timed_out, timeout_s)
         self.waiting.append(_Batch(len(commands), answer, timer))
-        pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
-        self.transport.write(b"".join(pack(tuple(c)) for c in commands))
+        try:
+            self.transport.write(data)
+        except Exception as exc:  # closing, its connection_lost not yet run
+            self.fail(RedisConnectionError(f"connection lost ({type(exc).__name__})"))
 
     def _timed_out(self, timeout_s: float) -> None:
         self.fail(RedisTimeoutError(f"Redis did not answer within {timeout_s:g} s"))
@@ -608,10 +633,16 @@ class _Wire(asyncio.Protocol):
         if self.lost is None:
             self.lost = error
         self.transport.close()
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost(self)
         waiting, self.waiting = self.waiting, deque()
         for batch in waiting:
             batch.timer.cancel()
-            batch.answer(error)
+            try:
+                batch.answer(error)
+            except Exception:
+                log.exception("redis failure not handled")
 
     def close(self) -> None:
         self.transport.close()
