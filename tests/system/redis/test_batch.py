@@ -5,8 +5,9 @@ clock, replies of callers that went handed on, and down meaning really down."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -18,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from router_server.state.batch import Deadline, Pipelined, RedisDown, _Call, calls_for
-from router_server.state.redis import LuaScript
+from router_server.state.redis import LuaScript, RedisClient
 
 from tests.helpers.redis_server import RedisServer, redis_binary, redis_client
 
@@ -99,18 +100,32 @@ async def test_an_error_reply_fails_its_own_call_only(redis_url: str) -> None:
         await client.aclose()
 
 
-async def test_a_connection_redis_closes_while_idle_is_replaced_without_a_failure(
-    redis_url: str,
-) -> None:
+@contextlib.asynccontextmanager
+async def _killable(redis_url: str) -> AsyncIterator[tuple[str, Pipelined, RedisClient]]:
+    """A named batcher on one pipeline, and a probe client to kill its connection with."""
     name = f"batch-{uuid.uuid4().hex[:8]}"
     client = Redis.from_url(redis_url, client_name=name, retry=Retry(NoBackoff(), 0))
     calls = Pipelined(client, pipelines=1)
     probe = redis_client(redis_url)
     try:
+        yield name, calls, probe
+    finally:
+        await calls.aclose()
+        await probe.aclose()
+        await client.aclose()
+
+
+async def _kill_clients(probe: RedisClient) -> None:
+    await probe.execute_command("CLIENT", "KILL", "SKIPME", "YES", "TYPE", "normal")
+
+
+async def test_a_connection_redis_closes_while_idle_is_replaced_without_a_failure(
+    redis_url: str,
+) -> None:
+    async with _killable(redis_url) as (name, calls, probe):
         assert await calls.command("PING") == b"PONG"
         assert calls.status()["connections"] == 1
-        # As Redis' `timeout` or a restart does to an idle connection.
-        await probe.execute_command("CLIENT", "KILL", "SKIPME", "YES", "TYPE", "normal")
+        await _kill_clients(probe)  # as Redis' `timeout` or a restart does to an idle one
 
         async def forgotten() -> bool:
             return bool(calls.status()["connections"] == 0)
@@ -121,20 +136,12 @@ async def test_a_connection_redis_closes_while_idle_is_replaced_without_a_failur
         assert calls.status()["failures"] == 0
         assert calls.status()["down"] is False
         assert await _connections(redis_url, name) == 1
-    finally:
-        await calls.aclose()
-        await probe.aclose()
-        await client.aclose()
 
 
 async def test_a_connection_lost_with_calls_in_flight_fails_them_and_the_next_reconnects(
     redis_url: str,
 ) -> None:
-    name = f"batch-{uuid.uuid4().hex[:8]}"
-    client = Redis.from_url(redis_url, client_name=name, retry=Retry(NoBackoff(), 0))
-    calls = Pipelined(client, pipelines=1)
-    probe = redis_client(redis_url)
-    try:
+    async with _killable(redis_url) as (name, calls, probe):
         assert await calls.command("PING") == b"PONG"
         # Killed while a call waits on it (BLPOP holds it in flight): the call
         # fails (it is not sent again: a retried script could charge twice),
@@ -145,16 +152,12 @@ async def test_a_connection_lost_with_calls_in_flight_fails_them_and_the_next_re
             return calls.in_flight == 1
 
         assert await _eventually(written)
-        await probe.execute_command("CLIENT", "KILL", "SKIPME", "YES", "TYPE", "normal")
+        await _kill_clients(probe)
         with pytest.raises(RedisConnectionError):
             await waiting
         assert await _eventually(lambda: _answers(calls))
         # A new connection of ours, and the pool's one that PINGed until Redis answered.
         assert await _connections(redis_url, name) <= 2
-    finally:
-        await calls.aclose()
-        await probe.aclose()
-        await client.aclose()
 
 
 async def _answers(calls: Pipelined) -> bool:
