@@ -487,12 +487,11 @@ class Pipelined(_Base):
         connection goes back idle (or closed), and the next batch goes."""
         self.in_flight -= 1
         if isinstance(replies, BaseException):
+            error = replies if isinstance(replies, Exception) else RedisDown("closed")
             if wire is not None:
-                wire.close()
-                self._wires.discard(wire)
+                wire.fail(error)  # closed, and forgotten (`_forget`)
             if isinstance(replies, Exception):
                 self._failed(replies)
-            error = replies if isinstance(replies, Exception) else RedisDown("closed")
             for call in batch:
                 _deliver(call, error)
         else:
@@ -643,9 +642,6 @@ class _Wire(asyncio.Protocol):
                 batch.answer(error)
             except Exception:
                 log.exception("redis failure not handled")
-
-    def close(self) -> None:
-        self.transport.close()
 
 
 class Direct(_Base):
