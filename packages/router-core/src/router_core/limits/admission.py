@@ -53,7 +53,8 @@ class LimitType(enum.StrEnum):
     BUDGET = "budget"
 
 
-def _rate_kind(_: object, attribute: attrs.Attribute[LimitKind], value: LimitKind) -> None:
+def rate_kind(_: object, attribute: attrs.Attribute[LimitKind], value: LimitKind) -> None:
+    """An attrs validator: a rate limit's kind is a request or a token rate."""
     if value not in (LimitKind.RATE, LimitKind.TOKENS_RATE):
         raise ValueError(f"{attribute.name} must be rate or tokens_rate, not {value}")
 
@@ -63,7 +64,7 @@ class RateCheck:
     """A request-rate (cost 1) or token-rate (cost in tokens) limit on one key."""
 
     key: str
-    kind: LimitKind = attrs.field(validator=_rate_kind)
+    kind: LimitKind = attrs.field(validator=rate_kind)
     limit: GcraLimit
     tat: Tat
     cost: int = attrs.field(validator=bounded(0))
@@ -151,13 +152,11 @@ class Decision:
     headers_info: HeadersInfo
 
 
-@attrs.frozen
-class _Outcome:
-    allowed: bool
-    write: StateWrite
-    denial: Denial
-    # For rate checks only.
-    info: RateInfo | None
+# What one check came to: the state to write (None for a peek or a denial),
+# the rate figures (rate checks only), and the denial (None: allowed). The
+# denial is built only for a check that denies: admitted requests are the
+# common case, and a request checks several limits.
+_Outcome = tuple[StateWrite | None, RateInfo | None, Denial | None]
 
 
 def decide(checks: Sequence[LimitCheck], now: int) -> Decision:
@@ -166,25 +165,27 @@ def decide(checks: Sequence[LimitCheck], now: int) -> Decision:
     keys = [check.key for check in checks]
     if len(set(keys)) != len(keys):
         raise ValueError(f"each check needs its own key, got {keys}")
-    outcomes: list[_Outcome] = []
+    writes: list[StateWrite] = []
+    infos: list[RateInfo] = []
     for check in checks:
-        outcome = _evaluate(check, now, check.cost)
-        if not outcome.allowed:
-            peeks = [_evaluate(c, now, 0) for c in checks if isinstance(c, RateCheck)]
-            return Decision(False, outcome.denial, (), _headers(peeks))
-        outcomes.append(outcome)
-    writes = tuple(o.write for c, o in zip(checks, outcomes, strict=True) if c.cost > 0)
-    return Decision(True, None, writes, _headers(outcomes))
+        write, info, denial = _evaluate(check, now, check.cost)
+        if denial is not None:
+            peeks = [_evaluate(c, now, 0)[1] for c in checks if isinstance(c, RateCheck)]
+            return Decision(False, denial, (), _headers(peeks))
+        if write is not None:
+            writes.append(write)
+        if info is not None:
+            infos.append(info)
+    return Decision(True, None, tuple(writes), _headers(infos))
 
 
 def _evaluate(check: LimitCheck, now: int, cost: int) -> _Outcome:
     if isinstance(check, RateCheck):
         limit = check.limit
         r = gcra_check(check.tat, now, cost, limit.rate, limit.period_us, limit.burst)
-        return _Outcome(
-            r.allowed,
-            StateWrite(check.key, r.new_tat, now + r.reset_after_us),
-            Denial(
+        info = RateInfo(check.key, check.kind, limit.burst, r.remaining, r.reset_after_us)
+        if not r.allowed:
+            denial = Denial(
                 check.key,
                 check.kind,
                 LimitType.RATE_LIMIT,
@@ -192,14 +193,12 @@ def _evaluate(check: LimitCheck, now: int, cost: int) -> _Outcome:
                 limit.burst,
                 seconds_up(r.retry_after_us),
                 check.spec_key,
-            ),
-            RateInfo(check.key, check.kind, limit.burst, r.remaining, r.reset_after_us),
-        )
+            )
+            return None, info, denial
+        if cost == 0:
+            return None, info, None
+        return StateWrite(check.key, r.new_tat, now + r.reset_after_us), info, None
     window = window_of(check.window, now)
-    if cost > check.limit or window.end_us == NEVER:
-        retry_s = NEVER
-    else:
-        retry_s = seconds_up(window.end_us - now)
     if isinstance(check, QuotaCheck):
         q = quota_check(check.used, cost, check.limit)
         new_state: State = q.new_used
@@ -208,20 +207,25 @@ def _evaluate(check: LimitCheck, now: int, cost: int) -> _Outcome:
         b = reserve(check.state, cost, check.limit)
         new_state = b.new_state
         allowed, usage, limit_type = b.allowed, check.state.spent, LimitType.BUDGET
-    return _Outcome(
-        allowed,
-        StateWrite(check.key, new_state, window.end_us),
-        Denial(check.key, check.kind, limit_type, usage, check.limit, retry_s, check.spec_key),
-        None,
-    )
+    if not allowed:
+        if cost > check.limit or window.end_us == NEVER:
+            retry_s = NEVER
+        else:
+            retry_s = seconds_up(window.end_us - now)
+        denial = Denial(
+            check.key, check.kind, limit_type, usage, check.limit, retry_s, check.spec_key
+        )
+        return None, None, denial
+    if cost == 0:
+        return None, None, None
+    return StateWrite(check.key, new_state, window.end_us), None, None
 
 
-def _headers(outcomes: Sequence[_Outcome]) -> HeadersInfo:
+def _headers(infos: Sequence[RateInfo | None]) -> HeadersInfo:
     """The most constraining request-rate and token-rate figures: fewest remaining, then
     longest reset; the first listed wins a tie."""
     best: dict[LimitKind, RateInfo] = {}
-    for outcome in outcomes:
-        info = outcome.info
+    for info in infos:
         if info is None:
             continue
         current = best.get(info.kind)

@@ -43,6 +43,7 @@ from router_core.limits.admission import (
     RateCheck,
     State,
     decide,
+    rate_kind,
 )
 from router_core.limits.budget import BudgetState, settle
 from router_core.limits.gcra import GcraLimit, Tat
@@ -78,12 +79,14 @@ def _check_name(spec: Spec) -> None:
         raise ValueError(f"a {type(spec).__name__} cannot be named {key}")
 
 
+# A spec checks its own fields as the check `bind` makes of it would, when it
+# is made: a store then refuses bad input without binding every spec twice.
 @attrs.frozen
 class RateSpec:
     key: Key
-    kind: LimitKind
+    kind: LimitKind = attrs.field(validator=rate_kind)
     limit: GcraLimit
-    cost: int
+    cost: int = attrs.field(validator=bounded(0))
 
     __attrs_post_init__ = _check_name
 
@@ -91,9 +94,9 @@ class RateSpec:
 @attrs.frozen
 class QuotaSpec:
     key: Key
-    limit: int
+    limit: int = attrs.field(validator=bounded(0))
     window: WindowKind
-    cost: int
+    cost: int = attrs.field(validator=bounded(0))
 
     __attrs_post_init__ = _check_name
 
@@ -102,9 +105,9 @@ class QuotaSpec:
 class BudgetSpec:
     key: Key
     # nano-USD
-    limit: int
+    limit: int = attrs.field(validator=bounded(0))
     window: WindowKind
-    cost: int
+    cost: int = attrs.field(validator=bounded(0))
 
     __attrs_post_init__ = _check_name
 
@@ -231,12 +234,13 @@ class AdmissionExpired(Exception):
 def check_admission(
     specs: Sequence[Spec], keys: Sequence[str], now_us: int, deadline_us: int | None
 ) -> None:
-    """Refuse bad input with ValueError (as `decide` would), before any deadline or write."""
+    """Refuse bad input with ValueError (as `decide` would), before any deadline or
+    write (each spec checked its own fields when it was made)."""
     require_int("now", now_us, 0, MAX_NOW_US)
     if deadline_us is not None:
         require_int("deadline", deadline_us, 0, MAX_NOW_US)
-    for spec, key in zip(specs, keys, strict=True):
-        bind(spec, key, None)
+    if len(specs) != len(keys):
+        raise ValueError(f"{len(specs)} specs but {len(keys)} keys")
     if len(set(keys)) != len(keys):
         raise ValueError(f"each check needs its own key, got {list(keys)}")
 
