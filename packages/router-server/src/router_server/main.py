@@ -205,6 +205,19 @@ def _follow_lifeline(loop: asyncio.AbstractEventLoop, fd: int, stop: asyncio.Eve
     loop.add_reader(fd, gone)
 
 
+def _freeze_startup_heap() -> None:
+    """Leave what start-up built out of every later cycle collection.
+
+    Modules, the config, clients and stores live as long as the process; a
+    full collection walked them all (~280,000 objects, ~25 ms under load,
+    a stall every request in flight waited out). Collected once here, then
+    frozen, so the collector walks only what requests allocate. Only the
+    server process does this (not `create_app`, which tests run in-process);
+    the start-up config, if a reload replaces it, is then never freed."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run(
     config: RouterConfig, host: str, port: int, path: str, worker: WorkerSpec | None = None
 ) -> None:
@@ -220,6 +233,7 @@ async def run(
 
     def ready(state: RouterState) -> None:
         shared.set(state)
+        _freeze_startup_heap()
         # Only now: the app's resources are open (hypercorn binds right after,
         # and the addresses were checked before anything started).
         if worker is None:
