@@ -6,6 +6,8 @@ here, what only the memory ledger's own bookkeeping shows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from router_core.limits.admission import LimitKind, LimitType
@@ -70,6 +72,23 @@ def test_a_new_day_starts_at_zero_and_old_holds_settle_in_their_day() -> None:
     ledger.settle(first.holds, [30], T0 + DAY_US + 1)
     assert ledger.get(second.holds[0].key, T0 + DAY_US + 2) == 80
     assert first.holds[0].key != second.holds[0].key
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: RateSpec("r", LimitKind.RATE, GcraLimit(10, 1_000_000, 5), -1), "cost"),
+        (lambda: RateSpec("r", LimitKind.QUOTA, GcraLimit(10, 1_000_000, 5), 1), "kind"),
+        (lambda: QuotaSpec("q", -1, WindowKind.DAY, 1), "limit"),
+        (lambda: QuotaSpec("q", 10, WindowKind.DAY, -1), "cost"),
+        (lambda: BudgetSpec("b", -1, WindowKind.DAY, 1), "limit"),
+        (lambda: BudgetSpec("b", 10, WindowKind.DAY, 2**53), "cost"),
+    ],
+)
+def test_a_spec_out_of_range_is_refused_when_made(make: Callable[[], object], field: str) -> None:
+    # Before any store binds it: an admission never gets to reap or write for it.
+    with pytest.raises(ValueError, match=field):
+        make()
 
 
 HOUR_US = 3_600_000_000

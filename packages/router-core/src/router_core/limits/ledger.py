@@ -14,8 +14,9 @@ Rules:
 - An admission may carry a deadline (µs, the store's clock): one that runs
   after it (now > deadline) raises `AdmissionExpired` and writes nothing,
   no reaping included, so a decision the caller gave up on is never charged.
-  Bad input (specs, duplicate keys, a deadline out of range) is refused with
-  ValueError first, whatever the deadline.
+  Bad input is refused with ValueError before anything is decided: a spec's
+  fields (a negative cost or limit) when the spec is made, duplicate keys or
+  an instant out of range when it is admitted, whatever the deadline.
 - `MemoryLedger` is real code, not a test double: one process's store,
   atomic because nothing else touches it between bind, decide and write.
   The Redis store must behave identically (its contract tests say so).
