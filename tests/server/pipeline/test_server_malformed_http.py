@@ -1,7 +1,7 @@
 """Malformed HTTP/1.1 sent over a raw socket to a real router process.
 
 Requests h11 cannot parse never reach the app; the router still answers them
-with problem+json and an x-request-id (router_server.http_refusals). Requests
+with problem+json and an x-request-id (router_server.http_h11). Requests
 h11 accepts, however odd, are answered by their route, in its envelope.
 """
 

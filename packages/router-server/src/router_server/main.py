@@ -23,7 +23,7 @@ from hypercorn.utils import LifespanFailureError
 from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
 from router_core.workers import WorkersRefused, worker_count
-from router_server import DISTRIBUTION, config_file, environment, http_idle, http_refusals, logs
+from router_server import DISTRIBUTION, config_file, environment, http_h11, http_idle, logs
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
@@ -362,7 +362,7 @@ def _run_process(
     # collected, in larger batches.
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
     _allow_open_files()
-    http_refusals.install()  # requests h11 cannot parse get a body and an x-request-id
+    http_h11.install()  # refusals h11 makes get a body and an x-request-id; chunks framed here
     http_idle.install()  # keep-alive timeouts on a timer, not tasks per request
     try:
         import uvloop
