@@ -32,6 +32,19 @@ def auth(key: str = ACME_KEY) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
+def raw_post(body: bytes, path: str = "/v1/chat/completions", key: str = ACME_KEY) -> bytes:
+    """A JSON POST as an HTTP/1.1 client writes it on a socket (kept alive)."""
+    return b"\r\n".join([
+        f"POST {path} HTTP/1.1".encode(),
+        b"host: router",
+        b"content-type: application/json",
+        b"authorization: Bearer " + key.encode(),
+        b"content-length: %d" % len(body),
+        b"",
+        body,
+    ])  # fmt: skip
+
+
 def base_config(mock_a_url: str, mock_b_url: str) -> dict[str, Any]:
     """Two backends; `chat` spread over both, `embed` on A only, `b-only` on B."""
     return {

@@ -16,27 +16,18 @@ from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
 from tests.helpers.support import (
-    ACME_KEY,
     BACKEND_SECRET,
     BACKEND_SECRET_ENV,
     CHAT,
     base_config,
+    raw_post,
     with_data_dir,
     write_config,
 )
 
 
 def _request(body: dict[str, object]) -> bytes:
-    data = orjson.dumps(body)
-    return b"\r\n".join([
-        b"POST /v1/chat/completions HTTP/1.1",
-        b"host: router",
-        b"content-type: application/json",
-        b"authorization: Bearer " + ACME_KEY.encode(),
-        b"content-length: %d" % len(data),
-        b"",
-        data,
-    ])  # fmt: skip
+    return raw_post(orjson.dumps(body))
 
 
 @pytest.fixture(scope="module")

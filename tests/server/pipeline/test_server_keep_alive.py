@@ -17,25 +17,17 @@ from router_server.mock_backend import MockBackendProcess
 from router_server.process import RouterProcess
 
 from tests.helpers.support import (
-    ACME_KEY,
     BACKEND_SECRET,
     BACKEND_SECRET_ENV,
     CHAT,
     base_config,
+    raw_post,
     with_data_dir,
     write_config,
 )
 
 BODY = orjson.dumps({**CHAT, "model": "b-only"})
-REQUEST = b"\r\n".join([
-    b"POST /v1/chat/completions HTTP/1.1",
-    b"host: router",
-    b"content-type: application/json",
-    b"authorization: Bearer " + ACME_KEY.encode(),
-    b"content-length: %d" % len(BODY),
-    b"",
-    BODY,
-])  # fmt: skip
+REQUEST = raw_post(BODY)
 
 
 def _router(
