@@ -13,6 +13,7 @@ import asyncio
 import copy
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from router_core.accounting.idempotency import Entry
 from router_core.limits.admission import LimitKind
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
@@ -29,6 +31,7 @@ from router_core.limits.windows import WindowKind
 from router_server.mock_backend import MockBackendProcess
 from router_server.redis_limits import RedisLimitStore
 from router_server.state.batch import calls_for
+from router_server.usage.idempotency_store import RedisIdempotencyStore
 
 from tests.helpers.redis_server import RedisServer, closed, redis_binary, redis_client
 from tests.helpers.support import ACME_KEY, auth
@@ -74,6 +77,36 @@ def test_an_admission_whose_caller_went_is_released(redis_url: str) -> None:
         finally:
             await calls.aclose()
             await closed(store)
+
+    asyncio.run(scenario())
+
+
+def test_an_idempotency_claim_whose_caller_went_is_given_back(redis_url: str) -> None:
+    """The claim is sent before its caller waits for it (`start_claim`); a caller
+    that goes meanwhile leaves the key free for its retry, not held for the lease."""
+
+    async def scenario() -> None:
+        client = redis_client(redis_url)
+        calls = calls_for(client, pipelines=1)
+        store = RedisIdempotencyStore(client, 5.0, calls)
+        key = f"acme/gone-{uuid.uuid4().hex}"
+        try:
+            waiting = asyncio.ensure_future(store.claim(key, Entry("fp", "gone"), 600))
+            await asyncio.sleep(0)  # sent, not yet answered
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            # Behind the claim on the one pipeline: once answered, the claim ran.
+            await calls.command("PING")
+            for _ in range(200):
+                if not await client.exists(store.name(key)):
+                    break
+                await asyncio.sleep(0.05)
+            # Free: the retry claims it (None), rather than finding the claim of nobody.
+            assert await store.claim(key, Entry("fp", "retry"), 600) is None
+        finally:
+            await calls.aclose()
+            await client.aclose()
 
     asyncio.run(scenario())
 

@@ -245,6 +245,48 @@ async def test_a_reply_that_arrived_as_its_caller_went_is_handed_on(redis_url: s
         await client.aclose()
 
 
+async def test_a_started_script_shares_the_next_calls_pipeline_and_is_read_without_waiting(
+    redis_url: str,
+) -> None:
+    """`start_script` queues the call before it returns: a call made after it goes
+    in the same pipeline, and once that one is answered the started script's
+    reply is already in hand (reading it does not suspend: no loop turn)."""
+    client = redis_client(redis_url)
+    calls = calls_for(client, pipelines=1)
+    echo = LuaScript(client, _ECHO, calls)
+    key = f"started:{uuid.uuid4().hex}"
+    try:
+        await echo(args=["warm"])  # the script is loaded
+        trips = calls.status()["round_trips"]
+        started = echo.start(args=["first"])
+        assert await calls.command("INCR", key) == 1
+        assert calls.status()["round_trips"] == trips + 1
+        with pytest.raises(StopIteration) as done:
+            started.send(None)
+        assert done.value.value[0] == b"first"
+    finally:
+        await client.delete(key)
+        await calls.aclose()
+        await client.aclose()
+
+
+async def test_a_script_started_while_redis_is_down_fails_when_awaited() -> None:
+    with RedisServer(redis_binary()) as server:
+        client = redis_client(server.url, timeout_ms=500)
+        calls = calls_for(client, pipelines=1)
+        echo = LuaScript(client, _ECHO, calls)
+        try:
+            server.stop()
+            with pytest.raises((RedisConnectionError, OSError)):
+                await calls.command("PING")
+            started = echo.start(args=["x"])  # known down: no raise here
+            with pytest.raises(RedisDown):
+                await started
+        finally:
+            await calls.aclose()
+            await client.aclose()
+
+
 async def test_down_only_after_a_real_failure_and_up_after_a_ping() -> None:
     with RedisServer(redis_binary()) as server:
         client = redis_client(server.url, timeout_ms=500)

@@ -16,12 +16,11 @@ claim and a relayed backend, with an `Ending` this module decides.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -57,7 +56,7 @@ from router_server.ops import Ops
 from router_server.responses import error_response, json_response
 from router_server.runtime import Runtime
 from router_server.state.layer import StateLayer
-from router_server.usage.sink import UsageSink, has_key, replayed
+from router_server.usage.sink import UsageSink, replayed
 from router_server.usage.trace import Claim, UsageTrace
 
 log = logging.getLogger("router.access")
@@ -317,7 +316,11 @@ async def _admit(
     the claim's outcome decides first, as if it had been asked first. A stored
     answer is replayed and a refused claim (409, 422, 503) answered even when
     the limits refused too; a ticket taken meanwhile is on the exchange, so
-    `finish` gives it back unserved (a replay is not charged)."""
+    `finish` gives it back unserved (a replay is not charged). The claim is
+    sent before the limits are asked and read after, not run as a task: with
+    Redis its reply comes in the limits' pipeline, so reading it takes no
+    loop turn of its own (a task took two more, each a whole turn of a
+    saturated loop)."""
     trace, config = exchange.trace, exchange.runtime.config
     spool = state.usage.recorder.spool
     if not spool.accepting:
@@ -332,10 +335,7 @@ async def _admit(
     principal, inference = trace.principal, trace.inference
     assert principal is not None
     assert inference is not None
-    claiming = None
-    if has_key(inference, headers):
-        claim = state.usage.claim(trace, headers, config.idempotency)
-        claiming = asyncio.get_running_loop().create_task(claim)
+    claiming = state.usage.start_claim(trace, headers, config.idempotency)
     try:
         with tracing.span("router.limits"):
             exchange.ticket = await state.limits.admit(
@@ -360,15 +360,15 @@ async def _admit(
 
 
 async def _claimed(
-    exchange: Exchange, claiming: asyncio.Task[Claim | idem.StoredResponse | None]
-) -> Claim | idem.StoredResponse | None:
+    exchange: Exchange, claiming: Awaitable[Claim | idem.StoredResponse]
+) -> Claim | idem.StoredResponse:
     """The claim's outcome, waited for even while the request is cancelled: a
     key it took is then on the exchange, for `finish` to release. Raises the
-    claim's refusal."""
+    claim's refusal. A task cancelled by asyncio itself (the server past its
+    graceful timeout) stops waiting; the claim still goes ahead, and a key it
+    took for nobody is given back by the store (`start_claim`)."""
     with anyio.CancelScope(shield=True):
-        # asyncio's shield too: a task cancelled by asyncio itself (the server
-        # past its graceful timeout) does not leave the claim's end unread.
-        claimed = await asyncio.shield(claiming)
+        claimed = await claiming
     if isinstance(claimed, Claim):
         exchange.claim = claimed
     return claimed

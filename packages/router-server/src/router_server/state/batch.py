@@ -45,7 +45,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import attrs
@@ -133,6 +133,15 @@ class Calls(Protocol):
         timeout_s: float | None = None,
     ) -> Any: ...
 
+    def start_script(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Arg | Deadline],
+        on_orphan: Orphan | None = None,
+        timeout_s: float | None = None,
+    ) -> Coroutine[Any, Any, Any]: ...
+
     def status(self) -> dict[str, Any]: ...
 
     async def aclose(self) -> None: ...
@@ -193,12 +202,33 @@ class _Base:
         on_orphan: Orphan | None = None,
         timeout_s: float | None = None,
     ) -> Any:
+        return await self.start_script(script, keys, args, on_orphan, timeout_s)
+
+    def start_script(
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Arg | Deadline],
+        on_orphan: Orphan | None = None,
+        timeout_s: float | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """As `script`, but the call is queued before this returns (in this
+        loop turn's pipeline); the reply is what the coroutine returns. So a
+        caller can send a script, await something else, and then read a reply
+        that came in the same pipeline without another loop turn. The
+        coroutine must be awaited; a caller that goes while it waits leaves
+        the reply to `on_orphan`, as with `script`. Redis known down fails
+        it when awaited."""
         call_args = ("EVALSHA", script.sha, len(keys), *keys, *args)
         call = _Call(
             call_args, self._future(), source=script.source, on_orphan=on_orphan,
             timeout_s=timeout_s,
         )  # fmt: skip
-        return await self._submit(call)
+        try:
+            self._enqueue(call)
+        except RedisDown as exc:
+            call.future.set_exception(exc)
+        return self._wait(call)
 
     def _bound(self, call: _Call) -> None:
         """End the caller's wait after `call.timeout_s` (TimeoutError), within SWEEP_S.
@@ -253,6 +283,11 @@ class _Base:
         return asyncio.get_running_loop().create_future()
 
     async def _submit(self, call: _Call) -> Any:
+        self._enqueue(call)
+        return await self._wait(call)
+
+    def _enqueue(self, call: _Call) -> None:
+        """Queue `call` to be sent (or raise RedisDown at once)."""
         raise NotImplementedError
 
     def _spawn(self, coro: Any) -> None:
@@ -370,7 +405,7 @@ class Pipelined(_Base):
             client.connection_pool.connection_kwargs.get("socket_timeout") or 2.0
         )
 
-    async def _submit(self, call: _Call) -> Any:
+    def _enqueue(self, call: _Call) -> None:
         self._check_up()
         self.calls += 1
         self._bound(call)
@@ -378,7 +413,6 @@ class Pipelined(_Base):
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        return await self._wait(call)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -655,12 +689,11 @@ class Direct(_Base):
         self.limit = pipelines * CLUSTER_CALLS_PER_PIPELINE
         self._slots = asyncio.Semaphore(self.limit)
 
-    async def _submit(self, call: _Call) -> Any:
+    def _enqueue(self, call: _Call) -> None:
         self._check_up()
         self.calls += 1
         self._bound(call)
         self._spawn(self._send(call))
-        return await self._wait(call)
 
     async def _send(self, call: _Call) -> None:
         async with self._slots:

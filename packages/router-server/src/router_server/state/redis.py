@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -139,6 +139,27 @@ class LuaScript:
         TimeoutError."""
         if self.calls is not None:
             return await self.calls.script(self, keys, args, on_orphan, timeout_s)
+        return await self._direct(keys, args, timeout_s)
+
+    def start(
+        self,
+        keys: Sequence[str] = (),
+        args: Sequence[str | int | bytes | Deadline] = (),
+        on_orphan: Orphan | None = None,
+        timeout_s: float | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        """As calling the script, but with `calls` it is queued before this
+        returns (`Calls.start_script`); without, it is sent when awaited."""
+        if self.calls is not None:
+            return self.calls.start_script(self, keys, args, on_orphan, timeout_s)
+        return self._direct(keys, args, timeout_s)
+
+    async def _direct(
+        self,
+        keys: Sequence[str],
+        args: Sequence[str | int | bytes | Deadline],
+        timeout_s: float | None,
+    ) -> Any:
         plain = [a for a in args if not isinstance(a, Deadline)]
         if len(plain) != len(args):
             raise TypeError("a deadline needs the coalescing caller")

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,12 @@ from router_server.state.sqlite import SqliteFile
 class IdempotencyStore(Protocol):
     async def claim(self, key: str, entry: Entry, lease_s: int) -> Entry | None:
         """Store `entry` under `key` for `lease_s` unless one is there: then return it."""
+        ...
+
+    def start_claim(self, key: str, entry: Entry, lease_s: int) -> Awaitable[Entry | None]:
+        """`claim`, under way when this returns (so it runs beside whatever the
+        caller awaits next), read when awaited; it must be awaited. It goes
+        ahead even if its caller goes meanwhile."""
         ...
 
     async def complete(self, key: str, entry: Entry, retention_s: int) -> None:
@@ -63,6 +70,11 @@ class SqliteIdempotencyStore:
         # NORMAL (WAL): a crash of the router loses no claim.
         self._file = SqliteFile(path, _SCHEMA, Store.IDEMPOTENCY, synchronous="NORMAL")
         self._claims = 0
+
+    def start_claim(self, key: str, entry: Entry, lease_s: int) -> Awaitable[Entry | None]:
+        # A task on the file's thread; shielded, so a caller cancelled meanwhile
+        # leaves the claim to finish (and lapse after its lease).
+        return asyncio.shield(self.claim(key, entry, lease_s))
 
     async def claim(self, key: str, entry: Entry, lease_s: int) -> Entry | None:
         now = _now_ms()
@@ -151,6 +163,13 @@ class RedisIdempotencyStore:
         return f"{cls.PREFIX}{{{org}}}/{rest}" if scoped and org else cls.PREFIX + key
 
     async def claim(self, key: str, entry: Entry, lease_s: int) -> Entry | None:
+        return await self.start_claim(key, entry, lease_s)
+
+    def start_claim(self, key: str, entry: Entry, lease_s: int) -> Awaitable[Entry | None]:
+        """The script is queued in this loop turn's pipeline before this returns:
+        a request's claim and its limits' admission share one round trip, and
+        the claim's reply is read without a task or another loop turn."""
+
         def orphaned(found: bytes | None) -> None:
             # Claimed for a caller that went: give the key back for its retry.
             if found is None:
@@ -158,13 +177,17 @@ class RedisIdempotencyStore:
                 self._releases.add(task)
                 task.add_done_callback(self._releases.discard)
 
+        reply = self._claim.start(
+            keys=[self.name(key)],
+            args=[encode_entry(entry), lease_s * 1000],
+            on_orphan=orphaned,
+            timeout_s=self.timeout_s,
+        )
+        return self._claimed(reply)
+
+    async def _claimed(self, reply: Awaitable[bytes | None]) -> Entry | None:
         async with redis_guard(Store.IDEMPOTENCY, "claim", self.timeout_s, timed=False):
-            found = await self._claim(
-                keys=[self.name(key)],
-                args=[encode_entry(entry), lease_s * 1000],
-                on_orphan=orphaned,
-                timeout_s=self.timeout_s,
-            )
+            found = await reply
         return None if found is None else decode_entry(found)
 
     async def _quiet_release(self, key: str, entry: Entry) -> None:

@@ -1,8 +1,8 @@
 """Usage accounting's services to the request pipeline: idempotency and replays.
 
 The pipeline claims a request's idempotency key after validation and before
-admission (`claim`: 409 or 422, a stored answer to replay, or a claim the
-request then holds); the request's `Exchange` writes its one usage record and
+admission (`start_claim`: 409 or 422, a stored answer to replay, or a claim
+the request then holds); the request's `Exchange` writes its one usage record and
 settles the claim (`settle_claim`) when it finishes. Each authenticated
 request gets exactly one usage record, appended to the spool before the
 answer leaves.
@@ -11,7 +11,7 @@ answer leaves.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any
 
 import anyio
@@ -52,11 +52,14 @@ class UsageSink:
     store_kind: StateStoreKind
     idempotency_failures: int = 0
 
-    async def claim(
+    def start_claim(
         self, trace: UsageTrace, headers: Mapping[str, str], settings: IdempotencySettings
-    ) -> Claim | idem.StoredResponse | None:
-        """The claim this request now holds, the stored answer to replay to it, or
-        None without an idempotency key; raises 409, 422, 503."""
+    ) -> Coroutine[Any, Any, Claim | idem.StoredResponse] | None:
+        """None without an idempotency key. Else the claim is under way when
+        this returns (`IdempotencyStore.start_claim`: beside the limits'
+        admission), and the coroutine, which must be awaited, gives the claim
+        this request now holds or the stored answer to replay to it, or raises
+        409, 422, 503. A malformed key raises 422 here."""
         inference, principal = trace.inference, trace.principal
         assert inference is not None
         assert principal is not None
@@ -72,11 +75,17 @@ class UsageSink:
             idem.fingerprint(trace.route, [inference.operation.value, inference.body]),
             uuid.uuid4().hex,
         )
+        existing = self.store.start_claim(
+            claim.scope, idem.Entry(claim.fingerprint, claim.owner), settings.in_flight_timeout_s
+        )
+        return self._decided(claim, existing)
+
+    async def _decided(
+        self, claim: Claim, claiming: Awaitable[idem.Entry | None]
+    ) -> Claim | idem.StoredResponse:
+        key = claim.key
         try:
-            existing = await self.store.claim(
-                claim.scope, idem.Entry(claim.fingerprint, claim.owner),
-                settings.in_flight_timeout_s,
-            )  # fmt: skip
+            existing = await claiming
         except StoreUnavailable as exc:
             self.idempotency_failures += 1
             raise DependencyError(
