@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
+from router_core.accounting.idempotency import Entry, StoredResponse
 from router_core.limits.admission import LimitKind
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
@@ -18,7 +21,9 @@ from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
 from router_server.mock_backend.process import free_port
 from router_server.redis_limits import RedisLimitStore, hash_tag
+from router_server.state.batch import calls_for
 from router_server.state.errors import RAN_LATE, StoreUnavailable
+from router_server.usage.idempotency_store import RedisIdempotencyStore
 
 from tests.helpers.redis_server import RedisServer, closed, redis_client
 
@@ -313,5 +318,46 @@ def test_concurrent_replicas_admit_exactly_the_limit(redis_url: str) -> None:
         finally:
             for replica in replicas:
                 await closed(replica)
+
+    asyncio.run(scenario())
+
+
+def test_a_settlement_and_a_claims_end_started_together_share_one_round_trip(
+    redis_url: str,
+) -> None:
+    """What a request's end sends (`Exchange._settle`): both are queued before
+    either is awaited, so they go in one pipeline, and once the settlement is
+    read the claim's end is too (reading it does not wait: no loop turn)."""
+
+    async def scenario() -> None:
+        client = redis_client(redis_url)
+        calls = calls_for(client, pipelines=1)
+        limits = RedisLimitStore(client, calls=calls, timeout_s=5.0)
+        idempotency = RedisIdempotencyStore(client, 5.0, calls)
+        key = f"acme/end-{uuid.uuid4().hex}"
+        specs = [QuotaSpec("org:acme:end-requests", 10, WindowKind.DAY, 1)]
+        answer = StoredResponse(200, "application/json", (), b'{"ok": true}')
+        try:
+            # Both scripts loaded first (a script Redis lacks costs a second trip).
+            warm = await limits.admit("end-0", specs, T0)
+            await limits.settle(warm.holds, [0], T0)
+            await idempotency.release(key, "nobody")
+            admitted = await limits.admit("end-1", specs, T0)
+            assert await idempotency.claim(key, Entry("fp", "me"), 60) is None
+            trips = calls.status()["round_trips"]
+            settling = limits.start_settle(admitted.holds, [1], T0)
+            ending = idempotency.start_complete(key, Entry("fp", "me", answer), 60)
+            await settling
+            assert calls.status()["round_trips"] == trips + 1
+            assert inspect.iscoroutine(ending)
+            with pytest.raises(StopIteration):
+                ending.send(None)
+            assert await limits.get(admitted.holds[0].key, T0) == 1
+            stored = await idempotency.claim(key, Entry("fp", "retry"), 60)
+            assert stored is not None
+            assert stored.response == answer
+        finally:
+            await calls.aclose()
+            await closed(limits)
 
     asyncio.run(scenario())

@@ -17,7 +17,8 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import anyio
 import attrs
@@ -107,25 +108,25 @@ class Exchange:
                     self._backpressure.leave(self._slot)
 
     async def _settle(self, ending: Ending) -> None:
-        """Settle the limits and the idempotency claim, together: with Redis,
-        both go in one pipeline (one round trip). Both end before the usage
-        record is written: a settlement Redis refused is then in the outbox."""
-        ticket, claim = self.ticket, self.claim
-        if ticket is not None and claim is not None:
-            # Two tasks of asyncio's own: an anyio task group costs several
-            # times as much per request, for nothing here (neither raises:
-            # each keeps what Redis refused, to replay).
-            await asyncio.gather(
-                self.limits.settle(ticket, ending.counts, ending.served),
-                self._settle_claim(claim, ending),
-            )
-        elif ticket is not None:
-            await self.limits.settle(ticket, ending.counts, ending.served)
-        elif claim is not None:
-            await self._settle_claim(claim, ending)
-
-    async def _settle_claim(self, claim: Claim, ending: Ending) -> None:
-        await self.usage.settle_claim(claim, ending.stored, self.runtime.config.idempotency)
+        """Settle the limits and the idempotency claim, together: both are sent
+        before either is awaited, so with Redis they share one pipeline (one
+        round trip), with no task (a task, or a gather of two, cost a loop turn
+        to start and another to end). Both end before the usage record is
+        written: a settlement Redis refused is then in the outbox. Neither raises."""
+        settling: list[Coroutine[Any, Any, None]] = []
+        if self.ticket is not None:
+            limits = self.limits.start_settle(self.ticket, ending.counts, ending.served)
+            if limits is not None:
+                settling.append(limits)
+        if self.claim is not None:
+            config = self.runtime.config.idempotency
+            settling.append(self.usage.start_settle_claim(self.claim, ending.stored, config))
+        try:
+            for each in settling:
+                await each
+        finally:
+            for each in settling:  # after a failure, those not awaited: sent all the same
+                each.close()
 
     async def _record(self, ending: Ending) -> None:
         recorder = self.usage.recorder

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -92,6 +92,13 @@ class LimitStore(Protocol):
         self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
     ) -> None: ...
 
+    def start_settle(
+        self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
+    ) -> Awaitable[None]:
+        """`settle`, under way when this returns (so that it shares a round trip
+        with what the caller sends next), applied when awaited; it must be awaited."""
+        ...
+
     async def reap(self, now_us: int | None = None) -> int: ...
 
 
@@ -125,6 +132,11 @@ class MemoryLimitStore:
         self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
     ) -> None:
         self.ledger.settle(holds, actuals, self.clock() if now_us is None else now_us)
+
+    def start_settle(
+        self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
+    ) -> Awaitable[None]:
+        return self.settle(holds, actuals, now_us)
 
     async def reap(self, now_us: int | None = None) -> int:
         return self.ledger.reap(self.clock() if now_us is None else now_us)
@@ -235,11 +247,16 @@ class LimitGate:
         local_specs = [_local_share(s, share) for s in plan.specs if isinstance(s, RateSpec)]
         return await self.local.admit(request_id, local_specs)
 
-    async def settle(self, ticket: Ticket, counts: TokenCounts, served: bool) -> None:
-        """Replace the ticket's holds by what was actually used (never raises): `counts`
-        are the ones the request's usage record carries."""
+    def start_settle(
+        self, ticket: Ticket, counts: TokenCounts, served: bool
+    ) -> Coroutine[Any, Any, None] | None:
+        """Replace the ticket's holds by what was actually used: `counts` are the
+        ones the request's usage record carries. Under way when this returns
+        (`LimitStore.start_settle`): None when the ticket holds nothing, else a
+        coroutine that must be awaited and never raises (what the store refused
+        goes to the outbox)."""
         if ticket.admission is None or not ticket.admission.holds:
-            return
+            return None
         holds = ticket.admission.holds
         used = TokenUsage(
             counts.prompt_tokens, counts.completion_tokens, counts.total_tokens,
@@ -254,8 +271,13 @@ class LimitGate:
                 "served": served,
                 "charged": {measure_of(h).value: a for h, a in zip(holds, amounts, strict=True)},
             })  # fmt: skip
+        return self._settled(self.store.start_settle(holds, amounts), holds, amounts)
+
+    async def _settled(
+        self, settling: Awaitable[None], holds: Sequence[Hold], amounts: Sequence[int]
+    ) -> None:
         try:
-            await self.store.settle(holds, amounts)
+            await settling
         except StoreUnavailable as exc:
             self.settle_failures += 1
             log.warning("settle deferred", extra={"error": str(exc), "holds": len(holds)})

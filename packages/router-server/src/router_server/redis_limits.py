@@ -52,9 +52,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 
 import attrs
 from redis.exceptions import RedisError, ResponseError
@@ -255,6 +256,13 @@ class RedisLimitStore:
         self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
     ) -> None:
         """Replace each open hold by its actual amount; a hold already settled is skipped."""
+        await self.start_settle(holds, actuals, now_us)
+
+    def start_settle(
+        self, holds: Sequence[Hold], actuals: Sequence[int], now_us: int | None = None
+    ) -> Awaitable[None]:
+        """`settle`, queued in this loop turn's pipeline before this returns (beside
+        the idempotency claim's end); applied when awaited. Bad input raises here."""
         if len(holds) != len(actuals):
             raise ValueError(f"{len(holds)} holds but {len(actuals)} actual amounts")
         if now_us is not None:
@@ -268,9 +276,20 @@ class RedisLimitStore:
             keys, args = batches.setdefault(tag, ([], ["" if now_us is None else now_us]))
             keys += self._window_keys(tag, hold.key)
             args += [hold.id, hold.kind.value, hold.amount, hold.expire_at_us, actual]
-        for keys, args in batches.values():
-            async with self._guard("settle", timed=False):
-                await self._settle_script(keys=keys, args=args, timeout_s=self._timeout_s)
+        replies = [
+            self._settle_script.start(keys=keys, args=args, timeout_s=self._timeout_s)
+            for keys, args in batches.values()
+        ]
+        return self._settled(replies)
+
+    async def _settled(self, replies: list[Coroutine[Any, Any, Any]]) -> None:
+        try:
+            for reply in replies:
+                async with self._guard("settle", timed=False):
+                    await reply
+        finally:
+            for reply in replies:  # those not read, after a failure: sent all the same
+                reply.close()
 
     async def reap(self, now_us: int | None = None) -> int:
         """Reap every hold past its lifetime, on every master (SCAN); returns how many.

@@ -47,6 +47,14 @@ class IdempotencyStore(Protocol):
         """Drop our claim (the answer is not to be replayed)."""
         ...
 
+    def start_complete(self, key: str, entry: Entry, retention_s: int) -> Awaitable[None]:
+        """`complete`, under way when this returns (as `start_claim`)."""
+        ...
+
+    def start_release(self, key: str, owner: str) -> Awaitable[None]:
+        """`release`, under way when this returns (as `start_claim`)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -123,6 +131,12 @@ class SqliteIdempotencyStore:
 
         await self._file.call("release", run, create=True, default=None)
 
+    def start_complete(self, key: str, entry: Entry, retention_s: int) -> Awaitable[None]:
+        return asyncio.ensure_future(self.complete(key, entry, retention_s))
+
+    def start_release(self, key: str, owner: str) -> Awaitable[None]:
+        return asyncio.ensure_future(self.release(key, owner))
+
     async def aclose(self) -> None:
         self._file.close()
 
@@ -195,17 +209,28 @@ class RedisIdempotencyStore:
             await self.release(key, entry.owner)
 
     async def complete(self, key: str, entry: Entry, retention_s: int) -> None:
-        await self._update(key, entry.owner, encode_entry(entry), retention_s * 1000)
+        await self.start_complete(key, entry, retention_s)
 
     async def release(self, key: str, owner: str) -> None:
-        await self._update(key, owner, b"", 0)
+        await self.start_release(key, owner)
 
-    async def _update(self, key: str, owner: str, value: bytes, ttl_ms: int) -> None:
+    def start_complete(self, key: str, entry: Entry, retention_s: int) -> Awaitable[None]:
+        return self._update(key, entry.owner, encode_entry(entry), retention_s * 1000)
+
+    def start_release(self, key: str, owner: str) -> Awaitable[None]:
+        return self._update(key, owner, b"", 0)
+
+    def _update(self, key: str, owner: str, value: bytes, ttl_ms: int) -> Awaitable[None]:
+        """Queued in this loop turn's pipeline (beside the limits' settlement)."""
         marker = f'"owner":"{owner}"'
+        reply = self._owned.start(
+            keys=[self.name(key)], args=[marker, value, ttl_ms], timeout_s=self.timeout_s
+        )
+        return self._updated(reply)
+
+    async def _updated(self, reply: Awaitable[object]) -> None:
         async with redis_guard(Store.IDEMPOTENCY, "update", self.timeout_s, timed=False):
-            await self._owned(
-                keys=[self.name(key)], args=[marker, value, ttl_ms], timeout_s=self.timeout_s
-            )
+            await reply
 
     async def aclose(self) -> None:
         return None

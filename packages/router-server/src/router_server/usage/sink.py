@@ -3,7 +3,7 @@
 The pipeline claims a request's idempotency key after validation and before
 admission (`start_claim`: 409 or 422, a stored answer to replay, or a claim
 the request then holds); the request's `Exchange` writes its one usage record and
-settles the claim (`settle_claim`) when it finishes. Each authenticated
+settles the claim (`start_settle_claim`) when it finishes. Each authenticated
 request gets exactly one usage record, appended to the spool before the
 answer leaves.
 """
@@ -102,15 +102,22 @@ class UsageSink:
             return existing.response
         raise idem.refusal(verdict, key)
 
-    async def settle_claim(
+    def start_settle_claim(
         self, claim: Claim, stored: idem.StoredResponse | None, settings: IdempotencySettings
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
+        """Keep the answer for retries (or give the key back): under way when this
+        returns (beside the limits' settlement); the coroutine, which must be
+        awaited, never raises."""
+        if stored is not None and len(stored.body) <= settings.max_body_bytes:
+            entry = idem.Entry(claim.fingerprint, claim.owner, stored)
+            return self._settled(
+                self.store.start_complete(claim.scope, entry, settings.retention_s)
+            )
+        return self._settled(self.store.start_release(claim.scope, claim.owner))
+
+    async def _settled(self, settling: Awaitable[None]) -> None:
         try:
-            if stored is not None and len(stored.body) <= settings.max_body_bytes:
-                entry = idem.Entry(claim.fingerprint, claim.owner, stored)
-                await self.store.complete(claim.scope, entry, settings.retention_s)
-            else:
-                await self.store.release(claim.scope, claim.owner)
+            await settling
         except StoreUnavailable as exc:
             # The claim then lapses after in_flight_timeout_s; retries get 409 until then.
             self.idempotency_failures += 1
