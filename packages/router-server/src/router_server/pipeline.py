@@ -366,7 +366,7 @@ async def _claimed(
     key it took is then on the exchange, for `finish` to release. Raises the
     claim's refusal. A task cancelled by asyncio itself (the server past its
     graceful timeout) stops waiting; the claim still goes ahead, and a key it
-    took for nobody is given back by the store (`start_claim`)."""
+    took for nobody is given back (Redis) or lapses after its lease (SQLite)."""
     with anyio.CancelScope(shield=True):
         claimed = await claiming
     if isinstance(claimed, Claim):
