@@ -527,6 +527,33 @@ def measure(scenario: Scenario, target: Target, settings: Settings) -> Measureme
     )
 
 
+def cpu_rounds(
+    base: Scenario,
+    plain: Target,
+    every: Scenario,
+    routed: Target,
+    settings: Settings,
+    count: int,
+) -> list[report.CpuRound]:
+    """`count` pairs of runs back to back, auth alone and every policy on, in
+    turn first (ABBA: a drift within a pair counts against each side alike).
+    CPU per request drifts with the machine by more than the ratio's margin
+    over minutes, and a pair's two runs share the same few seconds."""
+    done: list[report.CpuRound] = []
+    for index in range(count):
+        if index % 2 == 0:
+            alone, all_on = measure(base, plain, settings), measure(every, routed, settings)
+        else:
+            all_on = measure(every, routed, settings)
+            alone = measure(base, plain, settings)
+        a, b = alone.router_cpu_us_per_request, all_on.router_cpu_us_per_request
+        if a and b:
+            done.append(report.CpuRound(a, b))
+            print(f"  cpu round {len(done)}: auth alone {a:.0f} us/req, every policy {b:.0f}: "
+                  f"{b / a:.2f}x", flush=True)  # fmt: skip
+    return done
+
+
 def progress(m: Measurement) -> None:
     r = m.result
     where = m.path if m.transport is None else f"{m.path} ({m.transport})"
@@ -550,6 +577,9 @@ PACED_TOKENS = 64
 # TTFT p99 is the 6th-worst of some 600 (three 5 s runs gave refusal p99s of
 # 13, 33 and 41 ms).
 PACED_DURATION_S = 20.0
+# Pairs of runs for the every-policy CPU ratio (`cpu_rounds`).
+CPU_ROUNDS = 6
+QUICK_CPU_ROUNDS = 1
 QUICK_PACED_TOKENS = 8
 QUICK_PACED_N = 4
 
@@ -625,6 +655,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="seconds of each measured paced window (unloaded, 1x, 2x, 2x shed); "
         f"default {PACED_DURATION_S:g}, or --duration if that is given",
+    )
+    parser.add_argument(
+        "--cpu-rounds",
+        type=int,
+        default=None,
+        help="pairs of back-to-back runs (auth alone, every policy on) whose median CPU "
+        f"ratio is checked against the target (default {CPU_ROUNDS}, {QUICK_CPU_ROUNDS} with "
+        "--quick; 0: the single rows' ratio)",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("bench-results"))
     parser.add_argument(
@@ -733,6 +771,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"bench: unknown --limits value(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    if args.cpu_rounds is not None and args.cpu_rounds < 0:
+        print("bench: --cpu-rounds must be 0 or more", file=sys.stderr)
+        return 2
     if args.paced_n is not None and args.paced_n < 1:
         print("bench: --paced-n must be at least 1", file=sys.stderr)
         return 2
@@ -780,6 +821,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"paced streaming: {paced_note}; Kafka export of the every-policy runs: {kafka_note}")
     print(f"routing runs (weighted vs least_load + affinity): {args.routing}")
     plan = scenarios(args.rate) if closed_loop else []
+    by_key = {s.key: s for s in plan}
+    rounds: list[report.CpuRound] = []
     limited_plan = limit_scenarios(plan, stores)
     routing_plan = routing_scenarios() if args.routing != "off" and "none" in stores else []
     decision: dict[str, float] | None = None
@@ -809,23 +852,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 kafka = None
         direct = direct_target(fast, slow)
         access_log = not args.no_access_log
-        with contextlib.ExitStack() as main_router:
-            routed = None
-            if "none" in stores:
-                routed = main_router.enter_context(
-                    running_router(
-                        workdir, fast, slow, default_transport, pinning, access_log, "main"
-                    )
-                )
-            for scenario in plan:
-                for target in (direct[scenario.backend], routed):
-                    if target is not None:
-                        measurements.append(measure(scenario, target, settings))
-                        progress(measurements[-1])
-            if routed is not None:  # routed only: the two strategies, one router
-                for scenario in routing_plan:
-                    measurements.append(measure(scenario, routed, settings))
+        # The plain router stays up until the every-policy router has alternated
+        # with it (`cpu_rounds`), idle meanwhile.
+        main_router = stack.enter_context(contextlib.ExitStack())
+        plain = None
+        if "none" in stores:
+            plain = main_router.enter_context(
+                running_router(workdir, fast, slow, default_transport, pinning, access_log, "main")
+            )
+        for scenario in plan:
+            for target in (direct[scenario.backend], plain):
+                if target is not None:
+                    measurements.append(measure(scenario, target, settings))
                     progress(measurements[-1])
+        if plain is not None:  # routed only: the two strategies, one router
+            for scenario in routing_plan:
+                measurements.append(measure(scenario, plain, settings))
+                progress(measurements[-1])
         if routing_plan:
             decision = routing_bench.decision_costs(2_000 if args.quick else 20_000)
         # Right after the plain runs, which they are compared with.
@@ -853,6 +896,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for scenario in (s for s in limited_plan if s.limits == "all"):
                     measurements.append(measure(scenario, routed, settings))
                     progress(measurements[-1])
+                every = next((s for s in limited_plan if s.key == report.ALL_KEY), None)
+                count = QUICK_CPU_ROUNDS if args.quick else CPU_ROUNDS
+                count = count if args.cpu_rounds is None else args.cpu_rounds
+                if plain is not None and every is not None and count:
+                    rounds = cpu_rounds(
+                        by_key[report.ALL_BASE], plain, every, routed, settings, count
+                    )
+                main_router.close()
                 if options is not None and paced_mock is not None:
                     paced_report = paced.run_scenario(
                         paced_direct_target(paced_mock),
@@ -869,7 +920,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ) as shedding:  # fmt: skip
                     paced.run_shedding(paced_report, paced_routed_target(shedding, pinning))
                     paced_progress(paced_report.runs[-1])
-        by_key = {s.key: s for s in plan}
         for transport in transports:
             with running_router(
                 workdir, fast, slow, transport, pinning, access_log, f"compare-{transport}"
@@ -881,7 +931,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.table(measurements))
         print()
         if plan:  # the summary's ratios and targets are of the closed-loop plan
-            print(report.summary(measurements, compared, OPEN_LOOP))
+            print(report.summary(measurements, compared, OPEN_LOOP, rounds))
         for line in report.routing_summary(measurements, decision):
             print(line)
     if paced_report is not None:
@@ -921,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "routing_decision_us": decision,
     }
     path = report.write_json(
-        args.output_dir, machine, run_settings, measurements, compared, OPEN_LOOP, extra
+        args.output_dir, machine, run_settings, measurements, compared, OPEN_LOOP, extra, rounds
     )
     print(f"\nwrote {path}")
     return 0

@@ -35,6 +35,11 @@ def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert isinstance(limited["chat-c16-all"]["limit_store_failures"], int)
     assert {row["scenario"] for row in data["limits_added"]} == set(limited)
     assert isinstance(data["every_policy_cpu_ratio"], float)
+    # --quick: one back-to-back pair (auth alone, every policy on), whose ratio
+    # is then the one checked.
+    (pair,) = data["every_policy_cpu_rounds"]
+    assert pair["auth_us"] > 0 and pair["all_us"] > 0
+    assert data["every_policy_cpu_ratio"] == round(pair["all_us"] / pair["auth_us"], 2)
     # Messages and Responses, native and translated, each against chat's CPU.
     costs = {row["scenario"]: row for row in data["protocol_costs"]}
     assert set(costs) == {
@@ -58,6 +63,7 @@ def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert "router-added latency" in result.stdout
     assert "limits add" in result.stdout
     assert "every policy on / authentication alone" in result.stdout
+    assert "median of 1 back-to-back pairs" in result.stdout
 
 
 def test_paced_streaming_scenario_runs_alone(tmp_path: Path) -> None:
