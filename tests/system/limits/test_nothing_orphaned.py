@@ -23,18 +23,33 @@ import httpx
 import pytest
 
 from router_core.accounting.idempotency import Entry
+from router_core.accounting.records import Outcome, TokenCounts, UsageRecord
+from router_core.auth import Principal
+from router_core.config_codec import structure
 from router_core.limits.admission import LimitKind
 from router_core.limits.budget import BudgetState
 from router_core.limits.gcra import GcraLimit
 from router_core.limits.ledger import BudgetSpec, QuotaSpec, RateSpec, Spec
 from router_core.limits.windows import WindowKind
+from router_core.problems import ClientError
+from router_core.requests import Operation, validate_openai
+from router_core.retry_budget import RetryBudget
+from router_server.dispatch import Dispatcher
+from router_server.exchange import Ending, Exchange
+from router_server.health import Health
+from router_server.limits import LimitGate
 from router_server.mock_backend import MockBackendProcess
 from router_server.redis_limits import RedisLimitStore
+from router_server.runtime import Runtime
+from router_server.settlements import SettlementOutbox
 from router_server.state.batch import calls_for
+from router_server.state.layer import StateLayer
 from router_server.usage.idempotency_store import RedisIdempotencyStore
+from router_server.usage.setup import open_usage
+from router_server.usage.trace import Unrecorded, UsageTrace
 
 from tests.helpers.redis_server import RedisServer, closed, redis_binary, redis_client
-from tests.helpers.support import ACME_KEY, auth
+from tests.helpers.support import ACME_KEY, CHAT, auth, base_config
 
 Mocks = tuple[MockBackendProcess, MockBackendProcess]
 TOTAL = "org:acme:usd:total:0"
@@ -222,3 +237,74 @@ def test_a_frozen_redis_and_a_killed_router_leave_nothing_reserved_or_lost(
     spent, settlements = settled_nanos(sorted(tmp_path.glob("router-*.log")))
     assert settlements == 20
     assert state.committed == spent
+
+
+def test_a_settlement_asyncio_cancels_is_kept_to_replay_and_the_record_written(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    """anyio's shield does not hold asyncio's own cancel (hypercorn's, for the
+    requests still running past its graceful timeout). One that arrives while
+    the settlement waits for a frozen Redis still leaves the usage record, and
+    the settlement in the outbox; replayed once Redis is back, it is applied
+    once, whether or not the first attempt reached Redis."""
+    data = base_config("http://127.0.0.1:9", "http://127.0.0.1:9")
+    data["state"] = {"store": "redis", "dir": str(tmp_path / "state")}
+    # A long wait of its own: the cancel, not a timeout, ends the settlement.
+    data["limits"] = {"timeout_ms": 10_000}
+    data["organizations"]["acme"]["limits"] = {"quotas": {"tokens_per_month": 1_000}}
+    config = structure(data)
+    env = {"ROUTER_REDIS_URL": own_redis.url}
+    principal = Principal("acme", "key-1", config.organizations["acme"])
+    records: list[UsageRecord] = []
+
+    class Records:
+        def observe(self, record: UsageRecord) -> None:
+            records.append(record)
+
+        def observe_unrecorded(self, answer: Unrecorded) -> None:
+            return None
+
+    async def scenario() -> tuple[int | None, int, int, object]:
+        stores = StateLayer.open(config, env)
+        outbox = SettlementOutbox(tmp_path / "settlements.sqlite3")
+        limits = LimitGate(stores.limit_store(), stores.kind, outbox)
+        health = Health(lambda: config)
+        dispatch = Dispatcher(health, lambda: {}, RetryBudget(lambda: config.routing))
+        try:
+            async with open_usage(config, env, stores) as usage:
+                usage.recorder.observers.append(Records())
+                trace = UsageTrace("req-1", "/v1/chat/completions", 0.0, 0, config)
+                trace.principal = principal
+                trace.inference = validate_openai(Operation.CHAT, {**CHAT, "max_tokens": 5})
+                exchange = Exchange(Runtime.build(config, {}), trace, usage, limits, dispatch)
+                exchange.ticket = await limits.admit(
+                    config, "req-1", principal.limit_scope, trace.inference
+                )
+                own_redis.pause()
+                try:
+                    ending = Ending(200, Outcome.SUCCESS, counts=TokenCounts(3, 4, 7), served=True)
+                    finishing = asyncio.ensure_future(exchange.finish(ending))
+                    await asyncio.sleep(0.3)  # the settlement waits on the frozen Redis
+                    assert not finishing.done()
+                    finishing.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await finishing
+                    kept = outbox.count
+                finally:
+                    own_redis.resume()
+                replayed = await limits.replay()
+                big = validate_openai(Operation.CHAT, {**CHAT, "max_tokens": 1_000})
+                with pytest.raises(ClientError) as refused:
+                    await limits.admit(config, "req-2", principal.limit_scope, big)
+                open_holds = await stores.limit_store().open_holds()  # type: ignore[attr-defined]
+        finally:
+            outbox.close()
+            await stores.aclose()
+        return kept, replayed, open_holds, refused.value.extra["current_usage"]
+
+    kept, replayed, open_holds, used = asyncio.run(scenario())
+    assert [(r.request_id, r.status, r.usage.total_tokens) for r in records] == [("req-1", 200, 7)]
+    assert replayed == 1
+    assert kept in (None, 1)  # (the count is known once the outbox was read)
+    assert open_holds == 0
+    assert used == 7  # charged once: the first attempt reached Redis, the replay was a no-op

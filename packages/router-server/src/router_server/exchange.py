@@ -11,14 +11,20 @@ Rules:
   error, a stream's end (however it ends) and a client that went away all
   end this way. The pipeline decides the `Ending`; nothing here guesses it
   from the exception being handled.
+- anyio's shield holds anyio's cancellation, not asyncio's own
+  (`task.cancel()`, which hypercorn sends the requests still running past
+  its graceful timeout). Such a cancel arriving while the limits settle
+  puts the settlement in the outbox (replayed, applied once whether or not
+  the first attempt reached the store); the record is then written and the
+  cancel raised again. One arriving while the claim ends leaves the claim
+  to its lease.
 - The limits settle `ending.counts` and the usage record carries the same
   counts (`router_core.accounting.records.token_counts`), so they agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any
+import asyncio
 
 import anyio
 import attrs
@@ -93,11 +99,15 @@ class Exchange:
         if self._finished:
             return
         self._finished = True
+        cancelled: asyncio.CancelledError | None = None
         with anyio.CancelScope(shield=True):
             try:
                 if self.opened is not None:
                     self.dispatch.done(self.opened, ending.broken)
-                await self._settle(ending)
+                try:
+                    await self._settle(ending)
+                except asyncio.CancelledError as exc:  # asyncio's own: see the rules
+                    cancelled = exc
                 if ending.record and self.trace.principal is not None:
                     await self._record(ending)
                 else:  # no record (refused before authentication, or for a full
@@ -106,27 +116,36 @@ class Exchange:
             finally:
                 if self._backpressure is not None and self._slot is not None:
                     self._backpressure.leave(self._slot)
+        if cancelled is not None:
+            raise cancelled
 
     async def _settle(self, ending: Ending) -> None:
         """Settle the limits and the idempotency claim, together: both are sent
         before either is awaited, so with Redis they share one pipeline (one
         round trip), with no task (a task, or a gather of two, cost a loop turn
         to start and another to end). Both end before the usage record is
-        written: a settlement Redis refused is then in the outbox. Neither raises."""
-        settling: list[Coroutine[Any, Any, None]] = []
-        if self.ticket is not None:
-            limits = self.limits.start_settle(self.ticket, ending.counts, ending.served)
-            if limits is not None:
-                settling.append(limits)
+        written: a settlement Redis refused is then in the outbox. Neither
+        raises, but for asyncio's own cancel (see the rules)."""
+        ticket, claim = self.ticket, None
+        limits = None if ticket is None else self.limits.start_settle(
+            ticket, ending.counts, ending.served
+        )  # fmt: skip
         if self.claim is not None:
             config = self.runtime.config.idempotency
-            settling.append(self.usage.start_settle_claim(self.claim, ending.stored, config))
+            claim = self.usage.start_settle_claim(self.claim, ending.stored, config)
         try:
-            for each in settling:
-                await each
+            if ticket is not None and limits is not None:
+                try:
+                    await limits
+                except asyncio.CancelledError:  # its outcome unknown: kept to replay
+                    await self.limits.settle_later(ticket, ending.counts, ending.served)
+                    raise
+            if claim is not None:
+                await claim
         finally:
-            for each in settling:  # after a failure, those not awaited: sent all the same
-                each.close()
+            for each in (limits, claim):  # after a failure, those not awaited: sent all the same
+                if each is not None:
+                    each.close()
 
     async def _record(self, ending: Ending) -> None:
         recorder = self.usage.recorder

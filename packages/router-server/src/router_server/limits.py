@@ -183,6 +183,9 @@ class LimitGate:
     reaped: int = 0
     # Settlements neither the store nor the outbox took (the disk failed too).
     settlements_lost: int = 0
+    # Settlements put in the outbox because asyncio cancelled their request
+    # while the store was asked (`settle_later`): replayed, applied once.
+    settlements_unconfirmed: int = 0
     # Router processes on this replica (`--workers`): each takes its share of
     # a replica's local share while the store is down.
     processes: int = 1
@@ -258,11 +261,7 @@ class LimitGate:
         if ticket.admission is None or not ticket.admission.holds:
             return None
         holds = ticket.admission.holds
-        used = TokenUsage(
-            counts.prompt_tokens, counts.completion_tokens, counts.total_tokens,
-            cached_tokens=counts.cached_tokens, cache_write_tokens=counts.cache_write_tokens,
-        )  # fmt: skip
-        amounts = actuals(ticket.plan, holds, used, served=served)
+        amounts = _amounts(ticket, holds, counts, served)
         # DEBUG: a line per request on top of the access line costs every
         # request tens of µs; the usage record carries the same counts.
         if log.isEnabledFor(logging.DEBUG):
@@ -272,6 +271,17 @@ class LimitGate:
                 "charged": {measure_of(h).value: a for h, a in zip(holds, amounts, strict=True)},
             })  # fmt: skip
         return self._settled(self.store.start_settle(holds, amounts), holds, amounts)
+
+    async def settle_later(self, ticket: Ticket, counts: TokenCounts, served: bool) -> None:
+        """Put the ticket's settlement in the outbox: for one whose outcome its
+        caller never learnt (asyncio cancelled it while the store was asked).
+        The outbox's replay applies it once whether or not the first attempt
+        reached the store, since a hold settles only once."""
+        if ticket.admission is None or not ticket.admission.holds:
+            return
+        holds = ticket.admission.holds
+        self.settlements_unconfirmed += 1
+        await self._defer(holds, _amounts(ticket, holds, counts, served))
 
     async def _settled(
         self, settling: Awaitable[None], holds: Sequence[Hold], amounts: Sequence[int]
@@ -356,6 +366,7 @@ class LimitGate:
             "settlements_pending": 0 if self.outbox is None else self.outbox.count,
             "settlements_replayed": self.settlements_replayed,
             "settlements_lost": self.settlements_lost,
+            "settlements_unconfirmed": self.settlements_unconfirmed,
             "released": getattr(self.store, "released", 0),
         }
 
@@ -375,6 +386,15 @@ def _duration(us: int) -> str:
     minutes, rest = divmod(seconds, 60)
     rest_text = f"{rest:.3f}".rstrip("0").rstrip(".")
     return f"{int(minutes)}m{rest_text}s" if minutes else f"{rest_text}s"
+
+
+def _amounts(ticket: Ticket, holds: Sequence[Hold], counts: TokenCounts, served: bool) -> list[int]:
+    """What each of the ticket's holds settles to, for a request of `counts`."""
+    used = TokenUsage(
+        counts.prompt_tokens, counts.completion_tokens, counts.total_tokens,
+        cached_tokens=counts.cached_tokens, cache_write_tokens=counts.cache_write_tokens,
+    )  # fmt: skip
+    return actuals(ticket.plan, holds, used, served=served)
 
 
 def rate_headers(decision: Decision) -> dict[str, str]:
