@@ -59,7 +59,7 @@ TARGET_TTFT_P99_RATIO = 3.0
 # router's core under 80 % busy (measured each 100 ms), refusing at once above
 # it (docs/routing.md, "Admission control").
 SHEDDING_SERVER: dict[str, Any] = {
-    "admission": {"max_busy_percent": 80, "window_ms": 100},
+    "admission": {"max_busy_percent": 80, "window_ms": 25},
     "queue_timeout_ms": 0,
 }
 SHED_RUN = "2x shed"
