@@ -25,6 +25,8 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import anyio
 import attrs
@@ -126,26 +128,20 @@ class Exchange:
         to start and another to end). Both end before the usage record is
         written: a settlement Redis refused is then in the outbox. Neither
         raises, but for asyncio's own cancel (see the rules)."""
-        ticket, claim = self.ticket, None
-        limits = None if ticket is None else self.limits.start_settle(
-            ticket, ending.counts, ending.served
-        )  # fmt: skip
+        settling: list[Coroutine[Any, Any, None]] = []
+        if self.ticket is not None:
+            limits = self.limits.start_settle(self.ticket, ending.counts, ending.served)
+            if limits is not None:
+                settling.append(limits)
         if self.claim is not None:
             config = self.runtime.config.idempotency
-            claim = self.usage.start_settle_claim(self.claim, ending.stored, config)
+            settling.append(self.usage.start_settle_claim(self.claim, ending.stored, config))
         try:
-            if ticket is not None and limits is not None:
-                try:
-                    await limits
-                except asyncio.CancelledError:  # its outcome unknown: kept to replay
-                    await self.limits.settle_later(ticket, ending.counts, ending.served)
-                    raise
-            if claim is not None:
-                await claim
+            for each in settling:
+                await each
         finally:
-            for each in (limits, claim):  # after a failure, those not awaited: sent all the same
-                if each is not None:
-                    each.close()
+            for each in settling:  # after a failure, those not awaited: sent all the same
+                each.close()
 
     async def _record(self, ending: Ending) -> None:
         recorder = self.usage.recorder

@@ -184,7 +184,7 @@ class LimitGate:
     # Settlements neither the store nor the outbox took (the disk failed too).
     settlements_lost: int = 0
     # Settlements put in the outbox because asyncio cancelled their request
-    # while the store was asked (`settle_later`): replayed, applied once.
+    # while the store was asked: replayed, applied once.
     settlements_unconfirmed: int = 0
     # Router processes on this replica (`--workers`): each takes its share of
     # a replica's local share while the store is down.
@@ -256,12 +256,17 @@ class LimitGate:
         """Replace the ticket's holds by what was actually used: `counts` are the
         ones the request's usage record carries. Under way when this returns
         (`LimitStore.start_settle`): None when the ticket holds nothing, else a
-        coroutine that must be awaited and never raises (what the store refused
+        coroutine that must be awaited and raises nothing but asyncio's own
+        cancel (a settlement the store refused, or one that cancel cut short,
         goes to the outbox)."""
         if ticket.admission is None or not ticket.admission.holds:
             return None
         holds = ticket.admission.holds
-        amounts = _amounts(ticket, holds, counts, served)
+        used = TokenUsage(
+            counts.prompt_tokens, counts.completion_tokens, counts.total_tokens,
+            cached_tokens=counts.cached_tokens, cache_write_tokens=counts.cache_write_tokens,
+        )  # fmt: skip
+        amounts = actuals(ticket.plan, holds, used, served=served)
         # DEBUG: a line per request on top of the access line costs every
         # request tens of µs; the usage record carries the same counts.
         if log.isEnabledFor(logging.DEBUG):
@@ -272,17 +277,6 @@ class LimitGate:
             })  # fmt: skip
         return self._settled(self.store.start_settle(holds, amounts), holds, amounts)
 
-    async def settle_later(self, ticket: Ticket, counts: TokenCounts, served: bool) -> None:
-        """Put the ticket's settlement in the outbox: for one whose outcome its
-        caller never learnt (asyncio cancelled it while the store was asked).
-        The outbox's replay applies it once whether or not the first attempt
-        reached the store, since a hold settles only once."""
-        if ticket.admission is None or not ticket.admission.holds:
-            return
-        holds = ticket.admission.holds
-        self.settlements_unconfirmed += 1
-        await self._defer(holds, _amounts(ticket, holds, counts, served))
-
     async def _settled(
         self, settling: Awaitable[None], holds: Sequence[Hold], amounts: Sequence[int]
     ) -> None:
@@ -292,6 +286,14 @@ class LimitGate:
             self.settle_failures += 1
             log.warning("settle deferred", extra={"error": str(exc), "holds": len(holds)})
             await self._defer(holds, amounts)
+        except asyncio.CancelledError:
+            # asyncio's own cancel (hypercorn's, past its graceful timeout;
+            # anyio's shield does not hold it): the outcome is unknown, so the
+            # settlement is kept to replay, applied once either way (a hold
+            # settles once), and the cancel goes on.
+            self.settlements_unconfirmed += 1
+            await self._defer(holds, amounts)
+            raise
 
     async def _defer(self, holds: Sequence[Hold], amounts: Sequence[int]) -> None:
         if self.outbox is not None:
@@ -386,15 +388,6 @@ def _duration(us: int) -> str:
     minutes, rest = divmod(seconds, 60)
     rest_text = f"{rest:.3f}".rstrip("0").rstrip(".")
     return f"{int(minutes)}m{rest_text}s" if minutes else f"{rest_text}s"
-
-
-def _amounts(ticket: Ticket, holds: Sequence[Hold], counts: TokenCounts, served: bool) -> list[int]:
-    """What each of the ticket's holds settles to, for a request of `counts`."""
-    used = TokenUsage(
-        counts.prompt_tokens, counts.completion_tokens, counts.total_tokens,
-        cached_tokens=counts.cached_tokens, cache_write_tokens=counts.cache_write_tokens,
-    )  # fmt: skip
-    return actuals(ticket.plan, holds, used, served=served)
 
 
 def rate_headers(decision: Decision) -> dict[str, str]:
