@@ -463,3 +463,26 @@ def test_the_adaptive_floor_may_not_exceed_the_hard_cap() -> None:
     ]
     data["server"]["admission"]["adaptive"] = False  # the floor is unused: no problem
     assert structure(data).server.admission.min_limit == 16
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (699, "must be between 700 and 10,000,000"),
+        (10_000_001, "must be between 700 and 10,000,000"),
+        (-1, "must be between 700 and 10,000,000"),
+        ("lots", "must be an integer, not str"),
+        (True, "must be an integer, not bool"),
+    ],
+)
+def test_the_young_gc_threshold_is_refused_out_of_range(value: object, problem: str) -> None:
+    data = config()
+    data["server"]["gc_young_threshold"] = value
+    assert problems_of(data) == [f"server.gc_young_threshold: {problem}"]
+
+
+def test_the_young_gc_threshold_defaults_to_200_000() -> None:
+    assert structure(config()).server.gc_young_threshold == 200_000
+    data = config()
+    data["server"]["gc_young_threshold"] = 700
+    assert structure(data).server.gc_young_threshold == 700

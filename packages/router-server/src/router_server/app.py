@@ -32,7 +32,7 @@ from router_core.config_enums import StateStoreKind
 from router_core.problems import Catalog, ClientError, DependencyError, RouterError
 from router_core.requests import Operation, validate_inference, validate_openai
 from router_core.retry_budget import RetryBudget
-from router_server import openapi, protocol_routes, tracing
+from router_server import gc_watch, openapi, protocol_routes, tracing
 from router_server.admin.book import OverrideBook
 from router_server.affinity import Affinity
 from router_server.backends import close_clients, open_clients
@@ -220,6 +220,7 @@ def _open_ops(
             "backpressure": state.backpressure.status(),
             "limits": state.limits.status(),
             "usage": state.usage.status(),
+            "gc": gc_watch.watch().status(),
         }
 
     token_env = config.observability.ops_token_env

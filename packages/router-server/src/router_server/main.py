@@ -23,7 +23,15 @@ from hypercorn.utils import LifespanFailureError
 from router_core.config import AdminListener, RouterConfig
 from router_core.config_codec import ConfigInvalid
 from router_core.workers import WorkersRefused, worker_count
-from router_server import DISTRIBUTION, config_file, environment, http_h11, http_idle, logs
+from router_server import (
+    DISTRIBUTION,
+    config_file,
+    environment,
+    gc_watch,
+    http_h11,
+    http_idle,
+    logs,
+)
 from router_server.admin.app import SharedRouter, create_admin_app
 from router_server.admin.tls import admin_hypercorn_config
 from router_server.app import create_app
@@ -217,6 +225,7 @@ def _freeze_startup_heap() -> None:
     it, is then never freed."""
     gc.collect()
     gc.freeze()
+    gc_watch.watch()  # every collection from here on is timed (/v1/status, /metrics)
 
 
 async def run(
@@ -356,11 +365,14 @@ def _run_process(
     config: RouterConfig, host: str, port: int, path: str, worker: WorkerSpec | None
 ) -> int:
     """Serve in this process: the only one, or one worker of a group."""
-    # A request allocates thousands of short-lived objects; at CPython's default
-    # young-generation threshold (700) the cycle collector ran several times per
-    # request, ~10% of the router's CPU (see benchmarks/). Cycles are still
-    # collected, in larger batches.
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    # The router makes almost no cyclic garbage (a closed connection leaves
+    # ~35 objects), but a collection runs whenever allocations outnumber frees
+    # by the young threshold, and walks every young object still alive: with
+    # hundreds of requests in flight, tens of thousands. At 10,000 (CPython's
+    # default is 700) collections ran several times a second at twice the
+    # paced load, each a 20 to 150 ms stall, a quarter of the router's CPU.
+    # Set from `server.gc_young_threshold`; `gc_watch` reports the pauses.
+    gc.set_threshold(config.server.gc_young_threshold, *gc.get_threshold()[1:])
     _allow_open_files()
     http_h11.install()  # refusals h11 makes get a body and an x-request-id; chunks framed here
     http_idle.install()  # keep-alive timeouts on a timer, not tasks per request

@@ -317,6 +317,30 @@ class StateCollector(Collector):
             "router_kafka_errors", "Failed attempts to export usage records to Kafka.",
             value=kafka.get("failures", 0),
         )  # fmt: skip
+        yield from _gc_metrics(s["gc"])
+
+
+def _gc_metrics(collector: Mapping[str, Any]) -> Iterable[Any]:
+    """The cycle collector's runs and pauses (`gc_watch`), by generation."""
+    runs = CounterMetricFamily(
+        "router_gc_collections", "Runs of the cycle collector.", labels=["generation"]
+    )
+    paused = CounterMetricFamily(
+        "router_gc_pause_seconds",
+        "Time the cycle collector stopped the process (every request in flight waits).",
+        labels=["generation"],
+    )
+    for generation, (count, seconds) in enumerate(
+        zip(collector["collections"], collector["pause_s"], strict=True)
+    ):
+        runs.add_metric([str(generation)], count)
+        paused.add_metric([str(generation)], seconds)
+    yield from (runs, paused)
+    yield GaugeMetricFamily(
+        "router_gc_recent_longest_pause_seconds",
+        "The longest pause of the cycle collector in the last minute.",
+        value=collector["recent_longest_pause_ms"] / 1000,
+    )
 
 
 def _load_metrics(backends: Mapping[str, Any]) -> Iterable[Any]:

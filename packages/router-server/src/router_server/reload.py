@@ -44,7 +44,7 @@ log = logging.getLogger("router.config")
 _RESTART_ONLY = (
     # One state layer, opened with the app: its store, Redis client and data directory.
     "state", "listeners", "limits.timeout_ms",
-    "server.workers", "server.max_body_bytes",
+    "server.workers", "server.max_body_bytes", "server.gc_young_threshold",
     # The spool, ledger, exporter and idempotency store are opened with the app.
     "usage",
     # The tracer and the ops token are set up with the app (log_content reloads).

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from router_core.problems import Catalog, ClientError
+from router_server import gc_watch
 from router_server.group import LOCAL_SCRAPE, group_metrics, single_status
 from router_server.metrics import CONTENT_TYPE, render
 from router_server.ops import status as probes
@@ -84,6 +85,8 @@ async def status(request: Request) -> Response:
             "limits": state.limits.status(),
             # Which process answered: its pid and its slot among the box's workers.
             "process": single_status() if state.worker is None else state.worker.status(),
+            # That process's cycle collector: its pauses stop every request in flight.
+            "gc": gc_watch.watch().status(),
             **{name: source() for name, source in state.status_sources.items()},
         }
     )
