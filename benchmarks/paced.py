@@ -56,10 +56,10 @@ RAMP_MIN_PACE = 0.9
 TARGET_REFUSAL_P99_MS = 20.0
 TARGET_TTFT_P99_RATIO = 3.0
 # The `server` settings of the 2x shed run: an in-flight limit that keeps the
-# router's core under 80 % busy (measured each 100 ms), refusing at once above
-# it (docs/routing.md, "Admission control").
+# router's core under 75 % busy (measured each 25 ms), refusing at once above
+# it (docs/routing.md, "Backpressure and overload").
 SHEDDING_SERVER: dict[str, Any] = {
-    "admission": {"max_busy_percent": 80, "window_ms": 25},
+    "admission": {"max_busy_percent": 75, "window_ms": 25},
     "queue_timeout_ms": 0,
 }
 SHED_RUN = "2x shed"
